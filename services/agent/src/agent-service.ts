@@ -1,0 +1,59 @@
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { ClientError, ServerError, Status, callOptions, defineService, proto, type ServiceContext } from '@elexirion/kit';
+
+export const agentConfigSchema = z.object({
+  AGENT_DEFAULT_PIPELINE: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, 'expected a pipeline name').default('general'),
+});
+export type AgentConfig = z.infer<typeof agentConfigSchema>;
+
+function statusName(error: unknown): string {
+  return error instanceof ServerError || error instanceof ClientError ? Status[error.code] : 'INTERNAL';
+}
+
+export function createAgent(context: ServiceContext<AgentConfig>) {
+  const { config, clients, events } = context;
+  const executor = clients.get('executor');
+
+  /** Runs a pipeline as a job and reports it, whatever the outcome. */
+  async function runJob(pipeline: string, inputs: Record<string, string>, callContext: Parameters<typeof callOptions>[0]) {
+    const jobId = randomUUID();
+    const started = performance.now();
+    try {
+      const result = await executor.execute({ pipeline, inputs, jobId }, callOptions(callContext));
+      events.publish('job', {
+        status: 'OK',
+        durationMs: Math.round(performance.now() - started),
+        agentJob: { jobId, pipeline: result.pipeline, fallbackUsed: false },
+      });
+      return { jobId, result };
+    } catch (error) {
+      events.publish('job', {
+        status: statusName(error),
+        durationMs: Math.round(performance.now() - started),
+        agentJob: { jobId, pipeline, errorMessage: error instanceof Error ? error.message : String(error) },
+      });
+      throw error;
+    }
+  }
+
+  const implementation: proto.AgentServiceImplementation = {
+    async handleChat(request, callContext) {
+      // Routing is a fixed default until the routing issue lands; an explicit pipeline wins.
+      const pipeline = request.pipeline || config.AGENT_DEFAULT_PIPELINE;
+      const { jobId, result } = await runJob(pipeline, { message: request.message }, callContext);
+      return { response: result.output, pipelineUsed: result.pipeline, fallbackUsed: false, jobId, usage: result.usage, steps: result.steps };
+    },
+    async runPipeline(request, callContext) {
+      const { jobId, result } = await runJob(request.pipeline, request.inputs, callContext);
+      return { result: result.output, pipeline: result.pipeline, jobId, usage: result.usage, steps: result.steps };
+    },
+  };
+  return { implementation };
+}
+
+export const agentService = defineService({
+  name: 'agent',
+  configSchema: agentConfigSchema,
+  create: createAgent,
+});

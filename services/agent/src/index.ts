@@ -1,0 +1,1 @@
+export { agentService, agentConfigSchema, type AgentConfig } from './agent-service.js';

@@ -1,0 +1,5 @@
+#!/usr/bin/env node
+import { runHost } from '@elexirion/kit';
+import { agentService } from './agent-service.js';
+
+await runHost([agentService]);

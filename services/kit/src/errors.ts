@@ -1,0 +1,51 @@
+import { isAbortError } from 'abort-controller-x';
+import { ClientError, ServerError, Status, type ServerMiddleware } from 'nice-grpc-common';
+import type { Logger } from './logger.js';
+import { redactSecrets } from './secrets.js';
+import { traceIds } from './tracing.js';
+
+export { ClientError, ServerError, Status } from 'nice-grpc-common';
+
+/**
+ * Server middleware that gives every failure a meaningful status: a downstream ClientError keeps
+ * its code and details (INVALID_ARGUMENT from the executor reaches the gateway's caller as
+ * INVALID_ARGUMENT), cancellation becomes CANCELLED, and anything unexpected is logged with its
+ * stack and answered as INTERNAL without internals. Details never carry a secret.
+ */
+export function errorMappingMiddleware(logger: Logger): ServerMiddleware {
+  return async function* errorMapping(call, context) {
+    try {
+      return yield* call.next(call.request, context);
+    } catch (error) {
+      if (error instanceof ServerError) throw new ServerError(error.code, redactSecrets(error.details));
+      if (error instanceof ClientError) throw new ServerError(error.code, redactSecrets(error.details));
+      if (isAbortError(error)) {
+        throw new ServerError(Status.CANCELLED, `${call.method.path} was cancelled by its caller`);
+      }
+      const { traceId } = traceIds();
+      logger.error({ err: error, method: call.method.path }, 'unhandled error in handler');
+      throw new ServerError(Status.INTERNAL, `internal error in ${call.method.path} (trace ${traceId || 'none'})`);
+    }
+  };
+}
+
+/** HTTP status that best matches a gRPC status (as grpc-gateway maps them). */
+export function httpStatusFromGrpc(code: Status): number {
+  switch (code) {
+    case Status.OK: return 200;
+    case Status.CANCELLED: return 499;
+    case Status.INVALID_ARGUMENT:
+    case Status.OUT_OF_RANGE: return 400;
+    case Status.FAILED_PRECONDITION: return 400;
+    case Status.DEADLINE_EXCEEDED: return 504;
+    case Status.NOT_FOUND: return 404;
+    case Status.ALREADY_EXISTS:
+    case Status.ABORTED: return 409;
+    case Status.PERMISSION_DENIED: return 403;
+    case Status.UNAUTHENTICATED: return 401;
+    case Status.RESOURCE_EXHAUSTED: return 429;
+    case Status.UNIMPLEMENTED: return 501;
+    case Status.UNAVAILABLE: return 503;
+    default: return 500;
+  }
+}

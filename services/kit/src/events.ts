@@ -1,0 +1,237 @@
+import { context, propagation } from '@opentelemetry/api';
+import { connect, headers, nanos, type NatsConnection } from '@nats-io/transport-node';
+import { DiscardPolicy, RetentionPolicy, StorageType, jetstreamManager } from '@nats-io/jetstream';
+import { randomUUID } from 'node:crypto';
+import { TelemetryEvent } from './generated/elexirion/v1/telemetry.js';
+import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
+import { redactSecrets } from './secrets.js';
+import { traceIds } from './tracing.js';
+
+export const EVENT_SUBJECT_PREFIX = 'elexirion.events';
+const CONNECT_RETRY_MS = 1_000;
+
+export function eventSubject(service: string, kind: string): string {
+  return `${EVENT_SUBJECT_PREFIX}.${service}.${kind}`;
+}
+
+/** Fields a service fills in; id, time, service, kind and trace ids are added for it. */
+export type EventFields = DeepPartial<Omit<TelemetryEvent, 'eventId' | 'service' | 'kind' | 'time' | 'traceId' | 'spanId'>>;
+
+type DeepPartial<T> = T extends Date | string | number | boolean | undefined
+  ? T
+  : T extends Array<infer U>
+    ? DeepPartial<U>[]
+    : T extends object
+      ? { [K in keyof T]?: DeepPartial<T[K]> }
+      : Partial<T>;
+
+export interface EventPublisherOptions {
+  url: string;
+  enabled: boolean;
+  /** Events held while NATS is slow or down; past this, new events are dropped and counted. */
+  queueMax: number;
+  streamName: string;
+  streamMaxAgeHours: number;
+  connectionName: string;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+interface PendingEvent {
+  subject: string;
+  kind: string;
+  service: string;
+  event: TelemetryEvent;
+  trace: Record<string, string>;
+}
+
+/**
+ * Publishes protobuf telemetry events to NATS without ever failing or slowing a request:
+ * `publish` only queues (bounded); encoding and sending happen off the request path, in batches,
+ * while connected. NATS being down, slow or absent costs dropped events, counted in
+ * `elexirion_telemetry_events_dropped_total`, never an error.
+ */
+export class EventPublisher {
+  private connection: NatsConnection | undefined;
+  private connected = false;
+  private closing = false;
+  private flushScheduled = false;
+  private queue: PendingEvent[] = [];
+  private connecting: Promise<void> | undefined;
+  private wakeConnectLoop: (() => void) | undefined;
+
+  constructor(private readonly options: EventPublisherOptions) {}
+
+  /** Connects in the background, retrying for ever; returns at once. */
+  start(): void {
+    if (!this.options.enabled || this.connecting) return;
+    this.connecting = this.connectInBackground();
+  }
+
+  get isConnected(): boolean {
+    return this.connected;
+  }
+
+  /** Resolves once connected and the stream exists (tests and readiness use it). */
+  async waitUntilConnected(timeoutMs: number): Promise<boolean> {
+    const until = Date.now() + timeoutMs;
+    while (!this.connected && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 25));
+    if (this.connecting && this.connected) await this.streamReady;
+    return this.connected;
+  }
+
+  private streamReady: Promise<void> = Promise.resolve();
+
+  publish(service: string, kind: string, fields: EventFields): void {
+    if (!this.options.enabled || this.closing) return;
+    if (this.queue.length >= this.options.queueMax) {
+      this.options.metrics.eventsDropped.inc({ reason: 'queue_full' });
+      return;
+    }
+    const { traceId, spanId } = traceIds();
+    const trace: Record<string, string> = {};
+    propagation.inject(context.active(), trace);
+    const event: TelemetryEvent = TelemetryEvent.fromPartial({
+      ...fields,
+      eventId: randomUUID(),
+      service,
+      kind,
+      time: new Date(),
+      traceId,
+      spanId,
+    });
+    this.queue.push({ subject: eventSubject(service, kind), kind, service, event, trace });
+    this.options.metrics.eventsQueued.set(this.queue.length);
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || !this.connected) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const connection = this.connection;
+    if (!connection || !this.connected) return;
+    const batch = this.queue;
+    this.queue = [];
+    this.options.metrics.eventsQueued.set(0);
+    for (const pending of batch) {
+      try {
+        const messageHeaders = headers();
+        for (const [key, value] of Object.entries(pending.trace)) messageHeaders.set(key, value);
+        // JetStream drops a duplicate of the same id within its window.
+        messageHeaders.set('Nats-Msg-Id', pending.event.eventId);
+        const payload = TelemetryEvent.encode(pending.event).finish();
+        connection.publish(pending.subject, payload, { headers: messageHeaders });
+        this.options.metrics.eventsPublished.inc({ service: pending.service, kind: pending.kind });
+      } catch (error) {
+        this.options.metrics.eventsDropped.inc({ reason: 'publish_error' });
+        this.options.logger.debug({ err: error, subject: pending.subject }, 'telemetry event dropped');
+      }
+    }
+  }
+
+  private async connectInBackground(): Promise<void> {
+    const { logger } = this.options;
+    let warned = false;
+    while (!this.closing) {
+      try {
+        const connection = await connect({
+          servers: this.options.url,
+          name: this.options.connectionName,
+          maxReconnectAttempts: -1,
+          reconnectTimeWait: 1_000,
+        });
+        if (this.closing) {
+          await connection.close();
+          return;
+        }
+        this.connection = connection;
+        this.connected = true;
+        logger.info({ nats: this.options.url }, 'telemetry connected to NATS');
+        this.streamReady = this.ensureStream(connection);
+        void this.watchStatus(connection);
+        this.scheduleFlush();
+        return;
+      } catch (error) {
+        if (!warned) {
+          logger.warn({ nats: this.options.url, error: String(error) }, 'NATS unreachable; telemetry events are held up to the queue limit, then dropped; retrying');
+          warned = true;
+        }
+        await new Promise<void>((resolve) => {
+          this.wakeConnectLoop = resolve;
+          setTimeout(resolve, CONNECT_RETRY_MS).unref();
+        });
+      }
+    }
+  }
+
+  private async watchStatus(connection: NatsConnection): Promise<void> {
+    for await (const status of connection.status()) {
+      if (status.type === 'disconnect') {
+        this.connected = false;
+        this.options.logger.warn('telemetry lost NATS; holding events up to the queue limit');
+      } else if (status.type === 'reconnect') {
+        this.connected = true;
+        this.options.logger.info('telemetry reconnected to NATS');
+        this.scheduleFlush();
+      }
+    }
+  }
+
+  /** Creates the stream that keeps every event, if it does not exist yet. */
+  private async ensureStream(connection: NatsConnection): Promise<void> {
+    const { streamName, streamMaxAgeHours, logger } = this.options;
+    try {
+      const manager = await jetstreamManager(connection);
+      try {
+        await manager.streams.info(streamName);
+        return;
+      } catch {
+        // not found: create it below
+      }
+      await manager.streams.add({
+        name: streamName,
+        subjects: [`${EVENT_SUBJECT_PREFIX}.>`],
+        retention: RetentionPolicy.Limits,
+        storage: StorageType.File,
+        discard: DiscardPolicy.Old,
+        max_age: nanos(streamMaxAgeHours * 3_600_000),
+        duplicate_window: nanos(120_000),
+      });
+      logger.info({ stream: streamName }, 'created telemetry stream');
+    } catch (error) {
+      // Another replica may have created it meanwhile; events still flow to NATS either way.
+      logger.warn({ error: redactSecrets(String(error)), stream: streamName }, 'could not ensure telemetry stream');
+    }
+  }
+
+  /** Sends what is queued (when connected) and closes the connection, within `timeoutMs`. */
+  async close(timeoutMs = 2_000): Promise<void> {
+    this.closing = true;
+    this.wakeConnectLoop?.();
+    const connection = this.connection;
+    if (!connection) {
+      if (this.queue.length > 0) this.options.metrics.eventsDropped.inc({ reason: 'not_connected' }, this.queue.length);
+      this.queue = [];
+      return;
+    }
+    this.flush();
+    const timer = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
+    await Promise.race([connection.drain().catch(() => connection.close()), timer]);
+    if (!connection.isClosed()) await connection.close().catch(() => {});
+  }
+}
+
+/** A service's view of the publisher: events carry its name. */
+export interface ServiceEvents {
+  publish(kind: string, fields: EventFields): void;
+}
+
+export function serviceEvents(publisher: EventPublisher, service: string): ServiceEvents {
+  return { publish: (kind, fields) => publisher.publish(service, kind, fields) };
+}

@@ -1,0 +1,278 @@
+import Fastify, { type FastifyInstance } from 'fastify';
+import { createServer, type ServiceImplementation } from 'nice-grpc';
+import { composeServerMiddleware, type ServerMiddleware } from 'nice-grpc-common';
+import { openTelemetryServerMiddleware } from 'nice-grpc-opentelemetry';
+import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
+import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
+import { pino, type DestinationStream } from 'pino';
+import type { z } from 'zod';
+import { serviceCatalog, serviceNames, type ServiceDefinitionOf, type ServiceName } from './catalog.js';
+import { ChannelPool, ServiceClients, type LocalService } from './clients.js';
+import { ConfigError, loadHostConfig, parseEnv, type HostConfig } from './config.js';
+import { deadlineServerInterceptor } from './deadline.js';
+import { errorMappingMiddleware } from './errors.js';
+import { EventPublisher, serviceEvents, type ServiceEvents } from './events.js';
+import { descriptorSetBase64 } from './generated/descriptor-set.js';
+import { createLogger, type Logger } from './logger.js';
+import { Metrics, serverObservabilityMiddleware } from './metrics.js';
+import { initTracing } from './tracing.js';
+
+/** What a service gets from the host it runs in. */
+export interface ServiceContext<Config> {
+  name: ServiceName;
+  config: Config;
+  host: HostConfig;
+  logger: Logger;
+  clients: ServiceClients;
+  events: ServiceEvents;
+  metrics: Metrics;
+}
+
+export interface ServiceInstance<N extends ServiceName> {
+  implementation: ServiceImplementation<ServiceDefinitionOf<N>>;
+  /** Extra HTTP routes on the process's HTTP port (the gateway's web API). */
+  registerHttp?(app: FastifyInstance): void | Promise<void>;
+  /** Runs after in-flight calls have finished during a drain. */
+  close?(): Promise<void>;
+}
+
+/** A service as a unit a host can run: its name, its own environment variables, its factory. */
+export interface ServiceModule<N extends ServiceName = ServiceName, Config = unknown> {
+  name: N;
+  configSchema?: z.ZodType<Config>;
+  create(context: ServiceContext<Config>): ServiceInstance<N> | Promise<ServiceInstance<N>>;
+}
+
+export function defineService<N extends ServiceName, Config>(module: ServiceModule<N, Config>): ServiceModule<N, Config> {
+  return module;
+}
+
+export interface HostOptions {
+  env?: NodeJS.ProcessEnv;
+  /** Where logs go (stdout by default); tests capture them here. */
+  logDestination?: DestinationStream;
+}
+
+/** A running process hosting one or more services. */
+export interface Host {
+  services: ServiceName[];
+  grpcPort: number;
+  httpPort: number;
+  config: HostConfig;
+  logger: Logger;
+  metrics: Metrics;
+  events: EventPublisher;
+  /** Drains (NOT_SERVING, finish in-flight calls, force after the grace period) and releases everything. */
+  stop(reason?: string): Promise<void>;
+}
+
+/**
+ * Starts one gRPC server (with health and reflection) and one HTTP server (metrics, health, and
+ * the routes services add) for the given services. Services hosted together call each other
+ * in-process; the others are reached at `<NAME>_ADDRESS`.
+ */
+export async function startHost(modules: ServiceModule<ServiceName, any>[], options: HostOptions = {}): Promise<Host> {
+  const env = options.env ?? process.env;
+  if (modules.length === 0) throw new ConfigError(['no services to host']);
+  const ordered = [...modules].sort((a, b) => serviceNames.indexOf(a.name) - serviceNames.indexOf(b.name));
+  const names = ordered.map((module) => module.name);
+  if (new Set(names).size !== names.length) throw new ConfigError([`a service is listed twice: ${names.join(', ')}`]);
+
+  const { config, serviceConfigs } = loadAllConfig(ordered, env);
+  const processName = names.length === 1 ? names[0]! : 'elexirion';
+  const logger = createLogger({ level: config.LOG_LEVEL, name: processName, ...(options.logDestination ? { destination: options.logDestination } : {}) });
+  const tracing = initTracing({
+    serviceName: config.OTEL_SERVICE_NAME ?? (names.length === 1 ? `elexirion-${names[0]}` : 'elexirion'),
+    otlpEndpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT,
+  });
+  const metrics = new Metrics();
+  const events = new EventPublisher({
+    url: config.NATS_URL,
+    enabled: config.TELEMETRY_EVENTS,
+    queueMax: config.TELEMETRY_QUEUE_MAX,
+    streamName: config.TELEMETRY_STREAM,
+    streamMaxAgeHours: config.TELEMETRY_STREAM_MAX_AGE_HOURS,
+    connectionName: `elexirion-${processName}-${process.pid}`,
+    logger,
+    metrics,
+  });
+  events.start();
+
+  const channels = new ChannelPool();
+  const local = new Map<ServiceName, LocalService>();
+  const instances: { name: ServiceName; instance: ServiceInstance<any>; middleware: ServerMiddleware }[] = [];
+  // Ports are those of the outermost service hosted: gateway, else agent, else executor, else provider.
+  const primary = names[names.length - 1]!;
+  const grpc = createServer({
+    interceptors: [deadlineServerInterceptor],
+    'grpc.max_connection_age_ms': config.GRPC_MAX_CONNECTION_AGE_MS,
+    'grpc.max_connection_age_grace_ms': config.DRAIN_GRACE_MS,
+    'grpc.keepalive_permit_without_calls': 1,
+    'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+    'grpc.max_receive_message_length': 32 * 1024 * 1024,
+  });
+  const http = Fastify({ logger: false, bodyLimit: 8 * 1024 * 1024 });
+  const health = HealthState();
+  let draining = false;
+
+  try {
+    // Dependency order: each service's local dependencies exist before it is created.
+    for (const module of ordered) {
+      const serviceLogger = logger.child({ service: module.name });
+      const middleware = composeServerMiddleware(
+        openTelemetryServerMiddleware(),
+        composeServerMiddleware(serverObservabilityMiddleware(module.name, metrics, serviceLogger), errorMappingMiddleware(serviceLogger)),
+      );
+      const clients = new ServiceClients({
+        caller: module.name,
+        addresses: config.addresses,
+        local,
+        metrics,
+        channelFor: (address) => channels.get(address),
+      });
+      const instance = await module.create({
+        name: module.name,
+        config: serviceConfigs.get(module.name),
+        host: config,
+        logger: serviceLogger,
+        clients,
+        events: serviceEvents(events, module.name),
+        metrics,
+      });
+      local.set(module.name, { implementation: instance.implementation, serverMiddleware: middleware });
+      instances.push({ name: module.name, instance, middleware });
+      grpc.with(middleware).add(serviceCatalog[module.name].definition, instance.implementation);
+    }
+
+    const fullNames = names.map((name) => serviceCatalog[name].definition.fullName);
+    grpc.add(HealthDefinition, HealthServiceImpl(health));
+    grpc.add(ServerReflectionService, ServerReflection(Buffer.from(descriptorSetBase64, 'base64'), fullNames));
+
+    http.get('/metrics', async (_request, reply) => {
+      reply.header('content-type', metrics.registry.contentType);
+      return metrics.registry.metrics();
+    });
+    http.get('/healthz', async () => ({ status: 'ok' }));
+    http.get('/readyz', async (_request, reply) => {
+      reply.code(draining ? 503 : 200);
+      return { status: draining ? 'draining' : 'serving', services: names };
+    });
+    for (const { instance } of instances) await instance.registerHttp?.(http);
+
+    const grpcPort = await grpc.listen(`${config.BIND_HOST}:${config.ports[primary].grpc}`);
+    await http.listen({ host: config.BIND_HOST, port: config.ports[primary].http });
+    const address = http.server.address();
+    const httpPort = typeof address === 'object' && address ? address.port : config.ports[primary].http;
+
+    for (const fullName of ['', ...fullNames]) health.setStatus('healthy', fullName);
+    logger.info({ services: names, grpc: `${config.BIND_HOST}:${grpcPort}`, http: `${config.BIND_HOST}:${httpPort}`, nats: config.TELEMETRY_EVENTS ? config.NATS_URL : 'off' }, 'serving');
+
+    let stopping: Promise<void> | undefined;
+    const stop = (reason = 'stop requested') => {
+      stopping ??= (async () => {
+        draining = true;
+        for (const fullName of ['', ...fullNames]) health.setStatus('unhealthy', fullName);
+        logger.info({ reason, delayMs: config.DRAIN_DELAY_MS, graceMs: config.DRAIN_GRACE_MS }, 'draining: health NOT_SERVING');
+        if (config.DRAIN_DELAY_MS > 0) await sleep(config.DRAIN_DELAY_MS);
+        const force = setTimeout(() => {
+          logger.warn('drain grace period over: cancelling calls still in flight');
+          grpc.forceShutdown();
+          http.server.closeAllConnections();
+        }, config.DRAIN_GRACE_MS);
+        await Promise.allSettled([grpc.shutdown(), http.close()]);
+        clearTimeout(force);
+        for (const { name, instance } of [...instances].reverse()) {
+          await instance.close?.().catch((error: unknown) => logger.error({ err: error, service: name }, 'service close failed'));
+        }
+        channels.close();
+        await events.close();
+        await tracing.shutdown();
+        logger.info('stopped');
+      })();
+      return stopping;
+    };
+
+    return { services: names, grpcPort, httpPort, config, logger, metrics, events, stop };
+  } catch (error) {
+    grpc.forceShutdown();
+    await http.close().catch(() => {});
+    channels.close();
+    await events.close(0);
+    await tracing.shutdown();
+    throw error;
+  }
+}
+
+function loadAllConfig(modules: ServiceModule<ServiceName, any>[], env: NodeJS.ProcessEnv) {
+  const issues: string[] = [];
+  let config: HostConfig | undefined;
+  const serviceConfigs = new Map<ServiceName, unknown>();
+  try {
+    config = loadHostConfig(env);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    issues.push(...error.issues);
+  }
+  for (const module of modules) {
+    if (!module.configSchema) continue;
+    try {
+      serviceConfigs.set(module.name, parseEnv(module.configSchema, env));
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      issues.push(...error.issues);
+    }
+  }
+  if (issues.length > 0 || !config) throw new ConfigError(issues);
+  return { config, serviceConfigs };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Process entry point: starts the host, drains on SIGTERM/SIGINT (a second signal exits at once),
+ * and exits 78 with a message naming each bad variable when the configuration is invalid.
+ */
+export async function runHost(modules: ServiceModule<ServiceName, any>[], options: HostOptions = {}): Promise<void> {
+  let host: Host;
+  try {
+    host = await startHost(modules, options);
+  } catch (error) {
+    const fallback = pino({ base: { process: 'elexirion' }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination(2));
+    if (error instanceof ConfigError) {
+      fallback.fatal({ issues: error.issues }, error.message);
+      process.exitCode = 78; // EX_CONFIG
+    } else {
+      fallback.fatal({ err: error }, 'could not start');
+      process.exitCode = 1;
+    }
+    fallback.flush();
+    setTimeout(() => process.exit(), 50).unref();
+    return;
+  }
+  let signalled = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) {
+      host.logger.warn({ signal }, 'second signal: exiting without waiting');
+      process.exit(1);
+    }
+    signalled = true;
+    host.stop(signal).then(
+      () => process.exit(0),
+      (error: unknown) => {
+        host.logger.error({ err: error }, 'drain failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('uncaughtException', (error) => {
+    host.logger.fatal({ err: error }, 'uncaught exception');
+    process.exit(1);
+  });
+  process.on('unhandledRejection', (reason) => {
+    host.logger.error({ err: reason }, 'unhandled promise rejection');
+  });
+}

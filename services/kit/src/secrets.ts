@@ -1,0 +1,45 @@
+/**
+ * Values that must never leave the process in logs, errors, events or responses (provider keys,
+ * API keys). Whatever reads a secret registers it here; `redactSecrets` scrubs text on its way out.
+ */
+const secretValues = new Set<string>();
+const MIN_SECRET_LENGTH = 6; // shorter values would scrub ordinary words
+
+export const REDACTED = '[redacted]';
+
+export function registerSecret(value: string | undefined): void {
+  if (value && value.length >= MIN_SECRET_LENGTH) secretValues.add(value);
+}
+
+export function redactSecrets(text: string): string {
+  if (secretValues.size === 0) return text;
+  let result = text;
+  for (const secret of secretValues) {
+    if (result.includes(secret)) result = result.split(secret).join(REDACTED);
+  }
+  return result;
+}
+
+/** Deep copy of a log record with every registered secret replaced. */
+export function redactSecretsDeep<T>(value: T, depth = 0): T {
+  if (secretValues.size === 0 || depth > 8) return value;
+  if (typeof value === 'string') return redactSecrets(value) as T;
+  if (Array.isArray(value)) return value.map((item) => redactSecretsDeep(item, depth + 1)) as T;
+  if (value instanceof Error) {
+    const copy = new Error(redactSecrets(value.message));
+    copy.name = value.name;
+    if (value.stack) copy.stack = redactSecrets(value.stack);
+    return copy as T;
+  }
+  if (value && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [key, item] of Object.entries(value)) out[key] = redactSecretsDeep(item, depth + 1);
+    return out as T;
+  }
+  return value;
+}
+
+/** Variable names whose values are never echoed, even in a config error. */
+export function isSecretName(name: string): boolean {
+  return /KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL/i.test(name);
+}

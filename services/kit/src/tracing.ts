@@ -1,0 +1,52 @@
+import { trace, type Span } from '@opentelemetry/api';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
+
+export interface TracingOptions {
+  serviceName: string;
+  /** OTLP/HTTP endpoint (…:4318); without it spans still get ids for logs and events, and are not exported. */
+  otlpEndpoint?: string | undefined;
+}
+
+export interface Tracing {
+  shutdown(): Promise<void>;
+}
+
+let active: NodeTracerProvider | undefined;
+
+/**
+ * Registers the global tracer provider (AsyncLocalStorage context, W3C trace context propagator).
+ * Once per process: a process hosting several services shares one provider.
+ */
+export function initTracing(options: TracingOptions): Tracing {
+  if (active) return { shutdown: async () => {} };
+  const spanProcessors: SpanProcessor[] = [];
+  if (options.otlpEndpoint) {
+    const url = new URL('/v1/traces', options.otlpEndpoint).toString();
+    spanProcessors.push(new BatchSpanProcessor(new OTLPTraceExporter({ url })));
+  }
+  const provider = new NodeTracerProvider({
+    resource: resourceFromAttributes({ 'service.name': options.serviceName }),
+    spanProcessors,
+  });
+  provider.register();
+  active = provider;
+  return {
+    async shutdown() {
+      await provider.shutdown();
+      trace.disable();
+      active = undefined;
+    },
+  };
+}
+
+export const tracer = trace.getTracer('elexirion');
+
+/** Trace and span ids of a span (or the active one), empty strings when none. */
+export function traceIds(span: Span | undefined = trace.getActiveSpan()): { traceId: string; spanId: string } {
+  if (!span) return { traceId: '', spanId: '' };
+  const { traceId, spanId } = span.spanContext();
+  return { traceId, spanId };
+}
