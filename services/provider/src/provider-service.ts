@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { ServerError, Status, defineService, proto, registerSecret, type ServiceContext } from '@elexirion/kit';
@@ -10,6 +11,8 @@ export const providerConfigSchema = z.object({
   ANTHROPIC_API_KEY: z.string().min(1).optional(),
   GEMINI_API_KEY: z.string().min(1).optional(),
   OPENAI_API_KEY: z.string().min(1).optional(),
+  /** Simulated model latency of the mock, for demos, drain tests and benchmarks. */
+  PROVIDER_MOCK_LATENCY_MS: z.coerce.number().int().min(0).max(600_000).default(0),
 });
 export type ProviderConfig = z.infer<typeof providerConfigSchema>;
 
@@ -43,9 +46,10 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
   }
 
   const implementation: proto.ProviderServiceImplementation = {
-    async complete(request) {
+    async complete(request, callContext) {
       const started = performance.now();
       validate(request);
+      if (config.PROVIDER_MOCK_LATENCY_MS > 0) await delay(config.PROVIDER_MOCK_LATENCY_MS, undefined, { signal: callContext.signal });
       const lastUser = [...request.messages].reverse().find((message) => message.role === proto.Role.ROLE_USER);
       const allText = [request.system, ...request.messages.map((message) => message.content)].join('\n');
       const answer = mock.answer(lastUser?.content ?? allText, allText);

@@ -1,0 +1,81 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { proto } from '@elexirion/kit';
+import { freePort, waitForPort } from './ports.js';
+import { spawnProcess, type Spawned } from './processes.js';
+
+export interface NatsServer {
+  url: string;
+  port: number;
+  process: Spawned;
+  stop(): Promise<void>;
+}
+
+/** A real nats-server with JetStream on a free port and a temporary store. */
+export async function startNats(port?: number, storeDir?: string): Promise<NatsServer> {
+  const chosen = port ?? (await freePort());
+  const store = storeDir ?? mkdtempSync(join(tmpdir(), 'elexirion-nats-'));
+  const spawned = spawnProcess('nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(chosen), '-js', '-sd', store]);
+  await waitForPort(chosen, 10_000);
+  return {
+    url: `nats://127.0.0.1:${chosen}`,
+    port: chosen,
+    process: spawned,
+    async stop() {
+      await spawned.stop();
+      if (!storeDir) rmSync(store, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface ReceivedEvent {
+  subject: string;
+  event: proto.TelemetryEvent;
+  traceparent: string | undefined;
+}
+
+/** Collects every telemetry event published while it listens. */
+export async function collectEvents(url: string): Promise<{ events: ReceivedEvent[]; connection: NatsConnection; close(): Promise<void> }> {
+  const connection = await connect({ servers: url });
+  const events: ReceivedEvent[] = [];
+  const subscription = connection.subscribe('elexirion.events.>');
+  void (async () => {
+    for await (const message of subscription) {
+      events.push({
+        subject: message.subject,
+        event: proto.TelemetryEvent.decode(message.data),
+        traceparent: message.headers?.get('traceparent') || undefined,
+      });
+    }
+  })();
+  await connection.flush();
+  return { events, connection, close: () => connection.close() };
+}
+
+export async function waitFor<T>(what: string, probe: () => T | undefined | false, timeoutMs = 10_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    const value = probe();
+    if (value) return value;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/** Retries an async probe until it returns a value (errors count as "not yet"). */
+export async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < until) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (error) {
+      last = error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
+}

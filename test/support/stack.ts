@@ -1,0 +1,76 @@
+import { createChannel, createClient, type Channel } from 'nice-grpc';
+import { proto } from '@elexirion/kit';
+import { freePort } from './ports.js';
+import { spawnNode, waitServing, type Spawned } from './processes.js';
+
+export type StackShape = 'one-process-per-service' | 'all-in-one';
+
+export interface Stack {
+  shape: StackShape;
+  env: NodeJS.ProcessEnv;
+  ports: { gatewayGrpc: number; gatewayHttp: number; agent: number; executor: number; provider: number };
+  processes: Record<string, Spawned>;
+  gateway: ReturnType<typeof createClient<typeof proto.GatewayDefinition>>;
+  channel: Channel;
+  stop(): Promise<void>;
+}
+
+const SERVICE_ORDER = ['provider', 'executor', 'agent', 'gateway'] as const;
+
+/** Starts the four services as real processes (one each, or one hosting all) on free ports. */
+export async function startStack(shape: StackShape, natsUrl: string, extraEnv: NodeJS.ProcessEnv = {}): Promise<Stack> {
+  const ports = {
+    gatewayGrpc: await freePort(),
+    gatewayHttp: await freePort(),
+    agent: await freePort(),
+    executor: await freePort(),
+    provider: await freePort(),
+  };
+  const env: NodeJS.ProcessEnv = {
+    BIND_HOST: '127.0.0.1',
+    LOG_LEVEL: 'info',
+    NATS_URL: natsUrl,
+    GATEWAY_GRPC_PORT: String(ports.gatewayGrpc),
+    GATEWAY_HTTP_PORT: String(ports.gatewayHttp),
+    AGENT_GRPC_PORT: String(ports.agent),
+    AGENT_HTTP_PORT: String(await freePort()),
+    EXECUTOR_GRPC_PORT: String(ports.executor),
+    EXECUTOR_HTTP_PORT: String(await freePort()),
+    PROVIDER_GRPC_PORT: String(ports.provider),
+    PROVIDER_HTTP_PORT: String(await freePort()),
+    ...extraEnv,
+  };
+  const processes: Record<string, Spawned> = {};
+  if (shape === 'all-in-one') {
+    processes.all = spawnNode('elexirion (all)', 'server/dist/main.js', env, ['--services', 'all']);
+    await waitServing(ports.gatewayGrpc, 'elexirion.v1.Gateway', processes.all);
+  } else {
+    for (const name of SERVICE_ORDER) processes[name] = spawnNode(name, `services/${name}/dist/main.js`, env);
+    const portOf = { provider: ports.provider, executor: ports.executor, agent: ports.agent, gateway: ports.gatewayGrpc };
+    for (const name of SERVICE_ORDER) {
+      const fullName = `elexirion.v1.${name[0]!.toUpperCase()}${name.slice(1)}`;
+      await waitServing(portOf[name], fullName, processes[name]);
+    }
+  }
+  const channel = createChannel(`127.0.0.1:${ports.gatewayGrpc}`);
+  const gateway = createClient(proto.GatewayDefinition, channel);
+  return {
+    shape,
+    env,
+    ports,
+    processes,
+    gateway,
+    channel,
+    async stop() {
+      channel.close();
+      await Promise.all(Object.values(processes).map((spawned) => spawned.stop()));
+    },
+  };
+}
+
+/** Everything the stack's processes printed, for a failing test's message. */
+export function stackOutput(stack: Stack): string {
+  return Object.entries(stack.processes)
+    .map(([name, spawned]) => `--- ${name}\n${spawned.output()}`)
+    .join('\n');
+}
