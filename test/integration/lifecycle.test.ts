@@ -1,0 +1,129 @@
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { Status } from 'nice-grpc';
+import { proto } from '@elexirion/kit';
+import { eventually, startNats, type NatsServer } from '../support/nats.js';
+import { freePort } from '../support/ports.js';
+import { spawnNode, stopAll } from '../support/processes.js';
+import { rawUnaryCall } from '../support/raw-grpc.js';
+import { startStack, stackOutput, type Stack } from '../support/stack.js';
+
+let nats: NatsServer | undefined;
+let stack: Stack | undefined;
+
+afterEach(async () => {
+  await stack?.stop();
+  stack = undefined;
+  await stopAll();
+});
+
+afterAll(async () => {
+  await nats?.stop();
+});
+
+async function metricsOf(port: number): Promise<string> {
+  return (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+}
+
+describe('graceful drain', () => {
+  it('lets a call in flight finish when every service gets SIGTERM, then every process exits 0', async () => {
+    nats ??= await startNats();
+    stack = await startStack('one-process-per-service', nats.url, { PROVIDER_MOCK_LATENCY_MS: '1500' });
+    const inFlight = stack.gateway.chat({ message: 'ping' });
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const exits = Object.values(stack.processes).map((spawned) => {
+      spawned.child.kill('SIGTERM');
+      return spawned.exited;
+    });
+    const response = await inFlight;
+    expect(response.response).toBe('pong');
+    expect(await Promise.all(exits)).toEqual([0, 0, 0, 0]);
+    const output = stackOutput(stack);
+    expect(output).toContain('draining: health NOT_SERVING');
+    expect(output).toContain('"msg":"stopped"');
+  });
+
+  it('reports NOT_SERVING while draining and refuses calls once stopped', async () => {
+    nats ??= await startNats();
+    stack = await startStack('all-in-one', nats.url, { DRAIN_DELAY_MS: '1500' });
+    const { createChannel, createClient } = await import('nice-grpc');
+    const { HealthDefinition } = await import('nice-grpc-server-health');
+    const channel = createChannel(`127.0.0.1:${stack.ports.gatewayGrpc}`);
+    const health = createClient(HealthDefinition, channel);
+    try {
+      expect((await health.check({ service: 'elexirion.v1.Gateway' })).status).toBe(1);
+      stack.processes.all!.child.kill('SIGTERM');
+      await eventually('NOT_SERVING', async () => {
+        const { status } = await health.check({ service: 'elexirion.v1.Gateway' });
+        return status === 2 ? status : undefined;
+      });
+      expect(await stack.processes.all!.exited).toBe(0);
+      const after = await stack.gateway.chat({ message: 'ping' }, { signal: AbortSignal.timeout(3_000) }).catch((error) => error);
+      expect(after).toBeInstanceOf(Error);
+    } finally {
+      channel.close();
+    }
+  });
+});
+
+describe('deadlines and cancellation across processes', () => {
+  it('turns a caller deadline into DEADLINE_EXCEEDED and cancels the provider call it was waiting on', async () => {
+    nats ??= await startNats();
+    stack = await startStack('one-process-per-service', nats.url, { PROVIDER_MOCK_LATENCY_MS: '8000' });
+    const started = Date.now();
+    const error = await rawUnaryCall(
+      `127.0.0.1:${stack.ports.gatewayGrpc}`,
+      '/elexirion.v1.Gateway/Chat',
+      { request: proto.ChatRequest, response: proto.ChatResponse },
+      proto.ChatRequest.fromPartial({ message: 'ping' }),
+      700,
+    ).catch((caught) => caught);
+    expect(error.code).toBe(Status.DEADLINE_EXCEEDED);
+    expect(Date.now() - started).toBeLessThan(3_000);
+    const providerHttp = Number(stack.env.PROVIDER_HTTP_PORT);
+    // The provider's handler saw its call end long before its 8 s of latency were over.
+    const line = await eventually('the provider call to end', async () => {
+      const text = await metricsOf(providerHttp);
+      return /grpc_server_handled_total\{service="provider",grpc_method="\/elexirion.v1.Provider\/Complete",grpc_code="(CANCELLED|DEADLINE_EXCEEDED)"\} 1/.exec(text)?.[0];
+    }, 4_000);
+    expect(line).toBeTruthy();
+  });
+});
+
+describe('configuration', () => {
+  it('stops a service whose environment is invalid, naming each bad variable', async () => {
+    const spawned = spawnNode('gateway', 'services/gateway/dist/main.js', {
+      GATEWAY_GRPC_PORT: 'abc',
+      NATS_URL: 'http://not-nats',
+      GATEWAY_HTTP_PORT: String(await freePort()),
+    });
+    expect(await spawned.exited).toBe(78);
+    const line = JSON.parse(spawned.output().trim().split('\n').at(-1)!) as { level: string; issues: string[] };
+    expect(line.level).toBe('fatal');
+    expect(line.issues).toEqual([
+      'GATEWAY_GRPC_PORT: expected a port number (got "abc")',
+      'NATS_URL: expected a URL such as nats://127.0.0.1:4222 (got "http://not-nats")',
+    ]);
+  });
+
+  it('never echoes the value of a secret variable in a configuration error', async () => {
+    const spawned = spawnNode('provider', 'services/provider/dist/main.js', {
+      PROVIDER_GRPC_PORT: String(await freePort()),
+      PROVIDER_HTTP_PORT: String(await freePort()),
+      PROVIDER_MOCK_LATENCY_MS: 'soon',
+      ANTHROPIC_API_KEY: 'sk-test-secret-value-123',
+      BIND_HOST: '127.0.0.1',
+      TELEMETRY_EVENTS: 'maybe',
+    });
+    expect(await spawned.exited).toBe(78);
+    const output = spawned.output();
+    expect(output).toContain('PROVIDER_MOCK_LATENCY_MS');
+    expect(output).toContain('TELEMETRY_EVENTS');
+    expect(output).not.toContain('sk-test-secret-value-123');
+  });
+
+  it('rejects an unknown service name in the all-in-one host', async () => {
+    const spawned = spawnNode('elexirion', 'server/dist/main.js', {}, ['--services', 'gateway,billing']);
+    expect(await spawned.exited).toBe(64);
+    expect(spawned.output()).toContain('unknown service "billing"');
+  });
+});
