@@ -11,7 +11,9 @@ stamp=node_modules/.elexirion-lock.sha
 lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ]; then
   log "installing npm dependencies"
-  npm ci --no-audit --no-fund --loglevel=error >&2
+  # Not `npm ci`: npm 11 leaves other platforms' optional packages (buf's) out of the lock file
+  # and then refuses it; `install --no-save` installs exactly the lock and never rewrites it.
+  npm install --no-save --no-audit --no-fund --loglevel=error >&2
   echo "$lock_sum" > "$stamp"
 fi
 
