@@ -1,67 +1,213 @@
-import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { ServerError, Status, defineService, proto, registerSecret, type ServiceContext } from '@elexirion/kit';
-import { MockProvider } from './mock-provider.js';
+import { ServerError, Status, defineService, incomingDeadline, proto, type ServiceContext } from '@elexirion/kit';
+import { AnthropicAdapter } from './adapters/anthropic.js';
+import { GeminiAdapter } from './adapters/gemini.js';
+import { MockAdapter, loadMockResponses } from './adapters/mock.js';
+import { OpenAiAdapter } from './adapters/openai.js';
+import type { LlmAdapter } from './adapters/types.js';
+import { CompletionRouter, type Outcome, type ProviderRuntime } from './completion-router.js';
+import { isConfigured, readCredentials } from './credentials.js';
+import { PROVIDER_NAMES, loadProviderConfig, targetName, type ProviderName } from './provider-config.js';
+import { BREAKER_STATE_VALUE, ProviderMetrics } from './provider-metrics.js';
+import { CircuitBreaker } from './reliability/circuit-breaker.js';
+import { ProviderLimiter } from './reliability/limiter.js';
+import { compileSchema, parseStructured } from './structured-output.js';
 
-const defaultMockResponses = fileURLToPath(new URL('../../../config/mock-responses.yaml', import.meta.url));
+const configDir = fileURLToPath(new URL('../../../config/', import.meta.url));
 
 export const providerConfigSchema = z.object({
-  PROVIDER_MOCK_RESPONSES: z.string().min(1).default(defaultMockResponses),
-  ANTHROPIC_API_KEY: z.string().min(1).optional(),
-  GEMINI_API_KEY: z.string().min(1).optional(),
-  OPENAI_API_KEY: z.string().min(1).optional(),
-  /** Simulated model latency of the mock, for demos, drain tests and benchmarks. */
+  PROVIDER_CONFIG: z.string().min(1).default(`${configDir}providers.yaml`),
+  PROVIDER_SECRETS_DIR: z.string().min(1).optional(),
+  PROVIDER_MOCK_RESPONSES: z.string().min(1).default(`${configDir}mock-responses.yaml`),
   PROVIDER_MOCK_LATENCY_MS: z.coerce.number().int().min(0).max(600_000).default(0),
+  PROVIDER_MOCK_ERROR_RATE: z.coerce.number().min(0).max(1).default(0),
+  PROVIDER_MOCK_ERROR_STATUS: z.coerce.number().int().min(400).max(599).default(503),
+  PROVIDER_MOCK_STREAM_CHUNK_DELAY_MS: z.coerce.number().int().min(0).max(60_000).default(0),
+  PROVIDER_MOCK_STREAM_CHUNK_CHARS: z.coerce.number().int().min(1).max(100_000).default(24),
+  // Credentials are read by readCredentials (environment or PROVIDER_SECRETS_DIR); listed here
+  // so a malformed base URL stops the service at start-up.
+  ANTHROPIC_BASE_URL: z.url().optional(),
+  GEMINI_BASE_URL: z.url().optional(),
+  OPENAI_BASE_URL: z.url().optional(),
 });
 export type ProviderConfig = z.infer<typeof providerConfigSchema>;
 
 const MAX_PROMPT_CHARS = 2_000_000;
 
 function validate(request: proto.CompleteRequest): void {
-  if (request.messages.length === 0) {
-    throw new ServerError(Status.INVALID_ARGUMENT, 'messages: at least one message is required');
-  }
+  if (request.messages.length === 0) throw new ServerError(Status.INVALID_ARGUMENT, 'messages: at least one message is required');
   let total = request.system.length;
   request.messages.forEach((message, index) => {
-    if (message.role === proto.Role.ROLE_UNSPECIFIED) {
-      throw new ServerError(Status.INVALID_ARGUMENT, `messages[${index}].role: must be set (user, assistant or system)`);
+    if (message.role === proto.Role.ROLE_UNSPECIFIED || message.role === proto.Role.UNRECOGNIZED) {
+      throw new ServerError(Status.INVALID_ARGUMENT, `messages[${index}].role: must be user, assistant or system`);
     }
     total += message.content.length;
   });
-  if (total > MAX_PROMPT_CHARS) {
-    throw new ServerError(Status.INVALID_ARGUMENT, `messages: ${total} characters is over the limit of ${MAX_PROMPT_CHARS}`);
+  if (!request.messages.some((message) => message.role === proto.Role.ROLE_USER)) {
+    throw new ServerError(Status.INVALID_ARGUMENT, 'messages: at least one user message is required');
+  }
+  if (total > MAX_PROMPT_CHARS) throw new ServerError(Status.INVALID_ARGUMENT, `messages: ${total} characters is over the limit of ${MAX_PROMPT_CHARS}`);
+  if (request.maxTokens !== undefined && (request.maxTokens < 1 || request.maxTokens > 1_000_000)) {
+    throw new ServerError(Status.INVALID_ARGUMENT, `max_tokens: ${request.maxTokens} is not between 1 and 1000000`);
+  }
+  if (request.temperature !== undefined && !(request.temperature >= 0 && request.temperature <= 2)) {
+    throw new ServerError(Status.INVALID_ARGUMENT, `temperature: ${request.temperature} is not between 0 and 2`);
   }
 }
 
-export function createProvider(context: ServiceContext<ProviderConfig>) {
-  const { config, logger, events } = context;
-  for (const key of [config.ANTHROPIC_API_KEY, config.GEMINI_API_KEY, config.OPENAI_API_KEY]) registerSecret(key);
-  const mock = MockProvider.fromFile(config.PROVIDER_MOCK_RESPONSES);
-  const vendorKeys = [config.ANTHROPIC_API_KEY, config.GEMINI_API_KEY, config.OPENAI_API_KEY].filter(Boolean);
-  if (vendorKeys.length === 0) {
-    logger.info({ responses: config.PROVIDER_MOCK_RESPONSES }, 'no provider API key set: every model is served by the offline mock provider');
-  } else {
-    logger.warn('provider API keys are set, but vendor adapters are not built yet: the mock provider serves every model');
+export function createProvider(context: ServiceContext<ProviderConfig>, env: NodeJS.ProcessEnv = process.env) {
+  const { config, logger, events, metrics: hostMetrics } = context;
+  const fileConfig = loadProviderConfig(config.PROVIDER_CONFIG);
+  const credentials = readCredentials(env, config.PROVIDER_SECRETS_DIR);
+  const metrics = new ProviderMetrics(hostMetrics.registry);
+  const mock = new MockAdapter(loadMockResponses(config.PROVIDER_MOCK_RESPONSES), {
+    latencyMs: config.PROVIDER_MOCK_LATENCY_MS,
+    errorRate: config.PROVIDER_MOCK_ERROR_RATE,
+    errorStatus: config.PROVIDER_MOCK_ERROR_STATUS,
+    streamChunkDelayMs: config.PROVIDER_MOCK_STREAM_CHUNK_DELAY_MS,
+    streamChunkChars: config.PROVIDER_MOCK_STREAM_CHUNK_CHARS,
+  });
+
+  const runtimes = {} as Record<ProviderName, ProviderRuntime>;
+  for (const name of PROVIDER_NAMES) {
+    const settings = fileConfig.providers[name];
+    const creds = name === 'mock' ? undefined : credentials[name];
+    let adapter: LlmAdapter | undefined;
+    if (name === 'mock') adapter = mock;
+    else if (isConfigured(name, creds)) {
+      const options = { apiKey: creds!.apiKey!, baseUrl: creds!.baseUrl, timeoutMs: settings.timeout_ms };
+      adapter = name === 'anthropic' ? new AnthropicAdapter(options) : name === 'gemini' ? new GeminiAdapter(options) : new OpenAiAdapter(options);
+    }
+    runtimes[name] = {
+      name,
+      adapter,
+      settings,
+      baseUrl: creds?.baseUrl ?? '',
+      breaker: new CircuitBreaker({
+        windowMs: settings.breaker.window_ms,
+        minRequests: settings.breaker.min_requests,
+        failureRate: settings.breaker.failure_rate,
+        cooldownMs: settings.breaker.cooldown_ms,
+        onStateChange: (state) => {
+          metrics.breakerState.set({ provider: name }, BREAKER_STATE_VALUE[state]);
+          logger[state === 'open' ? 'warn' : 'info']({ provider: name, breaker: state }, `circuit breaker ${state}`);
+        },
+      }),
+      limiter: new ProviderLimiter({
+        maxConcurrency: settings.max_concurrency,
+        maxQueue: settings.max_queue,
+        requestsPerSecond: settings.requests_per_second,
+        burst: settings.burst,
+      }),
+    };
+    metrics.breakerState.set({ provider: name }, 0);
+  }
+  const vendors = PROVIDER_NAMES.filter((name) => name !== 'mock' && runtimes[name].adapter);
+  const offline = vendors.length === 0;
+  if (offline) logger.info({ responses: config.PROVIDER_MOCK_RESPONSES }, 'no provider API key set: every model is served by the offline mock provider');
+  else logger.info({ providers: vendors.map((name) => ({ name, baseUrl: runtimes[name].baseUrl || 'default' })) }, 'providers configured');
+  const router = new CompletionRouter(fileConfig, runtimes, offline, metrics, logger);
+
+  function prepare(request: proto.CompleteRequest) {
+    validate(request);
+    let structured: ReturnType<typeof compileSchema> | undefined;
+    if (request.jsonSchema) {
+      try {
+        structured = compileSchema(request.jsonSchema);
+      } catch (error) {
+        throw new ServerError(Status.INVALID_ARGUMENT, (error as Error).message);
+      }
+    }
+    return { plan: router.plan(request), structured };
+  }
+
+  function response(plan: { alias: string }, outcome: Outcome, structured: ReturnType<typeof compileSchema> | undefined): proto.CompleteResponse {
+    const parsed = structured ? parseStructured(outcome.result.text, structured.validate) : { json: '', error: '' };
+    return {
+      text: outcome.result.text,
+      finishReason: outcome.result.finishReason,
+      usage: { inputTokens: outcome.result.inputTokens, outputTokens: outcome.result.outputTokens, costUsd: outcome.costUsd },
+      provider: outcome.target.provider,
+      model: outcome.result.model,
+      attempts: outcome.attempts,
+      latencyMs: outcome.latencyMs,
+      json: parsed.json,
+      jsonError: parsed.error,
+      fallbackUsed: outcome.failedTargets.length > 0,
+      failedTargets: outcome.failedTargets,
+      alias: plan.alias,
+    };
+  }
+
+  function report(started: number, answer: proto.CompleteResponse | undefined, error?: unknown, requested?: string): void {
+    events.publish('completion', {
+      status: error ? (error instanceof ServerError ? Status[error.code] : 'CANCELLED') : 'OK',
+      durationMs: Math.round(performance.now() - started),
+      providerCompletion: answer
+        ? { provider: answer.provider, model: answer.model, usage: answer.usage, attempts: answer.attempts, finishReason: answer.finishReason }
+        : { model: requested ?? '', errorMessage: error instanceof Error ? error.message : String(error) },
+    });
   }
 
   const implementation: proto.ProviderServiceImplementation = {
     async complete(request, callContext) {
       const started = performance.now();
-      validate(request);
-      if (config.PROVIDER_MOCK_LATENCY_MS > 0) await delay(config.PROVIDER_MOCK_LATENCY_MS, undefined, { signal: callContext.signal });
-      const lastUser = [...request.messages].reverse().find((message) => message.role === proto.Role.ROLE_USER);
-      const allText = [request.system, ...request.messages.map((message) => message.content)].join('\n');
-      const answer = mock.answer(lastUser?.content ?? allText, allText);
-      const model = request.model || 'mock';
-      const usage = { inputTokens: answer.inputTokens, outputTokens: answer.outputTokens, costUsd: 0 };
-      const latencyMs = Math.round(performance.now() - started);
-      events.publish('completion', {
-        status: 'OK',
-        durationMs: latencyMs,
-        providerCompletion: { provider: 'mock', model, usage, attempts: 1, finishReason: 'stop' },
-      });
-      return { text: answer.text, finishReason: 'stop', usage, provider: 'mock', model, attempts: 1, latencyMs };
+      try {
+        const { plan, structured } = prepare(request);
+        const outcome = await router.complete(plan, callContext.signal, incomingDeadline(callContext), structured?.schema);
+        const answer = response(plan, outcome, structured);
+        report(started, answer);
+        return answer;
+      } catch (error) {
+        report(started, undefined, error, request.model);
+        throw error;
+      }
+    },
+
+    async *streamComplete(wrapper, callContext) {
+      const started = performance.now();
+      const request = wrapper.request;
+      if (!request) throw new ServerError(Status.INVALID_ARGUMENT, 'request: required');
+      try {
+        const { plan, structured } = prepare(request);
+        if (structured) throw new ServerError(Status.INVALID_ARGUMENT, 'json_schema: structured output is not streamed; use Complete');
+        for await (const event of router.stream(plan, callContext.signal, incomingDeadline(callContext))) {
+          if ('delta' in event) {
+            yield { delta: event.delta };
+          } else {
+            const answer = response(plan, event.done, undefined);
+            report(started, answer);
+            yield { done: answer };
+          }
+        }
+      } catch (error) {
+        report(started, undefined, error, request.model);
+        throw error;
+      }
+    },
+
+    async listModels() {
+      return {
+        offline,
+        aliases: Object.entries(fileConfig.aliases).map(([name, alias]) => ({
+          name,
+          targets: offline ? ['mock/mock'] : alias.targets.filter((text) => runtimes[text.split('/')[0] as ProviderName].adapter),
+          presets: Object.keys(alias.presets),
+        })),
+        providers: PROVIDER_NAMES.map((name) => {
+          const runtime = runtimes[name];
+          return {
+            name,
+            configured: Boolean(runtime.adapter),
+            breakerState: runtime.breaker.current,
+            failureRate: runtime.breaker.failureRate(),
+            inFlight: runtime.limiter.inFlight,
+            queued: runtime.limiter.queued,
+            baseUrl: runtime.baseUrl,
+          };
+        }),
+      };
     },
   };
   return { implementation };
@@ -70,5 +216,7 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
 export const providerService = defineService({
   name: 'provider',
   configSchema: providerConfigSchema,
-  create: createProvider,
+  create: (context) => createProvider(context),
 });
+
+export { targetName };

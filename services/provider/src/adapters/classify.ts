@@ -1,0 +1,43 @@
+import { AbortError } from 'abort-controller-x';
+import type { ProviderName } from '../provider-config.js';
+import { UpstreamError, isAbortError, isConnectionFailure, parseRetryAfter } from '../upstream-error.js';
+
+/** The error classes an SDK in the Stainless family (Anthropic, OpenAI) throws. */
+export interface SdkErrorClasses {
+  APIError: abstract new (...args: any[]) => Error & { status?: number; headers?: Headers };
+  APIUserAbortError: abstract new (...args: any[]) => Error;
+  APIConnectionTimeoutError: abstract new (...args: any[]) => Error;
+  APIConnectionError: abstract new (...args: any[]) => Error;
+}
+
+/**
+ * Turns whatever an SDK threw into an UpstreamError, or an AbortError when our own signal
+ * aborted the request (cancellation is not an upstream failure).
+ */
+export function classifySdkError(provider: ProviderName, error: unknown, signal: AbortSignal, classes?: SdkErrorClasses): Error {
+  if (error instanceof UpstreamError) return error;
+  if (signal.aborted || isAbortError(error) || (classes && error instanceof classes.APIUserAbortError)) return new AbortError();
+  if (classes && error instanceof classes.APIConnectionTimeoutError) {
+    return new UpstreamError(provider, 'timeout', 'request timed out', undefined, undefined, { cause: error });
+  }
+  if (classes && error instanceof classes.APIConnectionError) {
+    return new UpstreamError(provider, 'connection', 'connection failed', undefined, undefined, { cause: error });
+  }
+  const status = (error as { status?: unknown }).status;
+  if (typeof status === 'number' && status >= 400) {
+    const headers = (error as { headers?: Headers }).headers;
+    return new UpstreamError(provider, 'http', upstreamMessage(error, status), status, parseRetryAfter(headers), { cause: error });
+  }
+  if (isConnectionFailure(error)) {
+    return new UpstreamError(provider, 'connection', 'connection failed', undefined, undefined, { cause: error });
+  }
+  return new UpstreamError(provider, 'connection', `unexpected failure: ${(error as Error)?.message ?? String(error)}`, undefined, undefined, { cause: error });
+}
+
+/** A short message from a vendor error body, without the SDK's status prefix. */
+function upstreamMessage(error: unknown, status: number): string {
+  const body = (error as { error?: unknown }).error as { error?: { message?: string }; message?: string } | undefined;
+  const message = body?.error?.message ?? body?.message ?? (error as Error).message ?? '';
+  const cleaned = String(message).replace(/^\d{3}\s+/, '').slice(0, 300);
+  return cleaned || `HTTP ${status}`;
+}
