@@ -47,7 +47,9 @@ export class ProviderLimiter {
 
   /** Resolves with a release function once the request may go. */
   async acquire(signal: AbortSignal, deadline: number): Promise<() => void> {
-    await this.takeToken(signal, deadline);
+    const wait = this.takeToken(signal, deadline);
+    if (wait) await wait;
+    if (signal.aborted) throw new AbortError();
     if (this.active < this.options.maxConcurrency) {
       this.active += 1;
       return this.releaser();
@@ -88,19 +90,20 @@ export class ProviderLimiter {
     };
   }
 
-  private async takeToken(signal: AbortSignal, deadline: number): Promise<void> {
+  /** Takes a token now (undefined), or returns the wait for one; throws when it would outlast the deadline. */
+  private takeToken(signal: AbortSignal, deadline: number): Promise<void> | undefined {
     const now = this.now();
     const { requestsPerSecond, burst } = this.options;
     this.tokens = Math.min(burst, this.tokens + ((now - this.refilledAt) / 1000) * requestsPerSecond);
     this.refilledAt = now;
     this.tokens -= 1; // reserve now; a negative balance is the wait of those ahead
-    if (this.tokens >= 0) return;
+    if (this.tokens >= 0) return undefined;
     const waitMs = (-this.tokens / requestsPerSecond) * 1000;
     if (now + waitMs > deadline) {
       this.tokens += 1;
       throw new LimitExceededError(`rate limit of ${requestsPerSecond}/s: the wait of ${Math.ceil(waitMs)} ms outlasts the deadline`);
     }
-    await new Promise<void>((resolve, reject) => {
+    return new Promise<void>((resolve, reject) => {
       const onAbort = () => {
         clearTimeout(timer);
         this.tokens += 1;
