@@ -96,9 +96,11 @@ export class ServiceClients {
     const definition = serviceCatalog[name].definition as ServiceDefinitionOf<N>;
     const local = this.options.local.get(name);
     const transport = local ? 'in_process' : 'grpc';
+    // composeClientMiddleware(inner, outer): the second runs first. Outermost to innermost:
+    // tracing, metrics, deadline propagation (needs the deadline option), deadline enforcement.
     const middleware = composeClientMiddleware(
-      composeClientMiddleware(openTelemetryClientMiddleware(), clientObservabilityMiddleware(this.options.caller, transport, this.options.metrics)),
-      composeClientMiddleware(deadlinePropagationMiddleware, deadlineMiddleware),
+      composeClientMiddleware(deadlineMiddleware, deadlinePropagationMiddleware),
+      composeClientMiddleware(clientObservabilityMiddleware(this.options.caller, transport, this.options.metrics), openTelemetryClientMiddleware()),
     );
     if (local) return createInProcessClient(definition, local, middleware) as ServiceClient<N>;
     return createClientFactory()

@@ -18,7 +18,7 @@ export type Deadline = Date | number;
 /** Absolute epoch ms of the tighter of a wire deadline and a relative budget; Infinity for none. */
 export function mergeDeadline(wireDeadline: number, timeoutHeader: string | undefined, now = Date.now()): number {
   let at = wireDeadline;
-  const relative = timeoutHeader === undefined ? NaN : Number(timeoutHeader);
+  const relative = timeoutHeader === undefined || timeoutHeader.trim() === '' ? NaN : Number(timeoutHeader);
   if (Number.isFinite(relative) && relative >= 0) at = Math.min(at, now + relative);
   return at;
 }

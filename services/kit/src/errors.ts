@@ -6,6 +6,9 @@ import { traceIds } from './tracing.js';
 
 export { ClientError, ServerError, Status } from 'nice-grpc-common';
 
+/** gRPC retry throttling trailer; a negative value tells the client's channel not to retry. */
+export const RETRY_PUSHBACK_KEY = 'grpc-retry-pushback-ms';
+
 /**
  * Server middleware that gives every failure a meaningful status: a downstream ClientError keeps
  * its code and details (INVALID_ARGUMENT from the executor reaches the gateway's caller as
@@ -17,8 +20,13 @@ export function errorMappingMiddleware(logger: Logger): ServerMiddleware {
     try {
       return yield* call.next(call.request, context);
     } catch (error) {
-      if (error instanceof ServerError) throw new ServerError(error.code, redactSecrets(error.details));
-      if (error instanceof ClientError) throw new ServerError(error.code, redactSecrets(error.details));
+      if (error instanceof ServerError || error instanceof ClientError) {
+        // An UNAVAILABLE a handler answers (a downstream's, or every LLM target failing) is final
+        // here: without this, each hop's channel would retry it and multiply upstream attempts.
+        // Channels still retry UNAVAILABLE raised by the transport (connection refused, draining).
+        if (error.code === Status.UNAVAILABLE) context.trailer.set(RETRY_PUSHBACK_KEY, '-1');
+        throw new ServerError(error.code, redactSecrets(error.details));
+      }
       if (isAbortError(error)) {
         throw new ServerError(Status.CANCELLED, `${call.method.path} was cancelled by its caller`);
       }

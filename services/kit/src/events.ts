@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { TelemetryEvent } from './generated/elexirion/v1/telemetry.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
-import { redactSecrets } from './secrets.js';
+import { redactSecrets, redactSecretsDeep } from './secrets.js';
 import { traceIds } from './tracing.js';
 
 export const EVENT_SUBJECT_PREFIX = 'elexirion.events';
@@ -93,7 +93,7 @@ export class EventPublisher {
     const trace: Record<string, string> = {};
     propagation.inject(context.active(), trace);
     const event: TelemetryEvent = TelemetryEvent.fromPartial({
-      ...fields,
+      ...redactSecretsDeep(fields),
       eventId: randomUUID(),
       service,
       kind,
@@ -151,9 +151,12 @@ export class EventPublisher {
           return;
         }
         this.connection = connection;
+        // The stream must exist before the first event goes out, or NATS would take the events
+        // held while it was down and store none of them.
+        this.streamReady = this.ensureStream(connection);
+        await this.streamReady;
         this.connected = true;
         logger.info({ nats: this.options.url }, 'telemetry connected to NATS');
-        this.streamReady = this.ensureStream(connection);
         void this.watchStatus(connection);
         this.scheduleFlush();
         return;

@@ -239,10 +239,7 @@ export async function runHost(modules: ServiceModule<ServiceName, any>[], option
   try {
     host = await startHost(modules, options);
   } catch (error) {
-    const fallback = pino(
-      { base: { process: 'elexirion', pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } },
-      pino.destination(2),
-    );
+    const fallback = createLogger({ level: 'info', name: 'elexirion', destination: pino.destination(2) });
     if (error instanceof ConfigError) {
       fallback.fatal({ issues: error.issues }, error.message);
       process.exitCode = 78; // EX_CONFIG

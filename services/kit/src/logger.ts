@@ -1,6 +1,6 @@
 import { trace } from '@opentelemetry/api';
 import { pino, type DestinationStream, type Logger } from 'pino';
-import { redactSecrets, redactSecretsDeep, REDACTED } from './secrets.js';
+import { redactSecrets, REDACTED } from './secrets.js';
 
 export type { Logger } from 'pino';
 
@@ -39,14 +39,10 @@ export function createLogger(options: LoggerOptions): Logger {
       redact: { paths: REDACT_PATHS, censor: REDACTED },
       formatters: {
         level: (label) => ({ level: label }),
-        log: (record) => redactSecretsDeep(record),
       },
-      hooks: {
-        logMethod(args, method) {
-          const scrubbed = args.map((arg) => (typeof arg === 'string' ? redactSecrets(arg) : arg));
-          method.apply(this, scrubbed as Parameters<typeof method>);
-        },
-      },
+      // The last step before a line is written: whatever path a secret took into the record
+      // (message, error, nested field), it leaves as [redacted].
+      hooks: { streamWrite: redactSecrets },
       mixin() {
         const span = trace.getActiveSpan();
         if (!span) return {};

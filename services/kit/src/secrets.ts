@@ -31,7 +31,8 @@ export function redactSecretsDeep<T>(value: T, depth = 0): T {
     if (value.stack) copy.stack = redactSecrets(value.stack);
     return copy as T;
   }
-  if (value && typeof value === 'object') {
+  // Only plain objects are copied: a Date, Buffer or Map stays what it is.
+  if (value && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
     const out: Record<string, unknown> = {};
     for (const [key, item] of Object.entries(value)) out[key] = redactSecretsDeep(item, depth + 1);
     return out as T;

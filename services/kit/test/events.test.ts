@@ -1,0 +1,280 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import {
+  EventPublisher,
+  Metrics,
+  REDACTED,
+  createLogger,
+  eventSubject,
+  initTracing,
+  proto,
+  registerSecret,
+  serviceEvents,
+  tracer,
+  type EventPublisherOptions,
+  type Tracing,
+} from '@elexirion/kit';
+import { collectEvents, eventually, startNats, waitFor, type NatsServer } from '../../../test/support/nats.js';
+import { freePort } from '../../../test/support/ports.js';
+import { stopAll } from '../../../test/support/processes.js';
+
+let tracing: Tracing;
+beforeAll(() => {
+  tracing = initTracing({ serviceName: 'kit-events-test' });
+});
+
+const publishers: EventPublisher[] = [];
+const servers: NatsServer[] = [];
+
+function publisher(url: string, overrides: Partial<EventPublisherOptions> = {}) {
+  const metrics = new Metrics({ defaultMetrics: false });
+  const created = new EventPublisher({
+    url,
+    enabled: true,
+    queueMax: 1_000,
+    streamName: 'ELEXIRION_EVENTS',
+    streamMaxAgeHours: 1,
+    connectionName: 'kit-events-test',
+    logger: createLogger({ level: 'silent', name: 'kit-events-test' }),
+    metrics,
+    ...overrides,
+  });
+  publishers.push(created);
+  return { publisher: created, metrics };
+}
+
+async function dropped(metrics: Metrics, reason: string): Promise<number> {
+  const values = (await metrics.eventsDropped.get()).values;
+  return values.find((value) => value.labels.reason === reason)?.value ?? 0;
+}
+
+afterEach(async () => {
+  await Promise.all(publishers.splice(0).map((created) => created.close(1_000)));
+  await Promise.all(servers.splice(0).map((server) => server.stop()));
+});
+
+afterAll(async () => {
+  await stopAll();
+  await tracing.shutdown();
+});
+
+describe('EventPublisher with NATS down', () => {
+  it('never throws from publish and returns fast', async () => {
+    const { publisher: events } = publisher(`nats://127.0.0.1:${await freePort()}`, { queueMax: 100_000 });
+    events.start();
+    const started = performance.now();
+    for (let index = 0; index < 2_000; index += 1) {
+      expect(() => events.publish('provider', 'completion', { status: 'OK', durationMs: index })).not.toThrow();
+    }
+    const perEventMs = (performance.now() - started) / 2_000;
+    expect(perEventMs).toBeLessThan(1); // queuing only: no network on the request path
+    expect(events.isConnected).toBe(false);
+  });
+
+  it('drops events past queueMax and counts them in elexirion_telemetry_events_dropped_total', async () => {
+    const { publisher: events, metrics } = publisher(`nats://127.0.0.1:${await freePort()}`, { queueMax: 5 });
+    events.start();
+    for (let index = 0; index < 12; index += 1) events.publish('agent', 'job', { status: 'OK' });
+    expect(await dropped(metrics, 'queue_full')).toBe(7);
+    expect((await metrics.eventsQueued.get()).values[0]?.value).toBe(5);
+    const text = await metrics.registry.getSingleMetricAsString('elexirion_telemetry_events_dropped_total');
+    expect(text).toContain('elexirion_telemetry_events_dropped_total{reason="queue_full"} 7');
+  });
+
+  it('closes promptly, counting what was still queued as dropped', async () => {
+    const { publisher: events, metrics } = publisher(`nats://127.0.0.1:${await freePort()}`, { queueMax: 5 });
+    events.start();
+    for (let index = 0; index < 3; index += 1) events.publish('agent', 'job', { status: 'OK' });
+    const started = Date.now();
+    await events.close();
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(await dropped(metrics, 'not_connected')).toBe(3);
+    events.publish('agent', 'job', { status: 'OK' }); // after close: ignored, not an error
+    expect(await dropped(metrics, 'queue_full')).toBe(0);
+  });
+
+  it('does nothing at all when disabled', async () => {
+    const { publisher: events, metrics } = publisher(`nats://127.0.0.1:${await freePort()}`, { enabled: false, queueMax: 1 });
+    events.start();
+    for (let index = 0; index < 5; index += 1) events.publish('agent', 'job', { status: 'OK' });
+    expect(await dropped(metrics, 'queue_full')).toBe(0);
+    expect(await events.waitUntilConnected(100)).toBe(false);
+  });
+});
+
+describe('EventPublisher with a real NATS', () => {
+  it('publishes protobuf TelemetryEvents on elexirion.events.<service>.<kind> with id, time, service and kind', async () => {
+    const nats = await startNats();
+    servers.push(nats);
+    const { publisher: events, metrics } = publisher(nats.url);
+    events.start();
+    expect(await events.waitUntilConnected(10_000)).toBe(true);
+    const listener = await collectEvents(nats.url);
+    try {
+      const before = Date.now();
+      serviceEvents(events, 'provider').publish('completion', {
+        status: 'OK',
+        durationMs: 42,
+        providerCompletion: { provider: 'mock', model: 'm', attempts: 1 },
+      });
+      const received = await waitFor('the event', () => listener.events[0]);
+      expect(received.subject).toBe('elexirion.events.provider.completion');
+      expect(received.subject).toBe(eventSubject('provider', 'completion'));
+      const event = received.event;
+      expect(event).toBeTruthy();
+      expect(event.service).toBe('provider');
+      expect(event.kind).toBe('completion');
+      expect(event.eventId).toMatch(/^[0-9a-f-]{36}$/);
+      expect(event.time).toBeInstanceOf(Date);
+      expect(event.time!.getTime()).toBeGreaterThanOrEqual(before - 1_000);
+      expect(event.time!.getTime()).toBeLessThanOrEqual(Date.now() + 1_000);
+      expect(event.status).toBe('OK');
+      expect(event.durationMs).toBe(42);
+      expect(event.providerCompletion).toMatchObject({ provider: 'mock', model: 'm', attempts: 1 });
+      expect(event.traceId).toBe(''); // no span was active
+      expect(received.traceparent).toBeUndefined();
+      const published = (await metrics.eventsPublished.get()).values.find((value) => value.labels.kind === 'completion');
+      expect(published).toMatchObject({ value: 1, labels: { service: 'provider' } });
+    } finally {
+      await listener.close();
+    }
+  });
+
+  it('carries the active span as a W3C traceparent header and as trace and span ids in the event', async () => {
+    const nats = await startNats();
+    servers.push(nats);
+    const { publisher: events } = publisher(nats.url);
+    events.start();
+    expect(await events.waitUntilConnected(10_000)).toBe(true);
+    const listener = await collectEvents(nats.url);
+    try {
+      const ids = tracer.startActiveSpan('request', (span) => {
+        events.publish('gateway', 'request', { status: 'OK' });
+        span.end();
+        return span.spanContext();
+      });
+      const received = await waitFor('the event', () => listener.events[0]);
+      expect(received.event.traceId).toBe(ids.traceId);
+      expect(received.event.spanId).toBe(ids.spanId);
+      expect(received.traceparent).toBe(`00-${ids.traceId}-${ids.spanId}-01`);
+    } finally {
+      await listener.close();
+    }
+  });
+
+  it('creates the JetStream stream ELEXIRION_EVENTS on elexirion.events.> and the events land in it', async () => {
+    const nats = await startNats();
+    servers.push(nats);
+    const { publisher: events } = publisher(nats.url);
+    events.start();
+    expect(await events.waitUntilConnected(10_000)).toBe(true);
+    const connection = await connect({ servers: nats.url });
+    try {
+      const manager = await jetstreamManager(connection);
+      const info = await manager.streams.info('ELEXIRION_EVENTS');
+      expect(info.config.subjects).toEqual(['elexirion.events.>']);
+      events.publish('executor', 'run', { status: 'OK' });
+      events.publish('executor', 'run', { status: 'ERROR' });
+      const stored = await eventually('two events in the stream', async () => {
+        const current = await manager.streams.info('ELEXIRION_EVENTS');
+        return current.state.messages >= 2 ? current : undefined;
+      });
+      expect(stored.state.messages).toBe(2);
+    } finally {
+      await connection.close();
+    }
+  });
+
+  it('keeps an existing stream rather than failing or replacing it', async () => {
+    const nats = await startNats();
+    servers.push(nats);
+    const first = publisher(nats.url).publisher;
+    first.start();
+    expect(await first.waitUntilConnected(10_000)).toBe(true);
+    first.publish('agent', 'job', { status: 'OK' });
+    await first.close();
+    const second = publisher(nats.url).publisher;
+    second.start();
+    expect(await second.waitUntilConnected(10_000)).toBe(true);
+    const connection = await connect({ servers: nats.url });
+    try {
+      const manager = await jetstreamManager(connection);
+      const info = await eventually('the first event to be kept', async () => {
+        const current = await manager.streams.info('ELEXIRION_EVENTS');
+        return current.state.messages >= 1 ? current : undefined;
+      });
+      expect(info.state.messages).toBe(1);
+    } finally {
+      await connection.close();
+    }
+  });
+
+  it('delivers later events once NATS comes up after the publisher started', async () => {
+    const port = await freePort();
+    const { publisher: events } = publisher(`nats://127.0.0.1:${port}`);
+    events.start();
+    events.publish('agent', 'job', { status: 'EARLY' });
+    await new Promise((resolve) => setTimeout(resolve, 300)); // at least one failed attempt
+    expect(events.isConnected).toBe(false);
+
+    const nats = await startNats(port);
+    servers.push(nats);
+    expect(await events.waitUntilConnected(15_000)).toBe(true);
+    const listener = await collectEvents(nats.url);
+    try {
+      events.publish('agent', 'job', { status: 'LATER' });
+      const later = await waitFor('the later event', () => listener.events.find((item) => item.event.status === 'LATER'));
+      expect(later.subject).toBe('elexirion.events.agent.job');
+    } finally {
+      await listener.close();
+    }
+  });
+
+  it('keeps the events it held while NATS was down in the stream once NATS comes up', async () => {
+    const port = await freePort();
+    const { publisher: events } = publisher(`nats://127.0.0.1:${port}`);
+    events.start();
+    events.publish('agent', 'job', { status: 'EARLY' });
+    const nats = await startNats(port);
+    servers.push(nats);
+    expect(await events.waitUntilConnected(15_000)).toBe(true);
+    const connection = await connect({ servers: nats.url });
+    try {
+      const manager = await jetstreamManager(connection);
+      const info = await eventually(
+        'the held event in the stream',
+        async () => {
+          const current = await manager.streams.info('ELEXIRION_EVENTS');
+          return current.state.messages >= 1 ? current : undefined;
+        },
+        5_000,
+      );
+      expect(info.state.messages).toBe(1);
+    } finally {
+      await connection.close();
+    }
+  });
+
+  it('never puts a registered secret into an event', async () => {
+    const secret = 'sk-events-test-5d1e0c8b7a';
+    registerSecret(secret);
+    const nats = await startNats();
+    servers.push(nats);
+    const { publisher: events } = publisher(nats.url);
+    events.start();
+    expect(await events.waitUntilConnected(10_000)).toBe(true);
+    const listener = await collectEvents(nats.url);
+    try {
+      events.publish('provider', 'completion', {
+        status: 'ERROR',
+        providerCompletion: { provider: 'anthropic', errorMessage: `401: invalid x-api-key ${secret}` },
+      });
+      const received = await waitFor('the event', () => listener.events[0]);
+      expect(received.event.providerCompletion!.errorMessage).toBe(`401: invalid x-api-key ${REDACTED}`);
+      expect(JSON.stringify(proto.TelemetryEvent.toJSON(received.event))).not.toContain(secret);
+    } finally {
+      await listener.close();
+    }
+  });
+});

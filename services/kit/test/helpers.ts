@@ -1,0 +1,89 @@
+// Shared helpers for the kit's tests (not a test file itself: vitest only runs *.test.ts).
+import type { DestinationStream } from 'pino';
+import { ServerError, Status, serviceNames } from '@elexirion/kit';
+import { freePort } from '../../../test/support/ports.js';
+
+/** A pino destination that keeps every line, parsed, for assertions. */
+export interface CapturedLogs extends DestinationStream {
+  lines: string[];
+  records(): Record<string, any>[];
+  text(): string;
+}
+
+export function captureLogs(): CapturedLogs {
+  const lines: string[] = [];
+  return {
+    lines,
+    write(chunk: string) {
+      for (const line of chunk.split('\n')) if (line.trim()) lines.push(line);
+    },
+    records: () => lines.map((line) => JSON.parse(line) as Record<string, any>),
+    text: () => lines.join('\n'),
+  };
+}
+
+/**
+ * An environment for startHost: loopback only, a free port for every <NAME>_GRPC_PORT and
+ * <NAME>_HTTP_PORT, no telemetry events, silent logs; `extra` wins.
+ */
+export async function hostEnv(extra: NodeJS.ProcessEnv = {}): Promise<NodeJS.ProcessEnv> {
+  const env: NodeJS.ProcessEnv = {
+    BIND_HOST: '127.0.0.1',
+    LOG_LEVEL: 'silent',
+    TELEMETRY_EVENTS: 'false',
+    DRAIN_GRACE_MS: '5000',
+  };
+  for (const name of serviceNames) {
+    const upper = name.toUpperCase();
+    env[`${upper}_GRPC_PORT`] = String(await freePort());
+    env[`${upper}_HTTP_PORT`] = String(await freePort());
+  }
+  return { ...env, ...extra };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A promise with its resolve, for releasing handlers a test left waiting. */
+export function gate(): { promise: Promise<void>; open(): void } {
+  let open!: () => void;
+  const promise = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { promise, open };
+}
+
+/** Polls `probe` until it is truthy; throws naming `what` after `timeoutMs`. */
+export async function until<T>(what: string, probe: () => T | undefined | false | null, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = probe();
+    if (value) return value;
+    await sleep(10);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/**
+ * A full service implementation from the methods a test cares about: every other method of the
+ * contract answers UNIMPLEMENTED, so the tests keep working as the contracts grow.
+ */
+export function implement<T extends object>(
+  definition: { methods: Record<string, { responseStream: boolean }> },
+  methods: Partial<T>,
+): T {
+  const full: Record<string, unknown> = { ...methods };
+  for (const [key, method] of Object.entries(definition.methods)) {
+    if (key in full) continue;
+    const refuse = () => new ServerError(Status.UNIMPLEMENTED, `${key} is not part of this test`);
+    full[key] = method.responseStream
+      ? async function* () {
+          throw refuse();
+        }
+      : async () => {
+          throw refuse();
+        };
+  }
+  return full as T;
+}

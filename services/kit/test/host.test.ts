@@ -1,0 +1,334 @@
+import { createRequire } from 'node:module';
+import { setTimeout as delay } from 'node:timers/promises';
+import { afterEach, describe, expect, it } from 'vitest';
+import { credentials, makeGenericClientConstructor, type ClientDuplexStream } from '@grpc/grpc-js';
+import { createChannel, createClient, type Channel } from 'nice-grpc';
+import { HealthDefinition } from 'nice-grpc-server-health';
+import { ServerReflectionService } from 'nice-grpc-server-reflection';
+import { z } from 'zod';
+import {
+  ClientError,
+  ConfigError,
+  Status,
+  defineService,
+  incomingDeadline,
+  proto,
+  startHost,
+  type Host,
+} from '@elexirion/kit';
+import { rawUnaryCall } from '../../../test/support/raw-grpc.js';
+import { captureLogs, gate, hostEnv, implement, sleep, until } from './helpers.js';
+
+// The reflection package's generated (google-protobuf) message classes: its service definition
+// only serializes instances of these very classes.
+const require = createRequire(import.meta.url);
+const reflectionPb = require('nice-grpc-server-reflection/lib/proto/grpc/reflection/v1/reflection_pb.js');
+const descriptorPb = require('google-protobuf/google/protobuf/descriptor_pb.js');
+
+const SERVING = 1;
+const NOT_SERVING = 2;
+
+interface State {
+  entered: number;
+  finished: number;
+  aborted: number;
+  deadlines: (Date | undefined)[];
+  closedAt: number | undefined;
+  finishedAt: number | undefined;
+  release: ReturnType<typeof gate>;
+}
+let state: State;
+function resetState(): void {
+  state = { entered: 0, finished: 0, aborted: 0, deadlines: [], closedAt: undefined, finishedAt: undefined, release: gate() };
+}
+resetState();
+
+/** A provider whose `model` picks a behaviour: "slow:<ms>" ignores cancellation, "forever" only ends when cancelled. */
+const providerModule = defineService({
+  name: 'provider',
+  create: () => ({
+    implementation: implement<proto.ProviderServiceImplementation>(proto.ProviderDefinition, {
+      async complete(request, context) {
+        state.entered += 1;
+        state.deadlines.push(incomingDeadline(context));
+        context.signal.addEventListener('abort', () => {
+          state.aborted += 1;
+        });
+        if (request.model.startsWith('slow:')) {
+          await Promise.race([delay(Number(request.model.slice(5))), state.release.promise]);
+        } else if (request.model === 'forever') {
+          await Promise.race([new Promise((resolve) => context.signal.addEventListener('abort', resolve)), state.release.promise]);
+        }
+        state.finished += 1;
+        state.finishedAt = Date.now();
+        return { text: `done ${request.model}` };
+      },
+    }),
+    async close() {
+      state.closedAt = Date.now();
+    },
+  }),
+});
+
+const executorModule = defineService({
+  name: 'executor',
+  create: () => ({
+    implementation: implement<proto.ExecutorServiceImplementation>(proto.ExecutorDefinition, {
+      async execute(request) {
+        return { pipeline: request.pipeline };
+      },
+    }),
+    registerHttp(app) {
+      app.get('/v1/ping', async () => ({ pong: true }));
+    },
+  }),
+});
+
+let hosts: Host[] = [];
+let channels: Channel[] = [];
+
+async function start(modules: Parameters<typeof startHost>[0], extra: NodeJS.ProcessEnv = {}) {
+  const env = await hostEnv(extra);
+  const host = await startHost(modules, { env });
+  hosts.push(host);
+  const channel = createChannel(`127.0.0.1:${host.grpcPort}`);
+  channels.push(channel);
+  return {
+    host,
+    env,
+    provider: createClient(proto.ProviderDefinition, channel),
+    health: createClient(HealthDefinition, channel),
+    http: `http://127.0.0.1:${host.httpPort}`,
+  };
+}
+
+afterEach(async () => {
+  state.release.open();
+  for (const channel of channels) channel.close();
+  channels = [];
+  for (const host of hosts) await host.stop('test over');
+  hosts = [];
+  resetState();
+});
+
+async function healthOf(health: ReturnType<typeof createClient<typeof HealthDefinition>>, service: string) {
+  return (await health.check({ service }, { signal: AbortSignal.timeout(5_000) })).status;
+}
+
+describe('startHost', () => {
+  it('listens on the ports of the outermost service it hosts', async () => {
+    const { host, env } = await start([providerModule, executorModule]);
+    expect(host.services).toEqual(['provider', 'executor']);
+    expect(host.grpcPort).toBe(Number(env.EXECUTOR_GRPC_PORT));
+    expect(host.httpPort).toBe(Number(env.EXECUTOR_HTTP_PORT));
+  });
+
+  it('reports SERVING for "" and for each hosted service by its full name once started', async () => {
+    const { health } = await start([providerModule, executorModule]);
+    expect(await healthOf(health, '')).toBe(SERVING);
+    expect(await healthOf(health, 'elexirion.v1.Provider')).toBe(SERVING);
+    expect(await healthOf(health, 'elexirion.v1.Executor')).toBe(SERVING);
+    const unknown = await health.check({ service: 'elexirion.v1.Gateway' }).catch((error: unknown) => error);
+    expect((unknown as ClientError).code).toBe(Status.NOT_FOUND);
+  });
+
+  it('serves Prometheus text on GET /metrics, including grpc_server_handled_total for calls it handled', async () => {
+    const { provider, http } = await start([providerModule]);
+    await provider.complete({ model: 'ok' });
+    const reply = await fetch(`${http}/metrics`);
+    expect(reply.status).toBe(200);
+    expect(reply.headers.get('content-type')).toMatch(/^text\/plain/);
+    const text = await reply.text();
+    expect(text).toContain('# TYPE grpc_server_handled_total counter');
+    expect(text).toContain('grpc_server_handled_total{service="provider",grpc_method="/elexirion.v1.Provider/Complete",grpc_code="OK"} 1');
+    expect(text).toContain('grpc_server_handling_seconds_bucket');
+    expect(text).toContain('process_cpu_user_seconds_total');
+  });
+
+  it('answers /healthz and /readyz, and serves the routes a service registers', async () => {
+    const { http } = await start([providerModule, executorModule]);
+    expect(await (await fetch(`${http}/healthz`)).json()).toEqual({ status: 'ok' });
+    const ready = await fetch(`${http}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toEqual({ status: 'serving', services: ['provider', 'executor'] });
+    expect(await (await fetch(`${http}/v1/ping`)).json()).toEqual({ pong: true });
+  });
+
+  it('lists the hosted elexirion.v1 services through grpc.reflection.v1 and serves their descriptors', async () => {
+    const { host } = await start([providerModule, executorModule]);
+    const Client = makeGenericClientConstructor(ServerReflectionService as never, 'ServerReflection');
+    const client = new Client(`127.0.0.1:${host.grpcPort}`, credentials.createInsecure()) as any;
+    try {
+      const stream: ClientDuplexStream<any, any> = client.serverReflectionInfo();
+      const responses: any[] = [];
+      const ended = new Promise<void>((resolve, reject) => {
+        stream.on('data', (response: any) => responses.push(response));
+        stream.on('error', reject);
+        stream.on('end', resolve);
+      });
+      stream.write(new reflectionPb.ServerReflectionRequest().setListServices(''));
+      stream.write(new reflectionPb.ServerReflectionRequest().setFileContainingSymbol('elexirion.v1.Provider'));
+      await until('two reflection answers', () => responses.length >= 2);
+      stream.end();
+      await ended;
+
+      const names = responses[0].getListServicesResponse().getServiceList().map((service: any) => service.getName());
+      expect([...names].sort()).toEqual(['elexirion.v1.Executor', 'elexirion.v1.Provider']);
+
+      const files = responses[1].getFileDescriptorResponse().getFileDescriptorProtoList_asU8();
+      const file = descriptorPb.FileDescriptorProto.deserializeBinary(files[0]);
+      expect(file.getName()).toBe('elexirion/v1/provider.proto');
+      expect(file.getPackage()).toBe('elexirion.v1');
+      expect(file.getServiceList().map((service: any) => service.getName())).toEqual(['Provider']);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("turns a plain gRPC client's grpc-timeout into the handler's incomingDeadline", async () => {
+    const { host } = await start([providerModule]);
+    const before = Date.now();
+    const response = await rawUnaryCall(
+      `127.0.0.1:${host.grpcPort}`,
+      '/elexirion.v1.Provider/Complete',
+      { request: proto.CompleteRequest, response: proto.CompleteResponse },
+      proto.CompleteRequest.fromPartial({ model: 'ok' }),
+      2_000,
+    );
+    expect(response.text).toBe('done ok');
+    const seen = state.deadlines[0];
+    expect(seen).toBeInstanceOf(Date);
+    expect(seen!.getTime()).toBeGreaterThan(before + 1_000);
+    expect(seen!.getTime()).toBeLessThanOrEqual(Date.now() + 2_000);
+  });
+
+  it('ignores an elexirion-deadline-at header a caller sends itself', async () => {
+    const { provider } = await start([providerModule]);
+    const { Metadata } = await import('nice-grpc');
+    await provider.complete({ model: 'ok' }, { metadata: Metadata({ 'elexirion-deadline-at': '1' }) });
+    expect(state.deadlines).toEqual([undefined]);
+  });
+
+  it('rejects a bad environment with one ConfigError naming host and service variables, hiding secret values', async () => {
+    const withConfig = defineService({
+      name: 'provider',
+      configSchema: z.object({ ANTHROPIC_API_KEY: z.string().min(40), PROVIDER_RETRIES: z.coerce.number().int() }),
+      create: () => ({ implementation: implement<proto.ProviderServiceImplementation>(proto.ProviderDefinition, { complete: async () => ({}) }) }),
+    });
+    const env = await hostEnv({ GATEWAY_GRPC_PORT: 'abc', ANTHROPIC_API_KEY: 'sk-ant-too-short-secret', PROVIDER_RETRIES: 'lots' });
+    const error = await startHost([withConfig], { env }).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(ConfigError);
+    const message = (error as ConfigError).message;
+    expect(message).toContain('GATEWAY_GRPC_PORT');
+    expect(message).toContain('"abc"');
+    expect(message).toContain('PROVIDER_RETRIES');
+    expect(message).toContain('"lots"');
+    expect(message).toContain('ANTHROPIC_API_KEY');
+    expect(message).not.toContain('sk-ant-too-short-secret');
+    // Nothing was left listening: the same ports start cleanly once the environment is fixed.
+    const fixed = { ...env, GATEWAY_GRPC_PORT: undefined, ANTHROPIC_API_KEY: 'k'.repeat(40), PROVIDER_RETRIES: '2' };
+    hosts.push(await startHost([withConfig], { env: fixed }));
+  });
+
+  it('refuses to host nothing or the same service twice', async () => {
+    await expect(startHost([], { env: await hostEnv() })).rejects.toBeInstanceOf(ConfigError);
+    await expect(startHost([providerModule, providerModule], { env: await hostEnv() })).rejects.toThrow(/listed twice/);
+  });
+
+  it('hands each service its own parsed config and a logger that writes to the given destination', async () => {
+    const logs = captureLogs();
+    let seenConfig: unknown;
+    const configured = defineService({
+      name: 'provider',
+      configSchema: z.object({ PROVIDER_RETRIES: z.coerce.number().int().default(3) }),
+      create: (context) => {
+        seenConfig = context.config;
+        context.logger.info('created');
+        return { implementation: implement<proto.ProviderServiceImplementation>(proto.ProviderDefinition, { complete: async () => ({}) }) };
+      },
+    });
+    const host = await startHost([configured], { env: await hostEnv({ LOG_LEVEL: 'info', PROVIDER_RETRIES: '5' }), logDestination: logs });
+    hosts.push(host);
+    expect(seenConfig).toEqual({ PROVIDER_RETRIES: 5 });
+    expect(logs.records().find((record) => record.msg === 'created')).toMatchObject({ service: 'provider', process: 'provider' });
+    expect(logs.records().find((record) => record.msg === 'serving')).toMatchObject({ services: ['provider'], nats: 'off' });
+  });
+});
+
+describe('Host.stop', () => {
+  it('says NOT_SERVING and /readyz 503 during the drain delay, lets the in-flight call finish, then refuses calls', async () => {
+    const { host, provider, health, http } = await start([providerModule], { DRAIN_DELAY_MS: '1500' });
+    expect(await healthOf(health, '')).toBe(SERVING);
+    const inFlight = provider.complete({ model: 'slow:2500' });
+    await until('the call to reach its handler', () => state.entered === 1);
+
+    const stopped = host.stop('test drain');
+    expect(await healthOf(health, '')).toBe(NOT_SERVING);
+    expect(await healthOf(health, 'elexirion.v1.Provider')).toBe(NOT_SERVING);
+    const ready = await fetch(`${http}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toMatchObject({ status: 'draining' });
+
+    // Started before stop(), it still completes successfully.
+    expect((await inFlight).text).toBe('done slow:2500');
+    await stopped;
+    expect(state.closedAt).toBeDefined();
+    expect(state.closedAt!).toBeGreaterThanOrEqual(state.finishedAt!); // close() runs after in-flight calls
+    expect(host.stop()).toBe(stopped); // idempotent
+
+    const after = await provider.complete({ model: 'ok' }, { signal: AbortSignal.timeout(10_000) }).catch((error: unknown) => error);
+    expect(after).toBeInstanceOf(ClientError);
+    expect((after as ClientError).code).toBe(Status.UNAVAILABLE);
+    await expect(fetch(`${http}/readyz`)).rejects.toThrow();
+  });
+
+  it('pushes NOT_SERVING to a health watcher as soon as stop() begins, with no drain delay', async () => {
+    const { host, provider, health } = await start([providerModule]);
+    const inFlight = provider.complete({ model: 'slow:1500' });
+    await until('the call to reach its handler', () => state.entered === 1);
+
+    const watcher = new AbortController();
+    const statuses: number[] = [];
+    const watching = (async () => {
+      for await (const { status } of health.watch({ service: 'elexirion.v1.Provider' }, { signal: watcher.signal })) {
+        statuses.push(status);
+        if (status === NOT_SERVING) return;
+      }
+    })().catch(() => undefined);
+    await until('the watcher to see SERVING', () => statuses[0] === SERVING);
+
+    const stopBegan = Date.now();
+    const stopped = host.stop('test drain');
+    await watching;
+    expect(statuses).toEqual([SERVING, NOT_SERVING]);
+    expect(state.finished).toBe(0); // the slow call was still running when NOT_SERVING went out
+    expect(Date.now() - stopBegan).toBeLessThan(1_500);
+
+    expect((await inFlight).text).toBe('done slow:1500');
+    await stopped;
+  });
+
+  it('forces shutdown of a call that never ends once DRAIN_GRACE_MS has passed', async () => {
+    const { host, provider } = await start([providerModule], { DRAIN_GRACE_MS: '300' });
+    const neverEnding = provider.complete({ model: 'forever' }).catch((error: unknown) => error);
+    await until('the call to reach its handler', () => state.entered === 1);
+
+    const began = Date.now();
+    await host.stop('test grace');
+    const took = Date.now() - began;
+    expect(took).toBeGreaterThanOrEqual(250);
+    expect(took).toBeLessThan(5_000);
+    const outcome = await neverEnding;
+    expect(outcome).toBeInstanceOf(ClientError);
+    await until('the handler to be cancelled', () => state.aborted === 1, 5_000);
+  });
+
+  it('stops promptly when nothing is in flight', async () => {
+    const { host, provider } = await start([providerModule]);
+    await provider.complete({ model: 'ok' });
+    const began = Date.now();
+    await host.stop();
+    expect(Date.now() - began).toBeLessThan(3_000);
+    await sleep(0);
+  });
+});
