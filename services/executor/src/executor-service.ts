@@ -14,6 +14,9 @@ export const executorConfigSchema = z.object({
 });
 export type ExecutorConfig = z.infer<typeof executorConfigSchema>;
 
+/** The provider alias a step type calls when neither the step nor the pipeline names a model. */
+const DEFAULT_ALIAS_BY_STEP_TYPE: Record<string, string> = { claude: 'claude', gemini: 'gemini', claude_smart: 'claude_smart' };
+
 /** Pipeline names are plain file stems: no separators, no dots, so no path can escape the folder. */
 const PIPELINE_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 
@@ -81,7 +84,7 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
             {
               messages: [{ role: proto.Role.ROLE_USER, content: prompt }],
               system: step.system ?? '',
-              model: step.model ?? pipeline.defaults.model ?? (step.type === 'gemini' ? 'gemini' : 'claude_smart'),
+              model: step.model ?? pipeline.defaults.model ?? DEFAULT_ALIAS_BY_STEP_TYPE[step.type] ?? 'claude_smart',
               preset: step.preset ?? pipeline.defaults.preset ?? '',
               ...(step.temperature === undefined ? {} : { temperature: step.temperature }),
               ...(step.max_tokens === undefined ? {} : { maxTokens: step.max_tokens }),

@@ -1,0 +1,242 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { ClientError, Status } from 'nice-grpc';
+import { stopAll } from '../support/processes.js';
+import { TEST_KEYS, collectStream, startProvider, testProviderConfig, userMessage, type ProviderUnderTest } from '../support/provider.js';
+
+let provider: ProviderUnderTest | undefined;
+
+afterEach(async () => {
+  if (provider) {
+    const output = provider.process.output();
+    await provider.stop();
+    provider = undefined;
+    // Whatever a test made the provider log, no key may be in it.
+    for (const key of Object.values(TEST_KEYS)) expect(output).not.toContain(key);
+  }
+  await stopAll();
+});
+
+describe('retries', () => {
+  it('retries 529 overloaded and succeeds, reporting every attempt', async () => {
+    provider = await startProvider();
+    provider.fakes.anthropic.script({ status: 529 }, { status: 529 }, { text: 'third time lucky' });
+    const answer = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude' });
+    expect(answer).toMatchObject({ text: 'third time lucky', attempts: 3, provider: 'anthropic', fallbackUsed: false });
+    expect(provider.fakes.anthropic.requests).toHaveLength(3);
+  });
+
+  it('waits as long as retry-after says before the next attempt', async () => {
+    provider = await startProvider();
+    provider.fakes.openai.script({ status: 429, headers: { 'retry-after': '1' } }, { text: 'after the wait' });
+    const answer = await provider.client.complete({ messages: [userMessage('hi')], model: 'openai' });
+    expect(answer.text).toBe('after the wait');
+    const [first, second] = provider.fakes.openai.requests;
+    expect(second!.receivedAt - first!.receivedAt).toBeGreaterThanOrEqual(950);
+  });
+
+  it('reads Gemini retry hints from the error body', async () => {
+    provider = await startProvider();
+    provider.fakes.gemini.script({ status: 503, headers: { 'retry-after': '1' } }, { text: 'ok' });
+    await provider.client.complete({ messages: [userMessage('hi')], model: 'gemini' });
+    const [first, second] = provider.fakes.gemini.requests;
+    expect(second!.receivedAt - first!.receivedAt).toBeGreaterThanOrEqual(950);
+  });
+
+  it.each([
+    [400, Status.INVALID_ARGUMENT],
+    [401, Status.FAILED_PRECONDITION],
+    [403, Status.FAILED_PRECONDITION],
+    [404, Status.NOT_FOUND],
+  ])('never retries %i, and answers %s', async (status, code) => {
+    provider ??= await startProvider();
+    provider.fakes.anthropic.reset();
+    provider.fakes.anthropic.script({ status });
+    const error = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude' }).catch((caught) => caught);
+    expect(error).toBeInstanceOf(ClientError);
+    expect(error.code).toBe(code);
+    expect(provider.fakes.anthropic.requests).toHaveLength(1);
+  });
+
+  it('retries a dropped connection', async () => {
+    provider = await startProvider();
+    provider.fakes.openai.script({ dropConnection: true }, { text: 'reconnected' });
+    const answer = await provider.client.complete({ messages: [userMessage('hi')], model: 'openai' });
+    expect(answer).toMatchObject({ text: 'reconnected', attempts: 2 });
+  });
+
+  it('gives up when the next backoff would outlast the caller deadline', async () => {
+    provider = await startProvider();
+    provider.fakes.anthropic.script({ status: 503, headers: { 'retry-after': '5' } });
+    const started = Date.now();
+    const error = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude' }, { deadline: new Date(Date.now() + 2_000) }).catch((caught) => caught);
+    expect(Date.now() - started).toBeLessThan(1_500);
+    expect(error.code).toBe(Status.UNAVAILABLE);
+    expect(error.details).toContain('anthropic/claude-sonnet-4-5: ');
+    expect(provider.fakes.anthropic.requests).toHaveLength(1);
+  });
+});
+
+describe('fallback', () => {
+  it('serves from the second target when the first is exhausted, and says so', async () => {
+    provider = await startProvider();
+    provider.fakes.anthropic.setDefault({ status: 503 });
+    provider.fakes.gemini.script({ text: 'gemini saves the day' });
+    const answer = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude_smart' });
+    expect(answer).toMatchObject({ text: 'gemini saves the day', provider: 'gemini', model: 'gemini-2.5-pro', fallbackUsed: true, attempts: 4 });
+    expect(answer.failedTargets).toEqual([expect.stringMatching(/^anthropic\/claude-sonnet-4-5: .*\(503\), 3 attempts$/)]);
+    expect(await provider.metrics()).toMatch(/elexirion_provider_fallbacks_total\{alias="claude_smart"\} 1/);
+  });
+
+  it('falls over before the first token of a stream', async () => {
+    provider = await startProvider();
+    provider.fakes.anthropic.setDefault({ status: 529 });
+    provider.fakes.gemini.script({ chunks: ['from ', 'gemini'] });
+    const result = await collectStream(provider.client.streamComplete({ request: { messages: [userMessage('hi')], model: 'claude_smart' } }));
+    expect(result.error).toBeUndefined();
+    expect(result.text).toBe('from gemini');
+    expect(result.done).toMatchObject({ provider: 'gemini', fallbackUsed: true });
+  });
+
+  it('answers UNAVAILABLE naming every target when all of them fail', async () => {
+    provider = await startProvider();
+    provider.fakes.anthropic.setDefault({ status: 500 });
+    provider.fakes.gemini.setDefault({ status: 503 });
+    const error = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude_smart' }).catch((caught) => caught);
+    expect(error.code).toBe(Status.UNAVAILABLE);
+    expect(error.details).toMatch(/^every target of "claude_smart" failed: anthropic\/claude-sonnet-4-5: .*; gemini\/gemini-2.5-pro: /);
+  });
+});
+
+describe('mid-stream failure', () => {
+  it('ends the stream with an error the client sees, never a stream that looks complete', async () => {
+    provider = await startProvider();
+    provider.fakes.anthropic.script({ chunks: ['The answer ', 'is ', 'forty-two.'], breakAfterChunks: 1 });
+    const result = await collectStream(provider.client.streamComplete({ request: { messages: [userMessage('hi')], model: 'claude_smart' } }));
+    expect(result.text).toBe('The answer ');
+    expect(result.done).toBeUndefined();
+    expect(result.error).toBeInstanceOf(ClientError);
+    expect(result.error.code).toBe(Status.UNAVAILABLE);
+    expect(result.error.details).toMatch(/^the stream from anthropic\/claude-sonnet-4-5 broke after 11 characters/);
+    // No second provider was asked to start over mid-answer.
+    expect(provider.fakes.gemini.requests).toHaveLength(0);
+  });
+
+  it.each(['gemini', 'openai'] as const)('does the same for %s', async (vendor) => {
+    provider = await startProvider();
+    provider.fakes[vendor].script({ chunks: ['part one, ', 'part two'], breakAfterChunks: 1 });
+    const result = await collectStream(provider.client.streamComplete({ request: { messages: [userMessage('hi')], model: vendor } }));
+    expect(result.done).toBeUndefined();
+    expect(result.error?.code).toBe(Status.UNAVAILABLE);
+  });
+});
+
+describe('circuit breaker', () => {
+  const config = testProviderConfig({
+    anthropic: { max_attempts: 1, breaker: { window_ms: 10_000, min_requests: 4, failure_rate: 0.5, cooldown_ms: 800 } },
+  });
+
+  it('opens after enough failures, fails fast without calling the vendor, and closes after a good probe', async () => {
+    provider = await startProvider({ config });
+    provider.fakes.anthropic.setDefault({ status: 503 });
+    for (let i = 0; i < 4; i += 1) {
+      const error = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude' }).catch((caught) => caught);
+      expect(error.code).toBe(Status.UNAVAILABLE);
+    }
+    expect(provider.fakes.anthropic.requests).toHaveLength(4);
+    const listing = await provider.client.listModels({});
+    expect(listing.providers.find((entry) => entry.name === 'anthropic')).toMatchObject({ breakerState: 'open', failureRate: 1 });
+    expect(await provider.metrics()).toMatch(/elexirion_provider_breaker_state\{provider="anthropic"\} 2/);
+
+    const fast = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude' }).catch((caught) => caught);
+    expect(fast.details).toMatch(/circuit breaker open/);
+    expect(provider.fakes.anthropic.requests).toHaveLength(4);
+
+    // An open breaker sends claude_smart straight to its second target.
+    provider.fakes.gemini.script({ text: 'breaker bypassed' });
+    const rerouted = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude_smart' });
+    expect(rerouted).toMatchObject({ provider: 'gemini', fallbackUsed: true });
+    expect(provider.fakes.anthropic.requests).toHaveLength(4);
+
+    provider.fakes.anthropic.setDefault({ text: 'recovered' });
+    await new Promise((resolve) => setTimeout(resolve, 900));
+    const probe = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude' });
+    expect(probe.text).toBe('recovered');
+    expect((await provider.client.listModels({})).providers[0]!.breakerState).toBe('closed');
+    expect(await provider.metrics()).toMatch(/elexirion_provider_breaker_state\{provider="anthropic"\} 0/);
+  });
+});
+
+describe('cancellation and deadlines', () => {
+  it('aborts the vendor request when the caller cancels', async () => {
+    provider = await startProvider();
+    provider.fakes.openai.script({ hang: true });
+    const controller = new AbortController();
+    const call = provider.client.complete({ messages: [userMessage('hi')], model: 'openai' }, { signal: controller.signal }).catch((caught) => caught);
+    await eventuallyRequested(provider, 'openai');
+    controller.abort();
+    expect((await call).name).toBe('AbortError');
+    await provider.fakes.openai.waitForAbort(0, 5_000);
+  });
+
+  it('aborts a streaming vendor request when the caller stops reading', async () => {
+    provider = await startProvider();
+    provider.fakes.anthropic.script({ chunks: ['a', 'b', 'c', 'd'], chunkDelayMs: 500 });
+    for await (const message of provider.client.streamComplete({ request: { messages: [userMessage('hi')], model: 'claude' } })) {
+      expect(message.delta).toBe('a');
+      break;
+    }
+    await provider.fakes.anthropic.waitForAbort(0, 5_000);
+  });
+
+  it('answers DEADLINE_EXCEEDED at the caller deadline and aborts the vendor request', async () => {
+    provider = await startProvider();
+    provider.fakes.gemini.script({ hang: true });
+    const error = await provider.client.complete({ messages: [userMessage('hi')], model: 'gemini' }, { deadline: new Date(Date.now() + 400) }).catch((caught) => caught);
+    expect(error.code).toBe(Status.DEADLINE_EXCEEDED);
+    await provider.fakes.gemini.waitForAbort(0, 5_000);
+  });
+});
+
+describe('limits', () => {
+  it('answers RESOURCE_EXHAUSTED beyond the concurrency limit and its queue', async () => {
+    provider = await startProvider({ config: testProviderConfig({ openai: { max_concurrency: 1, max_queue: 1 } }) });
+    provider.fakes.openai.setDefault({ delayMs: 600 });
+    const calls = [0, 1, 2].map(() => provider!.client.complete({ messages: [userMessage('hi')], model: 'openai' }).then(() => 'ok', (error) => Status[error.code]));
+    expect((await Promise.all(calls)).sort()).toEqual(['RESOURCE_EXHAUSTED', 'ok', 'ok']);
+  });
+});
+
+describe('credentials', () => {
+  it('reads keys from a mounted secrets folder and keeps them out of logs and errors', async () => {
+    const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'elexirion-secrets-'));
+    // A wrong key: the fake answers 401, whose message the SDK and our logs must not echo.
+    writeFileSync(join(dir, 'OPENAI_API_KEY'), 'sk-wrong-key-that-must-stay-secret-1234\n');
+    try {
+      provider = await startProvider({ env: { OPENAI_API_KEY: '', PROVIDER_SECRETS_DIR: dir } });
+      const error = await provider.client.complete({ messages: [userMessage('hi')], model: 'openai' }).catch((caught) => caught);
+      expect(error.code).toBe(Status.FAILED_PRECONDITION);
+      expect(error.details).not.toContain('sk-wrong-key');
+      const header = provider.fakes.openai.requests[0]!.headers.authorization;
+      expect(header).toBe('Bearer sk-wrong-key-that-must-stay-secret-1234');
+      expect(provider.process.output()).not.toContain('sk-wrong-key-that-must-stay-secret-1234');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('serves everything from the mock when no vendor is configured, and says so', async () => {
+    provider = await startProvider({ vendors: false });
+    const answer = await provider.client.complete({ messages: [userMessage('ping')], model: 'claude_smart', preset: 'analysis' });
+    expect(answer).toMatchObject({ provider: 'mock', text: 'pong' });
+    expect((await provider.client.listModels({})).offline).toBe(true);
+    expect(provider.process.output()).toContain('no provider API key set: every model is served by the offline mock provider');
+  });
+});
+
+async function eventuallyRequested(under: ProviderUnderTest, vendor: 'anthropic' | 'gemini' | 'openai'): Promise<void> {
+  const until = Date.now() + 5_000;
+  while (under.fakes[vendor].requests.length === 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
+}
