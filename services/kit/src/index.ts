@@ -1,6 +1,7 @@
 // The service kit: everything the services share. It never imports a service.
 export * from './catalog.js';
 export * from './clients.js';
+export * from './concurrency-limiter.js';
 export * from './config.js';
 export * from './deadline.js';
 export * from './errors.js';
