@@ -1,134 +1,283 @@
-import { readFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { isAbortError } from 'abort-controller-x';
 import { z } from 'zod';
-import { ClientError, ServerError, Status, callOptions, defineService, proto, type ServiceContext } from '@elexirion/kit';
-import { PipelineError, parsePipeline, type Pipeline } from './pipeline.js';
-import { TemplateError, renderTemplate } from './templates.js';
+import {
+  ClientError,
+  ConcurrencyLimiter,
+  LimitExceededError,
+  ServerError,
+  Status,
+  defineService,
+  incomingDeadline,
+  proto,
+  type ServiceContext,
+} from '@elexirion/kit';
+import type { CallContext } from 'nice-grpc-common';
+import { RunEngine, type RunRequest, type RunResult } from './engine/run-engine.js';
+import { PipelineError, PipelineLoader, PipelineNotFoundError, formatProblem, type LoadedPipeline } from './pipeline/loader.js';
+import { PIPELINE_NAME } from './pipeline/schema.js';
+import { CheckpointStore, type RunCheckpoint } from './state/checkpoint-store.js';
+import { PromptRegistry } from './state/prompt-registry.js';
 
 const defaultPipelinesDir = fileURLToPath(new URL('../../../pipelines/', import.meta.url));
 
 export const executorConfigSchema = z.object({
   PIPELINES_DIR: z.string().min(1).default(defaultPipelinesDir),
+  EXECUTOR_MAX_CONCURRENT_RUNS: z.coerce.number().int().positive().default(10_000),
+  EXECUTOR_MAX_QUEUED_RUNS: z.coerce.number().int().min(0).default(10_000),
+  EXECUTOR_CHECKPOINTS: z.enum(['true', 'false']).default('true').transform((value) => value === 'true'),
+  EXECUTOR_CHECKPOINT_TTL_HOURS: z.coerce.number().int().positive().default(24 * 7),
+  EXECUTOR_PROMPT_REGISTRY: z.enum(['true', 'false']).default('true').transform((value) => value === 'true'),
 });
 export type ExecutorConfig = z.infer<typeof executorConfigSchema>;
 
-/** The provider alias a step type calls when neither the step nor the pipeline names a model. */
-const DEFAULT_ALIAS_BY_STEP_TYPE: Record<string, string> = { claude: 'claude', gemini: 'gemini', claude_smart: 'claude_smart' };
+/** Without a caller deadline, a queued run waits at most this long for a slot. */
+const QUEUE_WAIT_MS = 60_000;
 
-/** Pipeline names are plain file stems: no separators, no dots, so no path can escape the folder. */
-const PIPELINE_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+function invalid(message: string): ServerError {
+  return new ServerError(Status.INVALID_ARGUMENT, message);
+}
 
 export function createExecutor(context: ServiceContext<ExecutorConfig>) {
-  const { config, clients, events, logger } = context;
-  const provider = clients.get('provider');
+  const { config, clients, events, logger, host } = context;
+  const loader = new PipelineLoader(config.PIPELINES_DIR);
+  const registry = new PromptRegistry({ logger, bucket: 'elexirion_prompts' });
+  let checkpoints: CheckpointStore | undefined;
+  let connection: NatsConnection | undefined;
+  let closing = false;
 
-  async function loadPipeline(name: string): Promise<Pipeline> {
-    if (!PIPELINE_NAME.test(name)) {
-      throw new ServerError(Status.INVALID_ARGUMENT, `pipeline: "${name}" is not a pipeline name (lowercase letters, digits, _ and -, at most 64)`);
+  // State lives in JetStream KV; runs go on without it (no resume, YAML prompts).
+  const attachState = async () => {
+    if (!config.EXECUTOR_CHECKPOINTS && !config.EXECUTOR_PROMPT_REGISTRY) return;
+    while (!closing) {
+      try {
+        connection = await connect({ servers: host.NATS_URL, name: `elexirion-executor-state-${process.pid}`, maxReconnectAttempts: -1, reconnectTimeWait: 1_000 });
+        if (config.EXECUTOR_CHECKPOINTS) checkpoints = await CheckpointStore.open(connection, { ttlMs: config.EXECUTOR_CHECKPOINT_TTL_HOURS * 3_600_000 });
+        if (config.EXECUTOR_PROMPT_REGISTRY) await registry.attach(connection);
+        logger.info('executor state attached to NATS (checkpoints, prompt registry)');
+        return;
+      } catch (error) {
+        logger.warn({ error: String(error) }, 'executor state unavailable: runs cannot be resumed and use YAML prompts until NATS answers; retrying');
+        await connection?.close().catch(() => {});
+        connection = undefined;
+        await new Promise((resolve) => setTimeout(resolve, 2_000).unref());
+      }
     }
-    let text: string;
+  };
+  void attachState();
+
+  const engine = new RunEngine({
+    provider: clients.get('provider'),
+    loader,
+    prompts: () => (registry.attached ? registry : undefined),
+    checkpoints: () => checkpoints,
+    events,
+    logger,
+  });
+  const admission = new ConcurrencyLimiter({ maxConcurrency: config.EXECUTOR_MAX_CONCURRENT_RUNS, maxQueue: config.EXECUTOR_MAX_QUEUED_RUNS });
+
+  async function load(request: { pipeline: string; inlineYaml: string }): Promise<LoadedPipeline> {
     try {
-      text = await readFile(join(config.PIPELINES_DIR, `${name}.yaml`), 'utf8');
+      if (request.inlineYaml) {
+        if (request.pipeline) throw invalid('pipeline and inline_yaml: give one, not both');
+        return await loader.loadInline(request.inlineYaml);
+      }
+      if (!request.pipeline) throw invalid('pipeline: name a pipeline or give inline_yaml');
+      if (!PIPELINE_NAME.test(request.pipeline)) {
+        throw invalid(`pipeline: "${request.pipeline.slice(0, 80)}" is not a pipeline name (lowercase letters, digits, _ and -, at most 64)`);
+      }
+      return await loader.loadNamed(request.pipeline);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new ServerError(Status.NOT_FOUND, `pipeline "${name}" does not exist`);
-      throw error;
-    }
-    try {
-      return parsePipeline(`${name}.yaml`, text);
-    } catch (error) {
-      if (error instanceof PipelineError) throw new ServerError(Status.INVALID_ARGUMENT, error.message);
+      if (error instanceof PipelineNotFoundError) throw new ServerError(Status.NOT_FOUND, error.message);
+      if (error instanceof PipelineError) throw invalid(error.message);
       throw error;
     }
   }
 
-  function resolveInputs(pipeline: Pipeline, given: Record<string, string>): Record<string, string> {
-    const inputs: Record<string, string> = {};
-    for (const [name, spec] of Object.entries(pipeline.inputs)) {
-      const value = given[name] ?? (spec.default === undefined ? undefined : String(spec.default));
-      if (value === undefined) {
-        if (spec.required) throw new ServerError(Status.INVALID_ARGUMENT, `inputs.${name}: required by pipeline "${pipeline.name}" and not given`);
-        continue;
+  /** Admission, loading (or the checkpoint), the run, and its telemetry. */
+  async function execute(request: proto.ExecuteRequest, callContext: CallContext, emit?: RunRequest['emit']): Promise<{ runId: string; result: RunResult }> {
+    const started = performance.now();
+    const deadline = incomingDeadline(callContext)?.getTime();
+    let release: () => void;
+    try {
+      release = await admission.acquire(callContext.signal, deadline ?? Date.now() + QUEUE_WAIT_MS);
+    } catch (error) {
+      if (error instanceof LimitExceededError) throw new ServerError(Status.RESOURCE_EXHAUSTED, `executor is at its run limit: ${error.message}`);
+      throw error;
+    }
+    let runId: string = randomUUID();
+    let pipelineName = request.pipeline || '<inline>';
+    let resume: RunCheckpoint | undefined;
+    try {
+      let source: RunCheckpoint['source'];
+      let loaded: LoadedPipeline;
+      if (request.resumeRunId) {
+        const store = checkpoints;
+        if (!store) throw new ServerError(Status.UNAVAILABLE, 'checkpoints are unavailable (NATS): the run cannot be resumed now');
+        resume = await store.load(request.resumeRunId);
+        if (!resume) throw new ServerError(Status.NOT_FOUND, `run "${request.resumeRunId}" has no checkpoint`);
+        if (Object.keys(request.inputs).length > 0) throw invalid('inputs: a resumed run keeps the inputs it started with; send none');
+        runId = resume.runId;
+        source = resume.source;
+        loaded = await load(source.kind === 'named' ? { pipeline: source.name, inlineYaml: '' } : { pipeline: '', inlineYaml: source.yaml });
+      } else {
+        loaded = await load(request);
+        source = request.inlineYaml ? { kind: 'inline', yaml: request.inlineYaml } : { kind: 'named', name: loaded.name };
       }
-      inputs[name] = value;
+      pipelineName = loaded.name;
+      const result = await engine.run(loaded, {
+        runId,
+        jobId: resume?.jobId ?? request.jobId,
+        source,
+        inputs: request.inputs,
+        promptOverrides: resume?.promptOverrides ?? request.promptOverrides,
+        sessionKey: resume?.sessionKey ?? request.sessionKey,
+        signal: callContext.signal,
+        deadline,
+        ...(emit ? { emit } : {}),
+        ...(resume ? { resume } : {}),
+      });
+      events.publish('run', {
+        status: 'OK',
+        durationMs: result.durationMs,
+        executorRun: { runId, jobId: resume?.jobId ?? request.jobId, pipeline: result.pipeline, inputs: stringInputs(result.inputs), output: result.output, steps: result.steps, usage: result.usage },
+      });
+      return { runId, result };
+    } catch (error) {
+      const failure = asServerError(error, pipelineName);
+      events.publish('run', {
+        status: Status[failure.code],
+        durationMs: Math.round(performance.now() - started),
+        executorRun: { runId, jobId: request.jobId, pipeline: pipelineName, inputs: request.inputs, errorMessage: failure.details },
+      });
+      throw failure;
+    } finally {
+      release();
     }
-    for (const name of Object.keys(given)) {
-      if (!(name in pipeline.inputs)) throw new ServerError(Status.INVALID_ARGUMENT, `inputs.${name}: pipeline "${pipeline.name}" has no such input`);
-    }
-    return inputs;
+  }
+
+  function response(runId: string, result: RunResult): proto.ExecuteResponse {
+    return {
+      pipeline: result.pipeline,
+      output: result.output,
+      steps: result.steps,
+      usage: result.usage,
+      durationMs: result.durationMs,
+      runId,
+      outputs: result.outputs,
+      status: 'completed',
+      resumedSteps: result.resumedSteps,
+    };
+  }
+
+  function summary(name: string, loaded?: LoadedPipeline, error?: PipelineError): proto.PipelineSummary {
+    if (!loaded) return { name, description: '', inputs: [], stepCount: 0, valid: false, problem: error ? formatProblem(error.problems[0]!) : 'not valid' };
+    const { pipeline } = loaded;
+    return {
+      name: pipeline.name,
+      description: pipeline.description,
+      inputs: Object.entries(pipeline.inputs).map(([inputName, spec]) => ({ name: inputName, type: spec.type, required: spec.required, description: spec.description ?? '' })),
+      stepCount: countSteps(pipeline.steps),
+      valid: true,
+      problem: '',
+    };
   }
 
   const implementation: proto.ExecutorServiceImplementation = {
     async execute(request, callContext) {
-      const started = performance.now();
-      const runId = randomUUID();
-      let pipelineName = request.pipeline;
-      const steps: proto.StepResult[] = [];
-      const usage = { inputTokens: 0, outputTokens: 0, costUsd: 0 };
+      const { runId, result } = await execute(request, callContext);
+      return response(runId, result);
+    },
+
+    async *executeStream(wrapper, callContext) {
+      if (!wrapper.request) throw invalid('request: required');
+      // Events are produced by the run and consumed here; a bounded wait is not needed as the
+      // consumer is this generator, which gRPC flow control paces.
+      const queue: proto.ExecuteStreamResponse[] = [];
+      let wake: (() => void) | undefined;
+      let finished = false;
+      let failure: unknown;
+      let final: proto.ExecuteResponse | undefined;
+      void execute(wrapper.request, callContext, (event) => {
+        queue.push(event);
+        wake?.();
+      }).then(
+        ({ runId, result }) => {
+          final = response(runId, result);
+          finished = true;
+          wake?.();
+        },
+        (error: unknown) => {
+          failure = error;
+          finished = true;
+          wake?.();
+        },
+      );
+      while (true) {
+        while (queue.length > 0) yield queue.shift()!;
+        if (finished) break;
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+      }
+      while (queue.length > 0) yield queue.shift()!;
+      if (failure) throw failure;
+      yield { runFinished: final! };
+    },
+
+    async validate(request) {
       try {
-        const pipeline = await loadPipeline(request.pipeline);
-        pipelineName = pipeline.name;
-        const inputs = resolveInputs(pipeline, request.inputs);
-        const outputs: Record<string, { output: string }> = {};
-        for (const step of pipeline.steps) {
-          const stepStarted = performance.now();
-          let prompt: string;
-          try {
-            prompt = renderTemplate(step.prompt, { inputs, steps: outputs }, `${pipeline.name}: step "${step.name}" prompt`);
-          } catch (error) {
-            if (error instanceof TemplateError) throw new ServerError(Status.INVALID_ARGUMENT, error.message);
-            throw error;
-          }
-          const answer = await provider.complete(
-            {
-              messages: [{ role: proto.Role.ROLE_USER, content: prompt }],
-              system: step.system ?? '',
-              model: step.model ?? pipeline.defaults.model ?? DEFAULT_ALIAS_BY_STEP_TYPE[step.type] ?? 'claude_smart',
-              preset: step.preset ?? pipeline.defaults.preset ?? '',
-              ...(step.temperature === undefined ? {} : { temperature: step.temperature }),
-              ...(step.max_tokens === undefined ? {} : { maxTokens: step.max_tokens }),
-              metadata: { pipeline: pipeline.name, step: step.name, run_id: runId },
-            },
-            callOptions(callContext),
-          );
-          outputs[step.name] = { output: answer.text };
-          const stepUsage = answer.usage ?? { inputTokens: 0, outputTokens: 0, costUsd: 0 };
-          usage.inputTokens += stepUsage.inputTokens;
-          usage.outputTokens += stepUsage.outputTokens;
-          usage.costUsd += stepUsage.costUsd;
-          steps.push({
-            name: step.name,
-            type: step.type,
-            output: answer.text,
-            provider: answer.provider,
-            model: answer.model,
-            usage: stepUsage,
-            durationMs: Math.round(performance.now() - stepStarted),
-            attempts: answer.attempts,
-          });
-        }
-        const output = steps.at(-1)?.output ?? '';
-        const durationMs = Math.round(performance.now() - started);
-        events.publish('run', {
-          status: 'OK',
-          durationMs,
-          executorRun: { runId, jobId: request.jobId, pipeline: pipeline.name, inputs, output, steps, usage },
-        });
-        return { pipeline: pipeline.name, output, steps, usage, durationMs, runId };
+        const loaded = await load(request);
+        return { valid: true, problems: [], summary: summary(loaded.name, loaded) };
       } catch (error) {
-        const code = error instanceof ServerError || error instanceof ClientError ? Status[error.code] : 'INTERNAL';
-        events.publish('run', {
-          status: code,
-          durationMs: Math.round(performance.now() - started),
-          executorRun: { runId, jobId: request.jobId, pipeline: pipelineName, inputs: request.inputs, steps, usage, errorMessage: error instanceof Error ? error.message : String(error) },
-        });
-        logger.debug({ err: error, pipeline: pipelineName, run_id: runId }, 'run failed');
+        if (error instanceof ServerError && error.code === Status.INVALID_ARGUMENT) {
+          // Re-load to get the structured problems (load() flattens them into the message).
+          try {
+            request.inlineYaml ? await loader.loadInline(request.inlineYaml) : await loader.loadNamed(request.pipeline);
+          } catch (inner) {
+            if (inner instanceof PipelineError) {
+              return {
+                valid: false,
+                problems: inner.problems.map((problem) => ({ file: problem.file, line: problem.line ?? 0, column: problem.column ?? 0, message: problem.message })),
+                summary: undefined,
+              };
+            }
+          }
+        }
         throw error;
       }
     },
+
+    async listPipelines() {
+      const all = await loader.list();
+      return { pipelines: all.map((entry) => summary(entry.name, entry.loaded, entry.error)) };
+    },
   };
-  return { implementation };
+
+  return {
+    implementation,
+    async close() {
+      closing = true;
+      await registry.close().catch(() => {});
+      await connection?.drain().catch(() => {});
+    },
+  };
+}
+
+function asServerError(error: unknown, pipeline: string): ServerError {
+  if (error instanceof ServerError) return error;
+  if (error instanceof ClientError) return new ServerError(error.code, `${pipeline}: ${error.details}`);
+  if (isAbortError(error)) return new ServerError(Status.CANCELLED, `${pipeline}: the run was cancelled`);
+  return new ServerError(Status.INTERNAL, `${pipeline}: ${error instanceof Error ? error.message : String(error)}`);
+}
+
+function stringInputs(inputs: Record<string, unknown>): Record<string, string> {
+  return Object.fromEntries(Object.entries(inputs).map(([key, value]) => [key, typeof value === 'string' ? value : JSON.stringify(value)]));
+}
+
+function countSteps(steps: { type: string; steps?: unknown }[]): number {
+  return steps.reduce((sum, step) => sum + 1 + (Array.isArray(step.steps) ? countSteps(step.steps as { type: string }[]) : 0), 0);
 }
 
 export const executorService = defineService({

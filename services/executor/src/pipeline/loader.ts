@@ -1,0 +1,369 @@
+import { readFile, readdir, realpath, stat } from 'node:fs/promises';
+import { isAbsolute, join, relative, resolve } from 'node:path';
+import { LineCounter, isMap, parseDocument, type Document } from 'yaml';
+import { conditionTemplates } from './conditions.js';
+import { LLM_STEP_TYPES, PIPELINE_NAME, STEP_TYPES, pipelineDocument, type Pipeline, type Step } from './schema.js';
+import { TemplateError, referencesOf } from './templates.js';
+
+export interface Problem {
+  file: string;
+  line?: number;
+  column?: number;
+  message: string;
+}
+
+/** A pipeline that cannot be used; each problem says where ("general.yaml:4:7: ..."). */
+export class PipelineError extends Error {
+  override readonly name = 'PipelineError';
+  constructor(readonly problems: Problem[]) {
+    super(problems.map(formatProblem).join('\n'));
+  }
+}
+
+export class PipelineNotFoundError extends Error {
+  override readonly name = 'PipelineNotFoundError';
+}
+
+export function formatProblem(problem: Problem): string {
+  return `${problem.file}${problem.line ? `:${problem.line}:${problem.column ?? 1}` : ''}: ${problem.message}`;
+}
+
+export interface LoadedPipeline {
+  name: string;
+  file: string;
+  pipeline: Pipeline;
+  /** Pipelines its `pipeline` steps call, by name, loaded and checked. */
+  children: ReadonlyMap<string, LoadedPipeline>;
+}
+
+export const MAX_INLINE_BYTES = 256 * 1024;
+const MAX_NESTING = 8;
+const MAX_STEPS = 500;
+
+interface CacheEntry {
+  mtimeMs: number;
+  size: number;
+  loaded: LoadedPipeline;
+}
+
+/**
+ * Loads pipelines from one folder (names are plain stems: nothing can escape it) or inline YAML,
+ * checks them completely before anything runs, and caches by file modification time.
+ */
+export class PipelineLoader {
+  private readonly cache = new Map<string, CacheEntry>();
+  private readonly root: string;
+
+  constructor(directory: string) {
+    this.root = resolve(directory);
+  }
+
+  get directory(): string {
+    return this.root;
+  }
+
+  async loadNamed(name: string): Promise<LoadedPipeline> {
+    return this.named(name, []);
+  }
+
+  async loadInline(text: string): Promise<LoadedPipeline> {
+    if (Buffer.byteLength(text) > MAX_INLINE_BYTES) {
+      throw new PipelineError([{ file: '<inline>', message: `inline YAML is over ${MAX_INLINE_BYTES} bytes` }]);
+    }
+    return this.compile('<inline>', text, []);
+  }
+
+  /** Every pipeline in the folder, loaded or with the reason it cannot be. */
+  async list(): Promise<{ name: string; loaded?: LoadedPipeline; error?: PipelineError }[]> {
+    let names: string[];
+    try {
+      names = (await readdir(this.root)).filter((file) => file.endsWith('.yaml')).map((file) => file.slice(0, -5)).filter((name) => PIPELINE_NAME.test(name)).sort();
+    } catch {
+      return [];
+    }
+    return Promise.all(
+      names.map(async (name) => {
+        try {
+          return { name, loaded: await this.loadNamed(name) };
+        } catch (error) {
+          if (error instanceof PipelineError) return { name, error };
+          return { name, error: new PipelineError([{ file: `${name}.yaml`, message: (error as Error).message }]) };
+        }
+      }),
+    );
+  }
+
+  /** Text of a prompt file, which must lie inside the pipelines folder. */
+  async readPromptFile(file: string): Promise<string> {
+    const path = await this.insideRoot(file);
+    return readFile(path, 'utf8');
+  }
+
+  private async insideRoot(file: string): Promise<string> {
+    if (isAbsolute(file)) throw new Error(`"${file}" is absolute; prompt files are named relative to the pipelines folder`);
+    const candidate = resolve(this.root, file);
+    const real = await realpath(candidate).catch(() => {
+      throw new Error(`prompt file "${file}" does not exist`);
+    });
+    const rootReal = await realpath(this.root);
+    const within = relative(rootReal, real);
+    if (within.startsWith('..') || isAbsolute(within) || within === '') {
+      throw new Error(`prompt file "${file}" is outside the pipelines folder`);
+    }
+    return real;
+  }
+
+  private async named(name: string, stack: string[]): Promise<LoadedPipeline> {
+    if (!PIPELINE_NAME.test(name)) throw new PipelineError([{ file: name, message: `"${name}" is not a pipeline name (lowercase letters, digits, _ and -, at most 64)` }]);
+    const path = join(this.root, `${name}.yaml`);
+    let info;
+    try {
+      info = await stat(path);
+    } catch {
+      throw new PipelineNotFoundError(`pipeline "${name}" does not exist`);
+    }
+    const cached = this.cache.get(name);
+    // Children are re-checked through their own cache entries, so an edit anywhere is seen.
+    if (cached && cached.mtimeMs === info.mtimeMs && cached.size === info.size && stack.length === 0) {
+      const fresh = await this.childrenFresh(cached.loaded);
+      if (fresh) return cached.loaded;
+    }
+    const text = await readFile(path, 'utf8');
+    const loaded = await this.compile(`${name}.yaml`, text, stack, name);
+    this.cache.set(name, { mtimeMs: info.mtimeMs, size: info.size, loaded });
+    return loaded;
+  }
+
+  private async childrenFresh(loaded: LoadedPipeline): Promise<boolean> {
+    for (const [name, child] of loaded.children) {
+      const entry = this.cache.get(name);
+      if (!entry || entry.loaded !== child) return false;
+      const info = await stat(join(this.root, `${name}.yaml`)).catch(() => undefined);
+      if (!info || info.mtimeMs !== entry.mtimeMs || info.size !== entry.size) return false;
+    }
+    return true;
+  }
+
+  private async compile(file: string, text: string, stack: string[], expectedName?: string): Promise<LoadedPipeline> {
+    const lines = new LineCounter();
+    const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+    const problems: Problem[] = [];
+    for (const error of doc.errors) {
+      const pos = error.linePos?.[0];
+      problems.push({ file, ...(pos ? { line: pos.line, column: pos.col } : {}), message: `malformed YAML: ${error.message.split('\n')[0]}` });
+    }
+    if (problems.length > 0) throw new PipelineError(problems.slice(0, 10));
+    if (!isMap(doc.contents)) throw new PipelineError([{ file, line: 1, column: 1, message: 'expected a mapping with a "workflow" key' }]);
+
+    let raw: unknown;
+    try {
+      raw = doc.toJS({ maxAliasCount: 50 });
+    } catch (error) {
+      throw new PipelineError([{ file, line: 1, column: 1, message: `malformed YAML: ${(error as Error).message}` }]);
+    }
+    const parsed = pipelineDocument.safeParse(raw);
+    if (!parsed.success) {
+      for (const issue of parsed.error.issues.slice(0, 10)) {
+        const path = issue.path.filter((part): part is string | number => typeof part !== 'symbol');
+        problems.push({ file, ...position(doc, lines, path), message: `${path.join('.') || '(root)'}: ${describeIssue(issue, raw, path)}` });
+      }
+      throw new PipelineError(problems);
+    }
+    const pipeline = parsed.data.workflow;
+    const at = (path: (string | number)[]) => ({ file, ...position(doc, lines, path) });
+    if (expectedName && pipeline.name !== expectedName) {
+      problems.push({ ...at(['workflow', 'name']), message: `workflow.name is "${pipeline.name}" but the file is ${expectedName}.yaml` });
+    }
+    const stepCount = countSteps(pipeline.steps);
+    if (stepCount > MAX_STEPS) problems.push({ ...at(['workflow', 'steps']), message: `${stepCount} steps is over the limit of ${MAX_STEPS}` });
+    await this.checkSteps(pipeline, at, problems);
+
+    // Nested pipelines: loaded now, so a missing one or a cycle is found before anything runs.
+    const children = new Map<string, LoadedPipeline>();
+    const chain = [...stack, pipeline.name];
+    for (const { step, path } of walkSteps(pipeline.steps, ['workflow', 'steps'])) {
+      if (step.type !== 'pipeline') continue;
+      const where = at([...path, 'pipeline']);
+      if (chain.includes(step.pipeline)) {
+        problems.push({ ...where, message: `pipeline cycle: ${[...chain, step.pipeline].join(' -> ')}` });
+        continue;
+      }
+      if (chain.length >= MAX_NESTING) {
+        problems.push({ ...where, message: `pipelines nest deeper than ${MAX_NESTING}: ${[...chain, step.pipeline].join(' -> ')}` });
+        continue;
+      }
+      try {
+        const child = await this.named(step.pipeline, chain);
+        children.set(step.pipeline, child);
+        for (const name of Object.keys(step.inputs)) {
+          if (!Object.hasOwn(child.pipeline.inputs, name)) problems.push({ ...at([...path, 'inputs', name]), message: `pipeline "${step.pipeline}" has no input "${name}"` });
+        }
+        for (const [name, spec] of Object.entries(child.pipeline.inputs)) {
+          if (spec.required && spec.default === undefined && !Object.hasOwn(step.inputs, name)) {
+            problems.push({ ...at([...path, 'inputs']), message: `pipeline "${step.pipeline}" needs input "${name}"` });
+          }
+        }
+      } catch (error) {
+        if (error instanceof PipelineNotFoundError) problems.push({ ...where, message: error.message });
+        else if (error instanceof PipelineError) problems.push({ ...where, message: `pipeline "${step.pipeline}" is not valid: ${error.problems.map(formatProblem).join('; ')}` });
+        else throw error;
+      }
+    }
+    if (problems.length > 0) throw new PipelineError(problems);
+    return { name: pipeline.name, file, pipeline, children };
+  }
+
+  /** Static checks: names, references, files, step-specific rules. */
+  private async checkSteps(pipeline: Pipeline, at: (path: (string | number)[]) => Omit<Problem, 'message'>, problems: Problem[]): Promise<void> {
+    const names = new Set<string>();
+    const inputs = new Set(Object.keys(pipeline.inputs));
+    const visit = async (steps: Step[], base: (string | number)[], visible: Set<string>, vars: Set<string>, loop: Set<string> | undefined, concurrent: boolean) => {
+      const siblings = new Set(visible);
+      for (const [index, step] of steps.entries()) {
+        const path = [...base, index];
+        if (names.has(step.name)) problems.push({ ...at([...path, 'name']), message: `duplicate step name "${step.name}"` });
+        names.add(step.name);
+        const seen = concurrent ? visible : siblings;
+        for (const { template, field } of templatesOf(step)) {
+          let references;
+          try {
+            references = referencesOf(template);
+          } catch (error) {
+            if (error instanceof TemplateError) {
+              problems.push({ ...at([...path, ...field]), message: `step "${step.name}": ${error.message}` });
+              continue;
+            }
+            throw error;
+          }
+          for (const reference of references) {
+            const problem =
+              reference.kind === 'input' && !inputs.has(reference.name)
+                ? `names input "${reference.name}", which workflow.inputs does not declare`
+                : reference.kind === 'step' && !seen.has(reference.step)
+                  ? reference.step === step.name
+                    ? 'refers to its own output'
+                    : `names step "${reference.step}", which does not run before this one`
+                  : reference.kind === 'var' && !vars.has(reference.name)
+                    ? `names variable "${reference.name}", which no earlier set_variable step sets`
+                    : reference.kind === 'loop' && !loop?.has(reference.name)
+                      ? loop
+                        ? `names loop value "${reference.name}" (this loop has ${[...loop].join(', ')})`
+                        : 'uses a loop value outside a for_each step'
+                      : undefined;
+            if (problem) problems.push({ ...at([...path, ...field]), message: `step "${step.name}": {{${reference.text}}} ${problem}` });
+          }
+        }
+        if ('prompt' in step && Array.isArray(step.prompt)) {
+          for (const [partIndex, part] of step.prompt.entries()) {
+            if ('previous_response' in part && !seen.has(part.previous_response)) {
+              problems.push({ ...at([...path, 'prompt', partIndex, 'previous_response']), message: `step "${step.name}": previous_response names step "${part.previous_response}", which does not run before this one` });
+            }
+            if ('file' in part) {
+              try {
+                await this.insideRoot(part.file);
+              } catch (error) {
+                problems.push({ ...at([...path, 'prompt', partIndex, 'file']), message: `step "${step.name}": ${(error as Error).message}` });
+              }
+            }
+          }
+        }
+        if (step.type === 'claude_robust') {
+          if (step.fallback_action === 'default_output' && step.default_output === undefined) {
+            problems.push({ ...at([...path, 'fallback_action']), message: `step "${step.name}": fallback_action default_output needs default_output` });
+          }
+          if (step.fallback_action === 'fallback_model' && !step.fallback_model) {
+            problems.push({ ...at([...path, 'fallback_action']), message: `step "${step.name}": fallback_action fallback_model needs fallback_model` });
+          }
+        }
+        if (step.type === 'parallel') {
+          await visit(step.steps, [...path, 'steps'], new Set(seen), vars, loop, true);
+          for (const child of step.steps) siblings.add(child.name);
+        }
+        if (step.type === 'for_each') {
+          await visit(step.steps, [...path, 'steps'], new Set(seen), new Set(vars), new Set([...(loop ?? []), step.as, 'item', 'index']), false);
+        }
+        if (step.type === 'set_variable') vars.add(step.variable);
+        siblings.add(step.name);
+      }
+    };
+    await visit(pipeline.steps, ['workflow', 'steps'], new Set(), new Set(), undefined, false);
+    if (pipeline.outputs) {
+      for (const [name, template] of Object.entries(pipeline.outputs)) {
+        try {
+          for (const reference of referencesOf(template)) {
+            if (reference.kind === 'step' && !names.has(reference.step)) problems.push({ ...at(['workflow', 'outputs', name]), message: `outputs.${name}: {{${reference.text}}} names a step that does not exist` });
+            if (reference.kind === 'input' && !inputs.has(reference.name)) problems.push({ ...at(['workflow', 'outputs', name]), message: `outputs.${name}: {{${reference.text}}} names an undeclared input` });
+            if (reference.kind === 'loop') problems.push({ ...at(['workflow', 'outputs', name]), message: `outputs.${name}: loop values do not exist outside a for_each step` });
+          }
+        } catch (error) {
+          problems.push({ ...at(['workflow', 'outputs', name]), message: `outputs.${name}: ${(error as Error).message}` });
+        }
+      }
+    }
+  }
+}
+
+function* walkSteps(steps: Step[], base: (string | number)[]): Generator<{ step: Step; path: (string | number)[] }> {
+  for (const [index, step] of steps.entries()) {
+    const path = [...base, index];
+    yield { step, path };
+    if (step.type === 'parallel' || step.type === 'for_each') yield* walkSteps(step.steps, [...path, 'steps']);
+  }
+}
+
+function countSteps(steps: Step[]): number {
+  return [...walkSteps(steps, [])].length;
+}
+
+/** The templates a step holds, with the field each is in (for the error position). */
+function templatesOf(step: Step): { template: string; field: (string | number)[] }[] {
+  const found: { template: string; field: (string | number)[] }[] = [];
+  if (step.when) for (const template of conditionTemplates(step.when)) found.push({ template, field: ['when'] });
+  if ('prompt' in step) {
+    if (typeof step.prompt === 'string') found.push({ template: step.prompt, field: ['prompt'] });
+    else step.prompt.forEach((part, index) => 'static' in part && found.push({ template: part.static, field: ['prompt', index, 'static'] }));
+  }
+  if ('system' in step && step.system) found.push({ template: step.system, field: ['system'] });
+  if (step.type === 'claude_robust' && step.default_output) found.push({ template: step.default_output, field: ['default_output'] });
+  if (step.type === 'for_each' && typeof step.items === 'string') found.push({ template: step.items, field: ['items'] });
+  if (step.type === 'set_variable' && typeof step.value === 'string') found.push({ template: step.value, field: ['value'] });
+  if (step.type === 'transform') {
+    found.push({ template: step.input, field: ['input'] });
+    step.operations.forEach((operation, index) => {
+      for (const [key, value] of Object.entries(operation)) if (key !== 'op' && typeof value === 'string') found.push({ template: value, field: ['operations', index, key] });
+    });
+  }
+  if (step.type === 'pipeline') for (const [name, template] of Object.entries(step.inputs)) found.push({ template, field: ['inputs', name] });
+  return found;
+}
+
+function position(doc: Document, lines: LineCounter, path: (string | number)[]): { line?: number; column?: number } {
+  for (let depth = path.length; depth >= 0; depth -= 1) {
+    const node = doc.getIn(path.slice(0, depth), true) as { range?: [number, number, number] } | undefined;
+    if (node && typeof node === 'object' && node.range) {
+      const pos = lines.linePos(node.range[0]);
+      return { line: pos.line, column: pos.col };
+    }
+  }
+  return {};
+}
+
+/** A readable message for a zod issue, naming the unknown step type and the known ones. */
+function describeIssue(issue: { code: string; message: string }, raw: unknown, path: (string | number)[]): string {
+  if (issue.code === 'invalid_union' || issue.code === 'invalid_value') {
+    let node: unknown = raw;
+    for (const part of path) node = (node as Record<string | number, unknown> | undefined)?.[part];
+    if (path.at(-1) === 'type' || (node && typeof node === 'object' && 'type' in node)) {
+      const type = path.at(-1) === 'type' ? node : (node as { type: unknown }).type;
+      if (typeof type !== 'string') return 'a step needs a type';
+      if (!(STEP_TYPES as readonly string[]).includes(type)) return `unknown step type "${type}" (known: ${STEP_TYPES.join(', ')})`;
+    }
+  }
+  if (issue.code === 'unrecognized_keys') return issue.message.replace('Unrecognized key', 'unknown field');
+  return issue.message;
+}
+
+export function isLlmStep(step: Step): step is Extract<Step, { prompt: unknown }> {
+  return (LLM_STEP_TYPES as readonly string[]).includes(step.type);
+}
+
