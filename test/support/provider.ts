@@ -72,6 +72,7 @@ export function testProviderConfig(overrides: Partial<Record<'anthropic' | 'gemi
 export interface ProviderUnderTest {
   process: Spawned;
   client: ReturnType<typeof createClient<typeof proto.ProviderDefinition, { deadline?: Date | number }>>;
+  grpcPort: number;
   httpPort: number;
   fakes: { anthropic: FakeUpstream; gemini: FakeUpstream; openai: FakeUpstream };
   metrics(): Promise<string>;
@@ -119,6 +120,7 @@ export async function startProvider(options: { config?: object; env?: NodeJS.Pro
   return {
     process: spawned,
     client,
+    grpcPort,
     httpPort,
     fakes,
     metrics: async () => (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text(),

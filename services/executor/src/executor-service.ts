@@ -123,6 +123,13 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
         source = resume.source;
         loaded = await load(source.kind === 'named' ? { pipeline: source.name, inlineYaml: '' } : { pipeline: '', inlineYaml: source.yaml });
       } else {
+        if (request.runId) {
+          if (!/^[A-Za-z0-9_-]{1,128}$/.test(request.runId)) throw invalid('run_id: letters, digits, _ and -, at most 128');
+          if (await checkpoints?.load(request.runId).catch(() => undefined)) {
+            throw new ServerError(Status.ALREADY_EXISTS, `run "${request.runId}" already exists: resume it with resume_run_id`);
+          }
+          runId = request.runId;
+        }
         loaded = await load(request);
         source = request.inlineYaml ? { kind: 'inline', yaml: request.inlineYaml } : { kind: 'named', name: loaded.name };
       }

@@ -4,3 +4,5 @@ export { pipelineDocument, STEP_TYPES, LLM_STEP_TYPES, type Pipeline, type Step 
 export { renderTemplate, referencesOf, parsePath, TemplateError } from './pipeline/templates.js';
 export { applyTransform } from './pipeline/transforms.js';
 export { evaluateCondition } from './pipeline/conditions.js';
+export { CheckpointStore, type RunCheckpoint } from './state/checkpoint-store.js';
+export { PromptRegistry, type PromptVersion, type PromptEntry } from './state/prompt-registry.js';

@@ -149,7 +149,7 @@ export class PipelineLoader {
     const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
     const problems: Problem[] = [];
     for (const error of doc.errors) {
-      const pos = error.linePos?.[0];
+      const pos = error.linePos?.[0] ?? lines.linePos(error.pos[0]);
       problems.push({ file, ...(pos ? { line: pos.line, column: pos.col } : {}), message: `malformed YAML: ${error.message.split('\n')[0]}` });
     }
     if (problems.length > 0) throw new PipelineError(problems.slice(0, 10));
