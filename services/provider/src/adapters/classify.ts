@@ -26,12 +26,22 @@ export function classifySdkError(provider: ProviderName, error: unknown, signal:
   const status = (error as { status?: unknown }).status;
   if (typeof status === 'number' && status >= 400) {
     const headers = (error as { headers?: Headers }).headers;
-    return new UpstreamError(provider, 'http', upstreamMessage(error, status), status, parseRetryAfter(headers), { cause: error });
+    const retryAfter = parseRetryAfter(headers) ?? retryInfoDelay(error);
+    return new UpstreamError(provider, 'http', upstreamMessage(error, status), status, retryAfter, { cause: error });
   }
   if (isConnectionFailure(error)) {
     return new UpstreamError(provider, 'connection', 'connection failed', undefined, undefined, { cause: error });
   }
   return new UpstreamError(provider, 'connection', `unexpected failure: ${(error as Error)?.message ?? String(error)}`, undefined, undefined, { cause: error });
+}
+
+/**
+ * Gemini's SDK exposes no response headers; its API says when to retry in the error body, as
+ * google.rpc.RetryInfo `"retryDelay": "2s"`.
+ */
+function retryInfoDelay(error: unknown): number | undefined {
+  const match = /"retryDelay"\s*:\s*"(\d+(?:\.\d+)?)s"/.exec((error as Error)?.message ?? '');
+  return match ? Number(match[1]) * 1000 : undefined;
 }
 
 /** A short message from a vendor error body, without the SDK's status prefix. */
