@@ -3,8 +3,9 @@
 // against the Kubernetes schemas (kubernetes-models) and asserts what the design relies on:
 // hardened containers, gRPC probes, drain-matched grace periods, headless Services + HPA + PDB per
 // Deployment, addresses that resolve, and NetworkPolicies that allow exactly the call graph.
-import { execFile } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -301,6 +302,14 @@ describe.each(targets)('k8s %s', (target) => {
     expect(conf).toMatch(/^server_name:\s*\$SERVER_NAME/m);
     for (const i of [0, 1, 2]) expect(conf).toContain(`nats://nats-${i}.${nats.spec.serviceName}:6222`);
     expect(nats.spec.volumeClaimTemplates[0].metadata.name).toBe('data');
+    // The config parses: the local nats-server (installed by scripts/setup.sh) checks it.
+    const dir = mkdtempSync(join(tmpdir(), 'nats-conf-'));
+    try {
+      writeFileSync(join(dir, 'nats.conf'), conf);
+      expect(() => execFileSync('nats-server', ['-t', '-c', join(dir, 'nats.conf')], { env: { ...process.env, SERVER_NAME: 'nats-0' }, stdio: 'pipe' })).not.toThrow();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
     expect(nats.spec.template.spec.containers[0].volumeMounts).toContainEqual({ name: 'data', mountPath: '/data' });
     const pdb = all(objs(), 'PodDisruptionBudget').find((p) => matches(p.spec.selector, podLabels(nats)));
     expect(pdb?.spec.maxUnavailable ?? 3 - pdb?.spec.minAvailable).toBe(1);

@@ -399,3 +399,35 @@ describe('cancellation', () => {
     await provider.fakes.anthropic.waitForAbort(0, 5_000);
   });
 });
+
+describe('the shipped pipelines on the offline mock provider', () => {
+  let offline: ProviderUnderTest;
+  let offlineExecutor: ExecutorUnderTest;
+
+  beforeAll(async () => {
+    offline = await startProvider({ vendors: false, config: 'shipped' });
+    offlineExecutor = await startExecutor({ providerPort: offline.grpcPort, natsUrl: nats.url });
+  });
+
+  afterAll(async () => {
+    await offlineExecutor?.stop();
+    await offline?.stop();
+  });
+
+  const runs: [string, Record<string, string>, string[]][] = [
+    ['general', { message: 'hello' }, ['answer']],
+    ['analysis', { code: 'function add(a,b){return a+b}' }, ['analyze_code', 'generate_plan', 'implement_changes']],
+    ['refactor', { code: 'let x = 1', max_changes: '2' }, ['plan', 'apply_each[0]/apply', 'apply_each', 'summary']],
+    ['generate', { spec: 'a stack with push and pop' }, ['draft', 'review', 'revise', 'final']],
+    ['triage', { report: 'The app crashes on start' }, ['classify', 'remember_kind', 'reply', 'fix_plan', 'drafts']],
+    ['summarize-each', { documents: '["first doc","second doc"]' }, ['summaries[0]/summarize', 'summaries[1]/summarize', 'summaries', 'joined', 'answer/answer', 'answer']],
+  ];
+
+  it.each(runs)('runs %s end to end', async (pipeline, inputs, steps) => {
+    const result = await offlineExecutor.client.execute({ pipeline, inputs });
+    expect(result.steps.map((step) => step.name).sort()).toEqual([...steps].sort());
+    expect(result.steps.every((step) => step.status !== 'failed')).toBe(true);
+    expect(result.output.length).toBeGreaterThan(0);
+    expect(result.steps.filter((step) => step.provider).every((step) => step.provider === 'mock')).toBe(true);
+  });
+});

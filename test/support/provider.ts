@@ -80,7 +80,8 @@ export interface ProviderUnderTest {
 }
 
 /** The provider service as a real process, its SDKs pointed at fake upstreams. */
-export async function startProvider(options: { config?: object; env?: NodeJS.ProcessEnv; vendors?: boolean } = {}): Promise<ProviderUnderTest> {
+/** `config: 'shipped'` runs with the repository's config/providers.yaml; by default a test config. */
+export async function startProvider(options: { config?: object | 'shipped'; env?: NodeJS.ProcessEnv; vendors?: boolean } = {}): Promise<ProviderUnderTest> {
   const fakes = {
     anthropic: await startFakeAnthropic({ apiKey: TEST_KEYS.anthropic }),
     gemini: await startFakeGemini({ apiKey: TEST_KEYS.gemini }),
@@ -89,7 +90,7 @@ export async function startProvider(options: { config?: object; env?: NodeJS.Pro
   const dir = mkdtempSync(join(tmpdir(), 'elexirion-provider-'));
   const configPath = join(dir, 'providers.yaml');
   // JSON is YAML.
-  writeFileSync(configPath, JSON.stringify(options.config ?? testProviderConfig()));
+  writeFileSync(configPath, JSON.stringify(options.config === 'shipped' || !options.config ? testProviderConfig() : options.config));
   const grpcPort = await freePort();
   const httpPort = await freePort();
   const vendorEnv =
@@ -107,7 +108,7 @@ export async function startProvider(options: { config?: object; env?: NodeJS.Pro
     BIND_HOST: '127.0.0.1',
     PROVIDER_GRPC_PORT: String(grpcPort),
     PROVIDER_HTTP_PORT: String(httpPort),
-    PROVIDER_CONFIG: configPath,
+    ...(options.config === 'shipped' ? {} : { PROVIDER_CONFIG: configPath }),
     TELEMETRY_EVENTS: 'false',
     LOG_LEVEL: 'debug',
     ...vendorEnv,
