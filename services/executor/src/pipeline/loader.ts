@@ -1,5 +1,5 @@
 import { readFile, readdir, realpath, stat } from 'node:fs/promises';
-import { isAbsolute, join, relative, resolve } from 'node:path';
+import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { LineCounter, isMap, parseDocument, type Document } from 'yaml';
 import { conditionTemplates } from './conditions.js';
 import { LLM_STEP_TYPES, PIPELINE_NAME, STEP_TYPES, pipelineDocument, type Pipeline, type Step } from './schema.js';
@@ -107,7 +107,8 @@ export class PipelineLoader {
     });
     const rootReal = await realpath(this.root);
     const within = relative(rootReal, real);
-    if (within.startsWith('..') || isAbsolute(within) || within === '') {
+    // "..data/x" is inside (Kubernetes mounts ConfigMaps through ..-prefixed folders); "../x" is not.
+    if (within === '..' || within.startsWith(`..${sep}`) || isAbsolute(within) || within === '') {
       throw new Error(`prompt file "${file}" is outside the pipelines folder`);
     }
     return real;
