@@ -23,12 +23,16 @@ export GATEWAY_GRPC_PORT="${GATEWAY_GRPC_PORT:-50051}" GATEWAY_HTTP_PORT="${GATE
 export AGENT_GRPC_PORT="${AGENT_GRPC_PORT:-50052}" EXECUTOR_GRPC_PORT="${EXECUTOR_GRPC_PORT:-50053}" PROVIDER_GRPC_PORT="${PROVIDER_GRPC_PORT:-50054}"
 NATS_PORT="${NATS_PORT:-4222}"
 
+# Children run in their own sessions (setsid), so Ctrl-C reaches only this script, which then
+# drains the services (SIGTERM, gateway first) and stops NATS last.
 pids=()
+nats_pid=""
 stop_all() {
   trap - INT TERM EXIT
   echo "[elexirion] stopping" >&2
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for (( i=${#pids[@]}-1; i>=0; i-- )); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "$nats_pid" ]; then kill -TERM "$nats_pid" 2>/dev/null || true; wait "$nats_pid" 2>/dev/null || true; fi
   echo "[elexirion] stopped" >&2
 }
 trap stop_all EXIT
@@ -42,8 +46,8 @@ if [ -z "${NATS_URL:-}" ]; then
     exit 1
   fi
   mkdir -p .data/nats
-  nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$ELEXIRION_ROOT/.data/nats" &
-  pids+=($!)
+  setsid nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$ELEXIRION_ROOT/.data/nats" &
+  nats_pid=$!
   export NATS_URL="nats://127.0.0.1:$NATS_PORT"
 fi
 
@@ -53,12 +57,12 @@ done
 
 health=server/dist/health-check.js
 if $all_in_one; then
-  node server/dist/main.js --services all &
+  setsid node server/dist/main.js --services all &
   pids+=($!)
   node "$health" "127.0.0.1:$GATEWAY_GRPC_PORT" elexirion.v1.Gateway elexirion.v1.Agent elexirion.v1.Executor elexirion.v1.Provider --timeout-ms 30000
 else
   for service in provider executor agent gateway; do
-    node "services/$service/dist/main.js" &
+    setsid node "services/$service/dist/main.js" &
     pids+=($!)
   done
   node "$health" "127.0.0.1:$PROVIDER_GRPC_PORT" elexirion.v1.Provider --timeout-ms 30000
@@ -77,6 +81,6 @@ cat >&2 <<TXT
 
 TXT
 # Stay up until a child exits or Ctrl-C.
-wait -n "${pids[@]}" || true
+wait -n "${pids[@]}" $nats_pid || true
 echo "[elexirion] a process exited; stopping the rest" >&2
 exit 1
