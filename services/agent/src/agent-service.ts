@@ -1,15 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { ClientError, ServerError, Status, callOptions, defineService, proto, type ServiceContext } from '@elexirion/kit';
+import { callOptions, defineService, proto, statusNameOf, type ServiceContext } from '@elexirion/kit';
 
 export const agentConfigSchema = z.object({
   AGENT_DEFAULT_PIPELINE: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, 'expected a pipeline name').default('general'),
 });
 export type AgentConfig = z.infer<typeof agentConfigSchema>;
-
-function statusName(error: unknown): string {
-  return error instanceof ServerError || error instanceof ClientError ? Status[error.code] : 'INTERNAL';
-}
 
 export function createAgent(context: ServiceContext<AgentConfig>) {
   const { config, clients, events } = context;
@@ -29,7 +25,7 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
       return { jobId, result };
     } catch (error) {
       events.publish('job', {
-        status: statusName(error),
+        status: statusNameOf(error),
         durationMs: Math.round(performance.now() - started),
         agentJob: { jobId, pipeline, errorMessage: error instanceof Error ? error.message : String(error) },
       });

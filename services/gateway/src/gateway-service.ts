@@ -1,10 +1,6 @@
-import { ClientError, ServerError, Status, callOptions, defineService, proto, type ServiceContext } from '@elexirion/kit';
+import { callOptions, defineService, proto, statusNameOf, type ServiceContext } from '@elexirion/kit';
 import { registerHttpApi } from './http-api.js';
 import { checkMessage, checkPipelineName, checkSessionId } from './validation.js';
-
-function statusName(error: unknown): string {
-  return error instanceof ServerError || error instanceof ClientError ? Status[error.code] : 'INTERNAL';
-}
 
 export function createGateway(context: ServiceContext<unknown>) {
   const { clients, events } = context;
@@ -19,7 +15,7 @@ export function createGateway(context: ServiceContext<unknown>) {
       return result;
     } catch (error) {
       events.publish('request', {
-        status: statusName(error),
+        status: statusNameOf(error),
         durationMs: Math.round(performance.now() - started),
         gatewayRequest: { method, pipeline, errorMessage: error instanceof Error ? error.message : String(error) },
       });

@@ -37,6 +37,13 @@ export function errorMappingMiddleware(logger: Logger): ServerMiddleware {
   };
 }
 
+/** The gRPC status name of a failure, for events and logs ("NOT_FOUND"; "INTERNAL" when unknown). */
+export function statusNameOf(error: unknown): string {
+  if (error instanceof ServerError || error instanceof ClientError) return Status[error.code];
+  if (isAbortError(error)) return 'CANCELLED';
+  return 'INTERNAL';
+}
+
 /** HTTP status that best matches a gRPC status (as grpc-gateway maps them). */
 export function httpStatusFromGrpc(code: Status): number {
   switch (code) {
