@@ -1,7 +1,7 @@
 export { executorService, executorConfigSchema, type ExecutorConfig } from './executor-service.js';
 export { PipelineLoader, PipelineError, PipelineNotFoundError, formatProblem, type LoadedPipeline, type Problem } from './pipeline/loader.js';
 export { pipelineDocument, STEP_TYPES, LLM_STEP_TYPES, type Pipeline, type Step } from './pipeline/schema.js';
-export { renderTemplate, referencesOf, parsePath, TemplateError } from './pipeline/templates.js';
+export { renderTemplate, resolveValue, referencesOf, parsePath, TemplateError } from './pipeline/templates.js';
 export { applyTransform } from './pipeline/transforms.js';
 export { evaluateCondition } from './pipeline/conditions.js';
 export { CheckpointStore, type RunCheckpoint } from './state/checkpoint-store.js';

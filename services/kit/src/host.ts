@@ -22,6 +22,8 @@ export interface ServiceContext<Config> {
   name: ServiceName;
   config: Config;
   host: HostConfig;
+  /** The environment the host was started with (for variables a service reads itself, such as keys). */
+  env: NodeJS.ProcessEnv;
   logger: Logger;
   clients: ServiceClients;
   events: ServiceEvents;
@@ -134,6 +136,7 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
         name: module.name,
         config: serviceConfigs.get(module.name),
         host: config,
+        env,
         logger: serviceLogger,
         clients,
         events: serviceEvents(events, module.name),

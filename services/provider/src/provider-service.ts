@@ -56,8 +56,8 @@ function validate(request: proto.CompleteRequest): void {
   }
 }
 
-export function createProvider(context: ServiceContext<ProviderConfig>, env: NodeJS.ProcessEnv = process.env) {
-  const { config, logger, events, metrics: hostMetrics } = context;
+export function createProvider(context: ServiceContext<ProviderConfig>) {
+  const { config, logger, events, metrics: hostMetrics, env } = context;
   const fileConfig = loadProviderConfig(config.PROVIDER_CONFIG);
   const credentials = readCredentials(env, config.PROVIDER_SECRETS_DIR);
   const metrics = new ProviderMetrics(hostMetrics.registry);
@@ -216,7 +216,7 @@ export function createProvider(context: ServiceContext<ProviderConfig>, env: Nod
 export const providerService = defineService({
   name: 'provider',
   configSchema: providerConfigSchema,
-  create: (context) => createProvider(context),
+  create: createProvider,
 });
 
 export { targetName };

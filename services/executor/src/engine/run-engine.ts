@@ -279,9 +279,9 @@ export class RunEngine {
       case 'gemini':
       case 'llm':
       case 'claude_smart':
-        return this.callModel(step, context, scope, signal, deadline, {});
+        return this.callModel(step, context, scope, signal, deadline, { displayName: prefix + step.name });
       case 'claude_robust':
-        return this.robust(step, context, scope, signal, deadline);
+        return this.robust(step, context, scope, signal, deadline, prefix + step.name);
       case 'gemini_structured':
         return this.structured(step, context, scope, signal, deadline);
       case 'parallel':
@@ -313,7 +313,7 @@ export class RunEngine {
     scope: Scope,
     signal: AbortSignal,
     deadline: number | undefined,
-    options: { model?: string; jsonSchema?: string; extraMessages?: proto.ChatMessage[] },
+    options: { model?: string; jsonSchema?: string; extraMessages?: proto.ChatMessage[]; displayName?: string },
   ): Promise<StepOutcome> {
     const pipeline = context.pipeline.pipeline;
     const override = context.request.promptOverrides[step.name];
@@ -344,9 +344,10 @@ export class RunEngine {
     let answer: proto.CompleteResponse;
     const emit = context.request.emit;
     if (emit && !options.jsonSchema) {
+      const name = options.displayName ?? step.name;
       let done: proto.CompleteResponse | undefined;
       for await (const message of this.deps.provider.streamComplete({ request }, callOptions)) {
-        if (message.delta !== undefined) emit({ textDelta: { step: step.name, text: message.delta } });
+        if (message.delta !== undefined) emit({ textDelta: { step: name, text: message.delta } });
         if (message.done) done = message.done;
       }
       if (!done) throw new ServerError(Status.UNAVAILABLE, 'the provider stream ended without its final message');
@@ -384,13 +385,13 @@ export class RunEngine {
     return parts.join('\n\n');
   }
 
-  private async robust(step: Extract<Step, { type: 'claude_robust' }>, context: RunContext, scope: Scope, signal: AbortSignal, deadline: number | undefined): Promise<StepOutcome> {
+  private async robust(step: Extract<Step, { type: 'claude_robust' }>, context: RunContext, scope: Scope, signal: AbortSignal, deadline: number | undefined, displayName: string): Promise<StepOutcome> {
     const backoff = durationMs(step.backoff) ?? 1_000;
     let attempts = 0;
     let last: unknown;
     for (let attempt = 0; attempt <= step.retry_count; attempt += 1) {
       try {
-        const outcome = await this.callModel(step, context, scope, signal, deadline, {});
+        const outcome = await this.callModel(step, context, scope, signal, deadline, { displayName });
         return { ...outcome, attempts: attempts + (outcome.attempts ?? 1) };
       } catch (error) {
         if (signal.aborted || !(error instanceof ClientError) || !RETRYABLE.has(error.code)) throw error;
@@ -408,7 +409,7 @@ export class RunEngine {
       case 'default_output':
         return { output: renderTemplate(step.default_output ?? '', scope), attempts, promptVersion: 'default_output' };
       case 'fallback_model': {
-        const outcome = await this.callModel(step, context, scope, signal, deadline, { model: step.fallback_model! });
+        const outcome = await this.callModel(step, context, scope, signal, deadline, { model: step.fallback_model!, displayName });
         return { ...outcome, attempts: attempts + (outcome.attempts ?? 1) };
       }
       default:
@@ -472,7 +473,7 @@ export class RunEngine {
     const controller = new AbortController();
     const childContext = { ...context, signal: AbortSignal.any([signal, controller.signal]) };
     const results = await mapLimited(items, step.concurrency, async (item, index) => {
-      const iteration: MutableScope = { inputs: scope.inputs, steps: new Map(scope.steps), vars: { ...scope.vars }, loop: { item, index, [step.as]: item } };
+      const iteration: MutableScope = { inputs: scope.inputs, steps: new Map(scope.steps), vars: { ...scope.vars }, loop: { ...scope.loop, item, index, [step.as]: item } };
       try {
         for (const child of step.steps) await this.runStep(child, childContext, iteration, `${prefix}${step.name}[${index}]/`);
       } catch (error) {

@@ -1,6 +1,6 @@
 import { readFile, readdir, realpath, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { LineCounter, isMap, parseDocument, type Document } from 'yaml';
+import { LineCounter, isMap, isScalar, parseDocument, type Document } from 'yaml';
 import { conditionTemplates } from './conditions.js';
 import { LLM_STEP_TYPES, PIPELINE_NAME, STEP_TYPES, pipelineDocument, type Pipeline, type Step } from './schema.js';
 import { TemplateError, referencesOf } from './templates.js';
@@ -111,6 +111,7 @@ export class PipelineLoader {
     if (within === '..' || within.startsWith(`..${sep}`) || isAbsolute(within) || within === '') {
       throw new Error(`prompt file "${file}" is outside the pipelines folder`);
     }
+    if (!(await stat(real)).isFile()) throw new Error(`prompt file "${file}" is not a file`);
     return real;
   }
 
@@ -166,7 +167,10 @@ export class PipelineLoader {
     if (!parsed.success) {
       for (const issue of parsed.error.issues.slice(0, 10)) {
         const path = issue.path.filter((part): part is string | number => typeof part !== 'symbol');
-        problems.push({ file, ...position(doc, lines, path), message: `${path.join('.') || '(root)'}: ${describeIssue(issue, raw, path)}` });
+        // An unknown field is reported at the field itself, not at its object.
+        const keys = issue.code === 'unrecognized_keys' ? (issue as { keys: string[] }).keys : [];
+        const where = keys.length > 0 ? keyPosition(doc, lines, path, keys[0]!) : position(doc, lines, path);
+        problems.push({ file, ...where, message: `${path.join('.') || '(root)'}: ${describeIssue(issue, raw, path)}` });
       }
       throw new PipelineError(problems);
     }
@@ -288,13 +292,25 @@ export class PipelineLoader {
       }
     };
     await visit(pipeline.steps, ['workflow', 'steps'], new Set(), new Set(), undefined, false);
+    // Outputs see what the end of the run sees: top-level steps, parallel children, top-level variables.
+    const finalSteps = new Set<string>();
+    const finalVars = new Set<string>();
+    for (const step of pipeline.steps) {
+      finalSteps.add(step.name);
+      if (step.type === 'parallel') for (const child of step.steps) finalSteps.add(child.name);
+      if (step.type === 'set_variable') finalVars.add(step.variable);
+    }
     if (pipeline.outputs) {
       for (const [name, template] of Object.entries(pipeline.outputs)) {
         try {
           for (const reference of referencesOf(template)) {
-            if (reference.kind === 'step' && !names.has(reference.step)) problems.push({ ...at(['workflow', 'outputs', name]), message: `outputs.${name}: {{${reference.text}}} names a step that does not exist` });
-            if (reference.kind === 'input' && !inputs.has(reference.name)) problems.push({ ...at(['workflow', 'outputs', name]), message: `outputs.${name}: {{${reference.text}}} names an undeclared input` });
-            if (reference.kind === 'loop') problems.push({ ...at(['workflow', 'outputs', name]), message: `outputs.${name}: loop values do not exist outside a for_each step` });
+            const where = at(['workflow', 'outputs', name]);
+            if (reference.kind === 'step' && !finalSteps.has(reference.step)) {
+              problems.push({ ...where, message: `outputs.${name}: {{${reference.text}}} names ${names.has(reference.step) ? 'a step inside a for_each, whose values stay in each iteration' : 'a step that does not exist'}` });
+            }
+            if (reference.kind === 'var' && !finalVars.has(reference.name)) problems.push({ ...where, message: `outputs.${name}: {{${reference.text}}} names a variable no top-level set_variable step sets` });
+            if (reference.kind === 'input' && !inputs.has(reference.name)) problems.push({ ...where, message: `outputs.${name}: {{${reference.text}}} names an undeclared input` });
+            if (reference.kind === 'loop') problems.push({ ...where, message: `outputs.${name}: loop values do not exist outside a for_each step` });
           }
         } catch (error) {
           problems.push({ ...at(['workflow', 'outputs', name]), message: `outputs.${name}: ${(error as Error).message}` });
@@ -338,6 +354,19 @@ function templatesOf(step: Step): { template: string; field: (string | number)[]
   return found;
 }
 
+function keyPosition(doc: Document, lines: LineCounter, path: (string | number)[], key: string): { line?: number; column?: number } {
+  const map = doc.getIn(path, true);
+  if (isMap(map)) {
+    const pair = map.items.find((item) => isScalar(item.key) && item.key.value === key);
+    const range = pair && isScalar(pair.key) ? pair.key.range : undefined;
+    if (range) {
+      const pos = lines.linePos(range[0]);
+      return { line: pos.line, column: pos.col };
+    }
+  }
+  return position(doc, lines, path);
+}
+
 function position(doc: Document, lines: LineCounter, path: (string | number)[]): { line?: number; column?: number } {
   for (let depth = path.length; depth >= 0; depth -= 1) {
     const node = doc.getIn(path.slice(0, depth), true) as { range?: [number, number, number] } | undefined;
@@ -351,9 +380,10 @@ function position(doc: Document, lines: LineCounter, path: (string | number)[]):
 
 /** A readable message for a zod issue, naming the unknown step type and the known ones. */
 function describeIssue(issue: { code: string; message: string }, raw: unknown, path: (string | number)[]): string {
+  let node: unknown = raw;
+  for (const part of path) node = (node as Record<string | number, unknown> | undefined)?.[part];
+  if (node === undefined && issue.code !== 'unrecognized_keys') return path.at(-1) === 'type' ? 'a step needs a type' : 'required, and missing';
   if (issue.code === 'invalid_union' || issue.code === 'invalid_value') {
-    let node: unknown = raw;
-    for (const part of path) node = (node as Record<string | number, unknown> | undefined)?.[part];
     if (path.at(-1) === 'type' || (node && typeof node === 'object' && 'type' in node)) {
       const type = path.at(-1) === 'type' ? node : (node as { type: unknown }).type;
       if (typeof type !== 'string') return 'a step needs a type';

@@ -5,9 +5,15 @@ import { z } from 'zod';
  * `npm run generate` writes the JSON Schema editors use (pipelines/schema/pipeline.schema.json).
  */
 
+/** Node timers hold at most 2^31-1 ms (about 24.8 days). */
+export const MAX_DURATION_MS = 2_147_483_647;
+
 const duration = z
-  .union([z.number().int().positive(), z.string().regex(/^\d+(ms|s|m|h)$/, 'expected a duration such as 500ms, 30s, 2m or 1h')])
-  .describe('A duration: milliseconds as a number, or "500ms", "30s", "2m", "1h".');
+  .union([
+    z.number().int().positive().max(MAX_DURATION_MS, 'expected at most 2147483647 ms (about 24 days)'),
+    z.string().regex(/^\d+(ms|s|m|h)$/, 'expected a duration such as 500ms, 30s, 2m or 1h').refine((text) => (durationMs(text) ?? 0) <= MAX_DURATION_MS, 'expected at most about 24 days'),
+  ])
+  .describe('A duration: milliseconds as a number, or "500ms", "30s", "2m", "1h" (at most about 24 days).');
 
 export const STEP_NAME = /^[A-Za-z_][\w-]*$/;
 export const PIPELINE_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
@@ -33,14 +39,14 @@ type Condition =
   | { less_than: [string, string] }
   | { empty: string }
   | { not_empty: string }
-  | { all: Condition[] }
-  | { any: Condition[] }
-  | { not: Condition };
+  | { all: (Condition | string)[] }
+  | { any: (Condition | string)[] }
+  | { not: Condition | string };
 
 const pair = z.tuple([z.string(), z.string()]);
 export const condition: z.ZodType<Condition | string> = z.lazy(() =>
   z.union([
-    z.string().min(1).describe('A template; true unless it renders to "", "false", "0", "null" or "[]".'),
+    z.string().min(1).describe('A template; true unless it renders to "", "false", "0", "null", "[]" or "{}" (any case).'),
     z.strictObject({ equals: pair }),
     z.strictObject({ not_equals: pair }),
     z.strictObject({ contains: pair }),
@@ -175,7 +181,8 @@ export type Pipeline = PipelineDocument['workflow'];
 export function durationMs(value: number | string | undefined): number | undefined {
   if (value === undefined) return undefined;
   if (typeof value === 'number') return value;
-  const match = /^(\d+)(ms|s|m|h)$/.exec(value)!;
+  const match = /^(\d+)(ms|s|m|h)$/.exec(value);
+  if (!match) return undefined;
   const amount = Number(match[1]);
   return amount * { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[match[2] as 'ms' | 's' | 'm' | 'h'];
 }

@@ -47,7 +47,13 @@ export function applyTransform(input: unknown, operations: TransformOperation[])
         break;
       case 'json_path': {
         const source = typeof value === 'string' ? safeParse(value, where) : value;
-        value = walkPath(source, parsePath(operation.path), () => where);
+        let path;
+        try {
+          path = parsePath(operation.path);
+        } catch (error) {
+          throw new TemplateError(`${where}: ${(error as Error).message}`);
+        }
+        value = walkPath(source, path, () => where);
         break;
       }
       case 'lines':
