@@ -431,3 +431,46 @@ describe('the shipped pipelines on the offline mock provider', () => {
     expect(result.steps.filter((step) => step.provider).every((step) => step.provider === 'mock')).toBe(true);
   });
 });
+
+describe('telemetry', () => {
+  it('publishes a step event per step and a run event with inputs and outputs, under one trace', async () => {
+    const { collectEvents, waitFor } = await import('../support/nats.js');
+    const listener = await collectEvents(nats.url);
+    try {
+      provider.fakes.anthropic.script({ text: 'one', usage: { inputTokens: 10, outputTokens: 20 } }, { text: 'two' });
+      const result = await executor.client.execute({ inlineYaml: twoSteps(), inputs: { topic: 'events' } });
+      const run = await waitFor('the run event', () => listener.events.find((item) => item.subject === 'elexirion.events.executor.run' && item.event.executorRun?.runId === result.runId));
+      const steps = await waitFor('two step events', () => {
+        const found = listener.events.filter((item) => item.subject === 'elexirion.events.executor.step' && item.event.executorStep?.runId === result.runId);
+        return found.length === 2 ? found : undefined;
+      });
+      expect(run.event.executorRun).toMatchObject({ pipeline: 'two-steps', inputs: { topic: 'events' }, output: 'two' });
+      expect(steps.map((item) => item.event.executorStep!.step)).toEqual([
+        expect.objectContaining({ name: 'first', type: 'claude', provider: 'anthropic', model: 'claude-sonnet-4-5', status: 'completed', promptVersion: 'yaml', usage: expect.objectContaining({ inputTokens: 10, outputTokens: 20 }) }),
+        expect.objectContaining({ name: 'second', status: 'completed' }),
+      ]);
+      expect(steps[0]!.event.executorStep!.step!.usage!.costUsd).toBeGreaterThan(0);
+      expect(new Set([run, ...steps].map((item) => item.event.traceId)).size).toBe(1);
+    } finally {
+      await listener.close();
+    }
+  });
+});
+
+describe('run admission', () => {
+  it('answers RESOURCE_EXHAUSTED beyond the run limit and its queue', async () => {
+    const limited = await startExecutor({ providerPort: provider.grpcPort, natsUrl: nats.url, env: { EXECUTOR_MAX_CONCURRENT_RUNS: '1', EXECUTOR_MAX_QUEUED_RUNS: '1' } });
+    try {
+      provider.fakes.anthropic.setDefault({ delayMs: 500 });
+      const runs = [0, 1, 2].map(() =>
+        limited.client.execute({ inlineYaml: 'workflow:\n  name: one\n  steps:\n    - { name: a, type: claude, prompt: hi }\n' }).then(
+          () => 'ok',
+          (error) => `${Status[error.code]}${error.details.includes('run limit') ? ' (run limit)' : ''}`,
+        ),
+      );
+      expect((await Promise.all(runs)).sort()).toEqual(['RESOURCE_EXHAUSTED (run limit)', 'ok', 'ok']);
+    } finally {
+      await limited.stop();
+    }
+  });
+});
