@@ -1,0 +1,447 @@
+// The harness's moving parts: child processes (driver, fake upstream, Portkey, the services),
+// the provider config it writes, and interleaved A/B runs with per-process CPU and memory.
+import { execFile, fork, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, release, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { freePort, waitForPort } from '../../test/support/ports.js';
+import { repoRoot, spawnProcess, type Spawned } from '../../test/support/processes.js';
+import { startStack, type Stack, type StackShape } from '../../test/support/stack.js';
+import type { Job, JobResult, Target } from './driver.ts';
+import { cpuMs, peakRssKiB, resetPeakRss, RssSampler, type Proc } from './procstat.ts';
+import { round, summarize, type LatencySummary } from './stats.ts';
+
+const run = promisify(execFile);
+export const benchDir = fileURLToPath(new URL('../', import.meta.url));
+const hooks = fileURLToPath(new URL('./ts-hooks.mjs', import.meta.url));
+
+export function log(message: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+}
+
+// ---------------------------------------------------------------- child processes over IPC
+
+class IpcChild {
+  readonly child: ChildProcess;
+  readonly name: string;
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve(value: any): void; reject(error: Error): void }>();
+  private output = '';
+  readonly ready: Promise<any>;
+
+  constructor(name: string, script: string, env: NodeJS.ProcessEnv = {}) {
+    this.name = name;
+    this.child = fork(script, [], {
+      cwd: repoRoot,
+      execArgv: ['--import', hooks, '--disable-warning=ExperimentalWarning'],
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    });
+    const keep = (data: Buffer) => (this.output = (this.output + data.toString()).slice(-20_000));
+    this.child.stdout?.on('data', keep);
+    this.child.stderr?.on('data', keep);
+    this.ready = new Promise((resolve, reject) => {
+      const onMessage = (message: any) => {
+        if (message?.ready) {
+          this.child.off('message', onMessage);
+          resolve(message);
+        }
+      };
+      this.child.on('message', onMessage);
+      this.child.once('exit', (code) => reject(new Error(`${name} exited (${code}) before it was ready:\n${this.output}`)));
+    });
+    this.child.on('message', (message: any) => {
+      const waiter = message?.id !== undefined ? this.pending.get(message.id) : undefined;
+      if (!waiter) return;
+      this.pending.delete(message.id);
+      if (message.fatal) waiter.reject(new Error(`${name}: ${message.fatal}`));
+      else waiter.resolve(message);
+    });
+    this.child.once('exit', (code, signal) => {
+      for (const waiter of this.pending.values()) waiter.reject(new Error(`${name} exited (${code ?? signal}):\n${this.output}`));
+      this.pending.clear();
+    });
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  request<T>(message: object): Promise<T> {
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.child.send({ ...message, id });
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    this.child.disconnect();
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5_000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+export class Driver extends IpcChild {
+  constructor() {
+    super('driver', fileURLToPath(new URL('./driver.ts', import.meta.url)));
+  }
+  run(job: Omit<Job, 'id'>): Promise<JobResult> {
+    return this.request<JobResult>(job);
+  }
+}
+
+export class Upstream extends IpcChild {
+  openaiUrl = '';
+  anthropicUrl = '';
+  constructor() {
+    super('fake-upstream', fileURLToPath(new URL('./upstream.ts', import.meta.url)));
+  }
+  async start(): Promise<this> {
+    const ready = await this.ready;
+    this.openaiUrl = ready.openaiUrl;
+    this.anthropicUrl = ready.anthropicUrl;
+    return this;
+  }
+  setDefault(reply: { delayMs?: number; chunkDelayMs?: number; text?: string }): Promise<unknown> {
+    return this.request({ cmd: 'setDefault', reply });
+  }
+  clear(): Promise<unknown> {
+    return this.request({ cmd: 'clear' });
+  }
+  async stats(): Promise<{ count: number; maxConcurrent: number; open: number }> {
+    return (await this.request<{ result: { count: number; maxConcurrent: number; open: number } }>({ cmd: 'stats' })).result;
+  }
+}
+
+// ---------------------------------------------------------------- the system under test
+
+export const MODEL = 'gpt-4.1';
+export const MESSAGE = 'hello';
+export const SYSTEM_PROMPT = 'You are Elexirion, a concise and helpful assistant.';
+
+/** What the provider sends the upstream for the general pipeline, for the direct baseline. */
+export function directBody(stream = false): object {
+  return {
+    model: MODEL,
+    messages: [
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: MESSAGE },
+    ],
+    max_tokens: 2048,
+    temperature: 0.7,
+    ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}),
+  };
+}
+
+/**
+ * config/providers.yaml with the general pipeline's alias (claude_smart) sent to OpenAI (the fake)
+ * and OpenAI's limits raised: the shipped 32 concurrent / 512 queued / 50 per second would refuse
+ * most of a load test. Written to a temporary file for PROVIDER_CONFIG.
+ */
+export function writeProviderConfig(): string {
+  const config = parseYaml(readFileSync(join(repoRoot, 'config/providers.yaml'), 'utf8'));
+  config.aliases.claude_smart.targets = [`openai/${MODEL}`];
+  for (const preset of Object.values<any>(config.aliases.claude_smart.presets ?? {})) delete preset.targets;
+  config.providers.openai = {
+    ...config.providers.openai,
+    max_concurrency: 1_000_000,
+    max_queue: 1_000_000,
+    requests_per_second: 10_000_000,
+    burst: 10_000_000,
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'elexirion-bench-'));
+  const file = join(dir, 'providers.yaml');
+  writeFileSync(file, `# Written by the bench harness from config/providers.yaml.\n${stringifyYaml(config)}`);
+  return file;
+}
+
+export interface Shape {
+  shape: StackShape;
+  stack: Stack;
+  procs: Proc[];
+  httpUrl: string;
+  grpcPort: number;
+}
+
+export const SHAPE_LABEL: Record<StackShape, string> = { 'all-in-one': 'aio', 'one-process-per-service': 'split' };
+
+export function checkBuilt(): void {
+  const missing = ['server/dist/main.js', ...['gateway', 'agent', 'executor', 'provider'].map((name) => `services/${name}/dist/main.js`)].filter(
+    (entry) => !existsSync(join(repoRoot, entry)),
+  );
+  if (missing.length) throw new Error(`not built (${missing.join(', ')}): run \`npm run build\` first`);
+}
+
+export async function startShape(shape: StackShape, natsUrl: string, env: NodeJS.ProcessEnv): Promise<Shape> {
+  const stack = await startStack(shape, natsUrl, { LOG_LEVEL: 'warn', ...env });
+  const procs = Object.entries(stack.processes).map(([name, spawned]) => ({
+    name: shape === 'all-in-one' ? 'elexirion-all' : name,
+    pid: spawned.child.pid!,
+  }));
+  return { shape, stack, procs, httpUrl: `http://127.0.0.1:${stack.ports.gatewayHttp}`, grpcPort: stack.ports.gatewayGrpc };
+}
+
+/** The service env that points the provider at the fake OpenAI upstream. */
+export function serviceEnv(upstream: Upstream, providerConfig: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return {
+    OPENAI_API_KEY: 'sk-bench-fake',
+    OPENAI_BASE_URL: upstream.openaiUrl,
+    PROVIDER_CONFIG: providerConfig,
+    TELEMETRY_EVENTS: 'true',
+    ...extra,
+  };
+}
+
+// ---------------------------------------------------------------- the Portkey anchor
+
+export const PORTKEY_VERSION = '1.15.2';
+
+export interface Anchor {
+  spawned: Spawned;
+  port: number;
+  proc: Proc;
+  version: string;
+  listen: string[];
+}
+
+/** Installs @portkey-ai/gateway into bench/cache/portkey (not a project dependency) when missing. */
+export async function installPortkey(): Promise<string> {
+  const cache = join(benchDir, 'cache', 'portkey');
+  const entry = join(cache, 'node_modules', '@portkey-ai', 'gateway', 'build', 'start-server.js');
+  if (existsSync(entry)) {
+    const installed = JSON.parse(readFileSync(join(cache, 'node_modules', '@portkey-ai', 'gateway', 'package.json'), 'utf8')).version;
+    if (installed === PORTKEY_VERSION) return entry;
+  }
+  mkdirSync(cache, { recursive: true });
+  if (!existsSync(join(cache, 'package.json'))) writeFileSync(join(cache, 'package.json'), '{"name":"bench-portkey-cache","private":true}\n');
+  log(`installing @portkey-ai/gateway@${PORTKEY_VERSION} into bench/cache/portkey`);
+  await run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', `@portkey-ai/gateway@${PORTKEY_VERSION}`], { cwd: cache, timeout: 300_000 });
+  if (!existsSync(entry)) throw new Error(`npm installed @portkey-ai/gateway but ${entry} is missing`);
+  return entry;
+}
+
+/** Local addresses listening on `port` (from /proc/net/tcp and tcp6), e.g. "127.0.0.1". */
+export function listenAddresses(port: number): string[] {
+  const found = new Set<string>();
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (fields[3] !== '0A') continue; // LISTEN
+      const [hexAddress, hexPort] = (fields[1] ?? '').split(':');
+      if (parseInt(hexPort ?? '', 16) !== port || !hexAddress) continue;
+      if (hexAddress.length === 8) {
+        found.add(
+          hexAddress
+            .match(/../g)!
+            .reverse()
+            .map((byte) => parseInt(byte, 16))
+            .join('.'),
+        );
+      } else {
+        found.add(hexAddress === '00000000000000000000000000000000' ? '::' : hexAddress === '00000000000000000000000001000000' ? '::1' : `ipv6:${hexAddress}`);
+      }
+    }
+  }
+  return [...found];
+}
+
+export async function startPortkey(upstream: Upstream): Promise<Anchor> {
+  const entry = await installPortkey();
+  const port = await freePort();
+  const spawned = spawnProcess('portkey', process.execPath, ['--import', join(benchDir, 'src', 'bind-loopback.mjs'), entry, `--port=${port}`, '--headless'], {});
+  await waitForPort(port, 20_000);
+  // One call through it, so a broken anchor fails here and not as 100% errors later.
+  const response = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...portkeyHeaders(upstream) },
+    body: JSON.stringify(directBody()),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`Portkey answered ${response.status}: ${text.slice(0, 300)}`);
+  return { spawned, port, proc: { name: 'portkey', pid: spawned.child.pid! }, version: PORTKEY_VERSION, listen: listenAddresses(port) };
+}
+
+export function portkeyHeaders(upstream: Upstream): Record<string, string> {
+  return {
+    authorization: 'Bearer sk-bench-fake',
+    'x-portkey-provider': 'openai',
+    'x-portkey-custom-host': upstream.openaiUrl,
+  };
+}
+
+// ---------------------------------------------------------------- interleaved measurement
+
+export interface BenchConfig {
+  name: string;
+  description: string;
+  target: Target;
+  /** The processes of the system under test (their CPU and peak memory are reported). */
+  procs: Proc[];
+}
+
+export interface ConfigResult {
+  name: string;
+  description: string;
+  concurrency: number;
+  rounds: number;
+  count: number;
+  errors: number;
+  errorSamples: string[];
+  latencyMs: LatencySummary;
+  ttftMs?: LatencySummary;
+  reqPerSec: number;
+  wallSec: number;
+  /** CPU ms per successful request, per process (system under test, fake upstream, NATS, driver). */
+  cpuMsPerRequest: Record<string, number>;
+  /** Sum over the system under test's processes only. */
+  sutCpuMsPerRequest: number;
+  /** Highest RSS of each process (VmHWM) over the scenario so far, MiB. */
+  peakRssMiB: Record<string, number>;
+}
+
+export interface RunPlan {
+  mode: 'closed';
+  concurrency: number;
+  rounds: number;
+  /** Per configuration per round: a request count or a duration. */
+  requestsPerRound?: number;
+  durationMsPerRound?: number;
+  warmupRequests?: number;
+  warmupMs?: number;
+  timeoutMs?: number;
+}
+
+export interface Shared {
+  driver: Driver;
+  upstream: Upstream;
+  /** Measured with every configuration: the fake upstream, NATS, the driver. */
+  shared: Proc[];
+}
+
+function unique(procs: Proc[]): Proc[] {
+  const seen = new Map<number, Proc>();
+  for (const proc of procs) if (!seen.has(proc.pid)) seen.set(proc.pid, proc);
+  return [...seen.values()];
+}
+
+/**
+ * Runs every configuration after its own warm-up, then `rounds` rounds in rotating order
+ * (A B C, B C A, ...) so drift and ordering cancel out. CPU is read from /proc around each segment.
+ */
+export async function runInterleaved(shared: Shared, configs: BenchConfig[], plan: RunPlan): Promise<ConfigResult[]> {
+  const every = unique([...configs.flatMap((config) => config.procs), ...shared.shared]);
+  for (const proc of every) resetPeakRss(proc.pid);
+  const sampler = new RssSampler(every, 250);
+  const acc = configs.map(() => ({ latencies: [] as number[], ttft: [] as number[], errors: 0, errorSamples: new Set<string>(), wallMs: 0, cpu: new Map<number, number>() }));
+  const job = (config: BenchConfig, warm: boolean) => ({
+    target: config.target,
+    mode: plan.mode,
+    concurrency: plan.concurrency,
+    ...(warm
+      ? plan.warmupMs !== undefined
+        ? { durationMs: plan.warmupMs }
+        : { requests: plan.warmupRequests ?? 50 }
+      : plan.durationMsPerRound !== undefined
+        ? { durationMs: plan.durationMsPerRound }
+        : { requests: plan.requestsPerRound ?? 100 }),
+    ...(plan.timeoutMs !== undefined ? { timeoutMs: plan.timeoutMs } : {}),
+  });
+  try {
+    for (const config of configs) {
+      const warm = await shared.driver.run(job(config, true));
+      if (warm.errors > 0 && warm.latencies.length === 0) {
+        throw new Error(`${config.name}: every warm-up request failed (${warm.errorSamples.join('; ')})`);
+      }
+    }
+    for (let r = 0; r < plan.rounds; r++) {
+      for (let k = 0; k < configs.length; k++) {
+        const index = (k + r) % configs.length;
+        const config = configs[index]!;
+        const slot = acc[index]!;
+        const procs = unique([...config.procs, ...shared.shared, { name: 'driver', pid: shared.driver.pid }]);
+        const before = procs.map((proc) => cpuMs(proc.pid) ?? Number.NaN);
+        await shared.upstream.clear();
+        const result = await shared.driver.run(job(config, false));
+        procs.forEach((proc, i) => slot.cpu.set(proc.pid, (slot.cpu.get(proc.pid) ?? 0) + ((cpuMs(proc.pid) ?? Number.NaN) - before[i]!)));
+        for (const value of result.latencies) slot.latencies.push(value);
+        for (const value of result.ttft) slot.ttft.push(value);
+        slot.errors += result.errors;
+        for (const sample of result.errorSamples) if (slot.errorSamples.size < 5) slot.errorSamples.add(sample);
+        slot.wallMs += result.wallMs;
+      }
+    }
+  } finally {
+    sampler.stop();
+  }
+  return configs.map((config, index) => {
+    const slot = acc[index]!;
+    const count = slot.latencies.length;
+    const procs = unique([...config.procs, ...shared.shared, { name: 'driver', pid: shared.driver.pid }]);
+    const cpuMsPerRequest: Record<string, number> = {};
+    for (const proc of procs) cpuMsPerRequest[proc.name] = round((slot.cpu.get(proc.pid) ?? Number.NaN) / Math.max(1, count));
+    const peakRssMiB: Record<string, number> = {};
+    for (const proc of procs) {
+      const peak = Math.max(peakRssKiB(proc.pid) ?? 0, sampler.peak.get(proc.pid) ?? 0);
+      peakRssMiB[proc.name] = round(peak / 1024, 1);
+    }
+    const result: ConfigResult = {
+      name: config.name,
+      description: config.description,
+      concurrency: plan.concurrency,
+      rounds: plan.rounds,
+      count,
+      errors: slot.errors,
+      errorSamples: [...slot.errorSamples],
+      latencyMs: summarize(slot.latencies),
+      reqPerSec: round(count / (slot.wallMs / 1000), 1),
+      wallSec: round(slot.wallMs / 1000, 2),
+      cpuMsPerRequest,
+      sutCpuMsPerRequest: round(config.procs.reduce((sum, proc) => sum + (slot.cpu.get(proc.pid) ?? Number.NaN), 0) / Math.max(1, count)),
+      peakRssMiB,
+    };
+    if (slot.ttft.length) result.ttftMs = summarize(slot.ttft);
+    return result;
+  });
+}
+
+// ---------------------------------------------------------------- the machine
+
+export async function machineInfo(): Promise<Record<string, unknown>> {
+  let commit: string | undefined;
+  try {
+    commit = (await run('git', ['rev-parse', 'HEAD'], { cwd: repoRoot })).stdout.trim();
+  } catch {
+    commit = undefined;
+  }
+  let natsVersion: string | undefined;
+  try {
+    natsVersion = (await run('nats-server', ['--version'])).stdout.trim();
+  } catch {
+    natsVersion = undefined;
+  }
+  const cpu = cpus();
+  return {
+    cores: cpu.length,
+    cpuModel: cpu[0]?.model,
+    memoryGiB: round(totalmem() / 2 ** 30, 1),
+    node: process.version,
+    kernel: release(),
+    platform: process.platform,
+    arch: process.arch,
+    natsServer: natsVersion,
+    commit,
+  };
+}

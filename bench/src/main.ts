@@ -1,0 +1,184 @@
+// npm run bench [-- --quick] [--scenarios overhead,throughput,...] [--requests N] [--out DIR]
+//                [--no-anchor] [--shapes aio,split] [--inflight N] [--soak-seconds S] [--rounds N]
+// Starts what it measures (NATS, the fake upstreams, the services, the Portkey anchor), runs each
+// scenario, and writes bench/results/<date>-<scenario>.json, <date>-summary.md, <date>-chart.png.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { startNats } from '../../test/support/nats.js';
+import { repoRoot, stopAll } from '../../test/support/processes.js';
+import type { StackShape } from '../../test/support/stack.js';
+import { benchDir, checkBuilt, Driver, log, machineInfo, PORTKEY_VERSION, Upstream, writeProviderConfig } from './harness.ts';
+import { chartHtml, checkTargets, PORTKEY_REFERENCE, renderPng, summaryMarkdown, writeJson } from './report.ts';
+import { SCENARIOS, type Context, type Options, type ScenarioOutput } from './scenarios.ts';
+
+const ALL = ['overhead', 'throughput', 'streaming', 'inflight', 'soak', 'telemetry', 'optimizer'] as const;
+const SHAPES: Record<string, StackShape> = { aio: 'all-in-one', 'all-in-one': 'all-in-one', split: 'one-process-per-service', 'one-process-per-service': 'one-process-per-service' };
+
+function usage(message: string): never {
+  console.error(`bench: ${message}\nusage: npm run bench -- [--quick] [--scenarios ${ALL.join(',')},anchor] [--requests N] [--out DIR] [--no-anchor] [--shapes aio,split] [--inflight N] [--soak-seconds S] [--rounds N] [--date YYYY-MM-DD]`);
+  process.exit(64);
+}
+
+function positive(name: string, raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value <= 0) usage(`--${name}: expected a positive whole number, got ${raw}`);
+  return value;
+}
+
+function parseOptions(): Options {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      options: {
+        quick: { type: 'boolean', default: false },
+        scenarios: { type: 'string' },
+        requests: { type: 'string' },
+        out: { type: 'string' },
+        'no-anchor': { type: 'boolean', default: false },
+        shapes: { type: 'string' },
+        inflight: { type: 'string' },
+        'soak-seconds': { type: 'string' },
+        rounds: { type: 'string' },
+        date: { type: 'string' },
+      },
+      strict: true,
+    }));
+  } catch (error) {
+    usage((error as Error).message);
+  }
+  const scenarios = (values.scenarios ?? ALL.join(',')).split(',').map((each) => each.trim()).filter(Boolean);
+  for (const name of scenarios) if (name !== 'anchor' && !(ALL as readonly string[]).includes(name)) usage(`unknown scenario ${name}`);
+  const shapes = (values.shapes ?? 'aio,split').split(',').map((each) => SHAPES[each.trim()] ?? usage(`unknown shape ${each}`));
+  const date = values.date ?? new Date().toISOString().slice(0, 10);
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(date)) usage('--date: expected YYYY-MM-DD');
+  return {
+    quick: values.quick!,
+    scenarios,
+    requests: positive('requests', values.requests),
+    outDir: resolve(values.out ?? join(benchDir, 'results')),
+    anchor: !values['no-anchor'],
+    shapes: [...new Set(shapes)],
+    date,
+    inflight: positive('inflight', values.inflight),
+    soakSeconds: positive('soak-seconds', values['soak-seconds']),
+    rounds: positive('rounds', values.rounds),
+  };
+}
+
+async function main(): Promise<void> {
+  const opts = parseOptions();
+  checkBuilt();
+  mkdirSync(opts.outDir, { recursive: true });
+  // Only the fake upstreams serve models here: a vendor key in the caller's environment must
+  // not send benchmark traffic anywhere else.
+  for (const key of ['ANTHROPIC_API_KEY', 'GEMINI_API_KEY', 'ANTHROPIC_BASE_URL', 'GEMINI_BASE_URL', 'OPENAI_API_KEY', 'OPENAI_BASE_URL', 'PROVIDER_SECRETS_DIR']) delete process.env[key];
+  const mode = opts.quick ? 'quick' : 'full';
+  const command = `npm run bench --${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(' ')}` : ''}`;
+  const machine = await machineInfo();
+  log(`${mode} run on ${machine.cores} cores, Node ${machine.node}; scenarios: ${opts.scenarios.join(', ')}; results in ${relative(repoRoot, opts.outDir) || '.'}`);
+
+  const nats = await startNats();
+  const upstream = await new Upstream().start();
+  const driver = new Driver();
+  await driver.ready;
+  const ctx: Context = {
+    opts,
+    nats,
+    providerConfig: writeProviderConfig(),
+    shared: { driver, upstream, shared: [{ name: 'fake-upstream', pid: upstream.pid }] },
+  };
+  const outputs = new Map<string, ScenarioOutput>();
+  const failures: string[] = [];
+  const started = Date.now();
+  const header = (scenario: string) => ({
+    scenario,
+    date: opts.date,
+    mode,
+    generatedAt: new Date().toISOString(),
+    machine,
+    command,
+  });
+  try {
+    for (const name of ALL) {
+      if (!opts.scenarios.includes(name)) continue;
+      const t0 = Date.now();
+      log(`scenario ${name}`);
+      try {
+        const output = await SCENARIOS[name](ctx);
+        outputs.set(name, output);
+        writeJson(join(opts.outDir, `${opts.date}-${name}.json`), { ...header(name), ...output, elapsedSec: Math.round((Date.now() - t0) / 1000) });
+      } catch (error) {
+        const message = `${name}: ${(error as Error).stack ?? String(error)}`;
+        failures.push(message);
+        log(`scenario failed: ${message}`);
+        writeJson(join(opts.outDir, `${opts.date}-${name}.json`), { ...header(name), error: message });
+      }
+    }
+  } finally {
+    await driver.stop();
+    await upstream.stop();
+    await nats.stop();
+    await stopAll();
+  }
+
+  // 8. The anchor: Portkey's figures from scenarios 1 and 2, next to the reference ones.
+  const anchorNote = ctx.anchorError
+    ? `Anchor: ${ctx.anchorError}`
+    : !opts.anchor
+      ? 'Anchor: Portkey not run (--no-anchor).'
+      : ctx.anchorInfo
+        ? `Anchor: Portkey AI gateway ${ctx.anchorInfo.version} (npm @portkey-ai/gateway, in bench/cache/portkey, not a project dependency), listening on ${ctx.anchorInfo.listen.join(', ')}, provider openai with x-portkey-custom-host at the fake upstream.`
+        : 'Anchor: Portkey not needed by the scenarios run.';
+  if (opts.anchor && (opts.scenarios.includes('anchor') || outputs.has('overhead') || outputs.has('throughput'))) {
+    const over = outputs.get('overhead');
+    const thr = outputs.get('throughput');
+    const added = (over?.addedMs as Record<string, { p50: number; p99: number }> | undefined)?.portkey;
+    const c64 = (thr?.byConcurrency as Record<string, any[]> | undefined)?.c64?.find((each) => each.name === 'portkey');
+    const c256 = (thr?.byConcurrency as Record<string, any[]> | undefined)?.c256?.find((each) => each.name === 'portkey');
+    writeJson(join(opts.outDir, `${opts.date}-anchor.json`), {
+      ...header('anchor'),
+      title: 'Anchor: Portkey AI gateway, measured in the same run',
+      package: `@portkey-ai/gateway@${PORTKEY_VERSION}`,
+      installedIn: 'bench/cache/portkey',
+      listen: ctx.anchorInfo?.listen ?? null,
+      error: ctx.anchorError ?? null,
+      reference: { source: 'shared/PERFORMANCE.md (same machine kind, Node 20, autocannon)', ...PORTKEY_REFERENCE },
+      measured: {
+        addedP50Ms: added?.p50 ?? null,
+        addedP99Ms: added?.p99 ?? null,
+        reqPerSecC64: c64?.reqPerSec ?? null,
+        reqPerSecC256: c256?.reqPerSec ?? null,
+        cpuMsPerRequestC64: c64?.cpuMsPerRequest?.portkey ?? null,
+        peakRssMiB: c64?.peakRssMiB?.portkey ?? null,
+      },
+      notes: ['Portkey runs with its own start script (--headless), bound to 127.0.0.1 by a preload (bench/src/bind-loopback.mjs) since the script has no host option.'],
+    });
+  }
+
+  const checks = checkTargets(outputs, opts.quick);
+  const html = chartHtml(opts.date, mode, outputs, checks, machine);
+  const htmlPath = join(opts.outDir, `${opts.date}-chart.html`);
+  writeFileSync(htmlPath, html);
+  let chartNote = `${opts.date}-chart.png, rendered from ${opts.date}-chart.html by Debian's Chromium (playwright-core).`;
+  try {
+    const reason = await renderPng(html, join(opts.outDir, `${opts.date}-chart.png`));
+    if (reason) chartNote = reason;
+  } catch (error) {
+    chartNote = `rendering the PNG failed: ${(error as Error).message}`;
+    failures.push(`chart: ${chartNote}`);
+  }
+  let summary = summaryMarkdown({ date: opts.date, mode, command, machine, checks, outputs, anchorNote, chartNote });
+  if (failures.length) summary += `\n## Failures\n\n${failures.map((failure) => `- ${failure.split('\n')[0]}`).join('\n')}\n`;
+  writeFileSync(join(opts.outDir, `${opts.date}-summary.md`), summary);
+  log(`done in ${Math.round((Date.now() - started) / 1000)} s: ${join(relative(repoRoot, opts.outDir) || '.', `${opts.date}-summary.md`)}`);
+  process.stdout.write(summary.split('\n## 1.')[0]!);
+  process.exitCode = failures.length ? 1 : 0;
+}
+
+main().catch(async (error: unknown) => {
+  console.error(`bench: ${(error as Error).stack ?? String(error)}`);
+  await stopAll();
+  process.exit(1);
+});

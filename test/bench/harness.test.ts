@@ -1,0 +1,84 @@
+// The benchmark harness (bench/) in a tiny mode: it starts NATS, the fake upstream and both
+// service shapes, measures the overhead scenario, and writes well-formed results. No figure is
+// asserted: speed is reported by `npm run bench`, not tested.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { repoRoot } from '../support/processes.js';
+
+const DATE = '2000-01-01';
+const out = mkdtempSync(join(tmpdir(), 'elexirion-bench-test-'));
+
+function runHarness(args: string[]): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', '--import', './bench/src/ts-hooks.mjs', 'bench/src/main.ts', ...args], {
+      cwd: repoRoot,
+      env: { ...process.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (data: Buffer) => (output += data.toString()));
+    child.stderr.on('data', (data: Buffer) => (output += data.toString()));
+    child.on('exit', (code) => resolve({ code, output }));
+  });
+}
+
+const finite = (value: unknown) => typeof value === 'number' && Number.isFinite(value);
+
+describe('bench harness (tiny run)', () => {
+  let run: { code: number | null; output: string };
+
+  afterAll(() => rmSync(out, { recursive: true, force: true }));
+
+  it('runs the overhead scenario and exits 0', { timeout: 150_000 }, async () => {
+    run = await runHarness(['--quick', '--scenarios', 'overhead', '--requests', '40', '--rounds', '2', '--no-anchor', '--date', DATE, '--out', out]);
+    expect(run.code, run.output).toBe(0);
+  });
+
+  it('writes the scenario JSON with machine info and per-configuration figures', () => {
+    const file = join(out, `${DATE}-overhead.json`);
+    expect(existsSync(file), run?.output).toBe(true);
+    const result = JSON.parse(readFileSync(file, 'utf8'));
+    expect(result).toMatchObject({ scenario: 'overhead', date: DATE, mode: 'quick' });
+    expect(result.machine.cores).toBeGreaterThan(0);
+    expect(result.machine.node).toMatch(/^v\d+/);
+    const names = result.configs.map((config: { name: string }) => config.name);
+    expect(names).toEqual(expect.arrayContaining(['direct', 'aio-http', 'aio-grpc', 'split-http', 'split-grpc']));
+    for (const config of result.configs) {
+      expect(config.concurrency).toBe(1);
+      expect(config.count).toBeGreaterThan(0);
+      expect(config.errors).toBe(0);
+      for (const key of ['p50', 'p90', 'p99', 'max', 'mean']) expect(finite(config.latencyMs[key]), `${config.name} ${key}`).toBe(true);
+      expect(config.latencyMs.p50).toBeLessThanOrEqual(config.latencyMs.p99);
+      expect(config.latencyMs.p99).toBeLessThanOrEqual(config.latencyMs.max);
+      expect(config.reqPerSec).toBeGreaterThan(0);
+      expect(Object.keys(config.cpuMsPerRequest)).toEqual(expect.arrayContaining(['driver', 'fake-upstream']));
+      for (const value of Object.values(config.cpuMsPerRequest)) expect(finite(value)).toBe(true);
+      for (const value of Object.values(config.peakRssMiB)) expect(value as number).toBeGreaterThan(0);
+    }
+    const split = result.configs.find((config: { name: string }) => config.name === 'split-http');
+    expect(Object.keys(split.cpuMsPerRequest)).toEqual(expect.arrayContaining(['gateway', 'agent', 'executor', 'provider']));
+    for (const name of ['aio-http', 'split-http']) expect(finite(result.addedMs[name].p50)).toBe(true);
+  });
+
+  it('writes the Markdown summary with the targets table', () => {
+    const summary = readFileSync(join(out, `${DATE}-summary.md`), 'utf8');
+    expect(summary).toContain('| scenario | target | measured | Portkey (same run) | ratio to anchor | result |');
+    expect(summary).toMatch(/\| overhead \| one process per service adds <= 2\.5 ms p50.*\| (pass|FAIL) \|/);
+    expect(summary).toContain('| configuration | c | requests | errors | p50 ms |');
+    expect(summary).toMatch(/\| direct \| 1 \| \d+ \| 0 \|/);
+  });
+
+  it('renders the chart to PNG (when Debian Chromium is installed)', () => {
+    const png = join(out, `${DATE}-chart.png`);
+    if (!existsSync('/usr/bin/chromium')) {
+      expect(readFileSync(join(out, `${DATE}-summary.md`), 'utf8')).toContain('/usr/bin/chromium is not installed');
+      return;
+    }
+    const bytes = readFileSync(png);
+    expect([...bytes.subarray(0, 8)]).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+    expect(bytes.length).toBeGreaterThan(1000);
+  });
+});
