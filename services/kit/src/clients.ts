@@ -25,6 +25,7 @@ import { openTelemetryClientMiddleware } from 'nice-grpc-opentelemetry';
 import { serviceCatalog, type ServiceDefinitionOf, type ServiceName } from './catalog.js';
 import { DEADLINE_METADATA_KEY, TIMEOUT_METADATA_KEY, deadlinePropagationMiddleware, mergeDeadline } from './deadline.js';
 import { clientObservabilityMiddleware, type Metrics } from './metrics.js';
+import { traceContextMiddleware } from './tracing.js';
 
 /** The typed client of a service; the same interface whether the service is local or remote. */
 export type ServiceClient<N extends ServiceName> = Client<ServiceDefinitionOf<N>, DeadlineOptions>;
@@ -97,10 +98,11 @@ export class ServiceClients {
     const local = this.options.local.get(name);
     const transport = local ? 'in_process' : 'grpc';
     // composeClientMiddleware(inner, outer): the second runs first. Outermost to innermost:
-    // tracing, metrics, deadline propagation (needs the deadline option), deadline enforcement.
+    // tracing (a client span over gRPC; in-process, only the context), metrics, deadline
+    // propagation (needs the deadline option), deadline enforcement.
     const middleware = composeClientMiddleware(
       composeClientMiddleware(deadlineMiddleware, deadlinePropagationMiddleware),
-      composeClientMiddleware(clientObservabilityMiddleware(this.options.caller, transport, this.options.metrics), openTelemetryClientMiddleware()),
+      composeClientMiddleware(clientObservabilityMiddleware(this.options.caller, transport, this.options.metrics), local ? traceContextMiddleware : openTelemetryClientMiddleware()),
     );
     if (local) return createInProcessClient(definition, local, middleware) as ServiceClient<N>;
     return createClientFactory()

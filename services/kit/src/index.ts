@@ -10,5 +10,6 @@ export * from './host.js';
 export * from './logger.js';
 export * from './metrics.js';
 export * from './secrets.js';
+export * from './timeout-signal.js';
 export * from './tracing.js';
 export * as proto from './proto.js';

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SpanKind, SpanStatusCode, context as otelContext, trace, type Span } from '@opentelemetry/api';
 import { AbortError, isAbortError } from 'abort-controller-x';
-import { ServerError, Status, proto, tracer, type Logger } from '@elexirion/kit';
+import { ServerError, Status, proto, timeoutSignal, tracer, type Logger } from '@elexirion/kit';
 import type { AdapterResult, LlmAdapter, NormalizedRequest, StreamEvent } from './adapters/types.js';
 import { costOf, targetName, type ProviderFileConfig, type ProviderName, type ProviderSettings, type Target } from './provider-config.js';
 import type { ProviderMetrics } from './provider-metrics.js';
@@ -261,8 +261,8 @@ export class CompletionRouter {
       }
       this.updateGauges(runtime);
       attempts += 1;
-      const timeout = AbortSignal.timeout(Math.max(1, Math.min(settings.timeout_ms, until - Date.now())));
-      const attemptSignal = AbortSignal.any([signal, timeout]);
+      const timeout = timeoutSignal(signal, Math.min(settings.timeout_ms, until - Date.now()));
+      const attemptSignal = timeout.signal;
       const span = tracer.startSpan(`chat ${target.model}`, {
         kind: SpanKind.CLIENT,
         attributes: {
@@ -275,6 +275,7 @@ export class CompletionRouter {
       const started = performance.now();
       let kept = false;
       const settle = (error?: unknown) => {
+        timeout.dispose();
         release();
         this.updateGauges(runtime);
         const errorType = error === undefined ? '' : error instanceof UpstreamError ? String(error.status ?? error.kind) : 'cancelled';
@@ -310,7 +311,7 @@ export class CompletionRouter {
         return { value, attempts };
       } catch (caught) {
         let error = caught;
-        if (!signal.aborted && timeout.aborted && !(error instanceof UpstreamError)) {
+        if (!signal.aborted && timeout.timedOut && !(error instanceof UpstreamError)) {
           error = new UpstreamError(target.provider, 'timeout', `no answer within ${Math.round(Math.min(settings.timeout_ms, until - started))} ms`);
         }
         settle(error);

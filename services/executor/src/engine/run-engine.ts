@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isAbortError } from 'abort-controller-x';
-import { ClientError, ServerError, Status, proto, type Logger, type ServiceClient, type ServiceEvents } from '@elexirion/kit';
+import { ClientError, ServerError, Status, proto, timeoutSignal, type Logger, type ServiceClient, type ServiceEvents } from '@elexirion/kit';
 import { evaluateCondition } from '../pipeline/conditions.js';
 import { isLlmStep, type LoadedPipeline, type PipelineLoader } from '../pipeline/loader.js';
 import { durationMs, type Prompt, type Step } from '../pipeline/schema.js';
@@ -101,7 +101,8 @@ export class RunEngine {
       }
     }
     const runTimeout = durationMs(pipeline.defaults.run_timeout);
-    const signal = runTimeout ? AbortSignal.any([request.signal, AbortSignal.timeout(runTimeout)]) : request.signal;
+    using runLimit = timeoutSignal(request.signal, runTimeout);
+    const signal = runLimit.signal;
     const deadline = minDeadline(request.deadline, runTimeout ? Date.now() + runTimeout : undefined);
     const context: RunContext = { request, pipeline: loaded, inputs, results: [], signal, deadline, nested: false };
     const scope: MutableScope = { inputs, steps: new Map(), vars: {} };
@@ -124,16 +125,19 @@ export class RunEngine {
       updatedAt: new Date().toISOString(),
     };
     try {
+      // A checkpoint after every step but the last: a run that ends has nothing left to resume,
+      // so a one-step pipeline costs no write at all.
+      let saved = request.resume !== undefined;
       for (const [index, step] of pipeline.steps.entries()) {
         if (index < resumed) continue;
         await this.runStep(step, context, scope, '');
-        await this.saveCheckpoint(checkpoint, context);
+        if (index < pipeline.steps.length - 1) saved = (await this.saveCheckpoint(checkpoint, context)) || saved;
       }
       const output = lastOutput(pipeline.steps, scope);
       const outputs: Record<string, string> = {};
       for (const [name, template] of Object.entries(pipeline.outputs ?? {})) outputs[name] = this.render(template, scope, `outputs.${name}`, pipeline.name);
       checkpoint.status = 'completed';
-      await this.saveCheckpoint(checkpoint, context);
+      if (saved) await this.saveCheckpoint(checkpoint, context);
       return {
         pipeline: pipeline.name,
         output,
@@ -149,7 +153,7 @@ export class RunEngine {
       checkpoint.error = error instanceof Error ? error.message : String(error);
       await this.saveCheckpoint(checkpoint, context);
       if (request.signal.aborted) throw new ServerError(Status.CANCELLED, `${pipeline.name}: the run was cancelled`);
-      if (runTimeout && signal.aborted && !(error instanceof ServerError && error.code !== Status.CANCELLED)) {
+      if (runLimit.timedOut && !(error instanceof ServerError && error.code !== Status.CANCELLED)) {
         throw new ServerError(Status.DEADLINE_EXCEEDED, `${pipeline.name}: the run went over its run_timeout of ${runTimeout} ms`);
       }
       throw error;
@@ -172,16 +176,22 @@ export class RunEngine {
     return done;
   }
 
-  private async saveCheckpoint(checkpoint: RunCheckpoint, context: RunContext): Promise<void> {
+  /** Writes the run's state; false when there is no store (or the write failed). */
+  private async saveCheckpoint(checkpoint: RunCheckpoint, context: RunContext): Promise<boolean> {
     const store = this.deps.checkpoints();
-    if (!store || context.nested) return;
+    if (!store || context.nested) return false;
     checkpoint.steps = context.results.filter((result) => result.status !== 'failed').map(fromStepResult);
     checkpoint.updatedAt = new Date().toISOString();
+    const timer = new AbortController();
     try {
-      await Promise.race([store.save(checkpoint), sleep(2_000).then(() => Promise.reject(new Error('checkpoint write timed out')))]);
+      await Promise.race([store.save(checkpoint), sleep(2_000, undefined, { signal: timer.signal }).then(() => Promise.reject(new Error('checkpoint write timed out')))]);
+      return true;
     } catch (error) {
       // A run never fails for its checkpoint; it only becomes impossible to resume.
       this.deps.logger.warn({ run_id: checkpoint.runId, error: String(error) }, 'checkpoint not saved');
+      return false;
+    } finally {
+      timer.abort();
     }
   }
 
@@ -218,8 +228,8 @@ export class RunEngine {
 
     emit?.({ stepStarted: { step: name, type: step.type } });
     const stepTimeout = durationMs(step.timeout ?? context.pipeline.pipeline.defaults.step_timeout);
-    const timeoutSignal = stepTimeout ? AbortSignal.timeout(stepTimeout) : undefined;
-    const signal = timeoutSignal ? AbortSignal.any([context.signal, timeoutSignal]) : context.signal;
+    using stepLimit = timeoutSignal(context.signal, stepTimeout);
+    const signal = stepLimit.signal;
     const deadline = minDeadline(context.deadline, stepTimeout ? Date.now() + stepTimeout : undefined);
     try {
       const outcome = await this.execute(step, context, scope, prefix, signal, deadline);
@@ -238,7 +248,7 @@ export class RunEngine {
         durationMs: Math.round(performance.now() - started),
       });
     } catch (caught) {
-      const error = this.stepError(caught, name, pipelineName, context, timeoutSignal, stepTimeout);
+      const error = this.stepError(caught, name, pipelineName, context, stepLimit.timedOut, stepTimeout);
       const failed = { ...base, status: 'failed', error: error.details, durationMs: Math.round(performance.now() - started) };
       context.results.push(failed);
       emit?.({ stepFailed: { step: name, code: Status[error.code], message: error.details } });
@@ -262,10 +272,10 @@ export class RunEngine {
   }
 
   /** One error for a failed step: its gRPC code, and a message that names pipeline and step. */
-  private stepError(error: unknown, name: string, pipeline: string, context: RunContext, timeout: AbortSignal | undefined, timeoutMs: number | undefined): ServerError {
+  private stepError(error: unknown, name: string, pipeline: string, context: RunContext, timedOut: boolean, timeoutMs: number | undefined): ServerError {
     if (error instanceof ServerError && error.details.startsWith(`${pipeline}: `)) return error;
     if (context.request.signal.aborted) return new ServerError(Status.CANCELLED, `${pipeline}: step "${name}": the run was cancelled`);
-    if (timeout?.aborted) return new ServerError(Status.DEADLINE_EXCEEDED, `${pipeline}: step "${name}" went over its timeout of ${timeoutMs} ms`);
+    if (timedOut) return new ServerError(Status.DEADLINE_EXCEEDED, `${pipeline}: step "${name}" went over its timeout of ${timeoutMs} ms`);
     if (error instanceof TemplateError) return new ServerError(Status.INVALID_ARGUMENT, `${pipeline}: step "${name}": ${error.message}`);
     if (error instanceof ServerError || error instanceof ClientError) return new ServerError(error.code, `${pipeline}: step "${name}": ${error.details}`);
     if (isAbortError(error)) return new ServerError(Status.DEADLINE_EXCEEDED, `${pipeline}: step "${name}": the run's time ran out`);
@@ -439,14 +449,14 @@ export class RunEngine {
   }
 
   private async parallel(step: Extract<Step, { type: 'parallel' }>, context: RunContext, scope: MutableScope, prefix: string, signal: AbortSignal): Promise<StepOutcome> {
-    const controller = new AbortController();
-    const childSignal = AbortSignal.any([signal, controller.signal]);
-    const childContext = { ...context, signal: childSignal };
+    // One child failing stops the others.
+    using children = timeoutSignal(signal, undefined);
+    const childContext = { ...context, signal: children.signal };
     await mapLimited(step.steps, step.max_parallel ?? step.steps.length, async (child) => {
       try {
         await this.runStep(child, childContext, scope, prefix);
       } catch (error) {
-        controller.abort(); // one child failed: the others stop
+        children.abort();
         throw error;
       }
     });
@@ -470,14 +480,14 @@ export class RunEngine {
     }
     if (!Array.isArray(items)) throw new TemplateError('items: expected a list');
     if (items.length > MAX_LOOP_ITEMS) throw new TemplateError(`items: ${items.length} items is over the limit of ${MAX_LOOP_ITEMS}`);
-    const controller = new AbortController();
-    const childContext = { ...context, signal: AbortSignal.any([signal, controller.signal]) };
+    using iterations = timeoutSignal(signal, undefined);
+    const childContext = { ...context, signal: iterations.signal };
     const results = await mapLimited(items, step.concurrency, async (item, index) => {
       const iteration: MutableScope = { inputs: scope.inputs, steps: new Map(scope.steps), vars: { ...scope.vars }, loop: { ...scope.loop, item, index, [step.as]: item } };
       try {
         for (const child of step.steps) await this.runStep(child, childContext, iteration, `${prefix}${step.name}[${index}]/`);
       } catch (error) {
-        controller.abort();
+        iterations.abort();
         throw error;
       }
       const last = iteration.steps.get(step.steps.at(-1)!.name);

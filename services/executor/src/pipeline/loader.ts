@@ -44,7 +44,12 @@ interface CacheEntry {
   mtimeMs: number;
   size: number;
   loaded: LoadedPipeline;
+  /** When the file was last seen unchanged; within FRESH_MS no stat is made. */
+  checkedAt: number;
 }
+
+/** An edited pipeline is picked up within this long; a busy executor stats each file at most this often. */
+const FRESH_MS = 1_000;
 
 /**
  * Loads pipelines from one folder (names are plain stems: nothing can escape it) or inline YAML,
@@ -118,6 +123,8 @@ export class PipelineLoader {
   private async named(name: string, stack: string[]): Promise<LoadedPipeline> {
     if (!PIPELINE_NAME.test(name)) throw new PipelineError([{ file: name, message: `"${name}" is not a pipeline name (lowercase letters, digits, _ and -, at most 64)` }]);
     const path = join(this.root, `${name}.yaml`);
+    const recent = this.cache.get(name);
+    if (recent && stack.length === 0 && Date.now() - recent.checkedAt < FRESH_MS) return recent.loaded;
     let info;
     try {
       info = await stat(path);
@@ -128,11 +135,14 @@ export class PipelineLoader {
     // Children are re-checked through their own cache entries, so an edit anywhere is seen.
     if (cached && cached.mtimeMs === info.mtimeMs && cached.size === info.size && stack.length === 0) {
       const fresh = await this.childrenFresh(cached.loaded);
-      if (fresh) return cached.loaded;
+      if (fresh) {
+        cached.checkedAt = Date.now();
+        return cached.loaded;
+      }
     }
     const text = await readFile(path, 'utf8');
     const loaded = await this.compile(`${name}.yaml`, text, stack, name);
-    this.cache.set(name, { mtimeMs: info.mtimeMs, size: info.size, loaded });
+    this.cache.set(name, { mtimeMs: info.mtimeMs, size: info.size, loaded, checkedAt: Date.now() });
     return loaded;
   }
 
