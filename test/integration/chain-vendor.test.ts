@@ -32,7 +32,7 @@ describe('the whole chain with ANTHROPIC_BASE_URL pointed at a Messages-API serv
     expect(response.usage).toMatchObject({ inputTokens: 100, outputTokens: 50 });
     expect(response.usage!.costUsd).toBeCloseTo((100 * 3 + 50 * 15) / 1_000_000, 12);
     const sent = anthropic.requests[0]!.body;
-    expect(sent).toMatchObject({ model: 'claude-sonnet-4-5', max_tokens: 2048, temperature: 0.7 });
+    expect(sent).toMatchObject({ model: 'claude-sonnet-5', max_tokens: 2048, temperature: 0.7 });
     expect(JSON.stringify(sent.system)).toContain('You are Elexirion');
     expect(sent.messages).toEqual([{ role: 'user', content: 'Explain retries.' }]);
   });

@@ -446,7 +446,7 @@ describe('telemetry', () => {
       });
       expect(run.event.executorRun).toMatchObject({ pipeline: 'two-steps', inputs: { topic: 'events' }, output: 'two' });
       expect(steps.map((item) => item.event.executorStep!.step)).toEqual([
-        expect.objectContaining({ name: 'first', type: 'claude', provider: 'anthropic', model: 'claude-sonnet-4-5', status: 'completed', promptVersion: 'yaml', usage: expect.objectContaining({ inputTokens: 10, outputTokens: 20 }) }),
+        expect.objectContaining({ name: 'first', type: 'claude', provider: 'anthropic', model: 'claude-sonnet-5', status: 'completed', promptVersion: 'yaml', usage: expect.objectContaining({ inputTokens: 10, outputTokens: 20 }) }),
         expect.objectContaining({ name: 'second', status: 'completed' }),
       ]);
       expect(steps[0]!.event.executorStep!.step!.usage!.costUsd).toBeGreaterThan(0);

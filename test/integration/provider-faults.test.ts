@@ -71,7 +71,7 @@ describe('retries', () => {
     const error = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude' }, { deadline: new Date(Date.now() + 2_000) }).catch((caught) => caught);
     expect(Date.now() - started).toBeLessThan(1_500);
     expect(error.code).toBe(Status.UNAVAILABLE);
-    expect(error.details).toContain('anthropic/claude-sonnet-4-5: ');
+    expect(error.details).toContain('anthropic/claude-sonnet-5: ');
     expect(provider.fakes.anthropic.requests).toHaveLength(1);
   });
 });
@@ -83,7 +83,7 @@ describe('fallback', () => {
     provider.fakes.gemini.script({ text: 'gemini saves the day' });
     const answer = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude_smart' });
     expect(answer).toMatchObject({ text: 'gemini saves the day', provider: 'gemini', model: 'gemini-2.5-pro', fallbackUsed: true, attempts: 4 });
-    expect(answer.failedTargets).toEqual([expect.stringMatching(/^anthropic\/claude-sonnet-4-5: .*\(503\), 3 attempts$/)]);
+    expect(answer.failedTargets).toEqual([expect.stringMatching(/^anthropic\/claude-sonnet-5: .*\(503\), 3 attempts$/)]);
     expect(await provider.metrics()).toMatch(/elexirion_provider_fallbacks_total\{alias="claude_smart"\} 1/);
   });
 
@@ -103,7 +103,7 @@ describe('fallback', () => {
     provider.fakes.gemini.setDefault({ status: 503 });
     const error = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude_smart' }).catch((caught) => caught);
     expect(error.code).toBe(Status.UNAVAILABLE);
-    expect(error.details).toMatch(/^every target of "claude_smart" failed: anthropic\/claude-sonnet-4-5: .*; gemini\/gemini-2.5-pro: /);
+    expect(error.details).toMatch(/^every target of "claude_smart" failed: anthropic\/claude-sonnet-5: .*; gemini\/gemini-2.5-pro: /);
   });
 });
 
@@ -116,7 +116,7 @@ describe('mid-stream failure', () => {
     expect(result.done).toBeUndefined();
     expect(result.error).toBeInstanceOf(ClientError);
     expect(result.error.code).toBe(Status.UNAVAILABLE);
-    expect(result.error.details).toMatch(/^the stream from anthropic\/claude-sonnet-4-5 broke after 11 characters/);
+    expect(result.error.details).toMatch(/^the stream from anthropic\/claude-sonnet-5 broke after 11 characters/);
     // No second provider was asked to start over mid-answer.
     expect(provider.fakes.gemini.requests).toHaveLength(0);
   });

@@ -19,7 +19,7 @@ beforeEach(() => {
 });
 
 const vendors = [
-  { alias: 'claude', vendor: 'anthropic', model: 'claude-sonnet-4-5', price: { input: 3, output: 15 } },
+  { alias: 'claude', vendor: 'anthropic', model: 'claude-sonnet-5', price: { input: 3, output: 15 } },
   { alias: 'gemini', vendor: 'gemini', model: 'gemini-2.5-flash', price: { input: 0.3, output: 2.5 } },
   { alias: 'openai', vendor: 'openai', model: 'gpt-4o-mini', price: { input: 0.15, output: 0.6 } },
 ] as const;
@@ -81,7 +81,7 @@ describe('the mock provider', () => {
 describe('aliases and presets', () => {
   it('takes max tokens and temperature from the preset unless the request sets them', async () => {
     await provider.client.complete({ messages: [userMessage('a')], model: 'claude_smart', preset: 'analysis' });
-    expect(provider.fakes.anthropic.requests[0]!.body).toMatchObject({ max_tokens: 1024, temperature: 0.1, model: 'claude-sonnet-4-5' });
+    expect(provider.fakes.anthropic.requests[0]!.body).toMatchObject({ max_tokens: 1024, temperature: 0.1, model: 'claude-sonnet-5' });
     await provider.client.complete({ messages: [userMessage('b')], model: 'claude_smart', preset: 'analysis', maxTokens: 50 });
     expect(provider.fakes.anthropic.requests[1]!.body).toMatchObject({ max_tokens: 50, temperature: 0.1 });
     await provider.client.complete({ messages: [userMessage('c')] });
@@ -93,7 +93,7 @@ describe('aliases and presets', () => {
     expect(listing.offline).toBe(false);
     expect(listing.aliases.find((alias) => alias.name === 'claude_smart')).toEqual({
       name: 'claude_smart',
-      targets: ['anthropic/claude-sonnet-4-5', 'gemini/gemini-2.5-pro'],
+      targets: ['anthropic/claude-sonnet-5', 'gemini/gemini-2.5-pro'],
       presets: ['chat', 'analysis'],
     });
     expect(listing.providers.map((entry) => [entry.name, entry.configured, entry.breakerState])).toEqual([
@@ -169,9 +169,9 @@ describe('metrics', () => {
     provider.fakes.anthropic.script({ usage: { inputTokens: 1_000_000, outputTokens: 0 } });
     await provider.client.complete({ messages: [userMessage('cost me')], model: 'claude' });
     const text = await provider.metrics();
-    expect(text).toMatch(/gen_ai_client_token_usage_count\{gen_ai_operation_name="chat",gen_ai_provider_name="anthropic",gen_ai_request_model="claude-sonnet-4-5",gen_ai_response_model="claude-sonnet-4-5",gen_ai_token_type="input"\} \d+/);
+    expect(text).toMatch(/gen_ai_client_token_usage_count\{gen_ai_operation_name="chat",gen_ai_provider_name="anthropic",gen_ai_request_model="claude-sonnet-5",gen_ai_response_model="claude-sonnet-5",gen_ai_token_type="input"\} \d+/);
     expect(text).toMatch(/gen_ai_client_operation_duration_seconds_count\{[^}]*gen_ai_provider_name="anthropic"[^}]*\} \d+/);
-    const cost = /elexirion_provider_cost_usd_total\{provider="anthropic",model="claude-sonnet-4-5"\} ([\d.]+)/.exec(text);
+    const cost = /elexirion_provider_cost_usd_total\{provider="anthropic",model="claude-sonnet-5"\} ([\d.]+)/.exec(text);
     expect(Number(cost?.[1])).toBeGreaterThanOrEqual(3);
   });
 

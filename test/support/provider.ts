@@ -44,11 +44,11 @@ export function testProviderConfig(overrides: Partial<Record<'anthropic' | 'gemi
     default_alias: 'claude_smart',
     aliases: {
       claude_smart: {
-        targets: ['anthropic/claude-sonnet-4-5', 'gemini/gemini-2.5-pro'],
+        targets: ['anthropic/claude-sonnet-5', 'gemini/gemini-2.5-pro'],
         default_preset: 'chat',
         presets: { chat: { max_tokens: 256, temperature: 0.5 }, analysis: { max_tokens: 1024, temperature: 0.1 } },
       },
-      claude: { targets: ['anthropic/claude-sonnet-4-5'] },
+      claude: { targets: ['anthropic/claude-sonnet-5'] },
       gemini: { targets: ['gemini/gemini-2.5-flash'] },
       openai: { targets: ['openai/gpt-4o-mini'] },
       mock: { targets: ['mock/mock'] },
@@ -60,7 +60,7 @@ export function testProviderConfig(overrides: Partial<Record<'anthropic' | 'gemi
       mock: settings(overrides.mock),
     },
     prices: {
-      'anthropic/claude-sonnet-4-5': { input: 3, output: 15 },
+      'anthropic/claude-sonnet-5': { input: 3, output: 15 },
       'gemini/gemini-2.5-pro': { input: 1.25, output: 10 },
       'gemini/gemini-2.5-flash': { input: 0.3, output: 2.5 },
       'openai/gpt-4o-mini': { input: 0.15, output: 0.6 },

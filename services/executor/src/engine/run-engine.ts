@@ -248,7 +248,10 @@ export class RunEngine {
         durationMs: Math.round(performance.now() - started),
       });
     } catch (caught) {
-      const error = this.stepError(caught, name, pipelineName, context, stepLimit.timedOut, stepTimeout);
+      // The provider may answer DEADLINE_EXCEEDED a moment before our own timer fires: it is
+      // still this step's timeout.
+      const deadlineHit = caught instanceof ClientError && caught.code === Status.DEADLINE_EXCEEDED && stepTimeout !== undefined && performance.now() >= started + stepTimeout - 50;
+      const error = this.stepError(caught, name, pipelineName, context, stepLimit.timedOut || deadlineHit, stepTimeout);
       const failed = { ...base, status: 'failed', error: error.details, durationMs: Math.round(performance.now() - started) };
       context.results.push(failed);
       emit?.({ stepFailed: { step: name, code: Status[error.code], message: error.details } });
