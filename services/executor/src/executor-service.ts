@@ -78,21 +78,30 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
   });
   const admission = new ConcurrencyLimiter({ maxConcurrency: config.EXECUTOR_MAX_CONCURRENT_RUNS, maxQueue: config.EXECUTOR_MAX_QUEUED_RUNS });
 
+  /** Loads a named or inline pipeline; a bad one throws PipelineError (with every problem). */
+  async function loadChecked(request: { pipeline: string; inlineYaml: string }): Promise<LoadedPipeline> {
+    if (request.inlineYaml) {
+      if (request.pipeline) throw invalid('pipeline and inline_yaml: give one, not both');
+      return loader.loadInline(request.inlineYaml);
+    }
+    if (!request.pipeline) throw invalid('pipeline: name a pipeline or give inline_yaml');
+    if (!PIPELINE_NAME.test(request.pipeline)) {
+      throw invalid(`pipeline: "${request.pipeline.slice(0, 80)}" is not a pipeline name (lowercase letters, digits, _ and -, at most 64)`);
+    }
+    return loader.loadNamed(request.pipeline);
+  }
+
+  function loadFailure(error: unknown): unknown {
+    if (error instanceof PipelineNotFoundError) return new ServerError(Status.NOT_FOUND, error.message);
+    if (error instanceof PipelineError) return invalid(error.message);
+    return error;
+  }
+
   async function load(request: { pipeline: string; inlineYaml: string }): Promise<LoadedPipeline> {
     try {
-      if (request.inlineYaml) {
-        if (request.pipeline) throw invalid('pipeline and inline_yaml: give one, not both');
-        return await loader.loadInline(request.inlineYaml);
-      }
-      if (!request.pipeline) throw invalid('pipeline: name a pipeline or give inline_yaml');
-      if (!PIPELINE_NAME.test(request.pipeline)) {
-        throw invalid(`pipeline: "${request.pipeline.slice(0, 80)}" is not a pipeline name (lowercase letters, digits, _ and -, at most 64)`);
-      }
-      return await loader.loadNamed(request.pipeline);
+      return await loadChecked(request);
     } catch (error) {
-      if (error instanceof PipelineNotFoundError) throw new ServerError(Status.NOT_FOUND, error.message);
-      if (error instanceof PipelineError) throw invalid(error.message);
-      throw error;
+      throw loadFailure(error);
     }
   }
 
@@ -235,24 +244,15 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
 
     async validate(request) {
       try {
-        const loaded = await load(request);
+        const loaded = await loadChecked(request);
         return { valid: true, problems: [], summary: summary(loaded.name, loaded) };
       } catch (error) {
-        if (error instanceof ServerError && error.code === Status.INVALID_ARGUMENT) {
-          // Re-load to get the structured problems (load() flattens them into the message).
-          try {
-            request.inlineYaml ? await loader.loadInline(request.inlineYaml) : await loader.loadNamed(request.pipeline);
-          } catch (inner) {
-            if (inner instanceof PipelineError) {
-              return {
-                valid: false,
-                problems: inner.problems.map((problem) => ({ file: problem.file, line: problem.line ?? 0, column: problem.column ?? 0, message: problem.message })),
-                summary: undefined,
-              };
-            }
-          }
-        }
-        throw error;
+        if (!(error instanceof PipelineError)) throw loadFailure(error);
+        return {
+          valid: false,
+          problems: error.problems.map((problem) => ({ file: problem.file, line: problem.line ?? 0, column: problem.column ?? 0, message: problem.message })),
+          summary: undefined,
+        };
       }
     },
 
