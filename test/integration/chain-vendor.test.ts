@@ -4,7 +4,7 @@ import { startNats, type NatsServer } from '../support/nats.js';
 import { stopAll } from '../support/processes.js';
 import { startStack, type Stack } from '../support/stack.js';
 
-const KEY = 'sk-ant-chain-test-0a1b2c3d4e5f';
+const KEY = 'fake-anthropic-chain-test-0a1b2c3d4e5f';
 
 describe('the whole chain with ANTHROPIC_BASE_URL pointed at a Messages-API server', () => {
   let nats: NatsServer;

@@ -11,7 +11,7 @@ import { spawnNode, waitServing, type Spawned } from './processes.js';
 
 /** Keys the fakes insist on; a test asserts none of them ever shows up in logs or answers. */
 export const TEST_KEYS = {
-  anthropic: 'sk-ant-test-5f1c9e2a7b3d4c6e8f0a1b2c',
+  anthropic: 'fake-anthropic-test-5f1c9e2a7b3d4c6e8f0a1b2c',
   gemini: 'gemini-test-key-7d2e4f6a8b0c1d3e5f7a9b',
   openai: 'sk-openai-test-3a5c7e9b1d2f4a6c8e0b2d4f',
 };

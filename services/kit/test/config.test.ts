@@ -111,7 +111,7 @@ describe('parseEnv', () => {
   });
 
   it('never puts the value of a secret-looking variable in the error, but still names it', () => {
-    const secret = 'sk-ant-short-but-very-secret';
+    const secret = 'fake-anthropic-short-but-very-secret';
     const error = configErrorOf(() => parseEnv(schema, { ANTHROPIC_API_KEY: secret, WORKER_COUNT: '2', PIPELINE_DIR: '/p' }));
     expect(error.message).toContain('ANTHROPIC_API_KEY');
     expect(error.message).toContain('value hidden');

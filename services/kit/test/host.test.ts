@@ -215,7 +215,7 @@ describe('startHost', () => {
       configSchema: z.object({ ANTHROPIC_API_KEY: z.string().min(40), PROVIDER_RETRIES: z.coerce.number().int() }),
       create: () => ({ implementation: implement<proto.ProviderServiceImplementation>(proto.ProviderDefinition, { complete: async () => ({}) }) }),
     });
-    const env = await hostEnv({ GATEWAY_GRPC_PORT: 'abc', ANTHROPIC_API_KEY: 'sk-ant-too-short-secret', PROVIDER_RETRIES: 'lots' });
+    const env = await hostEnv({ GATEWAY_GRPC_PORT: 'abc', ANTHROPIC_API_KEY: 'fake-anthropic-too-short-secret', PROVIDER_RETRIES: 'lots' });
     const error = await startHost([withConfig], { env }).catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(ConfigError);
     const message = (error as ConfigError).message;
@@ -224,7 +224,7 @@ describe('startHost', () => {
     expect(message).toContain('PROVIDER_RETRIES');
     expect(message).toContain('"lots"');
     expect(message).toContain('ANTHROPIC_API_KEY');
-    expect(message).not.toContain('sk-ant-too-short-secret');
+    expect(message).not.toContain('fake-anthropic-too-short-secret');
     // Nothing was left listening: the same ports start cleanly once the environment is fixed.
     const fixed = { ...env, GATEWAY_GRPC_PORT: undefined, ANTHROPIC_API_KEY: 'k'.repeat(40), PROVIDER_RETRIES: '2' };
     hosts.push(await startHost([withConfig], { env: fixed }));
