@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { callOptions, defineService, proto, statusNameOf, type ServiceContext } from '@elexirion/kit';
+import { PIPELINE_NAME, callOptions, defineService, proto, statusNameOf, type ServiceContext } from '@elexirion/kit';
 
 export const agentConfigSchema = z.object({
-  AGENT_DEFAULT_PIPELINE: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, 'expected a pipeline name').default('general'),
+  AGENT_DEFAULT_PIPELINE: z.string().regex(PIPELINE_NAME, 'expected a pipeline name').default('general'),
 });
 export type AgentConfig = z.infer<typeof agentConfigSchema>;
 

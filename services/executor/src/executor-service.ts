@@ -16,7 +16,7 @@ import {
 } from '@elexirion/kit';
 import type { CallContext } from 'nice-grpc-common';
 import { RunEngine, type RunRequest, type RunResult } from './engine/run-engine.js';
-import { PipelineError, PipelineLoader, PipelineNotFoundError, formatProblem, type LoadedPipeline } from './pipeline/loader.js';
+import { PipelineError, PipelineLoader, PipelineNotFoundError, countSteps, formatProblem, type LoadedPipeline } from './pipeline/loader.js';
 import { PIPELINE_NAME } from './pipeline/schema.js';
 import { CheckpointStore, type RunCheckpoint } from './state/checkpoint-store.js';
 import { PromptRegistry } from './state/prompt-registry.js';
@@ -281,10 +281,6 @@ function asServerError(error: unknown, pipeline: string): ServerError {
 
 function stringInputs(inputs: Record<string, unknown>): Record<string, string> {
   return Object.fromEntries(Object.entries(inputs).map(([key, value]) => [key, typeof value === 'string' ? value : JSON.stringify(value)]));
-}
-
-function countSteps(steps: { type: string; steps?: unknown }[]): number {
-  return steps.reduce((sum, step) => sum + 1 + (Array.isArray(step.steps) ? countSteps(step.steps as { type: string }[]) : 0), 0);
 }
 
 export const executorService = defineService({

@@ -1,7 +1,6 @@
-import { ServerError, Status } from '@elexirion/kit';
+import { PIPELINE_NAME, ServerError, Status } from '@elexirion/kit';
 
 export const MAX_MESSAGE_CHARS = 100_000;
-const PIPELINE_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 
 export function invalid(message: string): ServerError {
   return new ServerError(Status.INVALID_ARGUMENT, message);

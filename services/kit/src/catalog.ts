@@ -18,6 +18,9 @@ export const serviceCatalog = {
 export type ServiceName = keyof typeof serviceCatalog;
 export type ServiceDefinitionOf<N extends ServiceName> = (typeof serviceCatalog)[N]['definition'];
 
+/** A pipeline name: a file stem in the pipelines folder, so no name can escape it. */
+export const PIPELINE_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+
 export const serviceNames = Object.keys(serviceCatalog) as ServiceName[];
 
 export function isServiceName(value: string): value is ServiceName {

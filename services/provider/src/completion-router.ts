@@ -157,14 +157,19 @@ export class CompletionRouter {
         attempts += made;
         return this.finish(plan, target, value, attempts, failedTargets, started);
       } catch (error) {
-        if (!(error instanceof TargetFailure)) throw error;
-        attempts += error.attempts;
-        this.stopIfFinal(error, until);
-        failedTargets.push(`${targetName(target)}: ${error.message}`);
-        last = error;
+        last = this.targetFailed(error, until, failedTargets);
+        attempts += last.attempts;
       }
     }
     throw this.exhausted(plan, failedTargets, last);
+  }
+
+  /** Books a target that could not serve, or rethrows what ends the whole call. */
+  private targetFailed(error: unknown, until: number, failedTargets: string[]): TargetFailure {
+    if (!(error instanceof TargetFailure)) throw error;
+    this.stopIfFinal(error, until);
+    failedTargets.push(`${targetName(error.target)}: ${error.message}`);
+    return error;
   }
 
   /**
@@ -195,11 +200,8 @@ export class CompletionRouter {
         attempts += made;
         opened = value;
       } catch (error) {
-        if (!(error instanceof TargetFailure)) throw error;
-        attempts += error.attempts;
-        this.stopIfFinal(error, until);
-        failedTargets.push(`${targetName(target)}: ${error.message}`);
-        last = error;
+        last = this.targetFailed(error, until, failedTargets);
+        attempts += last.attempts;
         continue;
       }
       let delivered = 0;

@@ -338,7 +338,7 @@ function* walkSteps(steps: Step[], base: (string | number)[]): Generator<{ step:
   }
 }
 
-function countSteps(steps: Step[]): number {
+export function countSteps(steps: Step[]): number {
   return [...walkSteps(steps, [])].length;
 }
 

@@ -1,3 +1,4 @@
+import { PIPELINE_NAME } from '@elexirion/kit';
 import { z } from 'zod';
 
 /**
@@ -16,7 +17,7 @@ const duration = z
   .describe('A duration: milliseconds as a number, or "500ms", "30s", "2m", "1h" (at most about 24 days).');
 
 export const STEP_NAME = /^[A-Za-z_][\w-]*$/;
-export const PIPELINE_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+export { PIPELINE_NAME };
 
 const stepName = z.string().regex(STEP_NAME, 'expected a step name of letters, digits, _ and - (not starting with a digit or -)');
 

@@ -43,8 +43,9 @@ export interface PromptRegistryOptions {
 }
 
 export const DEFAULT_PROMPT_BUCKET = 'elexirion_prompts';
-export const PIPELINE_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
-export const STEP_NAME = /^[A-Za-z_][\w-]*$/;
+import { PIPELINE_NAME, STEP_NAME } from '../pipeline/schema.js';
+
+export { PIPELINE_NAME, STEP_NAME };
 
 /** `publish` or `remove` was given something that is not a valid prompt entry. */
 export class InvalidPromptEntryError extends Error {
