@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# npm run bench [-- --quick ...]: set-up as for the tests, Debian's Chromium for the PNG chart
+# npm run bench [-- --quick ...] (or bench:profile): set-up as for the tests, Debian's Chromium for the PNG chart
 # when absent (as root), then the harness (bench/README.md).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -11,4 +11,7 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
 fi
 # Thousands of connections in flight need more than the default 1024 descriptors.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-exec node --disable-warning=ExperimentalWarning --import ./bench/src/ts-hooks.mjs bench/src/main.ts "$@"
+entry=bench/src/main.ts
+# npm run bench:profile: the CPU profile of the chain under load (bench/src/profile.ts).
+if [ "${1:-}" = --profile ]; then shift; entry=bench/src/profile.ts; fi
+exec node --disable-warning=ExperimentalWarning --import ./bench/src/ts-hooks.mjs "$entry" "$@"
