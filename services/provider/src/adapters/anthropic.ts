@@ -3,6 +3,7 @@ import type { ProviderName } from '../provider-config.js';
 import { UpstreamError } from '../upstream-error.js';
 import { classifySdkError } from './classify.js';
 import { jsonInstruction, type AdapterResult, type FinishReason, type LlmAdapter, type NormalizedRequest, type StreamEvent } from './types.js';
+import { createUpstreamFetch } from './upstream-fetch.js';
 
 const ERROR_CLASSES = {
   APIError: Anthropic.APIError,
@@ -37,6 +38,7 @@ export class AnthropicAdapter implements LlmAdapter {
       ...(options.baseUrl ? { baseURL: options.baseUrl } : {}),
       maxRetries: 0,
       timeout: options.timeoutMs,
+      fetch: createUpstreamFetch(),
     });
   }
 

@@ -3,6 +3,7 @@ import type { ProviderName } from '../provider-config.js';
 import { UpstreamError } from '../upstream-error.js';
 import { classifySdkError } from './classify.js';
 import type { AdapterResult, FinishReason, LlmAdapter, NormalizedRequest, StreamEvent } from './types.js';
+import { createUpstreamFetch } from './upstream-fetch.js';
 
 function finishReason(reason: string | undefined): FinishReason {
   switch (reason) {
@@ -39,6 +40,7 @@ export class GeminiAdapter implements LlmAdapter {
         timeout: options.timeoutMs,
         // Retries are the provider service's, with its backoff, deadline and breaker.
         retryOptions: { attempts: 1 },
+        fetch: createUpstreamFetch(),
       },
     });
   }

@@ -3,6 +3,7 @@ import type { ProviderName } from '../provider-config.js';
 import { UpstreamError } from '../upstream-error.js';
 import { classifySdkError } from './classify.js';
 import type { AdapterResult, FinishReason, LlmAdapter, NormalizedRequest, StreamEvent } from './types.js';
+import { createUpstreamFetch } from './upstream-fetch.js';
 
 const ERROR_CLASSES = {
   APIError: OpenAI.APIError,
@@ -39,6 +40,7 @@ export class OpenAiAdapter implements LlmAdapter {
       ...(options.baseUrl ? { baseURL: options.baseUrl } : {}),
       maxRetries: 0,
       timeout: options.timeoutMs,
+      fetch: createUpstreamFetch(),
     });
   }
 
