@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { TelemetryEvent } from './generated/elexirion/v1/telemetry.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
-import { redactSecrets, redactSecretsDeep } from './secrets.js';
+import { containsSecret, redactSecrets, redactSecretsDeep } from './secrets.js';
 import { traceIds } from './tracing.js';
 
 export const EVENT_SUBJECT_PREFIX = 'elexirion.events';
@@ -44,6 +44,11 @@ interface PendingEvent {
   service: string;
   event: TelemetryEvent;
   trace: Record<string, string>;
+}
+
+/** Per subject: its publish counter, resolved once (prom-client hashes labels on every `inc`). */
+interface SubjectCounter {
+  inc(): void;
 }
 
 /**
@@ -92,8 +97,9 @@ export class EventPublisher {
     const { traceId, spanId } = traceIds();
     const trace: Record<string, string> = {};
     propagation.inject(context.active(), trace);
+    // Secrets are looked for in the encoded bytes at flush time, where it costs one scan.
     const event: TelemetryEvent = TelemetryEvent.fromPartial({
-      ...redactSecretsDeep(fields),
+      ...fields,
       eventId: randomUUID(),
       service,
       kind,
@@ -102,8 +108,20 @@ export class EventPublisher {
       spanId,
     });
     this.queue.push({ subject: eventSubject(service, kind), kind, service, event, trace });
-    this.options.metrics.eventsQueued.set(this.queue.length);
+    // While connected the queue empties on the next turn; the gauge matters while it cannot.
+    if (!this.connected) this.options.metrics.eventsQueued.set(this.queue.length);
     this.scheduleFlush();
+  }
+
+  private readonly publishedCounters = new Map<string, SubjectCounter>();
+
+  private publishedCounter(pending: PendingEvent): SubjectCounter {
+    let counter = this.publishedCounters.get(pending.subject);
+    if (!counter) {
+      counter = this.options.metrics.eventsPublished.labels({ service: pending.service, kind: pending.kind });
+      this.publishedCounters.set(pending.subject, counter);
+    }
+    return counter;
   }
 
   private scheduleFlush(): void {
@@ -122,12 +140,14 @@ export class EventPublisher {
     for (const pending of batch) {
       try {
         const messageHeaders = headers();
-        for (const [key, value] of Object.entries(pending.trace)) messageHeaders.set(key, value);
-        // JetStream drops a duplicate of the same id within its window.
-        messageHeaders.set('Nats-Msg-Id', pending.event.eventId);
-        const payload = TelemetryEvent.encode(pending.event).finish();
+        for (const key in pending.trace) messageHeaders.set(key, pending.trace[key]!);
+        // No Nats-Msg-Id: a core publish is never retried, so JetStream would keep a dedupe
+        // entry per event (minutes of them) for nothing.
+        let payload = TelemetryEvent.encode(pending.event).finish();
+        // A protobuf string is its UTF-8 bytes, so a secret in any field shows up in the payload.
+        if (containsSecret(payload)) payload = TelemetryEvent.encode(redactSecretsDeep(pending.event)).finish();
         connection.publish(pending.subject, payload, { headers: messageHeaders });
-        this.options.metrics.eventsPublished.inc({ service: pending.service, kind: pending.kind });
+        this.publishedCounter(pending).inc();
       } catch (error) {
         this.options.metrics.eventsDropped.inc({ reason: 'publish_error' });
         this.options.logger.debug({ err: error, subject: pending.subject }, 'telemetry event dropped');

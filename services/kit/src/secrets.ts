@@ -3,12 +3,23 @@
  * API keys). Whatever reads a secret registers it here; `redactSecrets` scrubs text on its way out.
  */
 const secretValues = new Set<string>();
+let secretBytes: Buffer[] = [];
 const MIN_SECRET_LENGTH = 6; // shorter values would scrub ordinary words
 
 export const REDACTED = '[redacted]';
 
 export function registerSecret(value: string | undefined): void {
-  if (value && value.length >= MIN_SECRET_LENGTH) secretValues.add(value);
+  if (value && value.length >= MIN_SECRET_LENGTH && !secretValues.has(value)) {
+    secretValues.add(value);
+    secretBytes = [...secretValues].map((secret) => Buffer.from(secret, 'utf8'));
+  }
+}
+
+/** Whether encoded bytes (UTF-8 text, a protobuf message) hold a registered secret verbatim. */
+export function containsSecret(bytes: Uint8Array): boolean {
+  if (secretBytes.length === 0) return false;
+  const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return secretBytes.some((secret) => view.includes(secret));
 }
 
 export function redactSecrets(text: string): string {
