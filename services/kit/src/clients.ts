@@ -25,7 +25,7 @@ import { openTelemetryClientMiddleware } from 'nice-grpc-opentelemetry';
 import { serviceCatalog, type ServiceDefinitionOf, type ServiceName } from './catalog.js';
 import { DEADLINE_METADATA_KEY, TIMEOUT_METADATA_KEY, deadlinePropagationMiddleware, mergeDeadline } from './deadline.js';
 import { clientObservabilityMiddleware, type Metrics } from './metrics.js';
-import { traceContextMiddleware } from './tracing.js';
+import { spansRecorded, traceContextMiddleware } from './tracing.js';
 
 /** The typed client of a service; the same interface whether the service is local or remote. */
 export type ServiceClient<N extends ServiceName> = Client<ServiceDefinitionOf<N>, DeadlineOptions>;
@@ -98,12 +98,15 @@ export class ServiceClients {
     const local = this.options.local.get(name);
     const transport = local ? 'in_process' : 'grpc';
     // composeClientMiddleware(inner, outer): the second runs first. Outermost to innermost:
-    // tracing (a client span over gRPC; in-process, only the context), metrics, deadline
-    // propagation (needs the deadline option), deadline enforcement.
-    const middleware = composeClientMiddleware(
+    // tracing (a client span over gRPC; in-process, only the context for the callee's span, and
+    // nothing when spans are not recorded), metrics, deadline propagation (needs the deadline
+    // option), deadline enforcement.
+    const observed = composeClientMiddleware(
       composeClientMiddleware(deadlineMiddleware, deadlinePropagationMiddleware),
-      composeClientMiddleware(clientObservabilityMiddleware(this.options.caller, transport, this.options.metrics), local ? traceContextMiddleware : openTelemetryClientMiddleware()),
+      clientObservabilityMiddleware(this.options.caller, transport, this.options.metrics),
     );
+    const tracing = local ? (spansRecorded() ? traceContextMiddleware : undefined) : openTelemetryClientMiddleware();
+    const middleware = tracing ? composeClientMiddleware(observed, tracing) : observed;
     if (local) return createInProcessClient(definition, local, middleware) as ServiceClient<N>;
     return createClientFactory()
       .use(middleware)
@@ -244,12 +247,19 @@ function startServerSide(options: CallOptions): { context: CallContext; end(canc
   metadata.delete(DEADLINE_METADATA_KEY);
   const at = mergeDeadline(Infinity, timeout);
   if (Number.isFinite(at)) metadata.set(DEADLINE_METADATA_KEY, String(Math.round(at)));
+  // Header and trailer are made on first use: most handlers never touch them.
+  let header: Metadata | undefined;
+  let trailer: Metadata | undefined;
   const context: CallContext = {
     metadata,
     peer: 'in-process',
-    header: Metadata(),
+    get header() {
+      return (header ??= Metadata());
+    },
     sendHeader() {},
-    trailer: Metadata(),
+    get trailer() {
+      return (trailer ??= Metadata());
+    },
     signal: controller.signal,
   };
   return {

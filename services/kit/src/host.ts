@@ -15,7 +15,7 @@ import { EventPublisher, serviceEvents, type ServiceEvents } from './events.js';
 import { descriptorSetBase64 } from './generated/descriptor-set.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics, serverObservabilityMiddleware } from './metrics.js';
-import { initTracing } from './tracing.js';
+import { initTracing, spansRecorded } from './tracing.js';
 
 /** What a service gets from the host it runs in. */
 export interface ServiceContext<Config> {
@@ -121,10 +121,8 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
     // Dependency order: each service's local dependencies exist before it is created.
     for (const module of ordered) {
       const serviceLogger = logger.child({ service: module.name });
-      const middleware = composeServerMiddleware(
-        openTelemetryServerMiddleware(),
-        composeServerMiddleware(serverObservabilityMiddleware(module.name, metrics, serviceLogger), errorMappingMiddleware(serviceLogger)),
-      );
+      const observedMiddleware = composeServerMiddleware(serverObservabilityMiddleware(module.name, metrics, serviceLogger), errorMappingMiddleware(serviceLogger));
+      const middleware = composeServerMiddleware(openTelemetryServerMiddleware(), observedMiddleware);
       const clients = new ServiceClients({
         caller: module.name,
         addresses: config.addresses,
@@ -142,7 +140,7 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
         events: serviceEvents(events, module.name),
         metrics,
       });
-      local.set(module.name, { implementation: instance.implementation, serverMiddleware: middleware });
+      local.set(module.name, { implementation: instance.implementation, serverMiddleware: spansRecorded() ? middleware : observedMiddleware });
       instances.push({ name: module.name, instance, middleware });
       grpc.with(middleware).add(serviceCatalog[module.name].definition, instance.implementation);
     }

@@ -16,6 +16,16 @@ export interface Tracing {
 }
 
 let active: NodeTracerProvider | undefined;
+let recording = false;
+
+/**
+ * Whether spans are recorded and exported. When they are not, calls between services hosted in
+ * one process start no span of their own: the callee runs in the caller's async context, so its
+ * logs and events keep the caller's trace, and the hop costs no span machinery.
+ */
+export function spansRecorded(): boolean {
+  return recording;
+}
 
 /**
  * Registers the global tracer provider (AsyncLocalStorage context, W3C trace context propagator).
@@ -37,11 +47,13 @@ export function initTracing(options: TracingOptions): Tracing {
   });
   provider.register();
   active = provider;
+  recording = spanProcessors.length > 0;
   return {
     async shutdown() {
       await provider.shutdown();
       trace.disable();
       active = undefined;
+      recording = false;
     },
   };
 }
