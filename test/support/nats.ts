@@ -43,10 +43,10 @@ export async function collectEvents(url: string): Promise<{ events: ReceivedEven
   const subscription = connection.subscribe('elexirion.events.>');
   void (async () => {
     for await (const message of subscription) {
-      events.push({
-        subject: message.subject,
-        event: proto.TelemetryEvent.decode(message.data),
-        traceparent: message.headers?.get('traceparent') || undefined,
+      // One message is a batch; its traceparent header has one value per event, in order.
+      const traceparents = message.headers?.values('traceparent') ?? [];
+      proto.TelemetryEventBatch.decode(message.data).events.forEach((event, index) => {
+        events.push({ subject: message.subject, event, traceparent: traceparents[index] || undefined });
       });
     }
   })();

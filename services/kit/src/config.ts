@@ -45,6 +45,7 @@ export const hostConfigSchema = z.object({
   NATS_URL: z.string().regex(/^(nats|tls|ws|wss):\/\/\S+$/, 'expected a URL such as nats://127.0.0.1:4222').default('nats://127.0.0.1:4222'),
   TELEMETRY_EVENTS: boolFlag().default(true),
   TELEMETRY_QUEUE_MAX: z.coerce.number().int().min(1).max(1_000_000).default(10_000),
+  TELEMETRY_FLUSH_MS: z.coerce.number().int().min(1).max(10_000).default(20),
   TELEMETRY_STREAM: z.string().regex(/^[A-Za-z0-9_-]+$/, 'expected a JetStream stream name').default('ELEXIRION_EVENTS'),
   TELEMETRY_STREAM_MAX_AGE_HOURS: z.coerce.number().int().min(1).default(24 * 7),
   OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ error: 'expected a URL such as http://collector:4318' }).optional(),

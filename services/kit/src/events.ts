@@ -1,14 +1,15 @@
-import { context, propagation } from '@opentelemetry/api';
+import { isSpanContextValid, trace } from '@opentelemetry/api';
 import { connect, headers, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { DiscardPolicy, RetentionPolicy, StorageType, jetstreamManager } from '@nats-io/jetstream';
 import { randomUUID } from 'node:crypto';
-import { TelemetryEvent } from './generated/elexirion/v1/telemetry.js';
+import { TelemetryEvent, TelemetryEventBatch } from './generated/elexirion/v1/telemetry.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import { containsSecret, redactSecrets, redactSecretsDeep } from './secrets.js';
-import { traceIds } from './tracing.js';
 
 export const EVENT_SUBJECT_PREFIX = 'elexirion.events';
+/** Events queued that make a flush start without waiting for the interval. */
+const BATCH_MAX = 512;
 const CONNECT_RETRY_MS = 1_000;
 
 export function eventSubject(service: string, kind: string): string {
@@ -31,6 +32,8 @@ export interface EventPublisherOptions {
   enabled: boolean;
   /** Events held while NATS is slow or down; past this, new events are dropped and counted. */
   queueMax: number;
+  /** How long events wait to be sent together; a full batch (`BATCH_MAX`) goes at once. */
+  flushIntervalMs: number;
   streamName: string;
   streamMaxAgeHours: number;
   connectionName: string;
@@ -43,18 +46,24 @@ interface PendingEvent {
   kind: string;
   service: string;
   event: TelemetryEvent;
-  trace: Record<string, string>;
+  /** W3C traceparent of the span active when it was published; empty outside any trace. */
+  traceparent: string;
 }
 
-/** Per subject: its publish counter, resolved once (prom-client hashes labels on every `inc`). */
-interface SubjectCounter {
-  inc(): void;
+/** Events of one subject waiting for the next flush. */
+interface SubjectBatch {
+  service: string;
+  kind: string;
+  events: TelemetryEvent[];
+  traceparents: string[];
 }
 
 /**
  * Publishes protobuf telemetry events to NATS without ever failing or slowing a request:
- * `publish` only queues (bounded); encoding and sending happen off the request path, in batches,
- * while connected. NATS being down, slow or absent costs dropped events, counted in
+ * `publish` only queues (bounded); encoding and sending happen off the request path, while
+ * connected, every `flushIntervalMs`: one TelemetryEventBatch message per subject with the
+ * events of that interval (per-event messages cost more CPU, in this process and in NATS, than
+ * the rest of the telemetry). NATS being down, slow or absent costs dropped events, counted in
  * `elexirion_telemetry_events_dropped_total`, never an error.
  */
 export class EventPublisher {
@@ -94,9 +103,9 @@ export class EventPublisher {
       this.options.metrics.eventsDropped.inc({ reason: 'queue_full' });
       return;
     }
-    const { traceId, spanId } = traceIds();
-    const trace: Record<string, string> = {};
-    propagation.inject(context.active(), trace);
+    const span = trace.getActiveSpan();
+    const spanContext = span?.spanContext();
+    const traced = spanContext !== undefined && isSpanContextValid(spanContext);
     // Secrets are looked for in the encoded bytes at flush time, where it costs one scan.
     const event: TelemetryEvent = TelemetryEvent.fromPartial({
       ...fields,
@@ -104,53 +113,65 @@ export class EventPublisher {
       service,
       kind,
       time: new Date(),
-      traceId,
-      spanId,
+      traceId: traced ? spanContext.traceId : '',
+      spanId: traced ? spanContext.spanId : '',
     });
-    this.queue.push({ subject: eventSubject(service, kind), kind, service, event, trace });
-    // While connected the queue empties on the next turn; the gauge matters while it cannot.
+    const traceparent = traced ? `00-${spanContext.traceId}-${spanContext.spanId}-0${spanContext.traceFlags & 1}` : '';
+    this.queue.push({ subject: eventSubject(service, kind), kind, service, event, traceparent });
+    // While connected the queue empties at the next flush; the gauge matters while it cannot.
     if (!this.connected) this.options.metrics.eventsQueued.set(this.queue.length);
     this.scheduleFlush();
   }
 
-  private readonly publishedCounters = new Map<string, SubjectCounter>();
-
-  private publishedCounter(pending: PendingEvent): SubjectCounter {
-    let counter = this.publishedCounters.get(pending.subject);
-    if (!counter) {
-      counter = this.options.metrics.eventsPublished.labels({ service: pending.service, kind: pending.kind });
-      this.publishedCounters.set(pending.subject, counter);
-    }
-    return counter;
-  }
+  private flushTimer: NodeJS.Timeout | undefined;
 
   private scheduleFlush(): void {
-    if (this.flushScheduled || !this.connected) return;
-    this.flushScheduled = true;
-    setImmediate(() => this.flush());
+    if (!this.connected) return;
+    if (this.queue.length >= BATCH_MAX) {
+      if (this.flushScheduled) return;
+      this.flushScheduled = true;
+      clearTimeout(this.flushTimer);
+      this.flushTimer = undefined;
+      setImmediate(() => this.flush());
+      return;
+    }
+    // unref: a queued event never keeps a process alive; close() sends what is left.
+    this.flushTimer ??= setTimeout(() => this.flush(), this.options.flushIntervalMs).unref();
   }
 
   private flush(): void {
     this.flushScheduled = false;
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
     const connection = this.connection;
-    if (!connection || !this.connected) return;
-    const batch = this.queue;
+    if (!connection || !this.connected || this.queue.length === 0) return;
+    const queued = this.queue;
     this.queue = [];
     this.options.metrics.eventsQueued.set(0);
-    for (const pending of batch) {
+    const bySubject = new Map<string, SubjectBatch>();
+    for (const pending of queued) {
+      let batch = bySubject.get(pending.subject);
+      if (!batch) {
+        batch = { service: pending.service, kind: pending.kind, events: [], traceparents: [] };
+        bySubject.set(pending.subject, batch);
+      }
+      batch.events.push(pending.event);
+      batch.traceparents.push(pending.traceparent);
+    }
+    for (const [subject, batch] of bySubject) {
       try {
         const messageHeaders = headers();
-        for (const key in pending.trace) messageHeaders.set(key, pending.trace[key]!);
-        // No Nats-Msg-Id: a core publish is never retried, so JetStream would keep a dedupe
-        // entry per event (minutes of them) for nothing.
-        let payload = TelemetryEvent.encode(pending.event).finish();
+        for (const traceparent of batch.traceparents) messageHeaders.append('traceparent', traceparent);
+        let payload = TelemetryEventBatch.encode({ events: batch.events }).finish();
         // A protobuf string is its UTF-8 bytes, so a secret in any field shows up in the payload.
-        if (containsSecret(payload)) payload = TelemetryEvent.encode(redactSecretsDeep(pending.event)).finish();
-        connection.publish(pending.subject, payload, { headers: messageHeaders });
-        this.publishedCounter(pending).inc();
+        if (containsSecret(payload)) payload = TelemetryEventBatch.encode({ events: batch.events.map((event) => redactSecretsDeep(event)) }).finish();
+        // No Nats-Msg-Id: a core publish is never retried, so JetStream would keep a dedupe
+        // entry per message (minutes of them) for nothing.
+        connection.publish(subject, payload, { headers: messageHeaders });
+        this.options.metrics.eventsPublished.inc({ service: batch.service, kind: batch.kind }, batch.events.length);
       } catch (error) {
-        this.options.metrics.eventsDropped.inc({ reason: 'publish_error' });
-        this.options.logger.debug({ err: error, subject: pending.subject }, 'telemetry event dropped');
+        this.options.metrics.eventsDropped.inc({ reason: 'publish_error' }, batch.events.length);
+        this.options.logger.debug({ err: error, subject }, 'telemetry events dropped');
       }
     }
   }

@@ -92,6 +92,7 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
     url: config.NATS_URL,
     enabled: config.TELEMETRY_EVENTS,
     queueMax: config.TELEMETRY_QUEUE_MAX,
+    flushIntervalMs: config.TELEMETRY_FLUSH_MS,
     streamName: config.TELEMETRY_STREAM,
     streamMaxAgeHours: config.TELEMETRY_STREAM_MAX_AGE_HOURS,
     connectionName: `elexirion-${processName}-${process.pid}`,

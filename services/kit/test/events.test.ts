@@ -33,6 +33,7 @@ function publisher(url: string, overrides: Partial<EventPublisherOptions> = {}) 
     url,
     enabled: true,
     queueMax: 1_000,
+    flushIntervalMs: 5,
     streamName: 'ELEXIRION_EVENTS',
     streamMaxAgeHours: 1,
     connectionName: 'kit-events-test',
@@ -164,6 +165,50 @@ describe('EventPublisher with a real NATS', () => {
     }
   });
 
+  it('sends the events of one interval as one batch per subject, with one traceparent per event in order', async () => {
+    const nats = await startNats();
+    servers.push(nats);
+    const { publisher: events, metrics } = publisher(nats.url, { flushIntervalMs: 200 });
+    events.start();
+    expect(await events.waitUntilConnected(10_000)).toBe(true);
+    const connection = await connect({ servers: nats.url });
+    const messages: { subject: string; batch: proto.TelemetryEventBatch; traceparents: string[] }[] = [];
+    const subscription = connection.subscribe('elexirion.events.>', {
+      callback: (_error, message) =>
+        messages.push({ subject: message.subject, batch: proto.TelemetryEventBatch.decode(message.data), traceparents: message.headers?.values('traceparent') ?? [] }),
+    });
+    await connection.flush();
+    try {
+      const spans = ['first', 'second'].map((name) =>
+        tracer.startActiveSpan(name, (span) => {
+          events.publish('agent', 'job', { status: 'OK', agentJob: { jobId: name } });
+          span.end();
+          return span.spanContext();
+        }),
+      );
+      events.publish('agent', 'job', { status: 'OK', agentJob: { jobId: 'untraced' } });
+      events.publish('executor', 'run', { status: 'OK' });
+      await waitFor('both subjects', () => messages.length >= 2 && messages);
+      await new Promise((resolve) => setTimeout(resolve, 300)); // nothing else arrives
+      expect(messages).toHaveLength(2);
+      const jobs = messages.find((message) => message.subject === 'elexirion.events.agent.job')!;
+      expect(jobs.batch.events.map((event) => event.agentJob?.jobId)).toEqual(['first', 'second', 'untraced']);
+      expect(jobs.traceparents).toHaveLength(3);
+      spans.forEach((ids, index) => {
+        expect(jobs.traceparents[index]).toMatch(new RegExp(`^00-${ids.traceId}-${ids.spanId}-0[01]$`));
+        expect(jobs.batch.events[index]!.traceId).toBe(ids.traceId);
+      });
+      expect(jobs.traceparents[2]).toBe('');
+      const runs = messages.find((message) => message.subject === 'elexirion.events.executor.run')!;
+      expect(runs.batch.events).toHaveLength(1);
+      const published = (await metrics.eventsPublished.get()).values.find((value) => value.labels.kind === 'job');
+      expect(published?.value).toBe(3);
+    } finally {
+      subscription.unsubscribe();
+      await connection.close();
+    }
+  });
+
   it('creates the JetStream stream ELEXIRION_EVENTS on elexirion.events.> and the events land in it', async () => {
     const nats = await startNats();
     servers.push(nats);
@@ -177,11 +222,15 @@ describe('EventPublisher with a real NATS', () => {
       expect(info.config.subjects).toEqual(['elexirion.events.>']);
       events.publish('executor', 'run', { status: 'OK' });
       events.publish('executor', 'run', { status: 'ERROR' });
-      const stored = await eventually('two events in the stream', async () => {
+      const stored = await eventually('the batch in the stream', async () => {
         const current = await manager.streams.info('ELEXIRION_EVENTS');
-        return current.state.messages >= 2 ? current : undefined;
+        return current.state.messages >= 1 ? current : undefined;
       });
-      expect(stored.state.messages).toBe(2);
+      // Both were published within one flush interval: one message holds both.
+      expect(stored.state.messages).toBe(1);
+      const message = await manager.streams.getMessage('ELEXIRION_EVENTS', { seq: stored.state.first_seq });
+      expect(message?.subject).toBe('elexirion.events.executor.run');
+      expect(proto.TelemetryEventBatch.decode(message!.data).events.map((event) => event.status)).toEqual(['OK', 'ERROR']);
     } finally {
       await connection.close();
     }
