@@ -20,11 +20,12 @@ import {
   type MethodDescriptor,
   type ServerMiddleware,
 } from 'nice-grpc-common';
-import { deadlineMiddleware, type DeadlineOptions } from 'nice-grpc-client-middleware-deadline';
+import type { DeadlineOptions } from 'nice-grpc-client-middleware-deadline';
 import { openTelemetryClientMiddleware } from 'nice-grpc-opentelemetry';
 import { serviceCatalog, type ServiceDefinitionOf, type ServiceName } from './catalog.js';
-import { DEADLINE_METADATA_KEY, TIMEOUT_METADATA_KEY, deadlinePropagationMiddleware, mergeDeadline } from './deadline.js';
-import { clientObservabilityMiddleware, type Metrics } from './metrics.js';
+import { clientCallPolicy } from './call-policy.js';
+import { DEADLINE_METADATA_KEY, TIMEOUT_METADATA_KEY, mergeDeadline } from './deadline.js';
+import type { Metrics } from './metrics.js';
 import { spansRecorded, traceContextMiddleware } from './tracing.js';
 
 /** The typed client of a service; the same interface whether the service is local or remote. */
@@ -99,12 +100,8 @@ export class ServiceClients {
     const transport = local ? 'in_process' : 'grpc';
     // composeClientMiddleware(inner, outer): the second runs first. Outermost to innermost:
     // tracing (a client span over gRPC; in-process, only the context for the callee's span, and
-    // nothing when spans are not recorded), metrics, deadline propagation (needs the deadline
-    // option), deadline enforcement.
-    const observed = composeClientMiddleware(
-      composeClientMiddleware(deadlineMiddleware, deadlinePropagationMiddleware),
-      clientObservabilityMiddleware(this.options.caller, transport, this.options.metrics),
-    );
+    // nothing when spans are not recorded), then metrics and deadlines (clientCallPolicy).
+    const observed = clientCallPolicy(this.options.caller, transport, this.options.metrics);
     const tracing = local ? (spansRecorded() ? traceContextMiddleware : undefined) : openTelemetryClientMiddleware();
     const middleware = tracing ? composeClientMiddleware(observed, tracing) : observed;
     if (local) return createInProcessClient(definition, local, middleware) as ServiceClient<N>;

@@ -79,9 +79,18 @@ export function deadlineToMs(deadline: Deadline, now = Date.now()): number {
  */
 export const deadlinePropagationMiddleware: ClientMiddleware<{ deadline?: Deadline }> = async function* (call, options) {
   if (options.deadline === undefined) return yield* call.next(call.request, options);
-  const remaining = Math.floor(deadlineToMs(options.deadline));
-  if (remaining <= 0) throw new ClientError(call.method.path, Status.DEADLINE_EXCEEDED, 'Deadline exceeded before the call started');
-  const metadata = Metadata(options.metadata); // a copy: callers may reuse theirs
-  metadata.set(TIMEOUT_METADATA_KEY, String(remaining));
+  const { metadata } = budgetMetadata(call.method.path, options.deadline, options.metadata);
   return yield* call.next(call.request, { ...options, metadata });
 };
+
+/**
+ * A copy of `metadata` (callers may reuse theirs) carrying the budget left until `deadline` as
+ * `elexirion-timeout-ms`, and that budget in ms; DEADLINE_EXCEEDED when it is already spent.
+ */
+export function budgetMetadata(path: string, deadline: Deadline, metadata: Metadata | undefined): { metadata: Metadata; remainingMs: number } {
+  const remainingMs = Math.floor(deadlineToMs(deadline));
+  if (remainingMs <= 0) throw new ClientError(path, Status.DEADLINE_EXCEEDED, 'Deadline exceeded before the call started');
+  const copy = Metadata(metadata);
+  copy.set(TIMEOUT_METADATA_KEY, String(remainingMs));
+  return { metadata: copy, remainingMs };
+}

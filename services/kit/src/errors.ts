@@ -1,5 +1,5 @@
 import { isAbortError } from 'abort-controller-x';
-import { ClientError, ServerError, Status, type ServerMiddleware } from 'nice-grpc-common';
+import { ClientError, ServerError, Status, type CallContext } from 'nice-grpc-common';
 import type { Logger } from './logger.js';
 import { redactSecrets } from './secrets.js';
 import { traceIds } from './tracing.js';
@@ -10,31 +10,23 @@ export { ClientError, ServerError, Status } from 'nice-grpc-common';
 export const RETRY_PUSHBACK_KEY = 'grpc-retry-pushback-ms';
 
 /**
- * Server middleware that gives every failure a meaningful status: a downstream ClientError keeps
- * its code and details (INVALID_ARGUMENT from the executor reaches the gateway's caller as
- * INVALID_ARGUMENT), cancellation becomes CANCELLED, and anything unexpected is logged with its
- * stack and answered as INTERNAL without internals. Details never carry a secret.
+ * The status a server answers for a failure: a downstream ClientError keeps its code and details
+ * (INVALID_ARGUMENT from the executor reaches the gateway's caller as INVALID_ARGUMENT),
+ * cancellation becomes CANCELLED, and anything unexpected is logged with its stack and answered
+ * as INTERNAL without internals. Details never carry a secret.
  */
-export function errorMappingMiddleware(logger: Logger): ServerMiddleware {
-  return async function* errorMapping(call, context) {
-    try {
-      return yield* call.next(call.request, context);
-    } catch (error) {
-      if (error instanceof ServerError || error instanceof ClientError) {
-        // An UNAVAILABLE a handler answers (a downstream's, or every LLM target failing) is final
-        // here: without this, each hop's channel would retry it and multiply upstream attempts.
-        // Channels still retry UNAVAILABLE raised by the transport (connection refused, draining).
-        if (error.code === Status.UNAVAILABLE) context.trailer.set(RETRY_PUSHBACK_KEY, '-1');
-        throw new ServerError(error.code, redactSecrets(error.details));
-      }
-      if (isAbortError(error)) {
-        throw new ServerError(Status.CANCELLED, `${call.method.path} was cancelled by its caller`);
-      }
-      const { traceId } = traceIds();
-      logger.error({ err: error, method: call.method.path }, 'unhandled error in handler');
-      throw new ServerError(Status.INTERNAL, `internal error in ${call.method.path} (trace ${traceId || 'none'})`);
-    }
-  };
+export function mapServerError(error: unknown, path: string, context: Pick<CallContext, 'trailer'>, logger: Logger): ServerError {
+  if (error instanceof ServerError || error instanceof ClientError) {
+    // An UNAVAILABLE a handler answers (a downstream's, or every LLM target failing) is final
+    // here: without this, each hop's channel would retry it and multiply upstream attempts.
+    // Channels still retry UNAVAILABLE raised by the transport (connection refused, draining).
+    if (error.code === Status.UNAVAILABLE) context.trailer.set(RETRY_PUSHBACK_KEY, '-1');
+    return new ServerError(error.code, redactSecrets(error.details));
+  }
+  if (isAbortError(error)) return new ServerError(Status.CANCELLED, `${path} was cancelled by its caller`);
+  const { traceId } = traceIds();
+  logger.error({ err: error, method: path }, 'unhandled error in handler');
+  return new ServerError(Status.INTERNAL, `internal error in ${path} (trace ${traceId || 'none'})`);
 }
 
 /** The gRPC status name of a failure, for events and logs ("NOT_FOUND"; "INTERNAL" when unknown). */

@@ -10,11 +10,11 @@ import { serviceCatalog, serviceNames, type ServiceDefinitionOf, type ServiceNam
 import { ChannelPool, ServiceClients, type LocalService } from './clients.js';
 import { ConfigError, loadHostConfig, parseEnv, type HostConfig } from './config.js';
 import { deadlineServerInterceptor } from './deadline.js';
-import { errorMappingMiddleware } from './errors.js';
+import { serverCallPolicy } from './call-policy.js';
 import { EventPublisher, serviceEvents, type ServiceEvents } from './events.js';
 import { descriptorSetBase64 } from './generated/descriptor-set.js';
 import { createLogger, type Logger } from './logger.js';
-import { Metrics, serverObservabilityMiddleware } from './metrics.js';
+import { Metrics } from './metrics.js';
 import { initTracing, spansRecorded } from './tracing.js';
 
 /** What a service gets from the host it runs in. */
@@ -122,7 +122,7 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
     // Dependency order: each service's local dependencies exist before it is created.
     for (const module of ordered) {
       const serviceLogger = logger.child({ service: module.name });
-      const observedMiddleware = composeServerMiddleware(serverObservabilityMiddleware(module.name, metrics, serviceLogger), errorMappingMiddleware(serviceLogger));
+      const observedMiddleware = serverCallPolicy(module.name, metrics, serviceLogger);
       const middleware = composeServerMiddleware(openTelemetryServerMiddleware(), observedMiddleware);
       const clients = new ServiceClients({
         caller: module.name,

@@ -1,4 +1,5 @@
 // The service kit: everything the services share. It never imports a service.
+export * from './call-policy.js';
 export * from './catalog.js';
 export * from './clients.js';
 export * from './concurrency-limiter.js';

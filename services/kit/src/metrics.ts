@@ -1,7 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { ServerError, Status, type ClientMiddleware, type ServerMiddleware } from 'nice-grpc-common';
-import { ClientError } from 'nice-grpc-common';
-import { isAbortError } from 'abort-controller-x';
+import { Status } from 'nice-grpc-common';
 import type { Logger } from './logger.js';
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
@@ -65,50 +63,19 @@ export class Metrics {
   }
 }
 
-function statusOf(error: unknown): Status {
-  if (error instanceof ServerError || error instanceof ClientError) return error.code;
-  if (isAbortError(error)) return Status.CANCELLED;
-  return Status.UNKNOWN;
+/** Counts and times one RPC served (`grpc_server_*`); logs failures that are the server's fault. */
+export function recordServerCall(metrics: Metrics, logger: Logger, service: string, method: string, code: Status, elapsedMs: number): void {
+  metrics.serverHandled.inc({ service, grpc_method: method, grpc_code: Status[code] });
+  metrics.serverHandling.observe({ service, grpc_method: method }, elapsedMs / 1000);
+  if (code === Status.INTERNAL || code === Status.UNKNOWN || code === Status.DATA_LOSS) {
+    logger.error({ method, code: Status[code], ms: Math.round(elapsedMs) }, 'rpc failed');
+  } else {
+    logger.debug({ method, code: Status[code], ms: Math.round(elapsedMs) }, 'rpc handled');
+  }
 }
 
-/** Server middleware: counts and times every RPC, and logs failures that are the server's fault. */
-export function serverObservabilityMiddleware(service: string, metrics: Metrics, logger: Logger): ServerMiddleware {
-  return async function* observe(call, context) {
-    const started = performance.now();
-    let code = Status.OK;
-    try {
-      return yield* call.next(call.request, context);
-    } catch (error) {
-      code = statusOf(error);
-      throw error;
-    } finally {
-      const seconds = (performance.now() - started) / 1000;
-      const method = call.method.path;
-      metrics.serverHandled.inc({ service, grpc_method: method, grpc_code: Status[code] });
-      metrics.serverHandling.observe({ service, grpc_method: method }, seconds);
-      if (code === Status.INTERNAL || code === Status.UNKNOWN || code === Status.DATA_LOSS) {
-        logger.error({ method, code: Status[code], ms: Math.round(seconds * 1000) }, 'rpc failed');
-      } else {
-        logger.debug({ method, code: Status[code], ms: Math.round(seconds * 1000) }, 'rpc handled');
-      }
-    }
-  };
-}
-
-/** Client middleware: counts and times calls to other services. */
-export function clientObservabilityMiddleware(service: string, transport: 'grpc' | 'in_process', metrics: Metrics): ClientMiddleware {
-  return async function* observe(call, options) {
-    const started = performance.now();
-    let code = Status.OK;
-    try {
-      return yield* call.next(call.request, options);
-    } catch (error) {
-      code = statusOf(error);
-      throw error;
-    } finally {
-      const method = call.method.path;
-      metrics.clientHandled.inc({ service, grpc_method: method, grpc_code: Status[code], transport });
-      metrics.clientHandling.observe({ service, grpc_method: method, transport }, (performance.now() - started) / 1000);
-    }
-  };
+/** Counts and times one call to another service (`grpc_client_*`). */
+export function recordClientCall(metrics: Metrics, caller: string, method: string, transport: 'grpc' | 'in_process', code: Status, elapsedMs: number): void {
+  metrics.clientHandled.inc({ service: caller, grpc_method: method, grpc_code: Status[code], transport });
+  metrics.clientHandling.observe({ service: caller, grpc_method: method, transport }, elapsedMs / 1000);
 }
