@@ -2,7 +2,7 @@ import { isSpanContextValid, trace } from '@opentelemetry/api';
 import { connect, headers, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { DiscardPolicy, RetentionPolicy, StorageType, jetstreamManager } from '@nats-io/jetstream';
 import { randomUUID } from 'node:crypto';
-import { TelemetryEvent, TelemetryEventBatch } from './generated/elexirion/v1/telemetry.js';
+import { TelemetryEvent } from './generated/elexirion/v1/telemetry.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import { containsSecret, redactSecrets, redactSecretsDeep } from './secrets.js';
@@ -10,6 +10,28 @@ import { containsSecret, redactSecrets, redactSecretsDeep } from './secrets.js';
 export const EVENT_SUBJECT_PREFIX = 'elexirion.events';
 /** Events queued that make a flush start without waiting for the interval. */
 const BATCH_MAX = 512;
+/** NATS's default max_payload, for when the server's INFO is not known yet. */
+const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+/** Room for the message's header block beyond the traceparent lines. */
+const MESSAGE_OVERHEAD = 256;
+/** "traceparent: 00-<32>-<16>-01\r\n" */
+const TRACEPARENT_HEADER_BYTES = 72;
+
+/** One `events` entry of a TelemetryEventBatch: field 1, length-delimited, then the event. */
+function batchEntry(event: Uint8Array): Uint8Array {
+  const prefix = [0x0a];
+  for (let length = event.length; ; length >>>= 7) {
+    if (length < 0x80) {
+      prefix.push(length);
+      break;
+    }
+    prefix.push((length & 0x7f) | 0x80);
+  }
+  const entry = new Uint8Array(prefix.length + event.length);
+  entry.set(prefix, 0);
+  entry.set(event, prefix.length);
+  return entry;
+}
 const CONNECT_RETRY_MS = 1_000;
 
 export function eventSubject(service: string, kind: string): string {
@@ -158,21 +180,52 @@ export class EventPublisher {
       batch.events.push(pending.event);
       batch.traceparents.push(pending.traceparent);
     }
+    // NATS refuses a message over the server's max_payload (headers included), so a batch goes
+    // out in as many messages as it needs; one event too large on its own is dropped and counted.
+    const maxPayload = (connection.info?.max_payload ?? DEFAULT_MAX_PAYLOAD) - MESSAGE_OVERHEAD;
     for (const [subject, batch] of bySubject) {
-      try {
-        const messageHeaders = headers();
-        for (const traceparent of batch.traceparents) messageHeaders.append('traceparent', traceparent);
-        let payload = TelemetryEventBatch.encode({ events: batch.events }).finish();
-        // A protobuf string is its UTF-8 bytes, so a secret in any field shows up in the payload.
-        if (containsSecret(payload)) payload = TelemetryEventBatch.encode({ events: batch.events.map((event) => redactSecretsDeep(event)) }).finish();
-        // No Nats-Msg-Id: a core publish is never retried, so JetStream would keep a dedupe
-        // entry per message (minutes of them) for nothing.
-        connection.publish(subject, payload, { headers: messageHeaders });
-        this.options.metrics.eventsPublished.inc({ service: batch.service, kind: batch.kind }, batch.events.length);
-      } catch (error) {
-        this.options.metrics.eventsDropped.inc({ reason: 'publish_error' }, batch.events.length);
-        this.options.logger.debug({ err: error, subject }, 'telemetry events dropped');
-      }
+      let pieces: Uint8Array[] = [];
+      let traceparents: string[] = [];
+      let size = 0;
+      const send = () => {
+        if (pieces.length === 0) return;
+        this.publishBatch(connection, subject, batch, Buffer.concat(pieces, size), traceparents);
+        pieces = [];
+        traceparents = [];
+        size = 0;
+      };
+      batch.events.forEach((event, index) => {
+        let encoded = TelemetryEvent.encode(event).finish();
+        // A protobuf string is its UTF-8 bytes, so a secret in any field shows up here.
+        if (containsSecret(encoded)) encoded = TelemetryEvent.encode(redactSecretsDeep(event)).finish();
+        const piece = batchEntry(encoded);
+        const traceparent = batch.traceparents[index]!;
+        const cost = piece.length + TRACEPARENT_HEADER_BYTES;
+        if (cost > maxPayload) {
+          this.options.metrics.eventsDropped.inc({ reason: 'too_large' });
+          this.options.logger.warn({ subject, bytes: piece.length, maxPayload }, 'telemetry event larger than NATS max_payload dropped');
+          return;
+        }
+        if (size + cost > maxPayload) send();
+        pieces.push(piece);
+        traceparents.push(traceparent);
+        size += piece.length;
+      });
+      send();
+    }
+  }
+
+  private publishBatch(connection: NatsConnection, subject: string, batch: SubjectBatch, payload: Uint8Array, traceparents: string[]): void {
+    try {
+      const messageHeaders = headers();
+      for (const traceparent of traceparents) messageHeaders.append('traceparent', traceparent);
+      // No Nats-Msg-Id: a core publish is never retried, so JetStream would keep a dedupe
+      // entry per message (minutes of them) for nothing.
+      connection.publish(subject, payload, { headers: messageHeaders });
+      this.options.metrics.eventsPublished.inc({ service: batch.service, kind: batch.kind }, traceparents.length);
+    } catch (error) {
+      this.options.metrics.eventsDropped.inc({ reason: 'publish_error' }, traceparents.length);
+      this.options.logger.debug({ err: error, subject }, 'telemetry events dropped');
     }
   }
 

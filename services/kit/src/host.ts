@@ -122,8 +122,8 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
     // Dependency order: each service's local dependencies exist before it is created.
     for (const module of ordered) {
       const serviceLogger = logger.child({ service: module.name });
-      const observedMiddleware = serverCallPolicy(module.name, metrics, serviceLogger);
-      const middleware = composeServerMiddleware(openTelemetryServerMiddleware(), observedMiddleware);
+      const unspannedMiddleware = serverCallPolicy(module.name, metrics, serviceLogger);
+      const middleware = composeServerMiddleware(openTelemetryServerMiddleware(), unspannedMiddleware);
       const clients = new ServiceClients({
         caller: module.name,
         addresses: config.addresses,
@@ -141,7 +141,7 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
         events: serviceEvents(events, module.name),
         metrics,
       });
-      local.set(module.name, { implementation: instance.implementation, serverMiddleware: spansRecorded() ? middleware : observedMiddleware });
+      local.set(module.name, { implementation: instance.implementation, serverMiddleware: spansRecorded() ? middleware : unspannedMiddleware });
       instances.push({ name: module.name, instance, middleware });
       grpc.with(middleware).add(serviceCatalog[module.name].definition, instance.implementation);
     }

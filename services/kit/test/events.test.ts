@@ -209,6 +209,29 @@ describe('EventPublisher with a real NATS', () => {
     }
   });
 
+  it('splits a batch that would pass NATS max_payload, and drops (and counts) an event too large on its own', async () => {
+    const nats = await startNats();
+    servers.push(nats);
+    const { publisher: events, metrics } = publisher(nats.url, { flushIntervalMs: 200 });
+    events.start();
+    expect(await events.waitUntilConnected(10_000)).toBe(true);
+    const listener = await collectEvents(nats.url);
+    try {
+      const big = (label: string, kib: number) => ({ status: 'OK', executorRun: { runId: label, output: 'x'.repeat(kib * 1024) } });
+      events.publish('executor', 'run', big('first', 400));
+      events.publish('executor', 'run', big('huge', 1100)); // over the default 1 MiB max_payload
+      events.publish('executor', 'run', big('second', 400));
+      events.publish('executor', 'run', big('third', 400));
+      await waitFor('three events', () => listener.events.length >= 3);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(listener.events.map((received) => received.event.executorRun?.runId)).toEqual(['first', 'second', 'third']);
+      expect(listener.events.every((received) => received.event.executorRun!.output.length === 400 * 1024)).toBe(true);
+      expect(await dropped(metrics, 'too_large')).toBe(1);
+    } finally {
+      await listener.close();
+    }
+  });
+
   it('creates the JetStream stream ELEXIRION_EVENTS on elexirion.events.> and the events land in it', async () => {
     const nats = await startNats();
     servers.push(nats);
