@@ -1,4 +1,5 @@
-import { Readable } from 'node:stream';
+import type { IncomingHttpHeaders } from 'node:http';
+import { Readable, type Duplex } from 'node:stream';
 import { Client, Dispatcher, request } from 'undici';
 
 /**
@@ -104,8 +105,11 @@ class OriginConnections {
 
   dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): void {
     const client = this.take();
-    // false: busy until it emits 'drain', when it goes back to the idle list.
-    if (client.dispatch(options, handler)) this.idle.push(client);
+    // Back on the idle list once its response has ended or failed: an HTTP/1.1 connection
+    // carries one request at a time.
+    client.dispatch(options, new ReleasingHandler(handler, () => {
+      if (!client.closed && !client.destroyed) this.idle.push(client);
+    }));
   }
 
   private take(): Client {
@@ -114,9 +118,6 @@ class OriginConnections {
     }
     const client = new Client(this.origin, { keepAliveTimeout: 30_000 });
     this.open.add(client);
-    client.on('drain', () => {
-      if (!client.closed && !client.destroyed) this.idle.push(client);
-    });
     // A connection the server closed is not kept: the next request opens a new one.
     client.on('disconnect', () => {
       this.open.delete(client);
@@ -138,5 +139,53 @@ class OriginConnections {
 
   async destroy(): Promise<void> {
     await Promise.all([...this.open].map((client) => client.destroy()));
+  }
+}
+
+/** Passes every callback on to the request's own handler, and calls `release` once at its end. */
+class ReleasingHandler implements Dispatcher.DispatchHandler {
+  private released = false;
+
+  constructor(
+    private readonly inner: Dispatcher.DispatchHandler,
+    private readonly onRelease: () => void,
+  ) {}
+
+  private release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.onRelease();
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController, context: unknown): void {
+    this.inner.onRequestStart?.(controller, context);
+  }
+
+  onRequestUpgrade(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, socket: Duplex): void {
+    this.inner.onRequestUpgrade?.(controller, statusCode, headers, socket);
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
+    this.inner.onResponseStart?.(controller, statusCode, headers, statusMessage);
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.inner.onResponseData?.(controller, chunk);
+  }
+
+  onResponseEnd(controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
+    try {
+      this.inner.onResponseEnd?.(controller, trailers);
+    } finally {
+      this.release();
+    }
+  }
+
+  onResponseError(controller: Dispatcher.DispatchController, error: Error): void {
+    try {
+      this.inner.onResponseError?.(controller, error);
+    } finally {
+      this.release();
+    }
   }
 }
