@@ -2,6 +2,7 @@ import { isSpanContextValid, trace } from '@opentelemetry/api';
 import { connect, headers, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { DiscardPolicy, RetentionPolicy, StorageType, jetstreamManager } from '@nats-io/jetstream';
 import { randomUUID } from 'node:crypto';
+import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { TelemetryEvent } from './generated/elexirion/v1/telemetry.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
@@ -17,21 +18,11 @@ const MESSAGE_OVERHEAD = 256;
 /** "traceparent: 00-<32>-<16>-01\r\n" */
 const TRACEPARENT_HEADER_BYTES = 72;
 
-/** One `events` entry of a TelemetryEventBatch: field 1, length-delimited, then the event. */
-function batchEntry(event: Uint8Array): Uint8Array {
-  const prefix = [0x0a];
-  for (let length = event.length; ; length >>>= 7) {
-    if (length < 0x80) {
-      prefix.push(length);
-      break;
-    }
-    prefix.push((length & 0x7f) | 0x80);
-  }
-  const entry = new Uint8Array(prefix.length + event.length);
-  entry.set(prefix, 0);
-  entry.set(event, prefix.length);
-  return entry;
-}
+/**
+ * Encodes events for publish: one writer for the process, so that each event does not allocate
+ * and grow a buffer of its own (that was most of an event's cost).
+ */
+const entryWriter = new BinaryWriter();
 const CONNECT_RETRY_MS = 1_000;
 
 export function eventSubject(service: string, kind: string): string {
@@ -67,25 +58,19 @@ interface PendingEvent {
   subject: string;
   kind: string;
   service: string;
-  event: TelemetryEvent;
+  /** The event as one `events` entry of a TelemetryEventBatch (tag, length, message). */
+  entry: Uint8Array;
   /** W3C traceparent of the span active when it was published; empty outside any trace. */
   traceparent: string;
 }
 
-/** Events of one subject waiting for the next flush. */
-interface SubjectBatch {
-  service: string;
-  kind: string;
-  events: TelemetryEvent[];
-  traceparents: string[];
-}
-
 /**
  * Publishes protobuf telemetry events to NATS without ever failing or slowing a request:
- * `publish` only queues (bounded); encoding and sending happen off the request path, while
- * connected, every `flushIntervalMs`: one TelemetryEventBatch message per subject with the
- * events of that interval (per-event messages cost more CPU, in this process and in NATS, than
- * the rest of the telemetry). NATS being down, slow or absent costs dropped events, counted in
+ * `publish` encodes the event (a few microseconds; what waits is then one small buffer, not an
+ * object graph the garbage collector would copy) and queues it (bounded). Sending happens off the
+ * request path, while connected, every `flushIntervalMs`: one TelemetryEventBatch message per
+ * subject with the events of that interval (per-event messages cost more CPU, in this process
+ * and in NATS, than the rest of the telemetry). NATS being down, slow or absent costs dropped events, counted in
  * `elexirion_telemetry_events_dropped_total`, never an error.
  */
 export class EventPublisher {
@@ -128,18 +113,29 @@ export class EventPublisher {
     const span = trace.getActiveSpan();
     const spanContext = span?.spanContext();
     const traced = spanContext !== undefined && isSpanContextValid(spanContext);
-    // Secrets are looked for in the encoded bytes at flush time, where it costs one scan.
-    const event: TelemetryEvent = TelemetryEvent.fromPartial({
-      ...fields,
-      eventId: randomUUID(),
-      service,
-      kind,
-      time: new Date(),
-      traceId: traced ? spanContext.traceId : '',
-      spanId: traced ? spanContext.spanId : '',
-    });
+    let entry: Uint8Array;
+    try {
+      const event: TelemetryEvent = TelemetryEvent.fromPartial({
+        ...fields,
+        eventId: randomUUID(),
+        service,
+        kind,
+        time: new Date(),
+        traceId: traced ? spanContext.traceId : '',
+        spanId: traced ? spanContext.spanId : '',
+      });
+      // Field 1 of TelemetryEventBatch, length-delimited: batches are these entries end to end.
+      entry = TelemetryEvent.encode(event, entryWriter.uint32(10).fork()).join().finish();
+      // A protobuf string is its UTF-8 bytes, so a secret in any field shows up here.
+      if (containsSecret(entry)) entry = TelemetryEvent.encode(redactSecretsDeep(event), entryWriter.uint32(10).fork()).join().finish();
+    } catch (error) {
+      entryWriter.finish(); // resets the shared writer
+      this.options.metrics.eventsDropped.inc({ reason: 'encode_error' });
+      this.options.logger.debug({ err: error, service, kind }, 'telemetry event could not be encoded');
+      return;
+    }
     const traceparent = traced ? `00-${spanContext.traceId}-${spanContext.spanId}-0${spanContext.traceFlags & 1}` : '';
-    this.queue.push({ subject: eventSubject(service, kind), kind, service, event, traceparent });
+    this.queue.push({ subject: eventSubject(service, kind), kind, service, entry, traceparent });
     // While connected the queue empties at the next flush; the gauge matters while it cannot.
     if (!this.connected) this.options.metrics.eventsQueued.set(this.queue.length);
     this.scheduleFlush();
@@ -170,61 +166,52 @@ export class EventPublisher {
     const queued = this.queue;
     this.queue = [];
     this.options.metrics.eventsQueued.set(0);
-    const bySubject = new Map<string, SubjectBatch>();
+    const bySubject = new Map<string, PendingEvent[]>();
     for (const pending of queued) {
-      let batch = bySubject.get(pending.subject);
-      if (!batch) {
-        batch = { service: pending.service, kind: pending.kind, events: [], traceparents: [] };
-        bySubject.set(pending.subject, batch);
-      }
-      batch.events.push(pending.event);
-      batch.traceparents.push(pending.traceparent);
+      const events = bySubject.get(pending.subject);
+      if (events) events.push(pending);
+      else bySubject.set(pending.subject, [pending]);
     }
-    // NATS refuses a message over the server's max_payload (headers included), so a batch goes
-    // out in as many messages as it needs; one event too large on its own is dropped and counted.
+    // NATS refuses a message over the server's max_payload (headers included): a batch goes out
+    // in as many messages as it needs, and one event too large on its own is dropped and counted.
     const maxPayload = (connection.info?.max_payload ?? DEFAULT_MAX_PAYLOAD) - MESSAGE_OVERHEAD;
-    for (const [subject, batch] of bySubject) {
-      let pieces: Uint8Array[] = [];
-      let traceparents: string[] = [];
+    for (const [subject, events] of bySubject) {
+      let start = 0;
       let size = 0;
-      const send = () => {
-        if (pieces.length === 0) return;
-        this.publishBatch(connection, subject, batch, Buffer.concat(pieces, size), traceparents);
-        pieces = [];
-        traceparents = [];
-        size = 0;
-      };
-      batch.events.forEach((event, index) => {
-        let encoded = TelemetryEvent.encode(event).finish();
-        // A protobuf string is its UTF-8 bytes, so a secret in any field shows up here.
-        if (containsSecret(encoded)) encoded = TelemetryEvent.encode(redactSecretsDeep(event)).finish();
-        const piece = batchEntry(encoded);
-        const traceparent = batch.traceparents[index]!;
-        const cost = piece.length + TRACEPARENT_HEADER_BYTES;
+      events.forEach((pending, index) => {
+        const cost = pending.entry.length + TRACEPARENT_HEADER_BYTES;
         if (cost > maxPayload) {
+          this.publishBatch(connection, subject, events.slice(start, index));
+          start = index + 1;
+          size = 0;
           this.options.metrics.eventsDropped.inc({ reason: 'too_large' });
-          this.options.logger.warn({ subject, bytes: piece.length, maxPayload }, 'telemetry event larger than NATS max_payload dropped');
+          this.options.logger.warn({ subject, bytes: pending.entry.length, maxPayload }, 'telemetry event larger than NATS max_payload dropped');
           return;
         }
-        if (size + cost > maxPayload) send();
-        pieces.push(piece);
-        traceparents.push(traceparent);
-        size += piece.length;
+        if (size + cost > maxPayload) {
+          this.publishBatch(connection, subject, events.slice(start, index));
+          start = index;
+          size = 0;
+        }
+        size += cost;
       });
-      send();
+      this.publishBatch(connection, subject, start === 0 ? events : events.slice(start));
     }
   }
 
-  private publishBatch(connection: NatsConnection, subject: string, batch: SubjectBatch, payload: Uint8Array, traceparents: string[]): void {
+  private publishBatch(connection: NatsConnection, subject: string, events: PendingEvent[]): void {
+    if (events.length === 0) return;
+    const { service, kind } = events[0]!;
     try {
       const messageHeaders = headers();
-      for (const traceparent of traceparents) messageHeaders.append('traceparent', traceparent);
+      for (const pending of events) messageHeaders.append('traceparent', pending.traceparent);
+      const payload = Buffer.concat(events.map((pending) => pending.entry));
       // No Nats-Msg-Id: a core publish is never retried, so JetStream would keep a dedupe
       // entry per message (minutes of them) for nothing.
       connection.publish(subject, payload, { headers: messageHeaders });
-      this.options.metrics.eventsPublished.inc({ service: batch.service, kind: batch.kind }, traceparents.length);
+      this.options.metrics.eventsPublished.inc({ service, kind }, events.length);
     } catch (error) {
-      this.options.metrics.eventsDropped.inc({ reason: 'publish_error' }, traceparents.length);
+      this.options.metrics.eventsDropped.inc({ reason: 'publish_error' }, events.length);
       this.options.logger.debug({ err: error, subject }, 'telemetry events dropped');
     }
   }

@@ -13,7 +13,7 @@ import { Client, Dispatcher, request } from 'undici';
  * Bodies other than text and bytes (uploads as streams or forms, which no adapter sends) go to
  * the platform's fetch unchanged.
  */
-export function createUpstreamFetch(dispatcher: Dispatcher = sharedAgent()): typeof fetch {
+export function createUpstreamFetch(dispatcher: Dispatcher = sharedConnections()): typeof fetch {
   return async function upstreamFetch(input: string | URL | Request, init: RequestInit = {}): Promise<Response> {
     const body = init.body;
     if (input instanceof Request || (body != null && typeof body !== 'string' && !(body instanceof Uint8Array))) {
@@ -60,7 +60,7 @@ function plainHeaders(headers: RequestInit['headers']): Record<string, string> {
 let connections: UpstreamConnections | undefined;
 
 /** One keep-alive connection set per process for every upstream origin. */
-function sharedAgent(): Dispatcher {
+function sharedConnections(): Dispatcher {
   connections ??= new UpstreamConnections();
   return connections;
 }
