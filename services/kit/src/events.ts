@@ -70,8 +70,8 @@ interface PendingEvent {
  * object graph the garbage collector would copy) and queues it (bounded). Sending happens off the
  * request path, while connected, every `flushIntervalMs`: one TelemetryEventBatch message per
  * subject with the events of that interval (per-event messages cost more CPU, in this process
- * and in NATS, than the rest of the telemetry). NATS being down, slow or absent costs dropped events, counted in
- * `elexirion_telemetry_events_dropped_total`, never an error.
+ * and in NATS, than the rest of the telemetry). NATS being down, slow or absent costs dropped
+ * events, counted in `elexirion_telemetry_events_dropped_total`, never an error.
  */
 export class EventPublisher {
   private connection: NatsConnection | undefined;
@@ -134,6 +134,12 @@ export class EventPublisher {
       this.options.logger.debug({ err: error, service, kind }, 'telemetry event could not be encoded');
       return;
     }
+    // NATS refuses a message over its max_payload (headers included): such an event is dropped.
+    if (entry.length + TRACEPARENT_HEADER_BYTES > this.maxPayload()) {
+      this.options.metrics.eventsDropped.inc({ reason: 'too_large' });
+      this.options.logger.warn({ service, kind, bytes: entry.length, maxPayload: this.maxPayload() }, 'telemetry event larger than NATS max_payload dropped');
+      return;
+    }
     const traceparent = traced ? `00-${spanContext.traceId}-${spanContext.spanId}-0${spanContext.traceFlags & 1}` : '';
     this.queue.push({ subject: eventSubject(service, kind), kind, service, entry, traceparent });
     // While connected the queue empties at the next flush; the gauge matters while it cannot.
@@ -172,23 +178,14 @@ export class EventPublisher {
       if (events) events.push(pending);
       else bySubject.set(pending.subject, [pending]);
     }
-    // NATS refuses a message over the server's max_payload (headers included): a batch goes out
-    // in as many messages as it needs, and one event too large on its own is dropped and counted.
-    const maxPayload = (connection.info?.max_payload ?? DEFAULT_MAX_PAYLOAD) - MESSAGE_OVERHEAD;
+    // A batch goes out in as many messages as the server's max_payload needs.
+    const maxPayload = this.maxPayload();
     for (const [subject, events] of bySubject) {
       let start = 0;
       let size = 0;
       events.forEach((pending, index) => {
         const cost = pending.entry.length + TRACEPARENT_HEADER_BYTES;
-        if (cost > maxPayload) {
-          this.publishBatch(connection, subject, events.slice(start, index));
-          start = index + 1;
-          size = 0;
-          this.options.metrics.eventsDropped.inc({ reason: 'too_large' });
-          this.options.logger.warn({ subject, bytes: pending.entry.length, maxPayload }, 'telemetry event larger than NATS max_payload dropped');
-          return;
-        }
-        if (size + cost > maxPayload) {
+        if (size + cost > maxPayload && index > start) {
           this.publishBatch(connection, subject, events.slice(start, index));
           start = index;
           size = 0;
@@ -199,8 +196,12 @@ export class EventPublisher {
     }
   }
 
+  /** Room for events in one message: the server's max_payload less the header block. */
+  private maxPayload(): number {
+    return (this.connection?.info?.max_payload ?? DEFAULT_MAX_PAYLOAD) - MESSAGE_OVERHEAD;
+  }
+
   private publishBatch(connection: NatsConnection, subject: string, events: PendingEvent[]): void {
-    if (events.length === 0) return;
     const { service, kind } = events[0]!;
     try {
       const messageHeaders = headers();
