@@ -66,4 +66,21 @@ describe('OpenTelemetry export', () => {
     expect(llm?.attributes).toMatchObject({ 'gen_ai.operation.name': 'chat', 'gen_ai.provider.name': 'mock', 'gen_ai.request.model': 'mock', 'gen_ai.response.model': 'mock' });
     expect(Number(llm?.attributes['gen_ai.usage.output_tokens'])).toBeGreaterThan(0);
   });
+
+  it('exports a server span for each in-process hop when all services share one process', async () => {
+    nats ??= await startNats();
+    collector ??= await startCollector();
+    const stack = await startStack('all-in-one', nats.url, { OTEL_EXPORTER_OTLP_ENDPOINT: collector.url });
+    const response = await stack.gateway.chat({ message: 'trace me in one process' });
+    expect(response.pipelineUsed).toBe('general');
+    await stack.stop();
+
+    const chatSpan = collector.spans.find((span) => span.name.startsWith('elexirion.v1.Gateway/Chat') && span.service === 'elexirion');
+    expect(chatSpan).toBeDefined();
+    const names = collector.spans.filter((span) => span.traceId === chatSpan!.traceId).map((span) => span.name);
+    for (const hop of ['elexirion.v1.Agent/HandleChat', 'elexirion.v1.Executor/Execute', 'elexirion.v1.Provider/Complete']) {
+      expect(names.some((name) => name.startsWith(hop)), `${hop} in ${names.join(', ')}`).toBe(true);
+    }
+    expect(names).toContain('chat mock');
+  });
 });

@@ -15,7 +15,7 @@ import { EventPublisher, serviceEvents, type ServiceEvents } from './events.js';
 import { descriptorSetBase64 } from './generated/descriptor-set.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
-import { initTracing, spansRecorded } from './tracing.js';
+import { initTracing, spansRecorded, traceContextServerMiddleware } from './tracing.js';
 
 /** What a service gets from the host it runs in. */
 export interface ServiceContext<Config> {
@@ -122,8 +122,8 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
     // Dependency order: each service's local dependencies exist before it is created.
     for (const module of ordered) {
       const serviceLogger = logger.child({ service: module.name });
-      const unspannedMiddleware = serverCallPolicy(module.name, metrics, serviceLogger);
-      const middleware = composeServerMiddleware(openTelemetryServerMiddleware(), unspannedMiddleware);
+      const policy = serverCallPolicy(module.name, metrics, serviceLogger);
+      const middleware = composeServerMiddleware(spansRecorded() ? openTelemetryServerMiddleware() : traceContextServerMiddleware, policy.middleware);
       const clients = new ServiceClients({
         caller: module.name,
         addresses: config.addresses,
@@ -141,7 +141,13 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
         events: serviceEvents(events, module.name),
         metrics,
       });
-      local.set(module.name, { implementation: instance.implementation, serverMiddleware: spansRecorded() ? middleware : unspannedMiddleware });
+      // In-process calls need a server span only when spans are recorded (see spansRecorded).
+      local.set(
+        module.name,
+        spansRecorded()
+          ? { implementation: instance.implementation, serverMiddleware: middleware }
+          : { implementation: instance.implementation, serverMiddleware: policy.middleware, unaryServerPolicy: policy.unary },
+      );
       instances.push({ name: module.name, instance, middleware });
       grpc.with(middleware).add(serviceCatalog[module.name].definition, instance.implementation);
     }

@@ -14,32 +14,54 @@ export interface TimeoutSignal extends Disposable {
 }
 
 export function timeoutSignal(parent: AbortSignal, ms: number | undefined): TimeoutSignal {
-  const controller = new AbortController();
-  let timedOut = false;
-  const onParentAbort = () => controller.abort(parent.reason);
-  let timer: NodeJS.Timeout | undefined;
-  if (parent.aborted) controller.abort(parent.reason);
-  else {
-    parent.addEventListener('abort', onParentAbort, { once: true });
-    if (ms !== undefined) {
-      timer = setTimeout(() => {
-        timedOut = true;
-        controller.abort(new DOMException('The operation timed out.', 'TimeoutError'));
-      }, Math.max(1, Math.min(ms, 2 ** 31 - 1)));
+  return new LinkedTimeoutSignal(parent, ms);
+}
+
+// A class with its methods on the prototype, listening through `handleEvent`: one of these lives
+// per run, step and call in flight, so closures per instance would be most of its size.
+class LinkedTimeoutSignal implements TimeoutSignal {
+  private readonly controller = new AbortController();
+  private timer: NodeJS.Timeout | undefined;
+  timedOut = false;
+
+  constructor(private readonly parent: AbortSignal, ms: number | undefined) {
+    if (parent.aborted) {
+      this.controller.abort(parent.reason);
+      return;
     }
+    parent.addEventListener('abort', this, { once: true });
+    if (ms !== undefined) this.timer = setTimeout(onTimeout, Math.max(1, Math.min(ms, 2 ** 31 - 1)), this);
   }
-  const dispose = () => {
-    if (timer) clearTimeout(timer);
-    timer = undefined;
-    parent.removeEventListener('abort', onParentAbort);
-  };
-  return {
-    signal: controller.signal,
-    get timedOut() {
-      return timedOut;
-    },
-    abort: () => controller.abort(),
-    dispose,
-    [Symbol.dispose]: dispose,
-  };
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  /** The parent aborted. */
+  handleEvent(): void {
+    this.controller.abort(this.parent.reason);
+  }
+
+  expire(): void {
+    this.timedOut = true;
+    this.controller.abort(new DOMException('The operation timed out.', 'TimeoutError'));
+  }
+
+  abort(): void {
+    this.controller.abort();
+  }
+
+  dispose(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.parent.removeEventListener('abort', this);
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+function onTimeout(signal: LinkedTimeoutSignal): void {
+  signal.expire();
 }

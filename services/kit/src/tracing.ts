@@ -1,5 +1,5 @@
-import { context, propagation, trace, type Span } from '@opentelemetry/api';
-import { Metadata, type ClientMiddleware } from 'nice-grpc-common';
+import { ROOT_CONTEXT, SpanKind, context, propagation, trace, type Span, type TextMapGetter } from '@opentelemetry/api';
+import { Metadata, type ClientMiddleware, type ServerMiddleware } from 'nice-grpc-common';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { AlwaysOffSampler, BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
@@ -76,4 +76,40 @@ export const traceContextMiddleware: ClientMiddleware = async function* (call, o
   const metadata = Metadata(options.metadata);
   propagation.inject(context.active(), metadata, { set: (carrier, key, value) => carrier.set(key, value) });
   return yield* call.next(call.request, { ...options, metadata });
+};
+
+const metadataGetter: TextMapGetter<Metadata> = {
+  get: (carrier, key) => {
+    const value = carrier.get(key);
+    return typeof value === 'string' ? value : undefined;
+  },
+  keys: (carrier) => Array.from(carrier, ([key]) => key),
+};
+
+/**
+ * Server middleware for a process that records no spans: the call runs under a server span that
+ * continues the caller's trace (or starts one), so logs and events carry trace and span ids, but
+ * without what nice-grpc-opentelemetry's middleware does for a recorded span (attributes, status,
+ * and three context-bound wrappers per call), which a non-recording span throws away.
+ */
+export const traceContextServerMiddleware: ServerMiddleware = async function* traceContextServer(call, callContext) {
+  const parent = propagation.extract(ROOT_CONTEXT, callContext.metadata, metadataGetter);
+  const span = tracer.startSpan(call.method.path.slice(1), { kind: SpanKind.SERVER }, parent);
+  const active = trace.setSpan(parent, span);
+  const inner = call.next(call.request, callContext);
+  let done = false;
+  try {
+    while (true) {
+      const result = await context.with(active, () => inner.next());
+      if (result.done) {
+        done = true;
+        return result.value;
+      }
+      yield result.value;
+    }
+  } finally {
+    // A consumer that stopped reading a stream: end the handler's generator too.
+    if (!done) await inner.return(undefined as never).catch(() => {});
+    span.end();
+  }
 };
