@@ -126,7 +126,7 @@ describe('EventPublisher with a real NATS', () => {
       expect(event).toBeTruthy();
       expect(event.service).toBe('provider');
       expect(event.kind).toBe('completion');
-      expect(event.eventId).toMatch(/^[0-9a-f-]{36}$/);
+      expect(event.eventId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
       expect(event.time).toBeInstanceOf(Date);
       expect(event.time!.getTime()).toBeGreaterThanOrEqual(before - 1_000);
       expect(event.time!.getTime()).toBeLessThanOrEqual(Date.now() + 1_000);
@@ -206,6 +206,27 @@ describe('EventPublisher with a real NATS', () => {
     } finally {
       subscription.unsubscribe();
       await connection.close();
+    }
+  });
+
+  it('keeps every event of a large interval intact and in order (entries span several encoding slabs)', async () => {
+    const nats = await startNats();
+    servers.push(nats);
+    const { publisher: events } = publisher(nats.url, { flushIntervalMs: 500, queueMax: 10_000 });
+    events.start();
+    expect(await events.waitUntilConnected(10_000)).toBe(true);
+    const listener = await collectEvents(nats.url);
+    try {
+      const count = 1_500; // about 300 KB encoded: several 64 KB slabs
+      for (let index = 0; index < count; index++) {
+        events.publish('executor', 'run', { status: 'OK', executorRun: { runId: `run-${index}`, output: `output ${index} `.repeat(12) } });
+      }
+      await waitFor('every event', () => listener.events.length >= count, 15_000);
+      expect(listener.events.map((received) => received.event.executorRun?.runId)).toEqual(Array.from({ length: count }, (_, index) => `run-${index}`));
+      listener.events.forEach((received, index) => expect(received.event.executorRun?.output).toBe(`output ${index} `.repeat(12)));
+      expect(new Set(listener.events.map((received) => received.event.eventId)).size).toBe(count);
+    } finally {
+      await listener.close();
     }
   });
 
