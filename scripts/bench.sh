@@ -12,6 +12,8 @@ fi
 # Thousands of connections in flight need more than the default 1024 descriptors.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 entry=bench/src/main.ts
-# npm run bench:profile: the CPU profile of the chain under load (bench/src/profile.ts).
-if [ "${1:-}" = --profile ]; then shift; entry=bench/src/profile.ts; fi
-exec node --disable-warning=ExperimentalWarning --import ./bench/src/ts-hooks.mjs "$entry" "$@"
+heap=()
+# npm run bench:profile: CPU profiles or heap snapshots of the chain (bench/src/profile.ts); the
+# snapshots of thousands of held runs are parsed in this process, which needs room for them.
+if [ "${1:-}" = --profile ]; then shift; entry=bench/src/profile.ts; heap=(--max-old-space-size=8192); fi
+exec node "${heap[@]}" --disable-warning=ExperimentalWarning --import ./bench/src/ts-hooks.mjs "$entry" "$@"

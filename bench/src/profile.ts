@@ -5,14 +5,20 @@
 // service process, then prints where the CPU went (self time by package and by function). This is
 // how the benchmark's misses were traced to their causes; the .cpuprofile files stay in the
 // printed folder for Chrome DevTools or speedscope.
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+//
+// `npm run bench:profile -- --heap [--runs N --entry gateway|agent|executor|provider]`: heap
+// snapshots of the all-in-one process before and while N runs are held in flight (entered over
+// gRPC at that service), then what each held run keeps alive, by kind and by suspended function.
+import { closeSync, mkdtempSync, openSync, readSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startNats } from '../../test/support/nats.js';
 import { stopAll } from '../../test/support/processes.js';
 import { summarizeProfile, type CpuProfile } from './cpu-profile.js';
-import { Driver, MESSAGE, SHAPE_LABEL, Upstream, checkBuilt, log, serviceEnv, startShape, writeProviderConfig } from './harness.js';
+import { readHeapSnapshot, summarizeHeapGrowth } from './heap-profile.js';
+import type { Target as DriverTarget } from './driver.js';
+import { Driver, MESSAGE, SHAPE_LABEL, SYSTEM_PROMPT, Upstream, checkBuilt, log, serviceEnv, startShape, writeProviderConfig } from './harness.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -27,9 +33,14 @@ async function main(): Promise<void> {
       grpc: { type: 'boolean', default: false },
       /** Only summarize the .cpuprofile files already in this folder. */
       analyze: { type: 'string' },
+      /** Heap snapshots with runs held in flight instead of a CPU profile. */
+      heap: { type: 'boolean', default: false },
+      runs: { type: 'string', default: '2000' },
+      entry: { type: 'string', default: 'gateway' },
     },
   });
   if (values.analyze) return printProfiles(values.analyze);
+  if (values.heap) return profileHeap(Number(values.runs), values.entry);
   const shape = values.shape === 'split' ? 'one-process-per-service' : 'all-in-one';
   const seconds = Number(values.seconds);
   const concurrency = Number(values.concurrency);
@@ -62,6 +73,96 @@ async function main(): Promise<void> {
     await stopAll();
   }
   printProfiles(profileDir);
+}
+
+/** The gRPC call that enters the chain at each service (the in-flight scenario's is the gateway's). */
+function entryTarget(entry: string, port: number): DriverTarget {
+  const targets: Record<string, DriverTarget> = {
+    gateway: { type: 'grpc', port, service: 'gateway', method: 'chat', request: { message: MESSAGE } },
+    agent: { type: 'grpc', port, service: 'agent', method: 'handleChat', request: { message: MESSAGE } },
+    executor: { type: 'grpc', port, service: 'executor', method: 'execute', request: { pipeline: 'general', inputs: { message: MESSAGE } } },
+    provider: {
+      type: 'grpc',
+      port,
+      service: 'provider',
+      method: 'complete',
+      request: { messages: [{ role: 1, content: MESSAGE }], system: SYSTEM_PROMPT, model: 'claude_smart', preset: 'chat' },
+    },
+  };
+  const target = targets[entry];
+  if (!target) throw new Error(`--entry must be one of ${Object.keys(targets).join(', ')}`);
+  return target;
+}
+
+async function profileHeap(runs: number, entry: string): Promise<void> {
+  if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a positive whole number');
+  checkBuilt();
+  const snapshotDir = mkdtempSync(join(tmpdir(), 'elexirion-heap-'));
+  const nats = await startNats();
+  const upstream = await new Upstream().start();
+  const driver = new Driver();
+  await driver.ready;
+  const snapshots: string[] = [];
+  try {
+    const env = serviceEnv(upstream, writeProviderConfig(), { NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${snapshotDir}` });
+    const system = await startShape('all-in-one', nats.url, env);
+    const pid = system.procs[0]!.pid;
+    const target = entryTarget(entry, system.grpcPort);
+    log('warm-up');
+    await driver.run({ target, mode: 'closed', concurrency: 16, requests: 400 });
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    snapshots.push(await takeSnapshot(pid, snapshotDir));
+    await upstream.setDefault({ delayMs: 300_000 });
+    log(`holding ${runs} runs (entered at the ${entry}) at an upstream that answers after 300 s`);
+    const burst = driver.run({ target, mode: 'closed', concurrency: runs, requests: runs, timeoutMs: 600_000, closeAfter: true });
+    burst.catch(() => {});
+    const until = Date.now() + 120_000;
+    while ((await upstream.stats()).open < runs) {
+      if (Date.now() > until) throw new Error(`only ${(await upstream.stats()).open} of ${runs} runs reached the upstream in 120 s`);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    snapshots.push(await takeSnapshot(pid, snapshotDir));
+    await system.stack.stop();
+  } finally {
+    await driver.stop();
+    await upstream.stop();
+    await nats.stop();
+    await stopAll();
+  }
+  console.log(`\n== ${snapshots.join(' -> ')}`);
+  console.log(summarizeHeapGrowth(readHeapSnapshot(snapshots[0]!), readHeapSnapshot(snapshots[1]!), runs));
+}
+
+/** Asks the process for a heap snapshot (SIGUSR2) and waits until the file is whole. */
+async function takeSnapshot(pid: number, dir: string): Promise<string> {
+  const existing = new Set(readdirSync(dir));
+  log('heap snapshot');
+  process.kill(pid, 'SIGUSR2');
+  const until = Date.now() + 300_000;
+  let file: string | undefined;
+  let lastSize = -1;
+  while (Date.now() < until) {
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    file ??= readdirSync(dir).find((name) => name.endsWith('.heapsnapshot') && !existing.has(name));
+    if (!file) continue;
+    const size = statSync(join(dir, file)).size;
+    // Written in one go: done when it stops growing and ends the JSON document.
+    if (size === lastSize && size > 0 && endsWithBrace(join(dir, file), size)) return join(dir, file);
+    lastSize = size;
+  }
+  throw new Error('the heap snapshot did not finish within 300 s');
+}
+
+function endsWithBrace(path: string, size: number): boolean {
+  const tail = Buffer.alloc(Math.min(16, size));
+  const fd = openSync(path, 'r');
+  try {
+    readSync(fd, tail, 0, tail.length, size - tail.length);
+  } finally {
+    closeSync(fd);
+  }
+  return tail.toString().trim().endsWith('}');
 }
 
 function printProfiles(profileDir: string): void {
