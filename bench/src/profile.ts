@@ -13,7 +13,7 @@ import { closeSync, mkdtempSync, openSync, readSync, readdirSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startNats } from '../../test/support/nats.js';
+import { startNats, type NatsServer } from '../../test/support/nats.js';
 import { stopAll } from '../../test/support/processes.js';
 import { summarizeProfile, type CpuProfile } from './cpu-profile.js';
 import { readHeapSnapshot, summarizeHeapGrowth } from './heap-profile.js';
@@ -47,11 +47,7 @@ async function main(): Promise<void> {
   if (!(seconds > 0) || !(concurrency > 0)) throw new Error('--seconds and --concurrency must be positive numbers');
   checkBuilt();
   const profileDir = mkdtempSync(join(tmpdir(), 'elexirion-profile-'));
-  const nats = await startNats();
-  const upstream = await new Upstream().start();
-  const driver = new Driver();
-  await driver.ready;
-  try {
+  await withLoadRig(async ({ nats, upstream, driver }) => {
     const env = serviceEnv(upstream, writeProviderConfig(), {
       TELEMETRY_EVENTS: values.telemetry === 'off' ? 'false' : 'true',
       NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}`,
@@ -66,13 +62,27 @@ async function main(): Promise<void> {
     const result = await driver.run({ target, mode: 'closed', concurrency, durationMs: seconds * 1000, timeoutMs: 300_000, closeAfter: true });
     log(`${result.latencies.length} requests, ${result.errors} errors`);
     await system.stack.stop();
+  });
+  printProfiles(profileDir);
+}
+
+/** NATS, the fake upstream and the load driver for `body`, stopped (with anything started) after it. */
+async function withLoadRig(body: (rig: { nats: NatsServer; upstream: Upstream; driver: Driver }) => Promise<void>): Promise<void> {
+  let nats: NatsServer | undefined;
+  let upstream: Upstream | undefined;
+  let driver: Driver | undefined;
+  try {
+    nats = await startNats();
+    upstream = await new Upstream().start();
+    driver = new Driver();
+    await driver.ready;
+    await body({ nats, upstream, driver });
   } finally {
-    await driver.stop();
-    await upstream.stop();
-    await nats.stop();
+    await driver?.stop();
+    await upstream?.stop();
+    await nats?.stop();
     await stopAll();
   }
-  printProfiles(profileDir);
 }
 
 /** The gRPC call that enters the chain at each service (the in-flight scenario's is the gateway's). */
@@ -98,12 +108,8 @@ async function profileHeap(runs: number, entry: string): Promise<void> {
   if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a positive whole number');
   checkBuilt();
   const snapshotDir = mkdtempSync(join(tmpdir(), 'elexirion-heap-'));
-  const nats = await startNats();
-  const upstream = await new Upstream().start();
-  const driver = new Driver();
-  await driver.ready;
   const snapshots: string[] = [];
-  try {
+  await withLoadRig(async ({ nats, upstream, driver }) => {
     const env = serviceEnv(upstream, writeProviderConfig(), { NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${snapshotDir}` });
     const system = await startShape('all-in-one', nats.url, env);
     const pid = system.procs[0]!.pid;
@@ -124,12 +130,7 @@ async function profileHeap(runs: number, entry: string): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 2_000));
     snapshots.push(await takeSnapshot(pid, snapshotDir));
     await system.stack.stop();
-  } finally {
-    await driver.stop();
-    await upstream.stop();
-    await nats.stop();
-    await stopAll();
-  }
+  });
   console.log(`\n== ${snapshots.join(' -> ')}`);
   console.log(summarizeHeapGrowth(readHeapSnapshot(snapshots[0]!), readHeapSnapshot(snapshots[1]!), runs));
 }

@@ -40,45 +40,73 @@ export interface ServerCallPolicy {
  * locally (DEADLINE_EXCEEDED, the call aborted), as nice-grpc's deadline middleware does.
  */
 export function clientCallPolicy(caller: string, transport: 'grpc' | 'in_process', metrics: Metrics): ClientCallPolicy {
+  const begin = (path: string, options: CallOptions & DeadlineOptions) => new ClientCall(path, options);
+  const end = (call: ClientCall) => {
+    call.release();
+    recordClientCall(metrics, caller, call.path, transport, call.code, performance.now() - call.started);
+  };
   return {
     middleware: async function* clientPolicy(call, options) {
-      const started = performance.now();
-      const path = call.method.path;
-      let code = Status.OK;
-      let bound: BoundDeadline | undefined;
+      const clientCall = begin(call.method.path, options);
       try {
-        bound = bindDeadline(path, options);
-        const result = yield* call.next(call.request, bound.options);
-        if (bound.timedOut) throw deadlineExceeded(path);
+        const result = yield* call.next(call.request, clientCall.bind());
+        clientCall.checkDeadline();
         return result;
       } catch (error) {
-        const thrown = bound?.timedOut ? deadlineExceeded(path) : error;
-        code = statusOf(thrown);
-        throw thrown;
+        throw clientCall.failed(error);
       } finally {
-        bound?.release();
-        recordClientCall(metrics, caller, path, transport, code, performance.now() - started);
+        end(clientCall);
       }
     },
     async unary(path, options, send) {
-      const started = performance.now();
-      let code = Status.OK;
-      let bound: BoundDeadline | undefined;
+      const clientCall = begin(path, options);
       try {
-        bound = bindDeadline(path, options);
-        const result = await send(bound.options, bound.ownsMetadata);
-        if (bound.timedOut) throw deadlineExceeded(path);
+        const result = await send(clientCall.bind(), clientCall.ownsMetadata);
+        clientCall.checkDeadline();
         return result;
       } catch (error) {
-        const thrown = bound?.timedOut ? deadlineExceeded(path) : error;
-        code = statusOf(thrown);
-        throw thrown;
+        throw clientCall.failed(error);
       } finally {
-        bound?.release();
-        recordClientCall(metrics, caller, path, transport, code, performance.now() - started);
+        end(clientCall);
       }
     },
   };
+}
+
+/** One call as the client policy sees it: its deadline, and the status it ended with. */
+class ClientCall {
+  readonly started = performance.now();
+  code = Status.OK;
+  private bound: BoundDeadline | undefined;
+
+  constructor(readonly path: string, private readonly options: CallOptions & DeadlineOptions) {}
+
+  /** The options for the next layer; throws DEADLINE_EXCEEDED when the budget is already spent. */
+  bind(): CallOptions {
+    this.bound = bindDeadline(this.path, this.options);
+    return this.bound.options;
+  }
+
+  get ownsMetadata(): boolean {
+    return this.bound?.ownsMetadata ?? false;
+  }
+
+  /** A call that answered after its deadline passed still failed. */
+  checkDeadline(): void {
+    if (this.bound?.timedOut) throw deadlineExceeded(this.path);
+  }
+
+  /** What to throw for `error`: DEADLINE_EXCEEDED when the deadline aborted the call. */
+  failed(error: unknown): unknown {
+    const thrown = this.bound?.timedOut ? deadlineExceeded(this.path) : error;
+    this.code = statusOf(thrown);
+    return thrown;
+  }
+
+  /** Ends the deadline's timer; call once, when the call is over. */
+  release(): void {
+    this.bound?.release();
+  }
 }
 
 /**
