@@ -59,6 +59,36 @@ describe('createUpstreamFetch', () => {
     expect(await response.json()).toEqual({ echoed: { hello: 'world' } });
   });
 
+  it('gives a whole body that reads once, as a Response, through text(), json(), arrayBuffer(), body or a clone', async () => {
+    const server = await upstream((_request, response) => {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end('{"answer":"héllo"}');
+    });
+    const fetch = upstreamFetch();
+    const first = await fetch(`${server.url}/a`);
+    expect(first).toBeInstanceOf(Response);
+    expect(first.ok).toBe(true);
+    expect(first.bodyUsed).toBe(false);
+    expect(await first.text()).toBe('{"answer":"héllo"}');
+    expect(first.bodyUsed).toBe(true);
+    await expect(first.json()).rejects.toThrow(TypeError);
+
+    const second = await fetch(`${server.url}/b`);
+    expect(new TextDecoder().decode(await second.arrayBuffer())).toBe('{"answer":"héllo"}');
+
+    const third = await fetch(`${server.url}/c`);
+    const copy = third.clone();
+    expect(await third.json()).toEqual({ answer: 'héllo' });
+    expect(await copy.text()).toBe('{"answer":"héllo"}');
+
+    const fourth = await fetch(`${server.url}/d`);
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of fourth.body!) chunks.push(chunk);
+    expect(Buffer.concat(chunks).toString()).toBe('{"answer":"héllo"}');
+    expect(fourth.bodyUsed).toBe(true);
+    await expect(fourth.text()).rejects.toThrow(TypeError);
+  });
+
   it('keeps connections alive: sequential calls share one, concurrent calls open one each and reuse them', async () => {
     const server = await upstream((_request, response) => setTimeout(() => response.end('ok'), 30));
     const fetch = upstreamFetch();

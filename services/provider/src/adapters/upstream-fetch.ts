@@ -39,9 +39,83 @@ export function createUpstreamFetch(dispatcher: Dispatcher = sharedConnections()
     }
     // Server-sent events are read as they arrive; anything else is read whole, as the SDKs do.
     const streamed = headers.get('content-type')?.includes('text/event-stream') ?? false;
-    const payload = streamed ? (Readable.toWeb(response.body) as ReadableStream<Uint8Array>) : await response.body.arrayBuffer();
-    return new Response(payload, { status, headers });
+    if (streamed) return new Response(Readable.toWeb(response.body) as ReadableStream<Uint8Array>, { status, headers });
+    return new BufferedResponse(Buffer.from(await response.body.arrayBuffer()), { status, headers }) as unknown as Response;
   } as typeof fetch;
+}
+
+/**
+ * A Response whose whole body is already in memory. `text()`, `json()` and `arrayBuffer()` read
+ * the bytes directly: a plain Response copies them and hands them through a web ReadableStream,
+ * which was a visible share of an SDK call's CPU in the benchmark's profile. Whoever asks for
+ * `body` gets a real stream of the bytes, and the other readers then read that stream.
+ */
+// TypeScript's DOM types declare Response's members as properties, so they cannot be overridden
+// with methods in a subclass of the typed class; at run time they are prototype methods as usual.
+const ResponseClass = Response as unknown as new (body: null, init: ResponseInit) => Pick<Response, 'headers' | 'status' | 'statusText'>;
+
+/** Whether a web stream has been read from or cancelled (Node accepts web streams here; its types say Readable). */
+const isDisturbed = (stream: ReadableStream) => Readable.isDisturbed(stream as unknown as NodeJS.ReadableStream);
+
+class BufferedResponse extends ResponseClass {
+  #bytes: Buffer | undefined;
+  #stream: ReadableStream<Uint8Array> | null = null;
+
+  constructor(bytes: Buffer, init: ResponseInit) {
+    super(null, init);
+    this.#bytes = bytes;
+  }
+
+  get body(): ReadableStream<Uint8Array> | null {
+    if (this.#bytes) {
+      this.#stream = new Response(this.#bytes).body;
+      this.#bytes = undefined;
+    }
+    return this.#stream;
+  }
+
+  get bodyUsed(): boolean {
+    return this.#bytes === undefined && (this.#stream === null || isDisturbed(this.#stream));
+  }
+
+  async arrayBuffer(): Promise<ArrayBuffer> {
+    const bytes = await this.#take();
+    return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+  }
+
+  async bytes(): Promise<Uint8Array<ArrayBuffer>> {
+    return new Uint8Array(await this.arrayBuffer());
+  }
+
+  async text(): Promise<string> {
+    return (await this.#take()).toString('utf8');
+  }
+
+  async json(): Promise<any> {
+    return JSON.parse(await this.text());
+  }
+
+  async blob(): Promise<Blob> {
+    return new Blob([await this.arrayBuffer()], { type: this.headers.get('content-type') ?? '' });
+  }
+
+  clone(): Response {
+    if (this.bodyUsed) throw new TypeError('Response.clone: Body has already been consumed.');
+    if (this.#bytes) return new BufferedResponse(this.#bytes, { status: this.status, statusText: this.statusText, headers: this.headers }) as unknown as Response;
+    const [mine, theirs] = this.#stream!.tee();
+    this.#stream = mine;
+    return new Response(theirs, { status: this.status, statusText: this.statusText, headers: this.headers });
+  }
+
+  async #take(): Promise<Buffer> {
+    if (this.#bytes) {
+      const bytes = this.#bytes;
+      this.#bytes = undefined;
+      return bytes;
+    }
+    if (this.#stream && !this.bodyUsed) return Buffer.from(await new Response(this.#stream).arrayBuffer());
+    throw new TypeError('Body is unusable: Body has already been read');
+  }
 }
 
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
