@@ -126,6 +126,30 @@ export const MODEL = 'gpt-4.1';
 export const MESSAGE = 'hello';
 export const SYSTEM_PROMPT = 'You are Elexirion, a concise and helpful assistant.';
 
+/** Provider/Complete as the general pipeline's step calls it. */
+export const PROVIDER_REQUEST = {
+  messages: [{ role: 1, content: MESSAGE }],
+  system: SYSTEM_PROMPT,
+  model: 'claude_smart',
+  preset: 'chat',
+};
+
+export type EntryService = 'gateway' | 'agent' | 'executor' | 'provider';
+
+/** The gRPC call that enters the chain at `service` (listening on `port`) for the general pipeline. */
+export function grpcEntry(service: EntryService, port: number): Target {
+  switch (service) {
+    case 'gateway':
+      return { type: 'grpc', port, service, method: 'chat', request: { message: MESSAGE } };
+    case 'agent':
+      return { type: 'grpc', port, service, method: 'handleChat', request: { message: MESSAGE } };
+    case 'executor':
+      return { type: 'grpc', port, service, method: 'execute', request: { pipeline: 'general', inputs: { message: MESSAGE } } };
+    case 'provider':
+      return { type: 'grpc', port, service, method: 'complete', request: PROVIDER_REQUEST };
+  }
+}
+
 /** What the provider sends the upstream for the general pipeline, for the direct baseline. */
 export function directBody(stream = false): object {
   return {

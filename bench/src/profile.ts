@@ -17,8 +17,7 @@ import { startNats, type NatsServer } from '../../test/support/nats.js';
 import { stopAll } from '../../test/support/processes.js';
 import { summarizeProfile, type CpuProfile } from './cpu-profile.js';
 import { readHeapSnapshot, summarizeHeapGrowth } from './heap-profile.js';
-import type { Target as DriverTarget } from './driver.js';
-import { Driver, MESSAGE, SHAPE_LABEL, SYSTEM_PROMPT, Upstream, checkBuilt, log, serviceEnv, startShape, writeProviderConfig } from './harness.js';
+import { Driver, MESSAGE, SHAPE_LABEL, Upstream, grpcEntry, type EntryService, checkBuilt, log, serviceEnv, startShape, writeProviderConfig } from './harness.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -54,7 +53,7 @@ async function main(): Promise<void> {
     });
     const system = await startShape(shape, nats.url, env);
     const target = values.grpc
-      ? { type: 'grpc' as const, port: system.grpcPort, service: 'gateway' as const, method: 'chat', request: { message: MESSAGE } }
+      ? grpcEntry('gateway', system.grpcPort)
       : { type: 'http' as const, url: `${system.httpUrl}/v1/chat`, body: { message: MESSAGE } };
     log(`warm-up, then ${seconds} s at c=${concurrency} against ${SHAPE_LABEL[shape]}`);
     await driver.run({ target, mode: 'closed', concurrency: 16, durationMs: 3_000 });
@@ -65,6 +64,9 @@ async function main(): Promise<void> {
   });
   printProfiles(profileDir);
 }
+
+const ENTRY_SERVICES: EntryService[] = ['gateway', 'agent', 'executor', 'provider'];
+const isEntryService = (name: string): name is EntryService => (ENTRY_SERVICES as string[]).includes(name);
 
 /** NATS, the fake upstream and the load driver for `body`, stopped (with anything started) after it. */
 async function withLoadRig(body: (rig: { nats: NatsServer; upstream: Upstream; driver: Driver }) => Promise<void>): Promise<void> {
@@ -85,27 +87,9 @@ async function withLoadRig(body: (rig: { nats: NatsServer; upstream: Upstream; d
   }
 }
 
-/** The gRPC call that enters the chain at each service (the in-flight scenario's is the gateway's). */
-function entryTarget(entry: string, port: number): DriverTarget {
-  const targets: Record<string, DriverTarget> = {
-    gateway: { type: 'grpc', port, service: 'gateway', method: 'chat', request: { message: MESSAGE } },
-    agent: { type: 'grpc', port, service: 'agent', method: 'handleChat', request: { message: MESSAGE } },
-    executor: { type: 'grpc', port, service: 'executor', method: 'execute', request: { pipeline: 'general', inputs: { message: MESSAGE } } },
-    provider: {
-      type: 'grpc',
-      port,
-      service: 'provider',
-      method: 'complete',
-      request: { messages: [{ role: 1, content: MESSAGE }], system: SYSTEM_PROMPT, model: 'claude_smart', preset: 'chat' },
-    },
-  };
-  const target = targets[entry];
-  if (!target) throw new Error(`--entry must be one of ${Object.keys(targets).join(', ')}`);
-  return target;
-}
-
 async function profileHeap(runs: number, entry: string): Promise<void> {
   if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a positive whole number');
+  if (!isEntryService(entry)) throw new Error(`--entry must be one of ${ENTRY_SERVICES.join(', ')}`);
   checkBuilt();
   const snapshotDir = mkdtempSync(join(tmpdir(), 'elexirion-heap-'));
   const snapshots: string[] = [];
@@ -113,7 +97,7 @@ async function profileHeap(runs: number, entry: string): Promise<void> {
     const env = serviceEnv(upstream, writeProviderConfig(), { NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${snapshotDir}` });
     const system = await startShape('all-in-one', nats.url, env);
     const pid = system.procs[0]!.pid;
-    const target = entryTarget(entry, system.grpcPort);
+    const target = grpcEntry(entry, system.grpcPort);
     log('warm-up');
     await driver.run({ target, mode: 'closed', concurrency: 16, requests: 400 });
     await new Promise((resolve) => setTimeout(resolve, 1_000));

@@ -9,15 +9,16 @@ import { repoRoot, spawnNode, waitServing } from '../../test/support/processes.j
 import type { StackShape } from '../../test/support/stack.js';
 import {
   directBody,
+  grpcEntry,
   log,
   MESSAGE,
   portkeyHeaders,
+  PROVIDER_REQUEST,
   runInterleaved,
   serviceEnv,
   SHAPE_LABEL,
   startPortkey,
   startShape,
-  SYSTEM_PROMPT,
   type Anchor,
   type BenchConfig,
   type ConfigResult,
@@ -59,13 +60,6 @@ export interface ScenarioOutput {
   configs?: ConfigResult[];
   [key: string]: unknown;
 }
-
-const PROVIDER_REQUEST = {
-  messages: [{ role: 1, content: MESSAGE }],
-  system: SYSTEM_PROMPT,
-  model: 'claude_smart',
-  preset: 'chat',
-};
 
 async function withShapes<T>(ctx: Context, shapes: StackShape[], env: NodeJS.ProcessEnv, body: (started: Shape[]) => Promise<T>): Promise<T> {
   const started: Shape[] = [];
@@ -129,7 +123,7 @@ function chainGrpc(shape: Shape): BenchConfig {
   return {
     name: `${SHAPE_LABEL[shape.shape]}-grpc`,
     description: `the whole chain, ${shape.shape}, gRPC elexirion.v1.Gateway/Chat`,
-    target: { type: 'grpc', port: shape.grpcPort, service: 'gateway', method: 'chat', request: { message: MESSAGE } },
+    target: grpcEntry('gateway', shape.grpcPort),
     procs: shape.procs,
   };
 }
@@ -158,19 +152,19 @@ export async function overhead(ctx: Context): Promise<ScenarioOutput> {
           {
             name: 'split-hop-agent',
             description: 'agent -> executor -> provider -> upstream (split; gRPC Agent/HandleChat)',
-            target: { type: 'grpc', port: ports.agent, service: 'agent', method: 'handleChat', request: { message: MESSAGE } },
+            target: grpcEntry('agent', ports.agent),
             procs: split.procs.filter((proc) => proc.name !== 'gateway'),
           },
           {
             name: 'split-hop-executor',
             description: 'executor -> provider -> upstream (split; gRPC Executor/Execute, pipeline general)',
-            target: { type: 'grpc', port: ports.executor, service: 'executor', method: 'execute', request: { pipeline: 'general', inputs: { message: MESSAGE } } },
+            target: grpcEntry('executor', ports.executor),
             procs: split.procs.filter((proc) => proc.name === 'executor' || proc.name === 'provider'),
           },
           {
             name: 'split-hop-provider',
             description: 'provider -> upstream (split; gRPC Provider/Complete, alias claude_smart, preset chat)',
-            target: { type: 'grpc', port: ports.provider, service: 'provider', method: 'complete', request: PROVIDER_REQUEST },
+            target: grpcEntry('provider', ports.provider),
             procs: split.procs.filter((proc) => proc.name === 'provider'),
           },
         );
