@@ -1,4 +1,4 @@
-import { ROOT_CONTEXT, SpanKind, context, propagation, trace, type Span, type TextMapGetter } from '@opentelemetry/api';
+import { ROOT_CONTEXT, SpanKind, context, propagation, trace, type Span, type TextMapGetter, type TextMapSetter } from '@opentelemetry/api';
 import { Metadata, type ClientMiddleware, type ServerMiddleware } from 'nice-grpc-common';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
@@ -67,15 +67,9 @@ export function traceIds(span: Span | undefined = trace.getActiveSpan()): { trac
   return { traceId, spanId };
 }
 
-/**
- * Client middleware for calls served in this process: hands the active trace context on in the
- * metadata (the server middleware reads it there) without a client span, which an in-process
- * call does not need.
- */
-export const traceContextMiddleware: ClientMiddleware = async function* (call, options) {
-  const metadata = Metadata(options.metadata);
-  propagation.inject(context.active(), metadata, { set: (carrier, key, value) => carrier.set(key, value) });
-  return yield* call.next(call.request, { ...options, metadata });
+/** nice-grpc Metadata as an OpenTelemetry propagation carrier. */
+const metadataSetter: TextMapSetter<Metadata> = {
+  set: (carrier, key, value) => carrier.set(key, value),
 };
 
 const metadataGetter: TextMapGetter<Metadata> = {
@@ -84,6 +78,17 @@ const metadataGetter: TextMapGetter<Metadata> = {
     return typeof value === 'string' ? value : undefined;
   },
   keys: (carrier) => Array.from(carrier, ([key]) => key),
+};
+
+/**
+ * Client middleware for calls served in this process: hands the active trace context on in the
+ * metadata (the server middleware reads it there) without a client span, which an in-process
+ * call does not need.
+ */
+export const traceContextMiddleware: ClientMiddleware = async function* (call, options) {
+  const metadata = Metadata(options.metadata);
+  propagation.inject(context.active(), metadata, metadataSetter);
+  return yield* call.next(call.request, { ...options, metadata });
 };
 
 /**
