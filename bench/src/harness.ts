@@ -327,6 +327,8 @@ export interface ConfigResult {
   latencyMs: LatencySummary;
   ttftMs?: LatencySummary;
   reqPerSec: number;
+  /** Successful requests per second in each round, in round order (configurations of a round ran back to back). */
+  roundReqPerSec: number[];
   wallSec: number;
   /** CPU ms per successful request, per process (system under test, fake upstream, NATS, driver). */
   cpuMsPerRequest: Record<string, number>;
@@ -369,7 +371,7 @@ export async function runInterleaved(shared: Shared, configs: BenchConfig[], pla
   const every = unique([...configs.flatMap((config) => config.procs), ...shared.shared]);
   for (const proc of every) resetPeakRss(proc.pid);
   const sampler = new RssSampler(every, 250);
-  const acc = configs.map(() => ({ latencies: [] as number[], ttft: [] as number[], errors: 0, errorSamples: new Set<string>(), wallMs: 0, cpu: new Map<number, number>() }));
+  const acc = configs.map(() => ({ latencies: [] as number[], ttft: [] as number[], errors: 0, errorSamples: new Set<string>(), wallMs: 0, roundReqPerSec: [] as number[], cpu: new Map<number, number>() }));
   const job = (config: BenchConfig, warm: boolean) => ({
     target: config.target,
     mode: plan.mode,
@@ -405,6 +407,7 @@ export async function runInterleaved(shared: Shared, configs: BenchConfig[], pla
         slot.errors += result.errors;
         for (const sample of result.errorSamples) if (slot.errorSamples.size < 5) slot.errorSamples.add(sample);
         slot.wallMs += result.wallMs;
+        slot.roundReqPerSec.push(round(result.latencies.length / (result.wallMs / 1000), 1));
       }
     }
   } finally {
@@ -431,6 +434,7 @@ export async function runInterleaved(shared: Shared, configs: BenchConfig[], pla
       errorSamples: [...slot.errorSamples],
       latencyMs: summarize(slot.latencies),
       reqPerSec: round(count / (slot.wallMs / 1000), 1),
+      roundReqPerSec: slot.roundReqPerSec,
       wallSec: round(slot.wallMs / 1000, 2),
       cpuMsPerRequest,
       sutCpuMsPerRequest: round(config.procs.reduce((sum, proc) => sum + (slot.cpu.get(proc.pid) ?? Number.NaN), 0) / Math.max(1, count)),

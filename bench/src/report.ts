@@ -264,6 +264,8 @@ export function summaryMarkdown(args: {
   if (tel) {
     parts.push('## 6. Telemetry on vs off');
     parts.push(`Throughput cost ${fmt(tel.throughputCostPct as number, 1)}%; CPU cost ${fmt(tel.cpuCostMsPerRequest as number, 3)} ms per request (services + NATS).`);
+    const perRound = tel.roundThroughputCostPct as number[] | undefined;
+    if (perRound?.length) parts.push(`Cost in each round (on and off back to back): ${perRound.map((pct) => `${fmt(pct, 1)}%`).join(', ')}.`);
     parts.push(table(CONFIG_HEADERS, configRows(tel.configs ?? [])));
   }
   const opt = outputs.get('optimizer');

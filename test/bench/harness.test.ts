@@ -54,6 +54,8 @@ describe('bench harness (tiny run)', () => {
       expect(config.latencyMs.p50).toBeLessThanOrEqual(config.latencyMs.p99);
       expect(config.latencyMs.p99).toBeLessThanOrEqual(config.latencyMs.max);
       expect(config.reqPerSec).toBeGreaterThan(0);
+      expect(config.roundReqPerSec).toHaveLength(2);
+      for (const rate of config.roundReqPerSec) expect(rate).toBeGreaterThan(0);
       expect(Object.keys(config.cpuMsPerRequest)).toEqual(expect.arrayContaining(['driver', 'fake-upstream']));
       for (const value of Object.values(config.cpuMsPerRequest)) expect(finite(value)).toBe(true);
       for (const value of Object.values(config.peakRssMiB)) expect(value as number).toBeGreaterThan(0);
