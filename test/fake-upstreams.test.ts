@@ -2,7 +2,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import Anthropic from '@anthropic-ai/sdk';
 import { ApiError, GoogleGenAI } from '@google/genai';
 import OpenAI from 'openai';
-import { startFakeAnthropic, startFakeGemini, startFakeOpenAI, type FakeUpstream } from './support/fake-upstreams/index.js';
+import { startFakeAnthropic, startFakeGemini, startFakeOpenAI, type FakeUpstream } from '@elexirion/testing';
 
 const API_KEY = 'test-key';
 

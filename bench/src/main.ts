@@ -5,9 +5,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startNats } from '../../test/support/nats.js';
-import { repoRoot, stopAll } from '../../test/support/processes.js';
-import type { StackShape } from '../../test/support/stack.js';
+import { startNats, repoRoot, stopAll, type StackShape } from '@elexirion/testing';
 import { benchDir, checkBuilt, Driver, log, machineInfo, PORTKEY_VERSION, Upstream, writeProviderConfig } from './harness.ts';
 import { chartHtml, checkTargets, PORTKEY_REFERENCE, renderPng, summaryMarkdown, writeJson } from './report.ts';
 import { SCENARIOS, type Context, type Options, type ScenarioOutput } from './scenarios.ts';

@@ -13,8 +13,7 @@ import { closeSync, mkdtempSync, openSync, readSync, readdirSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startNats, type NatsServer } from '../../test/support/nats.js';
-import { stopAll } from '../../test/support/processes.js';
+import { startNats, type NatsServer, stopAll } from '@elexirion/testing';
 import { summarizeProfile, type CpuProfile } from './cpu-profile.js';
 import { readHeapSnapshot, summarizeHeapGrowth } from './heap-profile.js';
 import { Driver, MESSAGE, SHAPE_LABEL, Upstream, grpcEntry, type EntryService, checkBuilt, log, serviceEnv, startShape, writeProviderConfig } from './harness.js';

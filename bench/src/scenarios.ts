@@ -3,10 +3,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import type { NatsServer } from '../../test/support/nats.js';
-import { freePort } from '../../test/support/ports.js';
-import { repoRoot, spawnNode, waitServing } from '../../test/support/processes.js';
-import type { StackShape } from '../../test/support/stack.js';
+import { type NatsServer, freePort, repoRoot, spawnNode, waitServing, type StackShape } from '@elexirion/testing';
 import {
   directBody,
   grpcEntry,

@@ -1,7 +1,7 @@
 // Child process: the zero-latency fake vendor upstreams (OpenAI and Anthropic wire formats, from
 // test/support), in a process of their own so their CPU is not the harness's nor the driver's.
 // Talks to the harness over IPC.
-import { startFakeAnthropic, startFakeOpenAI, type ScriptedReply } from '../../test/support/fake-upstreams/index.js';
+import { startFakeAnthropic, startFakeOpenAI, type ScriptedReply } from '@elexirion/testing';
 
 const openai = await startFakeOpenAI();
 const anthropic = await startFakeAnthropic();

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { repoRoot } from '../support/processes.js';
+import { repoRoot } from '@elexirion/testing';
 
 const DATE = '2000-01-01';
 const out = mkdtempSync(join(tmpdir(), 'elexirion-bench-test-'));

@@ -1,8 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startFakeAnthropic, type FakeUpstream } from '../support/fake-upstreams/index.js';
-import { startNats, type NatsServer } from '../support/nats.js';
-import { stopAll } from '../support/processes.js';
-import { startStack, type Stack } from '../support/stack.js';
+import { startFakeAnthropic, type FakeUpstream, startNats, type NatsServer, stopAll, startStack, type Stack } from '@elexirion/testing';
 
 const KEY = 'fake-anthropic-chain-test-0a1b2c3d4e5f';
 

@@ -2,9 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClientError, Status } from 'nice-grpc';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { collectEvents, eventually, startNats, waitFor, type NatsServer } from '../support/nats.js';
-import { stopAll } from '../support/processes.js';
-import { startStack, type Stack, type StackShape } from '../support/stack.js';
+import { collectEvents, eventually, startNats, waitFor, type NatsServer, stopAll, startStack, type Stack, type StackShape } from '@elexirion/testing';
 
 const shapes: StackShape[] = ['one-process-per-service', 'all-in-one'];
 

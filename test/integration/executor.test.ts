@@ -3,10 +3,7 @@ import { ClientError, Status } from 'nice-grpc';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { PromptRegistry } from '@elexirion/executor';
 import { proto } from '@elexirion/kit';
-import { startExecutor, waitForState, type ExecutorUnderTest } from '../support/executor.js';
-import { eventually, startNats, type NatsServer } from '../support/nats.js';
-import { stopAll } from '../support/processes.js';
-import { startProvider, type ProviderUnderTest } from '../support/provider.js';
+import { collectEvents, eventually, startExecutor, startNats, startProvider, stopAll, waitFor, waitForState, type ExecutorUnderTest, type NatsServer, type ProviderUnderTest } from '@elexirion/testing';
 
 let nats: NatsServer;
 let provider: ProviderUnderTest;
@@ -434,7 +431,6 @@ describe('the shipped pipelines on the offline mock provider', () => {
 
 describe('telemetry', () => {
   it('publishes a step event per step and a run event with inputs and outputs, under one trace', async () => {
-    const { collectEvents, waitFor } = await import('../support/nats.js');
     const listener = await collectEvents(nats.url);
     try {
       provider.fakes.anthropic.script({ text: 'one', usage: { inputTokens: 10, outputTokens: 20 } }, { text: 'two' });

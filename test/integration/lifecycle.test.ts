@@ -1,11 +1,7 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Status } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
-import { eventually, startNats, type NatsServer } from '../support/nats.js';
-import { freePort } from '../support/ports.js';
-import { spawnNode, stopAll } from '../support/processes.js';
-import { rawUnaryCall } from '../support/raw-grpc.js';
-import { startStack, stackOutput, type Stack } from '../support/stack.js';
+import { eventually, startNats, type NatsServer, freePort, spawnNode, stopAll, rawUnaryCall, startStack, stackOutput, type Stack } from '@elexirion/testing';
 
 let nats: NatsServer | undefined;
 let stack: Stack | undefined;

@@ -1,7 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ClientError, Status } from 'nice-grpc';
-import { stopAll } from '../support/processes.js';
-import { TEST_KEYS, collectStream, startProvider, testProviderConfig, userMessage, type ProviderUnderTest } from '../support/provider.js';
+import { stopAll, TEST_KEYS, collectStream, startProvider, testProviderConfig, userMessage, type ProviderUnderTest } from '@elexirion/testing';
 
 let provider: ProviderUnderTest | undefined;
 

@@ -1,9 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startNats, type NatsServer } from '../support/nats.js';
-import { freePort } from '../support/ports.js';
-import { stopAll } from '../support/processes.js';
-import { startStack } from '../support/stack.js';
+import { startNats, type NatsServer, freePort, stopAll, startStack } from '@elexirion/testing';
 
 interface ExportedSpan {
   service: string;

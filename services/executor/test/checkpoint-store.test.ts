@@ -3,8 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
-import { startNats, type NatsServer } from '../../../test/support/nats.js';
-import { stopAll } from '../../../test/support/processes.js';
+import { startNats, type NatsServer, stopAll } from '@elexirion/testing';
 import {
   CheckpointCorruptError,
   CheckpointStore,

@@ -15,7 +15,7 @@ import { HealthDefinition } from 'nice-grpc-server-health';
 import { proto, serviceNames, startHost, type Host } from '@elexirion/kit';
 import { executorService } from '@elexirion/executor';
 import { providerService } from '@elexirion/provider';
-import { freePort } from '../../../test/support/ports.js';
+import { freePort } from '@elexirion/testing';
 
 const PIPELINES_DIR = fileURLToPath(new URL('../../../pipelines/', import.meta.url));
 const SEED = Number(process.env.FUZZ_SEED ?? 0x5eed_2026);

@@ -6,8 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
-import { eventually, startNats, waitFor, type NatsServer } from '../../../test/support/nats.js';
-import { stopAll } from '../../../test/support/processes.js';
+import { eventually, startNats, waitFor, type NatsServer, stopAll } from '@elexirion/testing';
 import { InvalidPromptEntryError, PromptRegistry, type PromptVersion } from '../src/state/prompt-registry.js';
 
 interface LogLine {

@@ -20,8 +20,7 @@ import {
   type ServiceClient,
   type ServiceName,
 } from '@elexirion/kit';
-import { freePort } from '../../../test/support/ports.js';
-import { captureLogs, gate, hostEnv, implement, until, type CapturedLogs } from './helpers.js';
+import { freePort, captureLogs, gate, hostEnv, implement, waitFor, type CapturedLogs } from '@elexirion/testing';
 
 /**
  * Two test services built from the catalog's contracts: a provider whose behaviour is chosen by
@@ -245,7 +244,7 @@ describe.each<Mode>(['in_process', 'grpc'])('an executor calling a provider (tra
     expect((error as ClientError).details).not.toContain(CRASH_MESSAGE);
     expect((error as ClientError).details).not.toContain('db-internal');
     // The operator still gets the cause, in the provider's log.
-    const logged = await until('the provider to log the crash', () =>
+    const logged = await waitFor('the provider to log the crash', () =>
       logs.records().find((record) => record.msg === 'unhandled error in handler' && record.service === 'provider'),
     );
     expect(logged.err.message).toBe(CRASH_MESSAGE);
@@ -293,13 +292,13 @@ describe.each<Mode>(['in_process', 'grpc'])('an executor calling a provider (tra
       () => 'resolved',
       (error: unknown) => error,
     );
-    await until('the provider handler to start', () => state.entered);
+    await waitFor('the provider handler to start', () => state.entered);
     const abortedAt = Date.now();
     controller.abort();
     const outcome = await call;
     expect(isAbortError(outcome)).toBe(true);
     expect(Date.now() - abortedAt).toBeLessThan(2_000);
-    await until('the provider handler to see the cancellation', () => state.providerAbortedAt, 5_000);
+    await waitFor('the provider handler to see the cancellation', () => state.providerAbortedAt, 5_000);
     expect(state.providerAbortedAt! - abortedAt).toBeLessThan(5_000);
   });
 
@@ -314,7 +313,7 @@ describe.each<Mode>(['in_process', 'grpc'])('an executor calling a provider (tra
     expect(state.entered).toBe(true);
     expect(state.slowFinishedAt).toBeUndefined();
     // The provider was told to stop, even though this handler ignores it.
-    await until('the provider handler signal to abort', () => state.providerAbortedAt, 5_000);
+    await waitFor('the provider handler signal to abort', () => state.providerAbortedAt, 5_000);
   });
 
   it("bounds the provider call by the executor's own timeoutMs when the caller set no deadline", async () => {
@@ -324,7 +323,7 @@ describe.each<Mode>(['in_process', 'grpc'])('an executor calling a provider (tra
     expect((error as ClientError).code).toBe(Status.DEADLINE_EXCEEDED);
     expect(Date.now() - started).toBeLessThan(2_000); // the handler takes 10 s
     expect(state.slowFinishedAt).toBeUndefined();
-    await until('the provider handler signal to abort', () => state.providerAbortedAt, 5_000);
+    await waitFor('the provider handler signal to abort', () => state.providerAbortedAt, 5_000);
   });
 
   it('passes a downstream UNAVAILABLE up without multiplying retries: the provider sees at most 3 attempts', async () => {
@@ -355,7 +354,7 @@ describe.each<Mode>(['in_process', 'grpc'])('an executor calling a provider (tra
   it('cancels the producer of a stream when the consumer stops reading', async () => {
     const response = await executor.execute({ pipeline: 'stream-forever' });
     expect(response.output).toBe('d1 ');
-    await until('the provider stream to be cancelled', () => state.providerAbortedAt, 5_000);
+    await waitFor('the provider stream to be cancelled', () => state.providerAbortedAt, 5_000);
     const sentWhenCancelled = state.streamSent;
     await delay(200);
     expect(state.streamSent - sentWhenCancelled).toBeLessThanOrEqual(1);

@@ -11,7 +11,7 @@ import {
   tracer,
   type Tracing,
 } from '@elexirion/kit';
-import { captureLogs } from './helpers.js';
+import { captureLogs } from '@elexirion/testing';
 
 // Secrets are process-wide; each test file runs in its own worker, so these stay local to this file.
 const SECRET = 'sk-test-0123456789-SECRET';

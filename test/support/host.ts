@@ -1,7 +1,8 @@
-// Shared helpers for the kit's tests (not a test file itself: vitest only runs *.test.ts).
+// Helpers for tests that start a host in the test process: its environment, its logs, and
+// service implementations that answer only what a test cares about.
 import type { DestinationStream } from 'pino';
 import { ServerError, Status, serviceNames } from '@elexirion/kit';
-import { freePort } from '../../../test/support/ports.js';
+import { freePort } from './ports.js';
 
 /** A pino destination that keeps every line, parsed, for assertions. */
 export interface CapturedLogs extends DestinationStream {
@@ -39,30 +40,6 @@ export async function hostEnv(extra: NodeJS.ProcessEnv = {}): Promise<NodeJS.Pro
     env[`${upper}_HTTP_PORT`] = String(await freePort());
   }
   return { ...env, ...extra };
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** A promise with its resolve, for releasing handlers a test left waiting. */
-export function gate(): { promise: Promise<void>; open(): void } {
-  let open!: () => void;
-  const promise = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  return { promise, open };
-}
-
-/** Polls `probe` until it is truthy; throws naming `what` after `timeoutMs`. */
-export async function until<T>(what: string, probe: () => T | undefined | false | null, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const value = probe();
-    if (value) return value;
-    await sleep(10);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
 /**
