@@ -1,10 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createChannel, createClient, type Channel } from 'nice-grpc';
-import { deadlineMiddleware } from 'nice-grpc-client-middleware-deadline';
-import { createClientFactory } from 'nice-grpc';
-import { deadlinePropagationMiddleware, proto } from '@elexirion/kit';
+import { connectService, proto, type ServiceClient } from '@elexirion/kit';
 import { startFakeAnthropic, startFakeGemini, startFakeOpenAI, type FakeUpstream } from './fake-upstreams/index.js';
 import { freePort } from './ports.js';
 import { spawnNode, waitServing, type Spawned } from './processes.js';
@@ -71,7 +68,7 @@ export function testProviderConfig(overrides: Partial<Record<'anthropic' | 'gemi
 
 export interface ProviderUnderTest {
   process: Spawned;
-  client: ReturnType<typeof createClient<typeof proto.ProviderDefinition, { deadline?: Date | number }>>;
+  client: ServiceClient<'provider'>;
   grpcPort: number;
   httpPort: number;
   fakes: { anthropic: FakeUpstream; gemini: FakeUpstream; openai: FakeUpstream };
@@ -115,9 +112,8 @@ export async function startProvider(options: { config?: object | 'shipped'; env?
     ...options.env,
   });
   await waitServing(grpcPort, 'elexirion.v1.Provider', spawned);
-  const channel: Channel = createChannel(`127.0.0.1:${grpcPort}`);
-  // Like the services' own clients: the deadline goes on the wire (propagation runs first).
-  const client = createClientFactory().use(deadlineMiddleware).use(deadlinePropagationMiddleware).create(proto.ProviderDefinition, channel);
+  // The client services use between them: the deadline is enforced here and sent on.
+  const { client, close } = connectService('provider', `127.0.0.1:${grpcPort}`, { caller: 'test' });
   return {
     process: spawned,
     client,
@@ -126,7 +122,7 @@ export async function startProvider(options: { config?: object | 'shipped'; env?
     fakes,
     metrics: async () => (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text(),
     async stop() {
-      channel.close();
+      close();
       await spawned.stop();
       await Promise.all(Object.values(fakes).map((fake) => fake.close()));
       rmSync(dir, { recursive: true, force: true });

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { PIPELINE_NAME, callOptions, defineService, proto, statusNameOf, type ServiceContext } from '@elexirion/kit';
+import { PIPELINE_NAME, callOptions, defineService, proto, type ServiceContext } from '@elexirion/kit';
 
 export const agentConfigSchema = z.object({
   AGENT_DEFAULT_PIPELINE: z.string().regex(PIPELINE_NAME, 'expected a pipeline name').default('general'),
@@ -14,23 +14,11 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
   /** Runs a pipeline as a job and reports it, whatever the outcome. */
   async function runJob(pipeline: string, inputs: Record<string, string>, callContext: Parameters<typeof callOptions>[0]) {
     const jobId = randomUUID();
-    const started = performance.now();
-    try {
-      const result = await executor.execute({ pipeline, inputs, jobId }, callOptions(callContext));
-      events.publish('job', {
-        status: 'OK',
-        durationMs: Math.round(performance.now() - started),
-        agentJob: { jobId, pipeline: result.pipeline, fallbackUsed: false },
-      });
-      return { jobId, result };
-    } catch (error) {
-      events.publish('job', {
-        status: statusNameOf(error),
-        durationMs: Math.round(performance.now() - started),
-        agentJob: { jobId, pipeline, errorMessage: error instanceof Error ? error.message : String(error) },
-      });
-      throw error;
-    }
+    const result = await events.observe('job', () => executor.execute({ pipeline, inputs, jobId }, callOptions(callContext)), {
+      ok: (done) => ({ agentJob: { jobId, pipeline: done.pipeline, fallbackUsed: false } }),
+      failed: (_error, errorMessage) => ({ agentJob: { jobId, pipeline, errorMessage } }),
+    });
+    return { jobId, result };
   }
 
   const implementation: proto.AgentServiceImplementation = {

@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { isAbortError } from 'abort-controller-x';
 import { z } from 'zod';
 import {
@@ -41,32 +40,18 @@ function invalid(message: string): ServerError {
 }
 
 export function createExecutor(context: ServiceContext<ExecutorConfig>) {
-  const { config, clients, events, logger, host } = context;
+  const { config, clients, events, logger, nats } = context;
   const loader = new PipelineLoader(config.PIPELINES_DIR);
   const registry = new PromptRegistry({ logger, bucket: 'elexirion_prompts' });
   let checkpoints: CheckpointStore | undefined;
-  let connection: NatsConnection | undefined;
-  let closing = false;
 
-  // State lives in JetStream KV; runs go on without it (no resume, YAML prompts).
-  const attachState = async () => {
-    if (!config.EXECUTOR_CHECKPOINTS && !config.EXECUTOR_PROMPT_REGISTRY) return;
-    while (!closing) {
-      try {
-        connection = await connect({ servers: host.NATS_URL, name: `elexirion-executor-state-${process.pid}`, maxReconnectAttempts: -1, reconnectTimeWait: 1_000 });
-        if (config.EXECUTOR_CHECKPOINTS) checkpoints = await CheckpointStore.open(connection, { ttlMs: config.EXECUTOR_CHECKPOINT_TTL_HOURS * 3_600_000 });
-        if (config.EXECUTOR_PROMPT_REGISTRY) await registry.attach(connection);
-        logger.info('executor state attached to NATS (checkpoints, prompt registry)');
-        return;
-      } catch (error) {
-        logger.warn({ error: String(error) }, 'executor state unavailable: runs cannot be resumed and use YAML prompts until NATS answers; retrying');
-        await connection?.close().catch(() => {});
-        connection = undefined;
-        await new Promise((resolve) => setTimeout(resolve, 2_000).unref());
-      }
-    }
-  };
-  void attachState();
+  // State lives in JetStream KV; runs go on without it (no resume, YAML prompts) until it attaches.
+  if (config.EXECUTOR_CHECKPOINTS) {
+    nats.use('checkpoints', async (connection) => {
+      checkpoints = await CheckpointStore.open(connection, { ttlMs: config.EXECUTOR_CHECKPOINT_TTL_HOURS * 3_600_000 });
+    });
+  }
+  if (config.EXECUTOR_PROMPT_REGISTRY) nats.use('prompt registry', (connection) => registry.attach(connection));
 
   const engine = new RunEngine({
     provider: clients.get('provider'),
@@ -265,9 +250,7 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
   return {
     implementation,
     async close() {
-      closing = true;
       await registry.close().catch(() => {});
-      await connection?.drain().catch(() => {});
     },
   };
 }

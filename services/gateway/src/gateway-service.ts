@@ -1,5 +1,5 @@
-import { callOptions, defineService, proto, statusNameOf, type ServiceContext } from '@elexirion/kit';
-import { registerHttpApi } from './http-api.js';
+import { callOptions, defineService, proto, type ServiceContext } from '@elexirion/kit';
+import { httpApi } from './http-api.js';
 import { checkMessage, checkPipelineName, checkSessionId } from './validation.js';
 
 export function createGateway(context: ServiceContext<unknown>) {
@@ -7,20 +7,11 @@ export function createGateway(context: ServiceContext<unknown>) {
   const agent = clients.get('agent');
 
   /** Publishes one "request" event per public call, success or not. */
-  async function observed<T>(method: string, pipeline: string, run: () => Promise<T & { jobId: string }>): Promise<T & { jobId: string }> {
-    const started = performance.now();
-    try {
-      const result = await run();
-      events.publish('request', { status: 'OK', durationMs: Math.round(performance.now() - started), gatewayRequest: { method, pipeline, jobId: result.jobId } });
-      return result;
-    } catch (error) {
-      events.publish('request', {
-        status: statusNameOf(error),
-        durationMs: Math.round(performance.now() - started),
-        gatewayRequest: { method, pipeline, errorMessage: error instanceof Error ? error.message : String(error) },
-      });
-      throw error;
-    }
+  function observed<T extends { jobId: string }>(method: string, pipeline: string, run: () => Promise<T>): Promise<T> {
+    return events.observe('request', run, {
+      ok: (result) => ({ gatewayRequest: { method, pipeline, jobId: result.jobId } }),
+      failed: (_error, errorMessage) => ({ gatewayRequest: { method, pipeline, errorMessage } }),
+    });
   }
 
   const implementation: proto.GatewayServiceImplementation = {
@@ -60,7 +51,7 @@ export function createGateway(context: ServiceContext<unknown>) {
 
   return {
     implementation,
-    registerHttp: (app: Parameters<typeof registerHttpApi>[0]) => registerHttpApi(app, () => clients.get('gateway')),
+    http: [httpApi(() => clients.get('gateway'))],
   };
 }
 

@@ -1,15 +1,27 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { ClientError, Status, httpStatusFromGrpc, proto, type ServiceClient } from '@elexirion/kit';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { ClientError, Status, httpRoutes, proto, type HttpRoutes, type ServiceClient } from '@elexirion/kit';
 
 /** Largest client-supplied timeout (x-timeout-ms) the HTTP API accepts. */
 const MAX_TIMEOUT_MS = 15 * 60 * 1000;
 
-function errorBody(code: Status, message: string) {
-  return { error: { code: Status[code], message } };
-}
+// Bodies in proto3 JSON (camelCase, snake_case accepted as protobuf's JSON mapping does); the
+// gRPC implementation checks what they say (an empty message, a bad pipeline name).
+const chatBody = z.looseObject({
+  message: z.string().optional(),
+  sessionId: z.string().optional(),
+  session_id: z.string().optional(),
+  pipeline: z.string().optional(),
+});
+
+const executeBody = z.looseObject({
+  inputs: z.record(z.string(), z.string(), { error: 'expected an object of string values' }).optional(),
+});
+
+const pipelineParams = z.object({ name: z.string() });
 
 /** Aborted when the HTTP client goes away before the answer is written. */
-function requestSignal(request: FastifyRequest, reply: FastifyReply): AbortSignal {
+function requestSignal(reply: FastifyReply): AbortSignal {
   const controller = new AbortController();
   reply.raw.on('close', () => {
     if (!reply.raw.writableFinished) controller.abort();
@@ -18,7 +30,7 @@ function requestSignal(request: FastifyRequest, reply: FastifyReply): AbortSigna
 }
 
 function callOptions(request: FastifyRequest, reply: FastifyReply): { signal: AbortSignal; deadline?: Date } {
-  const signal = requestSignal(request, reply);
+  const signal = requestSignal(reply);
   const raw = request.headers['x-timeout-ms'];
   if (raw === undefined) return { signal };
   const ms = Number(raw);
@@ -28,52 +40,21 @@ function callOptions(request: FastifyRequest, reply: FastifyReply): { signal: Ab
   return { signal, deadline: new Date(Date.now() + ms) };
 }
 
-function objectBody(request: FastifyRequest): Record<string, unknown> {
-  const body = request.body;
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
-    throw new ClientError('http', Status.INVALID_ARGUMENT, 'body: expected a JSON object');
-  }
-  return body as Record<string, unknown>;
-}
-
 /**
- * The gateway's HTTP/JSON API: the same calls as gRPC (proto3 JSON field names), served by the
- * gRPC implementation itself through the in-process client, so both paths share validation,
- * metrics, tracing and telemetry.
+ * The gateway's HTTP/JSON API under /v1: the same calls as gRPC (proto3 JSON field names), served
+ * by the gRPC implementation itself through the in-process client, so both paths share
+ * validation, metrics, tracing and telemetry.
  */
-export function registerHttpApi(app: FastifyInstance, gateway: () => ServiceClient<'gateway'>): void {
-  app.setErrorHandler((error, _request, reply) => {
-    if (error instanceof ClientError) {
-      reply.code(httpStatusFromGrpc(error.code)).send(errorBody(error.code, error.details));
-      return;
-    }
-    const status = (error as { statusCode?: number }).statusCode;
-    if (status !== undefined && status >= 400 && status < 500) {
-      reply.code(status).send(errorBody(Status.INVALID_ARGUMENT, `body: ${(error as Error).message}`));
-      return;
-    }
-    reply.code(500).send(errorBody(Status.INTERNAL, 'internal error'));
-  });
-  app.setNotFoundHandler((request, reply) => {
-    reply.code(404).send(errorBody(Status.NOT_FOUND, `no route ${request.method} ${request.url}`));
-  });
+export function httpApi(gateway: () => ServiceClient<'gateway'>): HttpRoutes {
+  return httpRoutes('/v1', async (app) => {
+    app.post('/chat', { schema: { body: chatBody } }, async (request, reply) => {
+      const response = await gateway().chat(proto.ChatRequest.fromJSON(request.body), callOptions(request, reply));
+      return proto.ChatResponse.toJSON(response);
+    });
 
-  app.post('/v1/chat', async (request, reply) => {
-    const body = objectBody(request);
-    const response = await gateway().chat(proto.ChatRequest.fromJSON(body), callOptions(request, reply));
-    return proto.ChatResponse.toJSON(response);
-  });
-
-  app.post<{ Params: { name: string } }>('/v1/pipelines/:name/execute', async (request, reply) => {
-    const body = objectBody(request);
-    const inputs = body.inputs ?? {};
-    if (inputs === null || typeof inputs !== 'object' || Array.isArray(inputs) || Object.values(inputs).some((value) => typeof value !== 'string')) {
-      throw new ClientError('http', Status.INVALID_ARGUMENT, 'inputs: expected an object of string values');
-    }
-    const response = await gateway().executePipeline(
-      { pipeline: request.params.name, inputs: inputs as Record<string, string> },
-      callOptions(request, reply),
-    );
-    return proto.ExecutePipelineResponse.toJSON(response);
+    app.post('/pipelines/:name/execute', { schema: { params: pipelineParams, body: executeBody } }, async (request, reply) => {
+      const response = await gateway().executePipeline({ pipeline: request.params.name, inputs: request.body.inputs ?? {} }, callOptions(request, reply));
+      return proto.ExecutePipelineResponse.toJSON(response);
+    });
   });
 }

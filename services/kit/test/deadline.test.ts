@@ -2,9 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { ClientError, Metadata, Status, type CallOptions, type ClientMiddlewareCall } from 'nice-grpc-common';
 import {
   DEADLINE_METADATA_KEY,
+  Metrics,
   TIMEOUT_METADATA_KEY,
   callOptions,
-  deadlinePropagationMiddleware,
+  clientCallPolicy,
   deadlineToMs,
   incomingDeadline,
   mergeDeadline,
@@ -16,7 +17,7 @@ function contextWith(deadlineAt?: number | string) {
   return { metadata, signal: new AbortController().signal };
 }
 
-/** Runs deadlinePropagationMiddleware over a fake transport that records what it was given. */
+/** Runs the client call policy that calls between services go through over a fake transport that records what it was given. */
 async function runPropagation(options: CallOptions & { deadline?: Date | number }) {
   const seen: { options?: CallOptions; called: boolean } = { called: false };
   const call = {
@@ -30,7 +31,7 @@ async function runPropagation(options: CallOptions & { deadline?: Date | number 
       return 'response';
     },
   } as unknown as ClientMiddlewareCall<unknown, unknown, Record<string, never>>;
-  const iterator = deadlinePropagationMiddleware(call, options as never);
+  const iterator = clientCallPolicy('test', 'grpc', new Metrics({ defaultMetrics: false })).middleware(call, options as never);
   const result = await iterator.next();
   return { result, seen };
 }
@@ -116,7 +117,7 @@ describe('deadlineToMs', () => {
   });
 });
 
-describe('deadlinePropagationMiddleware', () => {
+describe('the client call policy', () => {
   it('fails at once with DEADLINE_EXCEEDED, without calling the transport, when the budget is spent', async () => {
     const outcome = await runPropagation({ deadline: new Date(Date.now() - 1) }).catch((error: unknown) => error);
     expect(outcome).toBeInstanceOf(ClientError);

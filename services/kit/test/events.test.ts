@@ -5,6 +5,7 @@ import {
   EventPublisher,
   Metrics,
   REDACTED,
+  SharedNatsConnection,
   createLogger,
   eventSubject,
   initTracing,
@@ -15,34 +16,39 @@ import {
   type EventPublisherOptions,
   type Tracing,
 } from '@elexirion/kit';
-import { collectEvents, eventually, startNats, waitFor, type NatsServer } from '../../../test/support/nats.js';
-import { freePort } from '../../../test/support/ports.js';
-import { stopAll } from '../../../test/support/processes.js';
+import { collectEvents, eventually, startNats, waitFor, type NatsServer, freePort, stopAll } from '@elexirion/testing';
 
 let tracing: Tracing;
 beforeAll(() => {
   tracing = initTracing({ serviceName: 'kit-events-test' });
 });
 
-const publishers: EventPublisher[] = [];
+const publishers: { close(): Promise<void> }[] = [];
 const servers: NatsServer[] = [];
 
+/** A publisher as a host runs one: started on a connection of its own to `url`, which it owns. */
 function publisher(url: string, overrides: Partial<EventPublisherOptions> = {}) {
   const metrics = new Metrics({ defaultMetrics: false });
+  const logger = createLogger({ level: 'silent', name: 'kit-events-test' });
+  const nats = new SharedNatsConnection({ url, name: 'kit-events-test', logger });
   const created = new EventPublisher({
-    url,
     enabled: true,
     queueMax: 1_000,
     flushIntervalMs: 5,
     streamName: 'ELEXIRION_EVENTS',
     streamMaxAgeHours: 1,
-    connectionName: 'kit-events-test',
-    logger: createLogger({ level: 'silent', name: 'kit-events-test' }),
+    logger,
     metrics,
     ...overrides,
   });
-  publishers.push(created);
-  return { publisher: created, metrics };
+  created.start(nats.forService('kit-events-test'));
+  // As the host stops: the publisher sends what it holds, then the connection drains.
+  const close = async () => {
+    await created.close();
+    await nats.stop(1_000);
+  };
+  publishers.push({ close });
+  return { publisher: created, metrics, close };
 }
 
 async function dropped(metrics: Metrics, reason: string): Promise<number> {
@@ -51,7 +57,7 @@ async function dropped(metrics: Metrics, reason: string): Promise<number> {
 }
 
 afterEach(async () => {
-  await Promise.all(publishers.splice(0).map((created) => created.close(1_000)));
+  await Promise.all(publishers.splice(0).map((created) => created.close()));
   await Promise.all(servers.splice(0).map((server) => server.stop()));
 });
 
@@ -63,7 +69,6 @@ afterAll(async () => {
 describe('EventPublisher with NATS down', () => {
   it('never throws from publish and returns fast', async () => {
     const { publisher: events } = publisher(`nats://127.0.0.1:${await freePort()}`, { queueMax: 100_000 });
-    events.start();
     const started = performance.now();
     for (let index = 0; index < 2_000; index += 1) {
       expect(() => events.publish('provider', 'completion', { status: 'OK', durationMs: index })).not.toThrow();
@@ -75,7 +80,6 @@ describe('EventPublisher with NATS down', () => {
 
   it('drops events past queueMax and counts them in elexirion_telemetry_events_dropped_total', async () => {
     const { publisher: events, metrics } = publisher(`nats://127.0.0.1:${await freePort()}`, { queueMax: 5 });
-    events.start();
     for (let index = 0; index < 12; index += 1) events.publish('agent', 'job', { status: 'OK' });
     expect(await dropped(metrics, 'queue_full')).toBe(7);
     expect((await metrics.eventsQueued.get()).values[0]?.value).toBe(5);
@@ -85,7 +89,6 @@ describe('EventPublisher with NATS down', () => {
 
   it('closes promptly, counting what was still queued as dropped', async () => {
     const { publisher: events, metrics } = publisher(`nats://127.0.0.1:${await freePort()}`, { queueMax: 5 });
-    events.start();
     for (let index = 0; index < 3; index += 1) events.publish('agent', 'job', { status: 'OK' });
     const started = Date.now();
     await events.close();
@@ -97,7 +100,6 @@ describe('EventPublisher with NATS down', () => {
 
   it('does nothing at all when disabled', async () => {
     const { publisher: events, metrics } = publisher(`nats://127.0.0.1:${await freePort()}`, { enabled: false, queueMax: 1 });
-    events.start();
     for (let index = 0; index < 5; index += 1) events.publish('agent', 'job', { status: 'OK' });
     expect(await dropped(metrics, 'queue_full')).toBe(0);
     expect(await events.waitUntilConnected(100)).toBe(false);
@@ -109,7 +111,6 @@ describe('EventPublisher with a real NATS', () => {
     const nats = await startNats();
     servers.push(nats);
     const { publisher: events, metrics } = publisher(nats.url);
-    events.start();
     expect(await events.waitUntilConnected(10_000)).toBe(true);
     const listener = await collectEvents(nats.url);
     try {
@@ -146,7 +147,6 @@ describe('EventPublisher with a real NATS', () => {
     const nats = await startNats();
     servers.push(nats);
     const { publisher: events } = publisher(nats.url);
-    events.start();
     expect(await events.waitUntilConnected(10_000)).toBe(true);
     const listener = await collectEvents(nats.url);
     try {
@@ -169,7 +169,6 @@ describe('EventPublisher with a real NATS', () => {
     const nats = await startNats();
     servers.push(nats);
     const { publisher: events, metrics } = publisher(nats.url, { flushIntervalMs: 200 });
-    events.start();
     expect(await events.waitUntilConnected(10_000)).toBe(true);
     const connection = await connect({ servers: nats.url });
     const messages: { subject: string; batch: proto.TelemetryEventBatch; traceparents: string[] }[] = [];
@@ -213,7 +212,6 @@ describe('EventPublisher with a real NATS', () => {
     const nats = await startNats();
     servers.push(nats);
     const { publisher: events } = publisher(nats.url, { flushIntervalMs: 500, queueMax: 10_000 });
-    events.start();
     expect(await events.waitUntilConnected(10_000)).toBe(true);
     const listener = await collectEvents(nats.url);
     try {
@@ -234,7 +232,6 @@ describe('EventPublisher with a real NATS', () => {
     const nats = await startNats();
     servers.push(nats);
     const { publisher: events, metrics } = publisher(nats.url, { flushIntervalMs: 200 });
-    events.start();
     expect(await events.waitUntilConnected(10_000)).toBe(true);
     const listener = await collectEvents(nats.url);
     try {
@@ -257,7 +254,6 @@ describe('EventPublisher with a real NATS', () => {
     const nats = await startNats();
     servers.push(nats);
     const { publisher: events } = publisher(nats.url);
-    events.start();
     expect(await events.waitUntilConnected(10_000)).toBe(true);
     const connection = await connect({ servers: nats.url });
     try {
@@ -283,13 +279,11 @@ describe('EventPublisher with a real NATS', () => {
   it('keeps an existing stream rather than failing or replacing it', async () => {
     const nats = await startNats();
     servers.push(nats);
-    const first = publisher(nats.url).publisher;
-    first.start();
+    const { publisher: first, close: closeFirst } = publisher(nats.url);
     expect(await first.waitUntilConnected(10_000)).toBe(true);
     first.publish('agent', 'job', { status: 'OK' });
-    await first.close();
+    await closeFirst();
     const second = publisher(nats.url).publisher;
-    second.start();
     expect(await second.waitUntilConnected(10_000)).toBe(true);
     const connection = await connect({ servers: nats.url });
     try {
@@ -307,7 +301,6 @@ describe('EventPublisher with a real NATS', () => {
   it('delivers later events once NATS comes up after the publisher started', async () => {
     const port = await freePort();
     const { publisher: events } = publisher(`nats://127.0.0.1:${port}`);
-    events.start();
     events.publish('agent', 'job', { status: 'EARLY' });
     await new Promise((resolve) => setTimeout(resolve, 300)); // at least one failed attempt
     expect(events.isConnected).toBe(false);
@@ -328,7 +321,6 @@ describe('EventPublisher with a real NATS', () => {
   it('keeps the events it held while NATS was down in the stream once NATS comes up', async () => {
     const port = await freePort();
     const { publisher: events } = publisher(`nats://127.0.0.1:${port}`);
-    events.start();
     events.publish('agent', 'job', { status: 'EARLY' });
     const nats = await startNats(port);
     servers.push(nats);
@@ -356,7 +348,6 @@ describe('EventPublisher with a real NATS', () => {
     const nats = await startNats();
     servers.push(nats);
     const { publisher: events } = publisher(nats.url);
-    events.start();
     expect(await events.waitUntilConnected(10_000)).toBe(true);
     const listener = await collectEvents(nats.url);
     try {

@@ -11,13 +11,13 @@ import {
   ConfigError,
   Status,
   defineService,
+  httpRoutes,
   incomingDeadline,
   proto,
   startHost,
   type Host,
 } from '@elexirion/kit';
-import { rawUnaryCall } from '../../../test/support/raw-grpc.js';
-import { captureLogs, gate, hostEnv, implement, sleep, until } from './helpers.js';
+import { rawUnaryCall, captureLogs, gate, hostEnv, implement, sleep, waitFor } from '@elexirion/testing';
 
 // The reflection package's generated (google-protobuf) message classes: its service definition
 // only serializes instances of these very classes.
@@ -78,9 +78,11 @@ const executorModule = defineService({
         return { pipeline: request.pipeline };
       },
     }),
-    registerHttp(app) {
-      app.get('/v1/ping', async () => ({ pong: true }));
-    },
+    http: [
+      httpRoutes('/v1', async (app) => {
+        app.get('/ping', async () => ({ pong: true }));
+      }),
+    ],
   }),
 });
 
@@ -150,7 +152,7 @@ describe('startHost', () => {
     expect(await (await fetch(`${http}/healthz`)).json()).toEqual({ status: 'ok' });
     const ready = await fetch(`${http}/readyz`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toEqual({ status: 'serving', services: ['provider', 'executor'] });
+    expect(await ready.json()).toEqual({ status: 'serving', services: ['provider', 'executor'], nats: { state: 'off', uses: [] } });
     expect(await (await fetch(`${http}/v1/ping`)).json()).toEqual({ pong: true });
   });
 
@@ -168,7 +170,7 @@ describe('startHost', () => {
       });
       stream.write(new reflectionPb.ServerReflectionRequest().setListServices(''));
       stream.write(new reflectionPb.ServerReflectionRequest().setFileContainingSymbol('elexirion.v1.Provider'));
-      await until('two reflection answers', () => responses.length >= 2);
+      await waitFor('two reflection answers', () => responses.length >= 2);
       stream.end();
       await ended;
 
@@ -260,7 +262,7 @@ describe('Host.stop', () => {
     const { host, provider, health, http } = await start([providerModule], { DRAIN_DELAY_MS: '1500' });
     expect(await healthOf(health, '')).toBe(SERVING);
     const inFlight = provider.complete({ model: 'slow:2500' });
-    await until('the call to reach its handler', () => state.entered === 1);
+    await waitFor('the call to reach its handler', () => state.entered === 1);
 
     const stopped = host.stop('test drain');
     expect(await healthOf(health, '')).toBe(NOT_SERVING);
@@ -285,7 +287,7 @@ describe('Host.stop', () => {
   it('pushes NOT_SERVING to a health watcher as soon as stop() begins, with no drain delay', async () => {
     const { host, provider, health } = await start([providerModule]);
     const inFlight = provider.complete({ model: 'slow:1500' });
-    await until('the call to reach its handler', () => state.entered === 1);
+    await waitFor('the call to reach its handler', () => state.entered === 1);
 
     const watcher = new AbortController();
     const statuses: number[] = [];
@@ -295,7 +297,7 @@ describe('Host.stop', () => {
         if (status === NOT_SERVING) return;
       }
     })().catch(() => undefined);
-    await until('the watcher to see SERVING', () => statuses[0] === SERVING);
+    await waitFor('the watcher to see SERVING', () => statuses[0] === SERVING);
 
     const stopBegan = Date.now();
     const stopped = host.stop('test drain');
@@ -311,7 +313,7 @@ describe('Host.stop', () => {
   it('forces shutdown of a call that never ends once DRAIN_GRACE_MS has passed', async () => {
     const { host, provider } = await start([providerModule], { DRAIN_GRACE_MS: '300' });
     const neverEnding = provider.complete({ model: 'forever' }).catch((error: unknown) => error);
-    await until('the call to reach its handler', () => state.entered === 1);
+    await waitFor('the call to reach its handler', () => state.entered === 1);
 
     const began = Date.now();
     await host.stop('test grace');
@@ -320,7 +322,7 @@ describe('Host.stop', () => {
     expect(took).toBeLessThan(5_000);
     const outcome = await neverEnding;
     expect(outcome).toBeInstanceOf(ClientError);
-    await until('the handler to be cancelled', () => state.aborted === 1, 5_000);
+    await waitFor('the handler to be cancelled', () => state.aborted === 1, 5_000);
   });
 
   it('stops promptly when nothing is in flight', async () => {

@@ -140,35 +140,29 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
     };
   }
 
-  function report(started: number, answer: proto.CompleteResponse | undefined, error?: unknown, requested?: string): void {
-    events.publish('completion', {
-      status: error ? (error instanceof ServerError ? Status[error.code] : 'CANCELLED') : 'OK',
-      durationMs: Math.round(performance.now() - started),
-      providerCompletion: answer
-        ? { provider: answer.provider, model: answer.model, usage: answer.usage, attempts: answer.attempts, finishReason: answer.finishReason }
-        : { model: requested ?? '', errorMessage: error instanceof Error ? error.message : String(error) },
-    });
-  }
+  /** The completion event: who answered and at what cost, or what failed. */
+  const completion = (answer: proto.CompleteResponse) => ({
+    providerCompletion: { provider: answer.provider, model: answer.model, usage: answer.usage, attempts: answer.attempts, finishReason: answer.finishReason },
+  });
+  const failedCompletion = (requested: string) => (errorMessage: string) => ({ providerCompletion: { model: requested, errorMessage } });
 
   const implementation: proto.ProviderServiceImplementation = {
     async complete(request, callContext) {
-      const started = performance.now();
-      try {
-        const { plan, structured } = prepare(request);
-        const outcome = await router.complete(plan, callContext.signal, incomingDeadline(callContext), structured?.schema);
-        const answer = response(plan, outcome, structured);
-        report(started, answer);
-        return answer;
-      } catch (error) {
-        report(started, undefined, error, request.model);
-        throw error;
-      }
+      return events.observe(
+        'completion',
+        async () => {
+          const { plan, structured } = prepare(request);
+          const outcome = await router.complete(plan, callContext.signal, incomingDeadline(callContext), structured?.schema);
+          return response(plan, outcome, structured);
+        },
+        { ok: completion, failed: (_error, message) => failedCompletion(request.model)(message) },
+      );
     },
 
     async *streamComplete(wrapper, callContext) {
-      const started = performance.now();
       const request = wrapper.request;
       if (!request) throw new ServerError(Status.INVALID_ARGUMENT, 'request: required');
+      const observation = events.begin('completion');
       try {
         const { plan, structured } = prepare(request);
         if (structured) throw new ServerError(Status.INVALID_ARGUMENT, 'json_schema: structured output is not streamed; use Complete');
@@ -177,12 +171,12 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
             yield { delta: event.delta };
           } else {
             const answer = response(plan, event.done, undefined);
-            report(started, answer);
+            observation.succeeded(completion(answer));
             yield { done: answer };
           }
         }
       } catch (error) {
-        report(started, undefined, error, request.model);
+        observation.failed(error, failedCompletion(request.model));
         throw error;
       }
     },

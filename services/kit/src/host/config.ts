@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { isSecretName } from './secrets.js';
+import { isSecretName } from '../secrets.js';
 import { serviceCatalog, type ServiceName } from './catalog.js';
 
 /** A configuration problem found at start-up; the message names every bad variable. */

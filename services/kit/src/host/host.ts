@@ -1,4 +1,3 @@
-import Fastify, { type FastifyInstance } from 'fastify';
 import { createServer, type ServiceImplementation } from 'nice-grpc';
 import { composeServerMiddleware, type ServerMiddleware } from 'nice-grpc-common';
 import { openTelemetryServerMiddleware } from 'nice-grpc-opentelemetry';
@@ -6,16 +5,18 @@ import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-serv
 import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
 import { pino, type DestinationStream } from 'pino';
 import type { z } from 'zod';
-import { serviceCatalog, serviceNames, type ServiceDefinitionOf, type ServiceName } from './catalog.js';
-import { ChannelPool, ServiceClients, type LocalService } from './clients.js';
+import { callsOf, hostingOrder, primaryService, serviceCatalog, type ServiceDefinitionOf, type ServiceName } from './catalog.js';
+import { ChannelPool, ServiceClients, type LocalService } from '../rpc/clients.js';
 import { ConfigError, loadHostConfig, parseEnv, type HostConfig } from './config.js';
-import { deadlineServerInterceptor } from './deadline.js';
-import { serverCallPolicy } from './call-policy.js';
-import { EventPublisher, serviceEvents, type ServiceEvents } from './events.js';
-import { descriptorSetBase64 } from './generated/descriptor-set.js';
-import { createLogger, type Logger } from './logger.js';
-import { Metrics } from './metrics.js';
-import { initTracing, spansRecorded, traceContextServerMiddleware } from './tracing.js';
+import { createHttpServer, registerRoutes, type HttpRoutes } from './http.js';
+import { SharedNatsConnection, type ServiceNats } from './shared-nats-connection.js';
+import { deadlineServerInterceptor } from '../rpc/deadline.js';
+import { serverCallPolicy } from '../rpc/call-policy.js';
+import { EventPublisher, serviceEvents, type ServiceEvents } from '../telemetry/event-publisher.js';
+import { descriptorSetBase64 } from '../generated/descriptor-set.js';
+import { createLogger, type Logger } from '../telemetry/logger.js';
+import { Metrics } from '../telemetry/metrics.js';
+import { initTracing, spansRecorded, traceContextServerMiddleware } from '../telemetry/tracing.js';
 
 /** What a service gets from the host it runs in. */
 export interface ServiceContext<Config> {
@@ -28,12 +29,14 @@ export interface ServiceContext<Config> {
   clients: ServiceClients;
   events: ServiceEvents;
   metrics: Metrics;
+  /** The process's one NATS connection; a service that needs NATS says so with `nats.use`. */
+  nats: ServiceNats;
 }
 
 export interface ServiceInstance<N extends ServiceName> {
   implementation: ServiceImplementation<ServiceDefinitionOf<N>>;
-  /** Extra HTTP routes on the process's HTTP port (the gateway's web API). */
-  registerHttp?(app: FastifyInstance): void | Promise<void>;
+  /** HTTP routes on the process's HTTP port, each an encapsulated plugin under its prefix. */
+  http?: HttpRoutes[];
   /** Runs after in-flight calls have finished during a drain. */
   close?(): Promise<void>;
 }
@@ -64,21 +67,24 @@ export interface Host {
   logger: Logger;
   metrics: Metrics;
   events: EventPublisher;
+  nats: SharedNatsConnection;
   /** Drains (NOT_SERVING, finish in-flight calls, force after the grace period) and releases everything. */
   stop(reason?: string): Promise<void>;
 }
 
 /**
  * Starts one gRPC server (with health and reflection) and one HTTP server (metrics, health, and
- * the routes services add) for the given services. Services hosted together call each other
- * in-process; the others are reached at `<NAME>_ADDRESS`.
+ * the routes services add) for the given services, and the process's one NATS connection.
+ * Services hosted together call each other in-process; the others are reached at `<NAME>_ADDRESS`.
  */
 export async function startHost(modules: ServiceModule<ServiceName, any>[], options: HostOptions = {}): Promise<Host> {
   const env = options.env ?? process.env;
   if (modules.length === 0) throw new ConfigError(['no services to host']);
-  const ordered = [...modules].sort((a, b) => serviceNames.indexOf(a.name) - serviceNames.indexOf(b.name));
-  const names = ordered.map((module) => module.name);
-  if (new Set(names).size !== names.length) throw new ConfigError([`a service is listed twice: ${names.join(', ')}`]);
+  const listed = modules.map((module) => module.name);
+  if (new Set(listed).size !== listed.length) throw new ConfigError([`a service is listed twice: ${listed.join(', ')}`]);
+  // Each service is created after the services it calls (the catalog's `calls`).
+  const names = hostingOrder(listed);
+  const ordered = names.map((name) => modules.find((module) => module.name === name)!);
 
   const { config, serviceConfigs } = loadAllConfig(ordered, env);
   const processName = names.length === 1 ? names[0]! : 'elexirion';
@@ -88,24 +94,22 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
     otlpEndpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT,
   });
   const metrics = new Metrics();
+  const nats = new SharedNatsConnection({ url: config.NATS_URL, name: `elexirion-${processName}-${process.pid}`, logger });
   const events = new EventPublisher({
-    url: config.NATS_URL,
     enabled: config.TELEMETRY_EVENTS,
     queueMax: config.TELEMETRY_QUEUE_MAX,
     flushIntervalMs: config.TELEMETRY_FLUSH_MS,
     streamName: config.TELEMETRY_STREAM,
     streamMaxAgeHours: config.TELEMETRY_STREAM_MAX_AGE_HOURS,
-    connectionName: `elexirion-${processName}-${process.pid}`,
     logger,
     metrics,
   });
-  events.start();
+  events.start(nats.forService(processName));
 
   const channels = new ChannelPool();
   const local = new Map<ServiceName, LocalService>();
   const instances: { name: ServiceName; instance: ServiceInstance<any>; middleware: ServerMiddleware }[] = [];
-  // Ports are those of the outermost service hosted: gateway, else agent, else executor, else provider.
-  const primary = names[names.length - 1]!;
+  const primary = primaryService(names);
   const grpc = createServer({
     interceptors: [deadlineServerInterceptor],
     'grpc.max_connection_age_ms': config.GRPC_MAX_CONNECTION_AGE_MS,
@@ -114,18 +118,18 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
     'grpc.http2.min_ping_interval_without_data_ms': 10_000,
     'grpc.max_receive_message_length': 32 * 1024 * 1024,
   });
-  const http = Fastify({ logger: false, bodyLimit: 8 * 1024 * 1024 });
+  const http = createHttpServer({ logger, title: `Elexirion ${names.join(', ')}` });
   const health = HealthState();
   let draining = false;
 
   try {
-    // Dependency order: each service's local dependencies exist before it is created.
     for (const module of ordered) {
       const serviceLogger = logger.child({ service: module.name });
       const policy = serverCallPolicy(module.name, metrics, serviceLogger);
       const middleware = composeServerMiddleware(spansRecorded() ? openTelemetryServerMiddleware() : traceContextServerMiddleware, policy.middleware);
       const clients = new ServiceClients({
         caller: module.name,
+        calls: [...callsOf(module.name), module.name],
         addresses: config.addresses,
         local,
         metrics,
@@ -140,6 +144,7 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
         clients,
         events: serviceEvents(events, module.name),
         metrics,
+        nats: nats.forService(module.name),
       });
       // In-process calls need a server span only when spans are recorded (see spansRecorded).
       local.set(
@@ -156,16 +161,20 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
     grpc.add(HealthDefinition, HealthServiceImpl(health));
     grpc.add(ServerReflectionService, ServerReflection(Buffer.from(descriptorSetBase64, 'base64'), fullNames));
 
-    http.get('/metrics', async (_request, reply) => {
+    http.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
       reply.header('content-type', metrics.registry.contentType);
       return metrics.registry.metrics();
     });
-    http.get('/healthz', async () => ({ status: 'ok' }));
-    http.get('/readyz', async (_request, reply) => {
+    http.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+    // Ready while serving, degraded or not: a replica whose NATS is away still answers (without
+    // what needs NATS), and taking every replica out of its Service would be a full outage.
+    http.get('/readyz', { schema: { hide: true } }, async (_request, reply) => {
+      const natsReadiness = nats.readiness();
+      const status = draining ? 'draining' : nats.ready ? 'serving' : 'degraded';
       reply.code(draining ? 503 : 200);
-      return { status: draining ? 'draining' : 'serving', services: names };
+      return { status, services: names, nats: natsReadiness };
     });
-    for (const { instance } of instances) await instance.registerHttp?.(http);
+    await registerRoutes(http, instances.flatMap(({ instance }) => instance.http ?? []));
 
     const grpcPort = await grpc.listen(`${config.BIND_HOST}:${config.ports[primary].grpc}`);
     await http.listen({ host: config.BIND_HOST, port: config.ports[primary].http });
@@ -173,7 +182,8 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
     const httpPort = typeof address === 'object' && address ? address.port : config.ports[primary].http;
 
     for (const fullName of ['', ...fullNames]) health.setStatus('healthy', fullName);
-    logger.info({ services: names, grpc: `${config.BIND_HOST}:${grpcPort}`, http: `${config.BIND_HOST}:${httpPort}`, nats: config.TELEMETRY_EVENTS ? config.NATS_URL : 'off' }, 'serving');
+    const usesNats = nats.readiness().uses.length > 0;
+    logger.info({ services: names, grpc: `${config.BIND_HOST}:${grpcPort}`, http: `${config.BIND_HOST}:${httpPort}`, nats: usesNats ? config.NATS_URL : 'off' }, 'serving');
 
     let stopping: Promise<void> | undefined;
     const stop = (reason = 'stop requested') => {
@@ -194,18 +204,22 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
         }
         channels.close();
         await events.close();
+        // Draining the connection sends what the services and the telemetry left buffered.
+        await nats.stop();
         await tracing.shutdown();
         logger.info('stopped');
       })();
       return stopping;
     };
 
-    return { services: names, grpcPort, httpPort, config, logger, metrics, events, stop };
+    return { services: names, grpcPort, httpPort, config, logger, metrics, events, nats, stop };
   } catch (error) {
     grpc.forceShutdown();
     await http.close().catch(() => {});
+    for (const { instance } of [...instances].reverse()) await instance.close?.().catch(() => {});
     channels.close();
-    await events.close(0);
+    await events.close();
+    await nats.stop(0);
     await tracing.shutdown();
     throw error;
   }

@@ -12,8 +12,8 @@ import {
 import type { DeadlineOptions } from 'nice-grpc-client-middleware-deadline';
 import { budgetMetadata } from './deadline.js';
 import { mapServerError } from './errors.js';
-import type { Logger } from './logger.js';
-import { recordClientCall, recordServerCall, type Metrics } from './metrics.js';
+import type { Logger } from '../telemetry/logger.js';
+import { recordClientCall, recordServerCall, type Metrics } from '../telemetry/metrics.js';
 
 // What every call between services goes through, one policy per side. Each policy comes in two
 // forms with the same behaviour: nice-grpc middleware (an async generator whose frame lives as long

@@ -22,11 +22,13 @@ import {
 } from 'nice-grpc-common';
 import type { DeadlineOptions } from 'nice-grpc-client-middleware-deadline';
 import { openTelemetryClientMiddleware } from 'nice-grpc-opentelemetry';
-import { serviceCatalog, type ServiceDefinitionOf, type ServiceName } from './catalog.js';
+import { serviceCatalog, type ServiceDefinitionOf, type ServiceName } from '../host/catalog.js';
 import { clientCallPolicy, type ClientCallPolicy, type ServerCallPolicy } from './call-policy.js';
 import { DEADLINE_METADATA_KEY, TIMEOUT_METADATA_KEY, mergeDeadline } from './deadline.js';
-import type { Metrics } from './metrics.js';
-import { spansRecorded, traceContextMiddleware } from './tracing.js';
+import { failureMessage, statusOf } from './errors.js';
+import { grpcRetryPolicy, type RetryPolicy } from '../reliability/retry.js';
+import { Metrics } from '../telemetry/metrics.js';
+import { spansRecorded, traceContextMiddleware } from '../telemetry/tracing.js';
 
 /** The typed client of a service; the same interface whether the service is local or remote. */
 export type ServiceClient<N extends ServiceName> = Client<ServiceDefinitionOf<N>, DeadlineOptions>;
@@ -44,6 +46,13 @@ export interface LocalService {
 
 const MAX_MESSAGE_BYTES = 32 * 1024 * 1024;
 
+/**
+ * How calls between services are retried: on UNAVAILABLE only (a replica draining or gone), by
+ * the gRPC channel itself, which also retries what never reached a server. A handler's own
+ * UNAVAILABLE is final (`mapServerError` tells the channel so).
+ */
+export const INTERNAL_CALL_RETRY: RetryPolicy = { maxAttempts: 3, baseMs: 50, maxMs: 500 };
+
 /** Channel options for calls between services: round robin over every DNS address, keepalive, retry on UNAVAILABLE. */
 export const internalChannelOptions: ChannelOptions = {
   'grpc.service_config': JSON.stringify({
@@ -51,13 +60,7 @@ export const internalChannelOptions: ChannelOptions = {
     methodConfig: [
       {
         name: [{}],
-        retryPolicy: {
-          maxAttempts: 3,
-          initialBackoff: '0.05s',
-          maxBackoff: '0.5s',
-          backoffMultiplier: 2,
-          retryableStatusCodes: ['UNAVAILABLE'],
-        },
+        retryPolicy: grpcRetryPolicy(INTERNAL_CALL_RETRY, ['UNAVAILABLE']),
       },
     ],
   }),
@@ -71,6 +74,8 @@ export const internalChannelOptions: ChannelOptions = {
 export interface ServiceClientsOptions {
   /** The calling service, for metrics. */
   caller: string;
+  /** The services it may call (the catalog's `calls`); any other is refused. Every one when absent. */
+  calls?: readonly ServiceName[];
   addresses: Record<ServiceName, string>;
   local: ReadonlyMap<ServiceName, LocalService>;
   metrics: Metrics;
@@ -93,6 +98,10 @@ export class ServiceClients {
   get<N extends ServiceName>(name: N): ServiceClient<N> {
     let client = this.cache.get(name) as ServiceClient<N> | undefined;
     if (!client) {
+      const { calls, caller } = this.options;
+      if (calls && !calls.includes(name)) {
+        throw new Error(`${caller} does not call ${name}: add it to ${caller}'s \`calls\` in the service catalog`);
+      }
       client = this.create(name);
       this.cache.set(name, client);
     }
@@ -354,10 +363,32 @@ function raceAbort<T>(signal: AbortSignal | undefined, promise: Promise<T>): Pro
   });
 }
 
+/** What a remote caller would get: the server's status and details as a ClientError. */
 function toClientError(error: unknown, path: string, signal: AbortSignal | undefined): unknown {
   if (signal?.aborted && isAbortError(error)) return error;
   if (error instanceof ClientError) return error;
-  if (error instanceof ServerError) return new ClientError(path, error.code, error.details);
   if (isAbortError(error)) return new ClientError(path, Status.CANCELLED, `${path} was cancelled`);
-  return new ClientError(path, Status.UNKNOWN, 'Unknown server error occurred');
+  return new ClientError(path, statusOf(error), failureMessage(error));
+}
+
+/**
+ * A client of one service at `address` (`host:port` or a gRPC target) for code outside a host:
+ * tools and tests. It is the client services use between them: the same deadlines, metrics and
+ * retries.
+ */
+export function connectService<N extends ServiceName>(
+  name: N,
+  address: string,
+  options: { caller?: string; metrics?: Metrics } = {},
+): { client: ServiceClient<N>; close(): void } {
+  const channels = new ChannelPool();
+  const clients = new ServiceClients({
+    caller: options.caller ?? 'client',
+    calls: [name],
+    addresses: { [name]: address.includes(':///') || address.startsWith('unix:') ? address : `dns:///${address}` } as Record<ServiceName, string>,
+    local: new Map(),
+    metrics: options.metrics ?? new Metrics({ defaultMetrics: false }),
+    channelFor: (target) => channels.get(target),
+  });
+  return { client: clients.get(name), close: () => channels.close() };
 }

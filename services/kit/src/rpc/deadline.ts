@@ -1,5 +1,5 @@
 import { Metadata as GrpcMetadata, ServerInterceptingCall, type ServerInterceptor } from '@grpc/grpc-js';
-import { ClientError, Metadata, Status, type CallContext, type ClientMiddleware } from 'nice-grpc-common';
+import { ClientError, Metadata, Status, type CallContext } from 'nice-grpc-common';
 
 /**
  * Deadline propagation across hops.
@@ -71,17 +71,6 @@ export function callOptions(context: Pick<CallContext, 'metadata' | 'signal'>, o
 export function deadlineToMs(deadline: Deadline, now = Date.now()): number {
   return deadline instanceof Date ? deadline.getTime() - now : deadline;
 }
-
-/**
- * Client middleware: sends the remaining budget to the server and fails at once, without a
- * network round trip, when the budget is already spent. Put it before nice-grpc's
- * deadlineMiddleware, which enforces the deadline locally.
- */
-export const deadlinePropagationMiddleware: ClientMiddleware<{ deadline?: Deadline }> = async function* (call, options) {
-  if (options.deadline === undefined) return yield* call.next(call.request, options);
-  const { metadata } = budgetMetadata(call.method.path, options.deadline, options.metadata);
-  return yield* call.next(call.request, { ...options, metadata });
-};
 
 /**
  * A copy of `metadata` (callers may reuse theirs) carrying the budget left until `deadline` as

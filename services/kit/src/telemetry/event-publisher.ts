@@ -1,12 +1,14 @@
 import { isSpanContextValid, trace } from '@opentelemetry/api';
-import { connect, headers, nanos, type NatsConnection } from '@nats-io/transport-node';
+import { headers, nanos, type NatsConnection } from '@nats-io/transport-node';
+import type { ServiceNats } from '../host/shared-nats-connection.js';
 import { DiscardPolicy, RetentionPolicy, StorageType, jetstreamManager } from '@nats-io/jetstream';
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { EventIdGenerator } from './event-ids.js';
-import { TelemetryEvent } from './generated/elexirion/v1/telemetry.js';
+import { TelemetryEvent } from '../generated/elexirion/v1/telemetry.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
-import { containsSecret, redactSecrets, redactSecretsDeep } from './secrets.js';
+import { ClientError, ServerError, statusNameOf } from '../rpc/errors.js';
+import { containsSecret, redactSecrets, redactSecretsDeep } from '../secrets.js';
 
 export const EVENT_SUBJECT_PREFIX = 'elexirion.events';
 /** Events queued that make a flush start without waiting for the interval. */
@@ -23,7 +25,6 @@ const TRACEPARENT_HEADER_BYTES = 72;
  * and grow a buffer of its own (that was most of an event's cost).
  */
 const entryWriter = new BinaryWriter();
-const CONNECT_RETRY_MS = 1_000;
 const SLAB_BYTES = 64 * 1024;
 
 /**
@@ -75,7 +76,6 @@ type DeepPartial<T> = T extends Date | string | number | boolean | undefined
       : Partial<T>;
 
 export interface EventPublisherOptions {
-  url: string;
   enabled: boolean;
   /** Events held while NATS is slow or down; past this, new events are dropped and counted. */
   queueMax: number;
@@ -83,7 +83,6 @@ export interface EventPublisherOptions {
   flushIntervalMs: number;
   streamName: string;
   streamMaxAgeHours: number;
-  connectionName: string;
   logger: Logger;
   metrics: Metrics;
 }
@@ -113,15 +112,29 @@ export class EventPublisher {
   private closing = false;
   private flushScheduled = false;
   private queue: PendingEvent[] = [];
-  private connecting: Promise<void> | undefined;
-  private wakeConnectLoop: (() => void) | undefined;
+  private stopFollowing: (() => void) | undefined;
 
   constructor(private readonly options: EventPublisherOptions) {}
 
-  /** Connects in the background, retrying for ever; returns at once. */
-  start(): void {
-    if (!this.options.enabled || this.connecting) return;
-    this.connecting = this.connectInBackground();
+  /**
+   * Publishes over the process's NATS connection: once it is connected and the stream exists,
+   * and while it stays connected. Returns at once; events wait in the queue meanwhile.
+   */
+  start(nats: Pick<ServiceNats, 'use' | 'onStatus' | 'connected'>): void {
+    if (!this.options.enabled || this.stopFollowing || this.closing) return;
+    this.stopFollowing = nats.onStatus((state) => {
+      this.connected = state === 'connected' && this.connection !== undefined;
+      if (state === 'disconnected') this.options.logger.warn('telemetry lost NATS; holding events up to the queue limit');
+      this.scheduleFlush();
+    });
+    nats.use('telemetry events', async (connection) => {
+      // The stream must exist before the first event goes out, or NATS would take the events
+      // held while it was down and store none of them.
+      await this.ensureStream(connection);
+      this.connection = connection;
+      this.connected = nats.connected;
+      this.scheduleFlush();
+    });
   }
 
   get isConnected(): boolean {
@@ -132,11 +145,8 @@ export class EventPublisher {
   async waitUntilConnected(timeoutMs: number): Promise<boolean> {
     const until = Date.now() + timeoutMs;
     while (!this.connected && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 25));
-    if (this.connecting && this.connected) await this.streamReady;
     return this.connected;
   }
-
-  private streamReady: Promise<void> = Promise.resolve();
 
   publish(service: string, kind: string, fields: EventFields): void {
     if (!this.options.enabled || this.closing) return;
@@ -253,57 +263,6 @@ export class EventPublisher {
     }
   }
 
-  private async connectInBackground(): Promise<void> {
-    const { logger } = this.options;
-    let warned = false;
-    while (!this.closing) {
-      try {
-        const connection = await connect({
-          servers: this.options.url,
-          name: this.options.connectionName,
-          maxReconnectAttempts: -1,
-          reconnectTimeWait: 1_000,
-        });
-        if (this.closing) {
-          await connection.close();
-          return;
-        }
-        this.connection = connection;
-        // The stream must exist before the first event goes out, or NATS would take the events
-        // held while it was down and store none of them.
-        this.streamReady = this.ensureStream(connection);
-        await this.streamReady;
-        this.connected = true;
-        logger.info({ nats: this.options.url }, 'telemetry connected to NATS');
-        void this.watchStatus(connection);
-        this.scheduleFlush();
-        return;
-      } catch (error) {
-        if (!warned) {
-          logger.warn({ nats: this.options.url, error: String(error) }, 'NATS unreachable; telemetry events are held up to the queue limit, then dropped; retrying');
-          warned = true;
-        }
-        await new Promise<void>((resolve) => {
-          this.wakeConnectLoop = resolve;
-          setTimeout(resolve, CONNECT_RETRY_MS).unref();
-        });
-      }
-    }
-  }
-
-  private async watchStatus(connection: NatsConnection): Promise<void> {
-    for await (const status of connection.status()) {
-      if (status.type === 'disconnect') {
-        this.connected = false;
-        this.options.logger.warn('telemetry lost NATS; holding events up to the queue limit');
-      } else if (status.type === 'reconnect') {
-        this.connected = true;
-        this.options.logger.info('telemetry reconnected to NATS');
-        this.scheduleFlush();
-      }
-    }
-  }
-
   /** Creates the stream that keeps every event, if it does not exist yet. */
   private async ensureStream(connection: NatsConnection): Promise<void> {
     const { streamName, streamMaxAgeHours, logger } = this.options;
@@ -331,28 +290,94 @@ export class EventPublisher {
     }
   }
 
-  /** Sends what is queued (when connected) and closes the connection, within `timeoutMs`. */
-  async close(timeoutMs = 2_000): Promise<void> {
+  /**
+   * Sends what is queued (when connected) and stops; the host drains the connection after, which
+   * sends what is buffered. Events still held are counted as dropped.
+   */
+  async close(): Promise<void> {
     this.closing = true;
-    this.wakeConnectLoop?.();
-    const connection = this.connection;
-    if (!connection) {
-      if (this.queue.length > 0) this.options.metrics.eventsDropped.inc({ reason: 'not_connected' }, this.queue.length);
-      this.queue = [];
-      return;
-    }
-    this.flush();
-    const timer = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
-    await Promise.race([connection.drain().catch(() => connection.close()), timer]);
-    if (!connection.isClosed()) await connection.close().catch(() => {});
+    this.stopFollowing?.();
+    if (this.connection && this.connected) this.flush();
+    if (this.queue.length > 0) this.options.metrics.eventsDropped.inc({ reason: 'not_connected' }, this.queue.length);
+    this.queue = [];
+    this.options.metrics.eventsQueued.set(0);
   }
 }
 
 /** A service's view of the publisher: events carry its name. */
 export interface ServiceEvents {
   publish(kind: string, fields: EventFields): void;
+  /**
+   * Runs `work` and publishes one `kind` event for it, whatever the outcome: `status` (the
+   * failure's gRPC status name, or OK) and `durationMs` are filled in, the rest comes from
+   * `describe`. The failure is rethrown as it was.
+   */
+  observe<T>(kind: string, work: () => Promise<T>, describe: ObservedFields<T>): Promise<T>;
+  /** The same for work that does not end with one promise (a stream): publish with `end`, once. */
+  begin(kind: string): Observation;
+}
+
+export interface ObservedFields<T> {
+  ok(result: T): EventFields;
+  /** `message` is what the failure says (`failureMessage`): never an unexpected error's internals. */
+  failed(error: unknown, message: string): EventFields;
+}
+
+/** One observed call: publishes its event when it ends (later calls are ignored). */
+export interface Observation {
+  /** `durationMs` in `fields` wins over the measured one. */
+  succeeded(fields: EventFields): void;
+  failed(error: unknown, fields: (message: string) => EventFields): void;
+}
+
+class ObservedCall implements Observation {
+  private readonly started = performance.now();
+  private ended = false;
+
+  constructor(
+    private readonly publisher: EventPublisher,
+    private readonly service: string,
+    private readonly kind: string,
+  ) {}
+
+  succeeded(fields: EventFields): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.publisher.publish(this.service, this.kind, { status: 'OK', durationMs: this.elapsed(), ...fields });
+  }
+
+  failed(error: unknown, fields: (message: string) => EventFields): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.publisher.publish(this.service, this.kind, { status: statusNameOf(error), durationMs: this.elapsed(), ...fields(eventMessage(error)) });
+  }
+
+  private elapsed(): number {
+    return Math.round(performance.now() - this.started);
+  }
+}
+
+/** What an event says of a failure: its details, or the message of an unexpected error (events are the operators' own). */
+function eventMessage(error: unknown): string {
+  if (error instanceof ServerError || error instanceof ClientError) return error.details;
+  return error instanceof Error ? error.message : String(error);
 }
 
 export function serviceEvents(publisher: EventPublisher, service: string): ServiceEvents {
-  return { publish: (kind, fields) => publisher.publish(service, kind, fields) };
+  return {
+    publish: (kind, fields) => publisher.publish(service, kind, fields),
+    begin: (kind) => new ObservedCall(publisher, service, kind),
+    async observe(kind, work, describe) {
+      const call = new ObservedCall(publisher, service, kind);
+      let result;
+      try {
+        result = await work();
+      } catch (error) {
+        call.failed(error, (message) => describe.failed(error, message));
+        throw error;
+      }
+      call.succeeded(describe.ok(result));
+      return result;
+    },
+  };
 }

@@ -1,6 +1,6 @@
 import { trace } from '@opentelemetry/api';
 import { pino, type DestinationStream, type Logger } from 'pino';
-import { redactSecrets, REDACTED } from './secrets.js';
+import { redactSecrets, REDACTED } from '../secrets.js';
 
 export type { Logger } from 'pino';
 
