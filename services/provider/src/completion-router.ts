@@ -1,11 +1,9 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { SpanKind, SpanStatusCode, context as otelContext, trace, type Span } from '@opentelemetry/api';
 import { AbortError, isAbortError } from 'abort-controller-x';
-import { ServerError, Status, proto, timeoutSignal, tracer, type Logger } from '@elexirion/kit';
+import { ServerError, Status, proto, retry, timeoutSignal, tracer, type Logger } from '@elexirion/kit';
 import type { AdapterResult, LlmAdapter, NormalizedRequest, StreamEvent } from './adapters/types.js';
 import { costOf, targetName, type ProviderFileConfig, type ProviderName, type ProviderSettings, type Target } from './provider-config.js';
 import type { ProviderMetrics } from './provider-metrics.js';
-import { fullJitterDelay } from './reliability/backoff.js';
 import type { CircuitBreaker } from './reliability/circuit-breaker.js';
 import { LimitExceededError, type ProviderLimiter } from './reliability/limiter.js';
 import { UpstreamError } from './upstream-error.js';
@@ -49,6 +47,9 @@ class TargetFailure extends Error {
     super(message);
   }
 }
+
+/** One attempt's work, given the adapter, the attempt's signal and span, and a lease that a stream keeps past the attempt. */
+type AttemptRun<T> = (adapter: LlmAdapter, attemptSignal: AbortSignal, span: Span, lease: { keep(span: Span): (error?: unknown) => void }) => Promise<T>;
 
 /** Without a caller deadline, waits are still bounded. */
 const NO_DEADLINE_MS = 10 * 60 * 1000;
@@ -233,106 +234,124 @@ export class CompletionRouter {
     throw this.exhausted(plan, failedTargets, last);
   }
 
-  /** Attempts on one target until success, a final error, or the budget runs out. */
-  private async withRetries<T>(
-    target: Target,
-    signal: AbortSignal,
-    until: number,
-    run: (adapter: LlmAdapter, attemptSignal: AbortSignal, span: Span, lease: { keep(span: Span): (error?: unknown) => void }) => Promise<T>,
-  ): Promise<{ value: T; attempts: number }> {
+  /** Attempts on one target until success, a final error, or the budget runs out (the kit's one retry). */
+  private async withRetries<T>(target: Target, signal: AbortSignal, until: number, run: AttemptRun<T>): Promise<{ value: T; attempts: number }> {
     const runtime = this.runtimes[target.provider];
-    const adapter = runtime.adapter!;
     const { settings } = runtime;
     let attempts = 0;
-    for (let attempt = 1; ; attempt += 1) {
-      if (signal.aborted) throw new AbortError();
-      if (!runtime.breaker.tryAcquire()) {
-        this.metrics.attempts.inc({ provider: target.provider, outcome: 'breaker_open' });
-        throw new TargetFailure(target, 'breaker_open', attempts, `circuit breaker open (retry in ${Math.ceil(runtime.breaker.retryInMs() / 1000)} s)`);
-      }
-      let release: () => void;
-      try {
-        release = await runtime.limiter.acquire(signal, until);
-      } catch (error) {
-        runtime.breaker.recordNeutral();
-        if (error instanceof LimitExceededError) {
-          this.metrics.attempts.inc({ provider: target.provider, outcome: 'rejected' });
-          throw new TargetFailure(target, 'rejected', attempts, `over the provider's limits: ${error.message}`);
-        }
-        throw error;
-      }
-      this.updateGauges(runtime);
-      attempts += 1;
-      const timeout = timeoutSignal(signal, Math.min(settings.timeout_ms, until - Date.now()));
-      const attemptSignal = timeout.signal;
-      const span = tracer.startSpan(`chat ${target.model}`, {
-        kind: SpanKind.CLIENT,
-        attributes: {
-          'gen_ai.operation.name': 'chat',
-          'gen_ai.provider.name': target.provider,
-          'gen_ai.request.model': target.model,
-          'elexirion.attempt': attempt,
-        },
-      });
-      const started = performance.now();
-      let kept = false;
-      const settle = (error?: unknown) => {
-        timeout.dispose();
-        release();
-        this.updateGauges(runtime);
-        const errorType = error === undefined ? '' : error instanceof UpstreamError ? String(error.status ?? error.kind) : 'cancelled';
-        this.metrics.operationDuration.observe(
-          { gen_ai_operation_name: 'chat', gen_ai_provider_name: target.provider, gen_ai_request_model: target.model, error_type: errorType },
-          (performance.now() - started) / 1000,
-        );
-        if (error === undefined) {
-          runtime.breaker.recordSuccess();
-          this.metrics.attempts.inc({ provider: target.provider, outcome: 'ok' });
-        } else if (error instanceof UpstreamError) {
-          if (error.countsAgainstProvider) runtime.breaker.recordFailure();
-          else runtime.breaker.recordSuccess();
-          this.metrics.attempts.inc({ provider: target.provider, outcome: error.retryable ? 'retryable_error' : 'error' });
-          span.setAttribute('error.type', errorType);
-          span.setStatus({ code: SpanStatusCode.ERROR, message: error.describe() });
-        } else {
-          runtime.breaker.recordNeutral();
-          this.metrics.attempts.inc({ provider: target.provider, outcome: 'cancelled' });
-        }
-        span.end();
-      };
-      try {
-        const value = await otelContext.with(trace.setSpan(otelContext.active(), span), () =>
-          run(adapter, attemptSignal, span, {
-            keep: () => {
-              kept = true;
-              return settle;
-            },
+    try {
+      const value = await retry(
+        (attempt) =>
+          this.attempt(runtime, target, attempt, signal, until, run, () => {
+            attempts += 1;
           }),
-        );
-        if (!kept) settle();
-        return { value, attempts };
-      } catch (caught) {
-        let error = caught;
-        if (!signal.aborted && timeout.timedOut && !(error instanceof UpstreamError)) {
-          error = new UpstreamError(target.provider, 'timeout', `no answer within ${Math.round(Math.min(settings.timeout_ms, until - started))} ms`);
-        }
-        settle(error);
-        if (signal.aborted || !(error instanceof UpstreamError)) throw signal.aborted ? new AbortError() : error;
-        const wait = this.retryDelay(error, attempt, settings, until);
-        if (wait === undefined) throw new TargetFailure(target, 'upstream', attempts, `${error.describe()}, ${attempts} attempt${attempts === 1 ? '' : 's'}`, error);
-        this.logger.debug({ provider: target.provider, model: target.model, attempt, waitMs: wait, error: error.describe() }, 'retrying upstream call');
-        await sleep(wait, undefined, { signal });
-      }
+        {
+          maxAttempts: settings.max_attempts,
+          baseMs: settings.backoff_base_ms,
+          maxMs: settings.backoff_max_ms,
+          signal,
+          deadline: until,
+          // Leave the next attempt some time to do its work inside the deadline.
+          minAttemptMs: 50,
+          retryable: (error) => error instanceof UpstreamError && error.retryable,
+          retryAfterMs: (error) => (error as UpstreamError).retryAfterMs,
+          onRetry: ({ attempt, delayMs, error }) =>
+            this.logger.debug({ provider: target.provider, model: target.model, attempt, waitMs: delayMs, error: (error as UpstreamError).describe() }, 'retrying upstream call'),
+        },
+      );
+      return { value, attempts };
+    } catch (error) {
+      if (signal.aborted) throw new AbortError();
+      if (error instanceof UpstreamError) throw new TargetFailure(target, 'upstream', attempts, `${error.describe()}, ${attempts} attempt${attempts === 1 ? '' : 's'}`, error);
+      if (error instanceof TargetFailure) throw new TargetFailure(error.target, error.reason, attempts, error.message, error.upstream);
+      throw error;
     }
   }
 
-  /** Milliseconds to wait before the next attempt, or undefined when there should be none. */
-  private retryDelay(error: UpstreamError, attempt: number, settings: ProviderSettings, until: number): number | undefined {
-    if (!error.retryable || attempt >= settings.max_attempts) return undefined;
-    const wait = error.retryAfterMs ?? fullJitterDelay(attempt, settings.backoff_base_ms, settings.backoff_max_ms);
-    // Leave the next attempt some time to do its work inside the deadline.
-    if (Date.now() + wait + 50 >= until) return undefined;
-    return wait;
+  /** One attempt: admission (breaker, limits), the call under its timeout and span, its outcome recorded. */
+  private async attempt<T>(
+    runtime: ProviderRuntime,
+    target: Target,
+    attempt: number,
+    signal: AbortSignal,
+    until: number,
+    run: AttemptRun<T>,
+    admitted: () => void,
+  ): Promise<T> {
+    const { settings } = runtime;
+    if (!runtime.breaker.tryAcquire()) {
+      this.metrics.attempts.inc({ provider: target.provider, outcome: 'breaker_open' });
+      throw new TargetFailure(target, 'breaker_open', 0, `circuit breaker open (retry in ${Math.ceil(runtime.breaker.retryInMs() / 1000)} s)`);
+    }
+    let release: () => void;
+    try {
+      release = await runtime.limiter.acquire(signal, until);
+    } catch (error) {
+      runtime.breaker.recordNeutral();
+      if (error instanceof LimitExceededError) {
+        this.metrics.attempts.inc({ provider: target.provider, outcome: 'rejected' });
+        throw new TargetFailure(target, 'rejected', 0, `over the provider's limits: ${error.message}`);
+      }
+      throw error;
+    }
+    this.updateGauges(runtime);
+    admitted();
+    const timeout = timeoutSignal(signal, Math.min(settings.timeout_ms, until - Date.now()));
+    const span = tracer.startSpan(`chat ${target.model}`, {
+      kind: SpanKind.CLIENT,
+      attributes: {
+        'gen_ai.operation.name': 'chat',
+        'gen_ai.provider.name': target.provider,
+        'gen_ai.request.model': target.model,
+        'elexirion.attempt': attempt,
+      },
+    });
+    const started = performance.now();
+    let kept = false;
+    const settle = (error?: unknown) => {
+      timeout.dispose();
+      release();
+      this.updateGauges(runtime);
+      const errorType = error === undefined ? '' : error instanceof UpstreamError ? String(error.status ?? error.kind) : 'cancelled';
+      this.metrics.operationDuration.observe(
+        { gen_ai_operation_name: 'chat', gen_ai_provider_name: target.provider, gen_ai_request_model: target.model, error_type: errorType },
+        (performance.now() - started) / 1000,
+      );
+      if (error === undefined) {
+        runtime.breaker.recordSuccess();
+        this.metrics.attempts.inc({ provider: target.provider, outcome: 'ok' });
+      } else if (error instanceof UpstreamError) {
+        if (error.countsAgainstProvider) runtime.breaker.recordFailure();
+        else runtime.breaker.recordSuccess();
+        this.metrics.attempts.inc({ provider: target.provider, outcome: error.retryable ? 'retryable_error' : 'error' });
+        span.setAttribute('error.type', errorType);
+        span.setStatus({ code: SpanStatusCode.ERROR, message: error.describe() });
+      } else {
+        runtime.breaker.recordNeutral();
+        this.metrics.attempts.inc({ provider: target.provider, outcome: 'cancelled' });
+      }
+      span.end();
+    };
+    try {
+      const value = await otelContext.with(trace.setSpan(otelContext.active(), span), () =>
+        run(runtime.adapter!, timeout.signal, span, {
+          keep: () => {
+            kept = true;
+            return settle;
+          },
+        }),
+      );
+      if (!kept) settle();
+      return value;
+    } catch (caught) {
+      let error = caught;
+      if (!signal.aborted && timeout.timedOut && !(error instanceof UpstreamError)) {
+        error = new UpstreamError(target.provider, 'timeout', `no answer within ${Math.round(Math.min(settings.timeout_ms, until - started))} ms`);
+      }
+      settle(error);
+      if (signal.aborted) throw new AbortError();
+      throw error;
+    }
   }
 
   /** Errors that end the whole call instead of moving to the next target. */

@@ -2,7 +2,6 @@ export { providerService, providerConfigSchema, type ProviderConfig } from './pr
 export { MockAdapter, estimateTokens, valueFor } from './adapters/mock.js';
 export { CircuitBreaker, type BreakerState } from './reliability/circuit-breaker.js';
 export { ProviderLimiter, LimitExceededError } from './reliability/limiter.js';
-export { fullJitterDelay } from './reliability/backoff.js';
 export { parseRetryAfter, UpstreamError, RETRYABLE_STATUSES } from './upstream-error.js';
 export { parseProviderConfig, loadProviderConfig } from './provider-config.js';
 export { compileSchema, parseStructured } from './structured-output.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CircuitBreaker, LimitExceededError, ProviderLimiter, fullJitterDelay, parseRetryAfter } from '@elexirion/provider';
+import { CircuitBreaker, LimitExceededError, ProviderLimiter, parseRetryAfter } from '@elexirion/provider';
 
 function clock(start = 1_000_000) {
   let now = start;
@@ -130,14 +130,7 @@ describe('provider limiter', () => {
   });
 });
 
-describe('backoff and retry-after', () => {
-  it('draws full jitter between zero and the capped exponential ceiling', () => {
-    expect(fullJitterDelay(1, 100, 1_000, () => 0.999)).toBe(99);
-    expect(fullJitterDelay(3, 100, 1_000, () => 0.5)).toBe(200);
-    expect(fullJitterDelay(10, 100, 1_000, () => 0.999)).toBe(999);
-    expect(fullJitterDelay(2, 100, 1_000, () => 0)).toBe(0);
-  });
-
+describe('retry-after', () => {
   it('reads retry-after as seconds, as an HTTP date, and retry-after-ms', () => {
     const headers = (values: Record<string, string>) => new Headers(values);
     expect(parseRetryAfter(headers({ 'retry-after': '2' }))).toBe(2_000);
