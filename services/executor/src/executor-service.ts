@@ -1,21 +1,21 @@
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { isAbortError } from 'abort-controller-x';
 import { z } from 'zod';
 import {
-  ClientError,
   ConcurrencyLimiter,
+  ElexirionError,
   LimitExceededError,
   ServerError,
   Status,
   defineService,
   incomingDeadline,
   proto,
+  toServerError,
   type ServiceContext,
 } from '@elexirion/kit';
 import type { CallContext } from 'nice-grpc-common';
 import { RunEngine, type RunRequest, type RunResult } from './engine/run-engine.js';
-import { PipelineError, PipelineLoader, PipelineNotFoundError, countSteps, formatProblem, type LoadedPipeline } from './pipeline/loader.js';
+import { PipelineError, PipelineLoader, countSteps, formatProblem, type LoadedPipeline } from './pipeline/loader.js';
 import { PIPELINE_NAME } from './pipeline/schema.js';
 import { CheckpointStore, type RunCheckpoint } from './state/checkpoint-store.js';
 import { PromptRegistry } from './state/prompt-registry.js';
@@ -64,7 +64,7 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
   const admission = new ConcurrencyLimiter({ maxConcurrency: config.EXECUTOR_MAX_CONCURRENT_RUNS, maxQueue: config.EXECUTOR_MAX_QUEUED_RUNS });
 
   /** Loads a named or inline pipeline; a bad one throws PipelineError (with every problem). */
-  async function loadChecked(request: { pipeline: string; inlineYaml: string }): Promise<LoadedPipeline> {
+  async function load(request: { pipeline: string; inlineYaml: string }): Promise<LoadedPipeline> {
     if (request.inlineYaml) {
       if (request.pipeline) throw invalid('pipeline and inline_yaml: give one, not both');
       return loader.loadInline(request.inlineYaml);
@@ -76,30 +76,15 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
     return loader.loadNamed(request.pipeline);
   }
 
-  function loadFailure(error: unknown): unknown {
-    if (error instanceof PipelineNotFoundError) return new ServerError(Status.NOT_FOUND, error.message);
-    if (error instanceof PipelineError) return invalid(error.message);
-    return error;
-  }
-
-  async function load(request: { pipeline: string; inlineYaml: string }): Promise<LoadedPipeline> {
-    try {
-      return await loadChecked(request);
-    } catch (error) {
-      throw loadFailure(error);
-    }
-  }
-
   /** Admission, loading (or the checkpoint), the run, and its telemetry. */
   async function execute(request: proto.ExecuteRequest, callContext: CallContext, emit?: RunRequest['emit']): Promise<{ runId: string; result: RunResult }> {
-    const started = performance.now();
+    const observation = events.begin('run');
     const deadline = incomingDeadline(callContext)?.getTime();
     let release: () => void;
     try {
       release = await admission.acquire(callContext.signal, deadline ?? Date.now() + QUEUE_WAIT_MS);
     } catch (error) {
-      if (error instanceof LimitExceededError) throw new ServerError(Status.RESOURCE_EXHAUSTED, `executor is at its run limit: ${error.message}`);
-      throw error;
+      throw toServerError(error, error instanceof LimitExceededError ? 'executor is at its run limit' : undefined);
     }
     let runId: string = randomUUID();
     let pipelineName = request.pipeline || '<inline>';
@@ -128,9 +113,10 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
         source = request.inlineYaml ? { kind: 'inline', yaml: request.inlineYaml } : { kind: 'named', name: loaded.name };
       }
       pipelineName = loaded.name;
+      const jobId = resume?.jobId ?? request.jobId;
       const result = await engine.run(loaded, {
         runId,
-        jobId: resume?.jobId ?? request.jobId,
+        jobId,
         source,
         inputs: request.inputs,
         promptOverrides: resume?.promptOverrides ?? request.promptOverrides,
@@ -140,19 +126,16 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
         ...(emit ? { emit } : {}),
         ...(resume ? { resume } : {}),
       });
-      events.publish('run', {
-        status: 'OK',
+      observation.succeeded({
         durationMs: result.durationMs,
-        executorRun: { runId, jobId: resume?.jobId ?? request.jobId, pipeline: result.pipeline, inputs: stringInputs(result.inputs), output: result.output, steps: result.steps, usage: result.usage },
+        executorRun: { runId, jobId, pipeline: result.pipeline, inputs: stringInputs(result.inputs), output: result.output, steps: result.steps, usage: result.usage },
       });
       return { runId, result };
     } catch (error) {
-      const failure = asServerError(error, pipelineName);
-      events.publish('run', {
-        status: Status[failure.code],
-        durationMs: Math.round(performance.now() - started),
-        executorRun: { runId, jobId: request.jobId, pipeline: pipelineName, inputs: request.inputs, errorMessage: failure.details },
-      });
+      // A failure from elsewhere (a downstream call, the unexpected) is told with the pipeline's
+      // name; this service's own say what they are about (a step's failure names its pipeline).
+      const failure = error instanceof ServerError || error instanceof ElexirionError ? toServerError(error) : toServerError(error, pipelineName);
+      observation.failed(failure, (errorMessage) => ({ executorRun: { runId, jobId: request.jobId, pipeline: pipelineName, inputs: request.inputs, errorMessage } }));
       throw failure;
     } finally {
       release();
@@ -229,10 +212,10 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
 
     async validate(request) {
       try {
-        const loaded = await loadChecked(request);
+        const loaded = await load(request);
         return { valid: true, problems: [], summary: summary(loaded.name, loaded) };
       } catch (error) {
-        if (!(error instanceof PipelineError)) throw loadFailure(error);
+        if (!(error instanceof PipelineError)) throw error;
         return {
           valid: false,
           problems: error.problems.map((problem) => ({ file: problem.file, line: problem.line ?? 0, column: problem.column ?? 0, message: problem.message })),
@@ -253,13 +236,6 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
       await registry.close().catch(() => {});
     },
   };
-}
-
-function asServerError(error: unknown, pipeline: string): ServerError {
-  if (error instanceof ServerError) return error;
-  if (error instanceof ClientError) return new ServerError(error.code, `${pipeline}: ${error.details}`);
-  if (isAbortError(error)) return new ServerError(Status.CANCELLED, `${pipeline}: the run was cancelled`);
-  return new ServerError(Status.INTERNAL, `${pipeline}: ${error instanceof Error ? error.message : String(error)}`);
 }
 
 function stringInputs(inputs: Record<string, unknown>): Record<string, string> {

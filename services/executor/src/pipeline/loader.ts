@@ -1,6 +1,7 @@
 import { readFile, readdir, realpath, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { LineCounter, isMap, isScalar, parseDocument, type Document } from 'yaml';
+import { ElexirionError, Status } from '@elexirion/kit';
 import { conditionTemplates } from './conditions.js';
 import { LLM_STEP_TYPES, PIPELINE_NAME, STEP_TYPES, pipelineDocument, type Pipeline, type Step } from './schema.js';
 import { TemplateError, referencesOf } from './templates.js';
@@ -13,15 +14,18 @@ export interface Problem {
 }
 
 /** A pipeline that cannot be used; each problem says where ("general.yaml:4:7: ..."). */
-export class PipelineError extends Error {
+export class PipelineError extends ElexirionError {
   override readonly name = 'PipelineError';
   constructor(readonly problems: Problem[]) {
-    super(problems.map(formatProblem).join('\n'));
+    super(Status.INVALID_ARGUMENT, problems.map(formatProblem).join('\n'));
   }
 }
 
-export class PipelineNotFoundError extends Error {
+export class PipelineNotFoundError extends ElexirionError {
   override readonly name = 'PipelineNotFoundError';
+  constructor(message: string) {
+    super(Status.NOT_FOUND, message);
+  }
 }
 
 export function formatProblem(problem: Problem): string {

@@ -1,10 +1,15 @@
+import { ElexirionError, Status } from '@elexirion/kit';
+
 /**
  * Templates: `{{inputs.x}}`, `{{steps.<name>.output}}`, `{{steps.<name>.json.<path>}}`,
  * `{{vars.x}}` (and a path), `{{loop.item}}`, `{{loop.index}}`, `{{loop.<as>}}`. Nothing else:
  * no expressions, no code. A reference to something missing is an error naming it.
  */
-export class TemplateError extends Error {
+export class TemplateError extends ElexirionError {
   override readonly name = 'TemplateError';
+  constructor(message: string) {
+    super(Status.INVALID_ARGUMENT, message);
+  }
 }
 
 export type Reference =

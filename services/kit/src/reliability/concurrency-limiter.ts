@@ -1,8 +1,12 @@
 import { AbortError } from 'abort-controller-x';
+import { ElexirionError, Status } from '../rpc/errors.js';
 
 /** A limiter refused: its queue is full, or the wait would outlast the caller's deadline. */
-export class LimitExceededError extends Error {
+export class LimitExceededError extends ElexirionError {
   override readonly name = 'LimitExceededError';
+  constructor(message: string) {
+    super(Status.RESOURCE_EXHAUSTED, message);
+  }
 }
 
 interface Waiter {

@@ -1,7 +1,5 @@
-import { isAbortError } from 'abort-controller-x';
 import {
   ClientError,
-  ServerError,
   Status,
   type CallContext,
   type CallOptions,
@@ -11,7 +9,7 @@ import {
 } from 'nice-grpc-common';
 import type { DeadlineOptions } from 'nice-grpc-client-middleware-deadline';
 import { budgetMetadata } from './deadline.js';
-import { mapServerError } from './errors.js';
+import { mapServerError, statusOf } from './errors.js';
 import type { Logger } from '../telemetry/logger.js';
 import { recordClientCall, recordServerCall, type Metrics } from '../telemetry/metrics.js';
 
@@ -201,10 +199,4 @@ function expire(timer: DeadlineTimer): void {
 
 function deadlineExceeded(path: string): ClientError {
   return new ClientError(path, Status.DEADLINE_EXCEEDED, 'Deadline exceeded');
-}
-
-function statusOf(error: unknown): Status {
-  if (error instanceof ServerError || error instanceof ClientError) return error.code;
-  if (isAbortError(error)) return Status.CANCELLED;
-  return Status.UNKNOWN;
 }

@@ -44,7 +44,7 @@ export function statusNameOf(error: unknown): string {
 export function failureMessage(error: unknown): string {
   if (error instanceof ServerError || error instanceof ClientError) return redactSecrets(error.details);
   if (error instanceof ElexirionError) return redactSecrets(error.message);
-  if (isAbortError(error)) return 'cancelled';
+  if (isAbortError(error)) return 'cancelled by its caller';
   return INTERNAL_MESSAGE;
 }
 
