@@ -170,7 +170,7 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
     // what needs NATS), and taking every replica out of its Service would be a full outage.
     http.get('/readyz', { schema: { hide: true } }, async (_request, reply) => {
       const natsReadiness = nats.readiness();
-      const status = draining ? 'draining' : nats.ready ? 'serving' : 'degraded';
+      const status = draining ? 'draining' : nats.degraded ? 'degraded' : 'serving';
       reply.code(draining ? 503 : 200);
       return { status, services: names, nats: natsReadiness };
     });

@@ -86,6 +86,11 @@ export class SharedNatsConnection {
     return this.uses.every((use) => use.attached);
   }
 
+  /** Something needs NATS and does not have it now: a use not attached yet, or NATS away. */
+  get degraded(): boolean {
+    return this.uses.length > 0 && (!this.ready || this.state !== 'connected');
+  }
+
   /** The handle a service gets: its uses are reported under its name. */
   forService(service: string): ServiceNats {
     const shared = this;
