@@ -15,6 +15,7 @@ import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
 import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
+import { callsOf, primaryService, serviceCatalog, serviceNames, type ServiceName } from '@elexirion/kit';
 
 const root = join(import.meta.dirname, '..', '..');
 const run = promisify(execFile);
@@ -35,16 +36,13 @@ const models: Record<string, new (data: any) => { validate(): void }> = {
   'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy,
 };
 
-// The services (services/kit/src/catalog.ts) in dependency order, and who calls whom.
-const catalog = {
-  provider: { grpc: 50054, http: 8084, proto: 'elexirion.v1.Provider' },
-  executor: { grpc: 50053, http: 8083, proto: 'elexirion.v1.Executor' },
-  agent: { grpc: 50052, http: 8082, proto: 'elexirion.v1.Agent' },
-  gateway: { grpc: 50051, http: 8080, proto: 'elexirion.v1.Gateway' },
-} as const;
-type Name = keyof typeof catalog;
-const names = Object.keys(catalog) as Name[];
-const calls: Record<Name, Name[]> = { gateway: ['agent', 'executor'], agent: ['executor'], executor: ['provider'], provider: [] };
+// The services as the kit's catalog declares them: ports, contract, and who calls whom.
+type Name = ServiceName;
+const names = [...serviceNames];
+const catalog = Object.fromEntries(
+  names.map((name) => [name, { grpc: serviceCatalog[name].grpcPort, http: serviceCatalog[name].httpPort, proto: serviceCatalog[name].definition.fullName }]),
+) as Record<Name, { grpc: number; http: number; proto: string }>;
+const calls = Object.fromEntries(names.map((name) => [name, [...callsOf(name)]])) as Record<Name, Name[]>;
 
 const targets = ['base', 'production', 'single-process'] as const;
 const rendered = {} as Record<(typeof targets)[number], Obj[]>;
@@ -131,7 +129,7 @@ function hosted(objs: Obj[], d: Obj): { services: Name[]; outer: Name } {
   const value = envOf(objs, d.spec.template.spec.containers[0]).ELEXIRION_SERVICES as string;
   const services = value === 'all' ? names : (value.split(',') as Name[]);
   services.forEach((s) => expect(names, `ELEXIRION_SERVICES of ${d.metadata.name}`).toContain(s));
-  return { services, outer: names.filter((n) => services.includes(n)).at(-1)! };
+  return { services, outer: primaryService(services) };
 }
 
 /** The Service a cluster DNS name like `agent-headless.$(POD_NAMESPACE).svc.cluster.local` names. */
