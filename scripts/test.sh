@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: the TypeScript suites (vitest: kit units, service tests, integration tests
-# with real nats-server and real service processes) and the Python optimizer's (pytest).
+# with real nats-server and real service processes), after a type check of them and the bench,
+# and the Python optimizer's (pytest).
 # Ends with one line: "N passed, N failed[, N skipped]". Exit status 0 only when nothing failed.
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
@@ -10,17 +11,24 @@ bash scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 results=test-results
 rm -rf "$results" && mkdir -p "$results"
 
+# Vitest strips types without checking them: a test or the bench calling an API that no longer
+# exists fails here, counted as one failure.
+typecheck_status=0
+npx --no-install tsc -p test && npx --no-install tsc -p bench || typecheck_status=1
+
 npx --no-install vitest run --reporter=default --reporter=json --outputFile.json="$results/vitest.json" "$@"
 vitest_status=$?
 
 optimizer-py/.venv/bin/python -m pytest optimizer-py/tests -q --junitxml="$results/pytest.xml"
 pytest_status=$?
 
-python3 - "$results" "$vitest_status" "$pytest_status" <<'PY'
+python3 - "$results" "$vitest_status" "$pytest_status" "$typecheck_status" <<'PY'
 import json, sys, xml.etree.ElementTree as ET
 from pathlib import Path
-results, vitest_status, pytest_status = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+results, vitest_status, pytest_status, typecheck_status = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 passed = failed = skipped = 0
+if typecheck_status != 0:
+    failed += 1  # the tests' or the bench's types do not check (printed above)
 try:
     data = json.loads((results / "vitest.json").read_text())
     passed += data["numPassedTests"]

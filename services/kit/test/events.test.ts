@@ -173,8 +173,9 @@ describe('EventPublisher with a real NATS', () => {
     const connection = await connect({ servers: nats.url });
     const messages: { subject: string; batch: proto.TelemetryEventBatch; traceparents: string[] }[] = [];
     const subscription = connection.subscribe('elexirion.events.>', {
-      callback: (_error, message) =>
-        messages.push({ subject: message.subject, batch: proto.TelemetryEventBatch.decode(message.data), traceparents: message.headers?.values('traceparent') ?? [] }),
+      callback: (_error, message) => {
+        messages.push({ subject: message.subject, batch: proto.TelemetryEventBatch.decode(message.data), traceparents: message.headers?.values('traceparent') ?? [] });
+      },
     });
     await connection.flush();
     try {
