@@ -9,6 +9,7 @@ import { z } from 'zod';
 import {
   ClientError,
   ConfigError,
+  ServerError,
   Status,
   defineService,
   httpRoutes,
@@ -81,6 +82,18 @@ const executorModule = defineService({
     http: [
       httpRoutes('/v1', async (app) => {
         app.get('/ping', async () => ({ pong: true }));
+        app.post('/echo', { schema: { body: z.object({ text: z.string().min(1), times: z.number().int().max(3).optional() }) } }, async (request) => ({
+          echoed: request.body.text.repeat(request.body.times ?? 1),
+        }));
+        app.get('/fails', async () => {
+          throw new ServerError(Status.NOT_FOUND, 'nothing here');
+        });
+        app.get('/crashes', async () => {
+          throw new Error('db password is hunter2');
+        });
+      }),
+      httpRoutes('/other', async (app) => {
+        app.get('/ping', async () => ({ other: true }));
       }),
     ],
   }),
@@ -154,6 +167,40 @@ describe('startHost', () => {
     expect(ready.status).toBe(200);
     expect(await ready.json()).toEqual({ status: 'serving', services: ['provider', 'executor'], nats: { state: 'off', uses: [] } });
     expect(await (await fetch(`${http}/v1/ping`)).json()).toEqual({ pong: true });
+  });
+
+  it("serves each route plugin under its own prefix, with the kit's JSON errors for unknown routes and failures", async () => {
+    const { http } = await start([providerModule, executorModule]);
+    expect(await (await fetch(`${http}/other/ping`)).json()).toEqual({ other: true });
+    const unknown = await fetch(`${http}/v2/ping?x=1`);
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toEqual({ error: { code: 'NOT_FOUND', message: 'no route GET /v2/ping' } });
+    const failed = await fetch(`${http}/v1/fails`);
+    expect(failed.status).toBe(404);
+    expect(await failed.json()).toEqual({ error: { code: 'NOT_FOUND', message: 'nothing here' } });
+    const crashed = await fetch(`${http}/v1/crashes`);
+    expect(crashed.status).toBe(500);
+    expect(await crashed.json()).toEqual({ error: { code: 'INTERNAL', message: 'internal error' } });
+  });
+
+  it('validates request bodies from the route schema, naming each bad field, and documents them in /openapi.json', async () => {
+    const { http } = await start([providerModule, executorModule]);
+    const post = (body: string) => fetch(`${http}/v1/echo`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    expect(await (await post('{"text":"ab","times":2}')).json()).toEqual({ echoed: 'abab' });
+    const bad = await post('{"text":"","times":9}');
+    expect(bad.status).toBe(400);
+    const { error } = (await bad.json()) as { error: { code: string; message: string } };
+    expect(error.code).toBe('INVALID_ARGUMENT');
+    expect(error.message).toMatch(/^body\.text: .*; body\.times: /);
+    const malformed = await post('{"text":');
+    expect(malformed.status).toBe(400);
+    expect(((await malformed.json()) as { error: { code: string } }).error.code).toBe('INVALID_ARGUMENT');
+    const openapi = (await (await fetch(`${http}/openapi.json`)).json()) as { openapi: string; paths: Record<string, any> };
+    expect(openapi.openapi).toMatch(/^3\./);
+    expect(Object.keys(openapi.paths).sort()).toEqual(['/other/ping', '/v1/crashes', '/v1/echo', '/v1/fails', '/v1/ping']);
+    const schema = openapi.paths['/v1/echo'].post.requestBody.content['application/json'].schema;
+    expect(schema.required).toEqual(['text']);
+    expect(schema.properties.times.maximum).toBe(3);
   });
 
   it('lists the hosted elexirion.v1 services through grpc.reflection.v1 and serves their descriptors', async () => {
