@@ -10,7 +10,7 @@ describe('summarizeProfile', () => {
     const profile: CpuProfile = {
       nodes: [
         { id: 1, callFrame: frame('(root)', ''), children: [2, 5] },
-        { id: 2, callFrame: frame('flush', 'file:///repo/services/kit/dist/events.js'), children: [3] },
+        { id: 2, callFrame: frame('flush', 'file:///repo/services/kit/dist/telemetry/event-publisher.js'), children: [3] },
         { id: 3, callFrame: frame('publish', 'file:///repo/node_modules/@nats-io/nats-core/lib/nats.js'), children: [4] },
         { id: 4, callFrame: frame('encode', 'node:internal/encoding'), children: [] },
         { id: 5, callFrame: frame('(garbage collector)', ''), children: [] },
@@ -26,7 +26,7 @@ describe('summarizeProfile', () => {
     expect(section('self time by package')).toContain(' 10.0%  services/kit');
     expect(section('self time by function')).toContain(' 20.0%  publish  @nats-io/nats-core/lib/nats.js:10');
     const charged = section('time charged to the nearest project function on the stack');
-    expect(charged).toContain(' 40.0%  flush  services/kit/events.js:10');
+    expect(charged).toContain(' 40.0%  flush  services/kit/telemetry/event-publisher.js:10');
     expect(charged).toContain(' 60.0%  (not under project code)');
   });
 });
