@@ -13,6 +13,7 @@ export * from './rpc/deadline.js';
 export * from './rpc/errors.js';
 export * from './secrets.js';
 export * from './telemetry/event-publisher.js';
+export * from './telemetry/events-reader.js';
 export * from './telemetry/logger.js';
 export * from './telemetry/metrics.js';
 export * from './telemetry/tracing.js';
