@@ -343,6 +343,29 @@ describe('EventPublisher with a real NATS', () => {
     }
   });
 
+  it('creates the stream again when NATS comes back without its store, and keeps what it held meanwhile', async () => {
+    const port = await freePort();
+    const first = await startNats(port);
+    const { publisher: events } = publisher(first.url);
+    expect(await events.waitUntilConnected(10_000)).toBe(true);
+    await first.stop(); // its temporary store goes with it
+    await waitFor('the publisher to notice', () => !events.isConnected, 10_000);
+    events.publish('agent', 'job', { status: 'HELD' });
+    const second = await startNats(port);
+    servers.push(second);
+    const connection = await connect({ servers: second.url });
+    try {
+      const manager = await jetstreamManager(connection);
+      const info = await eventually('the held event in a new stream', async () => {
+        const current = await manager.streams.info('ELEXIRION_EVENTS');
+        return current.state.messages >= 1 ? current : undefined;
+      }, 15_000);
+      expect(info.state.messages).toBe(1);
+    } finally {
+      await connection.close();
+    }
+  });
+
   it('never puts a registered secret into an event', async () => {
     const secret = 'sk-events-test-5d1e0c8b7a';
     registerSecret(secret);

@@ -123,9 +123,19 @@ export class EventPublisher {
   start(nats: Pick<ServiceNats, 'use' | 'onStatus' | 'connected'>): void {
     if (!this.options.enabled || this.stopFollowing || this.closing) return;
     this.stopFollowing = nats.onStatus((state) => {
-      this.connected = state === 'connected' && this.connection !== undefined;
-      if (state === 'disconnected') this.options.logger.warn('telemetry lost NATS; holding events up to the queue limit');
-      this.scheduleFlush();
+      const connection = this.connection;
+      if (state === 'disconnected') {
+        this.connected = false;
+        this.options.logger.warn('telemetry lost NATS; holding events up to the queue limit');
+        return;
+      }
+      if (!connection) return;
+      // A server that came back may have lost its store: the stream must exist again before
+      // the events held meanwhile go out.
+      void this.ensureStream(connection).then(() => {
+        this.connected = nats.connected;
+        this.scheduleFlush();
+      });
     });
     nats.use('telemetry events', async (connection) => {
       // The stream must exist before the first event goes out, or NATS would take the events
