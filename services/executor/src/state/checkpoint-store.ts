@@ -4,7 +4,7 @@
  * completed step. One key per run (history 1); the bucket's max age expires old runs (per-message
  * TTL does not exist on the NATS 2.9 servers we support).
  */
-import { Kvm, type KV } from '@nats-io/kv';
+import { KvCorruptEntryError, KvRejectedValueError, KvStore, type KvKeyRule } from '@elexirion/kit';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { z } from 'zod';
 
@@ -53,25 +53,18 @@ export const DEFAULT_CHECKPOINT_BUCKET = 'elexirion_checkpoints';
 export const DEFAULT_CHECKPOINT_TTL_MS = 7 * 24 * 60 * 60 * 1000;
 
 /** The entry stored under a run id is not a checkpoint (bad JSON, wrong shape, another run's). */
-export class CheckpointCorruptError extends Error {
-  override readonly name = 'CheckpointCorruptError';
-  constructor(
-    readonly runId: string,
-    readonly reason: string,
-    options?: { cause?: unknown },
-  ) {
-    super(`checkpoint for run ${runId} is corrupt: ${reason}`, options);
+export class CheckpointCorruptError extends KvCorruptEntryError {
+  override readonly name: string = 'CheckpointCorruptError';
+  get runId(): string {
+    return this.key;
   }
 }
 
 /** A checkpoint that cannot be saved (wrong shape, too large for the server). */
-export class CheckpointRejectedError extends Error {
-  override readonly name = 'CheckpointRejectedError';
-  constructor(
-    readonly runId: string,
-    readonly reason: string,
-  ) {
-    super(`checkpoint for run ${runId} cannot be saved: ${reason}`);
+export class CheckpointRejectedError extends KvRejectedValueError {
+  override readonly name: string = 'CheckpointRejectedError';
+  get runId(): string {
+    return this.key;
   }
 }
 
@@ -116,29 +109,16 @@ const checkpointSchema = z.looseObject({
   updatedAt: isoDate,
 });
 
-// Compile-time check that the schema produces a RunCheckpoint.
-const _schemaMatchesType: (value: z.infer<typeof checkpointSchema>) => RunCheckpoint = (value) => value;
-void _schemaMatchesType;
-
 /** One KV token: no dots, nothing the KV key rules reject. UUIDs qualify. */
-const RUN_ID = /^[A-Za-z0-9_-]{1,128}$/;
-
-function describeIssues(error: z.ZodError): string {
-  return error.issues
-    .slice(0, 5)
-    .map((issue) => `${issue.path.length ? issue.path.join('.') : '(root)'}: ${issue.message}`)
-    .join('; ');
-}
+const RUN_ID: KvKeyRule = { pattern: /^[A-Za-z0-9_-]{1,128}$/, description: '1-128 characters of A-Z a-z 0-9 _ - (a UUID)', name: 'run id' };
 
 export class CheckpointStore {
   readonly bucket: string;
-  readonly #kv: KV;
-  readonly #connection: NatsConnection;
+  readonly #store: KvStore<RunCheckpoint>;
 
-  private constructor(kv: KV, connection: NatsConnection, bucket: string) {
-    this.#kv = kv;
-    this.#connection = connection;
-    this.bucket = bucket;
+  private constructor(store: KvStore<RunCheckpoint>) {
+    this.#store = store;
+    this.bucket = store.bucket;
   }
 
   /**
@@ -146,57 +126,40 @@ export class CheckpointStore {
    * An existing bucket is used as it is: its TTL is not changed.
    */
   static async open(connection: NatsConnection, options: CheckpointStoreOptions = {}): Promise<CheckpointStore> {
-    const bucket = options.bucket ?? DEFAULT_CHECKPOINT_BUCKET;
-    const ttlMs = options.ttlMs ?? DEFAULT_CHECKPOINT_TTL_MS;
-    if (!Number.isFinite(ttlMs) || ttlMs <= 0) throw new RangeError(`checkpoint ttlMs must be a positive number of ms, got ${ttlMs}`);
-    const kv = await new Kvm(connection).create(bucket, {
+    const store = await KvStore.open<RunCheckpoint>(connection, {
+      bucket: options.bucket ?? DEFAULT_CHECKPOINT_BUCKET,
+      schema: checkpointSchema,
+      key: RUN_ID,
+      check: (runId, checkpoint) => (checkpoint.runId === runId ? undefined : `entry belongs to run ${checkpoint.runId}`),
+      ttlMs: options.ttlMs ?? DEFAULT_CHECKPOINT_TTL_MS,
       history: 1,
-      ttl: ttlMs,
       description: 'Elexirion run checkpoints (one key per run id)',
     });
-    return new CheckpointStore(kv, connection, bucket);
+    return new CheckpointStore(store);
   }
 
   /** Writes the checkpoint under its run id (one put per call; the latest save wins). */
   async save(checkpoint: RunCheckpoint): Promise<void> {
-    const runId = checkRunId(checkpoint.runId);
-    const checked = checkpointSchema.safeParse(checkpoint);
-    if (!checked.success) throw new CheckpointRejectedError(runId, describeIssues(checked.error));
-    const data = new TextEncoder().encode(JSON.stringify(checkpoint));
-    const maxPayload = this.#connection.info?.max_payload;
-    if (maxPayload && data.length > maxPayload) {
-      throw new CheckpointRejectedError(runId, `${data.length} bytes exceeds the server's max payload of ${maxPayload} bytes`);
+    try {
+      await this.#store.put(checkpoint.runId, checkpoint);
+    } catch (error) {
+      if (error instanceof KvRejectedValueError) throw new CheckpointRejectedError(error.bucket, error.key, error.problems);
+      throw error;
     }
-    await this.#kv.put(runId, data);
   }
 
   /** The run's checkpoint; undefined when there is none (never saved, deleted or expired). */
   async load(runId: string): Promise<RunCheckpoint | undefined> {
-    checkRunId(runId);
-    const entry = await this.#kv.get(runId);
-    if (!entry || entry.operation !== 'PUT') return undefined;
-    let raw: unknown;
     try {
-      raw = entry.json<unknown>();
+      return (await this.#store.get(runId))?.value;
     } catch (error) {
-      throw new CheckpointCorruptError(runId, `not JSON (${error instanceof Error ? error.message : String(error)})`, { cause: error });
+      if (error instanceof KvCorruptEntryError) throw new CheckpointCorruptError(error.bucket, error.key, error.problems, { cause: error.cause });
+      throw error;
     }
-    const checked = checkpointSchema.safeParse(raw);
-    if (!checked.success) throw new CheckpointCorruptError(runId, describeIssues(checked.error), { cause: checked.error });
-    if (checked.data.runId !== runId) throw new CheckpointCorruptError(runId, `entry belongs to run ${checked.data.runId}`);
-    return checked.data;
   }
 
   /** Removes the run's checkpoint (a delete marker; the bucket's max age clears it later). */
   async delete(runId: string): Promise<void> {
-    checkRunId(runId);
-    await this.#kv.delete(runId);
+    await this.#store.delete(runId);
   }
-}
-
-function checkRunId(runId: string): string {
-  if (typeof runId !== 'string' || !RUN_ID.test(runId)) {
-    throw new TypeError(`invalid run id ${JSON.stringify(runId)}: expected 1-128 characters of A-Z a-z 0-9 _ - (a UUID)`);
-  }
-  return runId;
 }
