@@ -17,7 +17,7 @@ import type { CallContext } from 'nice-grpc-common';
 import { RunEngine, type RunRequest, type RunResult } from './engine/run-engine.js';
 import { PipelineError, PipelineLoader, countSteps, formatProblem, type LoadedPipeline } from './pipeline/loader.js';
 import { PIPELINE_NAME } from './pipeline/schema.js';
-import { CheckpointStore, type RunCheckpoint } from './state/checkpoint-store.js';
+import { CheckpointStore, RUN_ID, type RunCheckpoint } from './state/checkpoint-store.js';
 import { PromptRegistry } from './state/prompt-registry.js';
 
 const defaultPipelinesDir = fileURLToPath(new URL('../../../pipelines/', import.meta.url));
@@ -103,7 +103,7 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
         loaded = await load(source.kind === 'named' ? { pipeline: source.name, inlineYaml: '' } : { pipeline: '', inlineYaml: source.yaml });
       } else {
         if (request.runId) {
-          if (!/^[A-Za-z0-9_-]{1,128}$/.test(request.runId)) throw invalid('run_id: letters, digits, _ and -, at most 128');
+          if (!RUN_ID.pattern.test(request.runId)) throw invalid(`run_id: expected ${RUN_ID.description}`);
           if (await checkpoints?.load(request.runId).catch(() => undefined)) {
             throw new ServerError(Status.ALREADY_EXISTS, `run "${request.runId}" already exists: resume it with resume_run_id`);
           }

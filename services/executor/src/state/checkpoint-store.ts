@@ -109,8 +109,8 @@ const checkpointSchema = z.looseObject({
   updatedAt: isoDate,
 });
 
-/** One KV token: no dots, nothing the KV key rules reject. UUIDs qualify. */
-const RUN_ID: KvKeyRule = { pattern: /^[A-Za-z0-9_-]{1,128}$/, description: '1-128 characters of A-Z a-z 0-9 _ - (a UUID)', name: 'run id' };
+/** What a run id may be: one KV key token, no dots (UUIDs qualify). */
+export const RUN_ID: KvKeyRule = { pattern: /^[A-Za-z0-9_-]{1,128}$/, description: '1-128 characters of A-Z a-z 0-9 _ - (a UUID)', name: 'run id' };
 
 export class CheckpointStore {
   readonly bucket: string;
