@@ -3,6 +3,7 @@
 // the vendors' wire formats.
 export * from './executor.js';
 export * from './fake-upstreams/index.js';
+export * from './fixtures.js';
 export * from './host.js';
 export * from './nats.js';
 export * from './ports.js';

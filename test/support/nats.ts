@@ -1,8 +1,11 @@
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { proto } from '@elexirion/kit';
+import type { Later } from './fixtures.js';
 import { freePort, waitForPort } from './ports.js';
 import { spawnProcess, type Spawned } from './processes.js';
 
@@ -34,6 +37,39 @@ export async function startNats(port?: number, storeDir?: string, options: { mon
       if (!storeDir) rmSync(store, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A plain client connection to `url`. `reconnectForever` keeps it reconnecting every 250 ms for as
+ * long as the server is away (for tests that stop and restart it); `later` closes it when the test ends.
+ */
+export async function connectNats(url: string, options: { reconnectForever?: boolean; later?: Later } = {}): Promise<NatsConnection> {
+  const connection = await connect({ servers: url, ...(options.reconnectForever ? { maxReconnectAttempts: -1, reconnectTimeWait: 250 } : {}) });
+  options.later?.(() => connection.close());
+  return connection;
+}
+
+/** A KV bucket name no other test uses: `prefix` and a random suffix. */
+export function uniqueBucketName(prefix: string): string {
+  return `${prefix}_${randomUUID().replaceAll('-', '')}`;
+}
+
+/**
+ * A unique bucket name (see uniqueBucketName) whose stream, `KV_<name>`, is deleted when the test
+ * ends (through `later`), if the test created it. `nats` is the URL of the server, or a connection
+ * to it that is still open then; with a URL the deletion connects on its own.
+ */
+export function temporaryBucket(nats: string | NatsConnection, prefix: string, later: Later): string {
+  const bucket = uniqueBucketName(prefix);
+  later(async () => {
+    const connection = typeof nats === 'string' ? await connect({ servers: nats }) : nats;
+    try {
+      await (await jetstreamManager(connection)).streams.delete(`KV_${bucket}`).catch(() => undefined);
+    } finally {
+      if (connection !== nats) await connection.close();
+    }
+  });
+  return bucket;
 }
 
 export interface ReceivedEvent {

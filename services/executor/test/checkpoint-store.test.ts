@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
-import { startNats, type NatsServer, stopAll } from '@elexirion/testing';
+import { cleanupAfterEach, connectNats, startNats, stopAll, temporaryBucket, type NatsServer } from '@elexirion/testing';
 import {
   CheckpointCorruptError,
   CheckpointStore,
@@ -14,15 +14,11 @@ import {
 
 let nats: NatsServer;
 let connection: NatsConnection;
-const cleanups: (() => Promise<unknown>)[] = [];
+const later = cleanupAfterEach();
 
 beforeAll(async () => {
   nats = await startNats();
-  connection = await connect({ servers: nats.url });
-});
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  connection = await connectNats(nats.url);
 });
 
 afterAll(async () => {
@@ -33,18 +29,7 @@ afterAll(async () => {
 
 /** A bucket of its own for one test, destroyed afterwards. */
 function bucketName(): string {
-  const bucket = `checkpoints_${randomUUID().replaceAll('-', '')}`;
-  cleanups.push(async () => {
-    const jsm = await jetstreamManager(connection);
-    await jsm.streams.delete(`KV_${bucket}`).catch(() => undefined);
-  });
-  return bucket;
-}
-
-async function extraConnection(): Promise<NatsConnection> {
-  const other = await connect({ servers: nats.url });
-  cleanups.push(() => other.close());
-  return other;
+  return temporaryBucket(connection, 'checkpoints', later);
 }
 
 function checkpoint(overrides: Partial<RunCheckpoint> = {}): RunCheckpoint {
@@ -118,7 +103,7 @@ describe('CheckpointStore', () => {
   it('lets a second replica on another connection load what the first saved', async () => {
     const bucket = bucketName();
     const first = await CheckpointStore.open(connection, { bucket });
-    const second = await CheckpointStore.open(await extraConnection(), { bucket });
+    const second = await CheckpointStore.open(await connectNats(nats.url, { later }), { bucket });
     const saved = checkpoint();
     await first.save(saved);
     expect(await second.load(saved.runId)).toEqual(saved);
@@ -167,7 +152,7 @@ describe('CheckpointStore', () => {
     expect(custom.config.max_msgs_per_subject).toBe(1);
     expect(custom.config.storage).toBe('file');
 
-    cleanups.push(() => jsm.streams.delete(`KV_${DEFAULT_CHECKPOINT_BUCKET}`).catch(() => undefined));
+    later(() => jsm.streams.delete(`KV_${DEFAULT_CHECKPOINT_BUCKET}`).catch(() => undefined));
     await CheckpointStore.open(connection);
     const defaults = await jsm.streams.info(`KV_${DEFAULT_CHECKPOINT_BUCKET}`);
     expect(defaults.config.max_age).toBe(nanos(DEFAULT_CHECKPOINT_TTL_MS));

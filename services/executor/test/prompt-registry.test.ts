@@ -1,29 +1,27 @@
-import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Kvm } from '@nats-io/kv';
-import { eventually, startNats, waitFor, type NatsServer, stopAll } from '@elexirion/testing';
+import {
+  cleanupAfterEach,
+  connectNats,
+  eventually,
+  recordingLogger,
+  startNats,
+  stopAll,
+  temporaryBucket,
+  uniqueBucketName,
+  waitFor,
+  type NatsServer,
+} from '@elexirion/testing';
 import { InvalidPromptEntryError, PromptRegistry, type PromptVersion } from '../src/state/prompt-registry.js';
 
-interface LogLine {
-  level: 'info' | 'warn' | 'debug';
-  fields: Record<string, unknown>;
-  message: string;
-}
-
 let nats: NatsServer;
-const cleanups: (() => Promise<unknown>)[] = [];
+const later = cleanupAfterEach();
 
 beforeAll(async () => {
   nats = await startNats();
-});
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
 });
 
 afterAll(async () => {
@@ -31,42 +29,19 @@ afterAll(async () => {
   await stopAll();
 });
 
-function later(cleanup: () => Promise<unknown>): void {
-  cleanups.push(cleanup);
-}
-
-async function connectTo(url: string, options: { reconnectForever?: boolean } = {}): Promise<NatsConnection> {
-  const connection = await connect({
-    servers: url,
-    ...(options.reconnectForever ? { maxReconnectAttempts: -1, reconnectTimeWait: 250 } : {}),
-  });
-  later(() => connection.close());
-  return connection;
-}
-
 /** A registry with its own connection and a log it records. */
 async function registry(url: string, bucket: string, options: { reconnectForever?: boolean } = {}) {
-  const logs: LogLine[] = [];
-  const log = (level: LogLine['level']) => (fields: Record<string, unknown>, message: string) => logs.push({ level, fields, message });
-  const instance = new PromptRegistry({ logger: { info: log('info'), warn: log('warn'), debug: log('debug') }, bucket });
-  const connection = await connectTo(url, options);
+  const { logger, logs } = recordingLogger();
+  const instance = new PromptRegistry({ logger, bucket });
+  const connection = await connectNats(url, { ...options, later });
   await instance.attach(connection);
   later(() => instance.close());
   return { registry: instance, connection, logs };
 }
 
+/** A bucket of its own for one test, destroyed afterwards. */
 function bucketName(): string {
-  const bucket = `prompts_${randomUUID().replaceAll('-', '')}`;
-  later(async () => {
-    const connection = await connect({ servers: nats.url });
-    try {
-      const jsm = await jetstreamManager(connection);
-      await jsm.streams.delete(`KV_${bucket}`).catch(() => undefined);
-    } finally {
-      await connection.close();
-    }
-  });
-  return bucket;
+  return temporaryBucket(nats.url, 'prompts', later);
 }
 
 function version(id: string, weight: number, prompt = `Prompt ${id}: {{ input }}`): PromptVersion {
@@ -233,7 +208,7 @@ describe('PromptRegistry', () => {
     later(async () => rmSync(store, { recursive: true, force: true }));
     let server = await startNats(undefined, store);
     later(() => server.stop());
-    const bucket = `prompts_${randomUUID().replaceAll('-', '')}`;
+    const bucket = uniqueBucketName('prompts');
 
     const { registry: reader, logs } = await registry(server.url, bucket, { reconnectForever: true });
     await reader.publish({ pipeline: 'summarize', step: 'extract', versions: [version('v1', 1)] });
@@ -261,7 +236,7 @@ describe('PromptRegistry', () => {
     later(async () => rmSync(store, { recursive: true, force: true }));
     let server = await startNats(undefined, store);
     later(() => server.stop());
-    const bucket = `prompts_${randomUUID().replaceAll('-', '')}`;
+    const bucket = uniqueBucketName('prompts');
 
     const { registry: reader } = await registry(server.url, bucket, { reconnectForever: true });
     await reader.publish({ pipeline: 'summarize', step: 'extract', versions: [version('v1', 1)] });

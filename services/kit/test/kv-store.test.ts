@@ -1,8 +1,7 @@
-import { randomUUID } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
-import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
+import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import { z } from 'zod';
 import {
   KvCorruptEntryError,
@@ -13,7 +12,7 @@ import {
   Status,
   type KvBucketSpec,
 } from '@elexirion/kit';
-import { eventually, startNats, stopAll, type NatsServer } from '@elexirion/testing';
+import { cleanupAfterEach, connectNats, eventually, startNats, stopAll, temporaryBucket, type NatsServer } from '@elexirion/testing';
 
 interface Counter {
   id: string;
@@ -25,15 +24,11 @@ const counterSchema = z.object({ id: z.string().min(1), count: z.number().int().
 
 let nats: NatsServer;
 let connection: NatsConnection;
-const cleanups: (() => Promise<unknown>)[] = [];
+const later = cleanupAfterEach();
 
 beforeAll(async () => {
   nats = await startNats();
-  connection = await connect({ servers: nats.url });
-});
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+  connection = await connectNats(nats.url);
 });
 
 afterAll(async () => {
@@ -44,21 +39,13 @@ afterAll(async () => {
 
 /** The spec of a bucket of its own for one test, destroyed afterwards. */
 function counters(overrides: Partial<KvBucketSpec<Counter>> = {}): KvBucketSpec<Counter> {
-  const bucket = `counters_${randomUUID().replaceAll('-', '')}`;
-  cleanups.push(async () => (await jetstreamManager(connection)).streams.delete(`KV_${bucket}`));
   return {
-    bucket,
+    bucket: temporaryBucket(connection, 'counters', later),
     schema: counterSchema,
     key: { pattern: /^[a-z0-9-]{1,32}$/, description: '1-32 characters of a-z 0-9 -', name: 'counter id' },
     check: (key, counter) => (counter.id === key ? undefined : `entry belongs to counter ${counter.id}`),
     ...overrides,
   };
-}
-
-async function otherConnection(): Promise<NatsConnection> {
-  const other = await connect({ servers: nats.url });
-  cleanups.push(() => other.close());
-  return other;
 }
 
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
@@ -145,7 +132,7 @@ describe('KvStore', () => {
   it('lets only one of two writers on different connections update from the same revision', async () => {
     const spec = counters();
     const first = await KvStore.open(connection, spec);
-    const second = await KvStore.open(await otherConnection(), spec);
+    const second = await KvStore.open(await connectNats(nats.url, { later }), spec);
     await first.put('visits', { id: 'visits', count: 1 });
     const [seenByFirst, seenBySecond] = await Promise.all([first.get('visits'), second.get('visits')]);
     expect(seenByFirst?.revision).toBe(seenBySecond?.revision);

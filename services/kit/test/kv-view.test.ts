@@ -1,35 +1,33 @@
-import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Kvm } from '@nats-io/kv';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { z } from 'zod';
 import { ElexirionError, KvRejectedValueError, KvStore, KvView, type KvBucketSpec, type KvViewChange } from '@elexirion/kit';
-import { eventually, sleep, startNats, stopAll, waitFor, type NatsServer } from '@elexirion/testing';
+import {
+  cleanupAfterEach,
+  connectNats,
+  eventually,
+  recordingLogger,
+  sleep,
+  startNats,
+  stopAll,
+  temporaryBucket,
+  waitFor,
+  type NatsServer,
+} from '@elexirion/testing';
 
 interface Flag {
   name: string;
   enabled: boolean;
 }
 
-interface LogLine {
-  level: 'info' | 'warn' | 'debug';
-  fields: Record<string, unknown>;
-  message: string;
-}
-
 let nats: NatsServer;
-const cleanups: (() => Promise<unknown>)[] = [];
+const later = cleanupAfterEach();
 
 beforeAll(async () => {
   nats = await startNats();
-});
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
 });
 
 afterAll(async () => {
@@ -37,28 +35,10 @@ afterAll(async () => {
   await stopAll();
 });
 
-function later(cleanup: () => Promise<unknown>): void {
-  cleanups.push(cleanup);
-}
-
-async function connectTo(url: string, options: { reconnectForever?: boolean } = {}): Promise<NatsConnection> {
-  const connection = await connect({ servers: url, ...(options.reconnectForever ? { maxReconnectAttempts: -1, reconnectTimeWait: 250 } : {}) });
-  later(() => connection.close());
-  return connection;
-}
-
-/** Feature flags keyed by name: the entry's name must equal its key. */
-function flags(bucket = `flags_${randomUUID().replaceAll('-', '')}`, url = nats.url): KvBucketSpec<Flag> {
-  later(async () => {
-    const connection = await connect({ servers: url });
-    try {
-      await (await jetstreamManager(connection)).streams.delete(`KV_${bucket}`);
-    } finally {
-      await connection.close();
-    }
-  });
+/** Feature flags keyed by name, in a bucket of their own: the entry's name must equal its key. */
+function flags(url = nats.url): KvBucketSpec<Flag> {
   return {
-    bucket,
+    bucket: temporaryBucket(url, 'flags', later),
     schema: z.object({ name: z.string().min(1), enabled: z.boolean() }),
     key: { pattern: /^[a-z-]{1,32}$/, description: '1-32 characters of a-z -' },
     check: (key, flag) => (flag.name === key ? undefined : `entry is for ${flag.name}`),
@@ -68,16 +48,10 @@ function flags(bucket = `flags_${randomUUID().replaceAll('-', '')}`, url = nats.
 
 /** A view on a connection of its own, recording its log lines and the changes it reports. */
 async function view(spec: KvBucketSpec<Flag>, options: { url?: string; reconnectForever?: boolean } = {}) {
-  const logs: LogLine[] = [];
+  const { logger, logs } = recordingLogger();
   const changes: KvViewChange<Flag>[] = [];
-  const log = (level: LogLine['level']) => (fields: object, message: string) => logs.push({ level, fields: fields as Record<string, unknown>, message });
-  const created = new KvView<Flag>({
-    ...spec,
-    logger: { info: log('info'), warn: log('warn'), debug: log('debug') },
-    label: 'flag',
-    onChange: (change) => changes.push(change),
-  });
-  const connection = await connectTo(options.url ?? nats.url, options);
+  const created = new KvView<Flag>({ ...spec, logger, label: 'flag', onChange: (change) => changes.push(change) });
+  const connection = await connectNats(options.url ?? nats.url, { reconnectForever: options.reconnectForever, later });
   await created.attach(connection);
   later(() => created.close());
   return { view: created, logs, changes, connection };
@@ -85,7 +59,7 @@ async function view(spec: KvBucketSpec<Flag>, options: { url?: string; reconnect
 
 /** A plain writer on a connection of its own. */
 async function writer(spec: KvBucketSpec<Flag>, url = nats.url) {
-  const connection = await connectTo(url);
+  const connection = await connectNats(url, { later });
   return { store: await KvStore.open(connection, spec), raw: await new Kvm(connection).open(spec.bucket) };
 }
 
@@ -201,7 +175,7 @@ describe('KvView', () => {
     later(async () => rmSync(storeDir, { recursive: true, force: true }));
     let server = await startNats(undefined, storeDir);
     later(() => server.stop());
-    const spec = flags(undefined, server.url);
+    const spec = flags(server.url);
 
     const { view: live, logs } = await view(spec, { url: server.url, reconnectForever: true });
     await live.put('beta', flag('beta'));

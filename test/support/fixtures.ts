@@ -1,0 +1,52 @@
+// Per-test fixtures: cleanups that run when each test ends, and a logger that records its lines.
+import { afterEach } from 'vitest';
+
+/** Undoes something a test set up: closes a connection, stops a server, deletes a bucket. */
+export type Cleanup = () => unknown;
+
+/** Registers a cleanup to run when the current test ends. */
+export type Later = (cleanup: Cleanup) => void;
+
+/**
+ * Registers a vitest `afterEach` that runs the cleanups registered during the test, the last
+ * registered first, ignoring any that fail; returns `later`, which registers one. Call it once,
+ * at the top of a test file (or of a describe block).
+ */
+export function cleanupAfterEach(): Later {
+  const cleanups: Cleanup[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) {
+      try {
+        await cleanup();
+      } catch {
+        // A cleanup that fails must not hide the test's own outcome, nor skip the others.
+      }
+    }
+  });
+  return (cleanup) => {
+    cleanups.push(cleanup);
+  };
+}
+
+export interface RecordedLog {
+  level: 'info' | 'warn' | 'debug' | 'error';
+  fields: Record<string, unknown>;
+  message: string;
+}
+
+/** Pino's call shape, `(fields, message)`: fits the kit's KvViewLogger and the PromptRegistry's logger. */
+export interface RecordingLogger {
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+  debug(fields: object, message: string): void;
+  error(fields: object, message: string): void;
+}
+
+/** A logger that records every line it is given, in order, in `logs`. */
+export function recordingLogger(): { logger: RecordingLogger; logs: RecordedLog[] } {
+  const logs: RecordedLog[] = [];
+  const record = (level: RecordedLog['level']) => (fields: object, message: string) => {
+    logs.push({ level, fields: fields as Record<string, unknown>, message });
+  };
+  return { logger: { info: record('info'), warn: record('warn'), debug: record('debug'), error: record('error') }, logs };
+}
