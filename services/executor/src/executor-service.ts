@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import {
   ConcurrencyLimiter,
+  boolFlag,
   ElexirionError,
   LimitExceededError,
   ServerError,
@@ -26,9 +27,9 @@ export const executorConfigSchema = z.object({
   PIPELINES_DIR: z.string().min(1).default(defaultPipelinesDir),
   EXECUTOR_MAX_CONCURRENT_RUNS: z.coerce.number().int().positive().default(10_000),
   EXECUTOR_MAX_QUEUED_RUNS: z.coerce.number().int().min(0).default(10_000),
-  EXECUTOR_CHECKPOINTS: z.enum(['true', 'false']).default('true').transform((value) => value === 'true'),
+  EXECUTOR_CHECKPOINTS: boolFlag().default(true),
   EXECUTOR_CHECKPOINT_TTL_HOURS: z.coerce.number().int().positive().default(24 * 7),
-  EXECUTOR_PROMPT_REGISTRY: z.enum(['true', 'false']).default('true').transform((value) => value === 'true'),
+  EXECUTOR_PROMPT_REGISTRY: boolFlag().default(true),
 });
 export type ExecutorConfig = z.infer<typeof executorConfigSchema>;
 

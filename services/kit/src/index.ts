@@ -1,23 +1,70 @@
-// The service kit: everything the services share. It never imports a service.
-export * from './host/catalog.js';
-export * from './host/config.js';
-export * from './host/host.js';
-export * from './host/http.js';
-export * from './host/shared-nats-connection.js';
-export * from './reliability/concurrency-limiter.js';
-export * from './reliability/retry.js';
-export * from './reliability/timeout-signal.js';
-export * from './rpc/call-policy.js';
-export * from './rpc/clients.js';
-export * from './rpc/deadline.js';
-export * from './rpc/errors.js';
-export * from './secrets.js';
-export * from './state/kv-errors.js';
-export * from './state/kv-store.js';
-export * from './state/kv-view.js';
-export * from './telemetry/event-publisher.js';
-export * from './telemetry/events-reader.js';
-export * from './telemetry/logger.js';
-export * from './telemetry/metrics.js';
-export * from './telemetry/tracing.js';
+// The service kit: everything the services share, and all of it that they use. It never imports
+// a service. What is not named here (middleware, interceptors, metric recorders) is the kit's own.
+
+// host/: a process and the services it hosts.
+export { PIPELINE_NAME, callsOf, parseServiceList, primaryService, serviceCatalog, serviceNames, type ServiceDefinitionOf, type ServiceName } from './host/catalog.js';
+export { ConfigError, boolFlag, durationMs, hostConfigSchema, loadHostConfig, parseEnv, port, type HostConfig } from './host/config.js';
+export { defineService, runHost, startHost, type Host, type HostOptions, type ServiceContext, type ServiceInstance, type ServiceModule } from './host/host.js';
+export { httpRoutes, type HttpRoutes } from './host/http.js';
+export {
+  SharedNatsConnection,
+  type NatsReadiness,
+  type NatsState,
+  type NatsStatusListener,
+  type NatsUseState,
+  type ServiceNats,
+} from './host/shared-nats-connection.js';
+
+// rpc/: calls between services, their deadlines, and the one vocabulary for failures.
+export { clientCallPolicy, type ClientCallPolicy, type ServerCallPolicy } from './rpc/call-policy.js';
+export { ChannelPool, ServiceClients, connectService, type LocalService, type ServiceClient, type ServiceClientsOptions } from './rpc/clients.js';
+export {
+  DEADLINE_METADATA_KEY,
+  TIMEOUT_METADATA_KEY,
+  callOptions,
+  deadlineToMs,
+  incomingDeadline,
+  mergeDeadline,
+  type Deadline,
+  type PropagatedCallOptions,
+} from './rpc/deadline.js';
+export { ClientError, ElexirionError, ServerError, Status, failureMessage, httpStatusFromGrpc, statusNameOf, statusOf, toServerError } from './rpc/errors.js';
+
+// reliability/: the one retry, limits, timeouts.
+export { ConcurrencyLimiter, LimitExceededError } from './reliability/concurrency-limiter.js';
+export { backoffDelay, grpcRetryPolicy, retry, type RetryOptions, type RetryPolicy } from './reliability/retry.js';
+export { timeoutSignal, type TimeoutSignal } from './reliability/timeout-signal.js';
+
+// state/: JetStream KV, typed, and watched.
+export { KvCorruptEntryError, KvInvalidKeyError, KvRejectedValueError, KvRevisionConflictError, describeIssues } from './state/kv-errors.js';
+export { KvStore, type KvBucketSpec, type KvKeyRule, type KvRecord } from './state/kv-store.js';
+export { KvView, type KvViewChange, type KvViewLogger, type KvViewOptions } from './state/kv-view.js';
+
+// telemetry/: events out and in, metrics, traces, logs; secrets kept out of all of them.
+export {
+  EVENT_SUBJECT_PREFIX,
+  EventPublisher,
+  eventSubject,
+  serviceEvents,
+  type EventFields,
+  type EventPublisherOptions,
+  type Observation,
+  type ObservedFields,
+  type ServiceEvents,
+} from './telemetry/event-publisher.js';
+export {
+  EventsReader,
+  EventsReaderError,
+  type DeliveredBatch,
+  type DeliveredBatchHandler,
+  type EventsConsumeOptions,
+  type EventsReaderOptions,
+  type TracedEvent,
+  type UndecodableMessage,
+} from './telemetry/events-reader.js';
+export { createLogger, type Logger, type LoggerOptions } from './telemetry/logger.js';
+export { Metrics } from './telemetry/metrics.js';
+export { initTracing, traceIds, tracer, type Tracing, type TracingOptions } from './telemetry/tracing.js';
+export { REDACTED, isSecretName, redactSecrets, redactSecretsDeep, registerSecret } from './secrets.js';
+
 export * as proto from './proto.js';

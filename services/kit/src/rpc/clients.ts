@@ -338,6 +338,11 @@ class InProcessCallContext implements CallContext {
   }
 }
 
+/**
+ * `promise`, or an AbortError as soon as `signal` aborts. Not abort-controller-x's `abortable`:
+ * it rejects with the signal's reason (a TimeoutError from a deadline, which callers would not
+ * take for an abort) and makes twice the closures on every in-process call.
+ */
 function raceAbort<T>(signal: AbortSignal | undefined, promise: Promise<T>): Promise<T> {
   if (!signal) return promise;
   if (signal.aborted) {
