@@ -6,3 +6,18 @@ export { applyTransform } from './pipeline/transforms.js';
 export { evaluateCondition } from './pipeline/conditions.js';
 export { CheckpointStore, type RunCheckpoint } from './state/checkpoint-store.js';
 export { PromptRegistry, type PromptVersion, type PromptEntry } from './state/prompt-registry.js';
+export {
+  LlmCaller,
+  chatMessages,
+  completeRequest,
+  renderPrompt,
+  selectPrompt,
+  type LlmCallDependencies,
+  type LlmCallOptions,
+  type LlmOutcome,
+  type LlmStep,
+  type SelectedPrompt,
+} from './engine/llm-call.js';
+export { STEP_HANDLERS, type StepHandlers } from './engine/steps/index.js';
+export type { RunContext, StepContext, StepHandler, StepOfType } from './engine/step-context.js';
+export type { StepOutcome } from './engine/step-outcome.js';

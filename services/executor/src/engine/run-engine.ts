@@ -1,26 +1,22 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isAbortError } from 'abort-controller-x';
-import { ClientError, ServerError, Status, proto, timeoutSignal, type Logger, type ServiceClient, type ServiceEvents } from '@elexirion/kit';
+import { ClientError, ServerError, Status, proto, timeoutSignal, toServerError, type Logger, type ServiceClient, type ServiceEvents } from '@elexirion/kit';
 import { evaluateCondition } from '../pipeline/conditions.js';
 import { isLlmStep, type LoadedPipeline, type PipelineLoader } from '../pipeline/loader.js';
-import { durationMs, type Prompt, type Step } from '../pipeline/schema.js';
-import { TemplateError, asText, parsePath, renderTemplate, resolveValue, walkPath, type Scope, type StepValue } from '../pipeline/templates.js';
-import { applyTransform } from '../pipeline/transforms.js';
+import { durationMs, type Step } from '../pipeline/schema.js';
+import { TemplateError, renderTemplate, type Scope } from '../pipeline/templates.js';
+import { appendCheckpointSteps, toStepResult } from '../state/checkpoint-steps.js';
 import type { CheckpointStore, RunCheckpoint } from '../state/checkpoint-store.js';
 import type { PromptRegistry } from '../state/prompt-registry.js';
 import { resolveInputs } from './inputs.js';
+import { LlmCaller } from './llm-call.js';
+import type { MutableScope, RunContext, StepContext } from './step-context.js';
+import { SKIPPED, failedStepResult, lastOutput, stepResult } from './step-outcome.js';
+import { runHandler } from './steps/index.js';
+import { totalUsage } from './usage.js';
 
-/** The provider alias a step type calls when neither the step nor the pipeline names a model. */
-const DEFAULT_ALIAS: Record<string, string> = {
-  claude: 'claude',
-  claude_smart: 'claude_smart',
-  claude_robust: 'claude_smart',
-  gemini: 'gemini',
-  gemini_structured: 'gemini',
-};
-const MAX_LOOP_ITEMS = 1_000;
-/** Codes claude_robust retries: the provider or the network may do better on another try. */
-const RETRYABLE = new Set<Status>([Status.UNAVAILABLE, Status.RESOURCE_EXHAUSTED, Status.DEADLINE_EXCEEDED, Status.ABORTED, Status.INTERNAL, Status.UNKNOWN]);
+/** A run never waits longer than this for its checkpoint write. */
+const CHECKPOINT_WRITE_TIMEOUT_MS = 2_000;
 
 export interface EngineDependencies {
   provider: ServiceClient<'provider'>;
@@ -56,45 +52,23 @@ export interface RunResult {
   inputs: Record<string, unknown>;
 }
 
-/** Everything one run shares across its steps; nested pipelines get their own. */
-interface RunContext {
-  request: RunRequest;
-  pipeline: LoadedPipeline;
-  inputs: Record<string, unknown>;
-  results: proto.StepResult[];
-  signal: AbortSignal;
-  deadline: number | undefined;
-  /** Prefix of step names in results and events ("loop[2]/", "nested/"). */
-  nested: boolean;
-}
-
-interface MutableScope extends Scope {
-  steps: Map<string, StepValue>;
-}
-
-interface StepOutcome {
-  output: string;
-  json?: unknown;
-  provider?: string;
-  model?: string;
-  usage?: proto.Usage;
-  attempts?: number;
-  promptVersion?: string;
-  status?: 'completed' | 'skipped';
-  /** For a structured call: the provider's validated JSON, or why the answer is not. */
-  structured?: { json: string; error: string };
-}
-
-const ZERO_USAGE = (): proto.Usage => ({ inputTokens: 0, outputTokens: 0, costUsd: 0 });
-
-/** Runs a loaded pipeline's steps under supervision and compiles the result. */
+/**
+ * Runs a loaded pipeline: its inputs, its run timeout, its steps in order under supervision (each
+ * through its type's handler, see steps/index.ts), a checkpoint after each, and the result.
+ */
 export class RunEngine {
-  constructor(private readonly deps: EngineDependencies) {}
+  private readonly llm: LlmCaller;
+  /** Handlers run their children through this; bound once, not per step. */
+  private readonly runChild: StepContext['runChild'] = (step, run, scope, prefix) => this.runStep(step, run, scope, prefix);
+
+  constructor(private readonly deps: EngineDependencies) {
+    this.llm = new LlmCaller({ provider: deps.provider, prompts: deps.prompts, loader: deps.loader });
+  }
 
   async run(loaded: LoadedPipeline, request: RunRequest): Promise<RunResult> {
     const started = performance.now();
     const { pipeline } = loaded;
-    const inputs = request.resume ? resolveInputs(pipeline.name, pipeline.inputs, request.resume.inputs) : resolveInputs(pipeline.name, pipeline.inputs, request.inputs);
+    const inputs = resolveInputs(pipeline.name, pipeline.inputs, request.resume ? request.resume.inputs : request.inputs);
     for (const name of Object.keys(request.promptOverrides)) {
       if (!findStep(pipeline.steps, name, isLlmStep)) {
         throw new ServerError(Status.INVALID_ARGUMENT, `${pipeline.name}: prompt_overrides.${name}: no LLM step is named "${name}"`);
@@ -102,13 +76,11 @@ export class RunEngine {
     }
     const runTimeout = durationMs(pipeline.defaults.run_timeout);
     using runLimit = timeoutSignal(request.signal, runTimeout);
-    const signal = runLimit.signal;
     const deadline = minDeadline(request.deadline, runTimeout ? Date.now() + runTimeout : undefined);
-    const context: RunContext = { request, pipeline: loaded, inputs, results: [], signal, deadline, nested: false };
+    const run: RunContext = { request, pipeline: loaded, results: [], signal: runLimit.signal, deadline };
     const scope: MutableScope = { inputs, steps: new Map(), vars: {} };
 
-    let resumed = 0;
-    if (request.resume) resumed = this.restore(request.resume, loaded, scope, context);
+    const resumed = request.resume ? restore(request.resume, loaded, scope, run.results) : 0;
     request.emit?.({ runStarted: { runId: request.runId, pipeline: pipeline.name } });
     const checkpoint: RunCheckpoint = {
       runId: request.runId,
@@ -118,7 +90,7 @@ export class RunEngine {
       inputs: request.resume?.inputs ?? request.inputs,
       promptOverrides: request.promptOverrides,
       sessionKey: request.sessionKey,
-      steps: request.resume?.steps ?? [],
+      steps: request.resume ? [...request.resume.steps] : [],
       vars: scope.vars,
       status: 'running',
       startedAt: request.resume?.startedAt ?? new Date().toISOString(),
@@ -130,20 +102,20 @@ export class RunEngine {
       let saved = request.resume !== undefined;
       for (const [index, step] of pipeline.steps.entries()) {
         if (index < resumed) continue;
-        await this.runStep(step, context, scope, '');
-        if (index < pipeline.steps.length - 1) saved = (await this.saveCheckpoint(checkpoint, context)) || saved;
+        await this.runStep(step, run, scope, '');
+        if (index < pipeline.steps.length - 1) saved = (await this.saveCheckpoint(checkpoint, run.results)) || saved;
       }
       const output = lastOutput(pipeline.steps, scope);
       const outputs: Record<string, string> = {};
-      for (const [name, template] of Object.entries(pipeline.outputs ?? {})) outputs[name] = this.render(template, scope, `outputs.${name}`, pipeline.name);
+      for (const [name, template] of Object.entries(pipeline.outputs ?? {})) outputs[name] = renderOutput(template, scope, `${pipeline.name}: outputs.${name}`);
       checkpoint.status = 'completed';
-      if (saved) await this.saveCheckpoint(checkpoint, context);
+      if (saved) await this.saveCheckpoint(checkpoint, run.results);
       return {
         pipeline: pipeline.name,
         output,
         outputs,
-        steps: context.results,
-        usage: totalUsage(context.results),
+        steps: run.results,
+        usage: totalUsage(run.results),
         durationMs: Math.round(performance.now() - started),
         resumedSteps: resumed,
         inputs,
@@ -151,7 +123,7 @@ export class RunEngine {
     } catch (error) {
       checkpoint.status = 'failed';
       checkpoint.error = error instanceof Error ? error.message : String(error);
-      await this.saveCheckpoint(checkpoint, context);
+      await this.saveCheckpoint(checkpoint, run.results);
       if (request.signal.aborted) throw new ServerError(Status.CANCELLED, `${pipeline.name}: the run was cancelled`);
       if (runLimit.timedOut && !(error instanceof ServerError && error.code !== Status.CANCELLED)) {
         throw new ServerError(Status.DEADLINE_EXCEEDED, `${pipeline.name}: the run went over its run_timeout of ${runTimeout} ms`);
@@ -160,31 +132,20 @@ export class RunEngine {
     }
   }
 
-  /** Takes completed steps from a checkpoint; returns how many top-level steps are done. */
-  private restore(saved: RunCheckpoint, loaded: LoadedPipeline, scope: MutableScope, context: RunContext): number {
-    for (const step of saved.steps) {
-      const result = toStepResult(step);
-      context.results.push(result);
-      if (!step.name.includes('/')) scope.steps.set(step.name, { output: step.output, json: step.json, status: step.status });
-    }
-    Object.assign(scope.vars, saved.vars);
-    let done = 0;
-    for (const step of loaded.pipeline.steps) {
-      if (!scope.steps.has(step.name)) break;
-      done += 1;
-    }
-    return done;
-  }
-
   /** Writes the run's state; false when there is no store (or the write failed). */
-  private async saveCheckpoint(checkpoint: RunCheckpoint, context: RunContext): Promise<boolean> {
+  private async saveCheckpoint(checkpoint: RunCheckpoint, results: readonly proto.StepResult[]): Promise<boolean> {
     const store = this.deps.checkpoints();
-    if (!store || context.nested) return false;
-    checkpoint.steps = context.results.filter((result) => result.status !== 'failed').map(fromStepResult);
+    if (!store) return false;
+    // Results only grow and the first failed one ends the run, so the checkpoint holds the first
+    // steps.length of them already: each is converted once.
+    appendCheckpointSteps(checkpoint.steps, results, checkpoint.steps.length);
     checkpoint.updatedAt = new Date().toISOString();
     const timer = new AbortController();
     try {
-      await Promise.race([store.save(checkpoint), sleep(2_000, undefined, { signal: timer.signal }).then(() => Promise.reject(new Error('checkpoint write timed out')))]);
+      await Promise.race([
+        store.save(checkpoint),
+        sleep(CHECKPOINT_WRITE_TIMEOUT_MS, undefined, { signal: timer.signal }).then(() => Promise.reject(new Error('checkpoint write timed out'))),
+      ]);
       return true;
     } catch (error) {
       // A run never fails for its checkpoint; it only becomes impossible to resume.
@@ -195,333 +156,103 @@ export class RunEngine {
     }
   }
 
-  private render(template: string, scope: Scope, where: string, pipeline: string): string {
-    try {
-      return renderTemplate(template, scope);
-    } catch (error) {
-      if (error instanceof TemplateError) throw new ServerError(Status.INVALID_ARGUMENT, `${pipeline}: ${where}: ${error.message}`);
-      throw error;
-    }
-  }
-
-  private async runStep(step: Step, context: RunContext, scope: MutableScope, prefix: string): Promise<void> {
+  /**
+   * One step under supervision: its `when:`, its timeout, its handler, its result (in the run's
+   * results, the stream and an event) and, when it fails, one status error naming pipeline and step.
+   */
+  private async runStep(step: Step, run: RunContext, scope: MutableScope, prefix: string): Promise<void> {
     const name = prefix + step.name;
-    const pipelineName = context.pipeline.name;
-    const emit = context.request.emit;
+    const pipelineName = run.pipeline.name;
     const started = performance.now();
-    const base = { name, type: step.type, output: '', provider: '', model: '', usage: ZERO_USAGE(), durationMs: 0, attempts: 0, status: 'completed', promptVersion: '', json: '', error: '' };
 
-    if (step.when) {
-      let run: boolean;
-      try {
-        run = evaluateCondition(step.when, scope);
-      } catch (error) {
-        if (error instanceof TemplateError) throw new ServerError(Status.INVALID_ARGUMENT, `${pipelineName}: step "${name}" when: ${error.message}`);
-        throw error;
-      }
-      if (!run) {
-        scope.steps.set(step.name, { output: '', status: 'skipped' });
-        this.finishStep(context, { ...base, status: 'skipped' });
-        return;
-      }
+    if (step.when && !whenHolds(step, name, pipelineName, scope)) {
+      scope.steps.set(step.name, SKIPPED);
+      this.finishStep(run, stepResult(name, step.type, SKIPPED, 0));
+      return;
     }
 
-    emit?.({ stepStarted: { step: name, type: step.type } });
-    const stepTimeout = durationMs(step.timeout ?? context.pipeline.pipeline.defaults.step_timeout);
-    using stepLimit = timeoutSignal(context.signal, stepTimeout);
-    const signal = stepLimit.signal;
-    const deadline = minDeadline(context.deadline, stepTimeout ? Date.now() + stepTimeout : undefined);
+    run.request.emit?.({ stepStarted: { step: name, type: step.type } });
+    const stepTimeout = durationMs(step.timeout ?? run.pipeline.pipeline.defaults.step_timeout);
+    using stepLimit = timeoutSignal(run.signal, stepTimeout);
+    const deadline = minDeadline(run.deadline, stepTimeout ? Date.now() + stepTimeout : undefined);
     try {
-      const outcome = await this.execute(step, context, scope, prefix, signal, deadline);
-      const value: StepValue = { output: outcome.output, status: outcome.status ?? 'completed', ...(outcome.json === undefined ? {} : { json: outcome.json }) };
-      scope.steps.set(step.name, value);
-      this.finishStep(context, {
-        ...base,
-        output: outcome.output,
-        provider: outcome.provider ?? '',
-        model: outcome.model ?? '',
-        usage: outcome.usage ?? ZERO_USAGE(),
-        attempts: outcome.attempts ?? 0,
-        status: outcome.status ?? 'completed',
-        promptVersion: outcome.promptVersion ?? '',
-        json: outcome.json === undefined ? '' : JSON.stringify(outcome.json),
-        durationMs: Math.round(performance.now() - started),
-      });
+      const context: StepContext = { run, scope, signal: stepLimit.signal, deadline, name, prefix, llm: this.llm, logger: this.deps.logger, runChild: this.runChild };
+      const outcome = await runHandler(step, context);
+      scope.steps.set(step.name, outcome);
+      this.finishStep(run, stepResult(name, step.type, outcome, Math.round(performance.now() - started)));
     } catch (caught) {
       // The provider may answer DEADLINE_EXCEEDED a moment before our own timer fires: it is
       // still this step's timeout.
       const deadlineHit = caught instanceof ClientError && caught.code === Status.DEADLINE_EXCEEDED && stepTimeout !== undefined && performance.now() >= started + stepTimeout - 50;
-      const error = this.stepError(caught, name, pipelineName, context, stepLimit.timedOut || deadlineHit, stepTimeout);
-      const failed = { ...base, status: 'failed', error: error.details, durationMs: Math.round(performance.now() - started) };
-      context.results.push(failed);
-      emit?.({ stepFailed: { step: name, code: Status[error.code], message: error.details } });
-      this.publishStep(context, failed);
+      const error = stepError(caught, name, run, stepLimit.timedOut || deadlineHit, stepTimeout);
+      const failed = failedStepResult(name, step.type, error.details, Math.round(performance.now() - started));
+      run.results.push(failed);
+      run.request.emit?.({ stepFailed: { step: name, code: Status[error.code], message: error.details } });
+      this.publishStep(run, failed);
       throw error;
     }
   }
 
-  private finishStep(context: RunContext, result: proto.StepResult): void {
-    context.results.push(result);
-    context.request.emit?.({ stepFinished: result });
-    this.publishStep(context, result);
+  private finishStep(run: RunContext, result: proto.StepResult): void {
+    run.results.push(result);
+    run.request.emit?.({ stepFinished: result });
+    this.publishStep(run, result);
   }
 
-  private publishStep(context: RunContext, result: proto.StepResult): void {
+  private publishStep(run: RunContext, result: proto.StepResult): void {
     this.deps.events.publish('step', {
       status: result.status === 'failed' ? 'FAILED' : 'OK',
       durationMs: result.durationMs,
-      executorStep: { runId: context.request.runId, pipeline: context.pipeline.name, step: result },
+      executorStep: { runId: run.request.runId, pipeline: run.pipeline.name, step: result },
     });
-  }
-
-  /** One error for a failed step: its gRPC code, and a message that names pipeline and step. */
-  private stepError(error: unknown, name: string, pipeline: string, context: RunContext, timedOut: boolean, timeoutMs: number | undefined): ServerError {
-    if (error instanceof ServerError && error.details.startsWith(`${pipeline}: `)) return error;
-    if (context.request.signal.aborted) return new ServerError(Status.CANCELLED, `${pipeline}: step "${name}": the run was cancelled`);
-    if (timedOut) return new ServerError(Status.DEADLINE_EXCEEDED, `${pipeline}: step "${name}" went over its timeout of ${timeoutMs} ms`);
-    if (error instanceof TemplateError) return new ServerError(Status.INVALID_ARGUMENT, `${pipeline}: step "${name}": ${error.message}`);
-    if (error instanceof ServerError || error instanceof ClientError) return new ServerError(error.code, `${pipeline}: step "${name}": ${error.details}`);
-    if (isAbortError(error)) return new ServerError(Status.DEADLINE_EXCEEDED, `${pipeline}: step "${name}": the run's time ran out`);
-    this.deps.logger.error({ err: error, pipeline, step: name }, 'step failed unexpectedly');
-    return new ServerError(Status.INTERNAL, `${pipeline}: step "${name}" failed unexpectedly`);
-  }
-
-  private async execute(step: Step, context: RunContext, scope: MutableScope, prefix: string, signal: AbortSignal, deadline: number | undefined): Promise<StepOutcome> {
-    switch (step.type) {
-      case 'claude':
-      case 'gemini':
-      case 'llm':
-      case 'claude_smart':
-        return this.callModel(step, context, scope, signal, deadline, { displayName: prefix + step.name });
-      case 'claude_robust':
-        return this.robust(step, context, scope, signal, deadline, prefix + step.name);
-      case 'gemini_structured':
-        return this.structured(step, context, scope, signal, deadline);
-      case 'parallel':
-        return this.parallel(step, context, scope, prefix, signal);
-      case 'for_each':
-        return this.forEach(step, context, scope, prefix, signal);
-      case 'set_variable': {
-        const value = typeof step.value === 'string' ? resolveValue(step.value, scope) : step.value;
-        scope.vars[step.variable] = value;
-        return { output: asText(value), ...(typeof value === 'string' ? {} : { json: value }) };
-      }
-      case 'transform': {
-        // Operation arguments may be templates too ("default: {{steps.draft.output}}").
-        const operations = step.operations.map((operation) =>
-          Object.fromEntries(Object.entries(operation).map(([key, value]) => [key, key !== 'op' && typeof value === 'string' ? renderTemplate(value, scope) : value])),
-        ) as typeof step.operations;
-        const value = applyTransform(resolveValue(step.input, scope), operations);
-        return { output: asText(value), ...(typeof value === 'string' ? {} : { json: value }) };
-      }
-      case 'pipeline':
-        return this.nestedPipeline(step, context, scope, prefix, signal, deadline);
-    }
-  }
-
-  /** One provider call for an LLM step: prompt version, templates, streaming when asked. */
-  private async callModel(
-    step: Extract<Step, { prompt: Prompt }>,
-    context: RunContext,
-    scope: Scope,
-    signal: AbortSignal,
-    deadline: number | undefined,
-    options: { model?: string; jsonSchema?: string; extraMessages?: proto.ChatMessage[]; displayName?: string },
-  ): Promise<StepOutcome> {
-    const pipeline = context.pipeline.pipeline;
-    const override = context.request.promptOverrides[step.name];
-    const version = override === undefined ? this.deps.prompts()?.select(pipeline.name, step.name, context.request.sessionKey || undefined) : undefined;
-    const promptVersion = override !== undefined ? 'override' : version ? version.id : 'yaml';
-    const text = await this.renderPrompt(override ?? version?.prompt ?? step.prompt, scope);
-    const systemTemplate = version?.system ?? step.system ?? '';
-    const system = systemTemplate ? renderTemplate(systemTemplate, scope) : '';
-    const messages: proto.ChatMessage[] = [];
-    for (const demo of version?.demos ?? []) {
-      messages.push({ role: proto.Role.ROLE_USER, content: demo.input }, { role: proto.Role.ROLE_ASSISTANT, content: demo.output });
-    }
-    messages.push({ role: proto.Role.ROLE_USER, content: text }, ...(options.extraMessages ?? []));
-    const model = options.model ?? step.model ?? pipeline.defaults.model ?? DEFAULT_ALIAS[step.type] ?? 'claude_smart';
-    const preset = step.preset ?? (step.type === 'claude_smart' || step.type === 'claude_robust' ? pipeline.defaults.preset : undefined);
-    const request: proto.CompleteRequest = {
-      messages,
-      system,
-      model,
-      preset: options.model ? '' : (preset ?? ''),
-      stopSequences: step.stop ?? [],
-      metadata: { pipeline: pipeline.name, step: step.name, run_id: context.request.runId, prompt_version: promptVersion },
-      jsonSchema: options.jsonSchema ?? '',
-      ...(step.temperature === undefined ? {} : { temperature: step.temperature }),
-      ...(step.max_tokens === undefined ? {} : { maxTokens: step.max_tokens }),
-    };
-    const callOptions = deadline === undefined ? { signal } : { signal, deadline: new Date(deadline) };
-    let answer: proto.CompleteResponse;
-    const emit = context.request.emit;
-    if (emit && !options.jsonSchema) {
-      const name = options.displayName ?? step.name;
-      let done: proto.CompleteResponse | undefined;
-      for await (const message of this.deps.provider.streamComplete({ request }, callOptions)) {
-        if (message.delta !== undefined) emit({ textDelta: { step: name, text: message.delta } });
-        if (message.done) done = message.done;
-      }
-      if (!done) throw new ServerError(Status.UNAVAILABLE, 'the provider stream ended without its final message');
-      answer = done;
-    } else {
-      answer = await this.deps.provider.complete(request, callOptions);
-    }
-    return {
-      output: answer.text,
-      provider: answer.provider,
-      model: answer.model,
-      usage: answer.usage ?? ZERO_USAGE(),
-      attempts: answer.attempts,
-      promptVersion,
-      ...(options.jsonSchema ? { structured: { json: answer.json, error: answer.jsonError } } : {}),
-    };
-  }
-
-  private async renderPrompt(source: Prompt, scope: Scope): Promise<string> {
-    if (typeof source === 'string') return renderTemplate(source, scope);
-    const parts: string[] = [];
-    for (const part of source) {
-      if ('static' in part) parts.push(renderTemplate(part.static, scope));
-      else if ('file' in part) parts.push(renderTemplate(await this.deps.loader.readPromptFile(part.file), scope));
-      else {
-        const previous = scope.steps.get(part.previous_response);
-        if (!previous) throw new TemplateError(`previous_response names step "${part.previous_response}", which has not run`);
-        if (!part.extract) parts.push(previous.output);
-        else {
-          const source = previous.json ?? safeJson(previous.output, part.previous_response);
-          parts.push(asText(walkPath(source, parsePath(part.extract), () => `previous_response ${part.previous_response} extract ${part.extract}`)));
-        }
-      }
-    }
-    return parts.join('\n\n');
-  }
-
-  private async robust(step: Extract<Step, { type: 'claude_robust' }>, context: RunContext, scope: Scope, signal: AbortSignal, deadline: number | undefined, displayName: string): Promise<StepOutcome> {
-    const backoff = durationMs(step.backoff) ?? 1_000;
-    let attempts = 0;
-    let last: unknown;
-    for (let attempt = 0; attempt <= step.retry_count; attempt += 1) {
-      try {
-        const outcome = await this.callModel(step, context, scope, signal, deadline, { displayName });
-        return { ...outcome, attempts: attempts + (outcome.attempts ?? 1) };
-      } catch (error) {
-        if (signal.aborted || !(error instanceof ClientError) || !RETRYABLE.has(error.code)) throw error;
-        attempts += 1;
-        last = error;
-        const wait = backoff * 2 ** attempt;
-        if (attempt === step.retry_count || (deadline !== undefined && Date.now() + wait >= deadline)) break;
-        this.deps.logger.debug({ step: step.name, attempt: attempt + 1, waitMs: wait, code: Status[error.code] }, 'retrying step');
-        await sleep(wait, undefined, { signal });
-      }
-    }
-    switch (step.fallback_action) {
-      case 'skip':
-        return { output: '', status: 'skipped', attempts };
-      case 'default_output':
-        return { output: renderTemplate(step.default_output ?? '', scope), attempts, promptVersion: 'default_output' };
-      case 'fallback_model': {
-        const outcome = await this.callModel(step, context, scope, signal, deadline, { model: step.fallback_model!, displayName });
-        return { ...outcome, attempts: attempts + (outcome.attempts ?? 1) };
-      }
-      default:
-        throw last;
-    }
-  }
-
-  /** JSON that matches the step's schema; one repair round trip when the first answer does not. */
-  private async structured(step: Extract<Step, { type: 'gemini_structured' }>, context: RunContext, scope: Scope, signal: AbortSignal, deadline: number | undefined): Promise<StepOutcome> {
-    const jsonSchema = JSON.stringify(step.schema);
-    const first = await this.callModel(step, context, scope, signal, deadline, { jsonSchema });
-    const firstJson = first.structured!;
-    if (!firstJson.error) return { ...first, output: firstJson.json, json: JSON.parse(firstJson.json) };
-    if (!step.repair) throw new ServerError(Status.FAILED_PRECONDITION, `invalid_output: ${firstJson.error}`);
-    const repaired = await this.callModel(step, context, scope, signal, deadline, {
-      jsonSchema,
-      extraMessages: [
-        { role: proto.Role.ROLE_ASSISTANT, content: first.output },
-        { role: proto.Role.ROLE_USER, content: `That answer is not usable: ${firstJson.error}. Reply again with only JSON that matches the schema.` },
-      ],
-    });
-    const repairedJson = repaired.structured!;
-    const usage = addUsage(first.usage ?? ZERO_USAGE(), repaired.usage ?? ZERO_USAGE());
-    const attempts = (first.attempts ?? 1) + (repaired.attempts ?? 1);
-    if (repairedJson.error) throw new ServerError(Status.FAILED_PRECONDITION, `invalid_output after one repair: ${repairedJson.error}`);
-    return { ...repaired, output: repairedJson.json, json: JSON.parse(repairedJson.json), usage, attempts };
-  }
-
-  private async parallel(step: Extract<Step, { type: 'parallel' }>, context: RunContext, scope: MutableScope, prefix: string, signal: AbortSignal): Promise<StepOutcome> {
-    // One child failing stops the others.
-    using children = timeoutSignal(signal, undefined);
-    const childContext = { ...context, signal: children.signal };
-    await mapLimited(step.steps, step.max_parallel ?? step.steps.length, async (child) => {
-      try {
-        await this.runStep(child, childContext, scope, prefix);
-      } catch (error) {
-        children.abort();
-        throw error;
-      }
-    });
-    const outputs: Record<string, unknown> = {};
-    for (const child of step.steps) {
-      const value = scope.steps.get(child.name);
-      outputs[child.name] = value?.json ?? value?.output ?? '';
-    }
-    return { output: JSON.stringify(outputs), json: outputs };
-  }
-
-  private async forEach(step: Extract<Step, { type: 'for_each' }>, context: RunContext, scope: MutableScope, prefix: string, signal: AbortSignal): Promise<StepOutcome> {
-    let items: unknown = typeof step.items === 'string' ? resolveValue(step.items, scope) : step.items;
-    if (typeof items === 'string') {
-      const text = items;
-      try {
-        items = JSON.parse(text);
-      } catch {
-        throw new TemplateError(`items: "${text.slice(0, 60)}" is not a JSON list`);
-      }
-    }
-    if (!Array.isArray(items)) throw new TemplateError('items: expected a list');
-    if (items.length > MAX_LOOP_ITEMS) throw new TemplateError(`items: ${items.length} items is over the limit of ${MAX_LOOP_ITEMS}`);
-    using iterations = timeoutSignal(signal, undefined);
-    const childContext = { ...context, signal: iterations.signal };
-    const results = await mapLimited(items, step.concurrency, async (item, index) => {
-      const iteration: MutableScope = { inputs: scope.inputs, steps: new Map(scope.steps), vars: { ...scope.vars }, loop: { ...scope.loop, item, index, [step.as]: item } };
-      try {
-        for (const child of step.steps) await this.runStep(child, childContext, iteration, `${prefix}${step.name}[${index}]/`);
-      } catch (error) {
-        iterations.abort();
-        throw error;
-      }
-      const last = iteration.steps.get(step.steps.at(-1)!.name);
-      return last?.json ?? last?.output ?? '';
-    });
-    return { output: JSON.stringify(results), json: results };
-  }
-
-  private async nestedPipeline(step: Extract<Step, { type: 'pipeline' }>, context: RunContext, scope: Scope, prefix: string, signal: AbortSignal, deadline: number | undefined): Promise<StepOutcome> {
-    const child = context.pipeline.children.get(step.pipeline);
-    if (!child) throw new ServerError(Status.INTERNAL, `pipeline "${step.pipeline}" was not loaded`);
-    const inputs: Record<string, string> = {};
-    for (const [name, template] of Object.entries(step.inputs)) inputs[name] = renderTemplate(template, scope);
-    const childInputs = resolveInputs(child.name, child.pipeline.inputs, inputs);
-    const childContext: RunContext = { request: { ...context.request, promptOverrides: {} }, pipeline: child, inputs: childInputs, results: [], signal, deadline, nested: true };
-    const childScope: MutableScope = { inputs: childInputs, steps: new Map(), vars: {} };
-    const childPrefix = `${prefix}${step.name}/`;
-    for (const childStep of child.pipeline.steps) await this.runStep(childStep, childContext, childScope, childPrefix);
-    context.results.push(...childContext.results);
-    const outputs: Record<string, string> = {};
-    for (const [name, template] of Object.entries(child.pipeline.outputs ?? {})) outputs[name] = renderTemplate(template, childScope);
-    return { output: lastOutput(child.pipeline.steps, childScope), json: outputs };
   }
 }
 
-function lastOutput(steps: Step[], scope: Scope): string {
-  for (let index = steps.length - 1; index >= 0; index -= 1) {
-    const value = scope.steps.get(steps[index]!.name);
-    if (value && value.status !== 'skipped') return value.output;
+/** Takes the completed steps of a checkpoint; returns how many top-level steps are done. */
+function restore(saved: RunCheckpoint, loaded: LoadedPipeline, scope: MutableScope, results: proto.StepResult[]): number {
+  for (const step of saved.steps) {
+    results.push(toStepResult(step));
+    // A stored step is what templates read of it: output, json, status.
+    if (!step.name.includes('/')) scope.steps.set(step.name, step);
   }
-  return '';
+  Object.assign(scope.vars, saved.vars);
+  let done = 0;
+  for (const step of loaded.pipeline.steps) {
+    if (!scope.steps.has(step.name)) break;
+    done += 1;
+  }
+  return done;
+}
+
+/** Whether a step's `when:` holds; a condition that cannot be evaluated fails the run. */
+function whenHolds(step: Step, name: string, pipeline: string, scope: Scope): boolean {
+  try {
+    return evaluateCondition(step.when!, scope);
+  } catch (error) {
+    if (error instanceof TemplateError) throw toServerError(error, `${pipeline}: step "${name}" when`);
+    throw error;
+  }
+}
+
+/** The one error of a failed step: its status, and a message that names pipeline and step. */
+function stepError(error: unknown, name: string, run: RunContext, timedOut: boolean, timeoutMs: number | undefined): ServerError {
+  const pipeline = run.pipeline.name;
+  // A child step's failure, already told.
+  if (error instanceof ServerError && error.details.startsWith(`${pipeline}: `)) return error;
+  if (run.request.signal.aborted) return new ServerError(Status.CANCELLED, `${pipeline}: step "${name}": the run was cancelled`);
+  if (timedOut) return new ServerError(Status.DEADLINE_EXCEEDED, `${pipeline}: step "${name}" went over its timeout of ${timeoutMs} ms`);
+  // Aborted from above while the caller is still there: a run or parent step timeout, or a
+  // parallel sibling that failed first.
+  if (isAbortError(error)) return new ServerError(Status.DEADLINE_EXCEEDED, `${pipeline}: step "${name}": the run's time ran out`);
+  return toServerError(error, `${pipeline}: step "${name}"`);
+}
+
+function renderOutput(template: string, scope: Scope, where: string): string {
+  try {
+    return renderTemplate(template, scope);
+  } catch (error) {
+    throw error instanceof TemplateError ? toServerError(error, where) : error;
+  }
 }
 
 function findStep(steps: Step[], name: string, predicate: (step: Step) => boolean): boolean {
@@ -533,74 +264,3 @@ function minDeadline(a: number | undefined, b: number | undefined): number | und
   if (b === undefined) return a;
   return Math.min(a, b);
 }
-
-function addUsage(a: proto.Usage, b: proto.Usage): proto.Usage {
-  return { inputTokens: a.inputTokens + b.inputTokens, outputTokens: a.outputTokens + b.outputTokens, costUsd: a.costUsd + b.costUsd };
-}
-
-function totalUsage(results: proto.StepResult[]): proto.Usage {
-  return results.reduce((sum, result) => addUsage(sum, result.usage ?? ZERO_USAGE()), ZERO_USAGE());
-}
-
-function safeJson(text: string, step: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new TemplateError(`previous_response: step "${step}" has no JSON output to extract from`);
-  }
-}
-
-/** Runs `work` over `items` with at most `limit` at once; the first failure rejects (the rest are told to stop by the caller). */
-async function mapLimited<T, R>(items: readonly T[], limit: number, work: (item: T, index: number) => Promise<R>): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  let failure: unknown;
-  const worker = async () => {
-    while (next < items.length && failure === undefined) {
-      const index = next;
-      next += 1;
-      try {
-        results[index] = await work(items[index]!, index);
-      } catch (error) {
-        failure ??= error;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(Math.max(1, limit), items.length) }, worker));
-  if (failure !== undefined) throw failure;
-  return results;
-}
-
-function toStepResult(step: RunCheckpoint['steps'][number]): proto.StepResult {
-  return {
-    name: step.name,
-    type: step.type,
-    output: step.output,
-    provider: step.provider,
-    model: step.model,
-    usage: step.usage,
-    durationMs: step.durationMs,
-    attempts: step.attempts,
-    status: step.status,
-    promptVersion: step.promptVersion,
-    json: step.json === undefined ? '' : JSON.stringify(step.json),
-    error: '',
-  };
-}
-
-function fromStepResult(result: proto.StepResult): RunCheckpoint['steps'][number] {
-  return {
-    name: result.name,
-    type: result.type,
-    status: result.status === 'skipped' ? 'skipped' : 'completed',
-    output: result.output,
-    ...(result.json ? { json: JSON.parse(result.json) } : {}),
-    provider: result.provider,
-    model: result.model,
-    usage: result.usage ?? ZERO_USAGE(),
-    attempts: result.attempts,
-    durationMs: result.durationMs,
-    promptVersion: result.promptVersion,
-  };
-}
-

@@ -122,7 +122,7 @@ export const step: z.ZodType<Step> = z.lazy(() =>
       type: z.literal('claude_robust'),
       ...llmFields,
       retry_count: z.number().int().min(0).max(10).default(2),
-      backoff: duration.default(1000).describe('Wait before the first retry; doubles each time.'),
+      backoff: duration.default(1000).describe('The longest wait before the first retry; the ceiling doubles each retry, up to 30 s (or backoff when longer), and each wait is random below it (full jitter).'),
       fallback_action: z.enum(['fail', 'skip', 'default_output', 'fallback_model']).default('fail'),
       default_output: z.string().optional(),
       fallback_model: z.string().min(1).optional(),

@@ -1,0 +1,193 @@
+/**
+ * The LLM call of a pipeline step, on its own so LLM steps, the optimizer's checks and agentic
+ * steps share one path: which prompt (the caller's override, else a registry version chosen by
+ * weight and sticky per session key, else the YAML prompt, the last known good), rendering it
+ * (prompt parts included), demos as message pairs, the provider request, and text deltas while it
+ * streams.
+ */
+import { ServerError, Status, proto, type ServiceClient } from '@elexirion/kit';
+import type { PipelineLoader } from '../pipeline/loader.js';
+import type { Pipeline, Prompt, Step } from '../pipeline/schema.js';
+import { TemplateError, asText, parsePath, renderTemplate, walkPath, type Scope } from '../pipeline/templates.js';
+import type { PromptRegistry, PromptVersion } from '../state/prompt-registry.js';
+import type { StepOutcome } from './step-outcome.js';
+import { zeroUsage } from './usage.js';
+
+/** A step that calls a model: the YAML fields the call reads. */
+export type LlmStep = Extract<Step, { prompt: Prompt }>;
+
+export type PromptDemo = NonNullable<PromptVersion['demos']>[number];
+
+/** The prompt a call uses, and the version tag its step is recorded with. */
+export interface SelectedPrompt {
+  prompt: Prompt;
+  /** A template; undefined for none. */
+  system: string | undefined;
+  /** Example exchanges sent before the prompt, as user/assistant pairs. */
+  demos: readonly PromptDemo[];
+  /** "override", the registry version's id, or "yaml". */
+  version: string;
+}
+
+export interface LlmCallOptions {
+  /** The step's pipeline: its name keys the registry and the metadata, its defaults fill model and preset. */
+  pipeline: Pipeline;
+  step: LlmStep;
+  /** What the prompt's templates read. */
+  scope: Scope;
+  /** Sent as metadata with the request. */
+  runId: string;
+  /** A prompt that wins over the registry and the YAML (ExecuteRequest.prompt_overrides). */
+  override?: string | undefined;
+  /** The same key gets the same registry version while the weights hold; empty draws by weight. */
+  sessionKey?: string | undefined;
+  signal: AbortSignal;
+  /** Epoch ms; the provider call's deadline. */
+  deadline: number | undefined;
+  /** Given, the call streams and hands over each text delta (not with `jsonSchema`). */
+  onDelta?: ((text: string) => void) | undefined;
+  /** Another model than the step's, without a preset (claude_robust's fallback_model). */
+  model?: string;
+  /** A JSON Schema (as JSON text) the answer must match; the outcome then has `structured`. */
+  jsonSchema?: string;
+  /** Messages after the prompt (gemini_structured's repair turn). */
+  extraMessages?: readonly proto.ChatMessage[];
+}
+
+/** The answer as a completed step outcome. */
+export interface LlmOutcome extends StepOutcome {
+  provider: string;
+  model: string;
+  usage: proto.Usage;
+  /** Upstream attempts the provider made. */
+  attempts: number;
+  promptVersion: string;
+  /** With `jsonSchema`: the provider's validated JSON as text, or why the answer is not valid. */
+  structured?: { json: string; error: string };
+}
+
+export interface LlmCallDependencies {
+  provider: ServiceClient<'provider'>;
+  /** The registry while it is attached; without one, the YAML prompt. */
+  prompts: () => Pick<PromptRegistry, 'select'> | undefined;
+  /** Reads prompt parts' `file`s. */
+  loader: Pick<PipelineLoader, 'readPromptFile'>;
+}
+
+/** The provider alias a step type calls when neither the step nor the pipeline names a model. */
+const DEFAULT_ALIAS: Partial<Record<LlmStep['type'], string>> = {
+  claude: 'claude',
+  claude_smart: 'claude_smart',
+  claude_robust: 'claude_smart',
+  gemini: 'gemini',
+  gemini_structured: 'gemini',
+};
+const NO_DEMOS: readonly PromptDemo[] = Object.freeze([]);
+
+/** Makes LLM calls for steps; one per engine, as it holds nothing of a call. */
+export class LlmCaller {
+  constructor(private readonly deps: LlmCallDependencies) {}
+
+  /**
+   * One provider call for `options.step`: its prompt selected and rendered, demos first, and the
+   * provider's answer as the step's outcome, tagged with the prompt version. Fails with the
+   * provider's ClientError, or a TemplateError when a template cannot be rendered.
+   */
+  async call(options: LlmCallOptions): Promise<LlmOutcome> {
+    const selected = selectPrompt(this.deps.prompts(), options.pipeline.name, options.step, options.override, options.sessionKey);
+    // A prompt without file parts renders without waiting: most calls take no extra turn here.
+    const rendered = renderPrompt(selected.prompt, options.scope, this.deps.loader);
+    const request = completeRequest(options, selected, typeof rendered === 'string' ? rendered : await rendered);
+    const callOptions = options.deadline === undefined ? { signal: options.signal } : { signal: options.signal, deadline: new Date(options.deadline) };
+    let answer: proto.CompleteResponse;
+    if (options.onDelta && !options.jsonSchema) {
+      let done: proto.CompleteResponse | undefined;
+      for await (const message of this.deps.provider.streamComplete({ request }, callOptions)) {
+        if (message.delta !== undefined) options.onDelta(message.delta);
+        if (message.done) done = message.done;
+      }
+      if (!done) throw new ServerError(Status.UNAVAILABLE, 'the provider stream ended without its final message');
+      answer = done;
+    } else {
+      answer = await this.deps.provider.complete(request, callOptions);
+    }
+    const outcome: LlmOutcome = {
+      output: answer.text,
+      status: 'completed',
+      provider: answer.provider,
+      model: answer.model,
+      usage: answer.usage ?? zeroUsage(),
+      attempts: answer.attempts,
+      promptVersion: selected.version,
+    };
+    if (options.jsonSchema) outcome.structured = { json: answer.json, error: answer.jsonError };
+    return outcome;
+  }
+}
+
+/** The caller's override, else the registry's version for (pipeline, step), else the step's YAML prompt. */
+export function selectPrompt(registry: Pick<PromptRegistry, 'select'> | undefined, pipeline: string, step: LlmStep, override: string | undefined, sessionKey: string | undefined): SelectedPrompt {
+  if (override !== undefined) return { prompt: override, system: step.system, demos: NO_DEMOS, version: 'override' };
+  const version = registry?.select(pipeline, step.name, sessionKey || undefined);
+  if (version) return { prompt: version.prompt, system: version.system ?? step.system, demos: version.demos ?? NO_DEMOS, version: version.id };
+  return { prompt: step.prompt, system: step.system, demos: NO_DEMOS, version: 'yaml' };
+}
+
+/**
+ * The prompt's text: a template, or parts joined by blank lines (static text, a file's text, a
+ * previous step's output or a path into its JSON). Text at once when no part reads a file.
+ */
+export function renderPrompt(prompt: Prompt, scope: Scope, loader: Pick<PipelineLoader, 'readPromptFile'>): string | Promise<string> {
+  if (typeof prompt === 'string') return renderTemplate(prompt, scope);
+  if (!prompt.some((part) => 'file' in part)) return prompt.map((part) => renderPart(part, scope, undefined)).join('\n\n');
+  return (async () => {
+    const parts: string[] = [];
+    for (const part of prompt) parts.push(renderPart(part, scope, 'file' in part ? await loader.readPromptFile(part.file) : undefined));
+    return parts.join('\n\n');
+  })();
+}
+
+function renderPart(part: Exclude<Prompt, string>[number], scope: Scope, fileText: string | undefined): string {
+  if ('static' in part) return renderTemplate(part.static, scope);
+  if ('file' in part) return renderTemplate(fileText!, scope);
+  const previous = scope.steps.get(part.previous_response);
+  if (!previous) throw new TemplateError(`previous_response names step "${part.previous_response}", which has not run`);
+  if (!part.extract) return previous.output;
+  const source = previous.json ?? parseOutput(previous.output, part.previous_response);
+  return asText(walkPath(source, parsePath(part.extract), () => `previous_response ${part.previous_response} extract ${part.extract}`));
+}
+
+function parseOutput(text: string, step: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new TemplateError(`previous_response: step "${step}" has no JSON output to extract from`);
+  }
+}
+
+/** The conversation: each demo as a user/assistant pair, then the prompt, then any extra turns. */
+export function chatMessages(demos: readonly PromptDemo[], prompt: string, extra?: readonly proto.ChatMessage[]): proto.ChatMessage[] {
+  const messages: proto.ChatMessage[] = [];
+  for (const demo of demos) messages.push({ role: proto.Role.ROLE_USER, content: demo.input }, { role: proto.Role.ROLE_ASSISTANT, content: demo.output });
+  messages.push({ role: proto.Role.ROLE_USER, content: prompt });
+  if (extra) messages.push(...extra);
+  return messages;
+}
+
+/** The provider request for a rendered prompt: model and preset from the step, else the pipeline's defaults, else the step type's alias. */
+export function completeRequest(options: LlmCallOptions, selected: SelectedPrompt, prompt: string): proto.CompleteRequest {
+  const { pipeline, step, scope } = options;
+  const preset = step.preset ?? (step.type === 'claude_smart' || step.type === 'claude_robust' ? pipeline.defaults.preset : undefined);
+  const request: proto.CompleteRequest = {
+    messages: chatMessages(selected.demos, prompt, options.extraMessages),
+    system: selected.system ? renderTemplate(selected.system, scope) : '',
+    model: options.model ?? step.model ?? pipeline.defaults.model ?? DEFAULT_ALIAS[step.type] ?? 'claude_smart',
+    preset: options.model ? '' : (preset ?? ''),
+    stopSequences: step.stop ?? [],
+    metadata: { pipeline: pipeline.name, step: step.name, run_id: options.runId, prompt_version: selected.version },
+    jsonSchema: options.jsonSchema ?? '',
+  };
+  if (step.temperature !== undefined) request.temperature = step.temperature;
+  if (step.max_tokens !== undefined) request.maxTokens = step.max_tokens;
+  return request;
+}
