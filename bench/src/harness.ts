@@ -186,6 +186,8 @@ export function writeProviderConfig(): string {
 
 export interface Shape {
   shape: StackShape;
+  /** Started from the baseline checkout (`--baseline`), not this one. */
+  baseline: boolean;
   stack: Stack;
   procs: Proc[];
   httpUrl: string;
@@ -194,20 +196,23 @@ export interface Shape {
 
 export const SHAPE_LABEL: Record<StackShape, string> = { 'all-in-one': 'aio', 'one-process-per-service': 'split' };
 
-export function checkBuilt(): void {
-  const missing = ['server/dist/main.js', ...['gateway', 'agent', 'executor', 'provider'].map((name) => `services/${name}/dist/main.js`)].filter(
-    (entry) => !existsSync(join(repoRoot, entry)),
+/** Throws unless the checkout at `root` has built services (its own node_modules included). */
+export function checkBuilt(root = repoRoot): void {
+  const missing = ['server/dist/main.js', ...['gateway', 'agent', 'executor', 'provider'].map((name) => `services/${name}/dist/main.js`), 'node_modules'].filter(
+    (entry) => !existsSync(join(root, entry)),
   );
-  if (missing.length) throw new Error(`not built (${missing.join(', ')}): run \`npm run build\` first`);
+  if (missing.length) throw new Error(`${root} is not built (${missing.join(', ')} missing): run \`npm run build\` there first`);
 }
 
-export async function startShape(shape: StackShape, natsUrl: string, env: NodeJS.ProcessEnv): Promise<Shape> {
-  const stack = await startStack(shape, natsUrl, { LOG_LEVEL: 'warn', ...env });
+/** The services in one shape; from the baseline checkout's build at `baselineRoot`, with process names ending in `-baseline`. */
+export async function startShape(shape: StackShape, natsUrl: string, env: NodeJS.ProcessEnv, baselineRoot?: string): Promise<Shape> {
+  const stack = await startStack(shape, natsUrl, { LOG_LEVEL: 'warn', ...env }, baselineRoot ?? repoRoot);
+  const suffix = baselineRoot === undefined ? '' : '-baseline';
   const procs = Object.entries(stack.processes).map(([name, spawned]) => ({
-    name: shape === 'all-in-one' ? 'elexirion-all' : name,
+    name: `${shape === 'all-in-one' ? 'elexirion-all' : name}${suffix}`,
     pid: spawned.child.pid!,
   }));
-  return { shape, stack, procs, httpUrl: `http://127.0.0.1:${stack.ports.gatewayHttp}`, grpcPort: stack.ports.gatewayGrpc };
+  return { shape, baseline: suffix !== '', stack, procs, httpUrl: `http://127.0.0.1:${stack.ports.gatewayHttp}`, grpcPort: stack.ports.gatewayGrpc };
 }
 
 /** The service env that points the provider at the fake OpenAI upstream. */
@@ -445,13 +450,19 @@ export async function runInterleaved(shared: Shared, configs: BenchConfig[], pla
 
 // ---------------------------------------------------------------- the machine
 
-export async function machineInfo(): Promise<Record<string, unknown>> {
-  let commit: string | undefined;
+/** The commit a checkout is at, with "+changes" when its work tree differs; "unknown" outside git. */
+export async function commitOf(root: string): Promise<string> {
   try {
-    commit = (await run('git', ['rev-parse', 'HEAD'], { cwd: repoRoot })).stdout.trim();
+    const commit = (await run('git', ['rev-parse', 'HEAD'], { cwd: root })).stdout.trim();
+    const changed = (await run('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: root })).stdout.trim() !== '';
+    return changed ? `${commit}+changes` : commit;
   } catch {
-    commit = undefined;
+    return 'unknown';
   }
+}
+
+export async function machineInfo(): Promise<Record<string, unknown>> {
+  const commit = await commitOf(repoRoot);
   let natsVersion: string | undefined;
   try {
     natsVersion = (await run('nats-server', ['--version'])).stdout.trim();

@@ -1,12 +1,13 @@
 // npm run bench [-- --quick] [--scenarios overhead,throughput,...] [--requests N] [--out DIR]
 //                [--no-anchor] [--shapes aio,split] [--inflight N] [--soak-seconds S] [--rounds N]
+//                [--baseline DIR]   (another checkout, built: its all-in-one is measured in the same run)
 // Starts what it measures (NATS, the fake upstreams, the services, the Portkey anchor), runs each
 // scenario, and writes bench/results/<date>-<scenario>.json, <date>-summary.md, <date>-chart.png.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startNats, repoRoot, stopAll, type StackShape } from '@elexirion/testing';
-import { benchDir, checkBuilt, Driver, log, machineInfo, PORTKEY_VERSION, Upstream, writeProviderConfig } from './harness.ts';
+import { benchDir, checkBuilt, commitOf, Driver, log, machineInfo, PORTKEY_VERSION, Upstream, writeProviderConfig } from './harness.ts';
 import { chartHtml, checkTargets, PORTKEY_REFERENCE, renderPng, summaryMarkdown, writeJson } from './report.ts';
 import { SCENARIOS, type Context, type Options, type ScenarioOutput } from './scenarios.ts';
 
@@ -14,7 +15,7 @@ const ALL = ['overhead', 'throughput', 'streaming', 'inflight', 'soak', 'telemet
 const SHAPES: Record<string, StackShape> = { aio: 'all-in-one', 'all-in-one': 'all-in-one', split: 'one-process-per-service', 'one-process-per-service': 'one-process-per-service' };
 
 function usage(message: string): never {
-  console.error(`bench: ${message}\nusage: npm run bench -- [--quick] [--scenarios ${ALL.join(',')},anchor] [--requests N] [--out DIR] [--no-anchor] [--shapes aio,split] [--inflight N] [--soak-seconds S] [--rounds N] [--date YYYY-MM-DD]`);
+  console.error(`bench: ${message}\nusage: npm run bench -- [--quick] [--scenarios ${ALL.join(',')},anchor] [--requests N] [--out DIR] [--no-anchor] [--shapes aio,split] [--inflight N] [--soak-seconds S] [--rounds N] [--baseline DIR] [--date YYYY-MM-DD]`);
   process.exit(64);
 }
 
@@ -39,6 +40,7 @@ function parseOptions(): Options {
         inflight: { type: 'string' },
         'soak-seconds': { type: 'string' },
         rounds: { type: 'string' },
+        baseline: { type: 'string' },
         date: { type: 'string' },
       },
       strict: true,
@@ -62,12 +64,21 @@ function parseOptions(): Options {
     inflight: positive('inflight', values.inflight),
     soakSeconds: positive('soak-seconds', values['soak-seconds']),
     rounds: positive('rounds', values.rounds),
+    ...(values.baseline ? { baseline: { root: resolve(values.baseline), commit: '' } } : {}),
   };
 }
 
 async function main(): Promise<void> {
   const opts = parseOptions();
   checkBuilt();
+  if (opts.baseline) {
+    try {
+      checkBuilt(opts.baseline.root);
+    } catch (error) {
+      usage(`--baseline: ${(error as Error).message}`);
+    }
+    opts.baseline.commit = await commitOf(opts.baseline.root);
+  }
   mkdirSync(opts.outDir, { recursive: true });
   // Only the fake upstreams serve models here: a vendor key in the caller's environment must
   // not send benchmark traffic anywhere else.

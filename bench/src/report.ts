@@ -15,8 +15,8 @@ export interface TargetCheck {
   measured: string;
   anchor: string;
   ratio: string;
-  /** null: not measured in this run (scenario skipped, anchor missing, ...). */
-  pass: boolean | null;
+  /** null: not measured in this run (scenario skipped, anchor missing, ...); 'info': a figure to compare with, no target. */
+  pass: boolean | null | 'info';
 }
 
 const fmt = (value: number | undefined, digits = 2) => (value === undefined || !Number.isFinite(value) ? 'n/a' : value.toFixed(digits));
@@ -26,6 +26,17 @@ function config(output: ScenarioOutput | undefined, name: string, group?: string
   if (!output) return undefined;
   const list = group ? ((output.byConcurrency as Record<string, ConfigResult[]> | undefined)?.[group] ?? []) : (output.configs ?? []);
   return list.find((each) => each.name === name);
+}
+
+/** "0123456789ab", and "with uncommitted changes" when the work tree differed. */
+export function shortCommit(commit: unknown): string {
+  const text = String(commit ?? '?');
+  return text.endsWith('+changes') ? `${text.slice(0, 12)} with uncommitted changes` : text.slice(0, 12);
+}
+
+function verdict(check: TargetCheck): string {
+  if (check.pass === 'info') return 'for comparison';
+  return check.pass === null ? 'not measured' : check.pass ? 'pass' : 'FAIL';
 }
 
 export function checkTargets(outputs: Map<string, ScenarioOutput>, quick: boolean): TargetCheck[] {
@@ -42,6 +53,20 @@ export function checkTargets(outputs: Map<string, ScenarioOutput>, quick: boolea
       anchor: `${fmt(anchorAdded?.[p], 3)} ms`,
       ratio: ratio(mine, anchorAdded?.[p]),
       pass: mine === undefined || anchorAdded === undefined ? null : mine <= anchorAdded[p],
+    });
+  }
+  // --baseline: the other checkout's all-in-one, measured in the same rounds (informational).
+  const baselineCommit = shortCommit((over?.settings as { baseline?: { commit?: string } } | undefined)?.baseline?.commit);
+  for (const p of ['p50', 'p99'] as const) {
+    const base = added?.['aio-baseline-http']?.[p];
+    if (base === undefined) continue;
+    checks.push({
+      scenario: 'overhead',
+      target: `baseline all-in-one (${baselineCommit}) adds, ${p}, c=1 (HTTP): for comparison`,
+      measured: `${fmt(base, 3)} ms (this build: ${fmt(added?.['aio-http']?.[p], 3)} ms, ${ratio(added?.['aio-http']?.[p], base)} of it)`,
+      anchor: `${fmt(anchorAdded?.[p], 3)} ms`,
+      ratio: ratio(base, anchorAdded?.[p]),
+      pass: 'info',
     });
   }
   const splitP50 = added?.['split-http']?.p50;
@@ -64,6 +89,21 @@ export function checkTargets(outputs: Map<string, ScenarioOutput>, quick: boolea
     ratio: ratio(aio64, portkey64),
     pass: aio64 === undefined || portkey64 === undefined ? null : aio64 >= portkey64,
   });
+  const thrBaselineCommit = shortCommit((thr?.settings as { baseline?: { commit?: string } } | undefined)?.baseline?.commit);
+  for (const level of ['c64', 'c256']) {
+    const base = config(thr, 'aio-baseline-http', level)?.reqPerSec;
+    if (base === undefined) continue;
+    const mine = config(thr, 'aio-http', level)?.reqPerSec;
+    const anchor = config(thr, 'portkey', level)?.reqPerSec;
+    checks.push({
+      scenario: 'throughput',
+      target: `baseline all-in-one (${thrBaselineCommit}) req/s at c=${level.slice(1)}: for comparison`,
+      measured: `${fmt(base, 0)} req/s (this build: ${fmt(mine, 0)}, ${ratio(mine, base)} of it)`,
+      anchor: `${fmt(anchor, 0)} req/s`,
+      ratio: ratio(base, anchor),
+      pass: 'info',
+    });
+  }
   const split64 = config(thr, 'split-http', 'c64')?.reqPerSec;
   const direct64 = config(thr, 'direct', 'c64')?.reqPerSec;
   checks.push({
@@ -174,7 +214,7 @@ export function summaryMarkdown(args: {
   const parts: string[] = [];
   parts.push(`# Elexirion benchmark, ${args.date} (${args.mode})`);
   parts.push(
-    `Machine: ${machine.cores} cores (${machine.cpuModel}), ${machine.memoryGiB} GiB, Node ${machine.node}, Linux ${machine.kernel}, ${machine.natsServer ?? 'nats-server ?'}; commit ${String(machine.commit ?? '?').slice(0, 12)}.`,
+    `Machine: ${machine.cores} cores (${machine.cpuModel}), ${machine.memoryGiB} GiB, Node ${machine.node}, Linux ${machine.kernel}, ${machine.natsServer ?? 'nats-server ?'}; commit ${shortCommit(machine.commit)}.`,
   );
   parts.push(`Command: \`${args.command}\``);
   parts.push(args.anchorNote);
@@ -182,7 +222,7 @@ export function summaryMarkdown(args: {
   parts.push(
     table(
       ['scenario', 'target', 'measured', 'Portkey (same run)', 'ratio to anchor', 'result'],
-      args.checks.map((check) => [check.scenario, check.target, check.measured, check.anchor, check.ratio, check.pass === null ? 'not measured' : check.pass ? 'pass' : 'FAIL']),
+      args.checks.map((check) => [check.scenario, check.target, check.measured, check.anchor, check.ratio, verdict(check)]),
     ),
   );
   const over = outputs.get('overhead');
@@ -405,7 +445,7 @@ export function chartHtml(date: string, mode: string, outputs: Map<string, Scena
   const rows = checks
     .map(
       (check) =>
-        `<tr><td>${escapeXml(check.target)}</td><td>${escapeXml(check.measured)}</td><td>${escapeXml(check.anchor)}</td><td class="${check.pass === null ? 'na' : check.pass ? 'pass' : 'fail'}">${check.pass === null ? 'not measured' : check.pass ? 'pass' : 'FAIL'}</td></tr>`,
+        `<tr><td>${escapeXml(check.target)}</td><td>${escapeXml(check.measured)}</td><td>${escapeXml(check.anchor)}</td><td class="${check.pass === null || check.pass === 'info' ? 'na' : check.pass ? 'pass' : 'fail'}">${verdict(check)}</td></tr>`,
     )
     .join('');
   return `<!doctype html><html><head><meta charset="utf-8"><style>

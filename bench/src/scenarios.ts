@@ -37,6 +37,8 @@ export interface Options {
   inflight?: number;
   soakSeconds?: number;
   rounds?: number;
+  /** Another checkout, built, whose all-in-one shape overhead and throughput measure in the same run (`aio-baseline-http`). */
+  baseline?: { root: string; commit: string };
 }
 
 export interface Context {
@@ -58,12 +60,18 @@ export interface ScenarioOutput {
   [key: string]: unknown;
 }
 
-async function withShapes<T>(ctx: Context, shapes: StackShape[], env: NodeJS.ProcessEnv, body: (started: Shape[]) => Promise<T>): Promise<T> {
+/** Starts the shapes, and the baseline's all-in-one too when `withBaseline` and `--baseline` ask for it. */
+async function withShapes<T>(ctx: Context, shapes: StackShape[], env: NodeJS.ProcessEnv, body: (started: Shape[]) => Promise<T>, withBaseline = false): Promise<T> {
   const started: Shape[] = [];
   try {
     for (const shape of shapes) {
       log(`starting the services (${shape})`);
       started.push(await startShape(shape, ctx.nats.url, serviceEnv(ctx.shared.upstream, ctx.providerConfig, env)));
+    }
+    const baseline = withBaseline ? ctx.opts.baseline : undefined;
+    if (baseline) {
+      log(`starting the baseline's services (all-in-one, ${baseline.root} at ${baseline.commit})`);
+      started.push(await startShape('all-in-one', ctx.nats.url, serviceEnv(ctx.shared.upstream, ctx.providerConfig, env), baseline.root));
     }
     return await body(started);
   } finally {
@@ -107,10 +115,10 @@ function portkeyConfig(ctx: Context, anchor: Anchor): BenchConfig {
   };
 }
 
-function chainHttp(shape: Shape, name = `${SHAPE_LABEL[shape.shape]}-http`): BenchConfig {
+function chainHttp(shape: Shape, name = `${SHAPE_LABEL[shape.shape]}${shape.baseline ? '-baseline' : ''}-http`): BenchConfig {
   return {
     name,
-    description: `the whole chain, ${shape.shape}, HTTP POST /v1/chat on the gateway`,
+    description: `the whole chain, ${shape.shape}${shape.baseline ? ' (the baseline checkout)' : ''}, HTTP POST /v1/chat on the gateway`,
     target: { type: 'http', url: `${shape.httpUrl}/v1/chat`, body: { message: MESSAGE } },
     procs: shape.procs,
   };
@@ -141,7 +149,7 @@ export async function overhead(ctx: Context): Promise<ScenarioOutput> {
     withShapes(ctx, ctx.opts.shapes, {}, async (shapes) => {
       const configs: BenchConfig[] = [directConfig(ctx)];
       if (anchor) configs.push(portkeyConfig(ctx, anchor));
-      for (const shape of shapes) configs.push(chainHttp(shape), chainGrpc(shape));
+      for (const shape of shapes) configs.push(chainHttp(shape), ...(shape.baseline ? [] : [chainGrpc(shape)]));
       const split = shapes.find((shape) => shape.shape === 'one-process-per-service');
       if (split) {
         const ports = split.stack.ports;
@@ -193,7 +201,7 @@ export async function overhead(ctx: Context): Promise<ScenarioOutput> {
       return {
         scenario: 'overhead',
         title: 'Overhead at concurrency 1',
-        settings: { concurrency: 1, rounds, requestsPerRound, warmupRequests, shapes: ctx.opts.shapes, anchor: anchor ? `portkey ${anchor.version}` : (ctx.anchorError ?? 'off') },
+        settings: { concurrency: 1, rounds, requestsPerRound, warmupRequests, shapes: ctx.opts.shapes, anchor: anchor ? `portkey ${anchor.version}` : (ctx.anchorError ?? 'off'), baseline: ctx.opts.baseline ?? 'none' },
         notes: [
           'Added latency = configuration percentile minus the direct call\'s percentile, same driver (undici, one connection), same fake upstream, interleaved rounds.',
           'The chain figures that compare with Portkey and with the direct call are the HTTP ones (same protocol at the client edge); gRPC figures are shown beside them.',
@@ -203,7 +211,7 @@ export async function overhead(ctx: Context): Promise<ScenarioOutput> {
         addedMs,
         hopsP50Ms,
       };
-    }),
+    }, true),
   );
 }
 
@@ -232,7 +240,7 @@ export async function throughput(ctx: Context): Promise<ScenarioOutput> {
       return {
         scenario: 'throughput',
         title: 'Throughput at concurrency 64 and 256',
-        settings: { levels, rounds, durationMsPerRound, warmupMs, shapes: ctx.opts.shapes, telemetry: true },
+        settings: { levels, rounds, durationMsPerRound, warmupMs, shapes: ctx.opts.shapes, telemetry: true, baseline: ctx.opts.baseline ?? 'none' },
         notes: [
           'Closed loop: N workers, each sends its next request when the last one answered; req/s = successful requests / wall time, summed over rounds.',
           'cpuMsPerRequest is read from /proc/<pid>/stat (utime+stime) around each segment; peakRssMiB is VmHWM (reset at the scenario start) or the highest sampled VmRSS.',
@@ -241,7 +249,7 @@ export async function throughput(ctx: Context): Promise<ScenarioOutput> {
         configs: Object.values(byConcurrency).flat(),
         byConcurrency,
       };
-    }),
+    }, true),
   );
 }
 

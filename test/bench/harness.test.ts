@@ -1,6 +1,7 @@
-// The benchmark harness (bench/) in a tiny mode: it starts NATS, the fake upstream and both
-// service shapes, measures the overhead scenario, and writes well-formed results. No figure is
-// asserted: speed is reported by `npm run bench`, not tested.
+// The benchmark harness (bench/) in a tiny mode: it starts NATS, the fake upstream, both service
+// shapes and a baseline (this checkout standing in for another), measures the overhead scenario,
+// and writes well-formed results. No figure is asserted: speed is reported by `npm run bench`,
+// not tested.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -33,8 +34,14 @@ describe('bench harness (tiny run)', () => {
   afterAll(() => rmSync(out, { recursive: true, force: true }));
 
   it('runs the overhead scenario and exits 0', { timeout: 150_000 }, async () => {
-    run = await runHarness(['--quick', '--scenarios', 'overhead', '--requests', '40', '--rounds', '2', '--no-anchor', '--date', DATE, '--out', out]);
+    run = await runHarness(['--quick', '--scenarios', 'overhead', '--requests', '40', '--rounds', '2', '--no-anchor', '--baseline', repoRoot, '--date', DATE, '--out', out]);
     expect(run.code, run.output).toBe(0);
+  });
+
+  it('refuses a baseline that is not a built checkout, before starting anything', async () => {
+    const refused = await runHarness(['--scenarios', 'overhead', '--baseline', join(out, 'no-such-checkout'), '--out', out]);
+    expect(refused.code).toBe(64);
+    expect(refused.output).toMatch(/--baseline: .*no-such-checkout is not built/);
   });
 
   it('writes the scenario JSON with machine info and per-configuration figures', () => {
@@ -45,7 +52,9 @@ describe('bench harness (tiny run)', () => {
     expect(result.machine.cores).toBeGreaterThan(0);
     expect(result.machine.node).toMatch(/^v\d+/);
     const names = result.configs.map((config: { name: string }) => config.name);
-    expect(names).toEqual(expect.arrayContaining(['direct', 'aio-http', 'aio-grpc', 'split-http', 'split-grpc']));
+    expect(names).toEqual(expect.arrayContaining(['direct', 'aio-http', 'aio-grpc', 'split-http', 'split-grpc', 'aio-baseline-http']));
+    expect(result.settings.baseline.root).toBe(repoRoot.replace(/\/$/, ''));
+    expect(result.settings.baseline.commit).toMatch(/^[0-9a-f]{40}(\+changes)?$/);
     for (const config of result.configs) {
       expect(config.concurrency).toBe(1);
       expect(config.count).toBeGreaterThan(0);
@@ -62,13 +71,16 @@ describe('bench harness (tiny run)', () => {
     }
     const split = result.configs.find((config: { name: string }) => config.name === 'split-http');
     expect(Object.keys(split.cpuMsPerRequest)).toEqual(expect.arrayContaining(['gateway', 'agent', 'executor', 'provider']));
-    for (const name of ['aio-http', 'split-http']) expect(finite(result.addedMs[name].p50)).toBe(true);
+    for (const name of ['aio-http', 'split-http', 'aio-baseline-http']) expect(finite(result.addedMs[name].p50)).toBe(true);
+    const baseline = result.configs.find((config: { name: string }) => config.name === 'aio-baseline-http');
+    expect(Object.keys(baseline.cpuMsPerRequest)).toContain('elexirion-all-baseline');
   });
 
   it('writes the Markdown summary with the targets table', () => {
     const summary = readFileSync(join(out, `${DATE}-summary.md`), 'utf8');
     expect(summary).toContain('| scenario | target | measured | Portkey (same run) | ratio to anchor | result |');
     expect(summary).toMatch(/\| overhead \| one process per service adds <= 2\.5 ms p50.*\| (pass|FAIL) \|/);
+    expect(summary).toMatch(/\| overhead \| baseline all-in-one \([0-9a-f]{12}.*\) adds, p50, c=1 \(HTTP\): for comparison \| .*\(this build: .* \| for comparison \|/);
     expect(summary).toContain('| configuration | c | requests | errors | p50 ms |');
     expect(summary).toMatch(/\| direct \| 1 \| \d+ \| 0 \|/);
   });

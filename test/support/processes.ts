@@ -18,9 +18,10 @@ export interface Spawned {
 
 const running = new Set<Spawned>();
 
-export function spawnProcess(name: string, command: string, args: string[], env: NodeJS.ProcessEnv = {}): Spawned {
+/** `cwd`: where it runs (the repository by default; the benchmark runs another checkout's build). */
+export function spawnProcess(name: string, command: string, args: string[], env: NodeJS.ProcessEnv = {}, cwd = repoRoot): Spawned {
   const child = spawn(command, args, {
-    cwd: repoRoot,
+    cwd,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -57,8 +58,8 @@ export async function stopAll(): Promise<void> {
 }
 
 /** Starts a compiled entry point (e.g. "server/dist/main.js") with Node. */
-export function spawnNode(name: string, entry: string, env: NodeJS.ProcessEnv, args: string[] = []): Spawned {
-  return spawnProcess(name, process.execPath, [entry, ...args], env);
+export function spawnNode(name: string, entry: string, env: NodeJS.ProcessEnv, args: string[] = [], cwd = repoRoot): Spawned {
+  return spawnProcess(name, process.execPath, [entry, ...args], env, cwd);
 }
 
 /** Waits until grpc.health.v1 says SERVING for `service` at 127.0.0.1:port. */

@@ -1,7 +1,7 @@
 import { createChannel, createClient, type Channel } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
 import { freePort } from './ports.js';
-import { spawnNode, waitServing, type Spawned } from './processes.js';
+import { repoRoot, spawnNode, waitServing, type Spawned } from './processes.js';
 
 export type StackShape = 'one-process-per-service' | 'all-in-one';
 
@@ -17,8 +17,11 @@ export interface Stack {
 
 const SERVICE_ORDER = ['provider', 'executor', 'agent', 'gateway'] as const;
 
-/** Starts the four services as real processes (one each, or one hosting all) on free ports. */
-export async function startStack(shape: StackShape, natsUrl: string, extraEnv: NodeJS.ProcessEnv = {}): Promise<Stack> {
+/**
+ * Starts the four services as real processes (one each, or one hosting all) on free ports, from
+ * this repository's build, or from the build of another checkout at `root`.
+ */
+export async function startStack(shape: StackShape, natsUrl: string, extraEnv: NodeJS.ProcessEnv = {}, root = repoRoot): Promise<Stack> {
   const ports = {
     gatewayGrpc: await freePort(),
     gatewayHttp: await freePort(),
@@ -42,10 +45,10 @@ export async function startStack(shape: StackShape, natsUrl: string, extraEnv: N
   };
   const processes: Record<string, Spawned> = {};
   if (shape === 'all-in-one') {
-    processes.all = spawnNode('elexirion (all)', 'server/dist/main.js', env, ['--services', 'all']);
+    processes.all = spawnNode('elexirion (all)', 'server/dist/main.js', env, ['--services', 'all'], root);
     await waitServing(ports.gatewayGrpc, 'elexirion.v1.Gateway', processes.all);
   } else {
-    for (const name of SERVICE_ORDER) processes[name] = spawnNode(name, `services/${name}/dist/main.js`, env);
+    for (const name of SERVICE_ORDER) processes[name] = spawnNode(name, `services/${name}/dist/main.js`, env, [], root);
     const portOf = { provider: ports.provider, executor: ports.executor, agent: ports.agent, gateway: ports.gatewayGrpc };
     for (const name of SERVICE_ORDER) {
       const fullName = `elexirion.v1.${name[0]!.toUpperCase()}${name.slice(1)}`;
