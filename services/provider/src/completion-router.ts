@@ -253,8 +253,8 @@ export class CompletionRouter {
           deadline: until,
           // Leave the next attempt some time to do its work inside the deadline.
           minAttemptMs: 50,
-          retryable: (error) => error instanceof UpstreamError && error.retryable,
-          retryAfterMs: (error) => (error as UpstreamError).retryAfterMs,
+          retryable: isRetryableUpstream,
+          retryAfterMs: upstreamRetryAfter,
           onRetry: ({ attempt, delayMs, error }) =>
             this.logger.debug({ provider: target.provider, model: target.model, attempt, waitMs: delayMs, error: (error as UpstreamError).describe() }, 'retrying upstream call'),
         },
@@ -389,6 +389,14 @@ export class CompletionRouter {
     this.metrics.inFlight.set({ provider: runtime.name }, runtime.limiter.inFlight);
     this.metrics.queued.set({ provider: runtime.name }, runtime.limiter.queued);
   }
+}
+
+function isRetryableUpstream(error: unknown): boolean {
+  return error instanceof UpstreamError && error.retryable;
+}
+
+function upstreamRetryAfter(error: unknown): number | undefined {
+  return (error as UpstreamError).retryAfterMs;
 }
 
 function recordUsage(span: Span, result: AdapterResult): void {

@@ -245,7 +245,8 @@ export class SharedNatsConnection {
     const connection = this.current;
     this.current = undefined;
     this.state = 'closed';
-    await this.connecting?.catch(() => {});
+    // A connect still in progress (an unreachable server can take its whole timeout) is not
+    // waited for: the loop closes what it gets once it sees the stop.
     if (!connection) return;
     const timer = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
     await Promise.race([connection.drain().catch(() => connection.close()), timer]);

@@ -158,7 +158,11 @@ export class EventPublisher {
     return this.connected;
   }
 
-  publish(service: string, kind: string, fields: EventFields): void {
+  /**
+   * `outcome`: the status and duration of an observed call, set on the event unless `fields`
+   * say otherwise (no copy of `fields` to merge them: this runs on every call).
+   */
+  publish(service: string, kind: string, fields: EventFields, outcome?: { status: string; durationMs: number }): void {
     if (!this.options.enabled || this.closing) return;
     if (this.queue.length >= this.options.queueMax) {
       this.options.metrics.eventsDropped.inc({ reason: 'queue_full' });
@@ -171,6 +175,10 @@ export class EventPublisher {
     try {
       // fromPartial copies the fields; the ones the publisher owns are set on that copy.
       const event = TelemetryEvent.fromPartial(fields);
+      if (outcome) {
+        event.status ||= outcome.status;
+        if (fields.durationMs === undefined) event.durationMs = outcome.durationMs;
+      }
       const now = Date.now();
       event.eventId = eventIds.next(now);
       event.service = service;
@@ -351,19 +359,17 @@ class ObservedCall implements Observation {
   ) {}
 
   succeeded(fields: EventFields): void {
-    if (this.ended) return;
-    this.ended = true;
-    this.publisher.publish(this.service, this.kind, { status: 'OK', durationMs: this.elapsed(), ...fields });
+    this.end('OK', fields);
   }
 
   failed(error: unknown, fields: (message: string) => EventFields): void {
-    if (this.ended) return;
-    this.ended = true;
-    this.publisher.publish(this.service, this.kind, { status: statusNameOf(error), durationMs: this.elapsed(), ...fields(eventMessage(error)) });
+    this.end(statusNameOf(error), fields(eventMessage(error)));
   }
 
-  private elapsed(): number {
-    return Math.round(performance.now() - this.started);
+  private end(status: string, fields: EventFields): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.publisher.publish(this.service, this.kind, fields, { status, durationMs: Math.round(performance.now() - this.started) });
   }
 }
 
@@ -377,17 +383,25 @@ export function serviceEvents(publisher: EventPublisher, service: string): Servi
   return {
     publish: (kind, fields) => publisher.publish(service, kind, fields),
     begin: (kind) => new ObservedCall(publisher, service, kind),
-    async observe(kind, work, describe) {
+    observe(kind, work, describe) {
       const call = new ObservedCall(publisher, service, kind);
-      let result;
+      let running: ReturnType<typeof work>;
       try {
-        result = await work();
+        running = work();
       } catch (error) {
-        call.failed(error, (message) => describe.failed(error, message));
-        throw error;
+        running = Promise.reject(error);
       }
-      call.succeeded(describe.ok(result));
-      return result;
+      // then() rather than an async function: one frame fewer on every observed call.
+      return running.then(
+        (result) => {
+          call.succeeded(describe.ok(result));
+          return result;
+        },
+        (error: unknown) => {
+          call.failed(error, (message) => describe.failed(error, message));
+          throw error;
+        },
+      );
     },
   };
 }
