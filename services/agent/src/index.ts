@@ -1,1 +1,1 @@
-export { agentService, agentConfigSchema, type AgentConfig } from './agent-service.js';
+export { agentService } from './agent-service.js';

@@ -1,6 +1,6 @@
-export { executorService, executorConfigSchema, type ExecutorConfig } from './executor-service.js';
-export { PipelineLoader, PipelineError, PipelineNotFoundError, formatProblem, type LoadedPipeline, type Problem } from './pipeline/loader.js';
-export { pipelineDocument, STEP_TYPES, LLM_STEP_TYPES, type Pipeline, type Step } from './pipeline/schema.js';
+export { executorService } from './executor-service.js';
+export { PipelineLoader, PipelineError, type LoadedPipeline, type Problem } from './pipeline/loader.js';
+export { pipelineDocument, STEP_TYPES, type Pipeline, type Step } from './pipeline/schema.js';
 export { renderTemplate, resolveValue, referencesOf, parsePath, TemplateError } from './pipeline/templates.js';
 export { applyTransform } from './pipeline/transforms.js';
 export { evaluateCondition } from './pipeline/conditions.js';
@@ -8,7 +8,6 @@ export { CheckpointStore, type RunCheckpoint } from './state/checkpoint-store.js
 export { PromptRegistry, type PromptVersion, type PromptEntry } from './state/prompt-registry.js';
 export {
   LlmCaller,
-  chatMessages,
   completeRequest,
   renderPrompt,
   selectPrompt,

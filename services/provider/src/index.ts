@@ -1,7 +1,7 @@
-export { providerService, providerConfigSchema, type ProviderConfig } from './provider-service.js';
+export { providerService } from './provider-service.js';
 export { MockAdapter, estimateTokens, valueFor } from './adapters/mock.js';
 export { CircuitBreaker, type BreakerState } from './reliability/circuit-breaker.js';
 export { ProviderLimiter, LimitExceededError } from './reliability/limiter.js';
-export { parseRetryAfter, UpstreamError, RETRYABLE_STATUSES } from './upstream-error.js';
-export { parseProviderConfig, loadProviderConfig } from './provider-config.js';
+export { parseRetryAfter } from './upstream-error.js';
+export { parseProviderConfig } from './provider-config.js';
 export { compileSchema, parseStructured } from './structured-output.js';
