@@ -1,5 +1,9 @@
-// Per-test fixtures: cleanups that run when each test ends, and a logger that records its lines.
-import { afterEach } from 'vitest';
+// Per-test fixtures: cleanups that run when each test ends, a logger that records its lines, and
+// a nats-server for a whole test file.
+import type { NatsConnection } from '@nats-io/transport-node';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { connectNats, startNats, type NatsServer } from './nats.js';
+import { stopAll } from './processes.js';
 
 /** Undoes something a test set up: closes a connection, stops a server, deletes a bucket. */
 export type Cleanup = () => unknown;
@@ -49,4 +53,45 @@ export function recordingLogger(): { logger: RecordingLogger; logs: RecordedLog[
     logs.push({ level, fields: fields as Record<string, unknown>, message });
   };
   return { logger: { info: record('info'), warn: record('warn'), debug: record('debug'), error: record('error') }, logs };
+}
+
+/** A nats-server shared by every test of a file, and, when asked, one connection to it. */
+export interface FileNats {
+  readonly server: NatsServer;
+  readonly url: string;
+  /** Only with `{ connect: true }`. */
+  readonly connection: NatsConnection;
+}
+
+/**
+ * Starts a nats-server before the file's first test (and connects to it when asked) and stops
+ * both, and every process the file started, after its last. Call it once, at the top of a file.
+ */
+export function natsForFile(options: { connect?: boolean } = {}): FileNats {
+  let server: NatsServer | undefined;
+  let connection: NatsConnection | undefined;
+  beforeAll(async () => {
+    server = await startNats();
+    if (options.connect) connection = await connectNats(server.url);
+  });
+  afterAll(async () => {
+    await connection?.close();
+    await server?.stop();
+    await stopAll();
+  });
+  const started = <T>(value: T | undefined, what: string): T => {
+    if (value === undefined) throw new Error(`natsForFile: no ${what} outside the file's tests${what === 'connection' && !options.connect ? ' (ask for it with { connect: true })' : ''}`);
+    return value;
+  };
+  return {
+    get server() {
+      return started(server, 'server');
+    },
+    get url() {
+      return started(server, 'server').url;
+    },
+    get connection() {
+      return started(connection, 'connection');
+    },
+  };
 }

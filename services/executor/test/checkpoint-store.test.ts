@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { nanos, type NatsConnection } from '@nats-io/transport-node';
+import { describe, expect, it } from 'vitest';
+import { nanos } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
-import { cleanupAfterEach, connectNats, startNats, stopAll, temporaryBucket, type NatsServer } from '@elexirion/testing';
+import { cleanupAfterEach, connectNats, natsForFile, temporaryBucket } from '@elexirion/testing';
 import {
   CheckpointCorruptError,
   CheckpointStore,
@@ -12,24 +12,12 @@ import {
   type RunCheckpoint,
 } from '../src/state/checkpoint-store.js';
 
-let nats: NatsServer;
-let connection: NatsConnection;
+const nats = natsForFile({ connect: true });
 const later = cleanupAfterEach();
-
-beforeAll(async () => {
-  nats = await startNats();
-  connection = await connectNats(nats.url);
-});
-
-afterAll(async () => {
-  await connection?.close();
-  await nats?.stop();
-  await stopAll();
-});
 
 /** A bucket of its own for one test, destroyed afterwards. */
 function bucketName(): string {
-  return temporaryBucket(connection, 'checkpoints', later);
+  return temporaryBucket(nats.connection, 'checkpoints', later);
 }
 
 function checkpoint(overrides: Partial<RunCheckpoint> = {}): RunCheckpoint {
@@ -67,21 +55,21 @@ function checkpoint(overrides: Partial<RunCheckpoint> = {}): RunCheckpoint {
 
 describe('CheckpointStore', () => {
   it('loads back exactly the checkpoint that was saved', async () => {
-    const store = await CheckpointStore.open(connection, { bucket: bucketName() });
+    const store = await CheckpointStore.open(nats.connection, { bucket: bucketName() });
     const saved = checkpoint({ source: { kind: 'inline', yaml: 'name: x\nsteps: []\n' }, error: undefined });
     await store.save(saved);
     expect(await store.load(saved.runId)).toEqual(saved);
   });
 
   it('loads undefined for a run id that was never saved', async () => {
-    const store = await CheckpointStore.open(connection, { bucket: bucketName() });
+    const store = await CheckpointStore.open(nats.connection, { bucket: bucketName() });
     await store.save(checkpoint());
     expect(await store.load(randomUUID())).toBeUndefined();
   });
 
   it('keeps only the latest save of a run', async () => {
     const bucket = bucketName();
-    const store = await CheckpointStore.open(connection, { bucket });
+    const store = await CheckpointStore.open(nats.connection, { bucket });
     const first = checkpoint();
     const second: RunCheckpoint = {
       ...first,
@@ -93,7 +81,7 @@ describe('CheckpointStore', () => {
     await store.save(first);
     await store.save(second);
     expect(await store.load(first.runId)).toEqual(second);
-    const kv = await new Kvm(connection).open(bucket);
+    const kv = await new Kvm(nats.connection).open(bucket);
     const history = await kv.history({ key: first.runId });
     const revisions: number[] = [];
     for await (const entry of history) revisions.push(entry.revision);
@@ -102,7 +90,7 @@ describe('CheckpointStore', () => {
 
   it('lets a second replica on another connection load what the first saved', async () => {
     const bucket = bucketName();
-    const first = await CheckpointStore.open(connection, { bucket });
+    const first = await CheckpointStore.open(nats.connection, { bucket });
     const second = await CheckpointStore.open(await connectNats(nats.url, { later }), { bucket });
     const saved = checkpoint();
     await first.save(saved);
@@ -113,9 +101,9 @@ describe('CheckpointStore', () => {
 
   it('throws CheckpointCorruptError naming the run when the entry is not JSON', async () => {
     const bucket = bucketName();
-    const store = await CheckpointStore.open(connection, { bucket });
+    const store = await CheckpointStore.open(nats.connection, { bucket });
     const runId = randomUUID();
-    const kv = await new Kvm(connection).open(bucket);
+    const kv = await new Kvm(nats.connection).open(bucket);
     await kv.put(runId, 'not json');
     const error = await store.load(runId).catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(CheckpointCorruptError);
@@ -125,8 +113,8 @@ describe('CheckpointStore', () => {
 
   it('throws CheckpointCorruptError when the JSON is not a checkpoint or belongs to another run', async () => {
     const bucket = bucketName();
-    const store = await CheckpointStore.open(connection, { bucket });
-    const kv = await new Kvm(connection).open(bucket);
+    const store = await CheckpointStore.open(nats.connection, { bucket });
+    const kv = await new Kvm(nats.connection).open(bucket);
     const foreign = randomUUID();
     await kv.put(foreign, JSON.stringify({ hello: 'world' }));
     await expect(store.load(foreign)).rejects.toThrow(CheckpointCorruptError);
@@ -136,7 +124,7 @@ describe('CheckpointStore', () => {
   });
 
   it('loads undefined after delete', async () => {
-    const store = await CheckpointStore.open(connection, { bucket: bucketName() });
+    const store = await CheckpointStore.open(nats.connection, { bucket: bucketName() });
     const saved = checkpoint();
     await store.save(saved);
     await store.delete(saved.runId);
@@ -144,23 +132,23 @@ describe('CheckpointStore', () => {
   });
 
   it('creates the bucket with the TTL as the stream max age, history 1 and file storage', async () => {
-    const jsm = await jetstreamManager(connection);
+    const jsm = await jetstreamManager(nats.connection);
     const bucket = bucketName();
-    await CheckpointStore.open(connection, { bucket, ttlMs: 90_000 });
+    await CheckpointStore.open(nats.connection, { bucket, ttlMs: 90_000 });
     const custom = await jsm.streams.info(`KV_${bucket}`);
     expect(custom.config.max_age).toBe(nanos(90_000));
     expect(custom.config.max_msgs_per_subject).toBe(1);
     expect(custom.config.storage).toBe('file');
 
     later(() => jsm.streams.delete(`KV_${DEFAULT_CHECKPOINT_BUCKET}`).catch(() => undefined));
-    await CheckpointStore.open(connection);
+    await CheckpointStore.open(nats.connection);
     const defaults = await jsm.streams.info(`KV_${DEFAULT_CHECKPOINT_BUCKET}`);
     expect(defaults.config.max_age).toBe(nanos(DEFAULT_CHECKPOINT_TTL_MS));
     expect(DEFAULT_CHECKPOINT_TTL_MS).toBe(7 * 24 * 60 * 60 * 1000);
   });
 
   it('rejects run ids that are not a single KV token', async () => {
-    const store = await CheckpointStore.open(connection, { bucket: bucketName() });
+    const store = await CheckpointStore.open(nats.connection, { bucket: bucketName() });
     await expect(store.load('a.b')).rejects.toThrow(/invalid run id/);
     await expect(store.save(checkpoint({ runId: 'x y' }))).rejects.toThrow(/invalid run id/);
   });

@@ -1,33 +1,13 @@
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Kvm } from '@nats-io/kv';
-import {
-  cleanupAfterEach,
-  connectNats,
-  eventually,
-  recordingLogger,
-  startNats,
-  stopAll,
-  temporaryBucket,
-  uniqueBucketName,
-  waitFor,
-  type NatsServer,
-} from '@elexirion/testing';
+import { cleanupAfterEach, connectNats, eventually, natsForFile, recordingLogger, startNats, temporaryBucket, uniqueBucketName, waitFor } from '@elexirion/testing';
 import { InvalidPromptEntryError, PromptRegistry, type PromptVersion } from '../src/state/prompt-registry.js';
 
-let nats: NatsServer;
+const nats = natsForFile();
 const later = cleanupAfterEach();
-
-beforeAll(async () => {
-  nats = await startNats();
-});
-
-afterAll(async () => {
-  await nats?.stop();
-  await stopAll();
-});
 
 /** A registry with its own connection and a log it records. */
 async function registry(url: string, bucket: string, options: { reconnectForever?: boolean } = {}) {

@@ -1,7 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
-import { nanos, type NatsConnection } from '@nats-io/transport-node';
+import { nanos } from '@nats-io/transport-node';
 import { z } from 'zod';
 import {
   KvCorruptEntryError,
@@ -12,7 +12,7 @@ import {
   Status,
   type KvBucketSpec,
 } from '@elexirion/kit';
-import { cleanupAfterEach, connectNats, eventually, startNats, stopAll, temporaryBucket, type NatsServer } from '@elexirion/testing';
+import { cleanupAfterEach, connectNats, eventually, natsForFile, temporaryBucket } from '@elexirion/testing';
 
 interface Counter {
   id: string;
@@ -22,25 +22,13 @@ interface Counter {
 
 const counterSchema = z.object({ id: z.string().min(1), count: z.number().int().nonnegative(), note: z.string().optional() });
 
-let nats: NatsServer;
-let connection: NatsConnection;
+const nats = natsForFile({ connect: true });
 const later = cleanupAfterEach();
-
-beforeAll(async () => {
-  nats = await startNats();
-  connection = await connectNats(nats.url);
-});
-
-afterAll(async () => {
-  await connection?.close();
-  await nats?.stop();
-  await stopAll();
-});
 
 /** The spec of a bucket of its own for one test, destroyed afterwards. */
 function counters(overrides: Partial<KvBucketSpec<Counter>> = {}): KvBucketSpec<Counter> {
   return {
-    bucket: temporaryBucket(connection, 'counters', later),
+    bucket: temporaryBucket(nats.connection, 'counters', later),
     schema: counterSchema,
     key: { pattern: /^[a-z0-9-]{1,32}$/, description: '1-32 characters of a-z 0-9 -', name: 'counter id' },
     check: (key, counter) => (counter.id === key ? undefined : `entry belongs to counter ${counter.id}`),
@@ -57,7 +45,7 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
 
 describe('KvStore', () => {
   it('reads back the value it wrote with the revision of the write, and nothing for a key never written', async () => {
-    const store = await KvStore.open(connection, counters());
+    const store = await KvStore.open(nats.connection, counters());
     const revision = await store.put('visits', { id: 'visits', count: 3 });
     expect(await store.get('visits')).toEqual({ value: { id: 'visits', count: 3 }, revision });
     expect(await store.get('absent')).toBeUndefined();
@@ -65,7 +53,7 @@ describe('KvStore', () => {
 
   it('rejects a value that fails the schema or the check before anything is written', async () => {
     const spec = counters();
-    const store = await KvStore.open(connection, spec);
+    const store = await KvStore.open(nats.connection, spec);
     const invalid = await rejection(store.put('visits', { id: 'visits', count: -1 }));
     expect(invalid).toBeInstanceOf(KvRejectedValueError);
     expect((invalid as KvRejectedValueError).code).toBe(Status.INVALID_ARGUMENT);
@@ -76,8 +64,8 @@ describe('KvStore', () => {
   });
 
   it("refuses a value larger than the server's max payload", async () => {
-    const store = await KvStore.open(connection, counters());
-    const maxPayload = connection.info!.max_payload;
+    const store = await KvStore.open(nats.connection, counters());
+    const maxPayload = nats.connection.info!.max_payload;
     const error = await rejection(store.put('big', { id: 'big', count: 1, note: 'x'.repeat(maxPayload) }));
     expect(error).toBeInstanceOf(KvRejectedValueError);
     expect(await store.isEmpty()).toBe(true);
@@ -85,8 +73,8 @@ describe('KvStore', () => {
 
   it('throws KvCorruptEntryError for a stored value that is not JSON, fails the schema or fails the check', async () => {
     const spec = counters();
-    const store = await KvStore.open(connection, spec);
-    const raw = await new Kvm(connection).open(spec.bucket);
+    const store = await KvStore.open(nats.connection, spec);
+    const raw = await new Kvm(nats.connection).open(spec.bucket);
     await raw.put('garbled', 'not json');
     await raw.put('shapeless', JSON.stringify({ hello: 'world' }));
     await raw.put('misfiled', JSON.stringify({ id: 'someone-else', count: 1 }));
@@ -102,7 +90,7 @@ describe('KvStore', () => {
   });
 
   it('refuses keys outside its key rule in every operation, before touching NATS', async () => {
-    const store = await KvStore.open(connection, counters());
+    const store = await KvStore.open(nats.connection, counters());
     const counter = { id: 'a.b', count: 1 };
     for (const key of ['a.b', '', 'has space', 'UPPER', '*', 'x'.repeat(33)]) {
       const attempts = [store.get(key), store.put(key, counter), store.create(key, counter), store.update(key, counter, 1), store.delete(key)];
@@ -116,7 +104,7 @@ describe('KvStore', () => {
   });
 
   it('creates a key only when it has no value, a deleted key included', async () => {
-    const store = await KvStore.open(connection, counters());
+    const store = await KvStore.open(nats.connection, counters());
     const first = await store.create('visits', { id: 'visits', count: 1 });
     const taken = await rejection(store.create('visits', { id: 'visits', count: 2 }));
     expect(taken).toBeInstanceOf(KvRevisionConflictError);
@@ -131,7 +119,7 @@ describe('KvStore', () => {
 
   it('lets only one of two writers on different connections update from the same revision', async () => {
     const spec = counters();
-    const first = await KvStore.open(connection, spec);
+    const first = await KvStore.open(nats.connection, spec);
     const second = await KvStore.open(await connectNats(nats.url, { later }), spec);
     await first.put('visits', { id: 'visits', count: 1 });
     const [seenByFirst, seenBySecond] = await Promise.all([first.get('visits'), second.get('visits')]);
@@ -156,7 +144,7 @@ describe('KvStore', () => {
   });
 
   it('deletes at an expected revision only while the key is still there', async () => {
-    const store = await KvStore.open(connection, counters());
+    const store = await KvStore.open(nats.connection, counters());
     const old = await store.put('visits', { id: 'visits', count: 1 });
     const current = await store.put('visits', { id: 'visits', count: 2 });
     await expect(store.delete('visits', old)).rejects.toBeInstanceOf(KvRevisionConflictError);
@@ -166,7 +154,7 @@ describe('KvStore', () => {
   });
 
   it('lists the keys that have a value', async () => {
-    const store = await KvStore.open(connection, counters());
+    const store = await KvStore.open(nats.connection, counters());
     expect(await store.keys()).toEqual([]);
     for (const id of ['a', 'b', 'c']) await store.put(id, { id, count: 0 });
     await store.delete('b');
@@ -175,18 +163,18 @@ describe('KvStore', () => {
 
   it('creates the bucket with its history, max age and description, and uses an existing bucket as it is', async () => {
     const spec = counters({ ttlMs: 90_000, history: 3, description: 'test counters' });
-    await KvStore.open(connection, spec);
-    const jsm = await jetstreamManager(connection);
+    await KvStore.open(nats.connection, spec);
+    const jsm = await jetstreamManager(nats.connection);
     const created = await jsm.streams.info(`KV_${spec.bucket}`);
     expect(created.config).toMatchObject({ max_age: nanos(90_000), max_msgs_per_subject: 3, description: 'test counters', storage: 'file' });
 
-    await KvStore.open(connection, { ...spec, ttlMs: 5_000, history: 1 });
+    await KvStore.open(nats.connection, { ...spec, ttlMs: 5_000, history: 1 });
     const reopened = await jsm.streams.info(`KV_${spec.bucket}`);
     expect(reopened.config).toMatchObject({ max_age: nanos(90_000), max_msgs_per_subject: 3 });
   });
 
   it("loses an entry once the bucket's max age has passed", async () => {
-    const store = await KvStore.open(connection, counters({ ttlMs: 1_000 }));
+    const store = await KvStore.open(nats.connection, counters({ ttlMs: 1_000 }));
     await store.put('short-lived', { id: 'short-lived', count: 1 });
     expect(await store.get('short-lived')).toBeDefined();
     const started = Date.now();

@@ -1,39 +1,19 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Kvm } from '@nats-io/kv';
 import { z } from 'zod';
 import { ElexirionError, KvRejectedValueError, KvStore, KvView, type KvBucketSpec, type KvViewChange } from '@elexirion/kit';
-import {
-  cleanupAfterEach,
-  connectNats,
-  eventually,
-  recordingLogger,
-  sleep,
-  startNats,
-  stopAll,
-  temporaryBucket,
-  waitFor,
-  type NatsServer,
-} from '@elexirion/testing';
+import { cleanupAfterEach, connectNats, eventually, natsForFile, recordingLogger, sleep, startNats, temporaryBucket, waitFor } from '@elexirion/testing';
 
 interface Flag {
   name: string;
   enabled: boolean;
 }
 
-let nats: NatsServer;
+const nats = natsForFile();
 const later = cleanupAfterEach();
-
-beforeAll(async () => {
-  nats = await startNats();
-});
-
-afterAll(async () => {
-  await nats?.stop();
-  await stopAll();
-});
 
 /** Feature flags keyed by name, in a bucket of their own: the entry's name must equal its key. */
 function flags(url = nats.url): KvBucketSpec<Flag> {
