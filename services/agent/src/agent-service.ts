@@ -14,11 +14,15 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
   /** Runs a pipeline as a job and reports it, whatever the outcome. */
   async function runJob(pipeline: string, inputs: Record<string, string>, callContext: Parameters<typeof callOptions>[0]) {
     const jobId = randomUUID();
-    const result = await events.observe('job', () => executor.execute({ pipeline, inputs, jobId }, callOptions(callContext)), {
-      ok: (done) => ({ agentJob: { jobId, pipeline: done.pipeline, fallbackUsed: false } }),
-      failed: (_error, errorMessage) => ({ agentJob: { jobId, pipeline, errorMessage } }),
-    });
-    return { jobId, result };
+    const call = events.begin('job');
+    try {
+      const result = await executor.execute({ pipeline, inputs, jobId }, callOptions(callContext));
+      call.succeeded({ agentJob: { jobId, pipeline: result.pipeline, fallbackUsed: false } });
+      return { jobId, result };
+    } catch (error) {
+      call.failed(error, (errorMessage) => ({ agentJob: { jobId, pipeline, errorMessage } }));
+      throw error;
+    }
   }
 
   const implementation: proto.AgentServiceImplementation = {

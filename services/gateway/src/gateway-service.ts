@@ -7,11 +7,16 @@ export function createGateway(context: ServiceContext<unknown>) {
   const agent = clients.get('agent');
 
   /** Publishes one "request" event per public call, success or not. */
-  function observed<T extends { jobId: string }>(method: string, pipeline: string, run: () => Promise<T>): Promise<T> {
-    return events.observe('request', run, {
-      ok: (result) => ({ gatewayRequest: { method, pipeline, jobId: result.jobId } }),
-      failed: (_error, errorMessage) => ({ gatewayRequest: { method, pipeline, errorMessage } }),
-    });
+  async function observed<T extends { jobId: string }>(method: string, pipeline: string, run: () => Promise<T>): Promise<T> {
+    const call = events.begin('request');
+    try {
+      const result = await run();
+      call.succeeded({ gatewayRequest: { method, pipeline, jobId: result.jobId } });
+      return result;
+    } catch (error) {
+      call.failed(error, (errorMessage) => ({ gatewayRequest: { method, pipeline, errorMessage } }));
+      throw error;
+    }
   }
 
   const implementation: proto.GatewayServiceImplementation = {

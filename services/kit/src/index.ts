@@ -49,7 +49,6 @@ export {
   type EventFields,
   type EventPublisherOptions,
   type Observation,
-  type ObservedFields,
   type ServiceEvents,
 } from './telemetry/event-publisher.js';
 export {

@@ -2,7 +2,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import {
+  ClientError,
   EventPublisher,
+  Status,
   Metrics,
   REDACTED,
   SharedNatsConnection,
@@ -138,6 +140,35 @@ describe('EventPublisher with a real NATS', () => {
       expect(received.traceparent).toBeUndefined();
       const published = (await metrics.eventsPublished.get()).values.find((value) => value.labels.kind === 'completion');
       expect(published).toMatchObject({ value: 1, labels: { service: 'provider' } });
+    } finally {
+      await listener.close();
+    }
+  });
+
+  it('publishes one event per observed call, with its status, duration and fields, whatever the outcome', async () => {
+    const nats = await startNats();
+    servers.push(nats);
+    const { publisher: events } = publisher(nats.url);
+    expect(await events.waitUntilConnected(10_000)).toBe(true);
+    const listener = await collectEvents(nats.url);
+    try {
+      const gateway = serviceEvents(events, 'gateway');
+      const ok = gateway.begin('request');
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      ok.succeeded({ gatewayRequest: { method: 'Chat', jobId: 'j1' } });
+      ok.succeeded({ gatewayRequest: { method: 'Chat', jobId: 'again' } }); // ends once
+      const missing = gateway.begin('request');
+      missing.failed(new ClientError('/elexirion.v1.Agent/HandleChat', Status.NOT_FOUND, 'pipeline "x" does not exist'), (errorMessage) => ({ gatewayRequest: { method: 'Chat', errorMessage } }));
+      const crashed = gateway.begin('request');
+      crashed.failed(new Error('db down'), (errorMessage) => ({ gatewayRequest: { method: 'Chat', errorMessage } }));
+      const received = await waitFor('three events', () => (listener.events.length >= 3 ? listener.events : undefined));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(listener.events).toHaveLength(3);
+      const [first, second, third] = received.map((item) => item.event);
+      expect(first).toMatchObject({ service: 'gateway', kind: 'request', status: 'OK', gatewayRequest: { method: 'Chat', jobId: 'j1' } });
+      expect(first!.durationMs).toBeGreaterThanOrEqual(25);
+      expect(second).toMatchObject({ status: 'NOT_FOUND', gatewayRequest: { errorMessage: 'pipeline "x" does not exist' } });
+      expect(third).toMatchObject({ status: 'INTERNAL', gatewayRequest: { errorMessage: 'db down' } });
     } finally {
       await listener.close();
     }

@@ -148,15 +148,17 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
 
   const implementation: proto.ProviderServiceImplementation = {
     async complete(request, callContext) {
-      return events.observe(
-        'completion',
-        async () => {
-          const { plan, structured } = prepare(request);
-          const outcome = await router.complete(plan, callContext.signal, incomingDeadline(callContext), structured?.schema);
-          return response(plan, outcome, structured);
-        },
-        { ok: completion, failed: (_error, message) => failedCompletion(request.model)(message) },
-      );
+      const observation = events.begin('completion');
+      try {
+        const { plan, structured } = prepare(request);
+        const outcome = await router.complete(plan, callContext.signal, incomingDeadline(callContext), structured?.schema);
+        const answer = response(plan, outcome, structured);
+        observation.succeeded(completion(answer));
+        return answer;
+      } catch (error) {
+        observation.failed(error, failedCompletion(request.model));
+        throw error;
+      }
     },
 
     async *streamComplete(wrapper, callContext) {
