@@ -53,6 +53,15 @@ function publisher(url: string, overrides: Partial<EventPublisherOptions> = {}) 
   return { publisher: created, metrics, close };
 }
 
+/** A real nats-server and a publisher connected to it (the stream created), both stopped after the test. */
+async function connectedPublisher(overrides: Partial<EventPublisherOptions> = {}) {
+  const nats = await startNats();
+  servers.push(nats);
+  const created = publisher(nats.url, overrides);
+  expect(await created.publisher.waitUntilConnected(10_000)).toBe(true);
+  return { nats, ...created };
+}
+
 async function dropped(metrics: Metrics, reason: string): Promise<number> {
   const values = (await metrics.eventsDropped.get()).values;
   return values.find((value) => value.labels.reason === reason)?.value ?? 0;
@@ -110,10 +119,7 @@ describe('EventPublisher with NATS down', () => {
 
 describe('EventPublisher with a real NATS', () => {
   it('publishes protobuf TelemetryEvents on elexirion.events.<service>.<kind> with id, time, service and kind', async () => {
-    const nats = await startNats();
-    servers.push(nats);
-    const { publisher: events, metrics } = publisher(nats.url);
-    expect(await events.waitUntilConnected(10_000)).toBe(true);
+    const { nats, publisher: events, metrics } = await connectedPublisher();
     const listener = await collectEvents(nats.url);
     try {
       const before = Date.now();
@@ -146,10 +152,7 @@ describe('EventPublisher with a real NATS', () => {
   });
 
   it('publishes one event per observed call, with its status, duration and fields, whatever the outcome', async () => {
-    const nats = await startNats();
-    servers.push(nats);
-    const { publisher: events } = publisher(nats.url);
-    expect(await events.waitUntilConnected(10_000)).toBe(true);
+    const { nats, publisher: events } = await connectedPublisher();
     const listener = await collectEvents(nats.url);
     try {
       const gateway = serviceEvents(events, 'gateway');
@@ -175,10 +178,7 @@ describe('EventPublisher with a real NATS', () => {
   });
 
   it('carries the active span as a W3C traceparent header and as trace and span ids in the event', async () => {
-    const nats = await startNats();
-    servers.push(nats);
-    const { publisher: events } = publisher(nats.url);
-    expect(await events.waitUntilConnected(10_000)).toBe(true);
+    const { nats, publisher: events } = await connectedPublisher();
     const listener = await collectEvents(nats.url);
     try {
       const ids = tracer.startActiveSpan('request', (span) => {
@@ -197,10 +197,7 @@ describe('EventPublisher with a real NATS', () => {
   });
 
   it('sends the events of one interval as one batch per subject, with one traceparent per event in order', async () => {
-    const nats = await startNats();
-    servers.push(nats);
-    const { publisher: events, metrics } = publisher(nats.url, { flushIntervalMs: 200 });
-    expect(await events.waitUntilConnected(10_000)).toBe(true);
+    const { nats, publisher: events, metrics } = await connectedPublisher({ flushIntervalMs: 200 });
     const connection = await connect({ servers: nats.url });
     const messages: { subject: string; batch: proto.TelemetryEventBatch; traceparents: string[] }[] = [];
     const subscription = connection.subscribe('elexirion.events.>', {
@@ -241,10 +238,7 @@ describe('EventPublisher with a real NATS', () => {
   });
 
   it('keeps every event of a large interval intact and in order (entries span several encoding slabs)', async () => {
-    const nats = await startNats();
-    servers.push(nats);
-    const { publisher: events } = publisher(nats.url, { flushIntervalMs: 500, queueMax: 10_000 });
-    expect(await events.waitUntilConnected(10_000)).toBe(true);
+    const { nats, publisher: events } = await connectedPublisher({ flushIntervalMs: 500, queueMax: 10_000 });
     const listener = await collectEvents(nats.url);
     try {
       const count = 1_500; // about 300 KB encoded: several 64 KB slabs
@@ -261,10 +255,7 @@ describe('EventPublisher with a real NATS', () => {
   });
 
   it('splits a batch that would pass NATS max_payload, and drops (and counts) an event too large on its own', async () => {
-    const nats = await startNats();
-    servers.push(nats);
-    const { publisher: events, metrics } = publisher(nats.url, { flushIntervalMs: 200 });
-    expect(await events.waitUntilConnected(10_000)).toBe(true);
+    const { nats, publisher: events, metrics } = await connectedPublisher({ flushIntervalMs: 200 });
     const listener = await collectEvents(nats.url);
     try {
       const big = (label: string, kib: number) => ({ status: 'OK', executorRun: { runId: label, output: 'x'.repeat(kib * 1024) } });
@@ -283,10 +274,7 @@ describe('EventPublisher with a real NATS', () => {
   });
 
   it('creates the JetStream stream ELEXIRION_EVENTS on elexirion.events.> and the events land in it', async () => {
-    const nats = await startNats();
-    servers.push(nats);
-    const { publisher: events } = publisher(nats.url);
-    expect(await events.waitUntilConnected(10_000)).toBe(true);
+    const { nats, publisher: events } = await connectedPublisher();
     const connection = await connect({ servers: nats.url });
     try {
       const manager = await jetstreamManager(connection);
@@ -309,10 +297,7 @@ describe('EventPublisher with a real NATS', () => {
   });
 
   it('keeps an existing stream rather than failing or replacing it', async () => {
-    const nats = await startNats();
-    servers.push(nats);
-    const { publisher: first, close: closeFirst } = publisher(nats.url);
-    expect(await first.waitUntilConnected(10_000)).toBe(true);
+    const { nats, publisher: first, close: closeFirst } = await connectedPublisher();
     first.publish('agent', 'job', { status: 'OK' });
     await closeFirst();
     const second = publisher(nats.url).publisher;
@@ -400,10 +385,7 @@ describe('EventPublisher with a real NATS', () => {
   it('never puts a registered secret into an event', async () => {
     const secret = 'sk-events-test-5d1e0c8b7a';
     registerSecret(secret);
-    const nats = await startNats();
-    servers.push(nats);
-    const { publisher: events } = publisher(nats.url);
-    expect(await events.waitUntilConnected(10_000)).toBe(true);
+    const { nats, publisher: events } = await connectedPublisher();
     const listener = await collectEvents(nats.url);
     try {
       events.publish('provider', 'completion', {
