@@ -7,8 +7,11 @@ import { createChannel, createClient, type Channel } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
 
 export type Target =
-  /** POST a JSON body; a 2xx with a non-empty body is a success. */
-  | { type: 'http'; url: string; headers?: Record<string, string>; body: unknown }
+  /**
+   * POST a JSON body; a 2xx with a non-empty body is a success. With `sequence: n`, one request
+   * is n such POSTs one after the other (a client making a multi-step call itself), timed as one.
+   */
+  | { type: 'http'; url: string; headers?: Record<string, string>; body: unknown; sequence?: number }
   /** POST a JSON body that asks for SSE; records the time to the first non-empty text delta. */
   | { type: 'http-sse'; url: string; headers?: Record<string, string>; body: unknown }
   /** One unary call on a service at 127.0.0.1:port. */
@@ -92,11 +95,17 @@ function makeCall(target: Target, connections: number): Call {
     const headers = { 'content-type': 'application/json', ...target.headers };
     const path = url.pathname + url.search;
     if (target.type === 'http') {
-      return async (signal) => {
+      const post = async (signal: AbortSignal): Promise<undefined> => {
         const response = await client.request({ method: 'POST', path, headers, body: payload, signal });
         const text = await response.body.text();
         if (response.statusCode < 200 || response.statusCode >= 300) throw new Error(`HTTP ${response.statusCode}: ${text.slice(0, 200)}`);
         if (text.length === 0) throw new Error(`HTTP ${response.statusCode} with an empty body`);
+        return undefined;
+      };
+      const steps = target.sequence ?? 1;
+      if (steps === 1) return post;
+      return async (signal) => {
+        for (let step = 0; step < steps; step++) await post(signal);
         return undefined;
       };
     }

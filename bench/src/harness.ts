@@ -10,7 +10,10 @@ import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { freePort, waitForPort, repoRoot, spawnProcess, type Spawned, startStack, type Stack, type StackShape } from '@elexirion/testing';
 import type { Job, JobResult, Target } from './driver.ts';
 import { cpuMs, peakRssKiB, resetPeakRss, RssSampler, type Proc } from './procstat.ts';
-import { round, summarize, type LatencySummary } from './stats.ts';
+import type { ConfigResult } from './results.ts';
+import { round, summarize } from './stats.ts';
+
+export type { ConfigResult } from './results.ts';
 
 const run = promisify(execFile);
 export const benchDir = fileURLToPath(new URL('../', import.meta.url));
@@ -319,28 +322,6 @@ export interface BenchConfig {
   procs: Proc[];
 }
 
-export interface ConfigResult {
-  name: string;
-  description: string;
-  concurrency: number;
-  rounds: number;
-  count: number;
-  errors: number;
-  errorSamples: string[];
-  latencyMs: LatencySummary;
-  ttftMs?: LatencySummary;
-  reqPerSec: number;
-  /** Successful requests per second in each round, in round order (configurations of a round ran back to back). */
-  roundReqPerSec: number[];
-  wallSec: number;
-  /** CPU ms per successful request, per process (system under test, fake upstream, NATS, driver). */
-  cpuMsPerRequest: Record<string, number>;
-  /** Sum over the system under test's processes only. */
-  sutCpuMsPerRequest: number;
-  /** Highest RSS of each process (VmHWM) over the scenario so far, MiB. */
-  peakRssMiB: Record<string, number>;
-}
-
 export interface RunPlan {
   mode: 'closed';
   concurrency: number;
@@ -374,7 +355,16 @@ export async function runInterleaved(shared: Shared, configs: BenchConfig[], pla
   const every = unique([...configs.flatMap((config) => config.procs), ...shared.shared]);
   for (const proc of every) resetPeakRss(proc.pid);
   const sampler = new RssSampler(every, 250);
-  const acc = configs.map(() => ({ latencies: [] as number[], ttft: [] as number[], errors: 0, errorSamples: new Set<string>(), wallMs: 0, roundReqPerSec: [] as number[], cpu: new Map<number, number>() }));
+  const acc = configs.map(() => ({
+    latencies: [] as number[],
+    ttft: [] as number[],
+    errors: 0,
+    errorSamples: new Set<string>(),
+    wallMs: 0,
+    roundReqPerSec: [] as number[],
+    cpu: new Map<number, number>(),
+    warmup: { count: 0, errors: 0 },
+  }));
   const job = (config: BenchConfig, warm: boolean) => ({
     target: config.target,
     mode: plan.mode,
@@ -389,11 +379,12 @@ export async function runInterleaved(shared: Shared, configs: BenchConfig[], pla
     ...(plan.timeoutMs !== undefined ? { timeoutMs: plan.timeoutMs } : {}),
   });
   try {
-    for (const config of configs) {
+    for (const [index, config] of configs.entries()) {
       const warm = await shared.driver.run(job(config, true));
       if (warm.errors > 0 && warm.latencies.length === 0) {
         throw new Error(`${config.name}: every warm-up request failed (${warm.errorSamples.join('; ')})`);
       }
+      acc[index]!.warmup = { count: warm.latencies.length, errors: warm.errors };
     }
     for (let r = 0; r < plan.rounds; r++) {
       for (let k = 0; k < configs.length; k++) {
@@ -442,6 +433,7 @@ export async function runInterleaved(shared: Shared, configs: BenchConfig[], pla
       cpuMsPerRequest,
       sutCpuMsPerRequest: round(config.procs.reduce((sum, proc) => sum + (slot.cpu.get(proc.pid) ?? Number.NaN), 0) / Math.max(1, count)),
       peakRssMiB,
+      warmup: slot.warmup,
     };
     if (slot.ttft.length) result.ttftMs = summarize(slot.ttft);
     return result;

@@ -1,21 +1,23 @@
 // npm run bench [-- --quick] [--scenarios overhead,throughput,...] [--requests N] [--out DIR]
 //                [--no-anchor] [--shapes aio,split] [--inflight N] [--soak-seconds S] [--rounds N]
-//                [--baseline DIR]   (another checkout, built: its all-in-one is measured in the same run)
+//                [--round-seconds S] [--baseline DIR]   (another checkout, built: its all-in-one is measured in the same run)
 // Starts what it measures (NATS, the fake upstreams, the services, the Portkey anchor), runs each
-// scenario, and writes bench/results/<date>-<scenario>.json, <date>-summary.md, <date>-chart.png.
-import { mkdirSync, writeFileSync } from 'node:fs';
+// scenario, and writes a folder per run, bench/results/<YYYY-MM-DD>T<HHMM>-<sha>[-dirty]/ (UTC):
+// <scenario>.json, anchor.json, summary.md, chart.html and chart.png.
+import { writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startNats, repoRoot, stopAll, type StackShape } from '@elexirion/testing';
 import { benchDir, checkBuilt, commitOf, Driver, log, machineInfo, PORTKEY_VERSION, Upstream, writeProviderConfig } from './harness.ts';
 import { chartHtml, checkTargets, PORTKEY_REFERENCE, renderPng, summaryMarkdown, writeJson } from './report.ts';
+import { createRunFolder, runName } from './run-folder.ts';
 import { SCENARIOS, type Context, type Options, type ScenarioOutput } from './scenarios.ts';
 
-const ALL = ['overhead', 'throughput', 'streaming', 'inflight', 'soak', 'telemetry', 'optimizer'] as const;
+const ALL = ['overhead', 'throughput', 'pipeline', 'streaming', 'inflight', 'soak', 'telemetry', 'optimizer'] as const;
 const SHAPES: Record<string, StackShape> = { aio: 'all-in-one', 'all-in-one': 'all-in-one', split: 'one-process-per-service', 'one-process-per-service': 'one-process-per-service' };
 
 function usage(message: string): never {
-  console.error(`bench: ${message}\nusage: npm run bench -- [--quick] [--scenarios ${ALL.join(',')},anchor] [--requests N] [--out DIR] [--no-anchor] [--shapes aio,split] [--inflight N] [--soak-seconds S] [--rounds N] [--baseline DIR] [--date YYYY-MM-DD]`);
+  console.error(`bench: ${message}\nusage: npm run bench -- [--quick] [--scenarios ${ALL.join(',')},anchor] [--requests N] [--out DIR] [--no-anchor] [--shapes aio,split] [--inflight N] [--soak-seconds S] [--rounds N] [--round-seconds S] [--baseline DIR]`);
   process.exit(64);
 }
 
@@ -40,8 +42,8 @@ function parseOptions(): Options {
         inflight: { type: 'string' },
         'soak-seconds': { type: 'string' },
         rounds: { type: 'string' },
+        'round-seconds': { type: 'string' },
         baseline: { type: 'string' },
-        date: { type: 'string' },
       },
       strict: true,
     }));
@@ -51,8 +53,6 @@ function parseOptions(): Options {
   const scenarios = (values.scenarios ?? ALL.join(',')).split(',').map((each) => each.trim()).filter(Boolean);
   for (const name of scenarios) if (name !== 'anchor' && !(ALL as readonly string[]).includes(name)) usage(`unknown scenario ${name}`);
   const shapes = (values.shapes ?? 'aio,split').split(',').map((each) => SHAPES[each.trim()] ?? usage(`unknown shape ${each}`));
-  const date = values.date ?? new Date().toISOString().slice(0, 10);
-  if (!/^\d{4}-\d{2}-\d{2}$/.test(date)) usage('--date: expected YYYY-MM-DD');
   return {
     quick: values.quick!,
     scenarios,
@@ -60,10 +60,10 @@ function parseOptions(): Options {
     outDir: resolve(values.out ?? join(benchDir, 'results')),
     anchor: !values['no-anchor'],
     shapes: [...new Set(shapes)],
-    date,
     inflight: positive('inflight', values.inflight),
     soakSeconds: positive('soak-seconds', values['soak-seconds']),
     rounds: positive('rounds', values.rounds),
+    roundSeconds: positive('round-seconds', values['round-seconds']),
     ...(values.baseline ? { baseline: { root: resolve(values.baseline), commit: '' } } : {}),
   };
 }
@@ -79,14 +79,16 @@ async function main(): Promise<void> {
     }
     opts.baseline.commit = await commitOf(opts.baseline.root);
   }
-  mkdirSync(opts.outDir, { recursive: true });
   // Only the fake upstreams serve models here: a vendor key in the caller's environment must
   // not send benchmark traffic anywhere else.
   for (const key of ['ANTHROPIC_API_KEY', 'GEMINI_API_KEY', 'ANTHROPIC_BASE_URL', 'GEMINI_BASE_URL', 'OPENAI_API_KEY', 'OPENAI_BASE_URL', 'PROVIDER_SECRETS_DIR']) delete process.env[key];
   const mode = opts.quick ? 'quick' : 'full';
   const command = `npm run bench --${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(' ')}` : ''}`;
   const machine = await machineInfo();
-  log(`${mode} run on ${machine.cores} cores, Node ${machine.node}; scenarios: ${opts.scenarios.join(', ')}; results in ${relative(repoRoot, opts.outDir) || '.'}`);
+  const startedAt = new Date();
+  const run = createRunFolder(opts.outDir, runName(startedAt, String(machine.commit)));
+  const shown = relative(repoRoot, run.dir) || run.dir;
+  log(`${mode} run on ${machine.cores} cores, Node ${machine.node}; scenarios: ${opts.scenarios.join(', ')}; results in ${shown}`);
 
   const nats = await startNats();
   const upstream = await new Upstream().start();
@@ -103,7 +105,9 @@ async function main(): Promise<void> {
   const started = Date.now();
   const header = (scenario: string) => ({
     scenario,
-    date: opts.date,
+    run: run.name,
+    date: startedAt.toISOString().slice(0, 10),
+    startedAt: startedAt.toISOString(),
     mode,
     generatedAt: new Date().toISOString(),
     machine,
@@ -117,12 +121,12 @@ async function main(): Promise<void> {
       try {
         const output = await SCENARIOS[name](ctx);
         outputs.set(name, output);
-        writeJson(join(opts.outDir, `${opts.date}-${name}.json`), { ...header(name), ...output, elapsedSec: Math.round((Date.now() - t0) / 1000) });
+        writeJson(join(run.dir, `${name}.json`), { ...header(name), ...output, elapsedSec: Math.round((Date.now() - t0) / 1000) });
       } catch (error) {
         const message = `${name}: ${(error as Error).stack ?? String(error)}`;
         failures.push(message);
         log(`scenario failed: ${message}`);
-        writeJson(join(opts.outDir, `${opts.date}-${name}.json`), { ...header(name), error: message });
+        writeJson(join(run.dir, `${name}.json`), { ...header(name), error: message });
       }
     }
   } finally {
@@ -132,7 +136,7 @@ async function main(): Promise<void> {
     await stopAll();
   }
 
-  // 8. The anchor: Portkey's figures from scenarios 1 and 2, next to the reference ones.
+  // 9. The anchor: Portkey's figures from scenarios 1, 2 and 3, next to the reference ones.
   const anchorNote = ctx.anchorError
     ? `Anchor: ${ctx.anchorError}`
     : !opts.anchor
@@ -140,13 +144,16 @@ async function main(): Promise<void> {
       : ctx.anchorInfo
         ? `Anchor: Portkey AI gateway ${ctx.anchorInfo.version} (npm @portkey-ai/gateway, in bench/cache/portkey, not a project dependency), listening on ${ctx.anchorInfo.listen.join(', ')}, provider openai with x-portkey-custom-host at the fake upstream.`
         : 'Anchor: Portkey not needed by the scenarios run.';
-  if (opts.anchor && (opts.scenarios.includes('anchor') || outputs.has('overhead') || outputs.has('throughput'))) {
+  if (opts.anchor && (opts.scenarios.includes('anchor') || outputs.has('overhead') || outputs.has('throughput') || outputs.has('pipeline'))) {
     const over = outputs.get('overhead');
     const thr = outputs.get('throughput');
+    const pipe = outputs.get('pipeline');
+    const sequenceAdded = (pipe?.addedMs as Record<string, { p50: number; p99: number }> | undefined)?.['portkey-x3'];
+    const sequenceC64 = (pipe?.byConcurrency as Record<string, any[]> | undefined)?.c64?.find((each) => each.name === 'portkey-x3');
     const added = (over?.addedMs as Record<string, { p50: number; p99: number }> | undefined)?.portkey;
     const c64 = (thr?.byConcurrency as Record<string, any[]> | undefined)?.c64?.find((each) => each.name === 'portkey');
     const c256 = (thr?.byConcurrency as Record<string, any[]> | undefined)?.c256?.find((each) => each.name === 'portkey');
-    writeJson(join(opts.outDir, `${opts.date}-anchor.json`), {
+    writeJson(join(run.dir, 'anchor.json'), {
       ...header('anchor'),
       title: 'Anchor: Portkey AI gateway, measured in the same run',
       package: `@portkey-ai/gateway@${PORTKEY_VERSION}`,
@@ -161,28 +168,30 @@ async function main(): Promise<void> {
         reqPerSecC256: c256?.reqPerSec ?? null,
         cpuMsPerRequestC64: c64?.cpuMsPerRequest?.portkey ?? null,
         peakRssMiB: c64?.peakRssMiB?.portkey ?? null,
+        threeCallsAddedP50Ms: sequenceAdded?.p50 ?? null,
+        threeCallsAddedP99Ms: sequenceAdded?.p99 ?? null,
+        threeCallsPerSecC64: sequenceC64?.reqPerSec ?? null,
       },
       notes: ['Portkey runs with its own start script (--headless), bound to 127.0.0.1 by a preload (bench/src/bind-loopback.mjs) since the script has no host option.'],
     });
   }
 
   const checks = checkTargets(outputs, opts.quick);
-  const html = chartHtml(opts.date, mode, outputs, checks, machine);
-  const htmlPath = join(opts.outDir, `${opts.date}-chart.html`);
-  writeFileSync(htmlPath, html);
-  let chartNote = `${opts.date}-chart.png, rendered from ${opts.date}-chart.html by Debian's Chromium (playwright-core).`;
+  const html = chartHtml(run.name, mode, outputs, checks, machine);
+  writeFileSync(join(run.dir, 'chart.html'), html);
+  let chartNote = "chart.png, rendered from chart.html by Debian's Chromium (playwright-core).";
   try {
-    const reason = await renderPng(html, join(opts.outDir, `${opts.date}-chart.png`));
+    const reason = await renderPng(html, join(run.dir, 'chart.png'));
     if (reason) chartNote = reason;
   } catch (error) {
     chartNote = `rendering the PNG failed: ${(error as Error).message}`;
     failures.push(`chart: ${chartNote}`);
   }
-  let summary = summaryMarkdown({ date: opts.date, mode, command, machine, checks, outputs, anchorNote, chartNote });
+  let summary = summaryMarkdown({ run: run.name, mode, command, machine, checks, outputs, anchorNote, chartNote });
   if (failures.length) summary += `\n## Failures\n\n${failures.map((failure) => `- ${failure.split('\n')[0]}`).join('\n')}\n`;
-  writeFileSync(join(opts.outDir, `${opts.date}-summary.md`), summary);
-  log(`done in ${Math.round((Date.now() - started) / 1000)} s: ${join(relative(repoRoot, opts.outDir) || '.', `${opts.date}-summary.md`)}`);
-  process.stdout.write(summary.split('\n## 1.')[0]!);
+  writeFileSync(join(run.dir, 'summary.md'), summary);
+  log(`done in ${Math.round((Date.now() - started) / 1000)} s: ${join(shown, 'summary.md')}`);
+  process.stdout.write(summary.split(/\n## \d+\./)[0]!);
   process.exitCode = failures.length ? 1 : 0;
 }
 

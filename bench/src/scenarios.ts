@@ -3,8 +3,10 @@
 import { execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { type NatsServer, freePort, repoRoot, spawnNode, waitServing, type StackShape } from '@elexirion/testing';
+import { jetstreamManager, JetStreamApiCodes, JetStreamApiError, type JetStreamManager } from '@nats-io/jetstream';
+import { type NatsServer, connectNats, eventually, freePort, repoRoot, spawnNode, waitServing, type StackShape } from '@elexirion/testing';
 import {
+  benchDir,
   directBody,
   grpcEntry,
   log,
@@ -23,6 +25,7 @@ import {
   type Shared,
 } from './harness.ts';
 import { cpuMs, peakRssKiB, resetPeakRss, rssKiB, RssSampler, type Proc } from './procstat.ts';
+import type { ScenarioOutput } from './results.ts';
 import { round, summarize } from './stats.ts';
 
 export interface Options {
@@ -33,13 +36,16 @@ export interface Options {
   outDir: string;
   anchor: boolean;
   shapes: StackShape[];
-  date: string;
   inflight?: number;
   soakSeconds?: number;
   rounds?: number;
+  /** Overrides the length of a round of the closed-loop load phases (throughput, pipeline at c=64, telemetry). */
+  roundSeconds?: number;
   /** Another checkout, built, whose all-in-one shape overhead and throughput measure in the same run (`aio-baseline-http`). */
   baseline?: { root: string; commit: string };
 }
+
+export type { ScenarioOutput } from './results.ts';
 
 export interface Context {
   opts: Options;
@@ -49,15 +55,6 @@ export interface Context {
   /** Why the Portkey anchor is missing, once it failed to start. */
   anchorError?: string;
   anchorInfo?: { version: string; listen: string[] };
-}
-
-export interface ScenarioOutput {
-  scenario: string;
-  title: string;
-  settings: Record<string, unknown>;
-  notes: string[];
-  configs?: ConfigResult[];
-  [key: string]: unknown;
 }
 
 /** Starts the shapes, and the baseline's all-in-one too when `withBaseline` and `--baseline` ask for it. */
@@ -137,6 +134,26 @@ function byName(configs: ConfigResult[], name: string): ConfigResult | undefined
   return configs.find((config) => config.name === name);
 }
 
+/** A round's length and the warm-up of the closed-loop load phases; `--round-seconds` shortens both. */
+function loadRounds(opts: Options): { durationMsPerRound: number; warmupMs: number } {
+  const durationMsPerRound = opts.roundSeconds !== undefined ? opts.roundSeconds * 1000 : opts.quick ? 3_000 : 10_000;
+  return { durationMsPerRound, warmupMs: Math.min(opts.quick ? 1_500 : 5_000, durationMsPerRound) };
+}
+
+/** Each configuration's figures minus the reference configuration's, at the same percentiles. */
+function addedOver(results: ConfigResult[], reference: ConfigResult): Record<string, { p50: number; p90: number; p99: number }> {
+  const added: Record<string, { p50: number; p90: number; p99: number }> = {};
+  for (const result of results) {
+    if (result === reference) continue;
+    added[result.name] = {
+      p50: round(result.latencyMs.p50 - reference.latencyMs.p50),
+      p90: round(result.latencyMs.p90 - reference.latencyMs.p90),
+      p99: round(result.latencyMs.p99 - reference.latencyMs.p99),
+    };
+  }
+  return added;
+}
+
 // ---------------------------------------------------------------- 1. overhead at c=1
 
 export async function overhead(ctx: Context): Promise<ScenarioOutput> {
@@ -180,16 +197,7 @@ export async function overhead(ctx: Context): Promise<ScenarioOutput> {
         configs,
         { mode: 'closed', concurrency: 1, rounds, requestsPerRound, warmupRequests, timeoutMs: 30_000 },
       );
-      const direct = byName(results, 'direct')!;
-      const addedMs: Record<string, { p50: number; p90: number; p99: number }> = {};
-      for (const result of results) {
-        if (result === direct) continue;
-        addedMs[result.name] = {
-          p50: round(result.latencyMs.p50 - direct.latencyMs.p50),
-          p90: round(result.latencyMs.p90 - direct.latencyMs.p90),
-          p99: round(result.latencyMs.p99 - direct.latencyMs.p99),
-        };
-      }
+      const addedMs = addedOver(results, byName(results, 'direct')!);
       const hopsP50Ms: Record<string, number> = {};
       const p50 = (name: string) => byName(results, name)?.latencyMs.p50 ?? Number.NaN;
       if (split) {
@@ -220,8 +228,7 @@ export async function overhead(ctx: Context): Promise<ScenarioOutput> {
 export async function throughput(ctx: Context): Promise<ScenarioOutput> {
   const { quick } = ctx.opts;
   const rounds = ctx.opts.rounds ?? (quick ? 2 : 3);
-  const durationMsPerRound = quick ? 3_000 : 10_000;
-  const warmupMs = quick ? 1_500 : 5_000;
+  const { durationMsPerRound, warmupMs } = loadRounds(ctx.opts);
   const levels = [64, 256];
   return withAnchor(ctx, (anchor) =>
     withShapes(ctx, ctx.opts.shapes, {}, async (shapes) => {
@@ -253,7 +260,141 @@ export async function throughput(ctx: Context): Promise<ScenarioOutput> {
   );
 }
 
-// ---------------------------------------------------------------- 3. streaming TTFT
+// ---------------------------------------------------------------- 3. a multi-step pipeline, checkpoints on
+
+/** The benchmark's pipeline, bench/pipelines/bench-three-step.yaml: three LLM steps in sequence. */
+export const PIPELINE = { name: 'bench-three-step', dir: join(benchDir, 'pipelines'), llmSteps: 3 } as const;
+/** The stream behind the executor's checkpoint bucket (its CheckpointStore's default, elexirion_checkpoints). */
+const CHECKPOINT_STREAM = 'KV_elexirion_checkpoints';
+
+function pipelineHttp(shape: Shape): BenchConfig {
+  return {
+    name: `${SHAPE_LABEL[shape.shape]}-pipeline-http`,
+    description: `${PIPELINE.name} (${PIPELINE.llmSteps} LLM steps, checkpoints on) through the whole chain, ${shape.shape}, HTTP POST /v1/pipelines/${PIPELINE.name}/execute on the gateway`,
+    target: { type: 'http', url: `${shape.httpUrl}/v1/pipelines/${PIPELINE.name}/execute`, body: { inputs: { message: MESSAGE } } },
+    procs: shape.procs,
+  };
+}
+
+/** Every checkpoint write so far (the stream's last sequence: one message per KV put). */
+async function checkpointWrites(jsm: JetStreamManager): Promise<number> {
+  try {
+    return (await jsm.streams.info(CHECKPOINT_STREAM)).state.last_seq;
+  } catch (error) {
+    // No executor has created the bucket yet, so nothing was written.
+    if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return 0;
+    throw error;
+  }
+}
+
+/**
+ * One run through `shape`, repeated until its checkpoints appear in NATS (the executor attaches
+ * to NATS in the background after it serves): the figures are then those of runs that write
+ * checkpoints. Returns the writes of that run.
+ */
+async function firstCheckpointedRun(shape: Shape, jsm: JetStreamManager): Promise<number> {
+  const { url, body } = pipelineHttp(shape).target as { url: string; body: unknown };
+  return eventually(
+    `a ${PIPELINE.name} run through the ${SHAPE_LABEL[shape.shape]} shape that writes checkpoints`,
+    async () => {
+      const before = await checkpointWrites(jsm);
+      const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const answer = (await response.json()) as { steps?: unknown[] };
+      if (!response.ok) throw new Error(`HTTP ${response.status}: ${JSON.stringify(answer).slice(0, 300)}`);
+      if (answer.steps?.length !== PIPELINE.llmSteps) throw new Error(`expected ${PIPELINE.llmSteps} steps in the answer, got ${answer.steps?.length}`);
+      const written = (await checkpointWrites(jsm)) - before;
+      return written > 0 ? written : undefined;
+    },
+    30_000,
+  );
+}
+
+export async function pipeline(ctx: Context): Promise<ScenarioOutput> {
+  const { quick } = ctx.opts;
+  const latencyRounds = ctx.opts.rounds ?? (quick ? 3 : 5);
+  const total = ctx.opts.requests ?? (quick ? 300 : 1500);
+  const requestsPerRound = Math.max(1, Math.ceil(total / latencyRounds));
+  const warmupRequests = Math.min(quick ? 100 : 300, Math.max(10, total));
+  const loadRoundCount = ctx.opts.rounds ?? (quick ? 2 : 3);
+  const { durationMsPerRound, warmupMs } = loadRounds(ctx.opts);
+  const concurrency = 64;
+  const env = { PIPELINES_DIR: PIPELINE.dir, EXECUTOR_CHECKPOINTS: 'true' };
+  return withAnchor(ctx, (anchor) =>
+    withShapes(ctx, ctx.opts.shapes, env, async (shapes) => {
+      const connection = await connectNats(ctx.nats.url);
+      try {
+        const jsm = await jetstreamManager(connection);
+        const firstRunCheckpointWrites: Record<string, number> = {};
+        for (const shape of shapes) firstRunCheckpointWrites[SHAPE_LABEL[shape.shape]] = await firstCheckpointedRun(shape, jsm);
+        const direct = directConfig(ctx);
+        const configs: BenchConfig[] = [
+          {
+            ...direct,
+            name: 'direct-x3',
+            description: `${PIPELINE.llmSteps} calls to the fake OpenAI upstream in sequence, timed as one`,
+            target: { ...(direct.target as Extract<BenchConfig['target'], { type: 'http' }>), sequence: PIPELINE.llmSteps },
+          },
+        ];
+        if (anchor) {
+          const portkey = portkeyConfig(ctx, anchor);
+          configs.push({
+            ...portkey,
+            name: 'portkey-x3',
+            description: `${PIPELINE.llmSteps} calls through Portkey ${anchor.version} in sequence, timed as one (the client runs the steps; no checkpoints)`,
+            target: { ...(portkey.target as Extract<BenchConfig['target'], { type: 'http' }>), sequence: PIPELINE.llmSteps },
+          });
+        }
+        for (const shape of shapes) configs.push(pipelineHttp(shape));
+        const shared = { ...ctx.shared, shared: [...ctx.shared.shared, { name: 'nats-server', pid: ctx.nats.process.child.pid! }] };
+        const writesBefore = await checkpointWrites(jsm);
+        log(`pipeline: c=1, ${configs.length} configurations x ${latencyRounds} rounds x ${requestsPerRound} runs`);
+        const c1 = await runInterleaved(shared, configs, { mode: 'closed', concurrency: 1, rounds: latencyRounds, requestsPerRound, warmupRequests, timeoutMs: 30_000 });
+        log(`pipeline: c=${concurrency}, ${configs.length} configurations x ${loadRoundCount} rounds x ${durationMsPerRound} ms`);
+        const c64 = await runInterleaved(shared, configs, { mode: 'closed', concurrency, rounds: loadRoundCount, durationMsPerRound, warmupMs, timeoutMs: 60_000 });
+        const writes = (await checkpointWrites(jsm)) - writesBefore;
+        const pipelineResults = [...c1, ...c64].filter((result) => result.name.endsWith('-pipeline-http'));
+        const runs = pipelineResults.reduce((sum, result) => sum + result.count + result.warmup.count, 0);
+        const addedMs = addedOver(c1, byName(c1, 'direct-x3')!);
+        const perStepAddedMs: Record<string, { p50: number; p99: number }> = {};
+        for (const [name, added] of Object.entries(addedMs)) {
+          perStepAddedMs[name] = { p50: round(added.p50 / PIPELINE.llmSteps), p99: round(added.p99 / PIPELINE.llmSteps) };
+        }
+        return {
+          scenario: 'pipeline',
+          title: `A ${PIPELINE.llmSteps}-step pipeline with checkpoints, at concurrency 1 and ${concurrency}`,
+          settings: {
+            pipeline: `${PIPELINE.name} (bench/pipelines), ${PIPELINE.llmSteps} LLM steps in sequence`,
+            checkpoints: 'EXECUTOR_CHECKPOINTS=true, JetStream KV on the harness nats-server',
+            latency: { concurrency: 1, rounds: latencyRounds, requestsPerRound, warmupRequests },
+            load: { concurrency, rounds: loadRoundCount, durationMsPerRound, warmupMs },
+            shapes: ctx.opts.shapes,
+            anchor: anchor ? `portkey ${anchor.version}, ${PIPELINE.llmSteps} calls in sequence` : (ctx.anchorError ?? 'off'),
+          },
+          notes: [
+            `One request is one whole run: a pipeline run through the gateway, or ${PIPELINE.llmSteps} calls in sequence made by the driver (direct-x3 to the upstream, portkey-x3 through Portkey). req/s counts runs; LLM calls per second are ${PIPELINE.llmSteps}x that.`,
+            `Added latency = a configuration's percentile minus direct-x3's at c=1; per step = added / ${PIPELINE.llmSteps}.`,
+            'Compared with Portkey doing the three calls for a client that runs the steps itself: the pipeline also renders templates, keeps the run and writes a checkpoint after each step; Portkey does none of that.',
+            'The later steps send the earlier answers in their prompts, so their bodies are a little larger than the single call the direct and Portkey configurations repeat.',
+          ],
+          configs: [...c1, ...c64],
+          byConcurrency: { c1, [`c${concurrency}`]: c64 },
+          addedMs,
+          perStepAddedMs,
+          checkpoints: {
+            firstRunWrites: firstRunCheckpointWrites,
+            writesDuringMeasurement: writes,
+            successfulRuns: runs,
+            writesPerRun: round(writes / Math.max(1, runs), 2),
+          },
+        };
+      } finally {
+        await connection.close();
+      }
+    }),
+  );
+}
+
+// ---------------------------------------------------------------- 4. streaming TTFT
 
 export async function streaming(ctx: Context): Promise<ScenarioOutput> {
   const { quick } = ctx.opts;
@@ -318,7 +459,7 @@ export async function streaming(ctx: Context): Promise<ScenarioOutput> {
   }
 }
 
-// ---------------------------------------------------------------- 4. held in flight
+// ---------------------------------------------------------------- 5. held in flight
 
 export async function inflight(ctx: Context): Promise<ScenarioOutput> {
   const count = ctx.opts.inflight ?? (ctx.opts.quick ? 1_000 : 10_000);
@@ -410,7 +551,7 @@ export async function inflight(ctx: Context): Promise<ScenarioOutput> {
   };
 }
 
-// ---------------------------------------------------------------- 5. soak
+// ---------------------------------------------------------------- 6. soak
 
 export async function soak(ctx: Context): Promise<ScenarioOutput> {
   const durationSec = ctx.opts.soakSeconds ?? (ctx.opts.quick ? 30 : 600);
@@ -483,14 +624,14 @@ export async function soak(ctx: Context): Promise<ScenarioOutput> {
   });
 }
 
-// ---------------------------------------------------------------- 6. telemetry on vs off
+// ---------------------------------------------------------------- 7. telemetry on vs off
 
 export async function telemetry(ctx: Context): Promise<ScenarioOutput> {
   const { quick } = ctx.opts;
   // On this kind of machine the cost measured in one pair of ten-second rounds ranges from -8% to
   // +23%: ten pairs, not five, and each pair's cost printed beside the total.
   const rounds = ctx.opts.rounds ?? (quick ? 3 : 10);
-  const durationMsPerRound = quick ? 3_000 : 10_000;
+  const { durationMsPerRound, warmupMs } = loadRounds(ctx.opts);
   const concurrency = 64;
   const shapeName: StackShape = ctx.opts.shapes.includes('all-in-one') ? 'all-in-one' : ctx.opts.shapes[0]!;
   return withShapes(ctx, [shapeName], { TELEMETRY_EVENTS: 'true' }, ([on]) =>
@@ -503,7 +644,7 @@ export async function telemetry(ctx: Context): Promise<ScenarioOutput> {
       const results = await runInterleaved(
         { ...ctx.shared, shared: [...ctx.shared.shared, { name: 'nats-server', pid: ctx.nats.process.child.pid! }] },
         configs,
-        { mode: 'closed', concurrency, rounds, durationMsPerRound, warmupMs: quick ? 1_500 : 5_000, timeoutMs: 60_000 },
+        { mode: 'closed', concurrency, rounds, durationMsPerRound, warmupMs, timeoutMs: 60_000 },
       );
       const [withEvents, without] = results as [ConfigResult, ConfigResult];
       return {
@@ -521,7 +662,7 @@ export async function telemetry(ctx: Context): Promise<ScenarioOutput> {
   );
 }
 
-// ---------------------------------------------------------------- 7. optimizer transport
+// ---------------------------------------------------------------- 8. optimizer transport
 
 const PYTHON_DRIVER = String.raw`
 import json, resource, subprocess, sys, time
@@ -624,6 +765,6 @@ export async function optimizer(ctx: Context): Promise<ScenarioOutput> {
   });
 }
 
-export const SCENARIOS = { overhead, throughput, streaming, inflight, soak, telemetry, optimizer } as const;
+export const SCENARIOS = { overhead, throughput, pipeline, streaming, inflight, soak, telemetry, optimizer } as const;
 export type ScenarioName = keyof typeof SCENARIOS | 'anchor';
 
