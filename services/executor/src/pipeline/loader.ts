@@ -1,5 +1,5 @@
 import { readFile, readdir, realpath, stat } from 'node:fs/promises';
-import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { LineCounter, isMap, isScalar, parseDocument, type Document } from 'yaml';
 import { ElexirionError, Status } from '@elexirion/kit';
 import { conditionTemplates } from './conditions.js';
@@ -18,6 +18,17 @@ export class PipelineError extends ElexirionError {
   override readonly name = 'PipelineError';
   constructor(readonly problems: Problem[]) {
     super(Status.INVALID_ARGUMENT, problems.map(formatProblem).join('\n'));
+  }
+}
+
+/**
+ * A prompt file that cannot be used. While loading it is one of the pipeline's problems; at run
+ * time (the file went away or changed since) the folder is not what the pipeline needs.
+ */
+export class PromptFileError extends ElexirionError {
+  override readonly name = 'PromptFileError';
+  constructor(message: string, options?: ErrorOptions) {
+    super(Status.FAILED_PRECONDITION, message, options);
   }
 }
 
@@ -102,26 +113,43 @@ export class PipelineLoader {
     );
   }
 
-  /** Text of a prompt file, which must lie inside the pipelines folder. */
+  /** Text of a prompt file, which must lie inside the pipelines folder; PromptFileError when it cannot be had. */
   async readPromptFile(file: string): Promise<string> {
     const path = await this.insideRoot(file);
-    return readFile(path, 'utf8');
+    try {
+      return await readFile(path, 'utf8');
+    } catch (error) {
+      throw new PromptFileError(`prompt file "${file}" cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`, { cause: error });
+    }
   }
 
+  /**
+   * The real path of a prompt file inside the folder. What it answers never depends on anything
+   * outside the folder: a name that leaves it is refused before the file system is asked, and a
+   * missing file behind a link that leads out is "outside", as an existing one is.
+   */
   private async insideRoot(file: string): Promise<string> {
-    if (isAbsolute(file)) throw new Error(`"${file}" is absolute; prompt files are named relative to the pipelines folder`);
+    if (isAbsolute(file)) throw new PromptFileError(`"${file}" is absolute; prompt files are named relative to the pipelines folder`);
+    const outside = () => new PromptFileError(`prompt file "${file}" is outside the pipelines folder`);
     const candidate = resolve(this.root, file);
-    const real = await realpath(candidate).catch(() => {
-      throw new Error(`prompt file "${file}" does not exist`);
-    });
+    if (!isWithin(this.root, candidate)) throw outside();
     const rootReal = await realpath(this.root);
-    const within = relative(rootReal, real);
-    // "..data/x" is inside (Kubernetes mounts ConfigMaps through ..-prefixed folders); "../x" is not.
-    if (within === '..' || within.startsWith(`..${sep}`) || isAbsolute(within) || within === '') {
-      throw new Error(`prompt file "${file}" is outside the pipelines folder`);
+    const real = await realpath(candidate).catch(() => undefined);
+    if (real === undefined) {
+      // Missing: "does not exist" only when the nearest existing folder on its way is inside.
+      throw (await this.nearestExistingInside(candidate, rootReal)) ? new PromptFileError(`prompt file "${file}" does not exist`) : outside();
     }
-    if (!(await stat(real)).isFile()) throw new Error(`prompt file "${file}" is not a file`);
+    if (!isWithin(rootReal, real)) throw outside();
+    if (!(await stat(real)).isFile()) throw new PromptFileError(`prompt file "${file}" is not a file`);
     return real;
+  }
+
+  private async nearestExistingInside(candidate: string, rootReal: string): Promise<boolean> {
+    for (let path = dirname(candidate); isWithin(this.root, path) || path === this.root; path = dirname(path)) {
+      const real = await realpath(path).catch(() => undefined);
+      if (real !== undefined) return real === rootReal || isWithin(rootReal, real);
+    }
+    return false;
   }
 
   private async named(name: string, stack: string[]): Promise<LoadedPipeline> {
@@ -281,7 +309,8 @@ export class PipelineLoader {
               try {
                 await this.insideRoot(part.file);
               } catch (error) {
-                problems.push({ ...at([...path, 'prompt', partIndex, 'file']), message: `step "${step.name}": ${(error as Error).message}` });
+                if (!(error instanceof PromptFileError)) throw error;
+                problems.push({ ...at([...path, 'prompt', partIndex, 'file']), message: `step "${step.name}": ${error.message}` });
               }
             }
           }
@@ -332,6 +361,12 @@ export class PipelineLoader {
       }
     }
   }
+}
+
+/** `path` lies strictly inside `folder`; "..data/x" is inside (Kubernetes mounts ConfigMaps through ..-prefixed folders), "../x" is not. */
+function isWithin(folder: string, path: string): boolean {
+  const within = relative(folder, path);
+  return within !== '' && within !== '..' && !within.startsWith(`..${sep}`) && !isAbsolute(within);
 }
 
 function* walkSteps(steps: Step[], base: (string | number)[]): Generator<{ step: Step; path: (string | number)[] }> {
