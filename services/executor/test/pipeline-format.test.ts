@@ -225,9 +225,37 @@ describe('PipelineLoader: bad pipelines', () => {
   it('names an unknown field', async () => {
     const problems = await problemsOf(load('unknown-field', pipeline('unknown-field', '  steps:', step('a', ['type: claude', 'prompt: hi', 'temprature: 0.2']))));
     expect(problems).toHaveLength(1);
-    expect(problems[0]).toMatchObject({ file: 'unknown-field.yaml', message: 'workflow.steps.0: unknown field: "temprature"' });
+    expect(problems[0]).toMatchObject({ file: 'unknown-field.yaml', message: 'workflow.steps.0: unknown field "temprature"; did you mean "temperature"?' });
     const top = await problemsOf(load('unknown-top', 'extra: 1\n' + pipeline('unknown-top', '  steps:', step('a'))));
-    expect(top[0]).toMatchObject({ file: 'unknown-top.yaml', line: 1, column: 1, message: '(root): unknown field: "extra"' });
+    expect(top[0]).toMatchObject({ file: 'unknown-top.yaml', line: 1, column: 1, message: '(root): unknown field "extra"' });
+  });
+
+  it('suggests the field a misspelt one was meant to be, wherever it is, each at its place', async () => {
+    const text = pipeline(
+      'misspelt',
+      '  defualts: { modle: claude }',
+      '  steps:',
+      step('a', ['type: claude', 'promt: hi', 'sytem: be brief', 'colour: blue']),
+      step('b', ['type: claude', 'prompt: [{ fiel: prompts/ok.md }]', 'when: { equal: ["{{steps.a.output}}", "x"] }']),
+      step('c', ['type: transform', 'input: x', 'operations: [{ op: truncate, maxx: 3 }]']),
+    );
+    const problems = await problemsOf(loader.loadInline(text));
+    const at = (needle: string) => where(text, needle);
+    expect(problems.map((problem) => `${problem.line}:${problem.column} ${problem.message}`)).toEqual(
+      expect.arrayContaining([
+        `${at('defualts')} workflow: unknown field "defualts"; did you mean "defaults"?`,
+        `${at('promt')} workflow.steps.0: unknown field "promt"; did you mean "prompt"?`,
+        `${at('sytem')} workflow.steps.0: unknown field "sytem"; did you mean "system"?`,
+        // Nothing allowed is near it: no guess.
+        `${at('colour')} workflow.steps.0: unknown field "colour"`,
+        `${at('fiel')} workflow.steps.1.prompt.0: unknown field "fiel"; did you mean "file"?`,
+        `${at('equal')} workflow.steps.1.when: unknown field "equal"; did you mean "equals"?`,
+        `${at('maxx')} workflow.steps.2.operations.0: unknown field "maxx"; did you mean "max"?`,
+      ]),
+    );
+    // A field that is there already is not suggested again.
+    const both = await problemsOf(loader.loadInline(pipeline('both', '  steps:', step('a', ['type: claude', 'prompt: hi', 'promt: hi']))));
+    expect(both.map((problem) => problem.message)).toEqual(['workflow.steps.0: unknown field "promt"']);
   });
 
   it('reports an unknown field at the field, not at the start of its step', async () => {
