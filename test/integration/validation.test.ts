@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ClientError, Status } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
-import { startExecutor, startNats, startProvider, stopAll, userMessage, waitForState, type ExecutorUnderTest, type NatsServer, type ProviderUnderTest } from '@elexirion/testing';
+import { freePort, startExecutor, startNats, startProvider, stopAll, userMessage, waitForState, type ExecutorUnderTest, type NatsServer, type ProviderUnderTest } from '@elexirion/testing';
 
 let nats: NatsServer;
 let provider: ProviderUnderTest;
@@ -166,5 +166,27 @@ describe('ids and enums', () => {
     const unset = await failure(provider.client.complete({ model: 'mock', messages: [userMessage('hi'), { role: proto.Role.ROLE_UNSPECIFIED, content: 'x' }] }));
     expect(unset.details).toBe('messages[1].role: not set; expected ROLE_USER (1), ROLE_ASSISTANT (2) or ROLE_SYSTEM (3)');
     expect(upstreamRequests()).toBe(0);
+  });
+});
+
+describe('without the provider', () => {
+  let orphan: ExecutorUnderTest;
+
+  beforeAll(async () => {
+    // Nothing listens on this port: the provider is down for this executor.
+    orphan = await startExecutor({ providerPort: await freePort(), natsUrl: nats.url, env: { PIPELINES_DIR: dir } });
+  });
+
+  afterAll(async () => {
+    await orphan?.stop();
+  });
+
+  it('Validate says the models cannot be checked now, and checks what needs no provider', async () => {
+    const error = await failure(orphan.client.validate({ pipeline: 'with-file' }));
+    expect(Status[error.code]).toBe('UNAVAILABLE');
+    expect(error.details).toContain('cannot be checked');
+    const noModels = 'workflow:\n  name: x\n  steps:\n    - { name: a, type: transform, input: hi, operations: [{ op: uppercase }] }\n';
+    expect((await orphan.client.validate({ inlineYaml: noModels })).valid).toBe(true);
+    expect((await orphan.client.execute({ inlineYaml: noModels })).output).toBe('HI');
   });
 });
