@@ -43,7 +43,13 @@ export function testProviderConfig(overrides: Partial<Record<'anthropic' | 'gemi
       claude_smart: {
         targets: ['anthropic/claude-sonnet-5', 'gemini/gemini-2.5-pro'],
         default_preset: 'chat',
-        presets: { chat: { max_tokens: 256, temperature: 0.5 }, analysis: { max_tokens: 1024, temperature: 0.1 } },
+        // Every preset the shipped pipelines name: the executor checks them before a run.
+        presets: {
+          chat: { max_tokens: 256, temperature: 0.5 },
+          analysis: { max_tokens: 1024, temperature: 0.1 },
+          production: { max_tokens: 512, temperature: 0.3 },
+          development: { max_tokens: 256, temperature: 0.7 },
+        },
       },
       claude: { targets: ['anthropic/claude-sonnet-5'] },
       gemini: { targets: ['gemini/gemini-2.5-flash'] },

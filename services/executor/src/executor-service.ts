@@ -16,9 +16,11 @@ import {
 } from '@elexirion/kit';
 import type { CallContext } from 'nice-grpc-common';
 import { RunEngine, type RunRequest, type RunResult } from './engine/run-engine.js';
-import { PipelineError, PipelineLoader, countSteps, formatProblem, type LoadedPipeline } from './pipeline/loader.js';
+import { PipelineError, PipelineLoader, countSteps, formatProblem, type LoadedPipeline, type Problem } from './pipeline/loader.js';
+import { callsModels, checkModels, type ModelCatalog } from './pipeline/models.js';
 import { PIPELINE_NAME } from './pipeline/schema.js';
 import { CheckpointStore, RUN_ID, type RunCheckpoint } from './state/checkpoint-store.js';
+import { ProviderModels } from './provider-models.js';
 import { PromptRegistry } from './state/prompt-registry.js';
 
 const defaultPipelinesDir = fileURLToPath(new URL('../../../pipelines/', import.meta.url));
@@ -62,6 +64,32 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
     events,
     logger,
   });
+  const providerModels = new ProviderModels(clients.get('provider'), logger);
+  /** The last check of each loaded pipeline, against the catalog it was made with. */
+  const modelChecks = new WeakMap<LoadedPipeline, { catalog: ModelCatalog; problems: Problem[] }>();
+
+  function modelProblems(loaded: LoadedPipeline, catalog: ModelCatalog): Problem[] {
+    const kept = modelChecks.get(loaded);
+    if (kept?.catalog === catalog) return kept.problems;
+    const problems = checkModels(loaded, catalog);
+    modelChecks.set(loaded, { catalog, problems });
+    return problems;
+  }
+
+  /**
+   * The models and presets the pipeline (and those it calls) names that the provider does not
+   * serve; undefined when the provider cannot say. A pipeline without LLM steps asks nothing.
+   */
+  async function checkPipelineModels(loaded: LoadedPipeline, signal: AbortSignal): Promise<Problem[] | undefined> {
+    if (!callsModels(loaded)) return [];
+    const catalog = await providerModels.get(signal);
+    if (!catalog) return undefined;
+    const problems = modelProblems(loaded, catalog);
+    if (problems.length === 0) return problems;
+    const fresh = await providerModels.fresh(signal);
+    return fresh && fresh !== catalog ? modelProblems(loaded, fresh) : problems;
+  }
+
   const admission = new ConcurrencyLimiter({ maxConcurrency: config.EXECUTOR_MAX_CONCURRENT_RUNS, maxQueue: config.EXECUTOR_MAX_QUEUED_RUNS });
 
   /** Loads a named or inline pipeline; a bad one throws PipelineError (with every problem). */
@@ -88,12 +116,16 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
       throw toServerError(error, error instanceof LimitExceededError ? 'executor is at its run limit' : undefined);
     }
     let runId: string = randomUUID();
-    let pipelineName = request.pipeline || '<inline>';
+    // Until the pipeline is loaded, failures are told with what the request named.
+    let pipelineName = request.resumeRunId ? '' : request.pipeline || '<inline>';
     let resume: RunCheckpoint | undefined;
     try {
       let source: RunCheckpoint['source'];
       let loaded: LoadedPipeline;
       if (request.resumeRunId) {
+        if (!RUN_ID.pattern.test(request.resumeRunId)) throw invalid(`resume_run_id: expected ${RUN_ID.description}, got ${JSON.stringify(request.resumeRunId.slice(0, 80))}`);
+        if (request.pipeline || request.inlineYaml) throw invalid('resume_run_id: a resumed run keeps its pipeline; send no pipeline or inline_yaml');
+        if (request.runId) throw invalid('run_id and resume_run_id: give one, not both');
         const store = checkpoints;
         if (!store) throw new ServerError(Status.UNAVAILABLE, 'checkpoints are unavailable (NATS): the run cannot be resumed now');
         resume = await store.load(request.resumeRunId);
@@ -104,7 +136,7 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
         loaded = await load(source.kind === 'named' ? { pipeline: source.name, inlineYaml: '' } : { pipeline: '', inlineYaml: source.yaml });
       } else {
         if (request.runId) {
-          if (!RUN_ID.pattern.test(request.runId)) throw invalid(`run_id: expected ${RUN_ID.description}`);
+          if (!RUN_ID.pattern.test(request.runId)) throw invalid(`run_id: expected ${RUN_ID.description}, got ${JSON.stringify(request.runId.slice(0, 80))}`);
           if (await checkpoints?.load(request.runId).catch(() => undefined)) {
             throw new ServerError(Status.ALREADY_EXISTS, `run "${request.runId}" already exists: resume it with resume_run_id`);
           }
@@ -114,6 +146,10 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
         source = request.inlineYaml ? { kind: 'inline', yaml: request.inlineYaml } : { kind: 'named', name: loaded.name };
       }
       pipelineName = loaded.name;
+      // Before any step runs (and is paid for): a model or preset the provider does not serve.
+      // Without the provider's list the run goes on; the provider refuses such a call itself.
+      const modelIssues = await checkPipelineModels(loaded, callContext.signal);
+      if (modelIssues && modelIssues.length > 0) throw new PipelineError(modelIssues);
       const jobId = resume?.jobId ?? request.jobId;
       const result = await engine.run(loaded, {
         runId,
@@ -135,7 +171,7 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
     } catch (error) {
       // A failure from elsewhere (a downstream call, the unexpected) is told with the pipeline's
       // name; this service's own say what they are about (a step's failure names its pipeline).
-      const failure = error instanceof ServerError || error instanceof ElexirionError ? toServerError(error) : toServerError(error, pipelineName);
+      const failure = error instanceof ServerError || error instanceof ElexirionError ? toServerError(error) : toServerError(error, pipelineName || `run "${request.resumeRunId}"`);
       observation.failed(failure, (errorMessage) => ({ executorRun: { runId, jobId: request.jobId, pipeline: pipelineName, inputs: request.inputs, errorMessage } }));
       throw failure;
     } finally {
@@ -211,23 +247,35 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
       yield { runFinished: final! };
     },
 
-    async validate(request) {
+    async validate(request, callContext) {
+      let problems: Problem[];
       try {
         const loaded = await load(request);
-        return { valid: true, problems: [], summary: summary(loaded.name, loaded) };
+        const modelIssues = await checkPipelineModels(loaded, callContext.signal);
+        if (!modelIssues) throw new ServerError(Status.UNAVAILABLE, 'the provider service does not list its models now: the pipeline\'s models and presets cannot be checked; try again');
+        if (modelIssues.length === 0) return { valid: true, problems: [], summary: summary(loaded.name, loaded) };
+        problems = modelIssues;
       } catch (error) {
         if (!(error instanceof PipelineError)) throw error;
-        return {
-          valid: false,
-          problems: error.problems.map((problem) => ({ file: problem.file, line: problem.line ?? 0, column: problem.column ?? 0, message: problem.message })),
-          summary: undefined,
-        };
+        problems = error.problems;
       }
+      return {
+        valid: false,
+        problems: problems.map((problem) => ({ file: problem.file, line: problem.line ?? 0, column: problem.column ?? 0, message: problem.message })),
+        summary: undefined,
+      };
     },
 
-    async listPipelines() {
+    async listPipelines(_request, callContext) {
       const all = await loader.list();
-      return { pipelines: all.map((entry) => summary(entry.name, entry.loaded, entry.error)) };
+      // Checked against the provider's models when it lists them; the listing does not wait on it otherwise.
+      const catalog = all.some((entry) => entry.loaded && callsModels(entry.loaded)) ? await providerModels.get(callContext.signal) : undefined;
+      return {
+        pipelines: all.map((entry) => {
+          const problems = entry.loaded && catalog ? modelProblems(entry.loaded, catalog) : [];
+          return problems.length > 0 ? summary(entry.name, undefined, new PipelineError(problems)) : summary(entry.name, entry.loaded, entry.error);
+        }),
+      };
     },
   };
 

@@ -1,5 +1,7 @@
 export { executorService } from './executor-service.js';
-export { PipelineLoader, PipelineError, type LoadedPipeline, type Problem } from './pipeline/loader.js';
+export { PipelineLoader, PipelineError, PromptFileError, type LoadedPipeline, type Problem } from './pipeline/loader.js';
+export { checkModels, type ModelCatalog } from './pipeline/models.js';
+export { ProviderModels } from './provider-models.js';
 export { pipelineDocument, STEP_TYPES, type Pipeline, type Step } from './pipeline/schema.js';
 export { renderTemplate, resolveValue, referencesOf, parsePath, TemplateError } from './pipeline/templates.js';
 export { applyTransform } from './pipeline/transforms.js';

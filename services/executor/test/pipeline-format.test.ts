@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { parse } from 'yaml';
-import { PipelineError, PipelineLoader, STEP_TYPES, type Problem } from '@elexirion/executor';
+import { PipelineError, PipelineLoader, PromptFileError, STEP_TYPES, type Problem } from '@elexirion/executor';
+import { Status } from '@elexirion/kit';
 // @ts-expect-error -- a plain .mjs script without type declarations
 import { SCHEMA_PATH, pipelineJsonSchema, pipelineJsonSchemaText } from '../../../scripts/generate-pipeline-schema.mjs';
 
@@ -224,9 +225,37 @@ describe('PipelineLoader: bad pipelines', () => {
   it('names an unknown field', async () => {
     const problems = await problemsOf(load('unknown-field', pipeline('unknown-field', '  steps:', step('a', ['type: claude', 'prompt: hi', 'temprature: 0.2']))));
     expect(problems).toHaveLength(1);
-    expect(problems[0]).toMatchObject({ file: 'unknown-field.yaml', message: 'workflow.steps.0: unknown field: "temprature"' });
+    expect(problems[0]).toMatchObject({ file: 'unknown-field.yaml', message: 'workflow.steps.0: unknown field "temprature"; did you mean "temperature"?' });
     const top = await problemsOf(load('unknown-top', 'extra: 1\n' + pipeline('unknown-top', '  steps:', step('a'))));
-    expect(top[0]).toMatchObject({ file: 'unknown-top.yaml', line: 1, column: 1, message: '(root): unknown field: "extra"' });
+    expect(top[0]).toMatchObject({ file: 'unknown-top.yaml', line: 1, column: 1, message: '(root): unknown field "extra"' });
+  });
+
+  it('suggests the field a misspelt one was meant to be, wherever it is, each at its place', async () => {
+    const text = pipeline(
+      'misspelt',
+      '  defualts: { modle: claude }',
+      '  steps:',
+      step('a', ['type: claude', 'promt: hi', 'sytem: be brief', 'colour: blue']),
+      step('b', ['type: claude', 'prompt: [{ fiel: prompts/ok.md }]', 'when: { equal: ["{{steps.a.output}}", "x"] }']),
+      step('c', ['type: transform', 'input: x', 'operations: [{ op: truncate, maxx: 3 }]']),
+    );
+    const problems = await problemsOf(loader.loadInline(text));
+    const at = (needle: string) => where(text, needle);
+    expect(problems.map((problem) => `${problem.line}:${problem.column} ${problem.message}`)).toEqual(
+      expect.arrayContaining([
+        `${at('defualts')} workflow: unknown field "defualts"; did you mean "defaults"?`,
+        `${at('promt')} workflow.steps.0: unknown field "promt"; did you mean "prompt"?`,
+        `${at('sytem')} workflow.steps.0: unknown field "sytem"; did you mean "system"?`,
+        // Nothing allowed is near it: no guess.
+        `${at('colour')} workflow.steps.0: unknown field "colour"`,
+        `${at('fiel')} workflow.steps.1.prompt.0: unknown field "fiel"; did you mean "file"?`,
+        `${at('equal')} workflow.steps.1.when: unknown field "equal"; did you mean "equals"?`,
+        `${at('maxx')} workflow.steps.2.operations.0: unknown field "maxx"; did you mean "max"?`,
+      ]),
+    );
+    // A field that is there already is not suggested again.
+    const both = await problemsOf(loader.loadInline(pipeline('both', '  steps:', step('a', ['type: claude', 'prompt: hi', 'promt: hi']))));
+    expect(both.map((problem) => problem.message)).toEqual(['workflow.steps.0: unknown field "promt"']);
   });
 
   it('reports an unknown field at the field, not at the start of its step', async () => {
@@ -358,6 +387,34 @@ describe('PipelineLoader: bad pipelines', () => {
     expect(none[0]!.message).toBe('step "a": prompt file "prompts/none.md" does not exist');
     await expect(load('file-ok', pipeline('file-ok', '  inputs: { x: {} }', '  steps:', step('a', ['type: claude', 'prompt: [{ file: prompts/ok.md }]'])))).resolves.toMatchObject({ name: 'file-ok' });
     await expect(loader.readPromptFile('prompts/ok.md')).resolves.toBe('Fine: {{inputs.x}}');
+  });
+
+  it('answers the same for a prompt file outside the folder whether it exists or not', async () => {
+    mkdirSync(join(root, 'outside'), { recursive: true });
+    writeFileSync(join(root, 'outside', 'there.md'), 'outside');
+    symlinkSync(join(root, 'outside'), join(dir, 'prompts', 'out'));
+    const messageFor = async (file: string) => {
+      const [problem] = await problemsOf(loader.loadInline(pipeline('probe', '  steps:', step('a', ['type: claude', `prompt: [{ file: "${file}" }]`]))));
+      return problem!.message.replace(file, '<file>');
+    };
+    const outside = 'step "a": prompt file "<file>" is outside the pipelines folder';
+    // A name that leaves the folder, and a name inside that a linked folder leads out of.
+    expect(await messageFor('../secret.txt')).toBe(outside);
+    expect(await messageFor('../no-such-file.txt')).toBe(outside);
+    expect(await messageFor('prompts/out/there.md')).toBe(outside);
+    expect(await messageFor('prompts/out/not-there.md')).toBe(outside);
+    expect(await messageFor('prompts/out/no-dir/not-there.md')).toBe(outside);
+    expect(await messageFor('prompts/no-dir/not-there.md')).toBe('step "a": prompt file "<file>" does not exist');
+  });
+
+  it('fails reading a prompt file that went away with FAILED_PRECONDITION, naming it', async () => {
+    writeFileSync(join(dir, 'prompts', 'brief.md'), 'brief');
+    await expect(loader.readPromptFile('prompts/brief.md')).resolves.toBe('brief');
+    rmSync(join(dir, 'prompts', 'brief.md'));
+    const error = await loader.readPromptFile('prompts/brief.md').catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(PromptFileError);
+    expect(error).toMatchObject({ code: Status.FAILED_PRECONDITION, message: 'prompt file "prompts/brief.md" does not exist' });
+    await expect(loader.readPromptFile('../secret.txt')).rejects.toMatchObject({ code: Status.FAILED_PRECONDITION, message: 'prompt file "../secret.txt" is outside the pipelines folder' });
   });
 
   it('refuses a prompt file that is a directory when loading', async () => {

@@ -39,8 +39,9 @@ function validate(request: proto.CompleteRequest): void {
   if (request.messages.length === 0) throw new ServerError(Status.INVALID_ARGUMENT, 'messages: at least one message is required');
   let total = request.system.length;
   request.messages.forEach((message, index) => {
-    if (message.role === proto.Role.ROLE_UNSPECIFIED || message.role === proto.Role.UNRECOGNIZED) {
-      throw new ServerError(Status.INVALID_ARGUMENT, `messages[${index}].role: must be user, assistant or system`);
+    // Decoding keeps an enum number it does not know (99), so the known values are listed, not the unknown.
+    if (message.role !== proto.Role.ROLE_USER && message.role !== proto.Role.ROLE_ASSISTANT && message.role !== proto.Role.ROLE_SYSTEM) {
+      throw new ServerError(Status.INVALID_ARGUMENT, `messages[${index}].role: ${message.role === proto.Role.ROLE_UNSPECIFIED ? 'not set' : `${message.role} is not a role`}; expected ROLE_USER (1), ROLE_ASSISTANT (2) or ROLE_SYSTEM (3)`);
     }
     total += message.content.length;
   });

@@ -7,6 +7,7 @@
  */
 import { ServerError, Status, proto, type ServiceClient } from '@elexirion/kit';
 import type { PipelineLoader } from '../pipeline/loader.js';
+import { stepModel, stepPreset } from '../pipeline/models.js';
 import type { Pipeline, Prompt, Step } from '../pipeline/schema.js';
 import { TemplateError, asText, parsePath, renderTemplate, walkPath, type Scope } from '../pipeline/templates.js';
 import type { PromptRegistry, PromptVersion } from '../state/prompt-registry.js';
@@ -74,14 +75,6 @@ export interface LlmCallDependencies {
   loader: Pick<PipelineLoader, 'readPromptFile'>;
 }
 
-/** The provider alias a step type calls when neither the step nor the pipeline names a model. */
-const DEFAULT_ALIAS: Partial<Record<LlmStep['type'], string>> = {
-  claude: 'claude',
-  claude_smart: 'claude_smart',
-  claude_robust: 'claude_smart',
-  gemini: 'gemini',
-  gemini_structured: 'gemini',
-};
 const NO_DEMOS: readonly PromptDemo[] = Object.freeze([]);
 
 /** Makes LLM calls for steps; one per engine, as it holds nothing of a call. */
@@ -177,11 +170,11 @@ export function chatMessages(demos: readonly PromptDemo[], prompt: string, extra
 /** The provider request for a rendered prompt: model and preset from the step, else the pipeline's defaults, else the step type's alias. */
 export function completeRequest(options: LlmCallOptions, selected: SelectedPrompt, prompt: string): proto.CompleteRequest {
   const { pipeline, step, scope } = options;
-  const preset = step.preset ?? (step.type === 'claude_smart' || step.type === 'claude_robust' ? pipeline.defaults.preset : undefined);
+  const preset = stepPreset(pipeline, step);
   const request: proto.CompleteRequest = {
     messages: chatMessages(selected.demos, prompt, options.extraMessages),
     system: selected.system ? renderTemplate(selected.system, scope) : '',
-    model: options.model ?? step.model ?? pipeline.defaults.model ?? DEFAULT_ALIAS[step.type] ?? 'claude_smart',
+    model: options.model ?? stepModel(pipeline, step),
     preset: options.model ? '' : (preset ?? ''),
     stopSequences: step.stop ?? [],
     metadata: { pipeline: pipeline.name, step: step.name, run_id: options.runId, prompt_version: selected.version },

@@ -1,9 +1,12 @@
 import { readFile, readdir, realpath, stat } from 'node:fs/promises';
-import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { LineCounter, isMap, isScalar, parseDocument, type Document } from 'yaml';
 import { ElexirionError, Status } from '@elexirion/kit';
 import { conditionTemplates } from './conditions.js';
+import { fieldsAt } from './fields.js';
+import { modelReferencesOf, type ModelReference } from './models.js';
 import { LLM_STEP_TYPES, PIPELINE_NAME, STEP_TYPES, pipelineDocument, type Pipeline, type Step } from './schema.js';
+import { didYouMean } from './suggest.js';
 import { TemplateError, referencesOf } from './templates.js';
 
 export interface Problem {
@@ -18,6 +21,17 @@ export class PipelineError extends ElexirionError {
   override readonly name = 'PipelineError';
   constructor(readonly problems: Problem[]) {
     super(Status.INVALID_ARGUMENT, problems.map(formatProblem).join('\n'));
+  }
+}
+
+/**
+ * A prompt file that cannot be used. While loading it is one of the pipeline's problems; at run
+ * time (the file went away or changed since) the folder is not what the pipeline needs.
+ */
+export class PromptFileError extends ElexirionError {
+  override readonly name = 'PromptFileError';
+  constructor(message: string, options?: ErrorOptions) {
+    super(Status.FAILED_PRECONDITION, message, options);
   }
 }
 
@@ -38,6 +52,8 @@ export interface LoadedPipeline {
   pipeline: Pipeline;
   /** Pipelines its `pipeline` steps call, by name, loaded and checked. */
   children: ReadonlyMap<string, LoadedPipeline>;
+  /** The models and presets its steps call, for the check against the provider's (checkModels). */
+  models: readonly ModelReference[];
 }
 
 export const MAX_INLINE_BYTES = 256 * 1024;
@@ -102,26 +118,43 @@ export class PipelineLoader {
     );
   }
 
-  /** Text of a prompt file, which must lie inside the pipelines folder. */
+  /** Text of a prompt file, which must lie inside the pipelines folder; PromptFileError when it cannot be had. */
   async readPromptFile(file: string): Promise<string> {
     const path = await this.insideRoot(file);
-    return readFile(path, 'utf8');
+    try {
+      return await readFile(path, 'utf8');
+    } catch (error) {
+      throw new PromptFileError(`prompt file "${file}" cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`, { cause: error });
+    }
   }
 
+  /**
+   * The real path of a prompt file inside the folder. What it answers never depends on anything
+   * outside the folder: a name that leaves it is refused before the file system is asked, and a
+   * missing file behind a link that leads out is "outside", as an existing one is.
+   */
   private async insideRoot(file: string): Promise<string> {
-    if (isAbsolute(file)) throw new Error(`"${file}" is absolute; prompt files are named relative to the pipelines folder`);
+    if (isAbsolute(file)) throw new PromptFileError(`"${file}" is absolute; prompt files are named relative to the pipelines folder`);
+    const outside = () => new PromptFileError(`prompt file "${file}" is outside the pipelines folder`);
     const candidate = resolve(this.root, file);
-    const real = await realpath(candidate).catch(() => {
-      throw new Error(`prompt file "${file}" does not exist`);
-    });
+    if (!isWithin(this.root, candidate)) throw outside();
     const rootReal = await realpath(this.root);
-    const within = relative(rootReal, real);
-    // "..data/x" is inside (Kubernetes mounts ConfigMaps through ..-prefixed folders); "../x" is not.
-    if (within === '..' || within.startsWith(`..${sep}`) || isAbsolute(within) || within === '') {
-      throw new Error(`prompt file "${file}" is outside the pipelines folder`);
+    const real = await realpath(candidate).catch(() => undefined);
+    if (real === undefined) {
+      // Missing: "does not exist" only when the nearest existing folder on its way is inside.
+      throw (await this.nearestExistingInside(candidate, rootReal)) ? new PromptFileError(`prompt file "${file}" does not exist`) : outside();
     }
-    if (!(await stat(real)).isFile()) throw new Error(`prompt file "${file}" is not a file`);
+    if (!isWithin(rootReal, real)) throw outside();
+    if (!(await stat(real)).isFile()) throw new PromptFileError(`prompt file "${file}" is not a file`);
     return real;
+  }
+
+  private async nearestExistingInside(candidate: string, rootReal: string): Promise<boolean> {
+    for (let path = dirname(candidate); isWithin(this.root, path) || path === this.root; path = dirname(path)) {
+      const real = await realpath(path).catch(() => undefined);
+      if (real !== undefined) return real === rootReal || isWithin(rootReal, real);
+    }
+    return false;
   }
 
   private async named(name: string, stack: string[]): Promise<LoadedPipeline> {
@@ -179,12 +212,16 @@ export class PipelineLoader {
     }
     const parsed = pipelineDocument.safeParse(raw);
     if (!parsed.success) {
-      for (const issue of parsed.error.issues.slice(0, 10)) {
-        const path = issue.path.filter((part): part is string | number => typeof part !== 'symbol');
-        // An unknown field is reported at the field itself, not at its object.
-        const keys = issue.code === 'unrecognized_keys' ? (issue as { keys: string[] }).keys : [];
-        const where = keys.length > 0 ? keyPosition(doc, lines, path, keys[0]!) : position(doc, lines, path);
-        problems.push({ file, ...where, message: `${path.join('.') || '(root)'}: ${describeIssue(issue, raw, path)}` });
+      for (const issue of parsed.error.issues.flatMap((issue) => withinUnion(issue, [])).slice(0, 10)) {
+        const path = issue.path;
+        const label = path.join('.') || '(root)';
+        const unknown = unknownFields(issue, raw, path);
+        if (unknown) {
+          // Each unknown field at the field itself, with the allowed name it is closest to.
+          for (const key of unknown.keys) problems.push({ file, ...keyPosition(doc, lines, path, key), message: `${label}: unknown field "${key}"${didYouMean(key, unknown.allowed)}` });
+          continue;
+        }
+        problems.push({ file, ...position(doc, lines, path), message: `${label}: ${describeIssue(issue, raw, path)}` });
       }
       throw new PipelineError(problems);
     }
@@ -229,7 +266,8 @@ export class PipelineLoader {
       }
     }
     if (problems.length > 0) throw new PipelineError(problems);
-    return { name: pipeline.name, file, pipeline, children };
+    const models = modelReferencesOf(pipeline, walkSteps(pipeline.steps, ['workflow', 'steps']), at);
+    return { name: pipeline.name, file, pipeline, children, models };
   }
 
   /** Static checks: names, references, files, step-specific rules. */
@@ -281,7 +319,8 @@ export class PipelineLoader {
               try {
                 await this.insideRoot(part.file);
               } catch (error) {
-                problems.push({ ...at([...path, 'prompt', partIndex, 'file']), message: `step "${step.name}": ${(error as Error).message}` });
+                if (!(error instanceof PromptFileError)) throw error;
+                problems.push({ ...at([...path, 'prompt', partIndex, 'file']), message: `step "${step.name}": ${error.message}` });
               }
             }
           }
@@ -332,6 +371,12 @@ export class PipelineLoader {
       }
     }
   }
+}
+
+/** `path` lies strictly inside `folder`; "..data/x" is inside (Kubernetes mounts ConfigMaps through ..-prefixed folders), "../x" is not. */
+function isWithin(folder: string, path: string): boolean {
+  const within = relative(folder, path);
+  return within !== '' && within !== '..' && !within.startsWith(`..${sep}`) && !isAbsolute(within);
 }
 
 function* walkSteps(steps: Step[], base: (string | number)[]): Generator<{ step: Step; path: (string | number)[] }> {
@@ -392,6 +437,58 @@ function position(doc: Document, lines: LineCounter, path: (string | number)[]):
   return {};
 }
 
+/** A zod issue, as far as the messages read it. */
+interface ZodIssueShape {
+  code: string;
+  message: string;
+  path: readonly PropertyKey[];
+  keys?: readonly string[];
+  errors?: readonly (readonly ZodIssueShape[])[];
+}
+
+interface Issue {
+  code: string;
+  message: string;
+  path: (string | number)[];
+  keys?: readonly string[];
+}
+
+/**
+ * A value that matches no member of a union, told by the one member of its kind when only one
+ * is (a list of prompt parts is not a string): its problems are nearer the mistake than
+ * "Invalid input". Paths come out whole (the union's path, then the member's).
+ */
+function withinUnion(issue: ZodIssueShape, base: (string | number)[]): Issue[] {
+  const path = [...base, ...issue.path.filter((part): part is string | number => typeof part !== 'symbol')];
+  const { errors } = issue;
+  if (issue.code === 'invalid_union' && errors && errors.length > 0) {
+    const sameKind = errors.filter((branch) => !branch.some((inner) => inner.code === 'invalid_type' && inner.path.length === 0));
+    if (sameKind.length === 1) return sameKind[0]!.flatMap((inner) => withinUnion(inner, path));
+  }
+  return [{ code: issue.code, message: issue.message, path, ...(issue.keys ? { keys: issue.keys } : {}) }];
+}
+
+function nodeAt(document: unknown, path: readonly (string | number)[]): unknown {
+  let node = document;
+  for (const part of path) node = (node as Record<string | number, unknown> | undefined)?.[part];
+  return node;
+}
+
+/**
+ * The fields of the object at `path` that the format does not allow there, and the allowed ones
+ * it does not have yet (what a misspelling may have meant): for an unknown key, and for an object
+ * that matches no member of a union (a condition, a prompt part) because of one.
+ */
+function unknownFields(issue: Issue, document: unknown, path: (string | number)[]): { keys: readonly string[]; allowed: string[] } | undefined {
+  if (issue.code !== 'unrecognized_keys' && issue.code !== 'invalid_union') return undefined;
+  const node = nodeAt(document, path);
+  if (typeof node !== 'object' || node === null || Array.isArray(node)) return undefined;
+  const fields = fieldsAt(pipelineDocument, document, path);
+  const keys = issue.code === 'unrecognized_keys' ? (issue.keys ?? []) : fields.size > 0 ? Object.keys(node).filter((key) => !fields.has(key)) : [];
+  if (keys.length === 0) return undefined;
+  return { keys, allowed: [...fields].filter((name) => !Object.hasOwn(node, name)) };
+}
+
 /** A readable message for a zod issue, naming the unknown step type and the known ones. */
 function describeIssue(issue: { code: string; message: string }, raw: unknown, path: (string | number)[]): string {
   let node: unknown = raw;
@@ -404,7 +501,6 @@ function describeIssue(issue: { code: string; message: string }, raw: unknown, p
       if (!(STEP_TYPES as readonly string[]).includes(type)) return `unknown step type "${type}" (known: ${STEP_TYPES.join(', ')})`;
     }
   }
-  if (issue.code === 'unrecognized_keys') return issue.message.replace('Unrecognized key', 'unknown field');
   return issue.message;
 }
 

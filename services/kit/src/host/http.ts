@@ -1,3 +1,5 @@
+import { STATUS_CODES, maxHeaderSize } from 'node:http';
+import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import {
@@ -35,7 +37,7 @@ export function httpErrorBody(code: Status, message: string): { error: { code: s
  * they share. A failure is answered with the HTTP status that matches its gRPC status.
  */
 export function createHttpServer(options: { logger: Logger; title: string }): FastifyInstance {
-  const app = Fastify({ logger: false, bodyLimit: 8 * 1024 * 1024 });
+  const app = Fastify({ logger: false, bodyLimit: 8 * 1024 * 1024, clientErrorHandler: answerClientError });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.setErrorHandler((error, request, reply) => sendError(error, request, reply, options.logger));
@@ -48,6 +50,26 @@ export function createHttpServer(options: { logger: Logger; title: string }): Fa
   });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
+}
+
+/**
+ * A request Node's HTTP parser refuses before Fastify sees it (headers over the limit, a request
+ * that was not received in time, a malformed one), answered in the project's error shape instead
+ * of Fastify's default body; the connection is closed after it, as Node and Fastify do.
+ */
+function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, code, message] =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, Status.INVALID_ARGUMENT, `headers: over the ${maxHeaderSize} bytes this server accepts`]
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, Status.DEADLINE_EXCEEDED, 'the request was not received in time']
+        : [400, Status.INVALID_ARGUMENT, 'malformed HTTP request'];
+  if (socket.writable) {
+    const body = JSON.stringify(httpErrorBody(code, message));
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  }
+  socket.destroy(error);
 }
 
 /** Registers each route plugin under its prefix, encapsulated. */
