@@ -42,7 +42,7 @@ export function testEngine(respond: Answer): TestEngine {
   const logger = { debug: (fields: Record<string, unknown>) => debug.push(fields), info() {}, warn() {}, error() {} } as unknown as Logger;
   const events = { publish() {} } as unknown as ServiceEvents;
   const loader = new PipelineLoader(PIPELINES_DIR);
-  const engine = new RunEngine({ provider, loader, prompts: () => undefined, checkpoints: () => undefined, events, logger });
+  const engine = new RunEngine({ provider, loader, prompts: () => undefined, checkpoints: undefined, events, logger });
   return {
     calls,
     debug,

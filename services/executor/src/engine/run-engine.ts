@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { isAbortError } from 'abort-controller-x';
 import { ClientError, ServerError, Status, proto, timeoutSignal, toServerError, type Logger, type ServiceClient, type ServiceEvents } from '@elexirion/kit';
 import { evaluateCondition } from '../pipeline/conditions.js';
@@ -6,7 +5,8 @@ import { isLlmStep, type LoadedPipeline, type PipelineLoader } from '../pipeline
 import { durationMs, type Step } from '../pipeline/schema.js';
 import { TemplateError, renderTemplate, type Scope } from '../pipeline/templates.js';
 import { appendCheckpointSteps, toStepResult } from '../state/checkpoint-steps.js';
-import type { CheckpointStore, RunCheckpoint } from '../state/checkpoint-store.js';
+import type { RunCheckpoint } from '../state/checkpoint-store.js';
+import type { CheckpointWriter } from '../state/checkpoint-writer.js';
 import type { PromptRegistry } from '../state/prompt-registry.js';
 import { resolveInputs } from './inputs.js';
 import { LlmCaller } from './llm-call.js';
@@ -15,14 +15,12 @@ import { SKIPPED, failedStepResult, lastOutput, stepResult } from './step-outcom
 import { runHandler } from './steps/index.js';
 import { totalUsage } from './usage.js';
 
-/** A run never waits longer than this for its checkpoint write. */
-const CHECKPOINT_WRITE_TIMEOUT_MS = 2_000;
-
 export interface EngineDependencies {
   provider: ServiceClient<'provider'>;
   loader: PipelineLoader;
   prompts: () => PromptRegistry | undefined;
-  checkpoints: () => CheckpointStore | undefined;
+  /** Undefined when checkpoints are off. */
+  checkpoints: CheckpointWriter | undefined;
   events: ServiceEvents;
   logger: Logger;
 }
@@ -103,13 +101,13 @@ export class RunEngine {
       for (const [index, step] of pipeline.steps.entries()) {
         if (index < resumed) continue;
         await this.runStep(step, run, scope, '');
-        if (index < pipeline.steps.length - 1) saved = (await this.saveCheckpoint(checkpoint, run.results)) || saved;
+        if (index < pipeline.steps.length - 1) saved = (await this.saveCheckpoint(checkpoint, run)) || saved;
       }
       const output = lastOutput(pipeline.steps, scope);
       const outputs: Record<string, string> = {};
       for (const [name, template] of Object.entries(pipeline.outputs ?? {})) outputs[name] = renderOutput(template, scope, `${pipeline.name}: outputs.${name}`);
       checkpoint.status = 'completed';
-      if (saved) await this.saveCheckpoint(checkpoint, run.results);
+      if (saved) await this.saveCheckpoint(checkpoint, run);
       return {
         pipeline: pipeline.name,
         output,
@@ -123,7 +121,7 @@ export class RunEngine {
     } catch (error) {
       checkpoint.status = 'failed';
       checkpoint.error = error instanceof Error ? error.message : String(error);
-      await this.saveCheckpoint(checkpoint, run.results);
+      await this.saveCheckpoint(checkpoint, run);
       if (request.signal.aborted) throw new ServerError(Status.CANCELLED, `${pipeline.name}: the run was cancelled`);
       if (runLimit.timedOut && !(error instanceof ServerError && error.code !== Status.CANCELLED)) {
         throw new ServerError(Status.DEADLINE_EXCEEDED, `${pipeline.name}: the run went over its run_timeout of ${runTimeout} ms`);
@@ -132,28 +130,15 @@ export class RunEngine {
     }
   }
 
-  /** Writes the run's state; false when there is no store (or the write failed). */
-  private async saveCheckpoint(checkpoint: RunCheckpoint, results: readonly proto.StepResult[]): Promise<boolean> {
-    const store = this.deps.checkpoints();
-    if (!store) return false;
+  /** Writes the run's state, unless checkpoints are off; a write that cannot be made is skipped, never waited out. */
+  private async saveCheckpoint(checkpoint: RunCheckpoint, run: RunContext): Promise<boolean> {
+    const writer = this.deps.checkpoints;
+    if (!writer) return false;
     // Results only grow and the first failed one ends the run, so the checkpoint holds the first
     // steps.length of them already: each is converted once.
-    appendCheckpointSteps(checkpoint.steps, results, checkpoint.steps.length);
+    appendCheckpointSteps(checkpoint.steps, run.results, checkpoint.steps.length);
     checkpoint.updatedAt = new Date().toISOString();
-    const timer = new AbortController();
-    try {
-      await Promise.race([
-        store.save(checkpoint),
-        sleep(CHECKPOINT_WRITE_TIMEOUT_MS, undefined, { signal: timer.signal }).then(() => Promise.reject(new Error('checkpoint write timed out'))),
-      ]);
-      return true;
-    } catch (error) {
-      // A run never fails for its checkpoint; it only becomes impossible to resume.
-      this.deps.logger.warn({ run_id: checkpoint.runId, error: String(error) }, 'checkpoint not saved');
-      return false;
-    } finally {
-      timer.abort();
-    }
+    return writer.save(checkpoint, run.deadline);
   }
 
   /**
