@@ -4,6 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Kvm } from '@nats-io/kv';
+import { connect } from '@nats-io/transport-node';
 import { proto } from '@elexirion/kit';
 import { eventually, freePort, gate, startExecutor, startNats, startProvider, stopAll, waitFor, waitForState, type ExecutorUnderTest, type NatsServer, type ProviderUnderTest } from '@elexirion/testing';
 
@@ -159,4 +161,23 @@ describe('checkpoint writes with NATS away', () => {
     expect(await skipped('timeout')).toBe(0);
   });
 
+  it('write the final state of a one-step run, which a resume gives back without calling the provider', async () => {
+    await start();
+    provider.fakes.anthropic.script({ text: 'only answer' });
+    const runId = `final-${Date.now()}`;
+    const oneStep = 'workflow:\n  name: one-step\n  steps:\n    - { name: only, type: claude, prompt: "hi" }\n';
+    expect((await executor!.client.execute({ inlineYaml: oneStep, runId })).output).toBe('only answer');
+
+    const connection = await connect({ servers: nats!.url });
+    try {
+      const entry = await (await new Kvm(connection).open('elexirion_checkpoints')).get(runId);
+      expect(entry?.json()).toMatchObject({ runId, status: 'completed', steps: [{ name: 'only', output: 'only answer' }] });
+    } finally {
+      await connection.close();
+    }
+    const resumed = await executor!.client.execute({ resumeRunId: runId });
+    expect(resumed).toMatchObject({ output: 'only answer', resumedSteps: 1 });
+    expect(provider.fakes.anthropic.requests).toHaveLength(1);
+    expect((await skipped('not_connected')) + (await skipped('timeout'))).toBe(0);
+  });
 });

@@ -95,19 +95,19 @@ export class RunEngine {
       updatedAt: new Date().toISOString(),
     };
     try {
-      // A checkpoint after every step but the last: a run that ends has nothing left to resume,
-      // so a one-step pipeline costs no write at all.
-      let saved = request.resume !== undefined;
+      // A checkpoint after every step, the last one included: that one is the run's final state
+      // (completed, with every step), which a resume gives back without running anything.
+      const last = pipeline.steps.length - 1;
       for (const [index, step] of pipeline.steps.entries()) {
         if (index < resumed) continue;
         await this.runStep(step, run, scope, '');
-        if (index < pipeline.steps.length - 1) saved = (await this.saveCheckpoint(checkpoint, run)) || saved;
+        if (index < last) await this.saveCheckpoint(checkpoint, run);
       }
       const output = lastOutput(pipeline.steps, scope);
       const outputs: Record<string, string> = {};
       for (const [name, template] of Object.entries(pipeline.outputs ?? {})) outputs[name] = renderOutput(template, scope, `${pipeline.name}: outputs.${name}`);
       checkpoint.status = 'completed';
-      if (saved) await this.saveCheckpoint(checkpoint, run);
+      await this.saveCheckpoint(checkpoint, run);
       return {
         pipeline: pipeline.name,
         output,
@@ -131,14 +131,14 @@ export class RunEngine {
   }
 
   /** Writes the run's state, unless checkpoints are off; a write that cannot be made is skipped, never waited out. */
-  private async saveCheckpoint(checkpoint: RunCheckpoint, run: RunContext): Promise<boolean> {
+  private async saveCheckpoint(checkpoint: RunCheckpoint, run: RunContext): Promise<void> {
     const writer = this.deps.checkpoints;
-    if (!writer) return false;
+    if (!writer) return;
     // Results only grow and the first failed one ends the run, so the checkpoint holds the first
     // steps.length of them already: each is converted once.
     appendCheckpointSteps(checkpoint.steps, run.results, checkpoint.steps.length);
     checkpoint.updatedAt = new Date().toISOString();
-    return writer.save(checkpoint, run.deadline);
+    await writer.save(checkpoint, run.deadline);
   }
 
   /**
