@@ -3,13 +3,14 @@ import { ClientError, ServerError, Status, proto, timeoutSignal, toServerError, 
 import { evaluateCondition } from '../pipeline/conditions.js';
 import { isLlmStep, type LoadedPipeline, type PipelineLoader } from '../pipeline/loader.js';
 import { durationMs, type Step } from '../pipeline/schema.js';
-import { TemplateError, renderTemplate, type Scope } from '../pipeline/templates.js';
+import { TemplateError, renderTemplate, type Scope, type StepValue } from '../pipeline/templates.js';
 import { appendCheckpointSteps, toStepResult } from '../state/checkpoint-steps.js';
 import type { RunCheckpoint } from '../state/checkpoint-store.js';
 import type { CheckpointWriter } from '../state/checkpoint-writer.js';
 import type { PromptRegistry } from '../state/prompt-registry.js';
 import { resolveInputs } from './inputs.js';
 import { LlmCaller } from './llm-call.js';
+import { StoppedBySibling } from './map-until-failure.js';
 import type { MutableScope, RunContext, StepContext } from './step-context.js';
 import { SKIPPED, failedStepResult, lastOutput, stepResult } from './step-outcome.js';
 import { runHandler } from './steps/index.js';
@@ -75,10 +76,11 @@ export class RunEngine {
     const runTimeout = durationMs(pipeline.defaults.run_timeout);
     using runLimit = timeoutSignal(request.signal, runTimeout);
     const deadline = minDeadline(request.deadline, runTimeout ? Date.now() + runTimeout : undefined);
-    const run: RunContext = { request, pipeline: loaded, results: [], signal: runLimit.signal, deadline };
     const scope: MutableScope = { inputs, steps: new Map(), vars: {} };
-
-    const resumed = request.resume ? restore(request.resume, loaded, scope, run.results) : 0;
+    const results: proto.StepResult[] = [];
+    const restored = request.resume ? restore(request.resume, loaded, scope, results) : undefined;
+    const resumed = restored?.topLevelDone ?? 0;
+    const run: RunContext = { request, pipeline: loaded, results, signal: runLimit.signal, deadline, ...(restored ? { resumed: restored.steps } : {}) };
     request.emit?.({ runStarted: { runId: request.runId, pipeline: pipeline.name } });
     const checkpoint: RunCheckpoint = {
       runId: request.runId,
@@ -147,6 +149,14 @@ export class RunEngine {
    */
   private async runStep(step: Step, run: RunContext, scope: MutableScope, prefix: string): Promise<void> {
     const name = prefix + step.name;
+    const resumed = run.resumed?.get(name);
+    if (resumed) {
+      // Done before the run was resumed: its result is among the run's already. A variable it
+      // set is set again, as a loop iteration's own variables are not in the checkpoint.
+      scope.steps.set(step.name, resumed);
+      if (step.type === 'set_variable') scope.vars[step.variable] = resumed.json !== undefined ? resumed.json : resumed.output;
+      return;
+    }
     const pipelineName = run.pipeline.name;
     const started = performance.now();
 
@@ -193,20 +203,25 @@ export class RunEngine {
   }
 }
 
-/** Takes the completed steps of a checkpoint; returns how many top-level steps are done. */
-function restore(saved: RunCheckpoint, loaded: LoadedPipeline, scope: MutableScope, results: proto.StepResult[]): number {
+/**
+ * Takes the completed steps of a checkpoint into the run's results and scope: every one by its
+ * name, and how many top-level steps are done.
+ */
+function restore(saved: RunCheckpoint, loaded: LoadedPipeline, scope: MutableScope, results: proto.StepResult[]): { steps: Map<string, StepValue>; topLevelDone: number } {
+  const steps = new Map<string, StepValue>();
   for (const step of saved.steps) {
     results.push(toStepResult(step));
     // A stored step is what templates read of it: output, json, status.
+    steps.set(step.name, step);
     if (!step.name.includes('/')) scope.steps.set(step.name, step);
   }
   Object.assign(scope.vars, saved.vars);
-  let done = 0;
+  let topLevelDone = 0;
   for (const step of loaded.pipeline.steps) {
     if (!scope.steps.has(step.name)) break;
-    done += 1;
+    topLevelDone += 1;
   }
-  return done;
+  return { steps, topLevelDone };
 }
 
 /** Whether a step's `when:` holds; a condition that cannot be evaluated fails the run. */
@@ -226,9 +241,13 @@ function stepError(error: unknown, name: string, run: RunContext, timedOut: bool
   if (error instanceof ServerError && error.details.startsWith(`${pipeline}: `)) return error;
   if (run.request.signal.aborted) return new ServerError(Status.CANCELLED, `${pipeline}: step "${name}": the run was cancelled`);
   if (timedOut) return new ServerError(Status.DEADLINE_EXCEEDED, `${pipeline}: step "${name}" went over its timeout of ${timeoutMs} ms`);
-  // Aborted from above while the caller is still there: a run or parent step timeout, or a
-  // parallel sibling that failed first.
-  if (isAbortError(error)) return new ServerError(Status.DEADLINE_EXCEEDED, `${pipeline}: step "${name}": the run's time ran out`);
+  if (isAbortError(error)) {
+    // Stopped as a sibling under the same parallel step or loop failed: not a matter of time.
+    const reason: unknown = run.signal.reason;
+    if (reason instanceof StoppedBySibling) return new ServerError(Status.CANCELLED, `${pipeline}: step "${name}" was stopped: step "${reason.failed}" failed`);
+    // Aborted from above while the caller is still there: a run or parent step timeout.
+    return new ServerError(Status.DEADLINE_EXCEEDED, `${pipeline}: step "${name}": the run's time ran out`);
+  }
   return toServerError(error, `${pipeline}: step "${name}"`);
 }
 
