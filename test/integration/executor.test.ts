@@ -262,6 +262,73 @@ describe('checkpoints', () => {
   });
 });
 
+describe('parallel steps in a failed run', () => {
+  const fanOut = `
+workflow:
+  name: fan-out
+  steps:
+    - name: fan
+      type: parallel
+      max_parallel: 1
+      steps:
+        - { name: a, type: claude, prompt: "a" }
+        - { name: b, type: claude, prompt: "b" }
+    - name: after
+      type: claude
+      prompt: "after {{steps.fan.output}}"
+`;
+
+  it('resumes without running again the children that had completed', async () => {
+    provider.fakes.anthropic.script({ text: 'A' }, { status: 400, errorMessage: 'b is bad today' });
+    const runId = `fan-${Date.now()}`;
+    const failed = await executor.client.execute({ inlineYaml: fanOut, runId }).catch((caught) => caught);
+    expect(failed).toMatchObject({ code: Status.INVALID_ARGUMENT, details: expect.stringContaining('fan-out: step "b": ') });
+
+    provider.fakes.anthropic.script({ text: 'B' }, { text: 'done' });
+    const resumed = await executor.client.execute({ resumeRunId: runId });
+    expect(resumed.steps.map((step) => [step.name, step.output])).toEqual([
+      ['a', 'A'],
+      ['b', 'B'],
+      ['fan', '{"a":"A","b":"B"}'],
+      ['after', 'done'],
+    ]);
+    // What the vendor was asked: "a" once, "b" twice (failed, then resumed), "after" once.
+    const prompts = provider.fakes.anthropic.requests.map((request) => {
+      const content: string | { text: string }[] = request.body.messages.at(-1).content;
+      return typeof content === 'string' ? content : content.map((block) => block.text).join('');
+    });
+    expect(prompts).toEqual(['a', 'b', 'b', 'after {"a":"A","b":"B"}']);
+  });
+
+  it('tells a child stopped by its sibling failing as CANCELLED, and the run by the sibling\'s failure', async () => {
+    provider.fakes.gemini.script({ hang: true });
+    provider.fakes.anthropic.script({ status: 400, errorMessage: 'refused', until: waitFor('the gemini child to start', () => provider.fakes.gemini.requests.length > 0) });
+    const both = `
+workflow:
+  name: both
+  steps:
+    - name: fan
+      type: parallel
+      steps:
+        - { name: slow, type: gemini, prompt: "slow" }
+        - { name: bad, type: claude, prompt: "bad" }
+`;
+    const failures: [string, string, string][] = [];
+    const error = await (async () => {
+      for await (const event of executor.client.executeStream({ request: proto.ExecuteRequest.fromPartial({ inlineYaml: both }) })) {
+        if (event.stepFailed) failures.push([event.stepFailed.step, event.stepFailed.code, event.stepFailed.message]);
+      }
+    })().catch((caught) => caught);
+    expect(error).toMatchObject({ code: Status.INVALID_ARGUMENT, details: expect.stringContaining('both: step "bad": ') });
+    expect(failures.map(([step, code]) => [step, code])).toEqual([
+      ['bad', 'INVALID_ARGUMENT'],
+      ['slow', 'CANCELLED'],
+      ['fan', 'INVALID_ARGUMENT'],
+    ]);
+    expect(failures[1]![2]).toBe('both: step "slow" was stopped: step "bad" failed');
+  });
+});
+
 describe('prompt versions', () => {
   let connection: NatsConnection;
   let registry: PromptRegistry;

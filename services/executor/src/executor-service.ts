@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { Counter, type Registry } from 'prom-client';
 import { z } from 'zod';
 import {
   ConcurrencyLimiter,
@@ -21,6 +22,7 @@ import { callsModels, checkModels, type ModelCatalog } from './pipeline/models.j
 import { PIPELINE_NAME } from './pipeline/schema.js';
 import { CheckpointStore, RUN_ID, type RunCheckpoint } from './state/checkpoint-store.js';
 import { ProviderModels } from './provider-models.js';
+import { CHECKPOINT_SKIP_REASONS, CheckpointWriter } from './state/checkpoint-writer.js';
 import { PromptRegistry } from './state/prompt-registry.js';
 
 const defaultPipelinesDir = fileURLToPath(new URL('../../../pipelines/', import.meta.url));
@@ -31,6 +33,7 @@ export const executorConfigSchema = z.object({
   EXECUTOR_MAX_QUEUED_RUNS: z.coerce.number().int().min(0).default(10_000),
   EXECUTOR_CHECKPOINTS: boolFlag().default(true),
   EXECUTOR_CHECKPOINT_TTL_HOURS: z.coerce.number().int().positive().default(24 * 7),
+  EXECUTOR_CHECKPOINT_TIMEOUT_MS: z.coerce.number().int().positive().default(1_000),
   EXECUTOR_PROMPT_REGISTRY: boolFlag().default(true),
 });
 export type ExecutorConfig = z.infer<typeof executorConfigSchema>;
@@ -43,7 +46,7 @@ function invalid(message: string): ServerError {
 }
 
 export function createExecutor(context: ServiceContext<ExecutorConfig>) {
-  const { config, clients, events, logger, nats } = context;
+  const { config, clients, events, logger, metrics, nats } = context;
   const loader = new PipelineLoader(config.PIPELINES_DIR);
   const registry = new PromptRegistry({ logger, bucket: 'elexirion_prompts' });
   let checkpoints: CheckpointStore | undefined;
@@ -55,12 +58,15 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
     });
   }
   if (config.EXECUTOR_PROMPT_REGISTRY) nats.use('prompt registry', (connection) => registry.attach(connection));
+  const checkpointWriter = config.EXECUTOR_CHECKPOINTS
+    ? new CheckpointWriter({ store: () => checkpoints, nats, skipped: checkpointsSkippedCounter(metrics.registry), logger, timeoutMs: config.EXECUTOR_CHECKPOINT_TIMEOUT_MS })
+    : undefined;
 
   const engine = new RunEngine({
     provider: clients.get('provider'),
     loader,
     prompts: () => (registry.attached ? registry : undefined),
-    checkpoints: () => checkpoints,
+    checkpoints: checkpointWriter,
     events,
     logger,
   });
@@ -282,9 +288,22 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
   return {
     implementation,
     async close() {
+      checkpointWriter?.close();
       await registry.close().catch(() => {});
     },
   };
+}
+
+function checkpointsSkippedCounter(registry: Registry): Counter<'reason'> {
+  const counter = new Counter({
+    name: 'elexirion_executor_checkpoints_skipped_total',
+    help: 'Run checkpoints not written while the run went on: NATS not connected, bucket not attached, write timed out, rejected or failed.',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  // Every reason from 0, so that a rate over the series means something before the first skip.
+  for (const reason of CHECKPOINT_SKIP_REASONS) counter.inc({ reason }, 0);
+  return counter;
 }
 
 function stringInputs(inputs: Record<string, unknown>): Record<string, string> {

@@ -26,6 +26,8 @@ export function providerError(code: Status, message = 'the provider failed'): Cl
 export interface TestEngine {
   calls: ProviderCall[];
   debug: Record<string, unknown>[];
+  /** Every step result the engine published in a step event, in order. */
+  steps: proto.StepResult[];
   run(yaml: string, request?: Partial<RunRequest>): Promise<RunResult>;
 }
 
@@ -40,12 +42,18 @@ export function testEngine(respond: Answer): TestEngine {
     },
   } as unknown as ServiceClient<'provider'>;
   const logger = { debug: (fields: Record<string, unknown>) => debug.push(fields), info() {}, warn() {}, error() {} } as unknown as Logger;
-  const events = { publish() {} } as unknown as ServiceEvents;
+  const steps: proto.StepResult[] = [];
+  const events = {
+    publish(kind: string, fields: { executorStep?: { step?: proto.StepResult } }) {
+      if (kind === 'step' && fields.executorStep?.step) steps.push(fields.executorStep.step);
+    },
+  } as unknown as ServiceEvents;
   const loader = new PipelineLoader(PIPELINES_DIR);
-  const engine = new RunEngine({ provider, loader, prompts: () => undefined, checkpoints: () => undefined, events, logger });
+  const engine = new RunEngine({ provider, loader, prompts: () => undefined, checkpoints: undefined, events, logger });
   return {
     calls,
     debug,
+    steps,
     async run(yaml, request = {}) {
       const loaded = await loader.loadInline(yaml);
       return engine.run(loaded, {

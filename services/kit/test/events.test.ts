@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
@@ -398,5 +401,90 @@ describe('EventPublisher with a real NATS', () => {
     } finally {
       await listener.close();
     }
+  });
+});
+
+describe('EventPublisher accounting', () => {
+  /** Every event in the stream's batches, by status. */
+  async function storedEvents(url: string, stream: string): Promise<proto.TelemetryEvent[]> {
+    const connection = await connect({ servers: url });
+    try {
+      const manager = await jetstreamManager(connection);
+      const { state } = await manager.streams.info(stream);
+      const events: proto.TelemetryEvent[] = [];
+      for (let seq = state.first_seq; seq <= state.last_seq && state.messages > 0; seq += 1) {
+        const message = await manager.streams.getMessage(stream, { seq });
+        if (message) events.push(...proto.TelemetryEventBatch.decode(message.data).events);
+      }
+      return events;
+    } finally {
+      await connection.close();
+    }
+  }
+
+  async function total(counter: Metrics['eventsPublished'] | Metrics['eventsDropped']): Promise<number> {
+    return (await counter.get()).values.reduce((sum, value) => sum + value.value, 0);
+  }
+
+  it('counts every event offered as published or dropped when NATS stops under load, and every published one is in the stream', async () => {
+    const port = await freePort();
+    const store = mkdtempSync(join(tmpdir(), 'elexirion-nats-'));
+    try {
+      let nats = await startNats(port, store);
+      const { publisher: events, metrics } = publisher(nats.url, { queueMax: 300, flushIntervalMs: 2 });
+      expect(await events.waitUntilConnected(10_000)).toBe(true);
+      const offered = 1_500;
+      let stopped: Promise<void> | undefined;
+      for (let index = 0; index < offered; index += 1) {
+        events.publish('agent', 'job', { status: `E${index}` });
+        // NATS stops a third of the way in, while events keep coming.
+        if (index === 500) stopped = nats.stop();
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      await stopped;
+      nats = await startNats(port, store);
+      servers.push(nats);
+      expect(await events.waitUntilConnected(15_000)).toBe(true);
+      await events.close();
+
+      const published = await total(metrics.eventsPublished);
+      const droppedInAll = await total(metrics.eventsDropped);
+      expect(published + droppedInAll).toBe(offered);
+      const stored = new Set((await storedEvents(nats.url, 'ELEXIRION_EVENTS')).map((event) => event.status));
+      // What was counted as published is in the stream; what is not there was counted as dropped.
+      expect(stored.size).toBeGreaterThanOrEqual(published);
+      expect(stored.size).toBeLessThanOrEqual(offered);
+      expect(published).toBeGreaterThan(0);
+    } finally {
+      rmSync(store, { recursive: true, force: true });
+    }
+  });
+
+  it('counts a batch JetStream does not acknowledge as dropped (unconfirmed), not as published', async () => {
+    const { nats, publisher: events, metrics } = await connectedPublisher();
+    // Stopped, not gone: the connection stays up, and nothing answers on it.
+    nats.process.child.kill('SIGSTOP');
+    try {
+      for (let index = 0; index < 3; index += 1) events.publish('agent', 'job', { status: 'OK' });
+      await events.close(); // sends them, and waits for acknowledgements that do not come
+      expect(await dropped(metrics, 'unconfirmed')).toBe(3);
+      expect(await total(metrics.eventsPublished)).toBe(0);
+    } finally {
+      nats.process.child.kill('SIGCONT');
+    }
+  });
+
+  it('counts the events of a batch NATS refuses (its stream is gone) as dropped (rejected)', async () => {
+    const { nats, publisher: events, metrics } = await connectedPublisher();
+    const connection = await connect({ servers: nats.url });
+    try {
+      await (await jetstreamManager(connection)).streams.delete('ELEXIRION_EVENTS');
+    } finally {
+      await connection.close();
+    }
+    events.publish('agent', 'job', { status: 'OK' });
+    events.publish('agent', 'job', { status: 'OK' });
+    await eventually('the refusal', async () => ((await dropped(metrics, 'rejected')) === 2 ? true : undefined));
+    expect(await total(metrics.eventsPublished)).toBe(0);
   });
 });

@@ -28,6 +28,8 @@ export interface ScriptedReply {
   breakAfterChunks?: number;
   /** Never answer until the client disconnects. */
   hang?: boolean;
+  /** Answer once this settles (a test changes something while the call is in flight); stops waiting if the client disconnects. */
+  until?: Promise<unknown>;
   /** Destroy the socket at once (a connection error for the client). */
   dropConnection?: boolean;
 }
@@ -269,6 +271,8 @@ export async function startFakeUpstream(protocol: VendorProtocol, options: FakeU
     const reply = queue.shift() ?? fallback;
 
     if (!(await wait(reply.delayMs ?? 0))) return;
+    if (reply.until) await Promise.race([reply.until.catch(() => undefined), closedSignal]);
+    if (closed) return;
     if (reply.dropConnection) return destroy();
     if (reply.hang) return; // answer nothing; the close handler records the client's abort
 

@@ -1,28 +1,27 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { isAbortError } from 'abort-controller-x';
 import { ClientError, ServerError, Status, proto, timeoutSignal, toServerError, type Logger, type ServiceClient, type ServiceEvents } from '@elexirion/kit';
 import { evaluateCondition } from '../pipeline/conditions.js';
 import { isLlmStep, type LoadedPipeline, type PipelineLoader } from '../pipeline/loader.js';
 import { durationMs, type Step } from '../pipeline/schema.js';
-import { TemplateError, renderTemplate, type Scope } from '../pipeline/templates.js';
+import { TemplateError, renderTemplate, type Scope, type StepValue } from '../pipeline/templates.js';
 import { appendCheckpointSteps, toStepResult } from '../state/checkpoint-steps.js';
-import type { CheckpointStore, RunCheckpoint } from '../state/checkpoint-store.js';
+import type { RunCheckpoint } from '../state/checkpoint-store.js';
+import type { CheckpointWriter } from '../state/checkpoint-writer.js';
 import type { PromptRegistry } from '../state/prompt-registry.js';
 import { resolveInputs } from './inputs.js';
 import { LlmCaller } from './llm-call.js';
+import { StoppedBySibling } from './map-until-failure.js';
 import type { MutableScope, RunContext, StepContext } from './step-context.js';
 import { SKIPPED, failedStepResult, lastOutput, stepResult } from './step-outcome.js';
 import { runHandler } from './steps/index.js';
 import { totalUsage } from './usage.js';
 
-/** A run never waits longer than this for its checkpoint write. */
-const CHECKPOINT_WRITE_TIMEOUT_MS = 2_000;
-
 export interface EngineDependencies {
   provider: ServiceClient<'provider'>;
   loader: PipelineLoader;
   prompts: () => PromptRegistry | undefined;
-  checkpoints: () => CheckpointStore | undefined;
+  /** Undefined when checkpoints are off. */
+  checkpoints: CheckpointWriter | undefined;
   events: ServiceEvents;
   logger: Logger;
 }
@@ -77,10 +76,11 @@ export class RunEngine {
     const runTimeout = durationMs(pipeline.defaults.run_timeout);
     using runLimit = timeoutSignal(request.signal, runTimeout);
     const deadline = minDeadline(request.deadline, runTimeout ? Date.now() + runTimeout : undefined);
-    const run: RunContext = { request, pipeline: loaded, results: [], signal: runLimit.signal, deadline };
     const scope: MutableScope = { inputs, steps: new Map(), vars: {} };
-
-    const resumed = request.resume ? restore(request.resume, loaded, scope, run.results) : 0;
+    const results: proto.StepResult[] = [];
+    const restored = request.resume ? restore(request.resume, loaded, scope, results) : undefined;
+    const resumed = restored?.topLevelDone ?? 0;
+    const run: RunContext = { request, pipeline: loaded, results, signal: runLimit.signal, deadline, ...(restored ? { resumed: restored.steps } : {}) };
     request.emit?.({ runStarted: { runId: request.runId, pipeline: pipeline.name } });
     const checkpoint: RunCheckpoint = {
       runId: request.runId,
@@ -97,19 +97,19 @@ export class RunEngine {
       updatedAt: new Date().toISOString(),
     };
     try {
-      // A checkpoint after every step but the last: a run that ends has nothing left to resume,
-      // so a one-step pipeline costs no write at all.
-      let saved = request.resume !== undefined;
+      // A checkpoint after every step, the last one included: that one is the run's final state
+      // (completed, with every step), which a resume gives back without running anything.
+      const last = pipeline.steps.length - 1;
       for (const [index, step] of pipeline.steps.entries()) {
         if (index < resumed) continue;
         await this.runStep(step, run, scope, '');
-        if (index < pipeline.steps.length - 1) saved = (await this.saveCheckpoint(checkpoint, run.results)) || saved;
+        if (index < last) await this.saveCheckpoint(checkpoint, run);
       }
       const output = lastOutput(pipeline.steps, scope);
       const outputs: Record<string, string> = {};
       for (const [name, template] of Object.entries(pipeline.outputs ?? {})) outputs[name] = renderOutput(template, scope, `${pipeline.name}: outputs.${name}`);
       checkpoint.status = 'completed';
-      if (saved) await this.saveCheckpoint(checkpoint, run.results);
+      await this.saveCheckpoint(checkpoint, run);
       return {
         pipeline: pipeline.name,
         output,
@@ -123,7 +123,7 @@ export class RunEngine {
     } catch (error) {
       checkpoint.status = 'failed';
       checkpoint.error = error instanceof Error ? error.message : String(error);
-      await this.saveCheckpoint(checkpoint, run.results);
+      await this.saveCheckpoint(checkpoint, run);
       if (request.signal.aborted) throw new ServerError(Status.CANCELLED, `${pipeline.name}: the run was cancelled`);
       if (runLimit.timedOut && !(error instanceof ServerError && error.code !== Status.CANCELLED)) {
         throw new ServerError(Status.DEADLINE_EXCEEDED, `${pipeline.name}: the run went over its run_timeout of ${runTimeout} ms`);
@@ -132,28 +132,15 @@ export class RunEngine {
     }
   }
 
-  /** Writes the run's state; false when there is no store (or the write failed). */
-  private async saveCheckpoint(checkpoint: RunCheckpoint, results: readonly proto.StepResult[]): Promise<boolean> {
-    const store = this.deps.checkpoints();
-    if (!store) return false;
+  /** Writes the run's state, unless checkpoints are off; a write that cannot be made is skipped, never waited out. */
+  private async saveCheckpoint(checkpoint: RunCheckpoint, run: RunContext): Promise<void> {
+    const writer = this.deps.checkpoints;
+    if (!writer) return;
     // Results only grow and the first failed one ends the run, so the checkpoint holds the first
     // steps.length of them already: each is converted once.
-    appendCheckpointSteps(checkpoint.steps, results, checkpoint.steps.length);
+    appendCheckpointSteps(checkpoint.steps, run.results, checkpoint.steps.length);
     checkpoint.updatedAt = new Date().toISOString();
-    const timer = new AbortController();
-    try {
-      await Promise.race([
-        store.save(checkpoint),
-        sleep(CHECKPOINT_WRITE_TIMEOUT_MS, undefined, { signal: timer.signal }).then(() => Promise.reject(new Error('checkpoint write timed out'))),
-      ]);
-      return true;
-    } catch (error) {
-      // A run never fails for its checkpoint; it only becomes impossible to resume.
-      this.deps.logger.warn({ run_id: checkpoint.runId, error: String(error) }, 'checkpoint not saved');
-      return false;
-    } finally {
-      timer.abort();
-    }
+    await writer.save(checkpoint, run.deadline);
   }
 
   /**
@@ -162,6 +149,14 @@ export class RunEngine {
    */
   private async runStep(step: Step, run: RunContext, scope: MutableScope, prefix: string): Promise<void> {
     const name = prefix + step.name;
+    const resumed = run.resumed?.get(name);
+    if (resumed) {
+      // Done before the run was resumed: its result is among the run's already. A variable it
+      // set is set again, as a loop iteration's own variables are not in the checkpoint.
+      scope.steps.set(step.name, resumed);
+      if (step.type === 'set_variable') scope.vars[step.variable] = resumed.json !== undefined ? resumed.json : resumed.output;
+      return;
+    }
     const pipelineName = run.pipeline.name;
     const started = performance.now();
 
@@ -208,20 +203,25 @@ export class RunEngine {
   }
 }
 
-/** Takes the completed steps of a checkpoint; returns how many top-level steps are done. */
-function restore(saved: RunCheckpoint, loaded: LoadedPipeline, scope: MutableScope, results: proto.StepResult[]): number {
+/**
+ * Takes the completed steps of a checkpoint into the run's results and scope: every one by its
+ * name, and how many top-level steps are done.
+ */
+function restore(saved: RunCheckpoint, loaded: LoadedPipeline, scope: MutableScope, results: proto.StepResult[]): { steps: Map<string, StepValue>; topLevelDone: number } {
+  const steps = new Map<string, StepValue>();
   for (const step of saved.steps) {
     results.push(toStepResult(step));
     // A stored step is what templates read of it: output, json, status.
+    steps.set(step.name, step);
     if (!step.name.includes('/')) scope.steps.set(step.name, step);
   }
   Object.assign(scope.vars, saved.vars);
-  let done = 0;
+  let topLevelDone = 0;
   for (const step of loaded.pipeline.steps) {
     if (!scope.steps.has(step.name)) break;
-    done += 1;
+    topLevelDone += 1;
   }
-  return done;
+  return { steps, topLevelDone };
 }
 
 /** Whether a step's `when:` holds; a condition that cannot be evaluated fails the run. */
@@ -241,9 +241,13 @@ function stepError(error: unknown, name: string, run: RunContext, timedOut: bool
   if (error instanceof ServerError && error.details.startsWith(`${pipeline}: `)) return error;
   if (run.request.signal.aborted) return new ServerError(Status.CANCELLED, `${pipeline}: step "${name}": the run was cancelled`);
   if (timedOut) return new ServerError(Status.DEADLINE_EXCEEDED, `${pipeline}: step "${name}" went over its timeout of ${timeoutMs} ms`);
-  // Aborted from above while the caller is still there: a run or parent step timeout, or a
-  // parallel sibling that failed first.
-  if (isAbortError(error)) return new ServerError(Status.DEADLINE_EXCEEDED, `${pipeline}: step "${name}": the run's time ran out`);
+  if (isAbortError(error)) {
+    // Stopped as a sibling under the same parallel step or loop failed: not a matter of time.
+    const reason: unknown = run.signal.reason;
+    if (reason instanceof StoppedBySibling) return new ServerError(Status.CANCELLED, `${pipeline}: step "${name}" was stopped: step "${reason.failed}" failed`);
+    // Aborted from above while the caller is still there: a run or parent step timeout.
+    return new ServerError(Status.DEADLINE_EXCEEDED, `${pipeline}: step "${name}": the run's time ran out`);
+  }
   return toServerError(error, `${pipeline}: step "${name}"`);
 }
 

@@ -15,6 +15,12 @@ export interface RunContext {
   /** Bounds the steps run in this context: their timeouts and deadlines start from these. */
   readonly signal: AbortSignal;
   readonly deadline: number | undefined;
+  /**
+   * A resumed run's steps that completed before, by name ("fan", "fan[2]/say"): such a step is
+   * taken as it was, not run again (the children a failed parallel step or loop had finished).
+   * A nested pipeline's run has none: a failed nested step runs again whole.
+   */
+  readonly resumed?: ReadonlyMap<string, StepValue>;
 }
 
 /** The scope a run's steps write their outcomes into. */

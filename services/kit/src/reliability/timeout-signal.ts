@@ -8,8 +8,8 @@ export interface TimeoutSignal extends Disposable {
   readonly signal: AbortSignal;
   /** True when it was the timeout, not the parent, that aborted. */
   readonly timedOut: boolean;
-  /** Aborts it now (for example: one parallel child failed, the others stop). */
-  abort(): void;
+  /** Aborts it now, with `reason` as the signal's reason (for example: one parallel child failed, the others stop). */
+  abort(reason?: unknown): void;
   dispose(): void;
 }
 
@@ -47,8 +47,8 @@ class LinkedTimeoutSignal implements TimeoutSignal {
     this.controller.abort(new DOMException('The operation timed out.', 'TimeoutError'));
   }
 
-  abort(): void {
-    this.controller.abort();
+  abort(reason?: unknown): void {
+    this.controller.abort(reason);
   }
 
   dispose(): void {

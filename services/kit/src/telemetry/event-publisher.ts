@@ -1,7 +1,7 @@
 import { isSpanContextValid, trace } from '@opentelemetry/api';
 import { headers, nanos, type NatsConnection } from '@nats-io/transport-node';
 import type { ServiceNats } from '../host/shared-nats-connection.js';
-import { DiscardPolicy, RetentionPolicy, StorageType, jetstreamManager } from '@nats-io/jetstream';
+import { DiscardPolicy, JetStreamApiError, JetStreamError, RetentionPolicy, StorageType, jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { EventIdGenerator } from './event-ids.js';
 import { TelemetryEvent } from '../generated/elexirion/v1/telemetry.js';
@@ -19,6 +19,10 @@ const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 const MESSAGE_OVERHEAD = 256;
 /** "traceparent: 00-<32>-<16>-01\r\n" */
 const TRACEPARENT_HEADER_BYTES = 72;
+/** How long a batch waits for JetStream to acknowledge it before it counts as dropped. */
+const ACK_TIMEOUT_MS = 5_000;
+/** How long close() waits for the acknowledgements of what it sent last. */
+const CLOSE_ACK_WAIT_MS = 2_000;
 
 /**
  * Encodes events for publish: one writer for the process, so that each event does not allocate
@@ -87,6 +91,13 @@ export interface EventPublisherOptions {
   metrics: Metrics;
 }
 
+/** A batch sent and not acknowledged yet. */
+interface UnacknowledgedBatch {
+  service: string;
+  kind: string;
+  events: number;
+}
+
 interface PendingEvent {
   subject: string;
   kind: string;
@@ -103,12 +114,22 @@ interface PendingEvent {
  * object graph the garbage collector would copy) and queues it (bounded). Sending happens off the
  * request path, while connected, every `flushIntervalMs`: one TelemetryEventBatch message per
  * subject with the events of that interval (per-event messages cost more CPU, in this process
- * and in NATS, than the rest of the telemetry). NATS being down, slow or absent costs dropped
- * events, counted in `elexirion_telemetry_events_dropped_total`, never an error.
+ * and in NATS, than the rest of the telemetry). Each batch is a JetStream publish: its events are
+ * counted as published when the stream acknowledges it, as dropped when it says no
+ * (`rejected`) or the acknowledgement does not come (`unconfirmed`: the connection went, or
+ * nothing answered in time), so published plus dropped is every event offered, and a published
+ * event is in the stream. A core publish handed to a connection that was dying was lost without
+ * a trace. NATS being down, slow or absent costs dropped events, counted in
+ * `elexirion_telemetry_events_dropped_total`, never an error.
  */
 export class EventPublisher {
   private connection: NatsConnection | undefined;
+  private jetstream: JetStreamClient | undefined;
   private connected = false;
+  /** Sent, waiting for their acknowledgement; counted as `unconfirmed` if the connection goes first. */
+  private readonly unacknowledged = new Set<UnacknowledgedBatch>();
+  /** Told when the last unacknowledged batch settles (close() waits for it). */
+  private allAcknowledged: (() => void) | undefined;
   private closing = false;
   private flushScheduled = false;
   private queue: PendingEvent[] = [];
@@ -126,6 +147,8 @@ export class EventPublisher {
       const connection = this.connection;
       if (state === 'disconnected') {
         this.connected = false;
+        // Their acknowledgements can no longer come: whether NATS stored them is unknown.
+        for (const batch of [...this.unacknowledged]) this.settle(batch, 'unconfirmed');
         this.options.logger.warn('telemetry lost NATS; holding events up to the queue limit');
         return;
       }
@@ -142,6 +165,7 @@ export class EventPublisher {
       // held while it was down and store none of them.
       await this.ensureStream(connection);
       this.connection = connection;
+      this.jetstream = jetstream(connection, { timeout: ACK_TIMEOUT_MS });
       this.connected = nats.connected;
       this.scheduleFlush();
     });
@@ -231,8 +255,8 @@ export class EventPublisher {
     this.flushScheduled = false;
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
-    const connection = this.connection;
-    if (!connection || !this.connected || this.queue.length === 0) return;
+    const client = this.jetstream;
+    if (!client || !this.connected || this.queue.length === 0) return;
     const queued = this.queue;
     this.queue = [];
     this.options.metrics.eventsQueued.set(0);
@@ -250,13 +274,13 @@ export class EventPublisher {
       events.forEach((pending, index) => {
         const cost = pending.entry.length + TRACEPARENT_HEADER_BYTES;
         if (size + cost > maxPayload && index > start) {
-          this.publishBatch(connection, subject, events.slice(start, index));
+          this.publishBatch(client, subject, events.slice(start, index));
           start = index;
           size = 0;
         }
         size += cost;
       });
-      this.publishBatch(connection, subject, start === 0 ? events : events.slice(start));
+      this.publishBatch(client, subject, start === 0 ? events : events.slice(start));
     }
   }
 
@@ -265,20 +289,43 @@ export class EventPublisher {
     return (this.connection?.info?.max_payload ?? DEFAULT_MAX_PAYLOAD) - MESSAGE_OVERHEAD;
   }
 
-  private publishBatch(connection: NatsConnection, subject: string, events: PendingEvent[]): void {
+  private publishBatch(client: JetStreamClient, subject: string, events: PendingEvent[]): void {
     const { service, kind } = events[0]!;
     try {
       const messageHeaders = headers();
       for (const pending of events) messageHeaders.append('traceparent', pending.traceparent);
       const payload = Buffer.concat(events.map((pending) => pending.entry));
-      // No Nats-Msg-Id: a core publish is never retried, so JetStream would keep a dedupe
-      // entry per message (minutes of them) for nothing.
-      connection.publish(subject, payload, { headers: messageHeaders });
-      this.options.metrics.eventsPublished.inc({ service, kind }, events.length);
+      // No Nats-Msg-Id: a batch is never sent twice, so JetStream would keep a dedupe entry per
+      // message (minutes of them) for nothing.
+      const acknowledged = client.publish(subject, payload, { headers: messageHeaders });
+      const batch: UnacknowledgedBatch = { service, kind, events: events.length };
+      this.unacknowledged.add(batch);
+      acknowledged.then(
+        () => this.settle(batch, undefined),
+        (error: unknown) => {
+          // An answer that says no (a limit; no stream for the subject, which the client throws as
+          // JetStreamNotEnabled, a class its package does not export) is final; anything else (a
+          // timeout, the connection gone) leaves it unknown whether the stream has it.
+          const refused = error instanceof JetStreamApiError || error instanceof JetStreamError || (error instanceof Error && error.name === 'JetStreamNotEnabled');
+          this.settle(batch, refused ? 'rejected' : 'unconfirmed', error);
+        },
+      );
     } catch (error) {
       this.options.metrics.eventsDropped.inc({ reason: 'publish_error' }, events.length);
       this.options.logger.debug({ err: error, subject }, 'telemetry events dropped');
     }
+  }
+
+  /** Counts a batch once: published when acknowledged, else dropped for `reason`. */
+  private settle(batch: UnacknowledgedBatch, reason: 'rejected' | 'unconfirmed' | undefined, error?: unknown): void {
+    if (!this.unacknowledged.delete(batch)) return; // counted already: the connection went first
+    if (reason === undefined) {
+      this.options.metrics.eventsPublished.inc({ service: batch.service, kind: batch.kind }, batch.events);
+    } else {
+      this.options.metrics.eventsDropped.inc({ reason }, batch.events);
+      this.options.logger.debug({ err: error, service: batch.service, kind: batch.kind, events: batch.events, reason }, 'telemetry events dropped');
+    }
+    if (this.unacknowledged.size === 0) this.allAcknowledged?.();
   }
 
   /** Creates the stream that keeps every event, if it does not exist yet. */
@@ -309,8 +356,9 @@ export class EventPublisher {
   }
 
   /**
-   * Sends what is queued (when connected) and stops; the host drains the connection after, which
-   * sends what is buffered. Events still held are counted as dropped.
+   * Sends what is queued (when connected), waits a little for the acknowledgements, and stops.
+   * Events still held are counted as dropped (`not_connected`), and batches still not
+   * acknowledged as `unconfirmed`.
    */
   async close(): Promise<void> {
     this.closing = true;
@@ -319,6 +367,15 @@ export class EventPublisher {
     if (this.queue.length > 0) this.options.metrics.eventsDropped.inc({ reason: 'not_connected' }, this.queue.length);
     this.queue = [];
     this.options.metrics.eventsQueued.set(0);
+    if (this.unacknowledged.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => (this.allAcknowledged = resolve)),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_ACK_WAIT_MS))),
+      ]);
+      clearTimeout(timer);
+      for (const batch of [...this.unacknowledged]) this.settle(batch, 'unconfirmed');
+    }
   }
 }
 

@@ -1,6 +1,6 @@
 import { timeoutSignal } from '@elexirion/kit';
 import { TemplateError, resolveValue } from '../../pipeline/templates.js';
-import { mapUntilFailure } from '../map-until-failure.js';
+import { StoppedBySibling, mapUntilFailure } from '../map-until-failure.js';
 import type { MutableScope, RunContext, StepHandler } from '../step-context.js';
 
 const MAX_LOOP_ITEMS = 1_000;
@@ -29,7 +29,7 @@ export const runForEach: StepHandler<'for_each'> = async (step, context) => {
   const results = await mapUntilFailure(
     items,
     step.concurrency,
-    () => iterations.abort(),
+    (failed) => iterations.abort(new StoppedBySibling(`${context.name}[${failed}]`)),
     async (item, index) => {
       const iteration: MutableScope = { inputs: scope.inputs, steps: new Map(scope.steps), vars: { ...scope.vars }, loop: { ...scope.loop, item, index, [step.as]: item } };
       const prefix = `${context.name}[${index}]/`;

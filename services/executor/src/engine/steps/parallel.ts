@@ -1,5 +1,5 @@
 import { timeoutSignal } from '@elexirion/kit';
-import { mapUntilFailure } from '../map-until-failure.js';
+import { StoppedBySibling, mapUntilFailure } from '../map-until-failure.js';
 import type { RunContext, StepHandler } from '../step-context.js';
 
 /** Child steps at once (at most `max_parallel`), in the same scope; output: their outputs by name. */
@@ -10,7 +10,7 @@ export const runParallel: StepHandler<'parallel'> = async (step, context) => {
   await mapUntilFailure(
     step.steps,
     step.max_parallel ?? step.steps.length,
-    () => children.abort(),
+    (failed) => children.abort(new StoppedBySibling(context.prefix + step.steps[failed]!.name)),
     (child) => context.runChild(child, run, context.scope, context.prefix),
   );
   const outputs: Record<string, unknown> = {};
