@@ -111,19 +111,12 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
 
   function prepare(request: proto.CompleteRequest) {
     validate(request);
-    let structured: ReturnType<typeof compileSchema> | undefined;
-    if (request.jsonSchema) {
-      try {
-        structured = compileSchema(request.jsonSchema);
-      } catch (error) {
-        throw new ServerError(Status.INVALID_ARGUMENT, (error as Error).message);
-      }
-    }
+    const structured = request.jsonSchema ? compileSchema(request.jsonSchema) : undefined;
     return { plan: router.plan(request), structured };
   }
 
   function response(plan: { alias: string }, outcome: Outcome, structured: ReturnType<typeof compileSchema> | undefined): proto.CompleteResponse {
-    const parsed = structured ? parseStructured(outcome.result.text, structured.validate) : { json: '', error: '' };
+    const parsed = structured ? parseStructured(outcome.result.text, structured.validator) : { json: '', error: '' };
     return {
       text: outcome.result.text,
       finishReason: outcome.result.finishReason,
