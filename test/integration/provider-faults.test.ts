@@ -226,6 +226,20 @@ describe('credentials', () => {
     }
   });
 
+  it('hides the password of a base URL in its logs and in ListModels, and still calls it', async () => {
+    const withPassword = (url: string) => url.replace('http://', 'http://proxy-user:base-url-pass-0042@');
+    provider = await startProvider({ env: (fakes) => ({ ANTHROPIC_BASE_URL: withPassword(fakes.anthropic.url), OPENAI_BASE_URL: withPassword(fakes.openai.url) }) });
+    const shown = (url: string) => url.replace('http://', 'http://proxy-user:***@');
+    const listing = await provider.client.listModels({});
+    expect(listing.providers.find((entry) => entry.name === 'anthropic')!.baseUrl).toBe(shown(provider.fakes.anthropic.url));
+    expect(listing.providers.find((entry) => entry.name === 'openai')!.baseUrl).toBe(shown(provider.fakes.openai.url));
+    expect(provider.process.output()).toContain(shown(provider.fakes.anthropic.url));
+    const answer = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude' });
+    expect(answer.provider).toBe('anthropic');
+    expect(JSON.stringify(listing)).not.toContain('base-url-pass-0042');
+    expect(provider.process.output()).not.toContain('base-url-pass-0042');
+  });
+
   it('serves everything from the mock when no vendor is configured, and says so', async () => {
     provider = await startProvider({ vendors: false });
     const answer = await provider.client.complete({ messages: [userMessage('ping')], model: 'claude_smart', preset: 'analysis' });

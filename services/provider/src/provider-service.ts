@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { ServerError, Status, defineService, incomingDeadline, proto, type ServiceContext } from '@elexirion/kit';
+import { ServerError, Status, defineService, incomingDeadline, proto, redactUrlCredentials, type ServiceContext } from '@elexirion/kit';
 import { AnthropicAdapter } from './adapters/anthropic.js';
 import { GeminiAdapter } from './adapters/gemini.js';
 import { MockAdapter, loadMockResponses } from './adapters/mock.js';
@@ -83,7 +83,7 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
       name,
       adapter,
       settings,
-      baseUrl: creds?.baseUrl ?? '',
+      baseUrl: redactUrlCredentials(creds?.baseUrl ?? ''),
       breaker: new CircuitBreaker({
         windowMs: settings.breaker.window_ms,
         minRequests: settings.breaker.min_requests,
