@@ -37,6 +37,9 @@ export class SchemaValidator {
 const metaSchemas = new Ajv({ strict: false });
 const DRAFT_07 = 'http://json-schema.org/draft-07/schema';
 
+/** Where a schema's relative `$id`s and `$ref`s resolve; dropped again from what a caller is told. */
+const BASE_URI = new URL('https://json-schema.invalid/');
+
 /** Drafts by `$schema`; without one a schema is draft-07, as it was with Ajv. */
 const DRAFTS: Record<string, SchemaDraft> = {
   'http://json-schema.org/draft-04/schema': '4',
@@ -82,13 +85,13 @@ function compileIsolated(schema: Schema): SchemaValidator {
     const draft = declared === undefined ? '7' : DRAFTS[declared];
     if (!draft) throw new JsonSchemaError(`$schema "${schema.$schema}" is not a draft this service knows (${Object.keys(DRAFTS).join(', ')})`);
     // The lookup of `$id`s and pointers is this schema's alone.
-    const lookup = dereference(schema);
+    const lookup = dereference(schema, undefined, BASE_URI);
     checkReferences(lookup);
     return new SchemaValidator(schema, draft, lookup);
   } catch (error) {
     if (error instanceof JsonSchemaError) throw error;
     if (error instanceof RangeError) throw new JsonSchemaError('not a usable JSON Schema: it is nested too deeply', { cause: error });
-    throw new JsonSchemaError(`not a usable JSON Schema: ${(error as Error).message}`, { cause: error });
+    throw new JsonSchemaError(`not a usable JSON Schema: ${(error as Error).message.replaceAll(BASE_URI.href, '')}`, { cause: error });
   }
 }
 

@@ -78,6 +78,9 @@ describe('structured output', () => {
     // A $ref to an $id this schema does not define resolves to nothing, not to someone else's schema.
     expect(() => compileSchema('{"$ref": "shared"}')).toThrow('json_schema: $ref "shared" does not resolve within this schema');
     expect(() => compileSchema('{"properties": {"name": {"$ref": "shared"}}}')).toThrow(JsonSchemaError);
+    expect(() => compileSchema('{"properties": {"a": {"$id": "twice"}, "b": {"$id": "twice"}}}')).toThrow(
+      'json_schema: not a usable JSON Schema: Duplicate schema URI "twice".',
+    );
     // Within one schema, an $id and a $defs pointer resolve.
     const { validator: own } = compileSchema(
       '{"properties": {"name": {"$id": "name", "type": "string"}, "alias": {"$ref": "name"}, "tags": {"$ref": "#/$defs/tags"}}, "$defs": {"tags": {"type": "array"}}}',
