@@ -96,6 +96,29 @@ describe('fallback', () => {
     expect(result.done).toMatchObject({ provider: 'gemini', fallbackUsed: true });
   });
 
+  it("falls over when a 200 stream dies before its first delta (Anthropic's event: error)", async () => {
+    provider = await startProvider();
+    provider.fakes.anthropic.setDefault({ streamError: { afterChunks: 0, status: 529 } });
+    provider.fakes.gemini.script({ chunks: ['from ', 'gemini'] });
+    const result = await collectStream(provider.client.streamComplete({ request: { messages: [userMessage('hi')], model: 'claude_smart' } }));
+    expect(result.error).toBeUndefined();
+    expect(result.text).toBe('from gemini');
+    expect(result.done).toMatchObject({ provider: 'gemini', fallbackUsed: true, attempts: 4 });
+    // Overloaded is worth a retry, as the same error answered with HTTP 529 is.
+    expect(result.done!.failedTargets).toEqual(['anthropic/claude-sonnet-5: stream error overloaded_error: Overloaded (529), 3 attempts']);
+    expect(provider.fakes.anthropic.requests.map((request) => request.stream)).toEqual([true, true, true]);
+  });
+
+  it('takes an in-stream invalid_request_error as the 400 it stands for: no retry, no fallover, INVALID_ARGUMENT', async () => {
+    provider = await startProvider();
+    provider.fakes.anthropic.setDefault({ streamError: { afterChunks: 0, status: 400, message: 'prompt is too long' } });
+    const result = await collectStream(provider.client.streamComplete({ request: { messages: [userMessage('hi')], model: 'claude_smart' } }));
+    expect(result.error?.code).toBe(Status.INVALID_ARGUMENT);
+    expect(result.error?.details).toBe('anthropic/claude-sonnet-5 rejected the request: stream error invalid_request_error: prompt is too long (400)');
+    expect(provider.fakes.anthropic.requests).toHaveLength(1);
+    expect(provider.fakes.gemini.requests).toHaveLength(0);
+  });
+
   it('answers UNAVAILABLE naming every target when all of them fail', async () => {
     provider = await startProvider();
     provider.fakes.anthropic.setDefault({ status: 500 });
@@ -120,12 +143,53 @@ describe('mid-stream failure', () => {
     expect(provider.fakes.gemini.requests).toHaveLength(0);
   });
 
+  it("ends the stream with a clear error when Anthropic's event: error comes after the first delta", async () => {
+    provider = await startProvider();
+    provider.fakes.anthropic.script({ chunks: ['The answer ', 'is ', 'forty-two.'], streamError: { afterChunks: 1, status: 529 } });
+    const result = await collectStream(provider.client.streamComplete({ request: { messages: [userMessage('hi')], model: 'claude_smart' } }));
+    expect(result.text).toBe('The answer ');
+    expect(result.done).toBeUndefined();
+    expect(result.error).toBeInstanceOf(ClientError);
+    expect(result.error.code).toBe(Status.UNAVAILABLE);
+    expect(result.error.details).toBe('the stream from anthropic/claude-sonnet-5 broke after 11 characters: stream error overloaded_error: Overloaded (529)');
+    expect(provider.fakes.gemini.requests).toHaveLength(0);
+  });
+
+  it.each([
+    ['gemini', 'gemini/gemini-2.5-flash', 'The model is overloaded. Please try again later.'],
+    ['openai', 'openai/gpt-4o-mini', 'stream error server_error: The server is overloaded or not ready yet. (500)'],
+  ] as const)("ends %s's stream with a clear error on its in-stream error after the first delta", async (vendor, target, reason) => {
+    provider = await startProvider();
+    provider.fakes[vendor].script({ chunks: ['part one, ', 'part two'], streamError: { afterChunks: 1, status: 503 } });
+    const result = await collectStream(provider.client.streamComplete({ request: { messages: [userMessage('hi')], model: vendor } }));
+    expect(result.text).toBe('part one, ');
+    expect(result.done).toBeUndefined();
+    expect(result.error?.code).toBe(Status.UNAVAILABLE);
+    expect(result.error?.details).toMatch(new RegExp(`^the stream from ${target} broke after 10 characters: `));
+    expect(result.error?.details).toContain(reason);
+  });
+
   it.each(['gemini', 'openai'] as const)('does the same for %s', async (vendor) => {
     provider = await startProvider();
     provider.fakes[vendor].script({ chunks: ['part one, ', 'part two'], breakAfterChunks: 1 });
     const result = await collectStream(provider.client.streamComplete({ request: { messages: [userMessage('hi')], model: vendor } }));
     expect(result.done).toBeUndefined();
     expect(result.error?.code).toBe(Status.UNAVAILABLE);
+  });
+});
+
+describe('a streaming server that does not say text/event-stream', () => {
+  it('still streams: the first delta reaches the caller while the server is still sending', async () => {
+    provider = await startProvider();
+    // An OpenAI-compatible server that sends its events without a Content-Type, slowly.
+    provider.fakes.openai.script({ chunks: ['first ', 'second'], chunkDelayMs: 25_000, streamContentType: null });
+    for await (const message of provider.client.streamComplete({ request: { messages: [userMessage('hi')], model: 'openai' } })) {
+      expect(message.delta).toBe('first ');
+      // Buffered, the first delta would only come once the server had finished.
+      expect(provider.fakes.openai.requests[0]!.finishedAt).toBeUndefined();
+      break;
+    }
+    await provider.fakes.openai.waitForAbort(0, 5_000);
   });
 });
 
@@ -224,6 +288,20 @@ describe('credentials', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('hides the password of a base URL in its logs and in ListModels, and still calls it', async () => {
+    const withPassword = (url: string) => url.replace('http://', 'http://proxy-user:base-url-pass-0042@');
+    provider = await startProvider({ env: (fakes) => ({ ANTHROPIC_BASE_URL: withPassword(fakes.anthropic.url), OPENAI_BASE_URL: withPassword(fakes.openai.url) }) });
+    const shown = (url: string) => url.replace('http://', 'http://proxy-user:***@');
+    const listing = await provider.client.listModels({});
+    expect(listing.providers.find((entry) => entry.name === 'anthropic')!.baseUrl).toBe(shown(provider.fakes.anthropic.url));
+    expect(listing.providers.find((entry) => entry.name === 'openai')!.baseUrl).toBe(shown(provider.fakes.openai.url));
+    expect(provider.process.output()).toContain(shown(provider.fakes.anthropic.url));
+    const answer = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude' });
+    expect(answer.provider).toBe('anthropic');
+    expect(JSON.stringify(listing)).not.toContain('base-url-pass-0042');
+    expect(provider.process.output()).not.toContain('base-url-pass-0042');
   });
 
   it('serves everything from the mock when no vendor is configured, and says so', async () => {

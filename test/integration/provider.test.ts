@@ -139,7 +139,21 @@ describe('structured output', () => {
   it('reports JSON that does not match the schema', async () => {
     provider.fakes.openai.script({ text: '{"steps": []}' });
     const answer = await provider.client.complete({ messages: [userMessage('plan')], model: 'openai', jsonSchema: schema });
-    expect(answer.jsonError).toBe('the answer does not match the schema: /steps must NOT have fewer than 1 items');
+    expect(answer.jsonError).toBe('the answer does not match the schema: /steps: Array has too few items (0 < 1).');
+  });
+});
+
+describe('schemas of different callers', () => {
+  it('keeps each request\'s $id to itself: the same $id serves two schemas, and no other request can $ref it', async () => {
+    const ask = (jsonSchema: string) => provider.client.complete({ messages: [userMessage('plan')], model: 'openai', jsonSchema });
+    provider.fakes.openai.script({ text: '"a string"' }, { text: '42' });
+    expect(await ask('{"$id": "shared", "type": "string"}')).toMatchObject({ json: '"a string"', jsonError: '' });
+    expect(await ask('{"$id": "shared", "type": "number"}')).toMatchObject({ json: '42', jsonError: '' });
+    const error = await ask('{"type": "object", "properties": {"plan": {"$ref": "shared"}}}').catch((caught) => caught);
+    expect(error).toBeInstanceOf(ClientError);
+    expect(error.code).toBe(Status.INVALID_ARGUMENT);
+    expect(error.details).toBe('json_schema: $ref "shared" does not resolve within this schema');
+    expect(provider.fakes.openai.requests).toHaveLength(2);
   });
 });
 
@@ -151,6 +165,8 @@ describe('bad requests', () => {
     ['an unknown preset', { messages: [userMessage('x')], model: 'claude_smart', preset: 'turbo' }, 'preset: alias "claude_smart" has no preset "turbo" (known: chat, analysis)'],
     ['a bad target', { messages: [userMessage('x')], model: 'acme/model-1' }, 'model: "acme/model-1" is not "<provider>/<model>"'],
     ['a schema that is not JSON', { messages: [userMessage('x')], jsonSchema: '{nope' }, 'json_schema: not valid JSON'],
+    ['a schema that refers to itself without end', { messages: [userMessage('x')], jsonSchema: '{"$ref": "#"}' }, 'json_schema: not a usable JSON Schema: it applies itself to the same value without end'],
+    ['a $ref to no schema of its own', { messages: [userMessage('x')], jsonSchema: '{"$ref": "shared"}' }, 'json_schema: $ref "shared" does not resolve within this schema'],
     ['a temperature out of range', { messages: [userMessage('x')], temperature: 7 }, 'temperature: 7 is not between 0 and 2'],
   ];
 

@@ -82,9 +82,16 @@ export interface ProviderUnderTest {
   stop(): Promise<void>;
 }
 
-/** The provider service as a real process, its SDKs pointed at fake upstreams. */
-/** `config: 'shipped'` runs with the repository's config/providers.yaml; by default a test config. */
-export async function startProvider(options: { config?: object | 'shipped'; env?: NodeJS.ProcessEnv; vendors?: boolean } = {}): Promise<ProviderUnderTest> {
+type Fakes = ProviderUnderTest['fakes'];
+
+/**
+ * The provider service as a real process, its SDKs pointed at fake upstreams.
+ * `config: 'shipped'` runs with the repository's config/providers.yaml; by default a test config.
+ * `env` is added to the process's environment; as a function it gets the fakes (for their URLs).
+ */
+export async function startProvider(
+  options: { config?: object | 'shipped'; env?: NodeJS.ProcessEnv | ((fakes: Fakes) => NodeJS.ProcessEnv); vendors?: boolean } = {},
+): Promise<ProviderUnderTest> {
   const fakes = {
     anthropic: await startFakeAnthropic({ apiKey: TEST_KEYS.anthropic }),
     gemini: await startFakeGemini({ apiKey: TEST_KEYS.gemini }),
@@ -115,7 +122,7 @@ export async function startProvider(options: { config?: object | 'shipped'; env?
     TELEMETRY_EVENTS: 'false',
     LOG_LEVEL: 'debug',
     ...vendorEnv,
-    ...options.env,
+    ...(typeof options.env === 'function' ? options.env(fakes) : options.env),
   });
   await waitServing(grpcPort, 'elexirion.v1.Provider', spawned);
   // The client services use between them: the deadline is enforced here and sent on.

@@ -64,6 +64,6 @@ export {
 export { createLogger, type Logger, type LoggerOptions } from './telemetry/logger.js';
 export { Metrics } from './telemetry/metrics.js';
 export { initTracing, traceIds, tracer, type Tracing, type TracingOptions } from './telemetry/tracing.js';
-export { REDACTED, isSecretName, redactSecrets, redactSecretsDeep, registerSecret } from './secrets.js';
+export { REDACTED, isSecretName, redactSecrets, redactSecretsDeep, redactUrlCredentials, registerSecret } from './secrets.js';
 
 export * as proto from './proto.js';

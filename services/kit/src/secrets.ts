@@ -55,3 +55,22 @@ export function redactSecretsDeep<T>(value: T, depth = 0): T {
 export function isSecretName(name: string): boolean {
   return /KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL/i.test(name);
 }
+
+/**
+ * The userinfo of a URL: everything between `scheme://` and the last `@` before the path (a
+ * password may hold an unencoded `@`; the URL parser, too, takes the last one).
+ */
+const URL_USERINFO = /\b([a-z][a-z\d+.-]*:\/\/)([^/?#\s]*)@/gi;
+
+/**
+ * Text with the credentials of every URL in it hidden, for URLs that are logged or returned:
+ * `http://user:pass@host` becomes `http://user:***@host`, and a user alone (often a token, as in
+ * `nats://token@host`) becomes `***`. Text without such a URL comes back unchanged.
+ */
+export function redactUrlCredentials(text: string): string {
+  if (!text.includes('@')) return text;
+  return text.replace(URL_USERINFO, (_match, scheme: string, userinfo: string) => {
+    const colon = userinfo.indexOf(':');
+    return `${scheme}${colon === -1 ? '***' : `${userinfo.slice(0, colon)}:***`}@`;
+  });
+}

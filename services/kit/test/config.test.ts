@@ -82,6 +82,13 @@ describe('loadHostConfig', () => {
     expect(error.message).toContain('http://x');
   });
 
+  it('shows a bad URL without the password in it', () => {
+    const error = configErrorOf(() => loadHostConfig({ NATS_URL: 'http://admin:nats-pass-0042@nats:4222' }));
+    expect(error.message).toContain('NATS_URL');
+    expect(error.message).toContain('"http://admin:***@nats:4222"');
+    expect(error.message).not.toContain('nats-pass-0042');
+  });
+
   it('names every bad variable at once, not only the first', () => {
     const error = configErrorOf(() =>
       loadHostConfig({ GATEWAY_GRPC_PORT: 'abc', NATS_URL: 'http://x', LOG_LEVEL: 'loud', EXECUTOR_ADDRESS: 'not a target!' }),

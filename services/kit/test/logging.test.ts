@@ -6,6 +6,7 @@ import {
   isSecretName,
   redactSecrets,
   redactSecretsDeep,
+  redactUrlCredentials,
   registerSecret,
   traceIds,
   tracer,
@@ -59,6 +60,25 @@ describe('secrets', () => {
       expect(isSecretName(name), name).toBe(true);
     }
     for (const name of ['NATS_URL', 'LOG_LEVEL', 'GATEWAY_GRPC_PORT']) expect(isSecretName(name), name).toBe(false);
+  });
+});
+
+describe('redactUrlCredentials', () => {
+  it.each([
+    ['http://user:pass@host:8080/v1', 'http://user:***@host:8080/v1'],
+    ['https://ghp_token1234@example.com', 'https://***@example.com'],
+    ['nats://admin:p%40ss@a:4222,nats://admin:p%40ss@b:4222', 'nats://admin:***@a:4222,nats://admin:***@b:4222'],
+    // An unencoded @ in the password: the URL parser takes the last @ of the authority, and so does this.
+    ['http://user:p@ss@host/path?q=a@b', 'http://user:***@host/path?q=a@b'],
+    ['GET http://u:secret@127.0.0.1:1/x failed', 'GET http://u:***@127.0.0.1:1/x failed'],
+  ])('hides the credentials in %s', (text, shown) => {
+    expect(redactUrlCredentials(text)).toBe(shown);
+  });
+
+  it('leaves text without credentials in a URL as it is', () => {
+    for (const text of ['http://127.0.0.1:4318', 'nats://127.0.0.1:4222', 'mail me at ops@example.com', 'http://host/a@b', '']) {
+      expect(redactUrlCredentials(text)).toBe(text);
+    }
   });
 });
 

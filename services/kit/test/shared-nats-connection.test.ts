@@ -143,6 +143,21 @@ describe('a host and NATS', () => {
     expect(host.nats.readiness().uses.map((use) => `${use.service}: ${use.purpose}`).sort()).toEqual(['elexirion: telemetry events', 'executor: checkpoints']);
   });
 
+  it('never logs the password of a NATS_URL: not while NATS is away, not when serving, not once connected', async () => {
+    const port = await freePort();
+    const logs = captureLogs();
+    const host = await startHost([needsNats, plain], { env: await hostEnv({ NATS_URL: `nats://elexirion:nats-pass-0042@127.0.0.1:${port}`, LOG_LEVEL: 'info' }), logDestination: logs });
+    hosts.push(host);
+    await waitFor('the outage logged', () => logs.records().some((record) => record.msg.startsWith('NATS unreachable')));
+    servers.push(await startNats(port));
+    await waitFor('connected', () => logs.records().some((record) => record.msg === 'connected to NATS'), 10_000);
+    const shown = `nats://elexirion:***@127.0.0.1:${port}`;
+    expect(logs.records().find((record) => record.msg === 'serving')).toMatchObject({ nats: shown });
+    expect(logs.records().find((record) => record.msg.startsWith('NATS unreachable'))).toMatchObject({ nats: shown });
+    expect(logs.records().find((record) => record.msg === 'connected to NATS')).toMatchObject({ nats: shown });
+    expect(logs.text()).not.toContain('nats-pass-0042');
+  });
+
   it('serves while NATS is down, saying degraded in /readyz, and serving once it attaches', async () => {
     const port = await freePort();
     const host = await startHost([needsNats, plain], { env: await hostEnv({ NATS_URL: `nats://127.0.0.1:${port}` }) });

@@ -15,6 +15,7 @@ export interface ProviderRuntime {
   settings: ProviderSettings;
   breaker: CircuitBreaker;
   limiter: ProviderLimiter;
+  /** For logs and ListModels: the base URL with any credentials in it hidden. */
   baseUrl: string;
 }
 

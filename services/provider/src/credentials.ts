@@ -16,8 +16,9 @@ const VARIABLES: Record<Exclude<ProviderName, 'mock'>, { key: string; baseUrl: s
 
 /**
  * Keys and base URLs from the environment, or from files in a mounted secrets folder (one file
- * per variable, as a Kubernetes Secret volume lays them out); the environment wins. Every key
- * is registered as a secret, so no log, error, event or response can carry it.
+ * per variable, as a Kubernetes Secret volume lays them out); the environment wins. Every key,
+ * and the password of a base URL, is registered as a secret, so no log, error, event or
+ * response can carry it.
  */
 export function readCredentials(env: NodeJS.ProcessEnv, secretsDir: string | undefined): Record<Exclude<ProviderName, 'mock'>, VendorCredentials> {
   const fromFile = (name: string): string | undefined => {
@@ -36,9 +37,26 @@ export function readCredentials(env: NodeJS.ProcessEnv, secretsDir: string | und
     const apiKey = read(names.key);
     const baseUrl = read(names.baseUrl);
     registerSecret(apiKey);
+    registerUrlPassword(baseUrl);
     result[provider] = { ...(apiKey ? { apiKey } : {}), ...(baseUrl ? { baseUrl } : {}) };
   }
   return result;
+}
+
+/**
+ * Registers the password of a base URL with credentials in it (`http://user:pass@host`), as
+ * written and decoded, as a secret: then an SDK error that quotes the URL is scrubbed too.
+ * Wherever the URL itself is shown, it goes through redactUrlCredentials.
+ */
+function registerUrlPassword(baseUrl: string | undefined): void {
+  if (!baseUrl || !URL.canParse(baseUrl)) return;
+  const { password } = new URL(baseUrl);
+  registerSecret(password);
+  try {
+    registerSecret(decodeURIComponent(password));
+  } catch {
+    // Not valid percent-encoding: it is only ever seen as written.
+  }
 }
 
 /** A vendor is usable with a key; an OpenAI-compatible server (Ollama, vLLM) may need only a base URL. */

@@ -4,4 +4,4 @@ export { CircuitBreaker, type BreakerState } from './reliability/circuit-breaker
 export { ProviderLimiter, LimitExceededError } from './reliability/limiter.js';
 export { parseRetryAfter } from './upstream-error.js';
 export { parseProviderConfig } from './provider-config.js';
-export { compileSchema, parseStructured } from './structured-output.js';
+export { JsonSchemaError, compileSchema, parseStructured } from './structured-output.js';

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { ServerError, Status, defineService, incomingDeadline, proto, type ServiceContext } from '@elexirion/kit';
+import { ServerError, Status, defineService, incomingDeadline, proto, redactUrlCredentials, type ServiceContext } from '@elexirion/kit';
 import { AnthropicAdapter } from './adapters/anthropic.js';
 import { GeminiAdapter } from './adapters/gemini.js';
 import { MockAdapter, loadMockResponses } from './adapters/mock.js';
@@ -84,7 +84,7 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
       name,
       adapter,
       settings,
-      baseUrl: creds?.baseUrl ?? '',
+      baseUrl: redactUrlCredentials(creds?.baseUrl ?? ''),
       breaker: new CircuitBreaker({
         windowMs: settings.breaker.window_ms,
         minRequests: settings.breaker.min_requests,
@@ -112,19 +112,12 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
 
   function prepare(request: proto.CompleteRequest) {
     validate(request);
-    let structured: ReturnType<typeof compileSchema> | undefined;
-    if (request.jsonSchema) {
-      try {
-        structured = compileSchema(request.jsonSchema);
-      } catch (error) {
-        throw new ServerError(Status.INVALID_ARGUMENT, (error as Error).message);
-      }
-    }
+    const structured = request.jsonSchema ? compileSchema(request.jsonSchema) : undefined;
     return { plan: router.plan(request), structured };
   }
 
   function response(plan: { alias: string }, outcome: Outcome, structured: ReturnType<typeof compileSchema> | undefined): proto.CompleteResponse {
-    const parsed = structured ? parseStructured(outcome.result.text, structured.validate) : { json: '', error: '' };
+    const parsed = structured ? parseStructured(outcome.result.text, structured.validator) : { json: '', error: '' };
     return {
       text: outcome.result.text,
       finishReason: outcome.result.finishReason,

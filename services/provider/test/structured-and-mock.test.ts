@@ -1,5 +1,8 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
-import { MockAdapter, compileSchema, parseProviderConfig, parseStructured, valueFor } from '@elexirion/provider';
+import { Status } from '@elexirion/kit';
+import { JsonSchemaError, MockAdapter, compileSchema, parseProviderConfig, parseStructured, valueFor } from '@elexirion/provider';
 
 const schema = {
   type: 'object',
@@ -13,25 +16,106 @@ const schema = {
 };
 
 describe('structured output', () => {
-  const { validate } = compileSchema(JSON.stringify(schema));
+  const { validator } = compileSchema(JSON.stringify(schema));
 
   it('accepts JSON that matches the schema, also inside a ```json fence', () => {
     const value = { title: 'Plan', steps: ['a', 'b'], priority: 'high' };
-    expect(parseStructured(JSON.stringify(value), validate)).toEqual({ json: JSON.stringify(value), error: '' });
-    expect(parseStructured('```json\n' + JSON.stringify(value) + '\n```', validate).json).toBe(JSON.stringify(value));
+    expect(parseStructured(JSON.stringify(value), validator)).toEqual({ json: JSON.stringify(value), error: '' });
+    expect(parseStructured('```json\n' + JSON.stringify(value) + '\n```', validator).json).toBe(JSON.stringify(value));
   });
 
   it('reports text that is not JSON, and JSON that breaks the schema, with where', () => {
-    expect(parseStructured('Sure! Here is the plan: {', validate).error).toMatch(/^the answer is not valid JSON/);
-    expect(parseStructured('{"title":"Plan","steps":["a"],"priority":"high"}', validate).error).toBe(
-      'the answer does not match the schema: /steps must NOT have fewer than 2 items',
+    expect(parseStructured('Sure! Here is the plan: {', validator).error).toMatch(/^the answer is not valid JSON/);
+    expect(parseStructured('{"title":"Plan","steps":["a"],"priority":"high"}', validator).error).toBe(
+      'the answer does not match the schema: /steps: Array has too few items (1 < 2).',
+    );
+    expect(parseStructured('{"steps":["a","b"],"priority":"high"}', validator).error).toBe(
+      'the answer does not match the schema: (root): Instance does not have required property "title".',
     );
   });
 
-  it('refuses a schema that is not JSON or not a schema', () => {
+  it('refuses a schema that is not JSON or not a schema, as INVALID_ARGUMENT', () => {
     expect(() => compileSchema('{type: object}')).toThrow(/json_schema: not valid JSON/);
     expect(() => compileSchema('[1,2]')).toThrow('json_schema: expected a JSON Schema object');
-    expect(() => compileSchema('{"type": 12}')).toThrow(/json_schema: not a usable JSON Schema/);
+    expect(() => compileSchema('{"type": 12}')).toThrow(/^json_schema: not a usable JSON Schema: schema\/type must be/);
+    expect(() => compileSchema('{"$schema": "http://example.com/my-draft"}')).toThrow(/json_schema: \$schema "http:\/\/example.com\/my-draft" is not a draft/);
+    const error = (() => {
+      try {
+        compileSchema('{"type": 12}');
+      } catch (caught) {
+        return caught;
+      }
+    })();
+    expect(error).toBeInstanceOf(JsonSchemaError);
+    expect(error).toMatchObject({ code: Status.INVALID_ARGUMENT });
+  });
+
+  it.each([
+    ['itself', '{"$ref": "#"}'],
+    ['itself through a definition and anyOf', '{"allOf": [{"$ref": "#/definitions/a"}], "definitions": {"a": {"anyOf": [{"type": "null"}, {"$ref": "#"}]}}}'],
+    ['itself through not', '{"not": {"$ref": "#"}}'],
+    ['two definitions that refer to each other', '{"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"if": {"$ref": "#/$defs/a"}}}}'],
+  ])('refuses a schema that applies %s to the same value without end', (_name, text) => {
+    expect(() => compileSchema(text)).toThrow(JsonSchemaError);
+    expect(() => compileSchema(text)).toThrow('json_schema: not a usable JSON Schema: it applies itself to the same value without end (a $ref cycle)');
+  });
+
+  it('accepts a recursive schema that moves into the value, and checks every level', () => {
+    const { validator: tree } = compileSchema('{"type": "object", "properties": {"value": {"type": "integer"}, "children": {"type": "array", "items": {"$ref": "#"}}}}');
+    expect(parseStructured('{"value": 1, "children": [{"value": 2, "children": []}]}', tree).error).toBe('');
+    expect(parseStructured('{"value": 1, "children": [{"value": 2.5}]}', tree).error).toBe(
+      'the answer does not match the schema: /children/0/value: Instance type "number" is invalid. Expected "integer".',
+    );
+  });
+
+  it('resolves $ref only within the schema that holds it: an $id of one request never reaches another', () => {
+    const { validator: strings } = compileSchema('{"$id": "shared", "type": "string"}');
+    // Another caller may use the same $id for its own schema, as often as it likes.
+    const { validator: numbers } = compileSchema('{"$id": "shared", "type": "number"}');
+    expect(parseStructured('"text"', strings).error).toBe('');
+    expect(parseStructured('12', numbers).error).toBe('');
+    expect(parseStructured('"text"', numbers).error).toMatch(/^the answer does not match the schema/);
+    // A $ref to an $id this schema does not define resolves to nothing, not to someone else's schema.
+    expect(() => compileSchema('{"$ref": "shared"}')).toThrow('json_schema: $ref "shared" does not resolve within this schema');
+    expect(() => compileSchema('{"properties": {"name": {"$ref": "shared"}}}')).toThrow(JsonSchemaError);
+    expect(() => compileSchema('{"properties": {"a": {"$id": "twice"}, "b": {"$id": "twice"}}}')).toThrow(
+      'json_schema: not a usable JSON Schema: Duplicate schema URI "twice".',
+    );
+    // Within one schema, an $id and a $defs pointer resolve.
+    const { validator: own } = compileSchema(
+      '{"properties": {"name": {"$id": "name", "type": "string"}, "alias": {"$ref": "name"}, "tags": {"$ref": "#/$defs/tags"}}, "$defs": {"tags": {"type": "array"}}}',
+    );
+    expect(parseStructured('{"name": "a", "alias": "b", "tags": []}', own).error).toBe('');
+    expect(parseStructured('{"alias": 3}', own).error).toMatch(/^the answer does not match the schema: \/alias/);
+    expect(parseStructured('{"tags": {}}', own).error).toMatch(/^the answer does not match the schema: \/tags/);
+  });
+
+  it('reports an answer nested too deeply to check instead of failing the call', () => {
+    const { validator: tree } = compileSchema('{"items": {"$ref": "#"}}');
+    const deep = '['.repeat(100_000) + ']'.repeat(100_000);
+    expect(parseStructured(deep, tree)).toEqual({ json: '', error: 'the answer is nested too deeply to check' });
+  });
+
+  it('holds a bounded amount of memory however many distinct schemas arrive', () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const heapMb = () => {
+      gc();
+      gc();
+      return process.memoryUsage().heapUsed / 1024 / 1024;
+    };
+    const distinct = (index: number) =>
+      JSON.stringify({
+        type: 'object',
+        properties: Object.fromEntries(Array.from({ length: 30 }, (_, field) => [`field_${index}_${field}`, { type: field % 2 ? 'string' : 'array', items: { type: 'string', minLength: 1 } }])),
+      });
+    const before = heapMb();
+    for (let index = 0; index < 2_000; index += 1) {
+      const { validator: each } = compileSchema(distinct(index));
+      expect(parseStructured('{}', each).error).toBe('');
+    }
+    // Ajv compiled each schema to code that V8 kept for good: about 80 KB each, 160 MB here.
+    expect(heapMb() - before).toBeLessThan(40);
   });
 });
 
@@ -61,8 +145,8 @@ describe('mock adapter', () => {
 
   it('returns JSON that satisfies the schema for a structured request', async () => {
     const answer = await mock.complete(request('plan the work', { jsonSchema: schema }), new AbortController().signal);
-    const { validate } = compileSchema(JSON.stringify(schema));
-    expect(parseStructured(answer.text, validate).error).toBe('');
+    const { validator } = compileSchema(JSON.stringify(schema));
+    expect(parseStructured(answer.text, validator).error).toBe('');
     expect(valueFor({ type: 'string', minLength: 40 }, 'x')).toHaveLength(40);
   });
 

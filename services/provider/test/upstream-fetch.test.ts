@@ -28,10 +28,10 @@ async function upstream(handler: (request: IncomingMessage, response: ServerResp
   return state;
 }
 
-function upstreamFetch() {
+function upstreamFetch(options: { streaming?: boolean } = {}) {
   const dispatcher = new UpstreamConnections();
   dispatchers.push(dispatcher);
-  return createUpstreamFetch(dispatcher);
+  return createUpstreamFetch({ ...options, dispatcher });
 }
 
 afterEach(async () => {
@@ -123,6 +123,25 @@ describe('createUpstreamFetch', () => {
     const reader = response.body!.getReader();
     const first = await reader.read();
     expect(new TextDecoder().decode(first.value)).toBe('data: first\n\n'); // before the server finished
+    finish!();
+    let rest = '';
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) rest += new TextDecoder().decode(chunk.value);
+    expect(rest).toBe('data: last\n\n');
+  });
+
+  it.each([
+    ['no content type', {}],
+    ['a JSON content type', { 'content-type': 'application/json' }],
+  ])('streams the answer to a streaming call as it arrives, with %s', async (_name, headers: Record<string, string>) => {
+    let finish: (() => void) | undefined;
+    const server = await upstream((_request, response) => {
+      response.writeHead(200, headers);
+      response.write('data: first\n\n');
+      finish = () => response.end('data: last\n\n');
+    });
+    const response = await upstreamFetch({ streaming: true })(server.url, { method: 'POST', body: '{"stream":true}' });
+    const reader = response.body!.getReader();
+    expect(new TextDecoder().decode((await reader.read()).value)).toBe('data: first\n\n'); // before the server finished
     finish!();
     let rest = '';
     for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) rest += new TextDecoder().decode(chunk.value);

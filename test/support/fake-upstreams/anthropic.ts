@@ -105,6 +105,9 @@ export const anthropicProtocol: VendorProtocol = {
 
   responseHeaders: (id) => ({ 'request-id': `req_${id}` }),
 
+  // The API reports a failure after its 200 as `event: error` with the error body it would have answered.
+  streamErrorFrame: (body) => sseFrame(body, 'error'),
+
   unary: (ctx) =>
     message(ctx, [{ type: 'text', text: ctx.text, citations: null }], ctx.finishReason ?? 'end_turn', ctx.usage.outputTokens),
 

@@ -26,6 +26,14 @@ export interface ScriptedReply {
   chunkDelayMs?: number;
   /** Streaming: after N text chunks destroy the socket, with no terminal event. */
   breakAfterChunks?: number;
+  /**
+   * Streaming: after `afterChunks` text chunks (0: before the first), the vendor's in-stream error
+   * for `status` and the end of the stream, all under HTTP 200 (Anthropic's `event: error` with
+   * `overloaded_error` for 529, OpenAI's and Gemini's `data: {"error": ...}`).
+   */
+  streamError?: { afterChunks: number; status: number; message?: string };
+  /** Streaming: the Content-Type of the stream; null sends none, as some compatible servers do. */
+  streamContentType?: string | null;
   /** Never answer until the client disconnects. */
   hang?: boolean;
   /** Answer once this settles (a test changes something while the call is in flight); stops waiting if the client disconnects. */
@@ -128,6 +136,8 @@ export interface VendorProtocol {
   responseHeaders(id: string): Record<string, string>;
   unary(ctx: ReplyContext): unknown;
   stream(ctx: ReplyContext): StreamPlan;
+  /** An error body (from `errorBody`) as the frame the vendor sends inside a stream. */
+  streamErrorFrame(body: unknown): string;
 }
 
 /** ~4 characters per token, at least 1: deterministic and good enough for accounting tests. */
@@ -294,12 +304,13 @@ export async function startFakeUpstream(protocol: VendorProtocol, options: FakeU
     if (!call.stream) return sendJson(res, status, headers, protocol.unary(ctx));
 
     const plan = protocol.stream(ctx);
-    res.writeHead(status, { 'content-type': SSE_TYPE, 'cache-control': 'no-cache', ...headers });
+    const contentType = reply.streamContentType === undefined ? { 'content-type': SSE_TYPE } : reply.streamContentType === null ? {} : { 'content-type': reply.streamContentType };
+    res.writeHead(status, { ...contentType, 'cache-control': 'no-cache', ...headers });
     // Each write resolves once handed to the socket; a scripted break must wait for that, since
     // Node corks response writes until the next tick and destroy() would discard them.
     const write = (data: string) => new Promise<void>((resolve) => res.write(data, () => resolve()));
     let written = write(plan.head.join(''));
-    const sendCount = Math.min(ctx.chunks.length, reply.breakAfterChunks ?? Infinity);
+    const sendCount = Math.min(ctx.chunks.length, reply.breakAfterChunks ?? Infinity, reply.streamError?.afterChunks ?? Infinity);
     for (let i = 0; i < sendCount; i++) {
       if (i > 0 && !(await wait(reply.chunkDelayMs ?? 0))) return;
       written = write(plan.chunk(ctx.chunks[i]!, i, i === ctx.chunks.length - 1));
@@ -307,6 +318,10 @@ export async function startFakeUpstream(protocol: VendorProtocol, options: FakeU
     if (reply.breakAfterChunks !== undefined) {
       await written;
       return destroy();
+    }
+    if (reply.streamError) {
+      const { status: errorStatus, message } = reply.streamError;
+      return void res.end(protocol.streamErrorFrame(protocol.errorBody(errorStatus, message, {})));
     }
     res.end(plan.tail.join(''));
   }

@@ -103,6 +103,9 @@ export const geminiProtocol: VendorProtocol = {
 
   responseHeaders: () => ({}),
 
+  // A failure after the 200 is a data chunk holding the error body (the SDK throws on `error.code`).
+  streamErrorFrame: (body) => `data: ${JSON.stringify(body)}\r\n\r\n`,
+
   unary: (ctx) => response(ctx, ctx.text, true),
 
   stream(ctx) {

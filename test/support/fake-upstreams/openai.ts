@@ -60,6 +60,9 @@ export const openaiProtocol: VendorProtocol = {
 
   responseHeaders: (id) => ({ 'x-request-id': `req_${id}` }),
 
+  // A failure after the 200 is a data event holding the error body (the SDK throws on `data.error`).
+  streamErrorFrame: (body) => sseFrame(body),
+
   unary: (ctx) => ({
     id: ctx.id,
     object: 'chat.completion',

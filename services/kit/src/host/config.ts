@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { isSecretName } from '../secrets.js';
+import { isSecretName, redactUrlCredentials } from '../secrets.js';
 import { serviceCatalog, type ServiceName } from './catalog.js';
 
 /** A configuration problem found at start-up; the message names every bad variable. */
@@ -73,7 +73,7 @@ export function parseEnv<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEnv)
     result.error.issues.map((issue) => {
       const name = issue.path.join('.') || '(environment)';
       const raw = cleaned[name];
-      const shown = raw === undefined ? 'not set' : isSecretName(name) ? 'value hidden' : `got ${JSON.stringify(raw)}`;
+      const shown = raw === undefined ? 'not set' : isSecretName(name) ? 'value hidden' : `got ${JSON.stringify(redactUrlCredentials(raw))}`;
       return `${name}: ${issue.message} (${shown})`;
     }),
   );

@@ -17,6 +17,7 @@ import { descriptorSetBase64 } from '../generated/descriptor-set.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { Metrics } from '../telemetry/metrics.js';
 import { initTracing, spansRecorded, traceContextServerMiddleware } from '../telemetry/tracing.js';
+import { redactUrlCredentials } from '../secrets.js';
 
 /** What a service gets from the host it runs in. */
 export interface ServiceContext<Config> {
@@ -183,7 +184,7 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
 
     for (const fullName of ['', ...fullNames]) health.setStatus('healthy', fullName);
     const usesNats = nats.readiness().uses.length > 0;
-    logger.info({ services: names, grpc: `${config.BIND_HOST}:${grpcPort}`, http: `${config.BIND_HOST}:${httpPort}`, nats: usesNats ? config.NATS_URL : 'off' }, 'serving');
+    logger.info({ services: names, grpc: `${config.BIND_HOST}:${grpcPort}`, http: `${config.BIND_HOST}:${httpPort}`, nats: usesNats ? redactUrlCredentials(config.NATS_URL) : 'off' }, 'serving');
 
     let stopping: Promise<void> | undefined;
     const stop = (reason = 'stop requested') => {

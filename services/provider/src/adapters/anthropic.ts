@@ -31,6 +31,8 @@ function finishReason(stopReason: string | null | undefined): FinishReason {
 export class AnthropicAdapter implements LlmAdapter {
   readonly provider: ProviderName = 'anthropic';
   private readonly client: Anthropic;
+  /** The same client for streamed calls: their answer is read as it arrives, whatever its content type. */
+  private readonly streamingClient: Anthropic;
 
   constructor(options: { apiKey: string; baseUrl?: string | undefined; timeoutMs: number }) {
     this.client = new Anthropic({
@@ -40,6 +42,7 @@ export class AnthropicAdapter implements LlmAdapter {
       timeout: options.timeoutMs,
       fetch: createUpstreamFetch(),
     });
+    this.streamingClient = this.client.withOptions({ fetch: createUpstreamFetch({ streaming: true }) });
   }
 
   private params(request: NormalizedRequest) {
@@ -78,7 +81,7 @@ export class AnthropicAdapter implements LlmAdapter {
     let stop: string | null | undefined;
     let completed = false;
     try {
-      const events = await this.client.messages.create({ ...this.params(request), stream: true }, { signal });
+      const events = await this.streamingClient.messages.create({ ...this.params(request), stream: true }, { signal });
       for await (const event of events) {
         switch (event.type) {
           case 'message_start':

@@ -23,6 +23,7 @@ export function classifySdkError(provider: ProviderName, error: unknown, signal:
   if (classes && error instanceof classes.APIConnectionError) {
     return new UpstreamError(provider, 'connection', 'connection failed', undefined, undefined, { cause: error });
   }
+  if (classes && error instanceof classes.APIError && error.status === undefined) return streamError(provider, error);
   const status = (error as { status?: unknown }).status;
   if (typeof status === 'number' && status >= 400) {
     const headers = (error as { headers?: Headers }).headers;
@@ -33,6 +34,39 @@ export function classifySdkError(provider: ProviderName, error: unknown, signal:
     return new UpstreamError(provider, 'connection', 'connection failed', undefined, undefined, { cause: error });
   }
   return new UpstreamError(provider, 'connection', `unexpected failure: ${(error as Error)?.message ?? String(error)}`, undefined, undefined, { cause: error });
+}
+
+/**
+ * The status each in-stream error type stands for: what the API answers for the same failure
+ * before a stream has begun (Anthropic's error types; OpenAI's `server_error`).
+ */
+const STREAM_ERROR_STATUSES: Record<string, number> = {
+  invalid_request_error: 400,
+  authentication_error: 401,
+  billing_error: 402,
+  permission_error: 403,
+  not_found_error: 404,
+  request_too_large: 413,
+  rate_limit_error: 429,
+  api_error: 500,
+  server_error: 500,
+  timeout_error: 504,
+  overloaded_error: 529,
+};
+
+/**
+ * An error the vendor sent inside a 200 stream (Anthropic's `event: error`, OpenAI's
+ * `data: {"error": ...}`): the SDK throws it without a status. It is retried, counted and
+ * mapped like the status its type stands for; an unknown type like a server error (500).
+ */
+function streamError(provider: ProviderName, error: Error): UpstreamError {
+  const body = (error as { error?: unknown }).error as { type?: unknown; code?: unknown; message?: unknown; error?: { type?: unknown; message?: unknown } } | undefined;
+  const type = [body?.error?.type, body?.type].find((value): value is string => typeof value === 'string' && value !== 'error');
+  // OpenAI-compatible servers (vLLM) put the HTTP status in `code`.
+  const code = typeof body?.code === 'number' && body.code >= 400 && body.code < 600 ? body.code : undefined;
+  const status = code ?? (type ? STREAM_ERROR_STATUSES[type] : undefined) ?? 500;
+  const message = [body?.error?.message, body?.message].find((value): value is string => typeof value === 'string') ?? 'no message';
+  return new UpstreamError(provider, 'http', `stream error${type ? ` ${type}` : ''}: ${message.slice(0, 300)}`, status, undefined, { cause: error });
 }
 
 /**

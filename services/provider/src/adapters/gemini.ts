@@ -31,18 +31,23 @@ function textOf(response: GenerateContentResponse): string {
 export class GeminiAdapter implements LlmAdapter {
   readonly provider: ProviderName = 'gemini';
   private readonly client: GoogleGenAI;
+  /** The same client for streamed calls: their answer is read as it arrives, whatever its content type. */
+  private readonly streamingClient: GoogleGenAI;
 
   constructor(options: { apiKey: string; baseUrl?: string | undefined; timeoutMs: number }) {
-    this.client = new GoogleGenAI({
-      apiKey: options.apiKey,
-      httpOptions: {
-        ...(options.baseUrl ? { baseUrl: options.baseUrl } : {}),
-        timeout: options.timeoutMs,
-        // Retries are the provider service's, with its backoff, deadline and breaker.
-        retryOptions: { attempts: 1 },
-        fetch: createUpstreamFetch(),
-      },
-    });
+    const client = (streaming: boolean) =>
+      new GoogleGenAI({
+        apiKey: options.apiKey,
+        httpOptions: {
+          ...(options.baseUrl ? { baseUrl: options.baseUrl } : {}),
+          timeout: options.timeoutMs,
+          // Retries are the provider service's, with its backoff, deadline and breaker.
+          retryOptions: { attempts: 1 },
+          fetch: createUpstreamFetch({ streaming }),
+        },
+      });
+    this.client = client(false);
+    this.streamingClient = client(true);
   }
 
   private params(request: NormalizedRequest, signal: AbortSignal): GenerateContentParameters {
@@ -85,7 +90,7 @@ export class GeminiAdapter implements LlmAdapter {
     let model = request.model;
     let reason: string | undefined;
     try {
-      const chunks = await this.client.models.generateContentStream(this.params(request, signal));
+      const chunks = await this.streamingClient.models.generateContentStream(this.params(request, signal));
       for await (const chunk of chunks) {
         const delta = textOf(chunk);
         if (delta) {

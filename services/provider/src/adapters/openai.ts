@@ -32,6 +32,8 @@ function finishReason(reason: string | null | undefined): FinishReason {
 export class OpenAiAdapter implements LlmAdapter {
   readonly provider: ProviderName = 'openai';
   private readonly client: OpenAI;
+  /** The same client for streamed calls: their answer is read as it arrives, whatever its content type. */
+  private readonly streamingClient: OpenAI;
 
   constructor(options: { apiKey?: string | undefined; baseUrl?: string | undefined; timeoutMs: number }) {
     this.client = new OpenAI({
@@ -42,6 +44,7 @@ export class OpenAiAdapter implements LlmAdapter {
       timeout: options.timeoutMs,
       fetch: createUpstreamFetch(),
     });
+    this.streamingClient = this.client.withOptions({ fetch: createUpstreamFetch({ streaming: true }) });
   }
 
   private params(request: NormalizedRequest) {
@@ -84,7 +87,7 @@ export class OpenAiAdapter implements LlmAdapter {
     let model = request.model;
     let reason: string | null | undefined;
     try {
-      const chunks = await this.client.chat.completions.create(
+      const chunks = await this.streamingClient.chat.completions.create(
         { ...this.params(request), stream: true, stream_options: { include_usage: true } },
         { signal },
       );

@@ -12,8 +12,15 @@ import { Client, Dispatcher, request } from 'undici';
  *
  * Bodies other than text and bytes (uploads as streams or forms, which no adapter sends) go to
  * the platform's fetch unchanged.
+ *
+ * With `streaming`, for the SDK calls that ask for a stream, every body is handed on as it
+ * arrives, whatever its content type: the SDKs read a streamed request's answer as events
+ * because they asked for them, and an OpenAI-compatible server may not say `text/event-stream`.
+ * Otherwise only a body that says it is server-sent events is; the rest is read whole.
  */
-export function createUpstreamFetch(dispatcher: Dispatcher = sharedConnections()): typeof fetch {
+export function createUpstreamFetch(options: { streaming?: boolean; dispatcher?: Dispatcher } = {}): typeof fetch {
+  const dispatcher = options.dispatcher ?? sharedConnections();
+  const streaming = options.streaming ?? false;
   return async function upstreamFetch(input: string | URL | Request, init: RequestInit = {}): Promise<Response> {
     const body = init.body;
     if (input instanceof Request || (body != null && typeof body !== 'string' && !(body instanceof Uint8Array))) {
@@ -37,8 +44,7 @@ export function createUpstreamFetch(dispatcher: Dispatcher = sharedConnections()
       response.body.resume();
       return new Response(null, { status, headers });
     }
-    // Server-sent events are read as they arrive; anything else is read whole, as the SDKs do.
-    const streamed = headers.get('content-type')?.includes('text/event-stream') ?? false;
+    const streamed = streaming || (headers.get('content-type')?.includes('text/event-stream') ?? false);
     if (streamed) return new Response(Readable.toWeb(response.body) as ReadableStream<Uint8Array>, { status, headers });
     return new BufferedResponse(Buffer.from(await response.body.arrayBuffer()), { status, headers }) as unknown as Response;
   } as typeof fetch;
