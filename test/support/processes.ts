@@ -5,10 +5,26 @@ import { HealthDefinition } from 'nice-grpc-server-health';
 
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 
+/**
+ * Variables that give a process a vendor's credentials or endpoint: the provider reads some, the
+ * vendors' SDKs read others by themselves (ANTHROPIC_AUTH_TOKEN, GOOGLE_API_KEY,
+ * GOOGLE_GENAI_USE_VERTEXAI, OPENAI_ORG_ID ...). A spawned process never inherits them from
+ * whoever runs the tests, or a developer's real key would send test traffic to the vendor; a test
+ * that wants a vendor passes its fake's key and URL explicitly.
+ */
+const VENDOR_VARIABLE = /^(ANTHROPIC|CLAUDE|OPENAI|AZURE_OPENAI|GEMINI|GOOGLE|VERTEXAI)_|^PROVIDER_SECRETS_DIR$/;
+
+/** `env` without the vendor credentials and endpoints (see VENDOR_VARIABLE). */
+export function withoutVendorVariables(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(env).filter(([name]) => !VENDOR_VARIABLE.test(name)));
+}
+
 /** A child process whose output is kept, so a failing test can show it. */
 export interface Spawned {
   name: string;
   child: ChildProcess;
+  /** The environment it was started with. */
+  env: NodeJS.ProcessEnv;
   output(): string;
   /** Resolves with the exit code (or signal name) once the process has exited. */
   exited: Promise<number | string>;
@@ -18,11 +34,15 @@ export interface Spawned {
 
 const running = new Set<Spawned>();
 
-/** `cwd`: where it runs (the repository by default; the benchmark runs another checkout's build). */
+/**
+ * Starts a process with this process's environment, less any vendor credentials, plus `env`.
+ * `cwd`: where it runs (the repository by default; the benchmark runs another checkout's build).
+ */
 export function spawnProcess(name: string, command: string, args: string[], env: NodeJS.ProcessEnv = {}, cwd = repoRoot): Spawned {
+  const fullEnv = { ...withoutVendorVariables(process.env), ...env };
   const child = spawn(command, args, {
     cwd,
-    env: { ...process.env, ...env },
+    env: fullEnv,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const chunks: string[] = [];
@@ -34,6 +54,7 @@ export function spawnProcess(name: string, command: string, args: string[], env:
   const spawned: Spawned = {
     name,
     child,
+    env: fullEnv,
     output: () => chunks.join(''),
     exited,
     async stop(graceMs = 10_000) {
