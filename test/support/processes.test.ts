@@ -53,3 +53,26 @@ describe('spawnProcess', () => {
     for (const value of Object.values(CALLER_ENV)) expect(provider.process.output()).not.toContain(value);
   });
 });
+
+describe('the package index', () => {
+  it('loads without vitest, so the benchmark\'s processes can import it', async () => {
+    // Node runs the support's TypeScript the way the benchmark does (bench/src/ts-hooks.mjs);
+    // a second hook refuses any import of vitest and names the importer.
+    const refuseVitest = `data:text/javascript,${encodeURIComponent(
+      "import { registerHooks } from 'node:module';" +
+        "registerHooks({ resolve(specifier, context, next) { if (specifier === 'vitest' || specifier.startsWith('vitest/')) throw new Error('vitest imported by ' + context.parentURL); return next(specifier, context); } });",
+    )}`;
+    const spawned = spawnProcess('import @elexirion/testing', process.execPath, [
+      '--disable-warning=ExperimentalWarning',
+      '--import',
+      './bench/src/ts-hooks.mjs',
+      '--import',
+      refuseVitest,
+      '--input-type=module',
+      '-e',
+      "const support = await import('@elexirion/testing'); console.log(typeof support.startStack);",
+    ]);
+    expect(await spawned.exited, spawned.output()).toBe(0);
+    expect(spawned.output().trim()).toBe('function');
+  });
+});
