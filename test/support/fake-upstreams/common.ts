@@ -26,6 +26,8 @@ export interface ScriptedReply {
   chunkDelayMs?: number;
   /** Streaming: after N text chunks destroy the socket, with no terminal event. */
   breakAfterChunks?: number;
+  /** Answer only once this settles (a gate the test opens when it has seen what it waits for); stops waiting if the client disconnects. */
+  until?: Promise<unknown>;
   /** Never answer until the client disconnects. */
   hang?: boolean;
   /** Destroy the socket at once (a connection error for the client). */
@@ -269,6 +271,10 @@ export async function startFakeUpstream(protocol: VendorProtocol, options: FakeU
     const reply = queue.shift() ?? fallback;
 
     if (!(await wait(reply.delayMs ?? 0))) return;
+    if (reply.until) {
+      await Promise.race([reply.until, closedSignal]);
+      if (closed) return;
+    }
     if (reply.dropConnection) return destroy();
     if (reply.hang) return; // answer nothing; the close handler records the client's abort
 
@@ -324,7 +330,7 @@ export async function startFakeUpstream(protocol: VendorProtocol, options: FakeU
       fallback = {};
       requests.length = 0; // keep the array identity: callers may hold `fake.requests`
     },
-    waitForAbort(index, timeoutMs = 2_000) {
+    waitForAbort(index, timeoutMs = 10_000) {
       return new Promise<void>((resolve, reject) => {
         const check = () => {
           if (!requests[index]?.abortedByClient) return;
