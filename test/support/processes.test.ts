@@ -1,5 +1,9 @@
+import { createServer as createNetServer } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { spawnProcess, stopAll } from './processes.js';
+import { createServer } from 'nice-grpc';
+import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
+import { freePort } from './ports.js';
+import { onFreshPorts, PortTakenError, spawnNode, spawnProcess, stopAll, waitForOutput, waitServing } from './processes.js';
 import { startProvider, type ProviderUnderTest } from './provider.js';
 
 // What a developer's shell may hold: real-looking vendor credentials and endpoints.
@@ -74,5 +78,62 @@ describe('the package index', () => {
     ]);
     expect(await spawned.exited, spawned.output()).toBe(0);
     expect(spawned.output().trim()).toBe('function');
+  });
+});
+
+describe('ports taken by another process between freePort() and the bind', () => {
+  it('does not take another process\'s SERVING for the one it started, and says the port was taken', async () => {
+    // Another process on the port, answering SERVING for the very service the test starts.
+    const health = HealthState();
+    health.setStatus('healthy', 'elexirion.v1.Provider');
+    const impostor = createServer();
+    impostor.add(HealthDefinition, HealthServiceImpl(health));
+    const port = await impostor.listen('127.0.0.1:0');
+    try {
+      const provider = spawnNode('provider', 'services/provider/dist/main.js', { BIND_HOST: '127.0.0.1', PROVIDER_GRPC_PORT: String(port), PROVIDER_HTTP_PORT: '0', TELEMETRY_EVENTS: 'false', LOG_LEVEL: 'info' });
+      const error = await waitServing(port, 'elexirion.v1.Provider', provider).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(PortTakenError);
+      expect(String(error)).toContain('EADDRINUSE');
+    } finally {
+      await impostor.shutdown();
+    }
+  });
+
+  it('starts again on fresh ports when the first one was taken', async () => {
+    const holder = createNetServer();
+    const taken = await new Promise<number>((resolve) => holder.listen(0, '127.0.0.1', () => resolve((holder.address() as { port: number }).port)));
+    try {
+      const tried: number[] = [];
+      const nats = await onFreshPorts(async () => {
+        const port = tried.length === 0 ? taken : await freePort();
+        tried.push(port);
+        const spawned = spawnProcess('nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(port)]);
+        await waitForOutput(spawned, 'Server is ready', true);
+        return spawned;
+      });
+      expect(tried).toHaveLength(2);
+      expect(nats.output()).toContain(`Listening for client connections on 127.0.0.1:${tried[1]}`);
+      await nats.stop();
+    } finally {
+      await new Promise((resolve) => holder.close(resolve));
+    }
+  });
+
+  it('keeps a port the caller chose: a taken one is an error, not a retry', async () => {
+    const holder = createNetServer();
+    const taken = await new Promise<number>((resolve) => holder.listen(0, '127.0.0.1', () => resolve((holder.address() as { port: number }).port)));
+    try {
+      let attempts = 0;
+      const error = await onFreshPorts(async () => {
+        attempts += 1;
+        await waitForOutput(spawnProcess('nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(taken)]), 'Server is ready', false);
+      }).catch((caught: unknown) => caught);
+      expect(attempts).toBe(1);
+      expect(error).toBeInstanceOf(Error);
+      expect(error).not.toBeInstanceOf(PortTakenError);
+      expect(String(error)).toContain('address already in use');
+    } finally {
+      await new Promise((resolve) => holder.close(resolve));
+    }
   });
 });

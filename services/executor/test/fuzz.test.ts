@@ -43,8 +43,9 @@ beforeAll(async () => {
     DRAIN_GRACE_MS: '2000',
   };
   for (const name of serviceNames) {
-    env[`${name.toUpperCase()}_GRPC_PORT`] = String(await freePort());
-    env[`${name.toUpperCase()}_HTTP_PORT`] = String(await freePort());
+    // 0: the host binds free ports itself and reports them (host.grpcPort).
+    env[`${name.toUpperCase()}_GRPC_PORT`] = '0';
+    env[`${name.toUpperCase()}_HTTP_PORT`] = '0';
   }
   host = await startHost([executorService, providerService], { env });
   channel = createChannel(`127.0.0.1:${host.grpcPort}`);

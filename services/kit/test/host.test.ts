@@ -18,7 +18,7 @@ import {
   startHost,
   type Host,
 } from '@elexirion/kit';
-import { rawUnaryCall, captureLogs, gate, hostEnv, implement, sleep, waitFor } from '@elexirion/testing';
+import { rawUnaryCall, captureLogs, freePort, gate, hostEnv, implement, sleep, waitFor } from '@elexirion/testing';
 
 // The reflection package's generated (google-protobuf) message classes: its service definition
 // only serializes instances of these very classes.
@@ -132,7 +132,8 @@ async function healthOf(health: ReturnType<typeof createClient<typeof HealthDefi
 
 describe('startHost', () => {
   it('listens on the ports of the outermost service it hosts', async () => {
-    const { host, env } = await start([providerModule, executorModule]);
+    // Ports chosen here (elsewhere 0, bound by the host): which configured port it uses is the point.
+    const { host, env } = await start([providerModule, executorModule], { EXECUTOR_GRPC_PORT: String(await freePort()), EXECUTOR_HTTP_PORT: String(await freePort()) });
     expect(host.services).toEqual(['provider', 'executor']);
     expect(host.grpcPort).toBe(Number(env.EXECUTOR_GRPC_PORT));
     expect(host.httpPort).toBe(Number(env.EXECUTOR_HTTP_PORT));
