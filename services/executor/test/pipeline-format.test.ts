@@ -405,10 +405,9 @@ describe('PipelineLoader: bad pipelines', () => {
       const name = String.fromCharCode(97 + level);
       levels.push(`${name}: &${name} [${Array(9).fill(`*${previous}`).join(',')}]`);
     }
-    const started = Date.now();
+    // Refused by its alias count; expanded, its 9^9 nodes would not fit in the test's time or memory.
     const problems = await problemsOf(loader.loadInline(`${levels.join('\n')}\n`));
     expect(problems[0]!.message).toContain('malformed YAML: Excessive alias count');
-    expect(Date.now() - started).toBeLessThan(2_000);
   });
 });
 
