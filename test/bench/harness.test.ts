@@ -2,39 +2,34 @@
 // shapes and a baseline (this checkout standing in for another), measures the overhead scenario,
 // and writes well-formed results. No figure is asserted: speed is reported by `npm run bench`,
 // not tested.
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { repoRoot } from '@elexirion/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { repoRoot, spawnProcess } from '@elexirion/testing';
 
 const DATE = '2000-01-01';
 const out = mkdtempSync(join(tmpdir(), 'elexirion-bench-test-'));
 
-function runHarness(args: string[]): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', '--import', './bench/src/ts-hooks.mjs', 'bench/src/main.ts', ...args], {
-      cwd: repoRoot,
-      env: { ...process.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (data: Buffer) => (output += data.toString()));
-    child.stderr.on('data', (data: Buffer) => (output += data.toString()));
-    child.on('exit', (code) => resolve({ code, output }));
-  });
+async function runHarness(args: string[]): Promise<{ code: number | string; output: string }> {
+  const harness = spawnProcess('bench', process.execPath, ['--disable-warning=ExperimentalWarning', '--import', './bench/src/ts-hooks.mjs', 'bench/src/main.ts', ...args]);
+  const code = await harness.exited;
+  return { code, output: harness.output() };
 }
 
 const finite = (value: unknown) => typeof value === 'number' && Number.isFinite(value);
 
 describe('bench harness (tiny run)', () => {
-  let run: { code: number | null; output: string };
+  let run: { code: number | string; output: string };
+
+  // One run for the file: every test reads what it wrote, whichever tests are selected.
+  beforeAll(async () => {
+    run = await runHarness(['--quick', '--scenarios', 'overhead', '--requests', '40', '--rounds', '2', '--no-anchor', '--baseline', repoRoot, '--date', DATE, '--out', out]);
+  }, 150_000);
 
   afterAll(() => rmSync(out, { recursive: true, force: true }));
 
-  it('runs the overhead scenario and exits 0', { timeout: 150_000 }, async () => {
-    run = await runHarness(['--quick', '--scenarios', 'overhead', '--requests', '40', '--rounds', '2', '--no-anchor', '--baseline', repoRoot, '--date', DATE, '--out', out]);
+  it('runs the overhead scenario and exits 0', () => {
     expect(run.code, run.output).toBe(0);
   });
 
