@@ -6,6 +6,7 @@ export * from './executor.js';
 export * from './fake-upstreams/index.js';
 export * from './host.js';
 export * from './nats.js';
+export * from './pipelines.js';
 export * from './ports.js';
 export * from './processes.js';
 export * from './provider.js';
