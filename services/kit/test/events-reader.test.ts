@@ -299,7 +299,7 @@ describe('EventsReader', () => {
     await waitFor('the event before the restart', () => reader.acknowledged.length >= 1);
 
     await server.stop();
-    expect(events.isConnected).toBe(false);
+    await waitFor('the publisher to notice', () => !events.isConnected); // the server's exit reaches it a moment later
     server = await startNats(port, store);
     expect(await events.waitUntilConnected(15_000)).toBe(true);
     events.publish('agent', 'job', { status: 'OK', agentJob: { jobId: 'after' } });
