@@ -2,17 +2,13 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import Anthropic from '@anthropic-ai/sdk';
 import { ApiError, GoogleGenAI } from '@google/genai';
 import OpenAI from 'openai';
-import { startFakeAnthropic, startFakeGemini, startFakeOpenAI, type FakeUpstream } from '@elexirion/testing';
+import { gate, startFakeAnthropic, startFakeGemini, startFakeOpenAI, waitFor, type FakeUpstream } from '@elexirion/testing';
 
 const API_KEY = 'test-key';
 
 /** Resolves once the fake has seen `count` requests (the SDK call is in flight on the server side). */
 async function requestsArrived(fake: FakeUpstream, count = 1): Promise<void> {
-  const until = Date.now() + 2_000;
-  while (fake.requests.length < count) {
-    if (Date.now() > until) throw new Error(`${fake.vendor} fake saw ${fake.requests.length} of ${count} requests`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
+  await waitFor(`${count} requests at the ${fake.vendor} fake`, () => fake.requests.length >= count);
 }
 
 /** A fetch response's JSON body, loosely typed for digging into vendor payloads. */
@@ -310,11 +306,21 @@ describe('fake upstream scripting and protocol errors', () => {
   });
 
   it('stops waiting out a delay when the client disconnects', async () => {
-    fake.script({ delayMs: 5_000 });
+    fake.script({ delayMs: 600_000 }); // ten minutes: only the client's disconnect ends it within the test
     const call = client.chat.completions.create(params, { timeout: 100 });
     await expect(call).rejects.toBeInstanceOf(OpenAI.APIConnectionTimeoutError);
     await fake.waitForAbort(0);
-    expect(fake.requests[0]!.finishedAt! - fake.requests[0]!.receivedAt).toBeLessThan(1_000);
+    expect(fake.requests[0]!.finishedAt).toBeDefined();
+  });
+
+  it('holds a reply until the test opens its gate', async () => {
+    const release = gate();
+    fake.script({ until: release.promise, text: 'released' });
+    const call = client.chat.completions.create(params);
+    await requestsArrived(fake);
+    expect(fake.requests[0]!.finishedAt, 'answered before the gate opened').toBeUndefined();
+    release.open();
+    expect((await call).choices[0]?.message.content).toBe('released');
   });
 
   it('answers unknown paths with 404 and malformed JSON with 400, in each vendor format, without using the script', async () => {

@@ -143,7 +143,12 @@ function serviceByHost(objs: Obj[], host: string, namespace: string): Obj | unde
 
 describe.each(targets)('k8s %s', (target) => {
   const objs = () => renderedOf(target);
-  const deployments = () => all(objs(), 'Deployment');
+  // Non-empty, so a check over every Deployment cannot pass by having none to check.
+  const deployments = () => {
+    const found = all(objs(), 'Deployment');
+    expect(found.length, `${target} renders Deployments`).toBeGreaterThan(0);
+    return found;
+  };
   const nsOf = (o: Obj) => o.metadata.namespace ?? 'default';
 
   it('renders only objects that validate against the Kubernetes schemas', () => {
@@ -270,6 +275,9 @@ describe.each(targets)('k8s %s', (target) => {
     const pipelineFiles = (readdirSync(join(root, 'pipelines'), { recursive: true }) as string[])
       .filter((f) => !f.startsWith('schema') && statSync(join(root, 'pipelines', f)).isFile());
     expect(pipelineFiles).toContain('general.yaml');
+    const hosting = (service: Name) => deployments().filter((d) => hosted(objs(), d).services.includes(service));
+    expect(hosting('executor').length, 'a Deployment hosts the executor').toBeGreaterThan(0);
+    expect(hosting('provider').length, 'a Deployment hosts the provider').toBeGreaterThan(0);
     for (const d of deployments()) {
       const { services } = hosted(objs(), d);
       const env = envOf(objs(), d.spec.template.spec.containers[0]) as Record<string, string>;

@@ -3,7 +3,7 @@ import { ClientError, Status } from 'nice-grpc';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { PromptRegistry } from '@elexirion/executor';
 import { proto } from '@elexirion/kit';
-import { collectEvents, eventually, startExecutor, startNats, startProvider, stopAll, waitFor, waitForState, type ExecutorUnderTest, type NatsServer, type ProviderUnderTest } from '@elexirion/testing';
+import { collectEvents, eventually, gate, shippedPipelines, startExecutor, startNats, startProvider, stopAll, waitFor, waitForState, type ExecutorUnderTest, type NatsServer, type ProviderUnderTest } from '@elexirion/testing';
 
 let nats: NatsServer;
 let provider: ProviderUnderTest;
@@ -132,9 +132,10 @@ workflow:
   });
 
   it('runs parallel children concurrently, loops with for_each, skips by when:, sets variables and transforms', async () => {
-    provider.fakes.anthropic.setDefault({ delayMs: 300 });
-    const started = Date.now();
-    const result = await executor.client.execute({
+    // Each call is held at the vendor until both have arrived: one after the other, the second never would.
+    const bothArrived = gate();
+    provider.fakes.anthropic.setDefault({ until: bothArrived.promise });
+    const running = executor.client.execute({
       inlineYaml: `
 workflow:
   name: shapes
@@ -172,7 +173,9 @@ workflow:
 `,
       inputs: { items: '["a","b","c"]' },
     });
-    expect(Date.now() - started).toBeLessThan(1_500); // two 300 ms calls side by side, not one after another
+    await waitFor('both parallel calls at the vendor at once', () => provider.fakes.anthropic.requests.length === 2);
+    bothArrived.open();
+    const result = await running;
     expect(result.output).toBe('A-0+B-1+C-2');
     const byName = Object.fromEntries(result.steps.map((step) => [step.name, step.status]));
     expect(byName).toMatchObject({ left: 'completed', right: 'completed', both: 'completed', 'each[0]/shout': 'completed', never: 'skipped' });
@@ -389,6 +392,9 @@ describe('prompt versions', () => {
   });
 
   it('lets a prompt override win over the registry, and goes back to the YAML prompt when the entry is removed', async () => {
+    // An entry of its own, so the test does not depend on the one before it.
+    await registry.publish({ pipeline: 'general', step: 'answer', versions: [{ id: 'v-own', weight: 1, prompt: 'Own: {{inputs.message}}' }] });
+    await eventually('the executor to see the entry', async () => ((await versionOf()) === 'v-own' ? true : undefined));
     const overridden = await executor.client.execute({ pipeline: 'general', inputs: { message: 'hi' }, promptOverrides: { answer: 'Override: {{inputs.message}}' } });
     expect(overridden.steps[0]!.promptVersion).toBe('override');
     expect(provider.fakes.anthropic.requests.at(-1)!.body.messages.at(-1).content).toBe('Override: hi');
@@ -436,8 +442,11 @@ describe('bad input', () => {
   it('lists the shipped pipelines with their inputs', async () => {
     const { pipelines } = await executor.client.listPipelines({});
     const names = pipelines.map((pipeline) => pipeline.name);
-    expect(names).toEqual(expect.arrayContaining(['analysis', 'general', 'generate', 'refactor']));
-    expect(pipelines.every((pipeline) => pipeline.valid)).toBe(true);
+    // Shipped: tracked by git. A user's own pipeline may be listed too, valid or not yet.
+    const shipped = shippedPipelines().map((file) => file.slice(0, -'.yaml'.length));
+    expect(names).toEqual(expect.arrayContaining(['analysis', 'general', 'generate', 'refactor', ...shipped]));
+    // Each problem is "file:line:col: message".
+    expect(pipelines.filter((pipeline) => shipped.includes(pipeline.name) && !pipeline.valid).map((pipeline) => pipeline.problem)).toEqual([]);
     expect(pipelines.find((pipeline) => pipeline.name === 'analysis')!.inputs.map((input) => input.name)).toEqual(['code', 'goal']);
   });
 });
@@ -524,13 +533,21 @@ describe('run admission', () => {
   it('answers RESOURCE_EXHAUSTED beyond the run limit and its queue', async () => {
     const limited = await startExecutor({ providerPort: provider.grpcPort, natsUrl: nats.url, env: { EXECUTOR_MAX_CONCURRENT_RUNS: '1', EXECUTOR_MAX_QUEUED_RUNS: '1' } });
     try {
-      provider.fakes.anthropic.setDefault({ delayMs: 500 });
+      // The vendor holds every answer until one run has been refused: one runs, one waits, one is refused.
+      const refused = gate();
+      provider.fakes.anthropic.setDefault({ until: refused.promise });
+      const outcomes: string[] = [];
       const runs = [0, 1, 2].map(() =>
-        limited.client.execute({ inlineYaml: 'workflow:\n  name: one\n  steps:\n    - { name: a, type: claude, prompt: hi }\n' }).then(
-          () => 'ok',
-          (error) => `${Status[error.code]}${error.details.includes('run limit') ? ' (run limit)' : ''}`,
-        ),
+        limited.client
+          .execute({ inlineYaml: 'workflow:\n  name: one\n  steps:\n    - { name: a, type: claude, prompt: hi }\n' })
+          .then(
+            () => 'ok',
+            (error) => `${Status[error.code]}${error.details.includes('run limit') ? ' (run limit)' : ''}`,
+          )
+          .then((outcome) => (outcomes.push(outcome), outcome)),
       );
+      await waitFor('a run to be refused', () => outcomes.length > 0);
+      refused.open();
       expect((await Promise.all(runs)).sort()).toEqual(['RESOURCE_EXHAUSTED (run limit)', 'ok', 'ok']);
     } finally {
       await limited.stop();

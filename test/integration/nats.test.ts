@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { eventually, freePort, natsConnectionNames, startNats, startStack, stopAll, type NatsServer, type Stack, type StackShape } from '@elexirion/testing';
+import { eventually, natsConnectionNames, startNats, startStack, stopAll, type NatsServer, type Stack, type StackShape } from '@elexirion/testing';
 
 let stack: Stack | undefined;
 let nats: NatsServer | undefined;
@@ -59,10 +59,10 @@ describe.each<StackShape>(['one-process-per-service', 'all-in-one'])('NATS under
   });
 
   it('keeps answering with NATS stopped, says degraded meanwhile, and serves again once NATS is back', async () => {
-    const port = await freePort();
     const store = mkdtempSync(join(tmpdir(), 'elexirion-nats-'));
     stores.push(store);
-    nats = await startNats(port, store);
+    nats = await startNats(undefined, store);
+    const { port } = nats; // restarted there below, where the services reconnect
     stack = await startStack(shape, nats.url);
     await allServing(stack);
     expect((await stack.gateway.chat({ message: 'ping' })).response).toBe('pong');

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ClientError, Status } from 'nice-grpc';
-import { stopAll, TEST_KEYS, collectStream, startProvider, testProviderConfig, userMessage, type ProviderUnderTest } from '@elexirion/testing';
+import { eventually, gate, stopAll, TEST_KEYS, collectStream, startProvider, testProviderConfig, userMessage, waitFor, type ProviderUnderTest } from '@elexirion/testing';
 
 let provider: ProviderUnderTest | undefined;
 
@@ -65,10 +65,9 @@ describe('retries', () => {
 
   it('gives up when the next backoff would outlast the caller deadline', async () => {
     provider = await startProvider();
-    provider.fakes.anthropic.script({ status: 503, headers: { 'retry-after': '5' } });
-    const started = Date.now();
-    const error = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude' }, { deadline: new Date(Date.now() + 2_000) }).catch((caught) => caught);
-    expect(Date.now() - started).toBeLessThan(1_500);
+    provider.fakes.anthropic.script({ status: 503, headers: { 'retry-after': '600' } });
+    const error = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude' }, { deadline: new Date(Date.now() + 20_000) }).catch((caught) => caught);
+    // UNAVAILABLE, not DEADLINE_EXCEEDED: it answered before the deadline instead of waiting for it.
     expect(error.code).toBe(Status.UNAVAILABLE);
     expect(error.details).toContain('anthropic/claude-sonnet-5: ');
     expect(provider.fakes.anthropic.requests).toHaveLength(1);
@@ -194,18 +193,25 @@ describe('a streaming server that does not say text/event-stream', () => {
 });
 
 describe('circuit breaker', () => {
-  const config = testProviderConfig({
-    anthropic: { max_attempts: 1, breaker: { window_ms: 10_000, min_requests: 4, failure_rate: 0.5, cooldown_ms: 800 } },
-  });
+  const config = (cooldownMs: number) =>
+    testProviderConfig({
+      anthropic: { max_attempts: 1, breaker: { window_ms: 10_000, min_requests: 4, failure_rate: 0.5, cooldown_ms: cooldownMs } },
+    });
 
-  it('opens after enough failures, fails fast without calling the vendor, and closes after a good probe', async () => {
-    provider = await startProvider({ config });
-    provider.fakes.anthropic.setDefault({ status: 503 });
+  /** Four failed calls: enough to open the breaker. */
+  async function openTheBreaker(under: ProviderUnderTest): Promise<void> {
+    under.fakes.anthropic.setDefault({ status: 503 });
     for (let i = 0; i < 4; i += 1) {
-      const error = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude' }).catch((caught) => caught);
+      const error = await under.client.complete({ messages: [userMessage('hi')], model: 'claude' }).catch((caught) => caught);
       expect(error.code).toBe(Status.UNAVAILABLE);
     }
-    expect(provider.fakes.anthropic.requests).toHaveLength(4);
+    expect(under.fakes.anthropic.requests).toHaveLength(4);
+  }
+
+  it('opens after enough failures, fails fast without calling the vendor, and sends claude_smart to its next target', async () => {
+    // A cooldown longer than the test: the breaker stays open however slowly the test runs.
+    provider = await startProvider({ config: config(600_000) });
+    await openTheBreaker(provider);
     const listing = await provider.client.listModels({});
     expect(listing.providers.find((entry) => entry.name === 'anthropic')).toMatchObject({ breakerState: 'open', failureRate: 1 });
     expect(await provider.metrics()).toMatch(/elexirion_provider_breaker_state\{provider="anthropic"\} 2/);
@@ -214,15 +220,18 @@ describe('circuit breaker', () => {
     expect(fast.details).toMatch(/circuit breaker open/);
     expect(provider.fakes.anthropic.requests).toHaveLength(4);
 
-    // An open breaker sends claude_smart straight to its second target.
     provider.fakes.gemini.script({ text: 'breaker bypassed' });
     const rerouted = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude_smart' });
     expect(rerouted).toMatchObject({ provider: 'gemini', fallbackUsed: true });
     expect(provider.fakes.anthropic.requests).toHaveLength(4);
+  });
 
+  it('closes after a good probe once the cooldown is over', async () => {
+    provider = await startProvider({ config: config(300) });
+    await openTheBreaker(provider);
     provider.fakes.anthropic.setDefault({ text: 'recovered' });
-    await new Promise((resolve) => setTimeout(resolve, 900));
-    const probe = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude' });
+    // Until the cooldown is over the breaker fails fast; then a probe goes through and closes it.
+    const probe = await eventually('the breaker to let a probe through', async () => provider!.client.complete({ messages: [userMessage('hi')], model: 'claude' }));
     expect(probe.text).toBe('recovered');
     expect((await provider.client.listModels({})).providers[0]!.breakerState).toBe('closed');
     expect(await provider.metrics()).toMatch(/elexirion_provider_breaker_state\{provider="anthropic"\} 0/);
@@ -263,8 +272,18 @@ describe('cancellation and deadlines', () => {
 describe('limits', () => {
   it('answers RESOURCE_EXHAUSTED beyond the concurrency limit and its queue', async () => {
     provider = await startProvider({ config: testProviderConfig({ openai: { max_concurrency: 1, max_queue: 1 } }) });
-    provider.fakes.openai.setDefault({ delayMs: 600 });
-    const calls = [0, 1, 2].map(() => provider!.client.complete({ messages: [userMessage('hi')], model: 'openai' }).then(() => 'ok', (error) => Status[error.code]));
+    // The vendor holds every answer until one call has been refused: one runs, one waits, one is refused.
+    const refused = gate();
+    provider.fakes.openai.setDefault({ until: refused.promise });
+    const outcomes: string[] = [];
+    const calls = [0, 1, 2].map(() =>
+      provider!.client
+        .complete({ messages: [userMessage('hi')], model: 'openai' })
+        .then(() => 'ok', (error) => String(Status[error.code]))
+        .then((outcome) => (outcomes.push(outcome), outcome)),
+    );
+    await waitFor('a call to be refused', () => outcomes.length > 0);
+    refused.open();
     expect((await Promise.all(calls)).sort()).toEqual(['RESOURCE_EXHAUSTED', 'ok', 'ok']);
   });
 });
@@ -314,6 +333,5 @@ describe('credentials', () => {
 });
 
 async function eventuallyRequested(under: ProviderUnderTest, vendor: 'anthropic' | 'gemini' | 'openai'): Promise<void> {
-  const until = Date.now() + 5_000;
-  while (under.fakes[vendor].requests.length === 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
+  await waitFor(`a request at the ${vendor} fake`, () => under.fakes[vendor].requests.length > 0);
 }

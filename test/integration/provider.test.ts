@@ -190,7 +190,10 @@ describe('metrics', () => {
     expect(Number(cost?.[1])).toBeGreaterThanOrEqual(3);
   });
 
-  it('never shows a provider key in its logs', () => {
+  it('never shows a provider key in its logs', async () => {
+    // A retried call of its own: the retry is logged (debug) with the upstream's error.
+    provider.fakes.anthropic.script({ status: 503 }, { text: 'after a retry' });
+    expect((await provider.client.complete({ messages: [userMessage('log me')], model: 'claude' })).text).toBe('after a retry');
     const output = provider.process.output();
     expect(output.length).toBeGreaterThan(0);
     for (const key of Object.values(TEST_KEYS)) expect(output).not.toContain(key);

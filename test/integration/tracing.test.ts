@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startNats, type NatsServer, freePort, stopAll, startStack } from '@elexirion/testing';
+import { startNats, type NatsServer, stopAll, startStack } from '@elexirion/testing';
 
 interface ExportedSpan {
   service: string;
@@ -30,8 +30,7 @@ async function startCollector(): Promise<{ url: string; spans: ExportedSpan[]; s
       response.writeHead(200, { 'content-type': 'application/json' }).end('{}');
     });
   });
-  const port = await freePort();
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  const port = await new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
   return { url: `http://127.0.0.1:${port}`, spans, server };
 }
 

@@ -1,6 +1,6 @@
 import { connectService, type ServiceClient } from '@elexirion/kit';
 import { freePort } from './ports.js';
-import { spawnNode, waitServing, type Spawned } from './processes.js';
+import { onFreshPorts, PortTakenError, spawnNode, waitServing, type Spawned } from './processes.js';
 
 export interface ExecutorUnderTest {
   process: Spawned;
@@ -12,18 +12,25 @@ export interface ExecutorUnderTest {
 
 /** The executor service as a real process, calling the provider at `providerPort`. */
 export async function startExecutor(options: { providerPort: number; natsUrl: string; env?: NodeJS.ProcessEnv; grpcPort?: number }): Promise<ExecutorUnderTest> {
-  const grpcPort = options.grpcPort ?? (await freePort());
-  const httpPort = await freePort();
-  const spawned = spawnNode('executor', 'services/executor/dist/main.js', {
-    BIND_HOST: '127.0.0.1',
-    EXECUTOR_GRPC_PORT: String(grpcPort),
-    EXECUTOR_HTTP_PORT: String(httpPort),
-    PROVIDER_ADDRESS: `dns:///127.0.0.1:${options.providerPort}`,
-    NATS_URL: options.natsUrl,
-    LOG_LEVEL: 'info',
-    ...options.env,
+  const { spawned, grpcPort, httpPort } = await onFreshPorts(async () => {
+    const grpcPort = options.grpcPort ?? (await freePort());
+    const httpPort = await freePort();
+    const spawned = spawnNode('executor', 'services/executor/dist/main.js', {
+      BIND_HOST: '127.0.0.1',
+      EXECUTOR_GRPC_PORT: String(grpcPort),
+      EXECUTOR_HTTP_PORT: String(httpPort),
+      PROVIDER_ADDRESS: `dns:///127.0.0.1:${options.providerPort}`,
+      NATS_URL: options.natsUrl,
+      LOG_LEVEL: 'info',
+      ...options.env,
+    });
+    await waitServing(grpcPort, 'elexirion.v1.Executor', spawned).catch(async (error: unknown) => {
+      await spawned.stop();
+      // A gRPC port the caller chose is not traded for another.
+      throw error instanceof PortTakenError && options.grpcPort !== undefined ? new Error(error.message) : error;
+    });
+    return { spawned, grpcPort, httpPort };
   });
-  await waitServing(grpcPort, 'elexirion.v1.Executor', spawned);
   // The client services use between them: the deadline is enforced here and sent on.
   const { client, close } = connectService('executor', `127.0.0.1:${grpcPort}`, { caller: 'test' });
   return {

@@ -1,5 +1,6 @@
-// Per-test fixtures: cleanups that run when each test ends, a logger that records its lines, and
-// a nats-server for a whole test file.
+// @elexirion/testing/fixtures: vitest fixtures. Cleanups that run when each test ends, a logger
+// that records its lines, and a nats-server for a whole test file. Apart from the package index,
+// which never loads vitest, so the benchmark can import the rest.
 import type { NatsConnection } from '@nats-io/transport-node';
 import { afterAll, afterEach, beforeAll } from 'vitest';
 import { connectNats, startNats, type NatsServer } from './nats.js';

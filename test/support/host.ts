@@ -2,7 +2,6 @@
 // service implementations that answer only what a test cares about.
 import type { DestinationStream } from 'pino';
 import { ServerError, Status, serviceNames } from '@elexirion/kit';
-import { freePort } from './ports.js';
 
 /** A pino destination that keeps every line, parsed, for assertions. */
 export interface CapturedLogs extends DestinationStream {
@@ -24,8 +23,10 @@ export function captureLogs(): CapturedLogs {
 }
 
 /**
- * An environment for startHost: loopback only, a free port for every <NAME>_GRPC_PORT and
- * <NAME>_HTTP_PORT, no telemetry events, silent logs; `extra` wins.
+ * An environment for startHost: loopback only, port 0 for every <NAME>_GRPC_PORT and
+ * <NAME>_HTTP_PORT (the host binds free ones and reports them as host.grpcPort and
+ * host.httpPort, so no other process can take them first), no telemetry events, silent logs;
+ * `extra` wins. A host calling a service it does not host needs its <NAME>_ADDRESS in `extra`.
  */
 export async function hostEnv(extra: NodeJS.ProcessEnv = {}): Promise<NodeJS.ProcessEnv> {
   const env: NodeJS.ProcessEnv = {
@@ -36,8 +37,8 @@ export async function hostEnv(extra: NodeJS.ProcessEnv = {}): Promise<NodeJS.Pro
   };
   for (const name of serviceNames) {
     const upper = name.toUpperCase();
-    env[`${upper}_GRPC_PORT`] = String(await freePort());
-    env[`${upper}_HTTP_PORT`] = String(await freePort());
+    env[`${upper}_GRPC_PORT`] = '0';
+    env[`${upper}_HTTP_PORT`] = '0';
   }
   return { ...env, ...extra };
 }

@@ -6,8 +6,8 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { proto } from '@elexirion/kit';
 import type { Later } from './fixtures.js';
-import { freePort, waitForPort } from './ports.js';
-import { spawnProcess, type Spawned } from './processes.js';
+import { freePort } from './ports.js';
+import { onFreshPorts, spawnProcess, waitForOutput, type Spawned } from './processes.js';
 
 export interface NatsServer {
   url: string;
@@ -18,25 +18,37 @@ export interface NatsServer {
   stop(): Promise<void>;
 }
 
-/** A real nats-server with JetStream on a free port and a temporary store (and monitoring, when asked). */
+/**
+ * A real nats-server with JetStream on a free port and a temporary store (and monitoring, when
+ * asked). It is ready when it says so itself ("Server is ready"): a port that merely answers could
+ * belong to another process. When another process took a port between freePort() and the bind,
+ * it starts again on fresh ports; a `port` the caller chose (to restart a server where its
+ * clients reconnect) is used as given.
+ */
 export async function startNats(port?: number, storeDir?: string, options: { monitor?: boolean } = {}): Promise<NatsServer> {
-  const chosen = port ?? (await freePort());
   const store = storeDir ?? mkdtempSync(join(tmpdir(), 'elexirion-nats-'));
-  const monitorPort = options.monitor ? await freePort() : undefined;
-  const monitorArgs = monitorPort ? ['-m', String(monitorPort)] : [];
-  const spawned = spawnProcess('nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(chosen), '-js', '-sd', store, ...monitorArgs]);
-  await waitForPort(chosen, 10_000);
-  if (monitorPort) await waitForPort(monitorPort, 10_000);
-  return {
-    url: `nats://127.0.0.1:${chosen}`,
-    port: chosen,
-    ...(monitorPort ? { monitorPort } : {}),
-    process: spawned,
-    async stop() {
-      await spawned.stop();
-      if (!storeDir) rmSync(store, { recursive: true, force: true });
-    },
-  };
+  try {
+    return await onFreshPorts(async () => {
+      const chosen = port ?? (await freePort());
+      const monitorPort = options.monitor ? await freePort() : undefined;
+      const monitorArgs = monitorPort ? ['-m', String(monitorPort)] : [];
+      const spawned = spawnProcess('nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(chosen), '-js', '-sd', store, ...monitorArgs]);
+      await waitForOutput(spawned, 'Server is ready', port === undefined);
+      return {
+        url: `nats://127.0.0.1:${chosen}`,
+        port: chosen,
+        ...(monitorPort ? { monitorPort } : {}),
+        process: spawned,
+        async stop() {
+          await spawned.stop();
+          if (!storeDir) rmSync(store, { recursive: true, force: true });
+        },
+      };
+    });
+  } catch (error) {
+    if (!storeDir) rmSync(store, { recursive: true, force: true });
+    throw error;
+  }
 }
 
 /**

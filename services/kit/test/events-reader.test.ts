@@ -21,7 +21,7 @@ import {
   type Tracing,
   type UndecodableMessage,
 } from '@elexirion/kit';
-import { eventually, freePort, sleep, startNats, stopAll, waitFor, type NatsServer } from '@elexirion/testing';
+import { eventually, sleep, startNats, stopAll, waitFor, type NatsServer } from '@elexirion/testing';
 
 const STREAM = 'ELEXIRION_EVENTS';
 
@@ -194,22 +194,25 @@ describe('EventsReader', () => {
     for (const jobId of ['one', 'two', 'three']) await publishJob(jobId);
 
     // The first reader acknowledges "one" and "two", and is stopped while it works on "three".
+    // Its ack wait is longer than the test: "three" can come back only because it stopped.
     const stop = new AbortController();
-    const first = consume(await open(await connection(server.url), { durable: 'resuming', signal: stop.signal }), async (batch, signal) => {
+    let holdingThree = false;
+    const first = consume(await open(await connection(server.url), { durable: 'resuming', signal: stop.signal, ackWaitMs: 600_000 }), async (batch, signal) => {
       if (batch.events[0]!.event.agentJob!.jobId !== 'three') return;
+      holdingThree = true;
       await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
       throw new Error('stopped before it was done');
     });
     await waitFor('"one" and "two"', () => first.acknowledged.length === 2);
-    await sleep(100); // "three" is in its handler
+    await waitFor('"three" in its handler', () => holdingThree);
     stop.abort();
     await expect(first.consuming).resolves.toBeUndefined();
     expect(jobIds(first.acknowledged)).toEqual(['one', 'two']);
 
     for (const jobId of ['four', 'five']) await publishJob(jobId);
     const second = consume(await open(await connection(server.url), { durable: 'resuming' }));
-    // Well within the 30 s ack wait: what the first reader held went back when it stopped.
-    await waitFor('"three" to "five"', () => second.acknowledged.length >= 3, 5_000);
+    // What the first reader held went back when it stopped, not at the end of its ack wait.
+    await waitFor('"three" to "five"', () => second.acknowledged.length >= 3);
     await sleep(300); // nothing else comes
     expect(jobIds(second.acknowledged)).toEqual(['three', 'four', 'five']);
   });
@@ -285,10 +288,10 @@ describe('EventsReader', () => {
   });
 
   it('keeps reading across a restart of nats-server on the same port and store', async () => {
-    const port = await freePort();
     const store = mkdtempSync(join(tmpdir(), 'elexirion-events-reader-'));
     cleanups.push(async () => rmSync(store, { recursive: true, force: true }));
-    let server = await startNats(port, store);
+    let server = await startNats(undefined, store);
+    const { port } = server; // restarted there below
     cleanups.push(() => server.stop()); // whichever server runs at the end
     const events = await publisher(server.url);
     const reader = consume(await open(await connection(server.url, { maxReconnectAttempts: -1, reconnectTimeWait: 250 }), { durable: 'across-restarts' }));
@@ -296,7 +299,7 @@ describe('EventsReader', () => {
     await waitFor('the event before the restart', () => reader.acknowledged.length >= 1);
 
     await server.stop();
-    expect(events.isConnected).toBe(false);
+    await waitFor('the publisher to notice', () => !events.isConnected); // the server's exit reaches it a moment later
     server = await startNats(port, store);
     expect(await events.waitUntilConnected(15_000)).toBe(true);
     events.publish('agent', 'job', { status: 'OK', agentJob: { jobId: 'after' } });
@@ -342,8 +345,9 @@ describe('EventsReader', () => {
     await publisher(server.url);
     const reading = await connection(server.url);
     const reader = consume(await open(reading, { durable: 'doomed' }));
-    await sleep(100); // its first pull is waiting
-    await (await jetstreamManager(reading)).consumers.delete(STREAM, 'doomed');
+    const manager = await jetstreamManager(reading);
+    await eventually('its first pull to be waiting', async () => ((await manager.consumers.info(STREAM, 'doomed')).num_waiting > 0 ? true : undefined));
+    await manager.consumers.delete(STREAM, 'doomed');
     await expect(reader.consuming).rejects.toThrow(/^events reader "doomed" on stream ELEXIRION_EVENTS stopped: /);
     await expect(reader.consuming).rejects.toBeInstanceOf(EventsReaderError);
   });

@@ -82,13 +82,12 @@ afterAll(async () => {
 
 describe('EventPublisher with NATS down', () => {
   it('never throws from publish and returns fast', async () => {
-    const { publisher: events } = publisher(`nats://127.0.0.1:${await freePort()}`, { queueMax: 100_000 });
-    const started = performance.now();
+    const { publisher: events, metrics } = publisher(`nats://127.0.0.1:${await freePort()}`, { queueMax: 100_000 });
     for (let index = 0; index < 2_000; index += 1) {
-      expect(() => events.publish('provider', 'completion', { status: 'OK', durationMs: index })).not.toThrow();
+      // Returns nothing to wait for: queuing only, no network on the request path.
+      expect(events.publish('provider', 'completion', { status: 'OK', durationMs: index })).toBeUndefined();
     }
-    const perEventMs = (performance.now() - started) / 2_000;
-    expect(perEventMs).toBeLessThan(1); // queuing only: no network on the request path
+    expect((await metrics.eventsQueued.get()).values[0]?.value).toBe(2_000);
     expect(events.isConnected).toBe(false);
   });
 
@@ -104,9 +103,7 @@ describe('EventPublisher with NATS down', () => {
   it('closes promptly, counting what was still queued as dropped', async () => {
     const { publisher: events, metrics } = publisher(`nats://127.0.0.1:${await freePort()}`, { queueMax: 5 });
     for (let index = 0; index < 3; index += 1) events.publish('agent', 'job', { status: 'OK' });
-    const started = Date.now();
-    await events.close();
-    expect(Date.now() - started).toBeLessThan(2_000);
+    await events.close(); // NATS never comes: a close that waited for it would never end
     expect(await dropped(metrics, 'not_connected')).toBe(3);
     events.publish('agent', 'job', { status: 'OK' }); // after close: ignored, not an error
     expect(await dropped(metrics, 'queue_full')).toBe(0);
@@ -354,7 +351,6 @@ describe('EventPublisher with a real NATS', () => {
           const current = await manager.streams.info('ELEXIRION_EVENTS');
           return current.state.messages >= 1 ? current : undefined;
         },
-        5_000,
       );
       expect(info.state.messages).toBe(1);
     } finally {
@@ -363,8 +359,8 @@ describe('EventPublisher with a real NATS', () => {
   });
 
   it('creates the stream again when NATS comes back without its store, and keeps what it held meanwhile', async () => {
-    const port = await freePort();
-    const first = await startNats(port);
+    const first = await startNats();
+    const { port } = first; // the second server starts there, where the publisher reconnects
     const { publisher: events } = publisher(first.url);
     expect(await events.waitUntilConnected(10_000)).toBe(true);
     await first.stop(); // its temporary store goes with it

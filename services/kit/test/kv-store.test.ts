@@ -12,7 +12,8 @@ import {
   Status,
   type KvBucketSpec,
 } from '@elexirion/kit';
-import { cleanupAfterEach, connectNats, eventually, natsForFile, temporaryBucket } from '@elexirion/testing';
+import { connectNats, eventually, temporaryBucket } from '@elexirion/testing';
+import { cleanupAfterEach, natsForFile } from '@elexirion/testing/fixtures';
 
 interface Counter {
   id: string;

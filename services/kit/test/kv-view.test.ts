@@ -5,7 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { Kvm } from '@nats-io/kv';
 import { z } from 'zod';
 import { ElexirionError, KvRejectedValueError, KvStore, KvView, type KvBucketSpec, type KvViewChange } from '@elexirion/kit';
-import { cleanupAfterEach, connectNats, eventually, natsForFile, recordingLogger, sleep, startNats, temporaryBucket, waitFor } from '@elexirion/testing';
+import { connectNats, eventually, sleep, startNats, temporaryBucket, waitFor } from '@elexirion/testing';
+import { cleanupAfterEach, natsForFile, recordingLogger } from '@elexirion/testing/fixtures';
 
 interface Flag {
   name: string;

@@ -57,10 +57,10 @@ describe('SharedNatsConnection', () => {
     const port = await freePort();
     const { connection: one, logs } = connection(`nats://127.0.0.1:${port}`);
     one.use('executor', 'checkpoints', async () => {});
-    await new Promise((resolve) => setTimeout(resolve, 400));
+    const warned = await waitFor('the warning that NATS is unreachable', () => logs.records().find((record) => record.msg.startsWith('NATS unreachable')));
     expect(one.ready).toBe(false);
     expect(one.readiness()).toMatchObject({ state: 'connecting', uses: [{ purpose: 'checkpoints', attached: false, problem: 'not connected to NATS yet' }] });
-    expect(logs.records().find((record) => record.msg.startsWith('NATS unreachable'))).toMatchObject({ level: 'warn', degraded: ['executor: checkpoints'] });
+    expect(warned).toMatchObject({ level: 'warn', degraded: ['executor: checkpoints'] });
 
     servers.push(await startNats(port));
     await waitFor('the use to attach', () => one.ready, 10_000);
@@ -82,9 +82,9 @@ describe('SharedNatsConnection', () => {
   });
 
   it('tells status listeners of a lost and a regained NATS', async () => {
-    const port = await freePort();
     const store = (await import('node:fs')).mkdtempSync(`${(await import('node:os')).tmpdir()}/elexirion-nats-`);
-    let nats = await startNats(port, store);
+    let nats = await startNats(undefined, store);
+    const { port } = nats; // restarted there below
     const { connection: one } = connection(nats.url);
     const states: string[] = [];
     one.onStatus((state) => states.push(state));

@@ -90,9 +90,17 @@ describe('createUpstreamFetch', () => {
   });
 
   it('keeps connections alive: sequential calls share one, concurrent calls open one each and reuse them', async () => {
-    const server = await upstream((_request, response) => setTimeout(() => response.end('ok'), 30));
+    // In a burst every answer waits until all 8 requests have arrived: they are in flight at once.
+    let burstSize = 0;
+    const held: ServerResponse[] = [];
+    const server = await upstream((_request, response) => {
+      if (burstSize === 0) return response.end('ok');
+      held.push(response);
+      if (held.length === burstSize) for (const waiting of held.splice(0)) waiting.end('ok');
+    });
     const fetch = upstreamFetch();
     for (let index = 0; index < 10; index += 1) expect(await (await fetch(server.url)).text()).toBe('ok');
+    burstSize = 8;
     expect(server.connections).toBe(1);
     const burst = () => Promise.all(Array.from({ length: 8 }, async () => (await fetch(server.url)).text()));
     expect(await burst()).toEqual(Array(8).fill('ok'));

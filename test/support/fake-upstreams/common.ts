@@ -343,7 +343,7 @@ export async function startFakeUpstream(protocol: VendorProtocol, options: FakeU
       fallback = {};
       requests.length = 0; // keep the array identity: callers may hold `fake.requests`
     },
-    waitForAbort(index, timeoutMs = 2_000) {
+    waitForAbort(index, timeoutMs = 10_000) {
       return new Promise<void>((resolve, reject) => {
         const check = () => {
           if (!requests[index]?.abortedByClient) return;
