@@ -161,23 +161,28 @@ describe('checkpoint writes with NATS away', () => {
     expect(await skipped('timeout')).toBe(0);
   });
 
-  it('write the final state of a one-step run, which a resume gives back without calling the provider', async () => {
+  it('write the final state of a run of several steps, which a resume gives back without calling the provider; a one-step run writes none', async () => {
     await start();
-    provider.fakes.anthropic.script({ text: 'only answer' });
+    provider.fakes.anthropic.script({ text: 'first answer' }, { text: 'second answer' }, { text: 'only answer' });
     const runId = `final-${Date.now()}`;
+    const twoSteps = 'workflow:\n  name: two-steps\n  steps:\n    - { name: first, type: claude, prompt: "hi" }\n    - { name: second, type: claude, prompt: "{{ steps.first.output }}" }\n';
+    expect((await executor!.client.execute({ inlineYaml: twoSteps, runId })).output).toBe('second answer');
+    const oneStepRunId = `${runId}-one`;
     const oneStep = 'workflow:\n  name: one-step\n  steps:\n    - { name: only, type: claude, prompt: "hi" }\n';
-    expect((await executor!.client.execute({ inlineYaml: oneStep, runId })).output).toBe('only answer');
+    expect((await executor!.client.execute({ inlineYaml: oneStep, runId: oneStepRunId })).output).toBe('only answer');
 
     const connection = await connect({ servers: nats!.url });
     try {
-      const entry = await (await new Kvm(connection).open('elexirion_checkpoints')).get(runId);
-      expect(entry?.json()).toMatchObject({ runId, status: 'completed', steps: [{ name: 'only', output: 'only answer' }] });
+      const bucket = await new Kvm(connection).open('elexirion_checkpoints');
+      const entry = await bucket.get(runId);
+      expect(entry?.json()).toMatchObject({ runId, status: 'completed', steps: [{ name: 'first', output: 'first answer' }, { name: 'second', output: 'second answer' }] });
+      expect(await bucket.get(oneStepRunId)).toBeNull();
     } finally {
       await connection.close();
     }
     const resumed = await executor!.client.execute({ resumeRunId: runId });
-    expect(resumed).toMatchObject({ output: 'only answer', resumedSteps: 1 });
-    expect(provider.fakes.anthropic.requests).toHaveLength(1);
+    expect(resumed).toMatchObject({ output: 'second answer', resumedSteps: 2 });
+    expect(provider.fakes.anthropic.requests).toHaveLength(3);
     expect((await skipped('not_connected')) + (await skipped('timeout'))).toBe(0);
   });
 });
