@@ -3,7 +3,7 @@
 // in the publishing process and in nats-server, from publish() until every event offered is
 // counted as published or dropped.
 //
-//   node services/kit/bench/event-publisher.mjs [--kit <dist dir>] [--rate <events/s>] [--seconds <s>] [--rounds <n>]
+//   node bench/micro/event-publisher.mjs [--kit <dist dir>] [--rate <events/s>] [--seconds <s>] [--rounds <n>]
 //
 // --kit: the kit build to measure (default services/kit/dist), so that a build of another commit
 // can be measured the same way. The load is --rate events a second (default 15,000: about the
