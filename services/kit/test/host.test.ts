@@ -1,4 +1,7 @@
+import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { credentials, makeGenericClientConstructor, type ClientDuplexStream } from '@grpc/grpc-js';
@@ -18,13 +21,46 @@ import {
   startHost,
   type Host,
 } from '@elexirion/kit';
-import { rawUnaryCall, captureLogs, gate, hostEnv, implement, sleep, waitFor } from '@elexirion/testing';
+import { rawUnaryCall, captureLogs, gate, hostEnv, implement, repoRoot, sleep, waitFor } from '@elexirion/testing';
 
 // The reflection package's generated (google-protobuf) message classes: its service definition
 // only serializes instances of these very classes.
 const require = createRequire(import.meta.url);
 const reflectionPb = require('nice-grpc-server-reflection/lib/proto/grpc/reflection/v1/reflection_pb.js');
 const descriptorPb = require('google-protobuf/google/protobuf/descriptor_pb.js');
+
+const execFileAsync = promisify(execFile);
+const bufBinary = join(repoRoot, 'node_modules/.bin/buf');
+
+/** Sends `requests` on one reflection stream of the given version and returns its answers. */
+async function reflect(port: number, version: string, requests: unknown[]): Promise<any[]> {
+  const method = ServerReflectionService.serverReflectionInfo;
+  const definition = { serverReflectionInfo: { ...method, path: `/grpc.reflection.${version}.ServerReflection/ServerReflectionInfo` } };
+  const Client = makeGenericClientConstructor(definition as never, 'ServerReflection');
+  const client = new Client(`127.0.0.1:${port}`, credentials.createInsecure()) as any;
+  try {
+    const stream: ClientDuplexStream<any, any> = client.serverReflectionInfo();
+    const responses: any[] = [];
+    let failure: Error | undefined;
+    const ended = new Promise<void>((resolve) => {
+      stream.on('data', (response: any) => responses.push(response));
+      stream.on('error', (error: Error) => {
+        failure = error;
+        resolve();
+      });
+      stream.on('end', resolve);
+    });
+    for (const request of requests) stream.write(request);
+    await waitFor(`${requests.length} reflection answers`, () => failure ?? responses.length >= requests.length);
+    if (failure) throw failure;
+    stream.end();
+    await ended;
+    for (const response of responses) expect(response.getErrorResponse()?.getErrorMessage()).toBeUndefined();
+    return responses;
+  } finally {
+    client.close();
+  }
+}
 
 const SERVING = 1;
 const NOT_SERVING = 2;
@@ -203,35 +239,44 @@ describe('startHost', () => {
     expect(schema.properties.times.maximum).toBe(3);
   });
 
-  it('lists the hosted elexirion.v1 services through grpc.reflection.v1 and serves their descriptors', async () => {
+  it.each(['v1', 'v1alpha'])('lists every service it serves through grpc.reflection.%s and serves their descriptors, health included', async (version) => {
     const { host } = await start([providerModule, executorModule]);
-    const Client = makeGenericClientConstructor(ServerReflectionService as never, 'ServerReflection');
-    const client = new Client(`127.0.0.1:${host.grpcPort}`, credentials.createInsecure()) as any;
-    try {
-      const stream: ClientDuplexStream<any, any> = client.serverReflectionInfo();
-      const responses: any[] = [];
-      const ended = new Promise<void>((resolve, reject) => {
-        stream.on('data', (response: any) => responses.push(response));
-        stream.on('error', reject);
-        stream.on('end', resolve);
-      });
-      stream.write(new reflectionPb.ServerReflectionRequest().setListServices(''));
-      stream.write(new reflectionPb.ServerReflectionRequest().setFileContainingSymbol('elexirion.v1.Provider'));
-      await waitFor('two reflection answers', () => responses.length >= 2);
-      stream.end();
-      await ended;
+    const [list, provider, health] = await reflect(host.grpcPort, version, [
+      new reflectionPb.ServerReflectionRequest().setListServices(''),
+      new reflectionPb.ServerReflectionRequest().setFileContainingSymbol('elexirion.v1.Provider'),
+      new reflectionPb.ServerReflectionRequest().setFileContainingSymbol('grpc.health.v1.Health'),
+    ]);
 
-      const names = responses[0].getListServicesResponse().getServiceList().map((service: any) => service.getName());
-      expect([...names].sort()).toEqual(['elexirion.v1.Executor', 'elexirion.v1.Provider']);
+    const names = list.getListServicesResponse().getServiceList().map((service: any) => service.getName());
+    expect([...names].sort()).toEqual([
+      'elexirion.v1.Executor',
+      'elexirion.v1.Provider',
+      'grpc.health.v1.Health',
+      'grpc.reflection.v1.ServerReflection',
+      'grpc.reflection.v1alpha.ServerReflection',
+    ]);
 
-      const files = responses[1].getFileDescriptorResponse().getFileDescriptorProtoList_asU8();
-      const file = descriptorPb.FileDescriptorProto.deserializeBinary(files[0]);
-      expect(file.getName()).toBe('elexirion/v1/provider.proto');
-      expect(file.getPackage()).toBe('elexirion.v1');
-      expect(file.getServiceList().map((service: any) => service.getName())).toEqual(['Provider']);
-    } finally {
-      client.close();
-    }
+    const providerFile = descriptorPb.FileDescriptorProto.deserializeBinary(provider.getFileDescriptorResponse().getFileDescriptorProtoList_asU8()[0]);
+    expect(providerFile.getName()).toBe('elexirion/v1/provider.proto');
+    expect(providerFile.getPackage()).toBe('elexirion.v1');
+    expect(providerFile.getServiceList().map((service: any) => service.getName())).toEqual(['Provider']);
+
+    const healthFile = descriptorPb.FileDescriptorProto.deserializeBinary(health.getFileDescriptorResponse().getFileDescriptorProtoList_asU8()[0]);
+    expect(healthFile.getName()).toBe('grpc/health/v1/health.proto');
+    const [healthService] = healthFile.getServiceList();
+    expect(healthService.getName()).toBe('Health');
+    // Exactly the methods nice-grpc-server-health serves.
+    expect(healthService.getMethodList().map((method: any) => method.getName())).toEqual(['Check', 'Watch']);
+  });
+
+  it.each(['grpc-v1', 'grpc-v1alpha'])('lets a client without proto files call grpc.health.v1.Health/Check through reflection (buf curl, %s)', async (protocol) => {
+    const { host } = await start([providerModule]);
+    const target = `http://127.0.0.1:${host.grpcPort}`;
+    const flags = ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', '--reflect-protocol', protocol];
+    const listed = await execFileAsync(bufBinary, [...flags, '--list-methods', target]);
+    expect(listed.stdout.trim().split('\n')).toEqual(expect.arrayContaining(['grpc.health.v1.Health/Check', 'grpc.health.v1.Health/Watch', 'elexirion.v1.Provider/Complete']));
+    const checked = await execFileAsync(bufBinary, [...flags, '-d', '{"service":"elexirion.v1.Provider"}', `${target}/grpc.health.v1.Health/Check`]);
+    expect(JSON.parse(checked.stdout)).toEqual({ status: 'SERVING' });
   });
 
   it("turns a plain gRPC client's grpc-timeout into the handler's incomingDeadline", async () => {

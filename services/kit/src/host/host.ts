@@ -2,18 +2,18 @@ import { createServer, type ServiceImplementation } from 'nice-grpc';
 import { composeServerMiddleware, type ServerMiddleware } from 'nice-grpc-common';
 import { openTelemetryServerMiddleware } from 'nice-grpc-opentelemetry';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
-import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
+import { ServerReflectionService } from 'nice-grpc-server-reflection';
 import { pino, type DestinationStream } from 'pino';
 import type { z } from 'zod';
 import { callsOf, hostingOrder, primaryService, serviceCatalog, type ServiceDefinitionOf, type ServiceName } from './catalog.js';
 import { ChannelPool, ServiceClients, type LocalService } from '../rpc/clients.js';
 import { ConfigError, loadHostConfig, parseEnv, type HostConfig } from './config.js';
 import { createHttpServer, registerRoutes, type HttpRoutes } from './http.js';
+import { ServerReflectionV1AlphaService, reflection } from './reflection.js';
 import { SharedNatsConnection, type ServiceNats } from './shared-nats-connection.js';
 import { deadlineServerInterceptor } from '../rpc/deadline.js';
 import { serverCallPolicy } from '../rpc/call-policy.js';
 import { EventPublisher, serviceEvents, type ServiceEvents } from '../telemetry/event-publisher.js';
-import { descriptorSetBase64 } from '../generated/descriptor-set.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { Metrics } from '../telemetry/metrics.js';
 import { initTracing, spansRecorded, traceContextServerMiddleware } from '../telemetry/tracing.js';
@@ -159,7 +159,9 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
 
     const fullNames = names.map((name) => serviceCatalog[name].definition.fullName);
     grpc.add(HealthDefinition, HealthServiceImpl(health));
-    grpc.add(ServerReflectionService, ServerReflection(Buffer.from(descriptorSetBase64, 'base64'), fullNames));
+    const reflectionImplementation = reflection(fullNames);
+    grpc.add(ServerReflectionService, reflectionImplementation);
+    grpc.add(ServerReflectionV1AlphaService, reflectionImplementation);
 
     http.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
       reply.header('content-type', metrics.registry.contentType);
