@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -21,7 +22,7 @@ import {
   startHost,
   type Host,
 } from '@elexirion/kit';
-import { rawUnaryCall, captureLogs, gate, hostEnv, implement, repoRoot, sleep, waitFor } from '@elexirion/testing';
+import { rawUnaryCall, captureLogs, freePort, gate, hostEnv, implement, repoRoot, sleep, waitFor } from '@elexirion/testing';
 
 // The reflection package's generated (google-protobuf) message classes: its service definition
 // only serializes instances of these very classes.
@@ -194,6 +195,24 @@ describe('startHost', () => {
     expect(text).toContain('grpc_server_handled_total{service="provider",grpc_method="/elexirion.v1.Provider/Complete",grpc_code="OK"} 1');
     expect(text).toContain('grpc_server_handling_seconds_bucket');
     expect(text).toContain('process_cpu_user_seconds_total');
+  });
+
+  it.each(['GRPC', 'HTTP'])('refuses at once, naming the port and PROVIDER_%s_PORT, when its port is taken', async (kind) => {
+    const taken = createNetServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      const env = await hostEnv({ [`PROVIDER_${kind}_PORT`]: String(port) });
+      const error = await startHost([providerModule], { env }).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).issues).toEqual([
+        `PROVIDER_${kind}_PORT: port ${port} on 127.0.0.1 is already in use: stop what listens there, or set PROVIDER_${kind}_PORT to a free port`,
+      ]);
+      // Nothing of the failed start is left listening.
+      hosts.push(await startHost([providerModule], { env: { ...env, [`PROVIDER_${kind}_PORT`]: String(await freePort()) } }));
+    } finally {
+      taken.close();
+    }
   });
 
   it('answers /healthz and /readyz, and serves the routes a service registers', async () => {

@@ -178,8 +178,13 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
     });
     await registerRoutes(http, instances.flatMap(({ instance }) => instance.http ?? []));
 
-    const grpcPort = await grpc.listen(`${config.BIND_HOST}:${config.ports[primary].grpc}`);
-    await http.listen({ host: config.BIND_HOST, port: config.ports[primary].http });
+    const portVariable = primary.toUpperCase();
+    const grpcPort = await listenOn(`${portVariable}_GRPC_PORT`, config.BIND_HOST, config.ports[primary].grpc, () =>
+      grpc.listen(`${config.BIND_HOST}:${config.ports[primary].grpc}`),
+    );
+    await listenOn(`${portVariable}_HTTP_PORT`, config.BIND_HOST, config.ports[primary].http, () =>
+      http.listen({ host: config.BIND_HOST, port: config.ports[primary].http }),
+    );
     const address = http.server.address();
     const httpPort = typeof address === 'object' && address ? address.port : config.ports[primary].http;
 
@@ -248,6 +253,21 @@ function loadAllConfig(modules: ServiceModule<ServiceName, any>[], env: NodeJS.P
   }
   if (issues.length > 0 || !config) throw new ConfigError(issues);
   return { config, serviceConfigs };
+}
+
+/**
+ * `listen()`, with a port already in use reported at once as a ConfigError naming the port and the
+ * variable that sets it (grpc-js words it "No address added out of total 1 resolved errors:
+ * [listen EADDRINUSE ...]").
+ */
+async function listenOn<T>(variable: string, host: string, port: number, listen: () => Promise<T>): Promise<T> {
+  try {
+    return await listen();
+  } catch (error) {
+    const inUse = (error as NodeJS.ErrnoException | undefined)?.code === 'EADDRINUSE' || (error instanceof Error && error.message.includes('EADDRINUSE'));
+    if (!inUse) throw error;
+    throw new ConfigError([`${variable}: port ${port} on ${host} is already in use: stop what listens there, or set ${variable} to a free port`]);
+  }
 }
 
 function sleep(ms: number): Promise<void> {
