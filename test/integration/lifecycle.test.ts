@@ -79,7 +79,7 @@ describe('deadlines and cancellation across processes', () => {
     // The provider's handler saw its call end long before its 8 s of latency were over.
     const line = await eventually('the provider call to end', async () => {
       const text = await metricsOf(providerHttp);
-      return /grpc_server_handled_total\{service="provider",grpc_method="\/elexirion.v1.Provider\/Complete",grpc_code="(CANCELLED|DEADLINE_EXCEEDED)"\} 1/.exec(text)?.[0];
+      return /grpc_server_handled_total\{service="provider",grpc_type="unary",grpc_service="elexirion\.v1\.Provider",grpc_method="Complete",grpc_code="(CANCELLED|DEADLINE_EXCEEDED)"\} 1/.exec(text)?.[0];
     }, 4_000);
     expect(line).toBeTruthy();
   });

@@ -211,12 +211,14 @@ describe.each<Mode>(['in_process', 'grpc'])('an executor calling a provider (tra
     const response = await executor.execute({ pipeline: 'ok', inputs: { message: 'hello' } });
     expect(response.output).toBe('ok: hello');
     expect(state.providerIsLocal).toBe(mode === 'in_process');
-    const rows = (await executorHost.metrics.clientHandled.get()).values.filter(
-      (row) => row.labels.grpc_method === '/elexirion.v1.Provider/Complete',
-    );
+    const complete = { grpc_type: 'unary', grpc_service: 'elexirion.v1.Provider', grpc_method: 'Complete' };
+    const rows = (await executorHost.metrics.clientHandled.get()).values.filter((row) => row.labels.grpc_method === 'Complete');
     expect(rows.length).toBeGreaterThan(0);
-    for (const row of rows) expect(row.labels).toMatchObject({ service: 'executor', transport: mode, grpc_code: 'OK' });
+    for (const row of rows) expect(row.labels).toEqual({ service: 'executor', transport: mode, grpc_code: 'OK', ...complete });
     expect(rows.reduce((sum, row) => sum + row.value, 0)).toBeGreaterThanOrEqual(2); // the warm-up and this call
+    const started = (await executorHost.metrics.clientStarted.get()).values.filter((row) => row.labels.grpc_method === 'Complete');
+    expect(started.map((row) => row.labels)).toEqual([{ service: 'executor', transport: mode, ...complete }]);
+    expect(started[0]!.value).toBe(rows.reduce((sum, row) => sum + row.value, 0));
 
     // The provider's server middleware ran for the call either way.
     const served = (await providerHost.metrics.serverHandled.get()).values.find(
@@ -231,7 +233,7 @@ describe.each<Mode>(['in_process', 'grpc'])('an executor calling a provider (tra
     expect((error as ClientError).code).toBe(Status.INVALID_ARGUMENT);
     expect((error as ClientError).details).toBe('x: bad');
     const failed = (await executorHost.metrics.clientHandled.get()).values.find(
-      (row) => row.labels.grpc_method === '/elexirion.v1.Provider/Complete' && row.labels.grpc_code === 'INVALID_ARGUMENT',
+      (row) => row.labels.grpc_method === 'Complete' && row.labels.grpc_code === 'INVALID_ARGUMENT',
     );
     expect(failed?.labels.transport).toBe(mode);
   });
@@ -363,7 +365,7 @@ describe.each<Mode>(['in_process', 'grpc'])('an executor calling a provider (tra
   it('counts a provider call that ran out of time as DEADLINE_EXCEEDED in grpc_client_handled_total', async () => {
     await executor.execute({ pipeline: 'slow', inputs: { timeoutMs: '300' } }).catch(() => undefined);
     const rows = (await executorHost.metrics.clientHandled.get()).values.filter(
-      (row) => row.labels.grpc_method === '/elexirion.v1.Provider/Complete' && row.labels.grpc_code !== 'OK',
+      (row) => row.labels.grpc_method === 'Complete' && row.labels.grpc_code !== 'OK',
     );
     expect(rows.map((row) => row.labels.grpc_code)).toEqual(['DEADLINE_EXCEEDED']);
   });

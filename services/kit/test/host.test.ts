@@ -184,17 +184,37 @@ describe('startHost', () => {
     expect((unknown as ClientError).code).toBe(Status.NOT_FOUND);
   });
 
-  it('serves Prometheus text on GET /metrics, including grpc_server_handled_total for calls it handled', async () => {
+  it('serves Prometheus text on GET /metrics with the go-grpc-prometheus series and labels for calls it handled', async () => {
     const { provider, http } = await start([providerModule]);
+    await provider.complete({ model: 'ok' });
     await provider.complete({ model: 'ok' });
     const reply = await fetch(`${http}/metrics`);
     expect(reply.status).toBe(200);
     expect(reply.headers.get('content-type')).toMatch(/^text\/plain/);
     const text = await reply.text();
+    const complete = 'service="provider",grpc_type="unary",grpc_service="elexirion.v1.Provider",grpc_method="Complete"';
+    expect(text).toContain('# TYPE grpc_server_started_total counter');
+    expect(text).toContain(`grpc_server_started_total{${complete}} 2`);
     expect(text).toContain('# TYPE grpc_server_handled_total counter');
-    expect(text).toContain('grpc_server_handled_total{service="provider",grpc_method="/elexirion.v1.Provider/Complete",grpc_code="OK"} 1');
-    expect(text).toContain('grpc_server_handling_seconds_bucket');
+    expect(text).toContain(`grpc_server_handled_total{${complete},grpc_code="OK"} 2`);
+    expect(text).toContain('# TYPE grpc_server_handling_seconds histogram');
+    expect(text).toContain(`grpc_server_handling_seconds_count{${complete}} 2`);
     expect(text).toContain('process_cpu_user_seconds_total');
+  });
+
+  it('labels a server-streaming method grpc_type="server_stream" and counts its status when the stream ends', async () => {
+    const { provider, host } = await start([providerModule]);
+    const stream = provider.streamComplete({ request: { model: 'ok' } });
+    const failure = await (async () => {
+      for await (const _message of stream) void _message;
+    })().catch((error: unknown) => error);
+    expect((failure as ClientError).code).toBe(Status.UNIMPLEMENTED);
+    const rows = (await host.metrics.serverHandled.get()).values.filter((row) => row.labels.grpc_method === 'StreamComplete');
+    expect(rows.map((row) => row.labels)).toEqual([
+      { service: 'provider', grpc_type: 'server_stream', grpc_service: 'elexirion.v1.Provider', grpc_method: 'StreamComplete', grpc_code: 'UNIMPLEMENTED' },
+    ]);
+    const started = (await host.metrics.serverStarted.get()).values.find((row) => row.labels.grpc_method === 'StreamComplete');
+    expect(started?.value).toBe(1);
   });
 
   it.each(['GRPC', 'HTTP'])('refuses at once, naming the port and PROVIDER_%s_PORT, when its port is taken', async (kind) => {

@@ -11,7 +11,17 @@ import type { DeadlineOptions } from 'nice-grpc-client-middleware-deadline';
 import { budgetMetadata } from './deadline.js';
 import { mapServerError, statusOf } from './errors.js';
 import type { Logger } from '../telemetry/logger.js';
-import { recordClientCall, recordServerCall, type Metrics } from '../telemetry/metrics.js';
+import {
+  RpcSeriesTable,
+  grpcTypeOf,
+  recordClientCall,
+  recordClientStart,
+  recordServerCall,
+  recordServerStart,
+  type GrpcType,
+  type Metrics,
+  type RpcSeries,
+} from '../telemetry/metrics.js';
 
 // What every call between services goes through, one policy per side. Each policy comes in two
 // forms with the same behaviour: nice-grpc middleware (an async generator whose frame lives as long
@@ -32,20 +42,34 @@ export interface ServerCallPolicy {
   unary<T>(path: string, context: CallContext, handle: () => Promise<T>): Promise<T>;
 }
 
+/** What a client policy is for: who calls whom, and how. */
+export interface ClientPolicyOptions {
+  /** The calling service (or tool), for metrics. */
+  caller: string;
+  transport: 'grpc' | 'in_process';
+  metrics: Metrics;
+}
+
 /**
  * Client side, outermost first: counts and times the call (`grpc_client_*`); sends the remaining
  * budget as `elexirion-timeout-ms` and fails at once when it is spent; enforces the deadline
  * locally (DEADLINE_EXCEEDED, the call aborted), as nice-grpc's deadline middleware does.
  */
-export function clientCallPolicy(caller: string, transport: 'grpc' | 'in_process', metrics: Metrics): ClientCallPolicy {
-  const begin = (path: string, options: CallOptions & DeadlineOptions) => new ClientCall(path, options);
+export function clientCallPolicy(options: ClientPolicyOptions): ClientCallPolicy {
+  const { metrics, transport } = options;
+  const series = new RpcSeriesTable(options.caller, transport);
+  const begin = (path: string, type: GrpcType, callOptions: CallOptions & DeadlineOptions) => {
+    const call = new ClientCall(series.get(path, type), callOptions);
+    recordClientStart(metrics, call.series);
+    return call;
+  };
   const end = (call: ClientCall) => {
     call.release();
-    recordClientCall(metrics, caller, call.path, transport, call.code, performance.now() - call.started);
+    recordClientCall(metrics, call.series, call.code, performance.now() - call.started);
   };
   return {
-    middleware: async function* clientPolicy(call, options) {
-      const clientCall = begin(call.method.path, options);
+    middleware: async function* clientPolicy(call, callOptions) {
+      const clientCall = begin(call.method.path, grpcTypeOf(call.requestStream, call.responseStream), callOptions);
       try {
         const result = yield* call.next(call.request, clientCall.bind());
         clientCall.checkDeadline();
@@ -56,8 +80,8 @@ export function clientCallPolicy(caller: string, transport: 'grpc' | 'in_process
         end(clientCall);
       }
     },
-    async unary(path, options, send) {
-      const clientCall = begin(path, options);
+    async unary(path, callOptions, send) {
+      const clientCall = begin(path, 'unary', callOptions);
       try {
         const result = await send(clientCall.bind(), clientCall.ownsMetadata);
         clientCall.checkDeadline();
@@ -77,7 +101,14 @@ class ClientCall {
   code = Status.OK;
   private bound: BoundDeadline | undefined;
 
-  constructor(readonly path: string, private readonly options: CallOptions & DeadlineOptions) {}
+  constructor(
+    readonly series: RpcSeries,
+    private readonly options: CallOptions & DeadlineOptions,
+  ) {}
+
+  get path(): string {
+    return this.series.path;
+  }
 
   /** The options for the next layer; throws DEADLINE_EXCEEDED when the budget is already spent. */
   bind(): CallOptions {
@@ -112,9 +143,12 @@ class ClientCall {
  * server's fault logged), and gives every failure a meaningful status (`mapServerError`).
  */
 export function serverCallPolicy(service: string, metrics: Metrics, logger: Logger): ServerCallPolicy {
+  const series = new RpcSeriesTable(service);
   return {
     middleware: async function* serverPolicy(call, context) {
       const started = performance.now();
+      const calls = series.get(call.method.path, grpcTypeOf(call.requestStream, call.responseStream));
+      recordServerStart(metrics, calls);
       let code = Status.OK;
       try {
         return yield* call.next(call.request, context);
@@ -123,11 +157,13 @@ export function serverCallPolicy(service: string, metrics: Metrics, logger: Logg
         code = mapped.code;
         throw mapped;
       } finally {
-        recordServerCall(metrics, logger, service, call.method.path, code, performance.now() - started);
+        recordServerCall(metrics, logger, calls, code, performance.now() - started);
       }
     },
     async unary(path, context, handle) {
       const started = performance.now();
+      const calls = series.get(path, 'unary');
+      recordServerStart(metrics, calls);
       let code = Status.OK;
       try {
         return await handle();
@@ -136,7 +172,7 @@ export function serverCallPolicy(service: string, metrics: Metrics, logger: Logg
         code = mapped.code;
         throw mapped;
       } finally {
-        recordServerCall(metrics, logger, service, path, code, performance.now() - started);
+        recordServerCall(metrics, logger, calls, code, performance.now() - started);
       }
     },
   };

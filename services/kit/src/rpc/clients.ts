@@ -115,7 +115,8 @@ export class ServiceClients {
     // composeClientMiddleware(inner, outer): the second runs first. Outermost to innermost:
     // tracing (a client span over gRPC; in-process, only the context for the callee's span, and
     // nothing when spans are not recorded), then metrics and deadlines (clientCallPolicy).
-    const policy = clientCallPolicy(this.options.caller, transport, this.options.metrics);
+    const { caller, metrics } = this.options;
+    const policy = clientCallPolicy({ caller, transport, metrics });
     const tracing = local ? (spansRecorded() ? traceContextMiddleware : undefined) : openTelemetryClientMiddleware();
     const middleware = tracing ? composeClientMiddleware(policy.middleware, tracing) : policy.middleware;
     if (local) return createInProcessClient(definition, local, middleware, tracing ? undefined : policy.unary) as ServiceClient<N>;

@@ -4,36 +4,70 @@ import type { Logger } from './logger.js';
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 
-/** One Prometheus registry per process; every hosted service labels its series with `service`. */
+/**
+ * How a method streams, as the `grpc_type` label of go-grpc-prometheus and nice-grpc-prometheus
+ * names it.
+ */
+export type GrpcType = 'unary' | 'client_stream' | 'server_stream' | 'bidi_stream';
+
+export function grpcTypeOf(requestStream: boolean, responseStream: boolean): GrpcType {
+  if (requestStream) return responseStream ? 'bidi_stream' : 'client_stream';
+  return responseStream ? 'server_stream' : 'unary';
+}
+
+/**
+ * One Prometheus registry per process; every hosted service labels its series with `service`.
+ *
+ * The gRPC series follow go-grpc-prometheus and nice-grpc-prometheus, so existing gRPC dashboards
+ * read them: `grpc_server_started_total`, `grpc_server_handled_total{grpc_code}` and the
+ * `grpc_server_handling_seconds` histogram (and `grpc_client_*` alike), labelled `grpc_type`,
+ * `grpc_service` (`elexirion.v1.Provider`) and `grpc_method` (`Complete`). Beyond those,
+ * `service` is the Elexirion service that served or made the call, and a client's `transport`
+ * says whether the callee was in this process (`in_process`) or reached over `grpc`.
+ */
 export class Metrics {
   readonly registry = new Registry();
 
+  readonly serverStarted = new Counter({
+    name: 'grpc_server_started_total',
+    help: 'RPCs started on the server.',
+    labelNames: ['service', 'grpc_type', 'grpc_service', 'grpc_method'] as const,
+    registers: [this.registry],
+  });
+
   readonly serverHandled = new Counter({
     name: 'grpc_server_handled_total',
-    help: 'RPCs completed by the server, by status code.',
-    labelNames: ['service', 'grpc_method', 'grpc_code'] as const,
+    help: 'RPCs completed on the server, whatever their outcome (grpc_code).',
+    labelNames: ['service', 'grpc_type', 'grpc_service', 'grpc_method', 'grpc_code'] as const,
     registers: [this.registry],
   });
 
   readonly serverHandling = new Histogram({
     name: 'grpc_server_handling_seconds',
-    help: 'Time to handle an RPC on the server.',
-    labelNames: ['service', 'grpc_method'] as const,
+    help: 'Time from the start of an RPC to its end, on the server.',
+    labelNames: ['service', 'grpc_type', 'grpc_service', 'grpc_method'] as const,
     buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly clientStarted = new Counter({
+    name: 'grpc_client_started_total',
+    help: 'RPCs started to other services, by transport (grpc or in_process).',
+    labelNames: ['service', 'grpc_type', 'grpc_service', 'grpc_method', 'transport'] as const,
     registers: [this.registry],
   });
 
   readonly clientHandled = new Counter({
     name: 'grpc_client_handled_total',
-    help: 'RPCs made to other services, by status code and transport (grpc or in_process).',
-    labelNames: ['service', 'grpc_method', 'grpc_code', 'transport'] as const,
+    help: 'RPCs to other services completed, whatever their outcome (grpc_code), by transport (grpc or in_process).',
+    labelNames: ['service', 'grpc_type', 'grpc_service', 'grpc_method', 'grpc_code', 'transport'] as const,
     registers: [this.registry],
   });
 
   readonly clientHandling = new Histogram({
     name: 'grpc_client_handling_seconds',
     help: 'Time for an RPC to another service to complete, as the caller sees it.',
-    labelNames: ['service', 'grpc_method', 'transport'] as const,
+    labelNames: ['service', 'grpc_type', 'grpc_service', 'grpc_method', 'transport'] as const,
     buckets: LATENCY_BUCKETS,
     registers: [this.registry],
   });
@@ -63,19 +97,76 @@ export class Metrics {
   }
 }
 
-/** Counts and times one RPC served (`grpc_server_*`); logs failures that are the server's fault. */
-export function recordServerCall(metrics: Metrics, logger: Logger, service: string, method: string, code: Status, elapsedMs: number): void {
-  metrics.serverHandled.inc({ service, grpc_method: method, grpc_code: Status[code] });
-  metrics.serverHandling.observe({ service, grpc_method: method }, elapsedMs / 1000);
-  if (code === Status.INTERNAL || code === Status.UNKNOWN || code === Status.DATA_LOSS) {
-    logger.error({ method, code: Status[code], ms: Math.round(elapsedMs) }, 'rpc failed');
-  } else {
-    logger.debug({ method, code: Status[code], ms: Math.round(elapsedMs) }, 'rpc handled');
+type Labels = Record<string, string>;
+
+/**
+ * The labels of one method's series as one side of one service sees it, made once per method
+ * rather than once per call (a call looks them up by its path).
+ */
+export class RpcSeries {
+  readonly labels: Labels;
+  private readonly withCodes: Labels[] = [];
+
+  /** `path` is the method's path, "/elexirion.v1.Provider/Complete". */
+  constructor(
+    readonly path: string,
+    type: GrpcType,
+    service: string,
+    transport?: 'grpc' | 'in_process',
+  ) {
+    const slash = path.lastIndexOf('/');
+    this.labels = { service, grpc_type: type, grpc_service: path.slice(1, slash), grpc_method: path.slice(slash + 1) };
+    if (transport) this.labels.transport = transport;
+  }
+
+  /** The labels with `grpc_code`, for `*_handled_total`. */
+  withCode(code: Status): Labels {
+    return (this.withCodes[code] ??= { ...this.labels, grpc_code: Status[code] ?? 'UNKNOWN' });
   }
 }
 
+/** The series of each method one side of one service has seen, found by path. */
+export class RpcSeriesTable {
+  private readonly byPath = new Map<string, RpcSeries>();
+
+  constructor(
+    private readonly service: string,
+    private readonly transport?: 'grpc' | 'in_process',
+  ) {}
+
+  get(path: string, type: GrpcType): RpcSeries {
+    let series = this.byPath.get(path);
+    if (!series) {
+      series = new RpcSeries(path, type, this.service, this.transport);
+      this.byPath.set(path, series);
+    }
+    return series;
+  }
+}
+
+/** Counts one RPC as started on the server (`grpc_server_started_total`). */
+export function recordServerStart(metrics: Metrics, series: RpcSeries): void {
+  metrics.serverStarted.inc(series.labels);
+}
+
+/** Counts and times one RPC served (`grpc_server_*`); logs failures that are the server's fault. */
+export function recordServerCall(metrics: Metrics, logger: Logger, series: RpcSeries, code: Status, elapsedMs: number): void {
+  metrics.serverHandled.inc(series.withCode(code));
+  metrics.serverHandling.observe(series.labels, elapsedMs / 1000);
+  if (code === Status.INTERNAL || code === Status.UNKNOWN || code === Status.DATA_LOSS) {
+    logger.error({ method: series.path, code: Status[code], ms: Math.round(elapsedMs) }, 'rpc failed');
+  } else {
+    logger.debug({ method: series.path, code: Status[code], ms: Math.round(elapsedMs) }, 'rpc handled');
+  }
+}
+
+/** Counts one call to another service as started (`grpc_client_started_total`). */
+export function recordClientStart(metrics: Metrics, series: RpcSeries): void {
+  metrics.clientStarted.inc(series.labels);
+}
+
 /** Counts and times one call to another service (`grpc_client_*`). */
-export function recordClientCall(metrics: Metrics, caller: string, method: string, transport: 'grpc' | 'in_process', code: Status, elapsedMs: number): void {
-  metrics.clientHandled.inc({ service: caller, grpc_method: method, grpc_code: Status[code], transport });
-  metrics.clientHandling.observe({ service: caller, grpc_method: method, transport }, elapsedMs / 1000);
+export function recordClientCall(metrics: Metrics, series: RpcSeries, code: Status, elapsedMs: number): void {
+  metrics.clientHandled.inc(series.withCode(code));
+  metrics.clientHandling.observe(series.labels, elapsedMs / 1000);
 }
