@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import { credentials, makeGenericClientConstructor, type ClientDuplexStream } from '@grpc/grpc-js';
+import { credentials, makeGenericClientConstructor, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { createChannel, createClient, type Channel } from 'nice-grpc';
 import { HealthDefinition } from 'nice-grpc-server-health';
 import { ServerReflectionService } from 'nice-grpc-server-reflection';
@@ -61,6 +61,16 @@ async function reflect(port: number, version: string, requests: unknown[]): Prom
   } finally {
     client.close();
   }
+}
+
+/** The grpc-js error a raw call failed with. */
+function failureOf(call: Promise<unknown>): Promise<ServiceError> {
+  return call.then(
+    () => {
+      throw new Error('expected the call to fail');
+    },
+    (error: ServiceError) => error,
+  );
 }
 
 const SERVING = 1;
@@ -215,6 +225,22 @@ describe('startHost', () => {
     ]);
     const started = (await host.metrics.serverStarted.get()).values.find((row) => row.labels.grpc_method === 'StreamComplete');
     expect(started?.value).toBe(1);
+  });
+
+  it('answers INVALID_ARGUMENT, naming the method, when the request bytes are not a protobuf message', async () => {
+    const { host } = await start([providerModule]);
+    // Field 1 says 5 bytes follow; one does.
+    const undecodable = { encode: () => ({ finish: () => Uint8Array.from([0x0a, 0x05, 0x61]) }) };
+    const error = await failureOf(rawUnaryCall(`127.0.0.1:${host.grpcPort}`, '/elexirion.v1.Provider/Complete', { request: undecodable, response: proto.CompleteResponse }, {}, 5_000));
+    expect(error.code).toBe(Status.INVALID_ARGUMENT);
+    expect(error.details).toMatch(/^\/elexirion\.v1\.Provider\/Complete: the request is not a valid protobuf message for this method \(.+\)$/);
+    expect(state.entered).toBe(0);
+    const counted = (await host.metrics.serverHandled.get()).values.find((row) => row.labels.grpc_method === 'Complete');
+    expect(counted?.labels.grpc_code).toBe('INVALID_ARGUMENT');
+    // The standard services too.
+    const health = await failureOf(rawUnaryCall(`127.0.0.1:${host.grpcPort}`, '/grpc.health.v1.Health/Check', { request: undecodable, response: proto.CompleteResponse }, {}, 5_000));
+    expect(health.code).toBe(Status.INVALID_ARGUMENT);
+    expect(health.details).toContain('/grpc.health.v1.Health/Check: the request is not a valid protobuf message');
   });
 
   it.each(['GRPC', 'HTTP'])('refuses at once, naming the port and PROVIDER_%s_PORT, when its port is taken', async (kind) => {

@@ -13,6 +13,7 @@ import { ServerReflectionV1AlphaService, reflection } from './reflection.js';
 import { SharedNatsConnection, type ServiceNats } from './shared-nats-connection.js';
 import { deadlineServerInterceptor } from '../rpc/deadline.js';
 import { serverCallPolicy } from '../rpc/call-policy.js';
+import { rejectUndecodableRequests, withGuardedDecoding } from '../rpc/undecodable-requests.js';
 import { EventPublisher, serviceEvents, type ServiceEvents } from '../telemetry/event-publisher.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { Metrics } from '../telemetry/metrics.js';
@@ -154,14 +155,15 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
           : { implementation: instance.implementation, serverMiddleware: policy.middleware, unaryServerPolicy: policy.unary },
       );
       instances.push({ name: module.name, instance, middleware });
-      grpc.with(middleware).add(serviceCatalog[module.name].definition, instance.implementation);
+      // Undecodable requests reach the call policy, which answers INVALID_ARGUMENT.
+      grpc.with(middleware).add(withGuardedDecoding(serviceCatalog[module.name].definition), instance.implementation);
     }
 
     const fullNames = names.map((name) => serviceCatalog[name].definition.fullName);
-    grpc.add(HealthDefinition, HealthServiceImpl(health));
+    grpc.with(rejectUndecodableRequests).add(withGuardedDecoding(HealthDefinition), HealthServiceImpl(health));
     const reflectionImplementation = reflection(fullNames);
-    grpc.add(ServerReflectionService, reflectionImplementation);
-    grpc.add(ServerReflectionV1AlphaService, reflectionImplementation);
+    grpc.with(rejectUndecodableRequests).add(withGuardedDecoding(ServerReflectionService), reflectionImplementation);
+    grpc.with(rejectUndecodableRequests).add(withGuardedDecoding(ServerReflectionV1AlphaService), reflectionImplementation);
 
     http.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
       reply.header('content-type', metrics.registry.contentType);

@@ -10,6 +10,7 @@ import {
 import type { DeadlineOptions } from 'nice-grpc-client-middleware-deadline';
 import { budgetMetadata } from './deadline.js';
 import { mapServerError, statusOf } from './errors.js';
+import { UndecodableRequest } from './undecodable-requests.js';
 import type { Logger } from '../telemetry/logger.js';
 import {
   RpcSeriesTable,
@@ -139,8 +140,9 @@ class ClientCall {
 }
 
 /**
- * Server side, outermost first: counts and times the call (`grpc_server_*`, failures that are the
- * server's fault logged), and gives every failure a meaningful status (`mapServerError`).
+ * Server side, outermost first: answers an undecodable request with INVALID_ARGUMENT, counts and
+ * times the call (`grpc_server_*`, failures that are the server's fault logged), and gives every
+ * failure a meaningful status (`mapServerError`).
  */
 export function serverCallPolicy(service: string, metrics: Metrics, logger: Logger): ServerCallPolicy {
   const series = new RpcSeriesTable(service);
@@ -151,6 +153,7 @@ export function serverCallPolicy(service: string, metrics: Metrics, logger: Logg
       recordServerStart(metrics, calls);
       let code = Status.OK;
       try {
+        if (!call.requestStream && call.request instanceof UndecodableRequest) throw call.request.toError();
         return yield* call.next(call.request, context);
       } catch (error) {
         const mapped = mapServerError(error, call.method.path, context, logger);
