@@ -398,7 +398,7 @@ describe('a kit client with a deadline', () => {
 });
 
 describe('a client for a service that is not running', () => {
-  it('fails with UNAVAILABLE instead of hanging', async () => {
+  it('fails with UNAVAILABLE instead of hanging, saying which service, not where or why', async () => {
     const pool = new ChannelPool();
     try {
       const address = `dns:///127.0.0.1:${await freePort()}`;
@@ -416,9 +416,41 @@ describe('a client for a service that is not running', () => {
         .catch((caught: unknown) => caught);
       expect(error).toBeInstanceOf(ClientError);
       expect((error as ClientError).code).toBe(Status.UNAVAILABLE);
+      expect((error as ClientError).details).toBe('the provider service is unavailable');
       expect(Date.now() - started).toBeLessThan(5_000);
     } finally {
       pool.close();
+    }
+  });
+
+  it("tells the service's own callers only which service is unavailable, and logs what grpc-js said", async () => {
+    const logs = captureLogs();
+    const port = await freePort();
+    const env = await hostEnv({ LOG_LEVEL: 'warn', PROVIDER_ADDRESS: `ipv4:127.0.0.1:${port}` });
+    const executorHost = await startHost([executorModule], { env, logDestination: logs });
+    const pool = new ChannelPool();
+    try {
+      const address = `dns:///127.0.0.1:${executorHost.grpcPort}`;
+      const callers = new ServiceClients({
+        caller: 'test',
+        addresses: Object.fromEntries(serviceNames.map((name) => [name, address])) as Record<ServiceName, string>,
+        local: new Map(),
+        metrics: new Metrics({ defaultMetrics: false }),
+        channelFor: (target) => pool.get(target),
+      });
+      const error = await callers
+        .get('executor')
+        .execute({ pipeline: 'ok' }, { deadline: new Date(Date.now() + 10_000) })
+        .catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(ClientError);
+      expect((error as ClientError).code).toBe(Status.UNAVAILABLE);
+      expect((error as ClientError).details).toBe('the provider service is unavailable');
+      const logged = await waitFor('the executor to log why', () => logs.records().find((record) => record.msg === 'the provider service is unavailable'));
+      expect(logged).toMatchObject({ level: 'warn', service: 'executor', callee: 'provider', method: '/elexirion.v1.Provider/Complete' });
+      expect(logged.detail).toContain(`127.0.0.1:${port}`);
+    } finally {
+      pool.close();
+      await executorHost.stop('test over');
     }
   });
 });

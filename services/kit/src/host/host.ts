@@ -134,6 +134,7 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
         addresses: config.addresses,
         local,
         metrics,
+        logger: serviceLogger,
         channelFor: (address) => channels.get(address),
       });
       const instance = await module.create({

@@ -9,7 +9,7 @@ import {
 } from 'nice-grpc-common';
 import type { DeadlineOptions } from 'nice-grpc-client-middleware-deadline';
 import { budgetMetadata } from './deadline.js';
-import { mapServerError, statusOf } from './errors.js';
+import { RETRY_PUSHBACK_KEY, mapServerError, statusOf } from './errors.js';
 import { UndecodableRequest } from './undecodable-requests.js';
 import type { Logger } from '../telemetry/logger.js';
 import {
@@ -47,20 +47,27 @@ export interface ServerCallPolicy {
 export interface ClientPolicyOptions {
   /** The calling service (or tool), for metrics. */
   caller: string;
+  /** The service called, named in what its callers are told when it cannot be reached. */
+  callee: string;
   transport: 'grpc' | 'in_process';
   metrics: Metrics;
+  /** Where to log why a service could not be reached; nowhere when absent (tools). */
+  logger?: Logger;
 }
 
 /**
  * Client side, outermost first: counts and times the call (`grpc_client_*`); sends the remaining
  * budget as `elexirion-timeout-ms` and fails at once when it is spent; enforces the deadline
- * locally (DEADLINE_EXCEEDED, the call aborted), as nice-grpc's deadline middleware does.
+ * locally (DEADLINE_EXCEEDED, the call aborted), as nice-grpc's deadline middleware does; and
+ * answers a service that cannot be reached as "the <callee> service is unavailable", logging what
+ * grpc-js said (addresses and connection errors are for operators, not for callers).
  */
 export function clientCallPolicy(options: ClientPolicyOptions): ClientCallPolicy {
   const { metrics, transport } = options;
   const series = new RpcSeriesTable(options.caller, transport);
+  const unreachable = transport === 'grpc' ? new UnreachableService(options.callee, options.logger) : undefined;
   const begin = (path: string, type: GrpcType, callOptions: CallOptions & DeadlineOptions) => {
-    const call = new ClientCall(series.get(path, type), callOptions);
+    const call = new ClientCall(series.get(path, type), callOptions, unreachable);
     recordClientStart(metrics, call.series);
     return call;
   };
@@ -96,15 +103,49 @@ export function clientCallPolicy(options: ClientPolicyOptions): ClientCallPolicy
   };
 }
 
+/**
+ * Over gRPC, an UNAVAILABLE that no handler answered (the channel's own: no connection, name
+ * resolution failed, connection dropped) carries grpc-js text with internal addresses
+ * ("No connection established. Last error: connect ECONNREFUSED 10.0.3.7:50054"). The caller is
+ * told only which service is unavailable; the text goes to the log, at most once a second, so an
+ * outage does not flood it. A handler's own UNAVAILABLE ("every target failed: ...") is kept: it
+ * carries the `grpc-retry-pushback-ms` trailer its server's call policy sets (`mapServerError`).
+ */
+class UnreachableService {
+  private readonly message: string;
+  private lastLoggedAt = -Infinity;
+
+  constructor(
+    private readonly callee: string,
+    private readonly logger: Logger | undefined,
+  ) {
+    this.message = `the ${callee} service is unavailable`;
+  }
+
+  translate(error: ClientError): ClientError {
+    const now = performance.now();
+    if (this.logger && now - this.lastLoggedAt >= 1_000) {
+      this.lastLoggedAt = now;
+      this.logger.warn({ callee: this.callee, method: error.path, detail: error.details }, this.message);
+    }
+    const translated = new ClientError(error.path, Status.UNAVAILABLE, this.message);
+    Object.defineProperty(translated, 'cause', { value: error, enumerable: false, configurable: true, writable: true });
+    return translated;
+  }
+}
+
 /** One call as the client policy sees it: its deadline, and the status it ended with. */
 class ClientCall {
   readonly started = performance.now();
   code = Status.OK;
   private bound: BoundDeadline | undefined;
+  /** The server answered through a handler's call policy (its trailer says so). */
+  private handlerAnswered = false;
 
   constructor(
     readonly series: RpcSeries,
     private readonly options: CallOptions & DeadlineOptions,
+    private readonly unreachable: UnreachableService | undefined,
   ) {}
 
   get path(): string {
@@ -114,7 +155,15 @@ class ClientCall {
   /** The options for the next layer; throws DEADLINE_EXCEEDED when the budget is already spent. */
   bind(): CallOptions {
     this.bound = bindDeadline(this.path, this.options);
-    return this.bound.options;
+    if (!this.unreachable) return this.bound.options;
+    const callerOnTrailer = this.bound.options.onTrailer;
+    return {
+      ...this.bound.options,
+      onTrailer: (trailer) => {
+        this.handlerAnswered = trailer.has(RETRY_PUSHBACK_KEY);
+        callerOnTrailer?.(trailer);
+      },
+    };
   }
 
   get ownsMetadata(): boolean {
@@ -128,7 +177,10 @@ class ClientCall {
 
   /** What to throw for `error`: DEADLINE_EXCEEDED when the deadline aborted the call. */
   failed(error: unknown): unknown {
-    const thrown = this.bound?.timedOut ? deadlineExceeded(this.path) : error;
+    let thrown = this.bound?.timedOut ? deadlineExceeded(this.path) : error;
+    if (this.unreachable && !this.handlerAnswered && thrown instanceof ClientError && thrown.code === Status.UNAVAILABLE) {
+      thrown = this.unreachable.translate(thrown);
+    }
     this.code = statusOf(thrown);
     return thrown;
   }

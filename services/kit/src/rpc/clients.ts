@@ -27,6 +27,7 @@ import { clientCallPolicy, type ClientCallPolicy, type ServerCallPolicy } from '
 import { DEADLINE_METADATA_KEY, TIMEOUT_METADATA_KEY, mergeDeadline } from './deadline.js';
 import { failureMessage, statusOf } from './errors.js';
 import { grpcRetryPolicy, type RetryPolicy } from '../reliability/retry.js';
+import type { Logger } from '../telemetry/logger.js';
 import { Metrics } from '../telemetry/metrics.js';
 import { spansRecorded, traceContextMiddleware } from '../telemetry/tracing.js';
 
@@ -79,6 +80,8 @@ export interface ServiceClientsOptions {
   addresses: Record<ServiceName, string>;
   local: ReadonlyMap<ServiceName, LocalService>;
   metrics: Metrics;
+  /** Where to log why a service could not be reached (the details its callers are not told). */
+  logger?: Logger;
   channelFor(address: string): Channel;
 }
 
@@ -115,8 +118,8 @@ export class ServiceClients {
     // composeClientMiddleware(inner, outer): the second runs first. Outermost to innermost:
     // tracing (a client span over gRPC; in-process, only the context for the callee's span, and
     // nothing when spans are not recorded), then metrics and deadlines (clientCallPolicy).
-    const { caller, metrics } = this.options;
-    const policy = clientCallPolicy({ caller, transport, metrics });
+    const { caller, metrics, logger } = this.options;
+    const policy = clientCallPolicy({ caller, callee: name, transport, metrics, logger });
     const tracing = local ? (spansRecorded() ? traceContextMiddleware : undefined) : openTelemetryClientMiddleware();
     const middleware = tracing ? composeClientMiddleware(policy.middleware, tracing) : policy.middleware;
     if (local) return createInProcessClient(definition, local, middleware, tracing ? undefined : policy.unary) as ServiceClient<N>;
