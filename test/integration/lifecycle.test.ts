@@ -1,7 +1,7 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Status } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
-import { eventually, startNats, type NatsServer, freePort, spawnNode, stopAll, rawUnaryCall, startStack, stackOutput, type Stack } from '@elexirion/testing';
+import { eventually, startNats, type NatsServer, freePort, spawnNode, spawnProcess, stopAll, rawUnaryCall, startStack, stackOutput, type Stack } from '@elexirion/testing';
 
 let nats: NatsServer | undefined;
 let stack: Stack | undefined;
@@ -121,5 +121,50 @@ describe('configuration', () => {
     const spawned = spawnNode('elexirion', 'server/dist/main.js', {}, ['--services', 'gateway,billing']);
     expect(await spawned.exited).toBe(64);
     expect(spawned.output()).toContain('unknown service "billing"');
+  });
+});
+
+describe('command lines', () => {
+  const binaries = [
+    ['elexirion', 'server/dist/main.js', /^usage: elexirion \[--services provider,executor,agent,gateway\|all\] \[--help\]\n/],
+    ['elexirion-health-check', 'server/dist/health-check.js', /^usage: elexirion-health-check HOST:PORT \[SERVICE \.\.\.\]/],
+    ...['gateway', 'agent', 'executor', 'provider'].map((name) => [name, `services/${name}/dist/main.js`, new RegExp(`^usage: node services/${name}/dist/main.js \\[--help\\]\\n`)] as const),
+  ] as const;
+
+  it.each(binaries)('%s answers --help with its usage and exit code 0', async (name, entry, usage) => {
+    const spawned = spawnNode(name, entry, {}, ['--help']);
+    expect(await spawned.exited).toBe(0);
+    expect(spawned.output()).toMatch(usage);
+    expect(spawned.output()).not.toMatch(/\n\s+at /); // no stack trace
+  });
+
+  it.each(binaries)('%s refuses an option it does not take with exit code 64, naming it', async (name, entry) => {
+    const spawned = spawnNode(name, entry, {}, ['--frobnicate']);
+    expect(await spawned.exited).toBe(64);
+    expect(spawned.output()).toContain("Unknown option '--frobnicate'");
+    expect(spawned.output()).toContain('usage: ');
+    expect(spawned.output()).not.toMatch(/\n\s+at /);
+  });
+
+  it("lists a service's environment in its --help: its ports, the addresses it calls, its own variables", async () => {
+    const spawned = spawnNode('executor', 'services/executor/dist/main.js', {}, ['--help']);
+    expect(await spawned.exited).toBe(0);
+    const help = spawned.output();
+    expect(help).toMatch(/^  EXECUTOR_GRPC_PORT +50053$/m);
+    expect(help).toMatch(/^  EXECUTOR_HTTP_PORT +8083$/m);
+    expect(help).toMatch(/^  PROVIDER_ADDRESS +dns:\/\/\/127\.0\.0\.1:50054$/m);
+    expect(help).toMatch(/^  TELEMETRY_EVENTS +true \(/m);
+    expect(help).toMatch(/^  EXECUTOR_MAX_CONCURRENT_RUNS +10000$/m);
+    expect(help).not.toContain('GATEWAY_GRPC_PORT');
+  });
+
+  it.each([
+    ['scripts/start.sh', /^usage: npm start/],
+    ['scripts/kustomize.sh', /^usage: scripts\/kustomize\.sh/],
+    ['scripts/test.sh', /^usage: npm test/],
+  ])('%s answers --help with its usage and exit code 0', async (script, usage) => {
+    const spawned = spawnProcess(script, 'bash', [script, '--help']);
+    expect(await spawned.exited).toBe(0);
+    expect(spawned.output()).toMatch(usage);
   });
 });
