@@ -1,3 +1,4 @@
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Status } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
@@ -166,5 +167,38 @@ describe('command lines', () => {
     const spawned = spawnProcess(script, 'bash', [script, '--help']);
     expect(await spawned.exited).toBe(0);
     expect(spawned.output()).toMatch(usage);
+  });
+});
+
+describe('npm start (scripts/start.sh)', () => {
+  /** Every port start.sh would use, each free, and the names of their variables. */
+  async function startEnv(): Promise<NodeJS.ProcessEnv> {
+    const env: NodeJS.ProcessEnv = { NATS_URL: '', NATS_PORT: String(await freePort()) };
+    for (const name of ['GATEWAY', 'AGENT', 'EXECUTOR', 'PROVIDER']) {
+      env[`${name}_GRPC_PORT`] = String(await freePort());
+      env[`${name}_HTTP_PORT`] = String(await freePort());
+    }
+    return env;
+  }
+
+  it('stops before starting anything when a service port is taken, naming the port and its variable', async () => {
+    const taken = createNetServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      const spawned = spawnProcess('start.sh', 'bash', ['scripts/start.sh'], { ...(await startEnv()), EXECUTOR_HTTP_PORT: String(port) });
+      expect(await spawned.exited).toBe(1);
+      expect(spawned.output()).toContain(`[elexirion] port ${port} (EXECUTOR_HTTP_PORT) is taken: stop what listens there, or set EXECUTOR_HTTP_PORT to a free port`);
+      expect(spawned.output()).not.toContain('building'); // before the set-up, long before any service
+    } finally {
+      taken.close();
+    }
+  });
+
+  it('refuses two variables given the same port, naming both', async () => {
+    const env = await startEnv();
+    const spawned = spawnProcess('start.sh', 'bash', ['scripts/start.sh'], { ...env, PROVIDER_HTTP_PORT: env.AGENT_GRPC_PORT });
+    expect(await spawned.exited).toBe(1);
+    expect(spawned.output()).toContain(`[elexirion] PROVIDER_HTTP_PORT and AGENT_GRPC_PORT are both ${env.AGENT_GRPC_PORT}: give each its own port`);
   });
 });
