@@ -16,9 +16,8 @@ import {
   RpcSeriesTable,
   grpcTypeOf,
   recordClientCall,
-  recordClientStart,
   recordServerCall,
-  recordServerStart,
+  recordStart,
   type GrpcType,
   type Metrics,
   type RpcSeries,
@@ -64,11 +63,11 @@ export interface ClientPolicyOptions {
  */
 export function clientCallPolicy(options: ClientPolicyOptions): ClientCallPolicy {
   const { metrics, transport } = options;
-  const series = new RpcSeriesTable(options.caller, transport);
+  const series = new RpcSeriesTable(metrics, 'client', options.caller, transport);
   const unreachable = transport === 'grpc' ? new UnreachableService(options.callee, options.logger) : undefined;
   const begin = (path: string, type: GrpcType, callOptions: CallOptions & DeadlineOptions) => {
     const call = new ClientCall(series.get(path, type), callOptions, unreachable);
-    recordClientStart(metrics, call.series);
+    recordStart(call.series);
     return call;
   };
   const end = (call: ClientCall) => {
@@ -197,12 +196,12 @@ class ClientCall {
  * failure a meaningful status (`mapServerError`).
  */
 export function serverCallPolicy(service: string, metrics: Metrics, logger: Logger): ServerCallPolicy {
-  const series = new RpcSeriesTable(service);
+  const series = new RpcSeriesTable(metrics, 'server', service);
   return {
     middleware: async function* serverPolicy(call, context) {
       const started = performance.now();
       const calls = series.get(call.method.path, grpcTypeOf(call.requestStream, call.responseStream));
-      recordServerStart(metrics, calls);
+      recordStart(calls);
       let code = Status.OK;
       try {
         if (!call.requestStream && call.request instanceof UndecodableRequest) throw call.request.toError();
@@ -218,7 +217,7 @@ export function serverCallPolicy(service: string, metrics: Metrics, logger: Logg
     async unary(path, context, handle) {
       const started = performance.now();
       const calls = series.get(path, 'unary');
-      recordServerStart(metrics, calls);
+      recordStart(calls);
       let code = Status.OK;
       try {
         return await handle();

@@ -24,22 +24,29 @@ export function grpcTypeOf(requestStream: boolean, responseStream: boolean): Grp
  * `grpc_service` (`elexirion.v1.Provider`) and `grpc_method` (`Complete`). Beyond those,
  * `service` is the Elexirion service that served or made the call, and a client's `transport`
  * says whether the callee was in this process (`in_process`) or reached over `grpc`.
+ *
+ * The gRPC counters are counted in each method's RpcSeries (a field incremented per call) and
+ * handed to prom-client when scraped: prom-client's `inc` costs about 0.7 µs a call, four times
+ * a call per hop.
  */
 export class Metrics {
   readonly registry = new Registry();
+  private readonly series = { server: [] as RpcSeries[], client: [] as RpcSeries[] };
 
-  readonly serverStarted = new Counter({
+  readonly serverStarted: Counter<string> = new Counter({
     name: 'grpc_server_started_total',
     help: 'RPCs started on the server.',
     labelNames: ['service', 'grpc_type', 'grpc_service', 'grpc_method'] as const,
     registers: [this.registry],
+    collect: () => collectStarted(this.serverStarted, this.series.server),
   });
 
-  readonly serverHandled = new Counter({
+  readonly serverHandled: Counter<string> = new Counter({
     name: 'grpc_server_handled_total',
     help: 'RPCs completed on the server, whatever their outcome (grpc_code).',
     labelNames: ['service', 'grpc_type', 'grpc_service', 'grpc_method', 'grpc_code'] as const,
     registers: [this.registry],
+    collect: () => collectHandled(this.serverHandled, this.series.server),
   });
 
   readonly serverHandling = new Histogram({
@@ -50,18 +57,20 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  readonly clientStarted = new Counter({
+  readonly clientStarted: Counter<string> = new Counter({
     name: 'grpc_client_started_total',
     help: 'RPCs started to other services, by transport (grpc or in_process).',
     labelNames: ['service', 'grpc_type', 'grpc_service', 'grpc_method', 'transport'] as const,
     registers: [this.registry],
+    collect: () => collectStarted(this.clientStarted, this.series.client),
   });
 
-  readonly clientHandled = new Counter({
+  readonly clientHandled: Counter<string> = new Counter({
     name: 'grpc_client_handled_total',
     help: 'RPCs to other services completed, whatever their outcome (grpc_code), by transport (grpc or in_process).',
     labelNames: ['service', 'grpc_type', 'grpc_service', 'grpc_method', 'grpc_code', 'transport'] as const,
     registers: [this.registry],
+    collect: () => collectHandled(this.clientHandled, this.series.client),
   });
 
   readonly clientHandling = new Histogram({
@@ -95,6 +104,25 @@ export class Metrics {
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }
+
+  /** Counts `series` in `grpc_<side>_started_total` and `_handled_total` from now on. */
+  track(side: 'server' | 'client', series: RpcSeries): void {
+    this.series[side].push(series);
+  }
+}
+
+function collectStarted(counter: Counter<string>, series: readonly RpcSeries[]): void {
+  counter.reset();
+  for (const one of series) if (one.started > 0) counter.inc(one.labels, one.started);
+}
+
+function collectHandled(counter: Counter<string>, series: readonly RpcSeries[]): void {
+  counter.reset();
+  for (const one of series) {
+    one.handled.forEach((count, code) => {
+      if (count > 0) counter.inc(one.withCode(code), count);
+    });
+  }
 }
 
 type Labels = Record<string, string>;
@@ -105,6 +133,10 @@ type Labels = Record<string, string>;
  */
 export class RpcSeries {
   readonly labels: Labels;
+  /** Calls started. */
+  started = 0;
+  /** Calls ended, by status code. */
+  readonly handled: number[] = new Array<number>(17).fill(0);
   private readonly withCodes: Labels[] = [];
 
   /** `path` is the method's path, "/elexirion.v1.Provider/Complete". */
@@ -130,6 +162,8 @@ export class RpcSeriesTable {
   private readonly byPath = new Map<string, RpcSeries>();
 
   constructor(
+    private readonly metrics: Metrics,
+    private readonly side: 'server' | 'client',
     private readonly service: string,
     private readonly transport?: 'grpc' | 'in_process',
   ) {}
@@ -139,19 +173,20 @@ export class RpcSeriesTable {
     if (!series) {
       series = new RpcSeries(path, type, this.service, this.transport);
       this.byPath.set(path, series);
+      this.metrics.track(this.side, series);
     }
     return series;
   }
 }
 
-/** Counts one RPC as started on the server (`grpc_server_started_total`). */
-export function recordServerStart(metrics: Metrics, series: RpcSeries): void {
-  metrics.serverStarted.inc(series.labels);
+/** Counts one RPC as started (`grpc_*_started_total`). */
+export function recordStart(series: RpcSeries): void {
+  series.started += 1;
 }
 
 /** Counts and times one RPC served (`grpc_server_*`); logs failures that are the server's fault. */
 export function recordServerCall(metrics: Metrics, logger: Logger, series: RpcSeries, code: Status, elapsedMs: number): void {
-  metrics.serverHandled.inc(series.withCode(code));
+  series.handled[code] = (series.handled[code] ?? 0) + 1;
   metrics.serverHandling.observe(series.labels, elapsedMs / 1000);
   if (code === Status.INTERNAL || code === Status.UNKNOWN || code === Status.DATA_LOSS) {
     logger.error({ method: series.path, code: Status[code], ms: Math.round(elapsedMs) }, 'rpc failed');
@@ -160,13 +195,8 @@ export function recordServerCall(metrics: Metrics, logger: Logger, series: RpcSe
   }
 }
 
-/** Counts one call to another service as started (`grpc_client_started_total`). */
-export function recordClientStart(metrics: Metrics, series: RpcSeries): void {
-  metrics.clientStarted.inc(series.labels);
-}
-
 /** Counts and times one call to another service (`grpc_client_*`). */
 export function recordClientCall(metrics: Metrics, series: RpcSeries, code: Status, elapsedMs: number): void {
-  metrics.clientHandled.inc(series.withCode(code));
+  series.handled[code] = (series.handled[code] ?? 0) + 1;
   metrics.clientHandling.observe(series.labels, elapsedMs / 1000);
 }
