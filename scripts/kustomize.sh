@@ -5,6 +5,13 @@
 # k8s/base/generated/ (git-ignored) with the configMapGenerator listing them: kustomize cannot
 # read files outside its root, and the repository's folders stay the one source of truth.
 set -euo pipefail
+case "${1:-}" in
+  -h|--help)
+    echo "usage: scripts/kustomize.sh [base|production|single-process|DIR]"
+    echo "Renders k8s/base (default), an overlay of k8s/overlays/, or the kustomization in DIR to stdout."
+    exit 0 ;;
+  -*) echo "kustomize.sh: unknown option $1 (usage: scripts/kustomize.sh [base|production|single-process|DIR])" >&2; exit 64 ;;
+esac
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # v5.8.3 needs Go 1.27; v5.8.2 builds with the Go 1.26 this machine kind has.
 KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.8.2}"

@@ -7,21 +7,64 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ELEXIRION_ROOT"
 
+usage="usage: npm start [-- --all-in-one]"
 all_in_one=false
 for arg in "$@"; do
   case "$arg" in
     --all-in-one) all_in_one=true ;;
-    -h|--help) echo "usage: npm start [-- --all-in-one]"; exit 0 ;;
-    *) echo "unknown option: $arg (usage: npm start [-- --all-in-one])" >&2; exit 64 ;;
+    -h|--help)
+      cat <<TXT
+$usage
+
+Starts nats-server (JetStream, data in .data/nats) and the four services on 127.0.0.1, one process
+each (--all-in-one: one process hosting them all), waits until every health check is SERVING, and
+stops everything on Ctrl-C. Offline by default: with no provider API key the provider serves the
+mock model. Ports, each checked before anything starts (set the variable to change it):
+  NATS_PORT 4222 (or NATS_URL for a running server)
+  GATEWAY_GRPC_PORT 50051, GATEWAY_HTTP_PORT 8080
+  AGENT_GRPC_PORT 50052, AGENT_HTTP_PORT 8082          (not with --all-in-one)
+  EXECUTOR_GRPC_PORT 50053, EXECUTOR_HTTP_PORT 8083    (not with --all-in-one)
+  PROVIDER_GRPC_PORT 50054, PROVIDER_HTTP_PORT 8084    (not with --all-in-one)
+The services read the rest of their environment as README.md, "Configuration", says.
+TXT
+      exit 0 ;;
+    *) echo "unknown option: $arg ($usage)" >&2; exit 64 ;;
   esac
 done
 
-bash scripts/setup.sh
-
 export BIND_HOST="${BIND_HOST:-127.0.0.1}"
 export GATEWAY_GRPC_PORT="${GATEWAY_GRPC_PORT:-50051}" GATEWAY_HTTP_PORT="${GATEWAY_HTTP_PORT:-8080}"
-export AGENT_GRPC_PORT="${AGENT_GRPC_PORT:-50052}" EXECUTOR_GRPC_PORT="${EXECUTOR_GRPC_PORT:-50053}" PROVIDER_GRPC_PORT="${PROVIDER_GRPC_PORT:-50054}"
+export AGENT_GRPC_PORT="${AGENT_GRPC_PORT:-50052}" AGENT_HTTP_PORT="${AGENT_HTTP_PORT:-8082}"
+export EXECUTOR_GRPC_PORT="${EXECUTOR_GRPC_PORT:-50053}" EXECUTOR_HTTP_PORT="${EXECUTOR_HTTP_PORT:-8083}"
+export PROVIDER_GRPC_PORT="${PROVIDER_GRPC_PORT:-50054}" PROVIDER_HTTP_PORT="${PROVIDER_HTTP_PORT:-8084}"
 NATS_PORT="${NATS_PORT:-4222}"
+
+# Every port this run will listen on, checked before anything starts (and before the set-up,
+# which can take a minute): a taken one is named with the variable that moves it.
+port_variables=(GATEWAY_GRPC_PORT GATEWAY_HTTP_PORT)
+$all_in_one || port_variables+=(AGENT_GRPC_PORT AGENT_HTTP_PORT EXECUTOR_GRPC_PORT EXECUTOR_HTTP_PORT PROVIDER_GRPC_PORT PROVIDER_HTTP_PORT)
+[ -n "${NATS_URL:-}" ] || port_variables=(NATS_PORT "${port_variables[@]}")
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+problems=()
+declare -A claimed=()
+for variable in "${port_variables[@]}"; do
+  port="${!variable}"
+  if ! [[ "$port" =~ ^[0-9]+$ ]] || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then
+    problems+=("$variable=$port is not a port number from 1 to 65535")
+  elif [ -n "${claimed[$port]:-}" ]; then
+    problems+=("$variable and ${claimed[$port]} are both $port: give each its own port")
+  elif port_busy "$port"; then
+    problems+=("port $port ($variable) is taken: stop what listens there, or set $variable to a free port")
+  fi
+  claimed[$port]="$variable"
+done
+if [ ${#problems[@]} -gt 0 ]; then
+  for problem in "${problems[@]}"; do echo "[elexirion] $problem" >&2; done
+  [ -n "${NATS_URL:-}" ] || echo "[elexirion] (NATS_URL instead of NATS_PORT uses a NATS server already running)" >&2
+  exit 1
+fi
+
+bash scripts/setup.sh
 
 # Children run in their own sessions (setsid), so Ctrl-C reaches only this script, which then
 # drains the services (SIGTERM, gateway first) and stops NATS last.
@@ -38,37 +81,43 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 if [ -z "${NATS_URL:-}" ]; then
-  if port_busy "$NATS_PORT"; then
-    echo "[elexirion] port $NATS_PORT is taken: stop what listens there, or set NATS_PORT (or NATS_URL for an existing server)" >&2
-    exit 1
-  fi
   mkdir -p .data/nats
   setsid nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$ELEXIRION_ROOT/.data/nats" &
   nats_pid=$!
   export NATS_URL="nats://127.0.0.1:$NATS_PORT"
 fi
 
-for port in "$GATEWAY_GRPC_PORT" "$GATEWAY_HTTP_PORT"; do
-  if port_busy "$port"; then echo "[elexirion] port $port is taken (set GATEWAY_GRPC_PORT / GATEWAY_HTTP_PORT)" >&2; exit 1; fi
-done
-
 health=server/dist/health-check.js
+declare -A names=()
+[ -z "$nats_pid" ] || names[$nats_pid]=nats-server
+# PORT SERVICE...: waits until they serve, or stops at once when a process this script started
+# exits first (a service that cannot start says why in its log, above).
+await_serving() {
+  local port=$1; shift
+  node "$health" "127.0.0.1:$port" "$@" --timeout-ms 30000 &
+  local check=$! finished="" status=0
+  wait -n -p finished "$check" "${pids[@]}" ${nats_pid:+"$nats_pid"} || status=$?
+  if [ "$finished" != "$check" ]; then
+    kill "$check" 2>/dev/null || true
+    echo "[elexirion] ${names[$finished]:-a process} exited (status $status) before $* served; its log above says why" >&2
+    exit 1
+  fi
+  [ "$status" -eq 0 ] || exit 1
+}
 if $all_in_one; then
   setsid node server/dist/main.js --services all &
-  pids+=($!)
-  node "$health" "127.0.0.1:$GATEWAY_GRPC_PORT" elexirion.v1.Gateway elexirion.v1.Agent elexirion.v1.Executor elexirion.v1.Provider --timeout-ms 30000
+  pids+=($!); names[$!]="elexirion --services all"
+  await_serving "$GATEWAY_GRPC_PORT" elexirion.v1.Gateway elexirion.v1.Agent elexirion.v1.Executor elexirion.v1.Provider
 else
   for service in provider executor agent gateway; do
     setsid node "services/$service/dist/main.js" &
-    pids+=($!)
+    pids+=($!); names[$!]=$service
   done
-  node "$health" "127.0.0.1:$PROVIDER_GRPC_PORT" elexirion.v1.Provider --timeout-ms 30000
-  node "$health" "127.0.0.1:$EXECUTOR_GRPC_PORT" elexirion.v1.Executor --timeout-ms 30000
-  node "$health" "127.0.0.1:$AGENT_GRPC_PORT" elexirion.v1.Agent --timeout-ms 30000
-  node "$health" "127.0.0.1:$GATEWAY_GRPC_PORT" elexirion.v1.Gateway --timeout-ms 30000
+  await_serving "$PROVIDER_GRPC_PORT" elexirion.v1.Provider
+  await_serving "$EXECUTOR_GRPC_PORT" elexirion.v1.Executor
+  await_serving "$AGENT_GRPC_PORT" elexirion.v1.Agent
+  await_serving "$GATEWAY_GRPC_PORT" elexirion.v1.Gateway
 fi
 
 cat >&2 <<TXT

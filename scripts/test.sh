@@ -4,6 +4,11 @@
 # and the Python optimizer's (pytest).
 # Ends with one line: "N passed, N failed[, N skipped]". Exit status 0 only when nothing failed.
 set -uo pipefail
+if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
+  echo "usage: npm test [-- VITEST_ARGS...]   (e.g. npm test -- services/kit/test/host.test.ts)"
+  echo "Type-checks the tests and the bench, runs the vitest suites (with VITEST_ARGS) and the optimizer's pytest suite."
+  exit 0
+fi
 source "$(dirname "$0")/env.sh"
 cd "$ELEXIRION_ROOT"
 bash scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }

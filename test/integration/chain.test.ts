@@ -121,6 +121,6 @@ describe.each(shapes)('a chat through gateway -> agent -> executor -> provider (
 
   it('exposes Prometheus metrics on the gateway HTTP port', async () => {
     const text = await (await fetch(`http://127.0.0.1:${stack.ports.gatewayHttp}/metrics`)).text();
-    expect(text).toMatch(/grpc_server_handled_total\{service="gateway",grpc_method="\/elexirion.v1.Gateway\/Chat",grpc_code="OK"\} [1-9]/);
+    expect(text).toMatch(/grpc_server_handled_total\{service="gateway",grpc_type="unary",grpc_service="elexirion\.v1\.Gateway",grpc_method="Chat",grpc_code="OK"\} [1-9]/);
   });
 });

@@ -1,7 +1,8 @@
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Status } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
-import { eventually, gate, startFakeAnthropic, startNats, type NatsServer, freePort, spawnNode, stopAll, rawUnaryCall, startStack, stackOutput, waitFor, type Stack } from '@elexirion/testing';
+import { eventually, gate, startFakeAnthropic, startNats, type NatsServer, freePort, spawnNode, spawnProcess, stopAll, rawUnaryCall, startStack, stackOutput, waitFor, type Stack } from '@elexirion/testing';
 
 let nats: NatsServer | undefined;
 let stack: Stack | undefined;
@@ -94,7 +95,7 @@ describe('deadlines and cancellation across processes', () => {
     // The provider's handler saw its call end, long before its latency was over.
     const line = await eventually('the provider call to end', async () => {
       const text = await metricsOf(providerHttp);
-      return /grpc_server_handled_total\{service="provider",grpc_method="\/elexirion.v1.Provider\/Complete",grpc_code="(CANCELLED|DEADLINE_EXCEEDED)"\} 1/.exec(text)?.[0];
+      return /grpc_server_handled_total\{service="provider",grpc_type="unary",grpc_service="elexirion\.v1\.Provider",grpc_method="Complete",grpc_code="(CANCELLED|DEADLINE_EXCEEDED)"\} 1/.exec(text)?.[0];
     });
     expect(line).toBeTruthy();
   });
@@ -136,5 +137,83 @@ describe('configuration', () => {
     const spawned = spawnNode('elexirion', 'server/dist/main.js', {}, ['--services', 'gateway,billing']);
     expect(await spawned.exited).toBe(64);
     expect(spawned.output()).toContain('unknown service "billing"');
+  });
+});
+
+describe('command lines', () => {
+  const binaries = [
+    ['elexirion', 'server/dist/main.js', /^usage: elexirion \[--services provider,executor,agent,gateway\|all\] \[--help\]\n/],
+    ['elexirion-health-check', 'server/dist/health-check.js', /^usage: elexirion-health-check HOST:PORT \[SERVICE \.\.\.\]/],
+    ...['gateway', 'agent', 'executor', 'provider'].map((name) => [name, `services/${name}/dist/main.js`, new RegExp(`^usage: node services/${name}/dist/main.js \\[--help\\]\\n`)] as const),
+  ] as const;
+
+  it.each(binaries)('%s answers --help with its usage and exit code 0', async (name, entry, usage) => {
+    const spawned = spawnNode(name, entry, {}, ['--help']);
+    expect(await spawned.exited).toBe(0);
+    expect(spawned.output()).toMatch(usage);
+    expect(spawned.output()).not.toMatch(/\n\s+at /); // no stack trace
+  });
+
+  it.each(binaries)('%s refuses an option it does not take with exit code 64, naming it', async (name, entry) => {
+    const spawned = spawnNode(name, entry, {}, ['--frobnicate']);
+    expect(await spawned.exited).toBe(64);
+    expect(spawned.output()).toContain("Unknown option '--frobnicate'");
+    expect(spawned.output()).toContain('usage: ');
+    expect(spawned.output()).not.toMatch(/\n\s+at /);
+  });
+
+  it("lists a service's environment in its --help: its ports, the addresses it calls, its own variables", async () => {
+    const spawned = spawnNode('executor', 'services/executor/dist/main.js', {}, ['--help']);
+    expect(await spawned.exited).toBe(0);
+    const help = spawned.output();
+    expect(help).toMatch(/^  EXECUTOR_GRPC_PORT +50053$/m);
+    expect(help).toMatch(/^  EXECUTOR_HTTP_PORT +8083$/m);
+    expect(help).toMatch(/^  PROVIDER_ADDRESS +dns:\/\/\/127\.0\.0\.1:50054$/m);
+    expect(help).toMatch(/^  TELEMETRY_EVENTS +true \(/m);
+    expect(help).toMatch(/^  EXECUTOR_MAX_CONCURRENT_RUNS +10000$/m);
+    expect(help).not.toContain('GATEWAY_GRPC_PORT');
+  });
+
+  it.each([
+    ['scripts/start.sh', /^usage: npm start/],
+    ['scripts/kustomize.sh', /^usage: scripts\/kustomize\.sh/],
+    ['scripts/test.sh', /^usage: npm test/],
+  ])('%s answers --help with its usage and exit code 0', async (script, usage) => {
+    const spawned = spawnProcess(script, 'bash', [script, '--help']);
+    expect(await spawned.exited).toBe(0);
+    expect(spawned.output()).toMatch(usage);
+  });
+});
+
+describe('npm start (scripts/start.sh)', () => {
+  /** Every port start.sh would use, each free, and the names of their variables. */
+  async function startEnv(): Promise<NodeJS.ProcessEnv> {
+    const env: NodeJS.ProcessEnv = { NATS_URL: '', NATS_PORT: String(await freePort()) };
+    for (const name of ['GATEWAY', 'AGENT', 'EXECUTOR', 'PROVIDER']) {
+      env[`${name}_GRPC_PORT`] = String(await freePort());
+      env[`${name}_HTTP_PORT`] = String(await freePort());
+    }
+    return env;
+  }
+
+  it('stops before starting anything when a service port is taken, naming the port and its variable', async () => {
+    const taken = createNetServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      const spawned = spawnProcess('start.sh', 'bash', ['scripts/start.sh'], { ...(await startEnv()), EXECUTOR_HTTP_PORT: String(port) });
+      expect(await spawned.exited).toBe(1);
+      expect(spawned.output()).toContain(`[elexirion] port ${port} (EXECUTOR_HTTP_PORT) is taken: stop what listens there, or set EXECUTOR_HTTP_PORT to a free port`);
+      expect(spawned.output()).not.toContain('building'); // before the set-up, long before any service
+    } finally {
+      taken.close();
+    }
+  });
+
+  it('refuses two variables given the same port, naming both', async () => {
+    const env = await startEnv();
+    const spawned = spawnProcess('start.sh', 'bash', ['scripts/start.sh'], { ...env, PROVIDER_HTTP_PORT: env.AGENT_GRPC_PORT });
+    expect(await spawned.exited).toBe(1);
+    expect(spawned.output()).toContain(`[elexirion] PROVIDER_HTTP_PORT and AGENT_GRPC_PORT are both ${env.AGENT_GRPC_PORT}: give each its own port`);
   });
 });

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { runHost } from '@elexirion/kit';
+import { runService } from '@elexirion/kit';
 import { agentService } from './agent-service.js';
 
-await runHost([agentService]);
+await runService(agentService);

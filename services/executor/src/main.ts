@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { runHost } from '@elexirion/kit';
+import { runService } from '@elexirion/kit';
 import { executorService } from './executor-service.js';
 
-await runHost([executorService]);
+await runService(executorService);

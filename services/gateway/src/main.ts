@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { runHost } from '@elexirion/kit';
+import { runService } from '@elexirion/kit';
 import { gatewayService } from './gateway-service.js';
 
-await runHost([gatewayService]);
+await runService(gatewayService);

@@ -211,12 +211,14 @@ describe.each<Mode>(['in_process', 'grpc'])('an executor calling a provider (tra
     const response = await executor.execute({ pipeline: 'ok', inputs: { message: 'hello' } });
     expect(response.output).toBe('ok: hello');
     expect(state.providerIsLocal).toBe(mode === 'in_process');
-    const rows = (await executorHost.metrics.clientHandled.get()).values.filter(
-      (row) => row.labels.grpc_method === '/elexirion.v1.Provider/Complete',
-    );
+    const complete = { grpc_type: 'unary', grpc_service: 'elexirion.v1.Provider', grpc_method: 'Complete' };
+    const rows = (await executorHost.metrics.clientHandled.get()).values.filter((row) => row.labels.grpc_method === 'Complete');
     expect(rows.length).toBeGreaterThan(0);
-    for (const row of rows) expect(row.labels).toMatchObject({ service: 'executor', transport: mode, grpc_code: 'OK' });
+    for (const row of rows) expect(row.labels).toEqual({ service: 'executor', transport: mode, grpc_code: 'OK', ...complete });
     expect(rows.reduce((sum, row) => sum + row.value, 0)).toBeGreaterThanOrEqual(2); // the warm-up and this call
+    const started = (await executorHost.metrics.clientStarted.get()).values.filter((row) => row.labels.grpc_method === 'Complete');
+    expect(started.map((row) => row.labels)).toEqual([{ service: 'executor', transport: mode, ...complete }]);
+    expect(started[0]!.value).toBe(rows.reduce((sum, row) => sum + row.value, 0));
 
     // The provider's server middleware ran for the call either way.
     const served = (await providerHost.metrics.serverHandled.get()).values.find(
@@ -231,7 +233,7 @@ describe.each<Mode>(['in_process', 'grpc'])('an executor calling a provider (tra
     expect((error as ClientError).code).toBe(Status.INVALID_ARGUMENT);
     expect((error as ClientError).details).toBe('x: bad');
     const failed = (await executorHost.metrics.clientHandled.get()).values.find(
-      (row) => row.labels.grpc_method === '/elexirion.v1.Provider/Complete' && row.labels.grpc_code === 'INVALID_ARGUMENT',
+      (row) => row.labels.grpc_method === 'Complete' && row.labels.grpc_code === 'INVALID_ARGUMENT',
     );
     expect(failed?.labels.transport).toBe(mode);
   });
@@ -359,7 +361,7 @@ describe.each<Mode>(['in_process', 'grpc'])('an executor calling a provider (tra
   it('counts a provider call that ran out of time as DEADLINE_EXCEEDED in grpc_client_handled_total', async () => {
     await executor.execute({ pipeline: 'slow', inputs: { timeoutMs: '300' } }).catch(() => undefined);
     const rows = (await executorHost.metrics.clientHandled.get()).values.filter(
-      (row) => row.labels.grpc_method === '/elexirion.v1.Provider/Complete' && row.labels.grpc_code !== 'OK',
+      (row) => row.labels.grpc_method === 'Complete' && row.labels.grpc_code !== 'OK',
     );
     expect(rows.map((row) => row.labels.grpc_code)).toEqual(['DEADLINE_EXCEEDED']);
   });
@@ -394,7 +396,7 @@ describe('a kit client with a deadline', () => {
 });
 
 describe('a client for a service that is not running', () => {
-  it('fails with UNAVAILABLE instead of hanging', async () => {
+  it('fails with UNAVAILABLE instead of hanging, saying which service, not where or why', async () => {
     const pool = new ChannelPool();
     try {
       const address = `dns:///127.0.0.1:${await freePort()}`;
@@ -412,8 +414,40 @@ describe('a client for a service that is not running', () => {
       expect(error).toBeInstanceOf(ClientError);
       // UNAVAILABLE, not DEADLINE_EXCEEDED: it failed before the deadline instead of waiting for it.
       expect((error as ClientError).code).toBe(Status.UNAVAILABLE);
+      expect((error as ClientError).details).toBe('the provider service is unavailable');
     } finally {
       pool.close();
+    }
+  });
+
+  it("tells the service's own callers only which service is unavailable, and logs what grpc-js said", async () => {
+    const logs = captureLogs();
+    const port = await freePort();
+    const env = await hostEnv({ LOG_LEVEL: 'warn', PROVIDER_ADDRESS: `ipv4:127.0.0.1:${port}` });
+    const executorHost = await startHost([executorModule], { env, logDestination: logs });
+    const pool = new ChannelPool();
+    try {
+      const address = `dns:///127.0.0.1:${executorHost.grpcPort}`;
+      const callers = new ServiceClients({
+        caller: 'test',
+        addresses: Object.fromEntries(serviceNames.map((name) => [name, address])) as Record<ServiceName, string>,
+        local: new Map(),
+        metrics: new Metrics({ defaultMetrics: false }),
+        channelFor: (target) => pool.get(target),
+      });
+      const error = await callers
+        .get('executor')
+        .execute({ pipeline: 'ok' }, { deadline: new Date(Date.now() + 10_000) })
+        .catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(ClientError);
+      expect((error as ClientError).code).toBe(Status.UNAVAILABLE);
+      expect((error as ClientError).details).toBe('the provider service is unavailable');
+      const logged = await waitFor('the executor to log why', () => logs.records().find((record) => record.msg === 'the provider service is unavailable'));
+      expect(logged).toMatchObject({ level: 'warn', service: 'executor', callee: 'provider', method: '/elexirion.v1.Provider/Complete' });
+      expect(logged.detail).toContain(`127.0.0.1:${port}`);
+    } finally {
+      pool.close();
+      await executorHost.stop('test over');
     }
   });
 });

@@ -41,6 +41,34 @@ describe('loadHostConfig', () => {
     expect(config.addresses.provider).toBe('dns:///provider.elexirion.svc:50054');
   });
 
+  it.each([
+    ['several replicas on one machine', 'ipv4:127.0.0.1:50053,127.0.0.1:50063'],
+    ['IPv6 replicas', 'ipv6:[::1]:50053,[::1]:50063'],
+    ['a DNS name with its server', 'dns://10.0.0.2:53/provider.elexirion.svc:50054'],
+    ['a unix socket', 'unix:///run/elexirion/provider.sock'],
+  ])('accepts <NAME>_ADDRESS in every form grpc-js resolves: %s', (_form, target) => {
+    expect(loadHostConfig({ PROVIDER_ADDRESS: target }).addresses.provider).toBe(target);
+  });
+
+  it('resolves a bare host:port <NAME>_ADDRESS through DNS', () => {
+    expect(loadHostConfig({ PROVIDER_ADDRESS: 'provider:50054' }).addresses.provider).toBe('dns:///provider:50054');
+    expect(loadHostConfig({ PROVIDER_ADDRESS: '10.0.0.7:50054' }).addresses.provider).toBe('dns:///10.0.0.7:50054');
+  });
+
+  it.each([
+    ['ipv4:127.0.0.1:50053,127.0.0.1', '"127.0.0.1" has no port'],
+    ['ipv4:localhost:50053', '"localhost" is not an IPv4 address'],
+    ['ipv6:::1:50053', '"::1:50053" is not an IPv6 address (write [address]:port)'],
+    ['xds:///provider', 'unknown scheme "xds:"'],
+    ['provider', '"provider" has no port'],
+    ['unix:', '"unix:" is not host:port'],
+  ])('refuses the <NAME>_ADDRESS %s, saying why', (target, why) => {
+    const [issue] = configErrorOf(() => loadHostConfig({ PROVIDER_ADDRESS: target })).issues;
+    expect(issue).toContain(`PROVIDER_ADDRESS: expected a gRPC target (dns:///host:port, host:port, ipv4:ip:port[,ip:port...]`);
+    expect(issue).toContain(why);
+    expect(issue).toContain(JSON.stringify(target));
+  });
+
   it('reads ports as numbers and flags as booleans', () => {
     const config = loadHostConfig({ AGENT_GRPC_PORT: '7001', AGENT_HTTP_PORT: '0', TELEMETRY_EVENTS: 'off', DRAIN_GRACE_MS: '1500' });
     expect(config.ports.agent).toEqual({ grpc: 7001, http: 0 });

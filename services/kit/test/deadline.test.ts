@@ -31,7 +31,7 @@ async function runPropagation(options: CallOptions & { deadline?: Date | number 
       return 'response';
     },
   } as unknown as ClientMiddlewareCall<unknown, unknown, Record<string, never>>;
-  const iterator = clientCallPolicy('test', 'grpc', new Metrics({ defaultMetrics: false })).middleware(call, options as never);
+  const iterator = clientCallPolicy({ caller: 'test', callee: 'provider', transport: 'grpc', metrics: new Metrics({ defaultMetrics: false }) }).middleware(call, options as never);
   const result = await iterator.next();
   return { result, seen };
 }

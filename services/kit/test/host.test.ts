@@ -1,7 +1,11 @@
+import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import { credentials, makeGenericClientConstructor, type ClientDuplexStream } from '@grpc/grpc-js';
+import { credentials, makeGenericClientConstructor, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { createChannel, createClient, type Channel } from 'nice-grpc';
 import { HealthDefinition } from 'nice-grpc-server-health';
 import { ServerReflectionService } from 'nice-grpc-server-reflection';
@@ -18,13 +22,56 @@ import {
   startHost,
   type Host,
 } from '@elexirion/kit';
-import { rawUnaryCall, captureLogs, freePort, gate, hostEnv, implement, sleep, waitFor } from '@elexirion/testing';
+import { rawUnaryCall, captureLogs, freePort, gate, hostEnv, implement, repoRoot, sleep, waitFor } from '@elexirion/testing';
 
 // The reflection package's generated (google-protobuf) message classes: its service definition
 // only serializes instances of these very classes.
 const require = createRequire(import.meta.url);
 const reflectionPb = require('nice-grpc-server-reflection/lib/proto/grpc/reflection/v1/reflection_pb.js');
 const descriptorPb = require('google-protobuf/google/protobuf/descriptor_pb.js');
+
+const execFileAsync = promisify(execFile);
+const bufBinary = join(repoRoot, 'node_modules/.bin/buf');
+
+/** Sends `requests` on one reflection stream of the given version and returns its answers. */
+async function reflect(port: number, version: string, requests: unknown[]): Promise<any[]> {
+  const method = ServerReflectionService.serverReflectionInfo;
+  const definition = { serverReflectionInfo: { ...method, path: `/grpc.reflection.${version}.ServerReflection/ServerReflectionInfo` } };
+  const Client = makeGenericClientConstructor(definition as never, 'ServerReflection');
+  const client = new Client(`127.0.0.1:${port}`, credentials.createInsecure()) as any;
+  try {
+    const stream: ClientDuplexStream<any, any> = client.serverReflectionInfo();
+    const responses: any[] = [];
+    let failure: Error | undefined;
+    const ended = new Promise<void>((resolve) => {
+      stream.on('data', (response: any) => responses.push(response));
+      stream.on('error', (error: Error) => {
+        failure = error;
+        resolve();
+      });
+      stream.on('end', resolve);
+    });
+    for (const request of requests) stream.write(request);
+    await waitFor(`${requests.length} reflection answers`, () => failure ?? responses.length >= requests.length);
+    if (failure) throw failure;
+    stream.end();
+    await ended;
+    for (const response of responses) expect(response.getErrorResponse()?.getErrorMessage()).toBeUndefined();
+    return responses;
+  } finally {
+    client.close();
+  }
+}
+
+/** The grpc-js error a raw call failed with. */
+function failureOf(call: Promise<unknown>): Promise<ServiceError> {
+  return call.then(
+    () => {
+      throw new Error('expected the call to fail');
+    },
+    (error: ServiceError) => error,
+  );
+}
 
 const SERVING = 1;
 const NOT_SERVING = 2;
@@ -148,17 +195,71 @@ describe('startHost', () => {
     expect((unknown as ClientError).code).toBe(Status.NOT_FOUND);
   });
 
-  it('serves Prometheus text on GET /metrics, including grpc_server_handled_total for calls it handled', async () => {
+  it('serves Prometheus text on GET /metrics with the go-grpc-prometheus series and labels for calls it handled', async () => {
     const { provider, http } = await start([providerModule]);
+    await provider.complete({ model: 'ok' });
     await provider.complete({ model: 'ok' });
     const reply = await fetch(`${http}/metrics`);
     expect(reply.status).toBe(200);
     expect(reply.headers.get('content-type')).toMatch(/^text\/plain/);
     const text = await reply.text();
+    const complete = 'service="provider",grpc_type="unary",grpc_service="elexirion.v1.Provider",grpc_method="Complete"';
+    expect(text).toContain('# TYPE grpc_server_started_total counter');
+    expect(text).toContain(`grpc_server_started_total{${complete}} 2`);
     expect(text).toContain('# TYPE grpc_server_handled_total counter');
-    expect(text).toContain('grpc_server_handled_total{service="provider",grpc_method="/elexirion.v1.Provider/Complete",grpc_code="OK"} 1');
-    expect(text).toContain('grpc_server_handling_seconds_bucket');
+    expect(text).toContain(`grpc_server_handled_total{${complete},grpc_code="OK"} 2`);
+    expect(text).toContain('# TYPE grpc_server_handling_seconds histogram');
+    expect(text).toContain(`grpc_server_handling_seconds_count{${complete}} 2`);
     expect(text).toContain('process_cpu_user_seconds_total');
+  });
+
+  it('labels a server-streaming method grpc_type="server_stream" and counts its status when the stream ends', async () => {
+    const { provider, host } = await start([providerModule]);
+    const stream = provider.streamComplete({ request: { model: 'ok' } });
+    const failure = await (async () => {
+      for await (const _message of stream) void _message;
+    })().catch((error: unknown) => error);
+    expect((failure as ClientError).code).toBe(Status.UNIMPLEMENTED);
+    const rows = (await host.metrics.serverHandled.get()).values.filter((row) => row.labels.grpc_method === 'StreamComplete');
+    expect(rows.map((row) => row.labels)).toEqual([
+      { service: 'provider', grpc_type: 'server_stream', grpc_service: 'elexirion.v1.Provider', grpc_method: 'StreamComplete', grpc_code: 'UNIMPLEMENTED' },
+    ]);
+    const started = (await host.metrics.serverStarted.get()).values.find((row) => row.labels.grpc_method === 'StreamComplete');
+    expect(started?.value).toBe(1);
+  });
+
+  it('answers INVALID_ARGUMENT, naming the method, when the request bytes are not a protobuf message', async () => {
+    const { host } = await start([providerModule]);
+    // Field 1 says 5 bytes follow; one does.
+    const undecodable = { encode: () => ({ finish: () => Uint8Array.from([0x0a, 0x05, 0x61]) }) };
+    const error = await failureOf(rawUnaryCall(`127.0.0.1:${host.grpcPort}`, '/elexirion.v1.Provider/Complete', { request: undecodable, response: proto.CompleteResponse }, {}, 5_000));
+    expect(error.code).toBe(Status.INVALID_ARGUMENT);
+    expect(error.details).toMatch(/^\/elexirion\.v1\.Provider\/Complete: the request is not a valid protobuf message for this method \(.+\)$/);
+    expect(state.entered).toBe(0);
+    const counted = (await host.metrics.serverHandled.get()).values.find((row) => row.labels.grpc_method === 'Complete');
+    expect(counted?.labels.grpc_code).toBe('INVALID_ARGUMENT');
+    // The standard services too.
+    const health = await failureOf(rawUnaryCall(`127.0.0.1:${host.grpcPort}`, '/grpc.health.v1.Health/Check', { request: undecodable, response: proto.CompleteResponse }, {}, 5_000));
+    expect(health.code).toBe(Status.INVALID_ARGUMENT);
+    expect(health.details).toContain('/grpc.health.v1.Health/Check: the request is not a valid protobuf message');
+  });
+
+  it.each(['GRPC', 'HTTP'])('refuses at once, naming the port and PROVIDER_%s_PORT, when its port is taken', async (kind) => {
+    const taken = createNetServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      const env = await hostEnv({ [`PROVIDER_${kind}_PORT`]: String(port) });
+      const error = await startHost([providerModule], { env }).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).issues).toEqual([
+        `PROVIDER_${kind}_PORT: port ${port} on 127.0.0.1 is already in use: stop what listens there, or set PROVIDER_${kind}_PORT to a free port`,
+      ]);
+      // Nothing of the failed start is left listening.
+      hosts.push(await startHost([providerModule], { env: { ...env, [`PROVIDER_${kind}_PORT`]: String(await freePort()) } }));
+    } finally {
+      taken.close();
+    }
   });
 
   it('answers /healthz and /readyz, and serves the routes a service registers', async () => {
@@ -204,35 +305,44 @@ describe('startHost', () => {
     expect(schema.properties.times.maximum).toBe(3);
   });
 
-  it('lists the hosted elexirion.v1 services through grpc.reflection.v1 and serves their descriptors', async () => {
+  it.each(['v1', 'v1alpha'])('lists every service it serves through grpc.reflection.%s and serves their descriptors, health included', async (version) => {
     const { host } = await start([providerModule, executorModule]);
-    const Client = makeGenericClientConstructor(ServerReflectionService as never, 'ServerReflection');
-    const client = new Client(`127.0.0.1:${host.grpcPort}`, credentials.createInsecure()) as any;
-    try {
-      const stream: ClientDuplexStream<any, any> = client.serverReflectionInfo();
-      const responses: any[] = [];
-      const ended = new Promise<void>((resolve, reject) => {
-        stream.on('data', (response: any) => responses.push(response));
-        stream.on('error', reject);
-        stream.on('end', resolve);
-      });
-      stream.write(new reflectionPb.ServerReflectionRequest().setListServices(''));
-      stream.write(new reflectionPb.ServerReflectionRequest().setFileContainingSymbol('elexirion.v1.Provider'));
-      await waitFor('two reflection answers', () => responses.length >= 2);
-      stream.end();
-      await ended;
+    const [list, provider, health] = await reflect(host.grpcPort, version, [
+      new reflectionPb.ServerReflectionRequest().setListServices(''),
+      new reflectionPb.ServerReflectionRequest().setFileContainingSymbol('elexirion.v1.Provider'),
+      new reflectionPb.ServerReflectionRequest().setFileContainingSymbol('grpc.health.v1.Health'),
+    ]);
 
-      const names = responses[0].getListServicesResponse().getServiceList().map((service: any) => service.getName());
-      expect([...names].sort()).toEqual(['elexirion.v1.Executor', 'elexirion.v1.Provider']);
+    const names = list.getListServicesResponse().getServiceList().map((service: any) => service.getName());
+    expect([...names].sort()).toEqual([
+      'elexirion.v1.Executor',
+      'elexirion.v1.Provider',
+      'grpc.health.v1.Health',
+      'grpc.reflection.v1.ServerReflection',
+      'grpc.reflection.v1alpha.ServerReflection',
+    ]);
 
-      const files = responses[1].getFileDescriptorResponse().getFileDescriptorProtoList_asU8();
-      const file = descriptorPb.FileDescriptorProto.deserializeBinary(files[0]);
-      expect(file.getName()).toBe('elexirion/v1/provider.proto');
-      expect(file.getPackage()).toBe('elexirion.v1');
-      expect(file.getServiceList().map((service: any) => service.getName())).toEqual(['Provider']);
-    } finally {
-      client.close();
-    }
+    const providerFile = descriptorPb.FileDescriptorProto.deserializeBinary(provider.getFileDescriptorResponse().getFileDescriptorProtoList_asU8()[0]);
+    expect(providerFile.getName()).toBe('elexirion/v1/provider.proto');
+    expect(providerFile.getPackage()).toBe('elexirion.v1');
+    expect(providerFile.getServiceList().map((service: any) => service.getName())).toEqual(['Provider']);
+
+    const healthFile = descriptorPb.FileDescriptorProto.deserializeBinary(health.getFileDescriptorResponse().getFileDescriptorProtoList_asU8()[0]);
+    expect(healthFile.getName()).toBe('grpc/health/v1/health.proto');
+    const [healthService] = healthFile.getServiceList();
+    expect(healthService.getName()).toBe('Health');
+    // Exactly the methods nice-grpc-server-health serves.
+    expect(healthService.getMethodList().map((method: any) => method.getName())).toEqual(['Check', 'Watch']);
+  });
+
+  it.each(['grpc-v1', 'grpc-v1alpha'])('lets a client without proto files call grpc.health.v1.Health/Check through reflection (buf curl, %s)', async (protocol) => {
+    const { host } = await start([providerModule]);
+    const target = `http://127.0.0.1:${host.grpcPort}`;
+    const flags = ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', '--reflect-protocol', protocol];
+    const listed = await execFileAsync(bufBinary, [...flags, '--list-methods', target]);
+    expect(listed.stdout.trim().split('\n')).toEqual(expect.arrayContaining(['grpc.health.v1.Health/Check', 'grpc.health.v1.Health/Watch', 'elexirion.v1.Provider/Complete']));
+    const checked = await execFileAsync(bufBinary, [...flags, '-d', '{"service":"elexirion.v1.Provider"}', `${target}/grpc.health.v1.Health/Check`]);
+    expect(JSON.parse(checked.stdout)).toEqual({ status: 'SERVING' });
   });
 
   it("turns a plain gRPC client's grpc-timeout into the handler's incomingDeadline", async () => {

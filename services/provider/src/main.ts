@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { runHost } from '@elexirion/kit';
+import { runService } from '@elexirion/kit';
 import { providerService } from './provider-service.js';
 
-await runHost([providerService]);
+await runService(providerService);

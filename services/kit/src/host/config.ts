@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { isSecretName, redactUrlCredentials } from '../secrets.js';
 import { serviceCatalog, type ServiceName } from './catalog.js';
+import { GRPC_TARGET_FORMS, channelTarget, grpcTargetProblem } from '../rpc/target.js';
 
 /** A configuration problem found at start-up; the message names every bad variable. */
 export class ConfigError extends Error {
@@ -21,10 +22,13 @@ export const boolFlag = () =>
     .enum(['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'], { error: 'expected true or false' })
     .transform((value) => ['true', '1', 'yes', 'on'].includes(value));
 
+// Every form grpc-js resolves: several replicas of a service on one machine are
+// ipv4:127.0.0.1:50053,127.0.0.1:50063.
 const grpcTarget = () =>
-  z
-    .string()
-    .regex(/^(dns:\/\/\/|ipv4:|ipv6:|unix:)?[\w.\-[\]:]+$/, 'expected a gRPC target such as dns:///host:port');
+  z.string().superRefine((value, context) => {
+    const problem = grpcTargetProblem(value);
+    if (problem) context.addIssue({ code: 'custom', message: `expected a gRPC target (${GRPC_TARGET_FORMS}): ${problem}` });
+  });
 
 function portVariables() {
   const shape: Record<string, z.ZodType> = {};
@@ -88,7 +92,8 @@ export function loadHostConfig(env: NodeJS.ProcessEnv): HostConfig {
     const upper = name.toUpperCase();
     const grpc = record[`${upper}_GRPC_PORT`] as number;
     ports[name] = { grpc, http: record[`${upper}_HTTP_PORT`] as number };
-    addresses[name] = (record[`${upper}_ADDRESS`] as string | undefined) ?? `dns:///127.0.0.1:${grpc}`;
+    const address = record[`${upper}_ADDRESS`] as string | undefined;
+    addresses[name] = address === undefined ? `dns:///127.0.0.1:${grpc}` : channelTarget(address);
   }
   return { ...base, ports, addresses };
 }

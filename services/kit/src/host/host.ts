@@ -2,18 +2,19 @@ import { createServer, type ServiceImplementation } from 'nice-grpc';
 import { composeServerMiddleware, type ServerMiddleware } from 'nice-grpc-common';
 import { openTelemetryServerMiddleware } from 'nice-grpc-opentelemetry';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
-import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
+import { ServerReflectionService } from 'nice-grpc-server-reflection';
 import { pino, type DestinationStream } from 'pino';
 import type { z } from 'zod';
 import { callsOf, hostingOrder, primaryService, serviceCatalog, type ServiceDefinitionOf, type ServiceName } from './catalog.js';
 import { ChannelPool, ServiceClients, type LocalService } from '../rpc/clients.js';
 import { ConfigError, loadHostConfig, parseEnv, type HostConfig } from './config.js';
 import { createHttpServer, registerRoutes, type HttpRoutes } from './http.js';
+import { ServerReflectionV1AlphaService, reflection } from './reflection.js';
 import { SharedNatsConnection, type ServiceNats } from './shared-nats-connection.js';
 import { deadlineServerInterceptor } from '../rpc/deadline.js';
 import { serverCallPolicy } from '../rpc/call-policy.js';
+import { rejectUndecodableRequests, withGuardedDecoding } from '../rpc/undecodable-requests.js';
 import { EventPublisher, serviceEvents, type ServiceEvents } from '../telemetry/event-publisher.js';
-import { descriptorSetBase64 } from '../generated/descriptor-set.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { Metrics } from '../telemetry/metrics.js';
 import { initTracing, spansRecorded, traceContextServerMiddleware } from '../telemetry/tracing.js';
@@ -134,6 +135,7 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
         addresses: config.addresses,
         local,
         metrics,
+        logger: serviceLogger,
         channelFor: (address) => channels.get(address),
       });
       const instance = await module.create({
@@ -155,12 +157,15 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
           : { implementation: instance.implementation, serverMiddleware: policy.middleware, unaryServerPolicy: policy.unary },
       );
       instances.push({ name: module.name, instance, middleware });
-      grpc.with(middleware).add(serviceCatalog[module.name].definition, instance.implementation);
+      // Undecodable requests reach the call policy, which answers INVALID_ARGUMENT.
+      grpc.with(middleware).add(withGuardedDecoding(serviceCatalog[module.name].definition), instance.implementation);
     }
 
     const fullNames = names.map((name) => serviceCatalog[name].definition.fullName);
-    grpc.add(HealthDefinition, HealthServiceImpl(health));
-    grpc.add(ServerReflectionService, ServerReflection(Buffer.from(descriptorSetBase64, 'base64'), fullNames));
+    grpc.with(rejectUndecodableRequests).add(withGuardedDecoding(HealthDefinition), HealthServiceImpl(health));
+    const reflectionImplementation = reflection(fullNames);
+    grpc.with(rejectUndecodableRequests).add(withGuardedDecoding(ServerReflectionService), reflectionImplementation);
+    grpc.with(rejectUndecodableRequests).add(withGuardedDecoding(ServerReflectionV1AlphaService), reflectionImplementation);
 
     http.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
       reply.header('content-type', metrics.registry.contentType);
@@ -177,8 +182,13 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
     });
     await registerRoutes(http, instances.flatMap(({ instance }) => instance.http ?? []));
 
-    const grpcPort = await grpc.listen(`${config.BIND_HOST}:${config.ports[primary].grpc}`);
-    await http.listen({ host: config.BIND_HOST, port: config.ports[primary].http });
+    const portVariable = primary.toUpperCase();
+    const grpcPort = await listenOn(`${portVariable}_GRPC_PORT`, config.BIND_HOST, config.ports[primary].grpc, () =>
+      grpc.listen(`${config.BIND_HOST}:${config.ports[primary].grpc}`),
+    );
+    await listenOn(`${portVariable}_HTTP_PORT`, config.BIND_HOST, config.ports[primary].http, () =>
+      http.listen({ host: config.BIND_HOST, port: config.ports[primary].http }),
+    );
     const address = http.server.address();
     const httpPort = typeof address === 'object' && address ? address.port : config.ports[primary].http;
 
@@ -247,6 +257,21 @@ function loadAllConfig(modules: ServiceModule<ServiceName, any>[], env: NodeJS.P
   }
   if (issues.length > 0 || !config) throw new ConfigError(issues);
   return { config, serviceConfigs };
+}
+
+/**
+ * `listen()`, with a port already in use reported at once as a ConfigError naming the port and the
+ * variable that sets it (grpc-js words it "No address added out of total 1 resolved errors:
+ * [listen EADDRINUSE ...]").
+ */
+async function listenOn<T>(variable: string, host: string, port: number, listen: () => Promise<T>): Promise<T> {
+  try {
+    return await listen();
+  } catch (error) {
+    const inUse = (error as NodeJS.ErrnoException | undefined)?.code === 'EADDRINUSE' || (error instanceof Error && error.message.includes('EADDRINUSE'));
+    if (!inUse) throw error;
+    throw new ConfigError([`${variable}: port ${port} on ${host} is already in use: stop what listens there, or set ${variable} to a free port`]);
+  }
 }
 
 function sleep(ms: number): Promise<void> {

@@ -9,9 +9,19 @@ import {
 } from 'nice-grpc-common';
 import type { DeadlineOptions } from 'nice-grpc-client-middleware-deadline';
 import { budgetMetadata } from './deadline.js';
-import { mapServerError, statusOf } from './errors.js';
+import { RETRY_PUSHBACK_KEY, mapServerError, statusOf } from './errors.js';
+import { UndecodableRequest } from './undecodable-requests.js';
 import type { Logger } from '../telemetry/logger.js';
-import { recordClientCall, recordServerCall, type Metrics } from '../telemetry/metrics.js';
+import {
+  RpcSeriesTable,
+  grpcTypeOf,
+  recordClientCall,
+  recordServerCall,
+  recordStart,
+  type GrpcType,
+  type Metrics,
+  type RpcSeries,
+} from '../telemetry/metrics.js';
 
 // What every call between services goes through, one policy per side. Each policy comes in two
 // forms with the same behaviour: nice-grpc middleware (an async generator whose frame lives as long
@@ -32,20 +42,41 @@ export interface ServerCallPolicy {
   unary<T>(path: string, context: CallContext, handle: () => Promise<T>): Promise<T>;
 }
 
+/** What a client policy is for: who calls whom, and how. */
+export interface ClientPolicyOptions {
+  /** The calling service (or tool), for metrics. */
+  caller: string;
+  /** The service called, named in what its callers are told when it cannot be reached. */
+  callee: string;
+  transport: 'grpc' | 'in_process';
+  metrics: Metrics;
+  /** Where to log why a service could not be reached; nowhere when absent (tools). */
+  logger?: Logger;
+}
+
 /**
  * Client side, outermost first: counts and times the call (`grpc_client_*`); sends the remaining
  * budget as `elexirion-timeout-ms` and fails at once when it is spent; enforces the deadline
- * locally (DEADLINE_EXCEEDED, the call aborted), as nice-grpc's deadline middleware does.
+ * locally (DEADLINE_EXCEEDED, the call aborted), as nice-grpc's deadline middleware does; and
+ * answers a service that cannot be reached as "the <callee> service is unavailable", logging what
+ * grpc-js said (addresses and connection errors are for operators, not for callers).
  */
-export function clientCallPolicy(caller: string, transport: 'grpc' | 'in_process', metrics: Metrics): ClientCallPolicy {
-  const begin = (path: string, options: CallOptions & DeadlineOptions) => new ClientCall(path, options);
+export function clientCallPolicy(options: ClientPolicyOptions): ClientCallPolicy {
+  const { metrics, transport } = options;
+  const series = new RpcSeriesTable(metrics, 'client', options.caller, transport);
+  const unreachable = transport === 'grpc' ? new UnreachableService(options.callee, options.logger) : undefined;
+  const begin = (path: string, type: GrpcType, callOptions: CallOptions & DeadlineOptions) => {
+    const call = new ClientCall(series.get(path, type), callOptions, unreachable);
+    recordStart(call.series);
+    return call;
+  };
   const end = (call: ClientCall) => {
     call.release();
-    recordClientCall(metrics, caller, call.path, transport, call.code, performance.now() - call.started);
+    recordClientCall(metrics, call.series, call.code, performance.now() - call.started);
   };
   return {
-    middleware: async function* clientPolicy(call, options) {
-      const clientCall = begin(call.method.path, options);
+    middleware: async function* clientPolicy(call, callOptions) {
+      const clientCall = begin(call.method.path, grpcTypeOf(call.requestStream, call.responseStream), callOptions);
       try {
         const result = yield* call.next(call.request, clientCall.bind());
         clientCall.checkDeadline();
@@ -56,8 +87,8 @@ export function clientCallPolicy(caller: string, transport: 'grpc' | 'in_process
         end(clientCall);
       }
     },
-    async unary(path, options, send) {
-      const clientCall = begin(path, options);
+    async unary(path, callOptions, send) {
+      const clientCall = begin(path, 'unary', callOptions);
       try {
         const result = await send(clientCall.bind(), clientCall.ownsMetadata);
         clientCall.checkDeadline();
@@ -71,18 +102,67 @@ export function clientCallPolicy(caller: string, transport: 'grpc' | 'in_process
   };
 }
 
+/**
+ * Over gRPC, an UNAVAILABLE that no handler answered (the channel's own: no connection, name
+ * resolution failed, connection dropped) carries grpc-js text with internal addresses
+ * ("No connection established. Last error: connect ECONNREFUSED 10.0.3.7:50054"). The caller is
+ * told only which service is unavailable; the text goes to the log, at most once a second, so an
+ * outage does not flood it. A handler's own UNAVAILABLE ("every target failed: ...") is kept: it
+ * carries the `grpc-retry-pushback-ms` trailer its server's call policy sets (`mapServerError`).
+ */
+class UnreachableService {
+  private readonly message: string;
+  private lastLoggedAt = -Infinity;
+
+  constructor(
+    private readonly callee: string,
+    private readonly logger: Logger | undefined,
+  ) {
+    this.message = `the ${callee} service is unavailable`;
+  }
+
+  translate(error: ClientError): ClientError {
+    const now = performance.now();
+    if (this.logger && now - this.lastLoggedAt >= 1_000) {
+      this.lastLoggedAt = now;
+      this.logger.warn({ callee: this.callee, method: error.path, detail: error.details }, this.message);
+    }
+    const translated = new ClientError(error.path, Status.UNAVAILABLE, this.message);
+    Object.defineProperty(translated, 'cause', { value: error, enumerable: false, configurable: true, writable: true });
+    return translated;
+  }
+}
+
 /** One call as the client policy sees it: its deadline, and the status it ended with. */
 class ClientCall {
   readonly started = performance.now();
   code = Status.OK;
   private bound: BoundDeadline | undefined;
+  /** The server answered through a handler's call policy (its trailer says so). */
+  private handlerAnswered = false;
 
-  constructor(readonly path: string, private readonly options: CallOptions & DeadlineOptions) {}
+  constructor(
+    readonly series: RpcSeries,
+    private readonly options: CallOptions & DeadlineOptions,
+    private readonly unreachable: UnreachableService | undefined,
+  ) {}
+
+  get path(): string {
+    return this.series.path;
+  }
 
   /** The options for the next layer; throws DEADLINE_EXCEEDED when the budget is already spent. */
   bind(): CallOptions {
     this.bound = bindDeadline(this.path, this.options);
-    return this.bound.options;
+    if (!this.unreachable) return this.bound.options;
+    const callerOnTrailer = this.bound.options.onTrailer;
+    return {
+      ...this.bound.options,
+      onTrailer: (trailer) => {
+        this.handlerAnswered = trailer.has(RETRY_PUSHBACK_KEY);
+        callerOnTrailer?.(trailer);
+      },
+    };
   }
 
   get ownsMetadata(): boolean {
@@ -96,7 +176,10 @@ class ClientCall {
 
   /** What to throw for `error`: DEADLINE_EXCEEDED when the deadline aborted the call. */
   failed(error: unknown): unknown {
-    const thrown = this.bound?.timedOut ? deadlineExceeded(this.path) : error;
+    let thrown = this.bound?.timedOut ? deadlineExceeded(this.path) : error;
+    if (this.unreachable && !this.handlerAnswered && thrown instanceof ClientError && thrown.code === Status.UNAVAILABLE) {
+      thrown = this.unreachable.translate(thrown);
+    }
     this.code = statusOf(thrown);
     return thrown;
   }
@@ -108,26 +191,33 @@ class ClientCall {
 }
 
 /**
- * Server side, outermost first: counts and times the call (`grpc_server_*`, failures that are the
- * server's fault logged), and gives every failure a meaningful status (`mapServerError`).
+ * Server side, outermost first: answers an undecodable request with INVALID_ARGUMENT, counts and
+ * times the call (`grpc_server_*`, failures that are the server's fault logged), and gives every
+ * failure a meaningful status (`mapServerError`).
  */
 export function serverCallPolicy(service: string, metrics: Metrics, logger: Logger): ServerCallPolicy {
+  const series = new RpcSeriesTable(metrics, 'server', service);
   return {
     middleware: async function* serverPolicy(call, context) {
       const started = performance.now();
+      const calls = series.get(call.method.path, grpcTypeOf(call.requestStream, call.responseStream));
+      recordStart(calls);
       let code = Status.OK;
       try {
+        if (!call.requestStream && call.request instanceof UndecodableRequest) throw call.request.toError();
         return yield* call.next(call.request, context);
       } catch (error) {
         const mapped = mapServerError(error, call.method.path, context, logger);
         code = mapped.code;
         throw mapped;
       } finally {
-        recordServerCall(metrics, logger, service, call.method.path, code, performance.now() - started);
+        recordServerCall(metrics, logger, calls, code, performance.now() - started);
       }
     },
     async unary(path, context, handle) {
       const started = performance.now();
+      const calls = series.get(path, 'unary');
+      recordStart(calls);
       let code = Status.OK;
       try {
         return await handle();
@@ -136,7 +226,7 @@ export function serverCallPolicy(service: string, metrics: Metrics, logger: Logg
         code = mapped.code;
         throw mapped;
       } finally {
-        recordServerCall(metrics, logger, service, path, code, performance.now() - started);
+        recordServerCall(metrics, logger, calls, code, performance.now() - started);
       }
     },
   };

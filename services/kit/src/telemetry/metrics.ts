@@ -4,36 +4,79 @@ import type { Logger } from './logger.js';
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 
-/** One Prometheus registry per process; every hosted service labels its series with `service`. */
+/**
+ * How a method streams, as the `grpc_type` label of go-grpc-prometheus and nice-grpc-prometheus
+ * names it.
+ */
+export type GrpcType = 'unary' | 'client_stream' | 'server_stream' | 'bidi_stream';
+
+export function grpcTypeOf(requestStream: boolean, responseStream: boolean): GrpcType {
+  if (requestStream) return responseStream ? 'bidi_stream' : 'client_stream';
+  return responseStream ? 'server_stream' : 'unary';
+}
+
+/**
+ * One Prometheus registry per process; every hosted service labels its series with `service`.
+ *
+ * The gRPC series follow go-grpc-prometheus and nice-grpc-prometheus, so existing gRPC dashboards
+ * read them: `grpc_server_started_total`, `grpc_server_handled_total{grpc_code}` and the
+ * `grpc_server_handling_seconds` histogram (and `grpc_client_*` alike), labelled `grpc_type`,
+ * `grpc_service` (`elexirion.v1.Provider`) and `grpc_method` (`Complete`). Beyond those,
+ * `service` is the Elexirion service that served or made the call, and a client's `transport`
+ * says whether the callee was in this process (`in_process`) or reached over `grpc`.
+ *
+ * The gRPC counters are counted in each method's RpcSeries (a field incremented per call) and
+ * handed to prom-client when scraped: prom-client's `inc` costs about 0.7 µs a call, four times
+ * a call per hop.
+ */
 export class Metrics {
   readonly registry = new Registry();
+  private readonly series = { server: [] as RpcSeries[], client: [] as RpcSeries[] };
 
-  readonly serverHandled = new Counter({
-    name: 'grpc_server_handled_total',
-    help: 'RPCs completed by the server, by status code.',
-    labelNames: ['service', 'grpc_method', 'grpc_code'] as const,
+  readonly serverStarted: Counter<string> = new Counter({
+    name: 'grpc_server_started_total',
+    help: 'RPCs started on the server.',
+    labelNames: ['service', 'grpc_type', 'grpc_service', 'grpc_method'] as const,
     registers: [this.registry],
+    collect: () => collectStarted(this.serverStarted, this.series.server),
+  });
+
+  readonly serverHandled: Counter<string> = new Counter({
+    name: 'grpc_server_handled_total',
+    help: 'RPCs completed on the server, whatever their outcome (grpc_code).',
+    labelNames: ['service', 'grpc_type', 'grpc_service', 'grpc_method', 'grpc_code'] as const,
+    registers: [this.registry],
+    collect: () => collectHandled(this.serverHandled, this.series.server),
   });
 
   readonly serverHandling = new Histogram({
     name: 'grpc_server_handling_seconds',
-    help: 'Time to handle an RPC on the server.',
-    labelNames: ['service', 'grpc_method'] as const,
+    help: 'Time from the start of an RPC to its end, on the server.',
+    labelNames: ['service', 'grpc_type', 'grpc_service', 'grpc_method'] as const,
     buckets: LATENCY_BUCKETS,
     registers: [this.registry],
   });
 
-  readonly clientHandled = new Counter({
-    name: 'grpc_client_handled_total',
-    help: 'RPCs made to other services, by status code and transport (grpc or in_process).',
-    labelNames: ['service', 'grpc_method', 'grpc_code', 'transport'] as const,
+  readonly clientStarted: Counter<string> = new Counter({
+    name: 'grpc_client_started_total',
+    help: 'RPCs started to other services, by transport (grpc or in_process).',
+    labelNames: ['service', 'grpc_type', 'grpc_service', 'grpc_method', 'transport'] as const,
     registers: [this.registry],
+    collect: () => collectStarted(this.clientStarted, this.series.client),
+  });
+
+  readonly clientHandled: Counter<string> = new Counter({
+    name: 'grpc_client_handled_total',
+    help: 'RPCs to other services completed, whatever their outcome (grpc_code), by transport (grpc or in_process).',
+    labelNames: ['service', 'grpc_type', 'grpc_service', 'grpc_method', 'grpc_code', 'transport'] as const,
+    registers: [this.registry],
+    collect: () => collectHandled(this.clientHandled, this.series.client),
   });
 
   readonly clientHandling = new Histogram({
     name: 'grpc_client_handling_seconds',
     help: 'Time for an RPC to another service to complete, as the caller sees it.',
-    labelNames: ['service', 'grpc_method', 'transport'] as const,
+    labelNames: ['service', 'grpc_type', 'grpc_service', 'grpc_method', 'transport'] as const,
     buckets: LATENCY_BUCKETS,
     registers: [this.registry],
   });
@@ -61,21 +104,99 @@ export class Metrics {
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }
+
+  /** Counts `series` in `grpc_<side>_started_total` and `_handled_total` from now on. */
+  track(side: 'server' | 'client', series: RpcSeries): void {
+    this.series[side].push(series);
+  }
+}
+
+function collectStarted(counter: Counter<string>, series: readonly RpcSeries[]): void {
+  counter.reset();
+  for (const one of series) if (one.started > 0) counter.inc(one.labels, one.started);
+}
+
+function collectHandled(counter: Counter<string>, series: readonly RpcSeries[]): void {
+  counter.reset();
+  for (const one of series) {
+    one.handled.forEach((count, code) => {
+      if (count > 0) counter.inc(one.withCode(code), count);
+    });
+  }
+}
+
+type Labels = Record<string, string>;
+
+/**
+ * The labels of one method's series as one side of one service sees it, made once per method
+ * rather than once per call (a call looks them up by its path).
+ */
+export class RpcSeries {
+  readonly labels: Labels;
+  /** Calls started. */
+  started = 0;
+  /** Calls ended, by status code. */
+  readonly handled: number[] = new Array<number>(17).fill(0);
+  private readonly withCodes: Labels[] = [];
+
+  /** `path` is the method's path, "/elexirion.v1.Provider/Complete". */
+  constructor(
+    readonly path: string,
+    type: GrpcType,
+    service: string,
+    transport?: 'grpc' | 'in_process',
+  ) {
+    const slash = path.lastIndexOf('/');
+    this.labels = { service, grpc_type: type, grpc_service: path.slice(1, slash), grpc_method: path.slice(slash + 1) };
+    if (transport) this.labels.transport = transport;
+  }
+
+  /** The labels with `grpc_code`, for `*_handled_total`. */
+  withCode(code: Status): Labels {
+    return (this.withCodes[code] ??= { ...this.labels, grpc_code: Status[code] ?? 'UNKNOWN' });
+  }
+}
+
+/** The series of each method one side of one service has seen, found by path. */
+export class RpcSeriesTable {
+  private readonly byPath = new Map<string, RpcSeries>();
+
+  constructor(
+    private readonly metrics: Metrics,
+    private readonly side: 'server' | 'client',
+    private readonly service: string,
+    private readonly transport?: 'grpc' | 'in_process',
+  ) {}
+
+  get(path: string, type: GrpcType): RpcSeries {
+    let series = this.byPath.get(path);
+    if (!series) {
+      series = new RpcSeries(path, type, this.service, this.transport);
+      this.byPath.set(path, series);
+      this.metrics.track(this.side, series);
+    }
+    return series;
+  }
+}
+
+/** Counts one RPC as started (`grpc_*_started_total`). */
+export function recordStart(series: RpcSeries): void {
+  series.started += 1;
 }
 
 /** Counts and times one RPC served (`grpc_server_*`); logs failures that are the server's fault. */
-export function recordServerCall(metrics: Metrics, logger: Logger, service: string, method: string, code: Status, elapsedMs: number): void {
-  metrics.serverHandled.inc({ service, grpc_method: method, grpc_code: Status[code] });
-  metrics.serverHandling.observe({ service, grpc_method: method }, elapsedMs / 1000);
+export function recordServerCall(metrics: Metrics, logger: Logger, series: RpcSeries, code: Status, elapsedMs: number): void {
+  series.handled[code] = (series.handled[code] ?? 0) + 1;
+  metrics.serverHandling.observe(series.labels, elapsedMs / 1000);
   if (code === Status.INTERNAL || code === Status.UNKNOWN || code === Status.DATA_LOSS) {
-    logger.error({ method, code: Status[code], ms: Math.round(elapsedMs) }, 'rpc failed');
+    logger.error({ method: series.path, code: Status[code], ms: Math.round(elapsedMs) }, 'rpc failed');
   } else {
-    logger.debug({ method, code: Status[code], ms: Math.round(elapsedMs) }, 'rpc handled');
+    logger.debug({ method: series.path, code: Status[code], ms: Math.round(elapsedMs) }, 'rpc handled');
   }
 }
 
 /** Counts and times one call to another service (`grpc_client_*`). */
-export function recordClientCall(metrics: Metrics, caller: string, method: string, transport: 'grpc' | 'in_process', code: Status, elapsedMs: number): void {
-  metrics.clientHandled.inc({ service: caller, grpc_method: method, grpc_code: Status[code], transport });
-  metrics.clientHandling.observe({ service: caller, grpc_method: method, transport }, elapsedMs / 1000);
+export function recordClientCall(metrics: Metrics, series: RpcSeries, code: Status, elapsedMs: number): void {
+  series.handled[code] = (series.handled[code] ?? 0) + 1;
+  metrics.clientHandling.observe(series.labels, elapsedMs / 1000);
 }
