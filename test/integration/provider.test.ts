@@ -93,7 +93,7 @@ describe('aliases and presets', () => {
     expect(listing.aliases.find((alias) => alias.name === 'claude_smart')).toEqual({
       name: 'claude_smart',
       targets: ['anthropic/claude-sonnet-5', 'gemini/gemini-2.5-pro'],
-      presets: ['chat', 'analysis'],
+      presets: ['chat', 'analysis', 'production', 'development'],
     });
     expect(listing.providers.map((entry) => [entry.name, entry.configured, entry.breakerState])).toEqual([
       ['anthropic', true, 'closed'],
@@ -162,7 +162,7 @@ describe('bad requests', () => {
     ['no messages', { messages: [] }, 'messages: at least one message is required'],
     ['no user message', { messages: [{ role: 3, content: 'sys' }] }, 'messages: at least one user message is required'],
     ['an unknown alias', { messages: [userMessage('x')], model: 'gpt9' }, 'model: "gpt9" is neither an alias'],
-    ['an unknown preset', { messages: [userMessage('x')], model: 'claude_smart', preset: 'turbo' }, 'preset: alias "claude_smart" has no preset "turbo" (known: chat, analysis)'],
+    ['an unknown preset', { messages: [userMessage('x')], model: 'claude_smart', preset: 'turbo' }, 'preset: alias "claude_smart" has no preset "turbo" (known: chat, analysis, production, development)'],
     ['a bad target', { messages: [userMessage('x')], model: 'acme/model-1' }, 'model: "acme/model-1" is not "<provider>/<model>"'],
     ['a schema that is not JSON', { messages: [userMessage('x')], jsonSchema: '{nope' }, 'json_schema: not valid JSON'],
     ['a schema that refers to itself without end', { messages: [userMessage('x')], jsonSchema: '{"$ref": "#"}' }, 'json_schema: not a usable JSON Schema: it applies itself to the same value without end'],

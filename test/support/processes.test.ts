@@ -93,7 +93,7 @@ describe('ports taken by another process between freePort() and the bind', () =>
       const provider = spawnNode('provider', 'services/provider/dist/main.js', { BIND_HOST: '127.0.0.1', PROVIDER_GRPC_PORT: String(port), PROVIDER_HTTP_PORT: '0', TELEMETRY_EVENTS: 'false', LOG_LEVEL: 'info' });
       const error = await waitServing(port, 'elexirion.v1.Provider', provider).catch((caught: unknown) => caught);
       expect(error).toBeInstanceOf(PortTakenError);
-      expect(String(error)).toContain('EADDRINUSE');
+      expect(String(error)).toMatch(/PROVIDER_GRPC_PORT: port \d+ on 127.0.0.1 is already in use/);
     } finally {
       await impostor.shutdown();
     }

@@ -91,7 +91,7 @@ export class PortTakenError extends Error {}
 
 /** Whether `spawned` has exited, and said an address it was to listen on was taken. */
 function lostItsPort(spawned: Spawned): boolean {
-  return (spawned.child.exitCode !== null || spawned.child.signalCode !== null) && /EADDRINUSE|address already in use/.test(spawned.output());
+  return (spawned.child.exitCode !== null || spawned.child.signalCode !== null) && /EADDRINUSE|already in use/.test(spawned.output());
 }
 
 function exitedBefore(spawned: Spawned, what: string): Error {
