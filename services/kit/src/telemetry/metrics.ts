@@ -83,14 +83,14 @@ export class Metrics {
 
   readonly eventsPublished = new Counter({
     name: 'elexirion_telemetry_events_published_total',
-    help: 'Telemetry events handed to NATS.',
+    help: 'Telemetry events the events stream acknowledged (JetStream).',
     labelNames: ['service', 'kind'] as const,
     registers: [this.registry],
   });
 
   readonly eventsDropped = new Counter({
     name: 'elexirion_telemetry_events_dropped_total',
-    help: 'Telemetry events dropped instead of slowing requests (queue full, NATS down, publish error).',
+    help: 'Telemetry events dropped instead of slowing requests (queue full, NATS down, a batch the stream refused or never acknowledged).',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
