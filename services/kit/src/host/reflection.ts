@@ -6,7 +6,7 @@ import { descriptorSetBase64 } from '../generated/descriptor-set.js';
 // Server reflection as Go and Java gRPC servers serve it: both grpc.reflection.v1 and v1alpha
 // (older grpcurl, Postman and evans ask only v1alpha), each listing every service the server
 // serves, the health and reflection services included, from a descriptor set that holds their
-// files too (third_party/grpc-proto, built by scripts/generate.sh). Clients need no proto files.
+// files too (proto-grpc, built by scripts/generate.sh). Clients need no proto files.
 
 const V1_SERVICE = 'grpc.reflection.v1.ServerReflection';
 const V1ALPHA_SERVICE = 'grpc.reflection.v1alpha.ServerReflection';
