@@ -1,5 +1,5 @@
 // `npm run bench:profile [-- --shape aio|split --seconds S --concurrency C --telemetry on|off
-// --upstream-delay-ms MS --grpc]`
+// --upstream-delay-ms MS --grpc --pipeline]`
 // (or `-- --analyze DIR` for profiles already written):
 // runs the chain under the benchmark's closed-loop HTTP load with `node --cpu-prof` on every
 // service process, then prints where the CPU went (self time by package and by function). This is
@@ -17,6 +17,7 @@ import { startNats, type NatsServer, stopAll } from '@elexirion/testing';
 import { summarizeProfile, type CpuProfile } from './cpu-profile.js';
 import { readHeapSnapshot, summarizeHeapGrowth } from './heap-profile.js';
 import { Driver, MESSAGE, SHAPE_LABEL, Upstream, grpcEntry, type EntryService, checkBuilt, log, serviceEnv, startShape, writeProviderConfig } from './harness.js';
+import { PIPELINE } from './scenarios.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -29,6 +30,8 @@ async function main(): Promise<void> {
       'upstream-delay-ms': { type: 'string', default: '0' },
       /** gRPC Gateway/Chat on one channel (as the in-flight scenario) instead of HTTP. */
       grpc: { type: 'boolean', default: false },
+      /** The pipeline scenario's 3-step pipeline (checkpoints on) over HTTP instead of the chat. */
+      pipeline: { type: 'boolean', default: false },
       /** Only summarize the .cpuprofile files already in this folder. */
       analyze: { type: 'string' },
       /** Heap snapshots with runs held in flight instead of a CPU profile. */
@@ -49,11 +52,14 @@ async function main(): Promise<void> {
     const env = serviceEnv(upstream, writeProviderConfig(), {
       TELEMETRY_EVENTS: values.telemetry === 'off' ? 'false' : 'true',
       NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}`,
+      ...(values.pipeline ? { PIPELINES_DIR: PIPELINE.dir, EXECUTOR_CHECKPOINTS: 'true' } : {}),
     });
     const system = await startShape(shape, nats.url, env);
     const target = values.grpc
       ? grpcEntry('gateway', system.grpcPort)
-      : { type: 'http' as const, url: `${system.httpUrl}/v1/chat`, body: { message: MESSAGE } };
+      : values.pipeline
+        ? { type: 'http' as const, url: `${system.httpUrl}/v1/pipelines/${PIPELINE.name}/execute`, body: { inputs: { message: MESSAGE } } }
+        : { type: 'http' as const, url: `${system.httpUrl}/v1/chat`, body: { message: MESSAGE } };
     log(`warm-up, then ${seconds} s at c=${concurrency} against ${SHAPE_LABEL[shape]}`);
     await driver.run({ target, mode: 'closed', concurrency: 16, durationMs: 3_000 });
     await upstream.setDefault({ delayMs: Number(values['upstream-delay-ms']) });
