@@ -96,18 +96,26 @@ export class RunEngine {
       startedAt: request.resume?.startedAt ?? new Date().toISOString(),
       updatedAt: new Date().toISOString(),
     };
+    let writing: Promise<boolean> | undefined;
     try {
       // A checkpoint after every step but the last; a run that has one gets its final state too
       // (completed), which a resume gives back without running anything. A one-step run (the chat
       // route) writes none: it has nothing to resume, and a KV write per chat costs NATS and process
-      // CPU the benchmark sees.
+      // CPU the benchmark sees. A step's checkpoint is written while the next step runs (the store encodes it when the
+      // write starts, and writes land in order: each waits for the one before). A process that
+      // dies meanwhile may lose it; the resume then runs that step again, as after a skipped write.
       let saved = request.resume !== undefined;
       const last = pipeline.steps.length - 1;
       for (const [index, step] of pipeline.steps.entries()) {
         if (index < resumed) continue;
         await this.runStep(step, run, scope, '');
-        if (index < last) saved = (await this.saveCheckpoint(checkpoint, run)) || saved;
+        if (index < last) {
+          if (writing) saved = (await writing) || saved;
+          writing = this.saveCheckpoint(checkpoint, run);
+        }
       }
+      if (writing) saved = (await writing) || saved;
+      writing = undefined;
       const output = lastOutput(pipeline.steps, scope);
       const outputs: Record<string, string> = {};
       for (const [name, template] of Object.entries(pipeline.outputs ?? {})) outputs[name] = renderOutput(template, scope, `${pipeline.name}: outputs.${name}`);
@@ -124,6 +132,7 @@ export class RunEngine {
         inputs,
       };
     } catch (error) {
+      await writing?.catch(() => false);
       checkpoint.status = 'failed';
       checkpoint.error = error instanceof Error ? error.message : String(error);
       await this.saveCheckpoint(checkpoint, run);
