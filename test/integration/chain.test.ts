@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClientError, Status } from 'nice-grpc';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
+import { PromptRegistry } from '@elexirion/executor';
 import { collectEvents, eventually, startNats, waitFor, type NatsServer, stopAll, startStack, type Stack, type StackShape } from '@elexirion/testing';
 
 const shapes: StackShape[] = ['one-process-per-service', 'all-in-one'];
@@ -122,5 +123,44 @@ describe.each(shapes)('a chat through gateway -> agent -> executor -> provider (
   it('exposes Prometheus metrics on the gateway HTTP port', async () => {
     const text = await (await fetch(`http://127.0.0.1:${stack.ports.gatewayHttp}/metrics`)).text();
     expect(text).toMatch(/grpc_server_handled_total\{service="gateway",grpc_type="unary",grpc_service="elexirion\.v1\.Gateway",grpc_method="Chat",grpc_code="OK"\} [1-9]/);
+  });
+
+  it("keeps a chat's prompt versions per session_id: the agent passes it on as the executor's session key", async () => {
+    const connection = await connect({ servers: nats.url });
+    const registry = new PromptRegistry({ logger: { info() {}, warn() {}, debug() {} } });
+    await registry.attach(connection);
+    const listener = await collectEvents(nats.url);
+    // The chat's answer does not carry its steps; the executor's run event does.
+    const versionOf = async (sessionId: string) => {
+      const { jobId } = await stack.gateway.chat({ message: 'hello', sessionId });
+      const run = await waitFor(`the run event of job ${jobId}`, () => listener.events.find((item) => item.event.executorRun?.jobId === jobId)?.event.executorRun);
+      return run.steps[0]!.promptVersion;
+    };
+    try {
+      await registry.publish({
+        pipeline: 'general',
+        step: 'answer',
+        versions: [
+          { id: 'v-a', weight: 1, prompt: 'Version A: {{inputs.message}}' },
+          { id: 'v-b', weight: 1, prompt: 'Version B: {{inputs.message}}' },
+        ],
+      });
+      await eventually('the executor to see the versions', async () => ((await versionOf('any')) !== 'yaml' ? true : undefined));
+      // Without the session key each chat draws a version by weight: ten alike would be a 1-in-512 chance.
+      const sticky = new Set<string>();
+      for (let i = 0; i < 10; i += 1) sticky.add(await versionOf('session-42'));
+      expect(sticky.size).toBe(1);
+      // Different sessions still spread over both versions.
+      const spread = new Set<string>();
+      for (let i = 0; i < 16; i += 1) spread.add(await versionOf(`session-${i}`));
+      expect([...spread].sort()).toEqual(['v-a', 'v-b']);
+    } finally {
+      await registry.remove('general', 'answer').catch(() => {});
+      // The tests after this one expect the YAML prompt again.
+      await eventually('the executor to drop the versions', async () => ((await versionOf('any')) === 'yaml' ? true : undefined));
+      await listener.close();
+      await registry.close();
+      await connection.close();
+    }
   });
 });

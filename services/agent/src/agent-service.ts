@@ -12,11 +12,11 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
   const executor = clients.get('executor');
 
   /** Runs a pipeline as a job and reports it, whatever the outcome. */
-  async function runJob(pipeline: string, inputs: Record<string, string>, callContext: Parameters<typeof callOptions>[0]) {
+  async function runJob(pipeline: string, inputs: Record<string, string>, sessionKey: string, callContext: Parameters<typeof callOptions>[0]) {
     const jobId = randomUUID();
     const call = events.begin('job');
     try {
-      const result = await executor.execute({ pipeline, inputs, jobId }, callOptions(callContext));
+      const result = await executor.execute({ pipeline, inputs, jobId, sessionKey }, callOptions(callContext));
       call.succeeded({ agentJob: { jobId, pipeline: result.pipeline, fallbackUsed: false } });
       return { jobId, result };
     } catch (error) {
@@ -29,11 +29,12 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
     async handleChat(request, callContext) {
       // Routing is a fixed default until the routing issue lands; an explicit pipeline wins.
       const pipeline = request.pipeline || config.AGENT_DEFAULT_PIPELINE;
-      const { jobId, result } = await runJob(pipeline, { message: request.message }, callContext);
+      // The chat's session is the executor's session key: a session keeps its prompt versions.
+      const { jobId, result } = await runJob(pipeline, { message: request.message }, request.sessionId, callContext);
       return { response: result.output, pipelineUsed: result.pipeline, fallbackUsed: false, jobId, usage: result.usage, steps: result.steps };
     },
     async runPipeline(request, callContext) {
-      const { jobId, result } = await runJob(request.pipeline, request.inputs, callContext);
+      const { jobId, result } = await runJob(request.pipeline, request.inputs, '', callContext);
       return { result: result.output, pipeline: result.pipeline, jobId, usage: result.usage, steps: result.steps };
     },
   };
