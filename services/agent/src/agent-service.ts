@@ -17,8 +17,10 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
     const call = events.begin('job');
     try {
       const result = await executor.execute({ pipeline, inputs, jobId, sessionKey }, callOptions(callContext));
-      call.succeeded({ agentJob: { jobId, pipeline: result.pipeline, fallbackUsed: false } });
-      return { jobId, result };
+      // A run used a fallback when any of its steps was served by other than its first choice.
+      const fallbackUsed = result.steps.some((step) => step.fallbackUsed);
+      call.succeeded({ agentJob: { jobId, pipeline: result.pipeline, fallbackUsed } });
+      return { jobId, result, fallbackUsed };
     } catch (error) {
       call.failed(error, (errorMessage) => ({ agentJob: { jobId, pipeline, errorMessage } }));
       throw error;
@@ -30,8 +32,8 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
       // Routing is a fixed default until the routing issue lands; an explicit pipeline wins.
       const pipeline = request.pipeline || config.AGENT_DEFAULT_PIPELINE;
       // The chat's session is the executor's session key: a session keeps its prompt versions.
-      const { jobId, result } = await runJob(pipeline, { message: request.message }, request.sessionId, callContext);
-      return { response: result.output, pipelineUsed: result.pipeline, fallbackUsed: false, jobId, usage: result.usage, steps: result.steps };
+      const { jobId, result, fallbackUsed } = await runJob(pipeline, { message: request.message }, request.sessionId, callContext);
+      return { response: result.output, pipelineUsed: result.pipeline, fallbackUsed, jobId, usage: result.usage, steps: result.steps };
     },
     async runPipeline(request, callContext) {
       const { jobId, result } = await runJob(request.pipeline, request.inputs, '', callContext);

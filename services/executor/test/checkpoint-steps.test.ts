@@ -15,6 +15,8 @@ const result = (name: string, status: string, json = ''): proto.StepResult => ({
   promptVersion: 'yaml',
   json,
   error: status === 'failed' ? 'it failed' : '',
+  fallbackUsed: false,
+  failedTargets: [],
 });
 
 describe('checkpoint steps', () => {
@@ -23,6 +25,14 @@ describe('checkpoint steps', () => {
     expect(stored.json).toEqual({ n: 5 });
     expect(toStepResult(stored)).toEqual(result('plan', 'completed', '{"n":5}'));
     expect(fromStepResult(result('skip', 'skipped'))).not.toHaveProperty('json');
+  });
+
+  it('keep who served a step and what failed before it, so a resumed run still says a fallback served', () => {
+    const served = { ...result('plan', 'completed'), fallbackUsed: true, failedTargets: ['anthropic/claude-sonnet-5: overloaded (529), 3 attempts'] };
+    const stored = fromStepResult(served);
+    expect(stored).toMatchObject({ fallbackUsed: true, failedTargets: served.failedTargets });
+    expect(toStepResult(stored)).toEqual(served);
+    expect(fromStepResult(result('first', 'completed'))).not.toHaveProperty('fallbackUsed');
   });
 
   it('leave failed steps out when results are appended', () => {

@@ -72,6 +72,7 @@ describe('claude_robust', () => {
     const result = await engine.run(robust('preset: analysis\nretry_count: 1\nbackoff: 1ms\nfallback_action: fallback_model\nfallback_model: gemini'));
     expect(result.output).toBe('from the fallback');
     expect(result.steps[0]!.attempts).toBe(4);
+    expect(result.steps[0]).toMatchObject({ fallbackUsed: true, failedTargets: [expect.stringMatching(/^claude_smart: UNAVAILABLE: .*, 2 tries$/)] });
     expect(engine.calls.map((call) => [call.request.model, call.request.preset])).toEqual([
       ['claude_smart', 'analysis'],
       ['claude_smart', 'analysis'],

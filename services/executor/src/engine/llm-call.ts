@@ -113,6 +113,10 @@ export class LlmCaller {
       attempts: answer.attempts,
       promptVersion: selected.version,
     };
+    if (answer.fallbackUsed) {
+      outcome.fallbackUsed = true;
+      outcome.failedTargets = answer.failedTargets;
+    }
     if (options.jsonSchema) outcome.structured = { json: answer.json, error: answer.jsonError };
     return outcome;
   }

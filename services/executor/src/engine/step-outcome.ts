@@ -16,6 +16,10 @@ export interface StepOutcome extends StepValue {
   attempts?: number;
   /** The prompt it used: "override", a registry version id, "yaml", or "default_output". */
   promptVersion?: string;
+  /** Served by other than its first choice (the alias's next target, or a fallback model). */
+  fallbackUsed?: boolean;
+  /** What failed before what served it. */
+  failedTargets?: string[];
 }
 
 /** A step that did not run; shared, as nothing writes to an outcome once it is made. */
@@ -41,12 +45,14 @@ export function stepResult(name: string, type: Step['type'], outcome: StepOutcom
     promptVersion: outcome.promptVersion ?? '',
     json: outcome.json === undefined ? '' : JSON.stringify(outcome.json),
     error: '',
+    fallbackUsed: outcome.fallbackUsed ?? false,
+    failedTargets: outcome.failedTargets ?? [],
   };
 }
 
 /** The result of a step that failed with `error` (the message its status error carries). */
 export function failedStepResult(name: string, type: Step['type'], error: string, durationMs: number): proto.StepResult {
-  return { name, type, output: '', provider: '', model: '', usage: zeroUsage(), durationMs, attempts: 0, status: 'failed', promptVersion: '', json: '', error };
+  return { name, type, output: '', provider: '', model: '', usage: zeroUsage(), durationMs, attempts: 0, status: 'failed', promptVersion: '', json: '', error, fallbackUsed: false, failedTargets: [] };
 }
 
 /** The output of a list of steps: that of the last one that was not skipped. */

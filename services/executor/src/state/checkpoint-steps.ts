@@ -22,6 +22,8 @@ export function toStepResult(step: CheckpointStep): proto.StepResult {
     promptVersion: step.promptVersion,
     json: step.json === undefined ? '' : JSON.stringify(step.json),
     error: '',
+    fallbackUsed: step.fallbackUsed ?? false,
+    failedTargets: step.failedTargets ?? [],
   };
 }
 
@@ -39,6 +41,7 @@ export function fromStepResult(result: proto.StepResult): CheckpointStep {
     attempts: result.attempts,
     durationMs: result.durationMs,
     promptVersion: result.promptVersion,
+    ...(result.fallbackUsed ? { fallbackUsed: true, failedTargets: result.failedTargets } : {}),
   };
 }
 

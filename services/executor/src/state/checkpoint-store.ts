@@ -21,6 +21,9 @@ export interface CheckpointStep {
   attempts: number;
   durationMs: number;
   promptVersion: string;
+  /** Present when the step was served by other than its first choice. */
+  fallbackUsed?: boolean;
+  failedTargets?: string[];
 }
 
 export interface RunCheckpoint {
@@ -88,6 +91,8 @@ const stepSchema = z.looseObject({
   attempts: z.number().int().nonnegative(),
   durationMs: z.number().nonnegative(),
   promptVersion: z.string(),
+  fallbackUsed: z.boolean().optional(),
+  failedTargets: z.array(z.string()).optional(),
 });
 
 const checkpointSchema = z.looseObject({

@@ -1,4 +1,5 @@
 import { ClientError, Status, retry } from '@elexirion/kit';
+import { stepModel } from '../../pipeline/models.js';
 import { durationMs } from '../../pipeline/schema.js';
 import { renderTemplate } from '../../pipeline/templates.js';
 import type { StepHandler } from '../step-context.js';
@@ -51,7 +52,9 @@ export const runClaudeRobust: StepHandler<'claude_robust'> = async (step, contex
         return { output: renderTemplate(step.default_output ?? '', context.scope), status: 'completed', attempts: tries, promptVersion: 'default_output' };
       case 'fallback_model': {
         const outcome = await context.llm.call({ ...options, model: step.fallback_model! });
-        return { ...outcome, attempts: tries + outcome.attempts };
+        const failure = error as ClientError; // isRetryable said so
+        const primaryFailure = `${stepModel(options.pipeline, step)}: ${Status[failure.code]}: ${failure.details}, ${tries} ${tries === 1 ? 'try' : 'tries'}`;
+        return { ...outcome, attempts: tries + outcome.attempts, fallbackUsed: true, failedTargets: [primaryFailure, ...(outcome.failedTargets ?? [])] };
       }
       default:
         throw error;
