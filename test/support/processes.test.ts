@@ -6,12 +6,12 @@ import { freePort } from './ports.js';
 import { onFreshPorts, PortTakenError, spawnNode, spawnProcess, stopAll, waitForOutput, waitServing } from './processes.js';
 import { startProvider, type ProviderUnderTest } from './provider.js';
 
-// What a developer's shell may hold: real-looking vendor credentials and endpoints.
+// What a developer's shell may hold: vendor credentials (stand-ins, nothing like a real key) and endpoints.
 const CALLER_ENV = {
-  ANTHROPIC_API_KEY: 'sk-ant-caller-own-key-0123456789abcdef',
+  ANTHROPIC_API_KEY: 'not-a-key-the-callers-anthropic-setting',
   ANTHROPIC_BASE_URL: 'https://api.anthropic.com',
   ANTHROPIC_AUTH_TOKEN: 'caller-auth-token-0123456789',
-  OPENAI_API_KEY: 'sk-caller-openai-0123456789abcdef',
+  OPENAI_API_KEY: 'not-a-key-the-callers-openai-setting',
   GEMINI_API_KEY: 'caller-gemini-key-0123456789',
   GOOGLE_API_KEY: 'caller-google-key-0123456789',
   PROVIDER_SECRETS_DIR: '/run/secrets/caller',
@@ -42,11 +42,11 @@ afterEach(async () => {
 describe('spawnProcess', () => {
   it('keeps the caller\'s vendor credentials and endpoints from the process, and passes what the test gives it', async () => {
     callerHasVendorKeys();
-    const spawned = spawnProcess('env', process.execPath, ['-e', 'process.stdout.write(JSON.stringify(process.env))'], { OPENAI_API_KEY: 'sk-fake-for-this-test' });
+    const spawned = spawnProcess('env', process.execPath, ['-e', 'process.stdout.write(JSON.stringify(process.env))'], { OPENAI_API_KEY: 'not-a-key-passed-explicitly' });
     expect(await spawned.exited, spawned.output()).toBe(0);
     const seen = JSON.parse(spawned.output()) as Record<string, string>;
     for (const name of Object.keys(CALLER_ENV).filter((name) => name !== 'OPENAI_API_KEY')) expect(seen, name).not.toHaveProperty(name);
-    expect(seen.OPENAI_API_KEY).toBe('sk-fake-for-this-test');
+    expect(seen.OPENAI_API_KEY).toBe('not-a-key-passed-explicitly');
     expect(seen.PATH).toBe(process.env.PATH);
   });
 
