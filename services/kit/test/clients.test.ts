@@ -47,6 +47,17 @@ interface State {
 }
 
 let state: State;
+/** The test's clients of every service, all at `address`, over gRPC channels from `pool`. */
+function remoteClients(address: string, pool: ChannelPool): ServiceClients {
+  return new ServiceClients({
+    caller: 'test',
+    addresses: Object.fromEntries(serviceNames.map((name) => [name, address])) as Record<ServiceName, string>,
+    local: new Map(),
+    metrics: new Metrics({ defaultMetrics: false }),
+    channelFor: (target) => pool.get(target),
+  });
+}
+
 function resetState(): void {
   state = {
     providerRequests: [],
@@ -186,13 +197,7 @@ describe.each<Mode>(['in_process', 'grpc'])('an executor calling a provider (tra
     }
     pool = new ChannelPool();
     const address = `dns:///127.0.0.1:${executorHost.grpcPort}`;
-    const callers = new ServiceClients({
-      caller: 'test',
-      addresses: Object.fromEntries(serviceNames.map((name) => [name, address])) as Record<ServiceName, string>,
-      local: new Map(),
-      metrics: new Metrics({ defaultMetrics: false }),
-      channelFor: (target) => pool.get(target),
-    });
+    const callers = remoteClients(address, pool);
     executor = callers.get('executor');
     // Warm both hops up (connections, lazy modules) so timing assertions measure the calls only.
     await executor.execute({ pipeline: 'ok' }, { deadline: new Date(Date.now() + 10_000) });
@@ -400,13 +405,7 @@ describe('a client for a service that is not running', () => {
     const pool = new ChannelPool();
     try {
       const address = `dns:///127.0.0.1:${await freePort()}`;
-      const clients = new ServiceClients({
-        caller: 'test',
-        addresses: Object.fromEntries(serviceNames.map((name) => [name, address])) as Record<ServiceName, string>,
-        local: new Map(),
-        metrics: new Metrics({ defaultMetrics: false }),
-        channelFor: (target) => pool.get(target),
-      });
+      const clients = remoteClients(address, pool);
       const error = await clients
         .get('provider')
         .complete({}, { deadline: new Date(Date.now() + 10_000) })
@@ -428,13 +427,7 @@ describe('a client for a service that is not running', () => {
     const pool = new ChannelPool();
     try {
       const address = `dns:///127.0.0.1:${executorHost.grpcPort}`;
-      const callers = new ServiceClients({
-        caller: 'test',
-        addresses: Object.fromEntries(serviceNames.map((name) => [name, address])) as Record<ServiceName, string>,
-        local: new Map(),
-        metrics: new Metrics({ defaultMetrics: false }),
-        channelFor: (target) => pool.get(target),
-      });
+      const callers = remoteClients(address, pool);
       const error = await callers
         .get('executor')
         .execute({ pipeline: 'ok' }, { deadline: new Date(Date.now() + 10_000) })
