@@ -18,7 +18,6 @@ import { EventPublisher, serviceEvents, type ServiceEvents } from '../telemetry/
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { Metrics } from '../telemetry/metrics.js';
 import { initTracing, spansRecorded, traceContextServerMiddleware } from '../telemetry/tracing.js';
-import { redactUrlCredentials } from '../secrets.js';
 
 /** What a service gets from the host it runs in. */
 export interface ServiceContext<Config> {
@@ -194,7 +193,7 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
 
     for (const fullName of ['', ...fullNames]) health.setStatus('healthy', fullName);
     const usesNats = nats.readiness().uses.length > 0;
-    logger.info({ services: names, grpc: `${config.BIND_HOST}:${grpcPort}`, http: `${config.BIND_HOST}:${httpPort}`, nats: usesNats ? redactUrlCredentials(config.NATS_URL) : 'off' }, 'serving');
+    logger.info({ services: names, grpc: `${config.BIND_HOST}:${grpcPort}`, http: `${config.BIND_HOST}:${httpPort}`, nats: usesNats ? config.NATS_URL : 'off' }, 'serving');
 
     let stopping: Promise<void> | undefined;
     const stop = (reason = 'stop requested') => {

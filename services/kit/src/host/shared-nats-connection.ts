@@ -1,7 +1,7 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from '../telemetry/logger.js';
 import { retry, type RetryPolicy } from '../reliability/retry.js';
-import { redactSecrets, redactUrlCredentials } from '../secrets.js';
+import { redactSecrets } from '../secrets.js';
 
 /** Connecting the first time (and after a connection closed for good): every second or so, for ever. */
 const CONNECT_RETRY: RetryPolicy = { maxAttempts: Infinity, baseMs: 250, maxMs: 2_000 };
@@ -142,7 +142,7 @@ export class SharedNatsConnection {
           signal: this.stopping.signal,
           unref: true,
           onRetry: ({ attempt, error }) => {
-            if (attempt === 1) this.logOutage(`NATS unreachable: ${redactUrlCredentials(redactSecrets(String(error)))}; retrying`);
+            if (attempt === 1) this.logOutage(`NATS unreachable: ${String(error)}; retrying`);
           },
         },
       );
@@ -156,7 +156,7 @@ export class SharedNatsConnection {
     this.current = connection;
     this.setState('connected');
     this.outageLogged = false;
-    logger.info({ nats: redactUrlCredentials(url), uses: this.uses.map((use) => `${use.service}: ${use.purpose}`) }, 'connected to NATS');
+    logger.info({ nats: url, uses: this.uses.map((use) => `${use.service}: ${use.purpose}`) }, 'connected to NATS');
     for (const use of this.uses) void this.attach(use, connection);
     void this.followStatus(connection);
     void connection.closed().then((error) => {
@@ -182,7 +182,7 @@ export class SharedNatsConnection {
       } else if (status.type === 'reconnect') {
         this.setState('connected');
         this.outageLogged = false;
-        this.options.logger.info({ nats: redactUrlCredentials(String(status.server)) }, 'reconnected to NATS');
+        this.options.logger.info({ nats: String(status.server) }, 'reconnected to NATS');
       }
     }
   }
@@ -207,7 +207,7 @@ export class SharedNatsConnection {
   private logOutage(message: string): void {
     if (this.outageLogged) return;
     this.outageLogged = true;
-    this.options.logger.warn({ nats: redactUrlCredentials(this.options.url), degraded: this.uses.map((use) => `${use.service}: ${use.purpose}`) }, message);
+    this.options.logger.warn({ nats: this.options.url, degraded: this.uses.map((use) => `${use.service}: ${use.purpose}`) }, message);
   }
 
   private async attach(use: Use, connection: NatsConnection): Promise<void> {

@@ -1,6 +1,6 @@
 import { trace } from '@opentelemetry/api';
 import { pino, type DestinationStream, type Logger } from 'pino';
-import { redactSecrets, REDACTED } from '../secrets.js';
+import { redactSecrets, redactUrlCredentials, REDACTED } from '../secrets.js';
 
 export type { Logger } from 'pino';
 
@@ -41,8 +41,8 @@ export function createLogger(options: LoggerOptions): Logger {
         level: (label) => ({ level: label }),
       },
       // The last step before a line is written: whatever path a secret took into the record
-      // (message, error, nested field), it leaves as [redacted].
-      hooks: { streamWrite: redactSecrets },
+      // (message, error, nested field), it leaves as [redacted], and a URL's password as ***.
+      hooks: { streamWrite: (line) => redactUrlCredentials(redactSecrets(line)) },
       mixin() {
         const span = trace.getActiveSpan();
         if (!span) return {};
