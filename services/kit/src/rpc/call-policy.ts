@@ -9,7 +9,7 @@ import {
 } from 'nice-grpc-common';
 import type { DeadlineOptions } from 'nice-grpc-client-middleware-deadline';
 import { budgetMetadata } from './deadline.js';
-import { RETRY_PUSHBACK_KEY, mapServerError, statusOf } from './errors.js';
+import { RETRY_PUSHBACK_KEY, mapServerError, statusOf, withCause } from './errors.js';
 import { UndecodableRequest } from './undecodable-requests.js';
 import type { Logger } from '../telemetry/logger.js';
 import {
@@ -127,9 +127,7 @@ class UnreachableService {
       this.lastLoggedAt = now;
       this.logger.warn({ callee: this.callee, method: error.path, detail: error.details }, this.message);
     }
-    const translated = new ClientError(error.path, Status.UNAVAILABLE, this.message);
-    Object.defineProperty(translated, 'cause', { value: error, enumerable: false, configurable: true, writable: true });
-    return translated;
+    return withCause(new ClientError(error.path, Status.UNAVAILABLE, this.message), error);
   }
 }
 

@@ -62,7 +62,7 @@ export const INTERNAL_CALL_RETRY: RetryPolicy = { maxAttempts: 3, baseMs: 50, ma
  * sequence it came back. Attempting every 250 ms at most, that is 0.2 s (median; 0.3 s at
  * most), measured on this project's machine; a refused connection costs next to nothing.
  */
-export const RECONNECT_BACKOFF = { initialMs: 100, maxMs: 250 };
+const RECONNECT_BACKOFF = { initialMs: 100, maxMs: 250 };
 
 /**
  * Channel options for calls between services: round robin over every address the target

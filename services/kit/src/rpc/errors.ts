@@ -64,7 +64,8 @@ export function toServerError(error: unknown, context?: string): ServerError {
   return withCause(new ServerError(statusOf(error), context ? `${context}: ${message}` : message), error);
 }
 
-function withCause(error: ServerError, cause: unknown): ServerError {
+/** `error` with `cause` attached, not enumerable (it stays out of logs' own fields and of the wire). */
+export function withCause<E extends Error>(error: E, cause: unknown): E {
   if (cause !== error) Object.defineProperty(error, 'cause', { value: cause, enumerable: false, configurable: true, writable: true });
   return error;
 }

@@ -148,7 +148,7 @@ export class EventPublisher {
       if (state === 'disconnected') {
         this.connected = false;
         // Their acknowledgements can no longer come: whether NATS stored them is unknown.
-        for (const batch of [...this.unacknowledged]) this.settle(batch, 'unconfirmed');
+        this.settleAllUnconfirmed();
         this.options.logger.warn('telemetry lost NATS; holding events up to the queue limit');
         return;
       }
@@ -316,6 +316,11 @@ export class EventPublisher {
     }
   }
 
+  /** Counts every batch still waiting as `unconfirmed`: its acknowledgement can no longer come. */
+  private settleAllUnconfirmed(): void {
+    for (const batch of [...this.unacknowledged]) this.settle(batch, 'unconfirmed');
+  }
+
   /** Counts a batch once: published when acknowledged, else dropped for `reason`. */
   private settle(batch: UnacknowledgedBatch, reason: 'rejected' | 'unconfirmed' | undefined, error?: unknown): void {
     if (!this.unacknowledged.delete(batch)) return; // counted already: the connection went first
@@ -374,7 +379,7 @@ export class EventPublisher {
         new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_ACK_WAIT_MS))),
       ]);
       clearTimeout(timer);
-      for (const batch of [...this.unacknowledged]) this.settle(batch, 'unconfirmed');
+      this.settleAllUnconfirmed();
     }
   }
 }
