@@ -15,7 +15,7 @@ export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const VENDOR_VARIABLE = /^(ANTHROPIC|CLAUDE|OPENAI|AZURE_OPENAI|GEMINI|GOOGLE|VERTEXAI)_|^PROVIDER_SECRETS_DIR$/;
 
 /** `env` without the vendor credentials and endpoints (see VENDOR_VARIABLE). */
-export function withoutVendorVariables(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+function withoutVendorVariables(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(env).filter(([name]) => !VENDOR_VARIABLE.test(name)));
 }
 

@@ -81,12 +81,12 @@ export function modelReferencesOf(pipeline: Pipeline, steps: Iterable<{ step: St
   return references;
 }
 
-export interface ModelProblem extends Place {
+interface ModelProblem extends Place {
   message: string;
 }
 
 /** The references the catalog does not serve, each at its place, with a "did you mean" for a near miss. */
-export function checkModelReferences(references: readonly ModelReference[], catalog: ModelCatalog): ModelProblem[] {
+function checkModelReferences(references: readonly ModelReference[], catalog: ModelCatalog): ModelProblem[] {
   const problems: ModelProblem[] = [];
   const seen = new Set<string>();
   const add = (place: Place, message: string) => {

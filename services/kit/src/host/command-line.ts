@@ -73,7 +73,7 @@ function commandHelp(usage: string, command: CommandLine<ParseArgsOptionsConfig>
  * its ports and the addresses of the services it calls; several (`elexirion`): every service's,
  * since which apply depends on the services chosen.
  */
-export function environmentHelp(modules: readonly ServiceModule<ServiceName, any>[]): string {
+function environmentHelp(modules: readonly ServiceModule<ServiceName, any>[]): string {
   const names = hostingOrder(modules.map((module) => module.name));
   const hostVariables = variablesOf(hostConfigSchema);
   const lines: string[] = ['Environment (README.md, "Configuration", says what each means):'];

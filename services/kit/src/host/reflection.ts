@@ -23,7 +23,7 @@ export const ServerReflectionV1AlphaService: { serverReflectionInfo: Omit<typeof
 };
 
 /** The services the server adds beside the hosted ones, by full name. */
-export const STANDARD_SERVICES = [HealthDefinition.fullName, V1_SERVICE, V1ALPHA_SERVICE] as const;
+const STANDARD_SERVICES = [HealthDefinition.fullName, V1_SERVICE, V1ALPHA_SERVICE] as const;
 
 /** One reflection implementation for both versions, listing `hosted` and the standard services. */
 export function reflection(hosted: readonly string[]): ServiceImplementation<typeof ServerReflectionService> & ServiceImplementation<typeof ServerReflectionV1AlphaService> {
