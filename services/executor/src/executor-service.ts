@@ -45,6 +45,11 @@ function invalid(message: string): ServerError {
   return new ServerError(Status.INVALID_ARGUMENT, message);
 }
 
+/** A run id the checkpoint bucket can key: INVALID_ARGUMENT naming `field` otherwise. */
+function checkRunId(field: string, value: string): void {
+  if (!RUN_ID.pattern.test(value)) throw invalid(`${field}: expected ${RUN_ID.description}, got ${JSON.stringify(value.slice(0, 80))}`);
+}
+
 export function createExecutor(context: ServiceContext<ExecutorConfig>) {
   const { config, clients, events, logger, metrics, nats } = context;
   const loader = new PipelineLoader(config.PIPELINES_DIR);
@@ -129,7 +134,7 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
       let source: RunCheckpoint['source'];
       let loaded: LoadedPipeline;
       if (request.resumeRunId) {
-        if (!RUN_ID.pattern.test(request.resumeRunId)) throw invalid(`resume_run_id: expected ${RUN_ID.description}, got ${JSON.stringify(request.resumeRunId.slice(0, 80))}`);
+        checkRunId('resume_run_id', request.resumeRunId);
         if (request.pipeline || request.inlineYaml) throw invalid('resume_run_id: a resumed run keeps its pipeline; send no pipeline or inline_yaml');
         if (request.runId) throw invalid('run_id and resume_run_id: give one, not both');
         const store = checkpoints;
@@ -142,7 +147,7 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
         loaded = await load(source.kind === 'named' ? { pipeline: source.name, inlineYaml: '' } : { pipeline: '', inlineYaml: source.yaml });
       } else {
         if (request.runId) {
-          if (!RUN_ID.pattern.test(request.runId)) throw invalid(`run_id: expected ${RUN_ID.description}, got ${JSON.stringify(request.runId.slice(0, 80))}`);
+          checkRunId('run_id', request.runId);
           if (await checkpoints?.load(request.runId).catch(() => undefined)) {
             throw new ServerError(Status.ALREADY_EXISTS, `run "${request.runId}" already exists: resume it with resume_run_id`);
           }
