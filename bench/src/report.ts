@@ -56,6 +56,19 @@ function errorsIn(configs: Array<ConfigResult | undefined>): { count: number; no
   };
 }
 
+/** A req/s target of at least Portkey's in the same run, passed only when `from` had no errors. */
+function atLeastPortkey(scenario: string, target: string, mine: number | undefined, portkey: number | undefined, from: Array<ConfigResult | undefined>): TargetCheck {
+  const errors = errorsIn(from);
+  return {
+    scenario,
+    target,
+    measured: `${fmt(mine, 0)} req/s${errors.note}`,
+    anchor: `${fmt(portkey, 0)} req/s`,
+    ratio: ratio(mine, portkey),
+    pass: mine === undefined || portkey === undefined ? null : errors.count === 0 && mine >= portkey,
+  };
+}
+
 /** The all-in-one's floor (must hold) and goal against Portkey measured in the same run. */
 const AIO_FLOOR = 1;
 const AIO_GOAL = { overhead: 0.5, throughput: 2 };
@@ -161,15 +174,9 @@ export function checkTargets(outputs: Map<string, ScenarioOutput>, quick: boolea
   // The split shape against Portkey in the same run, not against the direct upstream: no gateway
   // here comes near the zero-latency fake's req/s, so a share of it said nothing.
   const split64 = config(thr, 'split-http', 'c64')?.reqPerSec;
-  const splitThroughputErrors = errorsIn([config(thr, 'portkey', 'c64'), config(thr, 'split-http', 'c64')]);
-  checks.push({
-    scenario: 'throughput',
-    target: "one process per service >= 1.0x Portkey's req/s at c=64",
-    measured: `${fmt(split64, 0)} req/s${splitThroughputErrors.note}`,
-    anchor: `${fmt(portkey64, 0)} req/s`,
-    ratio: ratio(split64, portkey64),
-    pass: split64 === undefined || portkey64 === undefined ? null : splitThroughputErrors.count === 0 && split64 >= portkey64,
-  });
+  checks.push(
+    atLeastPortkey('throughput', "one process per service >= 1.0x Portkey's req/s at c=64", split64, portkey64, [config(thr, 'portkey', 'c64'), config(thr, 'split-http', 'c64')]),
+  );
   const pipe = outputs.get('pipeline');
   const pipeAdded = pipe?.addedMs as Record<string, { p50: number; p99: number }> | undefined;
   for (const p of ['p50', 'p99'] as const) {
@@ -196,15 +203,15 @@ export function checkTargets(outputs: Map<string, ScenarioOutput>, quick: boolea
     }),
   );
   const splitRuns64 = config(pipe, 'split-pipeline-http', 'c64')?.reqPerSec;
-  const splitPipelineErrors = errorsIn([config(pipe, 'portkey-x3', 'c64'), config(pipe, 'split-pipeline-http', 'c64')]);
-  checks.push({
-    scenario: 'pipeline',
-    target: "one process per service, 3-step pipeline >= 1.0x Portkey's runs/s making the 3 calls, c=64",
-    measured: `${fmt(splitRuns64, 0)} req/s${splitPipelineErrors.note}`,
-    anchor: `${fmt(portkeyRuns64, 0)} req/s`,
-    ratio: ratio(splitRuns64, portkeyRuns64),
-    pass: splitRuns64 === undefined || portkeyRuns64 === undefined ? null : splitPipelineErrors.count === 0 && splitRuns64 >= portkeyRuns64,
-  });
+  checks.push(
+    atLeastPortkey(
+      'pipeline',
+      "one process per service, 3-step pipeline >= 1.0x Portkey's runs/s making the 3 calls, c=64",
+      splitRuns64,
+      portkeyRuns64,
+      [config(pipe, 'portkey-x3', 'c64'), config(pipe, 'split-pipeline-http', 'c64')],
+    ),
+  );
   const held = outputs.get('inflight');
   for (const shape of (held?.shapes as Array<Record<string, any>> | undefined) ?? []) {
     const full = shape.requested >= 10_000;

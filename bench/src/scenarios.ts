@@ -156,6 +156,11 @@ function addedOver(results: ConfigResult[], reference: ConfigResult): Record<str
 
 // ---------------------------------------------------------------- 1. overhead at c=1
 
+/** The processes every configuration shares, nats-server included (its CPU counts for runs that use NATS). */
+function sharedWithNats(ctx: Context): Shared {
+  return { ...ctx.shared, shared: [...ctx.shared.shared, { name: 'nats-server', pid: ctx.nats.process.child.pid! }] };
+}
+
 export async function overhead(ctx: Context): Promise<ScenarioOutput> {
   const { quick } = ctx.opts;
   const rounds = ctx.opts.rounds ?? (quick ? 3 : 5);
@@ -193,7 +198,7 @@ export async function overhead(ctx: Context): Promise<ScenarioOutput> {
       }
       log(`overhead: ${configs.length} configurations x ${rounds} rounds x ${requestsPerRound} requests at c=1`);
       const results = await runInterleaved(
-        { ...ctx.shared, shared: [...ctx.shared.shared, { name: 'nats-server', pid: ctx.nats.process.child.pid! }] },
+        sharedWithNats(ctx),
         configs,
         { mode: 'closed', concurrency: 1, rounds, requestsPerRound, warmupRequests, timeoutMs: 30_000 },
       );
@@ -239,7 +244,7 @@ export async function throughput(ctx: Context): Promise<ScenarioOutput> {
       for (const concurrency of levels) {
         log(`throughput: c=${concurrency}, ${configs.length} configurations x ${rounds} rounds x ${durationMsPerRound} ms`);
         byConcurrency[`c${concurrency}`] = await runInterleaved(
-          { ...ctx.shared, shared: [...ctx.shared.shared, { name: 'nats-server', pid: ctx.nats.process.child.pid! }] },
+          sharedWithNats(ctx),
           configs,
           { mode: 'closed', concurrency, rounds, durationMsPerRound, warmupMs, timeoutMs: 60_000 },
         );
@@ -345,7 +350,7 @@ export async function pipeline(ctx: Context): Promise<ScenarioOutput> {
           });
         }
         for (const shape of shapes) configs.push(pipelineHttp(shape));
-        const shared = { ...ctx.shared, shared: [...ctx.shared.shared, { name: 'nats-server', pid: ctx.nats.process.child.pid! }] };
+        const shared = sharedWithNats(ctx);
         const writesBefore = await checkpointWrites(jsm);
         log(`pipeline: c=1, ${configs.length} configurations x ${latencyRounds} rounds x ${requestsPerRound} runs`);
         const c1 = await runInterleaved(shared, configs, { mode: 'closed', concurrency: 1, rounds: latencyRounds, requestsPerRound, warmupRequests, timeoutMs: 30_000 });
@@ -642,7 +647,7 @@ export async function telemetry(ctx: Context): Promise<ScenarioOutput> {
       configs[1]!.description += ', TELEMETRY_EVENTS=false';
       log(`telemetry: ${label} on vs off at c=${concurrency}, ${rounds} rounds x ${durationMsPerRound} ms`);
       const results = await runInterleaved(
-        { ...ctx.shared, shared: [...ctx.shared.shared, { name: 'nats-server', pid: ctx.nats.process.child.pid! }] },
+        sharedWithNats(ctx),
         configs,
         { mode: 'closed', concurrency, rounds, durationMsPerRound, warmupMs, timeoutMs: 60_000 },
       );
