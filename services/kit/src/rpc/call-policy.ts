@@ -17,7 +17,6 @@ import {
   grpcTypeOf,
   recordClientCall,
   recordServerCall,
-  recordStart,
   type GrpcType,
   type Metrics,
   type RpcSeries,
@@ -65,11 +64,7 @@ export function clientCallPolicy(options: ClientPolicyOptions): ClientCallPolicy
   const { metrics, transport } = options;
   const series = new RpcSeriesTable(metrics, 'client', options.caller, transport);
   const unreachable = transport === 'grpc' ? new UnreachableService(options.callee, options.logger) : undefined;
-  const begin = (path: string, type: GrpcType, callOptions: CallOptions & DeadlineOptions) => {
-    const call = new ClientCall(series.get(path, type), callOptions, unreachable);
-    recordStart(call.series);
-    return call;
-  };
+  const begin = (path: string, type: GrpcType, callOptions: CallOptions & DeadlineOptions) => new ClientCall(series.start(path, type), callOptions, unreachable);
   const end = (call: ClientCall) => {
     call.release();
     recordClientCall(metrics, call.series, call.code, performance.now() - call.started);
@@ -198,8 +193,7 @@ export function serverCallPolicy(service: string, metrics: Metrics, logger: Logg
   return {
     middleware: async function* serverPolicy(call, context) {
       const started = performance.now();
-      const calls = series.get(call.method.path, grpcTypeOf(call.requestStream, call.responseStream));
-      recordStart(calls);
+      const calls = series.start(call.method.path, grpcTypeOf(call.requestStream, call.responseStream));
       let code = Status.OK;
       try {
         if (!call.requestStream && call.request instanceof UndecodableRequest) throw call.request.toError();
@@ -214,8 +208,7 @@ export function serverCallPolicy(service: string, metrics: Metrics, logger: Logg
     },
     async unary(path, context, handle) {
       const started = performance.now();
-      const calls = series.get(path, 'unary');
-      recordStart(calls);
+      const calls = series.start(path, 'unary');
       let code = Status.OK;
       try {
         return await handle();

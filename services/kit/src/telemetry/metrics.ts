@@ -177,11 +177,13 @@ export class RpcSeriesTable {
     }
     return series;
   }
-}
 
-/** Counts one RPC as started (`grpc_*_started_total`). */
-export function recordStart(series: RpcSeries): void {
-  series.started += 1;
+  /** The series of `path`, with one more RPC counted as started (`grpc_*_started_total`). */
+  start(path: string, type: GrpcType): RpcSeries {
+    const series = this.get(path, type);
+    series.started += 1;
+    return series;
+  }
 }
 
 /** Counts and times one RPC served (`grpc_server_*`); logs failures that are the server's fault. */
