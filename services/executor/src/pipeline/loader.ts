@@ -491,8 +491,7 @@ function unknownFields(issue: Issue, document: unknown, path: (string | number)[
 
 /** A readable message for a zod issue, naming the unknown step type and the known ones. */
 function describeIssue(issue: { code: string; message: string }, raw: unknown, path: (string | number)[]): string {
-  let node: unknown = raw;
-  for (const part of path) node = (node as Record<string | number, unknown> | undefined)?.[part];
+  const node = nodeAt(raw, path);
   if (node === undefined && issue.code !== 'unrecognized_keys') return path.at(-1) === 'type' ? 'a step needs a type' : 'required, and missing';
   if (issue.code === 'invalid_union' || issue.code === 'invalid_value') {
     if (path.at(-1) === 'type' || (node && typeof node === 'object' && 'type' in node)) {
