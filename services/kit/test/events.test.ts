@@ -144,7 +144,10 @@ describe('EventPublisher with a real NATS', () => {
       expect(event.providerCompletion).toMatchObject({ provider: 'mock', model: 'm', attempts: 1 });
       expect(event.traceId).toBe(''); // no span was active
       expect(received.traceparent).toBeUndefined();
-      const published = (await metrics.eventsPublished.get()).values.find((value) => value.labels.kind === 'completion');
+      // Counted when JetStream acknowledges the batch, which may come after a subscriber has it.
+      const published = await eventually('the batch to be acknowledged', async () =>
+        (await metrics.eventsPublished.get()).values.find((value) => value.labels.kind === 'completion'),
+      );
       expect(published).toMatchObject({ value: 1, labels: { service: 'provider' } });
     } finally {
       await listener.close();
@@ -229,7 +232,10 @@ describe('EventPublisher with a real NATS', () => {
       expect(jobs.traceparents[2]).toBe('');
       const runs = messages.find((message) => message.subject === 'elexirion.events.executor.run')!;
       expect(runs.batch.events).toHaveLength(1);
-      const published = (await metrics.eventsPublished.get()).values.find((value) => value.labels.kind === 'job');
+      // Counted when JetStream acknowledges the batch, which may come after a subscriber has it.
+      const published = await eventually('the batch to be acknowledged', async () =>
+        (await metrics.eventsPublished.get()).values.find((value) => value.labels.kind === 'job'),
+      );
       expect(published?.value).toBe(3);
     } finally {
       subscription.unsubscribe();
