@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { PIPELINE_NAME, callOptions, defineService, proto, type ServiceContext } from '@elexirion/kit';
+import { PIPELINE_NAME, ServerError, Status, callOptions, defineService, proto, type ServiceContext } from '@elexirion/kit';
 
 export const agentConfigSchema = z.object({
   AGENT_DEFAULT_PIPELINE: z.string().regex(PIPELINE_NAME, 'expected a pipeline name').default('general'),
@@ -39,6 +39,12 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
       const { jobId, result } = await runJob(request.pipeline, request.inputs, '', callContext);
       return { result: result.output, pipeline: result.pipeline, jobId, usage: result.usage, steps: result.steps };
     },
+    // The job calls are contracted here and built by the jobs work of this issue.
+    async submitJob() { throw new ServerError(Status.UNIMPLEMENTED, 'Agent/SubmitJob is not built yet'); },
+    async getJob() { throw new ServerError(Status.UNIMPLEMENTED, 'Agent/GetJob is not built yet'); },
+    async *watchJob() { throw new ServerError(Status.UNIMPLEMENTED, 'Agent/WatchJob is not built yet'); },
+    async cancelJob() { throw new ServerError(Status.UNIMPLEMENTED, 'Agent/CancelJob is not built yet'); },
+    async listJobs() { throw new ServerError(Status.UNIMPLEMENTED, 'Agent/ListJobs is not built yet'); },
   };
   return { implementation };
 }

@@ -194,7 +194,7 @@ export class RunEngine {
       const error = stepError(caught, name, run, stepLimit.timedOut || deadlineHit, stepTimeout);
       const failed = failedStepResult(name, step.type, error.details, Math.round(performance.now() - started));
       run.results.push(failed);
-      run.request.emit?.({ stepFailed: { step: name, code: Status[error.code], message: error.details } });
+      run.request.emit?.({ stepFailed: { step: name, code: Status[error.code], message: error.details, failureClass: proto.FailureClass.FAILURE_CLASS_UNSPECIFIED } });
       this.publishStep(run, failed);
       throw error;
     }
