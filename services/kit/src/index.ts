@@ -67,4 +67,21 @@ export { Metrics } from './telemetry/metrics.js';
 export { initTracing, traceIds, tracer, type Tracing, type TracingOptions } from './telemetry/tracing.js';
 export { REDACTED, isSecretName, redactSecrets, redactSecretsDeep, redactUrlCredentials, registerSecret } from './secrets.js';
 
+// yaml/: YAML files checked against a zod schema, with positioned problems and "did you mean".
+export { fieldsAt } from './yaml/fields.js';
+export { didYouMean } from './yaml/suggest.js';
+export {
+  formatProblem,
+  keyPosition,
+  nodeAt,
+  parseYamlDocument,
+  positionIn,
+  validateYamlDocument,
+  type IssueDescriber,
+  type Problem,
+  type YamlDocument,
+  type YamlIssue,
+  type YamlPosition,
+} from './yaml/yaml-document.js';
+
 export * as proto from './proto.js';

@@ -1,20 +1,12 @@
 import { readFile, readdir, realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { LineCounter, isMap, isScalar, parseDocument, type Document } from 'yaml';
-import { ElexirionError, Status } from '@elexirion/kit';
+import { ElexirionError, Status, formatProblem, nodeAt, parseYamlDocument, positionIn, validateYamlDocument, type Problem, type YamlIssue } from '@elexirion/kit';
 import { conditionTemplates } from './conditions.js';
-import { fieldsAt } from './fields.js';
 import { modelReferencesOf, type ModelReference } from './models.js';
 import { LLM_STEP_TYPES, PIPELINE_NAME, STEP_TYPES, pipelineDocument, type Pipeline, type Step } from './schema.js';
-import { didYouMean } from './suggest.js';
 import { TemplateError, referencesOf } from './templates.js';
 
-export interface Problem {
-  file: string;
-  line?: number;
-  column?: number;
-  message: string;
-}
+export { formatProblem, type Problem };
 
 /** A pipeline that cannot be used; each problem says where ("general.yaml:4:7: ..."). */
 export class PipelineError extends ElexirionError {
@@ -40,10 +32,6 @@ export class PipelineNotFoundError extends ElexirionError {
   constructor(message: string) {
     super(Status.NOT_FOUND, message);
   }
-}
-
-export function formatProblem(problem: Problem): string {
-  return `${problem.file}${problem.line ? `:${problem.line}:${problem.column ?? 1}` : ''}: ${problem.message}`;
 }
 
 export interface LoadedPipeline {
@@ -194,39 +182,14 @@ export class PipelineLoader {
   }
 
   private async compile(file: string, text: string, stack: string[], expectedName?: string): Promise<LoadedPipeline> {
-    const lines = new LineCounter();
-    const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+    const read = parseYamlDocument(file, text, 'expected a mapping with a "workflow" key');
+    if ('problems' in read) throw new PipelineError(read.problems);
+    const document = read.document;
+    const parsed = validateYamlDocument(pipelineDocument, document, describeIssue);
+    if ('problems' in parsed) throw new PipelineError(parsed.problems);
     const problems: Problem[] = [];
-    for (const error of doc.errors) {
-      const pos = error.linePos?.[0] ?? lines.linePos(error.pos[0]);
-      problems.push({ file, ...(pos ? { line: pos.line, column: pos.col } : {}), message: `malformed YAML: ${error.message.split('\n')[0]}` });
-    }
-    if (problems.length > 0) throw new PipelineError(problems.slice(0, 10));
-    if (!isMap(doc.contents)) throw new PipelineError([{ file, line: 1, column: 1, message: 'expected a mapping with a "workflow" key' }]);
-
-    let raw: unknown;
-    try {
-      raw = doc.toJS({ maxAliasCount: 50 });
-    } catch (error) {
-      throw new PipelineError([{ file, line: 1, column: 1, message: `malformed YAML: ${(error as Error).message}` }]);
-    }
-    const parsed = pipelineDocument.safeParse(raw);
-    if (!parsed.success) {
-      for (const issue of parsed.error.issues.flatMap((issue) => withinUnion(issue, [])).slice(0, 10)) {
-        const path = issue.path;
-        const label = path.join('.') || '(root)';
-        const unknown = unknownFields(issue, raw, path);
-        if (unknown) {
-          // Each unknown field at the field itself, with the allowed name it is closest to.
-          for (const key of unknown.keys) problems.push({ file, ...keyPosition(doc, lines, path, key), message: `${label}: unknown field "${key}"${didYouMean(key, unknown.allowed)}` });
-          continue;
-        }
-        problems.push({ file, ...position(doc, lines, path), message: `${label}: ${describeIssue(issue, raw, path)}` });
-      }
-      throw new PipelineError(problems);
-    }
     const pipeline = parsed.data.workflow;
-    const at = (path: (string | number)[]) => ({ file, ...position(doc, lines, path) });
+    const at = (path: (string | number)[]) => ({ file, ...positionIn(document, path) });
     if (expectedName && pipeline.name !== expectedName) {
       problems.push({ ...at(['workflow', 'name']), message: `workflow.name is "${pipeline.name}" but the file is ${expectedName}.yaml` });
     }
@@ -413,86 +376,10 @@ function templatesOf(step: Step): { template: string; field: (string | number)[]
   return found;
 }
 
-function keyPosition(doc: Document, lines: LineCounter, path: (string | number)[], key: string): { line?: number; column?: number } {
-  const map = doc.getIn(path, true);
-  if (isMap(map)) {
-    const pair = map.items.find((item) => isScalar(item.key) && item.key.value === key);
-    const range = pair && isScalar(pair.key) ? pair.key.range : undefined;
-    if (range) {
-      const pos = lines.linePos(range[0]);
-      return { line: pos.line, column: pos.col };
-    }
-  }
-  return position(doc, lines, path);
-}
-
-function position(doc: Document, lines: LineCounter, path: (string | number)[]): { line?: number; column?: number } {
-  for (let depth = path.length; depth >= 0; depth -= 1) {
-    const node = doc.getIn(path.slice(0, depth), true) as { range?: [number, number, number] } | undefined;
-    if (node && typeof node === 'object' && node.range) {
-      const pos = lines.linePos(node.range[0]);
-      return { line: pos.line, column: pos.col };
-    }
-  }
-  return {};
-}
-
-/** A zod issue, as far as the messages read it. */
-interface ZodIssueShape {
-  code: string;
-  message: string;
-  path: readonly PropertyKey[];
-  keys?: readonly string[];
-  errors?: readonly (readonly ZodIssueShape[])[];
-}
-
-interface Issue {
-  code: string;
-  message: string;
-  path: (string | number)[];
-  keys?: readonly string[];
-}
-
-/**
- * A value that matches no member of a union, told by the one member of its kind when only one
- * is (a list of prompt parts is not a string): its problems are nearer the mistake than
- * "Invalid input". Paths come out whole (the union's path, then the member's).
- */
-function withinUnion(issue: ZodIssueShape, base: (string | number)[]): Issue[] {
-  const path = [...base, ...issue.path.filter((part): part is string | number => typeof part !== 'symbol')];
-  const { errors } = issue;
-  if (issue.code === 'invalid_union' && errors && errors.length > 0) {
-    const sameKind = errors.filter((branch) => !branch.some((inner) => inner.code === 'invalid_type' && inner.path.length === 0));
-    if (sameKind.length === 1) return sameKind[0]!.flatMap((inner) => withinUnion(inner, path));
-  }
-  return [{ code: issue.code, message: issue.message, path, ...(issue.keys ? { keys: issue.keys } : {}) }];
-}
-
-function nodeAt(document: unknown, path: readonly (string | number)[]): unknown {
-  let node = document;
-  for (const part of path) node = (node as Record<string | number, unknown> | undefined)?.[part];
-  return node;
-}
-
-/**
- * The fields of the object at `path` that the format does not allow there, and the allowed ones
- * it does not have yet (what a misspelling may have meant): for an unknown key, and for an object
- * that matches no member of a union (a condition, a prompt part) because of one.
- */
-function unknownFields(issue: Issue, document: unknown, path: (string | number)[]): { keys: readonly string[]; allowed: string[] } | undefined {
-  if (issue.code !== 'unrecognized_keys' && issue.code !== 'invalid_union') return undefined;
-  const node = nodeAt(document, path);
-  if (typeof node !== 'object' || node === null || Array.isArray(node)) return undefined;
-  const fields = fieldsAt(pipelineDocument, document, path);
-  const keys = issue.code === 'unrecognized_keys' ? (issue.keys ?? []) : fields.size > 0 ? Object.keys(node).filter((key) => !fields.has(key)) : [];
-  if (keys.length === 0) return undefined;
-  return { keys, allowed: [...fields].filter((name) => !Object.hasOwn(node, name)) };
-}
-
-/** A readable message for a zod issue, naming the unknown step type and the known ones. */
-function describeIssue(issue: { code: string; message: string }, raw: unknown, path: (string | number)[]): string {
+/** Words for a step without a type or with an unknown one, naming the known ones; zod's otherwise. */
+function describeIssue(issue: YamlIssue, raw: unknown, path: (string | number)[]): string | undefined {
   const node = nodeAt(raw, path);
-  if (node === undefined && issue.code !== 'unrecognized_keys') return path.at(-1) === 'type' ? 'a step needs a type' : 'required, and missing';
+  if (node === undefined && issue.code !== 'unrecognized_keys') return path.at(-1) === 'type' ? 'a step needs a type' : undefined;
   if (issue.code === 'invalid_union' || issue.code === 'invalid_value') {
     if (path.at(-1) === 'type' || (node && typeof node === 'object' && 'type' in node)) {
       const type = path.at(-1) === 'type' ? node : (node as { type: unknown }).type;
@@ -500,7 +387,7 @@ function describeIssue(issue: { code: string; message: string }, raw: unknown, p
       if (!(STEP_TYPES as readonly string[]).includes(type)) return `unknown step type "${type}" (known: ${STEP_TYPES.join(', ')})`;
     }
   }
-  return issue.message;
+  return undefined;
 }
 
 export function isLlmStep(step: Step): step is Extract<Step, { prompt: unknown }> {

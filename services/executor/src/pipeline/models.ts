@@ -3,9 +3,9 @@
  * of those names against what the provider serves (its ListModels), so a misspelt alias is found
  * before the first step runs and is paid for, not when its step is reached.
  */
+import { didYouMean } from '@elexirion/kit';
 import type { LoadedPipeline } from './loader.js';
 import type { Pipeline, Step } from './schema.js';
-import { didYouMean } from './suggest.js';
 
 type LlmStep = Extract<Step, { prompt: unknown }>;
 

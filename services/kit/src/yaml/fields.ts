@@ -1,6 +1,6 @@
 /**
- * The field names the pipeline format allows at a place in a document, read from the zod schema
- * itself (so they never drift from it), for "did you mean" on a misspelt field.
+ * The field names a YAML format allows at a place in a document, read from the zod schema
+ * itself (so they never drift from it), for "did you mean" on a misspelt field (pipelines, routes.yaml).
  */
 import type { z } from 'zod';
 
