@@ -7,15 +7,15 @@ import { shippedPipelines } from './pipelines.js';
 
 const roots: string[] = [];
 
-/** A checkout with pipelines/: tracked.yaml and prompts/nested.yaml in git, mine.yaml and notes.txt not. */
+/** A checkout with pipelines/: tracked.yaml, routes.yaml and prompts/nested.yaml in git, mine.yaml and notes.txt not. */
 function checkout(git: boolean): string {
   const root = mkdtempSync(join(tmpdir(), 'elexirion-shipped-'));
   roots.push(root);
   mkdirSync(join(root, 'pipelines', 'prompts'), { recursive: true });
-  for (const file of ['tracked.yaml', 'mine.yaml', 'notes.txt', 'prompts/nested.yaml']) writeFileSync(join(root, 'pipelines', file), 'workflow: {}\n');
+  for (const file of ['tracked.yaml', 'routes.yaml', 'mine.yaml', 'notes.txt', 'prompts/nested.yaml']) writeFileSync(join(root, 'pipelines', file), 'workflow: {}\n');
   if (git) {
     execFileSync('git', ['init', '-q'], { cwd: root });
-    execFileSync('git', ['add', 'pipelines/tracked.yaml', 'pipelines/prompts/nested.yaml'], { cwd: root });
+    execFileSync('git', ['add', 'pipelines/tracked.yaml', 'pipelines/routes.yaml', 'pipelines/prompts/nested.yaml'], { cwd: root });
   }
   return root;
 }
@@ -25,7 +25,7 @@ afterEach(() => {
 });
 
 describe('shippedPipelines', () => {
-  it('is the pipelines/*.yaml git tracks: not a user\'s untracked pipeline', () => {
+  it('is the pipelines/*.yaml git tracks: not a user\'s untracked pipeline, nor the agent\'s routes.yaml', () => {
     expect(shippedPipelines(checkout(true))).toEqual(['tracked.yaml']);
   });
 

@@ -162,6 +162,12 @@ describe('PipelineLoader: bad pipelines', () => {
     return loader.loadNamed(name);
   }
 
+  it('neither lists nor loads routes.yaml, the agent\'s route table beside the pipelines', async () => {
+    writeFileSync(join(dir, 'routes.yaml'), 'routes: []\n');
+    expect((await loader.list()).map((entry) => entry.name)).not.toContain('routes');
+    await expect(loader.loadNamed('routes')).rejects.toMatchObject({ code: Status.NOT_FOUND, message: expect.stringContaining("the agent's route table") });
+  });
+
   it('refuses malformed YAML, saying so', async () => {
     const problems = await problemsOf(load('malformed', pipeline('malformed', '  steps: [', '    - oops')));
     expect(problems[0]).toMatchObject({ file: 'malformed.yaml', message: expect.stringMatching(/^malformed YAML: /) });

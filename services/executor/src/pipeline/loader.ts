@@ -1,6 +1,6 @@
 import { readFile, readdir, realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { ElexirionError, Status, formatProblem, nodeAt, parseYamlDocument, positionIn, validateYamlDocument, type Problem, type YamlIssue } from '@elexirion/kit';
+import { ElexirionError, ROUTE_TABLE_NAME, Status, formatProblem, nodeAt, parseYamlDocument, positionIn, validateYamlDocument, type Problem, type YamlIssue } from '@elexirion/kit';
 import { conditionTemplates } from './conditions.js';
 import { modelReferencesOf, type ModelReference } from './models.js';
 import { LLM_STEP_TYPES, PIPELINE_NAME, STEP_TYPES, pipelineDocument, type Pipeline, type Step } from './schema.js';
@@ -86,11 +86,11 @@ export class PipelineLoader {
     return this.compile('<inline>', text, []);
   }
 
-  /** Every pipeline in the folder, loaded or with the reason it cannot be. */
+  /** Every pipeline in the folder, loaded or with the reason it cannot be (routes.yaml is the agent's, not one). */
   async list(): Promise<{ name: string; loaded?: LoadedPipeline; error?: PipelineError }[]> {
     let names: string[];
     try {
-      names = (await readdir(this.root)).filter((file) => file.endsWith('.yaml')).map((file) => file.slice(0, -5)).filter((name) => PIPELINE_NAME.test(name)).sort();
+      names = (await readdir(this.root)).filter((file) => file.endsWith('.yaml')).map((file) => file.slice(0, -5)).filter((name) => PIPELINE_NAME.test(name) && name !== ROUTE_TABLE_NAME).sort();
     } catch {
       return [];
     }
@@ -147,6 +147,7 @@ export class PipelineLoader {
 
   private async named(name: string, stack: string[]): Promise<LoadedPipeline> {
     if (!PIPELINE_NAME.test(name)) throw new PipelineError([{ file: name, message: `"${name}" is not a pipeline name (lowercase letters, digits, _ and -, at most 64)` }]);
+    if (name === ROUTE_TABLE_NAME) throw new PipelineNotFoundError(`"${name}" is the agent's route table (${name}.yaml), not a pipeline`);
     const path = join(this.root, `${name}.yaml`);
     const recent = this.cache.get(name);
     if (recent && stack.length === 0 && Date.now() - recent.checkedAt < FRESH_MS) return recent.loaded;

@@ -32,6 +32,12 @@ export type ServiceDefinitionOf<N extends ServiceName> = (typeof serviceCatalog)
 /** A pipeline name: a file stem in the pipelines folder, so no name can escape it. */
 export const PIPELINE_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 
+/**
+ * The agent's route table is `routes.yaml` in the pipelines folder (one folder to edit and to
+ * deploy), so no pipeline may have this name.
+ */
+export const ROUTE_TABLE_NAME = 'routes';
+
 export function isServiceName(value: string): value is ServiceName {
   return Object.hasOwn(serviceCatalog, value);
 }
