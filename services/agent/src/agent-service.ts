@@ -1,15 +1,19 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { PIPELINE_NAME, ServerError, Status, callOptions, defineService, proto, type ServiceContext } from '@elexirion/kit';
+import { createRouter, routingConfigShape } from './routing/router.js';
 
 export const agentConfigSchema = z.object({
   AGENT_DEFAULT_PIPELINE: z.string().regex(PIPELINE_NAME, 'expected a pipeline name').default('general'),
+  ...routingConfigShape,
 });
 export type AgentConfig = z.infer<typeof agentConfigSchema>;
 
 export function createAgent(context: ServiceContext<AgentConfig>) {
-  const { config, clients, events } = context;
+  const { clients, events } = context;
   const executor = clients.get('executor');
+  // routes.yaml (reloaded live) and the optional classifier; `router.route` also serves SubmitJob.
+  const router = createRouter(context);
 
   /** Runs a pipeline as a job and reports it, whatever the outcome. */
   async function runJob(pipeline: string, inputs: Record<string, string>, sessionKey: string, callContext: Parameters<typeof callOptions>[0]) {
@@ -29,11 +33,11 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
 
   const implementation: proto.AgentServiceImplementation = {
     async handleChat(request, callContext) {
-      // Routing is a fixed default until the routing issue lands; an explicit pipeline wins.
-      const pipeline = request.pipeline || config.AGENT_DEFAULT_PIPELINE;
+      // An explicit pipeline wins; otherwise the route table (and the classifier, when on) decides.
+      const { pipeline, inputs, decision } = await router.route(request.message, { pipeline: request.pipeline, context: callContext });
       // The chat's session is the executor's session key: a session keeps its prompt versions.
-      const { jobId, result, fallbackUsed } = await runJob(pipeline, { message: request.message }, request.sessionId, callContext);
-      return { response: result.output, pipelineUsed: result.pipeline, fallbackUsed, jobId, usage: result.usage, steps: result.steps };
+      const { jobId, result, fallbackUsed } = await runJob(pipeline, inputs, request.sessionId, callContext);
+      return { response: result.output, pipelineUsed: result.pipeline, fallbackUsed, jobId, usage: result.usage, steps: result.steps, route: decision };
     },
     async runPipeline(request, callContext) {
       const { jobId, result } = await runJob(request.pipeline, request.inputs, '', callContext);
@@ -46,7 +50,7 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
     async cancelJob() { throw new ServerError(Status.UNIMPLEMENTED, 'Agent/CancelJob is not built yet'); },
     async listJobs() { throw new ServerError(Status.UNIMPLEMENTED, 'Agent/ListJobs is not built yet'); },
   };
-  return { implementation };
+  return { implementation, route: router.route, close: async () => router.close() };
 }
 
 export const agentService = defineService({

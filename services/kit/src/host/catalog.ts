@@ -21,7 +21,8 @@ interface CatalogEntry {
 export const serviceCatalog = {
   // The executor too: the gateway's way around an overloaded agent (the design's bypass).
   gateway: { definition: GatewayDefinition, grpcPort: 50051, httpPort: 8080, calls: ['agent', 'executor'] },
-  agent: { definition: AgentDefinition, grpcPort: 50052, httpPort: 8082, calls: ['executor'] },
+  // The provider too: the classifier route's one LLM call.
+  agent: { definition: AgentDefinition, grpcPort: 50052, httpPort: 8082, calls: ['executor', 'provider'] },
   executor: { definition: ExecutorDefinition, grpcPort: 50053, httpPort: 8083, calls: ['provider'] },
   provider: { definition: ProviderDefinition, grpcPort: 50054, httpPort: 8084, calls: [] },
 } as const satisfies Record<string, CatalogEntry>;
