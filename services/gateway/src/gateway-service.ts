@@ -35,6 +35,7 @@ export function createGateway(context: ServiceContext<unknown>) {
         fallbackUsed: answer.fallbackUsed,
         jobId: answer.jobId,
         usage: answer.usage,
+        route: answer.route,
       };
     },
     async executePipeline(request, callContext) {
