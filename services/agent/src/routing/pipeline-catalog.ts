@@ -14,7 +14,7 @@ export class PipelineCatalog {
 
   constructor(
     private readonly list: (signal: AbortSignal) => Promise<PipelineShape[]>,
-    private readonly options: { refreshMs: number; logger: Logger; onChange(shapes: ReadonlyMap<string, PipelineShape>): void },
+    private readonly options: { refreshMs: number; logger: Pick<Logger, 'warn'>; onChange(shapes: ReadonlyMap<string, PipelineShape>): void },
   ) {}
 
   get current(): ReadonlyMap<string, PipelineShape> | undefined {

@@ -10,7 +10,7 @@ export interface RouteFileOptions {
   pollMs: number;
   /** Editors write a file in several steps; a reload waits for them to settle. */
   debounceMs: number;
-  logger: Logger;
+  logger: Pick<Logger, 'info' | 'warn' | 'error'>;
   registry: Registry;
   /** The executor's pipelines when known: a table naming one that does not exist is refused. */
   pipelines(): ReadonlyMap<string, PipelineShape> | undefined;

@@ -54,6 +54,43 @@ function fromMatch(match: RuleMatch, confidence = 0): RouteChoice {
   return { pipeline: route.pipeline, inputs: match.inputs, decision: decision(route.pipeline, match.matchedBy, route.name, match.reason, confidence) };
 }
 
+/**
+ * The route of a message under `table`: an explicit pipeline wins; then the first rule that
+ * matches; then, when no rule did and a classifier is given, its pick at or above `threshold`;
+ * else the default route. Every answer says why.
+ */
+export async function decideRoute(
+  table: RouteTable,
+  message: string,
+  options: { pipeline?: string; context?: CallContextLike; classifier?: RouteClassifier; threshold?: number },
+): Promise<RouteChoice> {
+  if (options.pipeline) {
+    // A route to that pipeline says which input gets the message; else its "message" input.
+    const route = table.routeTo(options.pipeline);
+    return {
+      pipeline: options.pipeline,
+      inputs: route ? inputsFor(route, message) : { message },
+      decision: decision(options.pipeline, 'explicit', '', 'the request named the pipeline'),
+    };
+  }
+  const match = table.match(message);
+  const { classifier, threshold = 0.7 } = options;
+  if (match.matchedBy === 'rule' || !classifier) return fromMatch(match);
+  const verdict = await classifier.classify(message, options.context);
+  const fallback = table.defaultRoute.name;
+  if ('failure' in verdict) return fromMatch(table.fallThrough(message, `${verdict.failure}: default route "${fallback}"`));
+  const confidence = verdict.confidence;
+  if (confidence < threshold) return fromMatch(table.fallThrough(message, `classifier ${confidence.toFixed(2)} below ${threshold}: default route "${fallback}"`), confidence);
+  const route = table.routeTo(verdict.pipeline);
+  // The candidates follow the table; a reload between the two may have dropped this pipeline.
+  if (!route) return fromMatch(table.fallThrough(message, `classifier chose "${verdict.pipeline}", which the route table no longer has: default route "${fallback}"`), confidence);
+  return {
+    pipeline: route.pipeline,
+    inputs: inputsFor(route, message),
+    decision: decision(route.pipeline, 'classifier', '', `classifier ${confidence.toFixed(2)} at or above ${threshold}`, confidence),
+  };
+}
+
 export function createRouter(context: ServiceContext<RoutingConfig>): Router {
   const { config, logger, clients, metrics } = context;
   const threshold = config.AGENT_CLASSIFIER_THRESHOLD;
@@ -110,33 +147,7 @@ export function createRouter(context: ServiceContext<RoutingConfig>): Router {
 
   return {
     table,
-    async route(message, options = {}) {
-      const current = table();
-      if (options.pipeline) {
-        // A route to that pipeline says which input gets the message; else its "message" input.
-        const route = current.routeTo(options.pipeline);
-        return {
-          pipeline: options.pipeline,
-          inputs: route ? inputsFor(route, message) : { message },
-          decision: decision(options.pipeline, 'explicit', '', 'the request named the pipeline'),
-        };
-      }
-      const match = current.match(message);
-      if (match.matchedBy === 'rule' || !classifier) return fromMatch(match);
-      const verdict = await classifier.classify(message, options.context);
-      const fallback = current.defaultRoute.name;
-      if ('failure' in verdict) return fromMatch(current.fallThrough(message, `${verdict.failure}: default route "${fallback}"`));
-      const confidence = verdict.confidence;
-      if (confidence < threshold) return fromMatch(current.fallThrough(message, `classifier ${confidence.toFixed(2)} below ${threshold}: default route "${fallback}"`), confidence);
-      const route = current.routeTo(verdict.pipeline);
-      // The candidates follow the table; a reload between the two may have dropped this pipeline.
-      if (!route) return fromMatch(current.fallThrough(message, `classifier chose "${verdict.pipeline}", which the route table no longer has: default route "${fallback}"`), confidence);
-      return {
-        pipeline: route.pipeline,
-        inputs: inputsFor(route, message),
-        decision: decision(route.pipeline, 'classifier', '', `classifier ${confidence.toFixed(2)} at or above ${threshold}`, confidence),
-      };
-    },
+    route: (message, options = {}) => decideRoute(table(), message, { ...options, ...(classifier ? { classifier, threshold } : {}) }),
     close() {
       file?.close();
       catalog?.close();
