@@ -74,7 +74,7 @@ describe('Gateway.Chat through the routing', () => {
   it('answers the route in the HTTP API\'s JSON too', async () => {
     const reply = await fetch(`http://127.0.0.1:${stack.ports.gatewayHttp}/v1/chat`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ message: 'Generate a tiny parser' }) });
     expect(reply.status).toBe(200);
-    const body = await reply.json();
+    const body = (await reply.json()) as { pipelineUsed: string; route: unknown };
     expect(body.pipelineUsed).toBe('generate');
     expect(body.route).toEqual({ pipeline: 'generate', matchedBy: 'rule', rule: 'generate', reason: 'keyword "generate"' });
   });
