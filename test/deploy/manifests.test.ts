@@ -260,7 +260,7 @@ describe.each(targets)('k8s %s', (target) => {
     }
   });
 
-  it('mounts the repository pipelines, prompts and provider config from ConfigMaps and the keys from an optional Secret', () => {
+  it('mounts the repository pipelines, prompts, the agent\'s routes and provider config from ConfigMaps and the keys from an optional Secret', () => {
     // A file as the container sees it: the deepest mount holding the path, then its ConfigMap key.
     const mountedFile = (d: Obj, path: string): string | undefined => {
       const c = d.spec.template.spec.containers[0];
@@ -278,6 +278,7 @@ describe.each(targets)('k8s %s', (target) => {
     const hosting = (service: Name) => deployments().filter((d) => hosted(objs(), d).services.includes(service));
     expect(hosting('executor').length, 'a Deployment hosts the executor').toBeGreaterThan(0);
     expect(hosting('provider').length, 'a Deployment hosts the provider').toBeGreaterThan(0);
+    expect(hosting('agent').length, 'a Deployment hosts the agent').toBeGreaterThan(0);
     for (const d of deployments()) {
       const { services } = hosted(objs(), d);
       const env = envOf(objs(), d.spec.template.spec.containers[0]) as Record<string, string>;
@@ -285,6 +286,14 @@ describe.each(targets)('k8s %s', (target) => {
         for (const file of pipelineFiles) {
           expect(mountedFile(d, `${env.PIPELINES_DIR}/${file}`), `pipelines/${file} deployed to ${d.metadata.name}`).toBe(readFileSync(join(root, 'pipelines', file), 'utf8'));
         }
+      }
+      if (services.includes('agent')) {
+        // The agent's route table, from the same ConfigMap, mounted as a folder: a subPath mount
+        // never sees a ConfigMap update, and the agent reloads the file when it changes.
+        expect(env.AGENT_ROUTES_FILE, `${d.metadata.name} AGENT_ROUTES_FILE`).toEqual(expect.any(String));
+        expect(mountedFile(d, env.AGENT_ROUTES_FILE!), `pipelines/routes.yaml deployed to ${d.metadata.name}`).toBe(readFileSync(join(root, 'pipelines/routes.yaml'), 'utf8'));
+        const routesMount = d.spec.template.spec.containers[0].volumeMounts.find((m: Obj) => env.AGENT_ROUTES_FILE!.startsWith(`${m.mountPath}/`));
+        expect(routesMount.subPath, `${d.metadata.name}: routes.yaml without subPath`).toBeUndefined();
       }
       if (services.includes('provider')) {
         expect(mountedFile(d, env.PROVIDER_CONFIG!)).toBe(readFileSync(join(root, 'config/providers.yaml'), 'utf8'));
