@@ -1,8 +1,11 @@
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { ServerError, Status, proto } from '@elexirion/kit';
-import { eventually, waitFor } from '@elexirion/testing';
+import { connectNats, eventually, startNats, waitFor } from '@elexirion/testing';
 import { cleanupAfterEach, natsForFile } from '@elexirion/testing/fixtures';
 import { JobEventLog, JobEventsError, type JobEventBody } from '../src/jobs/job-events.js';
 import { watchJob } from '../src/jobs/watch-job.js';
@@ -206,6 +209,34 @@ describe('JobEventLog', () => {
 
     expect(await collect(log.watch(jobId, 0, new AbortController().signal), 1)).toHaveLength(1);
     expect(await consumerCount(log)).toBe(0);
+  });
+
+  it('goes on across a NATS restart, losing and repeating nothing', async () => {
+    const store = mkdtempSync(join(tmpdir(), 'elexirion-job-events-'));
+    later(() => rmSync(store, { recursive: true, force: true }));
+    let server = await startNats(undefined, store);
+    later(() => server.stop());
+    const connection = await connectNats(server.url, { reconnectForever: true, later });
+    const log = await JobEventLog.open(connection);
+    const jobId = randomUUID();
+    await log.append(jobId, status(JobStatus.JOB_STATUS_RUNNING));
+    await log.append(jobId, delta('before'));
+
+    const seen: proto.JobEvent[] = [];
+    const watching = (async () => {
+      for await (const event of log.watch(jobId, 0, new AbortController().signal)) seen.push(event);
+    })();
+    await waitFor('the stored events', () => seen.length === 2);
+
+    await server.stop();
+    server = await startNats(server.port, store);
+    // The watch's consumer lived in the old server's memory; the new one has none until the watch makes it again.
+    const after = await eventually('an append after the restart', () => log.append(jobId, delta('after')), 20_000);
+    const last = await log.append(jobId, status(JobStatus.JOB_STATUS_SUCCEEDED));
+    await watching;
+
+    expect(seen.map(summary)).toEqual(['status:JOB_STATUS_RUNNING', 'text:before', 'text:after', 'status:JOB_STATUS_SUCCEEDED']);
+    expect(seen.slice(2).map((event) => event.sequence)).toEqual([after, last]);
   });
 
   it('refuses a malformed job id, an event with other than one body, and a stream that takes other subjects', async () => {

@@ -160,7 +160,9 @@ export class JobEventLog {
     const stop = () => void messages?.close();
     signal.addEventListener('abort', stop, { once: true });
     try {
-      messages = await consumer.consume({ max_messages: WATCH_PULL_SIZE, abort_on_missing_resource: true });
+      // Without abort_on_missing_resource: an ordered consumer lives in the server's memory, so
+      // after a NATS restart it is missing, and the client must make it again from its cursor.
+      messages = await consumer.consume({ max_messages: WATCH_PULL_SIZE });
       if (signal.aborted) void messages.close();
       for await (const message of messages) {
         const event = decodeEvent(message.data, message.seq, jobId);
