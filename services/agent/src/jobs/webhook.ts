@@ -1,0 +1,172 @@
+import { createHmac } from 'node:crypto';
+import { proto, retry, timeoutSignal } from '@elexirion/kit';
+
+/** Longer URLs are refused: the URL is kept on the job record. */
+const MAX_WEBHOOK_URL_LENGTH = 2048;
+
+/**
+ * What is wrong with a webhook given to SubmitJob, in words naming the field, or undefined when
+ * it is fine. Never quotes the secret, nor a URL that carries credentials.
+ */
+export function checkWebhook(webhook: { url: string; secret: string }): string | undefined {
+  const { url, secret } = webhook;
+  if (!url) return 'webhook.url: required (an http or https URL)';
+  if (url.length > MAX_WEBHOOK_URL_LENGTH) return `webhook.url: longer than ${MAX_WEBHOOK_URL_LENGTH} characters`;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return 'webhook.url: not a URL (expected http://host/path or https://host/path)';
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return `webhook.url: expected an http or https URL, not ${JSON.stringify(parsed.protocol.slice(0, 20))}`;
+  if (parsed.username || parsed.password) return 'webhook.url: must not carry credentials (user:password@host); receivers check webhook.secret\'s signature instead';
+  if (!secret) return 'webhook.secret: required (it signs every delivery)';
+  return undefined;
+}
+
+/** Pino's call shape, `(fields, message)`. */
+export interface WebhookLogger {
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+}
+
+export interface WebhookSenderOptions {
+  logger: WebhookLogger;
+  /** How long one attempt waits for the receiver's answer (default 10 s). */
+  timeoutMs?: number;
+  /** Attempts in all, the first included (default 6). */
+  attempts?: number;
+  /** Backoff between attempts (the kit's retry: full jitter, doubling from baseMs up to maxMs; defaults 1 s and 60 s). */
+  baseMs?: number;
+  maxMs?: number;
+  /** Aborting it stops every delivery in progress (the agent is closing). */
+  signal?: AbortSignal;
+}
+
+/** One attempt's failure: why, in words without secrets, and whether another attempt may fare better. */
+class DeliveryFailure extends Error {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * POSTs finished jobs to their completion webhooks: the job as proto3 JSON, signed as
+ * JobWebhook documents (`elexirion-signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
+ * "<t>.<body>")>`, signed again at each attempt so a receiver can refuse old timestamps), with
+ * `elexirion-job-id` and `webhook-id` (the job id: the same at every attempt, for receivers to
+ * drop duplicates). Network errors, timeouts, 408, 429 and 5xx are retried with backoff
+ * (honouring Retry-After); other answers are final, redirects included (they are not followed).
+ * Logs name the receiver by its origin only: a webhook URL's path often holds a token.
+ */
+export class WebhookSender {
+  private readonly timeoutMs: number;
+  private readonly attempts: number;
+  private readonly baseMs: number;
+  private readonly maxMs: number;
+  private readonly signal: AbortSignal;
+
+  constructor(private readonly options: WebhookSenderOptions) {
+    this.timeoutMs = options.timeoutMs ?? 10_000;
+    this.attempts = options.attempts ?? 6;
+    this.baseMs = options.baseMs ?? 1_000;
+    this.maxMs = options.maxMs ?? 60_000;
+    this.signal = options.signal ?? new AbortController().signal;
+    if (!(this.timeoutMs > 0)) throw new RangeError('WebhookSender: timeoutMs must be positive');
+    if (!(this.attempts >= 1)) throw new RangeError('WebhookSender: attempts must be at least 1');
+  }
+
+  /** Delivers `job` to `webhook`; resolves with "delivered" or "failed: <why>", never rejects. */
+  async deliver(job: proto.Job, webhook: { url: string; secret: string }): Promise<string> {
+    const { logger } = this.options;
+    const problem = checkWebhook(webhook);
+    if (problem) return `failed: ${problem}`;
+    const receiver = new URL(webhook.url).origin;
+    const body = JSON.stringify(proto.Job.toJSON(job));
+    let attempts = 0;
+    try {
+      await retry(
+        (attempt) => {
+          attempts = attempt;
+          return this.post(job.jobId, webhook, body);
+        },
+        {
+          maxAttempts: this.attempts,
+          baseMs: this.baseMs,
+          maxMs: this.maxMs,
+          signal: this.signal,
+          retryable: (error) => error instanceof DeliveryFailure && error.retryable,
+          retryAfterMs: (error) => (error instanceof DeliveryFailure ? error.retryAfterMs : undefined),
+          onRetry: ({ attempt, delayMs, error }) => logger.warn({ jobId: job.jobId, receiver, attempt, delayMs, reason: reasonOf(error) }, 'webhook delivery failed; retrying'),
+        },
+      );
+      logger.info({ jobId: job.jobId, receiver, attempts }, 'webhook delivered');
+      return 'delivered';
+    } catch (error) {
+      const status = `failed: ${reasonOf(error)} (${attempts} attempt${attempts === 1 ? '' : 's'})`;
+      logger.warn({ jobId: job.jobId, receiver, attempts, status }, 'webhook delivery failed');
+      return status;
+    }
+  }
+
+  private async post(jobId: string, webhook: { url: string; secret: string }, body: string): Promise<void> {
+    const timestamp = Math.floor(Date.now() / 1000);
+    const signature = createHmac('sha256', webhook.secret).update(`${timestamp}.${body}`).digest('hex');
+    const timeout = timeoutSignal(this.signal, this.timeoutMs);
+    try {
+      let response: Response;
+      try {
+        response = await fetch(webhook.url, {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/json',
+            'user-agent': 'elexirion-webhook/1',
+            'elexirion-signature': `t=${timestamp},v1=${signature}`,
+            'elexirion-job-id': jobId,
+            'webhook-id': jobId,
+          },
+          body,
+          redirect: 'manual',
+          signal: timeout.signal,
+        });
+      } catch (error) {
+        if (timeout.timedOut) throw new DeliveryFailure(`no answer within ${this.timeoutMs} ms`, true);
+        if (this.signal.aborted) throw error;
+        throw new DeliveryFailure(`could not reach the receiver (${networkReason(error)})`, true);
+      }
+      // Only the status counts; the body is let go so the connection can serve the next delivery.
+      await response.body?.cancel().catch(() => undefined);
+      if (response.status >= 200 && response.status < 300) return;
+      const { status } = response;
+      const retryable = status === 408 || status === 429 || status >= 500;
+      const redirect = status >= 300 && status < 400 ? ' (redirects are not followed)' : '';
+      throw new DeliveryFailure(`HTTP ${status}${redirect}`, retryable, retryable ? retryAfterMs(response.headers.get('retry-after'), this.maxMs) : undefined);
+    } finally {
+      timeout.dispose();
+    }
+  }
+}
+
+function reasonOf(error: unknown): string {
+  if (error instanceof DeliveryFailure) return error.message;
+  if (error instanceof Error && error.name === 'AbortError') return 'stopped: the agent is shutting down';
+  return 'unexpected error';
+}
+
+/** The system's code for a failed connection (ECONNREFUSED, ENOTFOUND ...), not its whole message. */
+function networkReason(error: unknown): string {
+  const cause = (error as { cause?: { code?: unknown } } | undefined)?.cause;
+  return typeof cause?.code === 'string' ? cause.code : 'network error';
+}
+
+/** Retry-After in seconds or as an HTTP date, capped at `maxMs`; undefined when absent or unreadable. */
+function retryAfterMs(header: string | null, maxMs: number): number | undefined {
+  if (!header) return undefined;
+  const seconds = Number(header);
+  const ms = Number.isFinite(seconds) ? seconds * 1000 : Date.parse(header) - Date.now();
+  return Number.isFinite(ms) ? Math.min(maxMs, Math.max(0, ms)) : undefined;
+}
