@@ -233,6 +233,7 @@ export function createInProcessClient(
         } catch (error) {
           throw toClientError(error, path, options.signal);
         } finally {
+          call.deliverTrailer();
           call.end();
         }
       };
@@ -249,6 +250,7 @@ export function createInProcessClient(
         } catch (error) {
           throw toClientError(error, path, options.signal);
         } finally {
+          call.deliverTrailer();
           call.end();
         }
       }
@@ -275,6 +277,7 @@ export function createInProcessClient(
         } catch (error) {
           throw toClientError(error, path, options.signal);
         } finally {
+          call.deliverTrailer();
           // A consumer that stops reading cancels the call, as over gRPC.
           call.end(!finished);
           if (!finished) generator.return(undefined).catch(() => {});
@@ -344,6 +347,11 @@ class InProcessCallContext implements CallContext {
   }
 
   sendHeader(): void {}
+
+  /** Hands the handler's trailer to the caller's `onTrailer`, as a remote call does when it ends. */
+  deliverTrailer(): void {
+    this.options.onTrailer?.(this.trailer);
+  }
 
   /** The caller aborted. */
   handleEvent(): void {
