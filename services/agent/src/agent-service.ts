@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { PIPELINE_NAME, ServerError, Status, callOptions, defineService, proto, type ServiceContext } from '@elexirion/kit';
+import { PIPELINE_NAME, ServerError, Status, TrailerCapture, callOptions, defineService, proto, type ServiceContext } from '@elexirion/kit';
+import { recover } from './fallback/index.js';
 
 export const agentConfigSchema = z.object({
   AGENT_DEFAULT_PIPELINE: z.string().regex(PIPELINE_NAME, 'expected a pipeline name').default('general'),
@@ -11,16 +12,29 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
   const { config, clients, events } = context;
   const executor = clients.get('executor');
 
-  /** Runs a pipeline as a job and reports it, whatever the outcome. */
-  async function runJob(pipeline: string, inputs: Record<string, string>, sessionKey: string, callContext: Parameters<typeof callOptions>[0]) {
+  /**
+   * Runs a pipeline as a job and reports it, whatever the outcome. With `recovering`, a failed run
+   * gets its emergent fallback (fallback/): a pipeline generated for its failure class, run once.
+   */
+  async function runJob(pipeline: string, inputs: Record<string, string>, sessionKey: string, callContext: Parameters<typeof callOptions>[0], recovering = false) {
     const jobId = randomUUID();
     const call = events.begin('job');
     try {
-      const result = await executor.execute({ pipeline, inputs, jobId, sessionKey }, callOptions(callContext));
-      // A run used a fallback when any of its steps was served by other than its first choice.
-      const fallbackUsed = result.steps.some((step) => step.fallbackUsed);
+      const options = callOptions(callContext);
+      let result: proto.ExecuteResponse;
+      let fallback: proto.EmergentFallback | undefined;
+      const trailer = recovering ? new TrailerCapture() : undefined;
+      try {
+        result = await executor.execute({ pipeline, inputs, jobId, sessionKey }, trailer ? { ...options, onTrailer: trailer.onTrailer } : options);
+      } catch (error) {
+        if (!trailer) throw error;
+        ({ fallback, result } = await recover(executor, error, trailer.runFailure(), { pipeline, inputs, jobId, sessionKey }, options));
+      }
+      // A run used a fallback when any of its steps was served by other than its first choice, or
+      // when the emergent fallback answered.
+      const fallbackUsed = fallback !== undefined || result.steps.some((step) => step.fallbackUsed);
       call.succeeded({ agentJob: { jobId, pipeline: result.pipeline, fallbackUsed } });
-      return { jobId, result, fallbackUsed };
+      return { jobId, result, fallbackUsed, fallback };
     } catch (error) {
       call.failed(error, (errorMessage) => ({ agentJob: { jobId, pipeline, errorMessage } }));
       throw error;
@@ -32,8 +46,8 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
       // Routing is a fixed default until the routing issue lands; an explicit pipeline wins.
       const pipeline = request.pipeline || config.AGENT_DEFAULT_PIPELINE;
       // The chat's session is the executor's session key: a session keeps its prompt versions.
-      const { jobId, result, fallbackUsed } = await runJob(pipeline, { message: request.message }, request.sessionId, callContext);
-      return { response: result.output, pipelineUsed: result.pipeline, fallbackUsed, jobId, usage: result.usage, steps: result.steps };
+      const { jobId, result, fallbackUsed, fallback } = await runJob(pipeline, { message: request.message }, request.sessionId, callContext, true);
+      return { response: result.output, pipelineUsed: result.pipeline, fallbackUsed, jobId, usage: result.usage, steps: result.steps, fallback };
     },
     async runPipeline(request, callContext) {
       const { jobId, result } = await runJob(request.pipeline, request.inputs, '', callContext);

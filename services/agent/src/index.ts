@@ -1,1 +1,2 @@
 export { agentService } from './agent-service.js';
+export * from './fallback/index.js';

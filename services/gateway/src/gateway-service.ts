@@ -35,6 +35,8 @@ export function createGateway(context: ServiceContext<unknown>) {
         fallbackUsed: answer.fallbackUsed,
         jobId: answer.jobId,
         usage: answer.usage,
+        // The emergent fallback that answered when the routed pipeline failed.
+        fallback: answer.fallback,
       };
     },
     async executePipeline(request, callContext) {
