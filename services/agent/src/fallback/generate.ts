@@ -128,14 +128,15 @@ function firstTarget(model: string, chains: ReadonlyMap<string, proto.ModelChain
 
 /**
  * A chain whose first target differs from `model`'s: one on another vendor first, one whose first
- * vendor's breaker is closed first, then the provider's own order.
+ * vendor's breaker is closed first, then the provider's own order; never the mock for a vendor.
  */
 function alternativeChain(model: string, all: readonly proto.ModelChain[], chains: ReadonlyMap<string, proto.ModelChain>): proto.ModelChain | undefined {
   const failed = firstTarget(model, chains);
   const failedVendor = failed?.split('/')[0];
   const rank = (chain: proto.ModelChain) => (chain.targets[0]!.split('/')[0] === failedVendor ? 2 : 0) + (chain.firstTargetBreakerOpen ? 1 : 0);
+  // The mock answers for real vendors only when it was the one failing (offline).
   return all
-    .filter((chain) => chain.targets.length > 0 && chain.targets[0] !== failed)
+    .filter((chain) => chain.targets.length > 0 && chain.targets[0] !== failed && (failedVendor === 'mock' || !chain.targets[0]!.startsWith('mock/')))
     .map((chain, order) => ({ chain, order }))
     .sort((a, b) => rank(a.chain) - rank(b.chain) || a.order - b.order)[0]?.chain;
 }

@@ -84,13 +84,13 @@ export function classifyStepFailure(caught: unknown, code: Status, timedOut: boo
 }
 
 /**
- * The structured failure of a run that had started (its pipeline loaded and checked): undefined
- * for a cancelled run, which is its caller's doing. A failure outside any step is a timeout when
- * its status says so (the run's own timeout), else unclassified.
+ * The structured failure of a run that had started: a step's failure, or the run's own timeout.
+ * Undefined for what is the caller's (a cancelled run, inputs or prompt overrides the pipeline
+ * refuses): no fallback is made for those.
  */
 export function describeRunFailure(error: ServerError, runId: string, pipeline: string): proto.RunFailure | undefined {
   if (error.code === Status.CANCELLED) return undefined;
-  const stepFailure = error instanceof StepFailure ? error : undefined;
-  const failureClass = stepFailure?.failureClass ?? (error.code === Status.DEADLINE_EXCEEDED ? FailureClass.FAILURE_CLASS_TIMEOUT : FailureClass.FAILURE_CLASS_UNSPECIFIED);
-  return { runId, pipeline, step: stepFailure?.step ?? '', failureClass, code: Status[error.code] ?? 'UNKNOWN', message: error.details };
+  if (error instanceof StepFailure) return { runId, pipeline, step: error.step, failureClass: error.failureClass, code: Status[error.code] ?? 'UNKNOWN', message: error.details };
+  if (error.code === Status.DEADLINE_EXCEEDED) return { runId, pipeline, step: '', failureClass: FailureClass.FAILURE_CLASS_TIMEOUT, code: Status[error.code] ?? 'UNKNOWN', message: error.details };
+  return undefined;
 }
