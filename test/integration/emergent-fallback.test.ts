@@ -6,6 +6,7 @@ import { ClientError, Status, TrailerCapture, connectService, proto, type Servic
 import { FALLBACK_CLASSES, failureClassSlug, generateFallback } from '@elexirion/agent';
 import {
   TEST_KEYS,
+  collectEvents,
   repoRoot,
   shippedPipelines,
   startFakeAnthropic,
@@ -18,6 +19,7 @@ import {
   type FakeUpstream,
   type NatsServer,
   type Stack,
+  waitFor,
 } from '@elexirion/testing';
 
 const { FailureClass } = proto;
@@ -135,7 +137,8 @@ describe.each(['one-process-per-service', 'all-in-one'] as const)('emergent fall
 
   it('overloaded: every target 529 -> the same steps on another vendor\'s chain, and the answer says so', async () => {
     fakes.anthropic.setDefault({ status: 529, errorMessage: 'Overloaded' });
-    fakes.gemini.script({ text: 'Gemini answered the fallback.' });
+    fakes.gemini.script({ text: 'Gemini answered the fallback.' }, { text: 'Over HTTP too.' });
+    const listener = await collectEvents(nats.url);
     const answer = await stack.gateway.chat({ message: 'Hello there', pipeline: 'plain' });
     expect(answer.response).toBe('Gemini answered the fallback.');
     expect(answer.fallbackUsed).toBe(true);
@@ -144,6 +147,21 @@ describe.each(['one-process-per-service', 'all-in-one'] as const)('emergent fall
     expect(answer.fallback!.yaml).toContain('model: gemini');
     expect(answer.pipelineUsed).toBe('plain--fallback-overloaded');
     expect(fakes.gemini.requests).toHaveLength(1);
+    try {
+      // The agent's job event says a fallback was used.
+      const job = await waitFor('the agent\'s job event', () => listener.events.find((item) => item.event.agentJob?.jobId === answer.jobId));
+      expect(job.event.agentJob).toMatchObject({ pipeline: 'plain--fallback-overloaded', fallbackUsed: true });
+    } finally {
+      await listener.close();
+    }
+    // And the HTTP chat's JSON.
+    const reply = await fetch(`http://127.0.0.1:${stack.ports.gatewayHttp}/v1/chat`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ message: 'Hello there', pipeline: 'plain' }),
+    });
+    expect(reply.status).toBe(200);
+    expect(await reply.json()).toMatchObject({ response: 'Over HTTP too.', fallbackUsed: true, fallback: { failureClass: 'FAILURE_CLASS_OVERLOADED', pipeline: 'plain--fallback-overloaded', succeeded: true } });
   });
 
   it('provider_error: a vendor\'s 500s -> the alternative chain too, classed as a provider error', async () => {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { PIPELINE_NAME, ServerError, Status, TrailerCapture, callOptions, defineService, proto, type ServiceContext } from '@elexirion/kit';
-import { recover } from './fallback/index.js';
+import { FallbackFailedError, recover } from './fallback/index.js';
 
 export const agentConfigSchema = z.object({
   AGENT_DEFAULT_PIPELINE: z.string().regex(PIPELINE_NAME, 'expected a pipeline name').default('general'),
@@ -36,7 +36,8 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
       call.succeeded({ agentJob: { jobId, pipeline: result.pipeline, fallbackUsed } });
       return { jobId, result, fallbackUsed, fallback };
     } catch (error) {
-      call.failed(error, (errorMessage) => ({ agentJob: { jobId, pipeline, errorMessage } }));
+      // A fallback that failed too was still used.
+      call.failed(error, (errorMessage) => ({ agentJob: { jobId, pipeline, errorMessage, fallbackUsed: error instanceof FallbackFailedError } }));
       throw error;
     }
   }
