@@ -136,6 +136,13 @@ describe('recover', () => {
     expect(executed[0]).toMatchObject({ pipeline: '', inlineYaml: fallback.yaml, inputs: { code: 'x' }, jobId: 'job-1', sessionKey: 's' });
   });
 
+  it('keeps the original status and says why when no fallback can be made (offline: every chain is the mock)', async () => {
+    const executor = { getPipeline: async () => definition([{ alias: 'claude_smart', targets: ['mock/mock'] }]), execute: () => Promise.reject(new Error('not called')) };
+    const original503 = new ClientError('/elexirion.v1.Executor/Execute', Status.UNAVAILABLE, 'every target failed');
+    const error = await recover(executor as never, original503, failure, original, {}).catch((caught: unknown) => caught);
+    expect(error).toMatchObject({ code: Status.UNAVAILABLE, details: expect.stringMatching(/^analyse: UNAVAILABLE: .*; no fallback: no provider chain other than "claude_smart"/) });
+  });
+
   it('fails with the fallback\'s status and both failures when the fallback fails too', async () => {
     const executor = {
       getPipeline: async () => definition(CHAINS),

@@ -51,15 +51,15 @@ export async function recover(
 ): Promise<{ fallback: proto.EmergentFallback; result: proto.ExecuteResponse }> {
   if (!fallbackApplies(failure)) throw error;
   const fallback: proto.EmergentFallback = { failureClass: failure.failureClass, pipeline: '', originalError: describeFailure(failure), yaml: '', succeeded: false };
-  const bothFailed = (stage: string, cause: unknown, code = statusOf(cause)) =>
-    new FallbackFailedError(code, `${fallback.originalError}; then the fallback ${stage} failed too: ${Status[statusOf(cause)]}: ${causeMessage(cause)}`, fallback);
+  const bothFailed = (stage: string, cause: unknown) =>
+    new FallbackFailedError(statusOf(cause), `${fallback.originalError}; then the fallback ${stage} failed too: ${Status[statusOf(cause)]}: ${causeMessage(cause)}`, fallback);
   let generated;
   try {
     const definition = await executor.getPipeline(original.inlineYaml ? { pipeline: '', inlineYaml: original.inlineYaml } : { pipeline: original.pipeline, inlineYaml: '' }, options);
     generated = generateFallback(definition, failure);
   } catch (caught) {
-    // No fallback could be made: the original failure stands, and says why there is none.
-    if (caught instanceof NoFallbackError) throw bothFailed('(none could be made)', caught, statusOf(error));
+    // No fallback could be made: the original failure stands, with its status, and says why there is none.
+    if (caught instanceof NoFallbackError) throw new FallbackFailedError(statusOf(error), `${fallback.originalError}; no fallback: ${caught.message}`, fallback);
     throw bothFailed('(its definition could not be had)', caught);
   }
   fallback.pipeline = generated.name;
@@ -77,7 +77,6 @@ export async function recover(
 }
 
 function causeMessage(error: unknown): string {
-  if (error instanceof NoFallbackError) return error.message;
   if (error instanceof ClientError || error instanceof ServerError) return error.details;
   return failureMessage(error);
 }

@@ -348,9 +348,12 @@ class InProcessCallContext implements CallContext {
 
   sendHeader(): void {}
 
-  /** Hands the handler's trailer to the caller's `onTrailer`, as a remote call does when it ends. */
+  /**
+   * Hands the handler's trailer to the caller's `onTrailer`, as a remote call does when it ends;
+   * only when the handler set one, so that a call without one allocates nothing for it.
+   */
   deliverTrailer(): void {
-    this.options.onTrailer?.(this.trailer);
+    if (this.trailerMetadata) this.options.onTrailer?.(this.trailerMetadata);
   }
 
   /** The caller aborted. */
