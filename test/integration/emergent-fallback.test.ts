@@ -211,6 +211,30 @@ describe.each(['one-process-per-service', 'all-in-one'] as const)('emergent fall
     for (const fake of Object.values(fakes)) expect(fake.requests).toHaveLength(0);
   });
 
+  it.runIf(shape === 'one-process-per-service')('the provider says overloaded in its trailer only when every target of the chain was', async () => {
+    const provider = connectService('provider', `127.0.0.1:${stack.ports.provider}`, { caller: 'test' });
+    const complete = async () => {
+      const capture = new TrailerCapture();
+      const error = await provider.client.complete(proto.CompleteRequest.fromPartial({ model: 'claude_smart', messages: [{ role: proto.Role.ROLE_USER, content: 'hi' }] }), { onTrailer: capture.onTrailer }).catch((caught: unknown) => caught);
+      return { code: (error as ClientError).code, overloaded: capture.providerOverloaded() };
+    };
+    try {
+      fakes.anthropic.setDefault({ status: 529, errorMessage: 'Overloaded' });
+      fakes.gemini.setDefault({ status: 529, errorMessage: 'Overloaded' });
+      expect(await complete()).toEqual({ code: Status.UNAVAILABLE, overloaded: true });
+      fakes.gemini.setDefault({ status: 429, errorMessage: 'slow down' });
+      expect(await complete()).toEqual({ code: Status.RESOURCE_EXHAUSTED, overloaded: true });
+      // One target broken rather than busy, even the first: not overloaded.
+      fakes.gemini.setDefault({ status: 500, errorMessage: 'internal' });
+      expect(await complete()).toEqual({ code: Status.UNAVAILABLE, overloaded: false });
+      fakes.anthropic.setDefault({ status: 500, errorMessage: 'internal' });
+      fakes.gemini.setDefault({ status: 529, errorMessage: 'Overloaded' });
+      expect(await complete()).toEqual({ code: Status.UNAVAILABLE, overloaded: false });
+    } finally {
+      provider.close();
+    }
+  });
+
   // The executor listens on a port of its own only when it is a process of its own.
   it.runIf(shape === 'one-process-per-service')('the executor sends the RunFailure trailer on Execute and the class on ExecuteStream\'s StepFailed', async () => {
     fakes.anthropic.setDefault({ status: 529, errorMessage: 'Overloaded' });
