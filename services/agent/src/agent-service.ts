@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { PIPELINE_NAME, ServerError, Status, callOptions, defineService, proto, type ServiceContext } from '@elexirion/kit';
+import { PIPELINE_NAME, ServerError, Status, TrailerCapture, callOptions, defineService, proto, type ServiceContext } from '@elexirion/kit';
+import { FallbackFailedError, recover } from './fallback/index.js';
 import { createRouter, routingConfigShape } from './routing/router.js';
 
 export const agentConfigSchema = z.object({
@@ -15,18 +16,32 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
   // routes.yaml (reloaded live) and the optional classifier; `router.route` also serves SubmitJob.
   const router = createRouter(context);
 
-  /** Runs a pipeline as a job and reports it, whatever the outcome. */
-  async function runJob(pipeline: string, inputs: Record<string, string>, sessionKey: string, callContext: Parameters<typeof callOptions>[0]) {
+  /**
+   * Runs a pipeline as a job and reports it, whatever the outcome. With `recovering`, a failed run
+   * gets its emergent fallback (fallback/): a pipeline generated for its failure class, run once.
+   */
+  async function runJob(pipeline: string, inputs: Record<string, string>, sessionKey: string, callContext: Parameters<typeof callOptions>[0], recovering = false) {
     const jobId = randomUUID();
     const call = events.begin('job');
     try {
-      const result = await executor.execute({ pipeline, inputs, jobId, sessionKey }, callOptions(callContext));
-      // A run used a fallback when any of its steps was served by other than its first choice.
-      const fallbackUsed = result.steps.some((step) => step.fallbackUsed);
+      const options = callOptions(callContext);
+      let result: proto.ExecuteResponse;
+      let fallback: proto.EmergentFallback | undefined;
+      const trailer = recovering ? new TrailerCapture() : undefined;
+      try {
+        result = await executor.execute({ pipeline, inputs, jobId, sessionKey }, trailer ? { ...options, onTrailer: trailer.onTrailer } : options);
+      } catch (error) {
+        if (!trailer) throw error;
+        ({ fallback, result } = await recover(executor, error, trailer.runFailure(), { pipeline, inputs, jobId, sessionKey }, options));
+      }
+      // A run used a fallback when any of its steps was served by other than its first choice, or
+      // when the emergent fallback answered.
+      const fallbackUsed = fallback !== undefined || result.steps.some((step) => step.fallbackUsed);
       call.succeeded({ agentJob: { jobId, pipeline: result.pipeline, fallbackUsed } });
-      return { jobId, result, fallbackUsed };
+      return { jobId, result, fallbackUsed, fallback };
     } catch (error) {
-      call.failed(error, (errorMessage) => ({ agentJob: { jobId, pipeline, errorMessage } }));
+      // A fallback that failed too was still used.
+      call.failed(error, (errorMessage) => ({ agentJob: { jobId, pipeline, errorMessage, fallbackUsed: error instanceof FallbackFailedError } }));
       throw error;
     }
   }
@@ -36,8 +51,8 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
       // An explicit pipeline wins; otherwise the route table (and the classifier, when on) decides.
       const { pipeline, inputs, decision } = await router.route(request.message, { pipeline: request.pipeline, context: callContext });
       // The chat's session is the executor's session key: a session keeps its prompt versions.
-      const { jobId, result, fallbackUsed } = await runJob(pipeline, inputs, request.sessionId, callContext);
-      return { response: result.output, pipelineUsed: result.pipeline, fallbackUsed, jobId, usage: result.usage, steps: result.steps, route: decision };
+      const { jobId, result, fallbackUsed, fallback } = await runJob(pipeline, inputs, request.sessionId, callContext, true);
+      return { response: result.output, pipelineUsed: result.pipeline, fallbackUsed, jobId, usage: result.usage, steps: result.steps, route: decision, fallback };
     },
     async runPipeline(request, callContext) {
       const { jobId, result } = await runJob(request.pipeline, request.inputs, '', callContext);

@@ -11,11 +11,14 @@ import {
   Status,
   defineService,
   incomingDeadline,
+  callOptions,
   proto,
+  setRunFailure,
   toServerError,
   type ServiceContext,
 } from '@elexirion/kit';
 import type { CallContext } from 'nice-grpc-common';
+import { StepFailure, describeRunFailure } from './engine/failure-class.js';
 import { RunEngine, type RunRequest, type RunResult } from './engine/run-engine.js';
 import { PipelineError, PipelineLoader, countSteps, formatProblem, type LoadedPipeline, type Problem } from './pipeline/loader.js';
 import { callsModels, checkModels, type ModelCatalog } from './pipeline/models.js';
@@ -130,6 +133,7 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
     // Until the pipeline is loaded, failures are told with what the request named.
     let pipelineName = request.resumeRunId ? '' : request.pipeline || '<inline>';
     let resume: RunCheckpoint | undefined;
+    let runStarted = false;
     try {
       let source: RunCheckpoint['source'];
       let loaded: LoadedPipeline;
@@ -162,6 +166,8 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
       const modelIssues = await checkPipelineModels(loaded, callContext.signal);
       if (modelIssues && modelIssues.length > 0) throw new PipelineError(modelIssues);
       const jobId = resume?.jobId ?? request.jobId;
+      // From here a failure is the run's, not the request's: it carries a RunFailure.
+      runStarted = true;
       const result = await engine.run(loaded, {
         runId,
         jobId,
@@ -184,6 +190,9 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
       // name; this service's own say what they are about (a step's failure names its pipeline).
       const failure = error instanceof ServerError || error instanceof ElexirionError ? toServerError(error) : toServerError(error, pipelineName || `run "${request.resumeRunId}"`);
       observation.failed(failure, (errorMessage) => ({ executorRun: { runId, jobId: request.jobId, pipeline: pipelineName, inputs: request.inputs, errorMessage } }));
+      // The step and class come from the engine's error; code and message from what the caller is told.
+      const runFailure = runStarted ? describeRunFailure(error instanceof StepFailure ? error : failure, runId, pipelineName) : undefined;
+      if (runFailure) setRunFailure(callContext.trailer, { ...runFailure, code: Status[failure.code] ?? 'UNKNOWN', message: failure.details });
       throw failure;
     } finally {
       release();
@@ -274,6 +283,30 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
         valid: false,
         problems: problems.map((problem) => ({ file: problem.file, line: problem.line ?? 0, column: problem.column ?? 0, message: problem.message })),
         summary: undefined,
+      };
+    },
+
+    async getPipeline(request, callContext) {
+      const loaded = await load(request);
+      const yaml = request.inlineYaml || (await loader.readSource(loaded.name));
+      // The chains are the provider's now (not the kept catalog): a fallback is chosen from them.
+      const models = await clients.get('provider').listModels({}, callOptions(callContext)).catch((error: unknown) => {
+        logger.warn({ err: error }, 'GetPipeline: the provider does not list its models now; answering without its chains');
+        return undefined;
+      });
+      const openBreakers = new Set(models?.providers.filter((provider) => provider.breakerState === 'open').map((provider) => provider.name));
+      return {
+        summary: summary(loaded.name, loaded),
+        yaml,
+        stepModels: loaded.models
+          .filter((reference) => reference.modelFrom !== 'fallback_model')
+          .map((reference) => ({ step: reference.step, type: reference.stepType, model: reference.model, preset: reference.preset?.name ?? '' })),
+        modelChains: (models?.aliases ?? []).map((alias) => ({
+          alias: alias.name,
+          targets: alias.targets,
+          presets: alias.presets,
+          firstTargetBreakerOpen: alias.targets.length > 0 && openBreakers.has(alias.targets[0]!.split('/')[0]!),
+        })),
       };
     },
 

@@ -40,6 +40,10 @@ export function testEngine(respond: Answer): TestEngine {
       calls.push(call);
       return answer('', await respond(call, calls.length - 1));
     },
+    // A run that streams (`emit`) calls the provider's stream: the same answer, as its final message.
+    async *streamComplete({ request }: proto.StreamCompleteRequest, options: { signal?: AbortSignal; deadline?: Date } = {}) {
+      yield { done: await (this as unknown as ServiceClient<'provider'>).complete(request!, options) };
+    },
   } as unknown as ServiceClient<'provider'>;
   const logger = { debug: (fields: Record<string, unknown>) => debug.push(fields), info() {}, warn() {}, error() {} } as unknown as Logger;
   const steps: proto.StepResult[] = [];

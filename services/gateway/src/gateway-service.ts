@@ -36,6 +36,8 @@ export function createGateway(context: ServiceContext<unknown>) {
         jobId: answer.jobId,
         usage: answer.usage,
         route: answer.route,
+        // The emergent fallback that answered when the routed pipeline failed.
+        fallback: answer.fallback,
       };
     },
     async executePipeline(request, callContext) {

@@ -30,6 +30,7 @@ export {
   type PropagatedCallOptions,
 } from './rpc/deadline.js';
 export { ClientError, ElexirionError, ServerError, Status, failureMessage, httpStatusFromGrpc, statusNameOf, statusOf, toServerError } from './rpc/errors.js';
+export { PROVIDER_OVERLOADED_TRAILER, RUN_FAILURE_TRAILER, TrailerCapture, runFailureOf, setRunFailure } from './rpc/run-failure.js';
 
 // reliability/: the one retry, limits, timeouts.
 export { ConcurrencyLimiter, LimitExceededError } from './reliability/concurrency-limiter.js';

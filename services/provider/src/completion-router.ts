@@ -47,6 +47,24 @@ class TargetFailure extends Error {
   ) {
     super(message);
   }
+
+  get overloaded(): boolean {
+    return this.reason !== 'upstream' || (this.upstream?.kind === 'http' && OVERLOAD_STATUSES.has(this.upstream.status ?? 0));
+  }
+}
+
+/** Upstream statuses that say "too much now" rather than "broken": rate limited, Anthropic's overloaded. */
+const OVERLOAD_STATUSES = new Set([429, 529]);
+
+/**
+ * Every target of a chain failed. `overloaded`: each was overloaded or rate limited (429, 529,
+ * over this provider's limits, breaker open), which the status alone does not say (529 and a
+ * breaker are UNAVAILABLE, as a 5xx is); the handler tells the caller in a trailer.
+ */
+export class ChainExhaustedError extends ServerError {
+  constructor(code: Status, details: string, readonly overloaded: boolean) {
+    super(code, details);
+  }
 }
 
 /** One attempt's work, given the adapter, the attempt's signal and span, and a lease that a stream keeps past the attempt. */
@@ -147,6 +165,8 @@ export class CompletionRouter {
     const failedTargets: string[] = [];
     let attempts = 0;
     let last: TargetFailure | undefined;
+    // Every target so far was overloaded or rate limited (the caller may try another chain).
+    let overloaded = true;
     for (const target of plan.targets) {
       const request: NormalizedRequest = { ...plan.request, model: target.model, ...(jsonSchema ? { jsonSchema } : {}) };
       try {
@@ -161,9 +181,10 @@ export class CompletionRouter {
       } catch (error) {
         last = this.targetFailed(error, until, failedTargets);
         attempts += last.attempts;
+        overloaded &&= last.overloaded;
       }
     }
-    throw this.exhausted(plan, failedTargets, last);
+    throw this.exhausted(plan, failedTargets, last, overloaded);
   }
 
   /** Books a target that could not serve, or rethrows what ends the whole call. */
@@ -184,6 +205,8 @@ export class CompletionRouter {
     const failedTargets: string[] = [];
     let attempts = 0;
     let last: TargetFailure | undefined;
+    // Every target so far was overloaded or rate limited (the caller may try another chain).
+    let overloaded = true;
     for (const target of plan.targets) {
       const request: NormalizedRequest = { ...plan.request, model: target.model };
       let opened: { iterator: AsyncIterator<StreamEvent>; first: IteratorResult<StreamEvent>; span: Span; finish(error?: unknown): void } | undefined;
@@ -204,6 +227,7 @@ export class CompletionRouter {
       } catch (error) {
         last = this.targetFailed(error, until, failedTargets);
         attempts += last.attempts;
+        overloaded &&= last.overloaded;
         continue;
       }
       let delivered = 0;
@@ -232,7 +256,7 @@ export class CompletionRouter {
         void opened.iterator.return?.();
       }
     }
-    throw this.exhausted(plan, failedTargets, last);
+    throw this.exhausted(plan, failedTargets, last, overloaded);
   }
 
   /** Attempts on one target until success, a final error, or the budget runs out (the kit's one retry). */
@@ -364,15 +388,16 @@ export class CompletionRouter {
     if (Date.now() >= until) throw new ServerError(Status.DEADLINE_EXCEEDED, `deadline passed; last failure: ${targetName(failure.target)}: ${failure.message}`);
   }
 
-  private exhausted(plan: Plan, failedTargets: string[], last: TargetFailure | undefined): ServerError {
+  private exhausted(plan: Plan, failedTargets: string[], last: TargetFailure | undefined, overloaded: boolean): ChainExhaustedError {
     const summary = `every target of "${plan.alias}" failed: ${failedTargets.join('; ')}`;
-    if (!last) return new ServerError(Status.UNAVAILABLE, summary);
-    if (last.reason === 'rejected') return new ServerError(Status.RESOURCE_EXHAUSTED, summary);
+    const failed = (code: Status) => new ChainExhaustedError(code, summary, last !== undefined && overloaded);
+    if (!last) return failed(Status.UNAVAILABLE);
+    if (last.reason === 'rejected') return failed(Status.RESOURCE_EXHAUSTED);
     const status = last.upstream?.status;
-    if (status === 429) return new ServerError(Status.RESOURCE_EXHAUSTED, summary);
-    if (status === 404) return new ServerError(Status.NOT_FOUND, summary);
-    if (status === 401 || status === 403) return new ServerError(Status.FAILED_PRECONDITION, summary);
-    return new ServerError(Status.UNAVAILABLE, summary);
+    if (status === 429) return failed(Status.RESOURCE_EXHAUSTED);
+    if (status === 404) return failed(Status.NOT_FOUND);
+    if (status === 401 || status === 403) return failed(Status.FAILED_PRECONDITION);
+    return failed(Status.UNAVAILABLE);
   }
 
   private finish(plan: Plan, target: Target, result: AdapterResult, attempts: number, failedTargets: string[], started: number): Outcome {

@@ -1,12 +1,12 @@
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { ServerError, Status, defineService, incomingDeadline, proto, redactUrlCredentials, type ServiceContext } from '@elexirion/kit';
+import { PROVIDER_OVERLOADED_TRAILER, ServerError, Status, defineService, incomingDeadline, proto, redactUrlCredentials, type ServiceContext } from '@elexirion/kit';
 import { AnthropicAdapter } from './adapters/anthropic.js';
 import { GeminiAdapter } from './adapters/gemini.js';
 import { MockAdapter, loadMockResponses } from './adapters/mock.js';
 import { OpenAiAdapter } from './adapters/openai.js';
 import type { LlmAdapter } from './adapters/types.js';
-import { CompletionRouter, type Outcome, type ProviderRuntime } from './completion-router.js';
+import { ChainExhaustedError, CompletionRouter, type Outcome, type ProviderRuntime } from './completion-router.js';
 import { isConfigured, readCredentials } from './credentials.js';
 import { PROVIDER_NAMES, loadProviderConfig, targetName, type ProviderName } from './provider-config.js';
 import { BREAKER_STATE_VALUE, ProviderMetrics } from './provider-metrics.js';
@@ -151,6 +151,7 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
         return answer;
       } catch (error) {
         observation.failed(error, failedCompletion(request.model));
+        if (error instanceof ChainExhaustedError && error.overloaded) callContext.trailer.set(PROVIDER_OVERLOADED_TRAILER, '1');
         throw error;
       }
     },
@@ -173,6 +174,7 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
         }
       } catch (error) {
         observation.failed(error, failedCompletion(request.model));
+        if (error instanceof ChainExhaustedError && error.overloaded) callContext.trailer.set(PROVIDER_OVERLOADED_TRAILER, '1');
         throw error;
       }
     },

@@ -5,7 +5,7 @@
  * (prompt parts included), demos as message pairs, the provider request, and text deltas while it
  * streams.
  */
-import { ServerError, Status, proto, type ServiceClient } from '@elexirion/kit';
+import { ClientError, ServerError, Status, TrailerCapture, proto, type ServiceClient } from '@elexirion/kit';
 import type { PipelineLoader } from '../pipeline/loader.js';
 import { stepModel, stepPreset } from '../pipeline/models.js';
 import type { Pipeline, Prompt, Step } from '../pipeline/schema.js';
@@ -13,6 +13,7 @@ import { TemplateError, asText, parsePath, renderTemplate, walkPath, type Scope 
 import type { PromptRegistry, PromptVersion } from '../state/prompt-registry.js';
 import type { StepOutcome } from './step-outcome.js';
 import { zeroUsage } from './usage.js';
+import { ProviderOverloadedError } from './failure-class.js';
 
 /** A step that calls a model: the YAML fields the call reads. */
 export type LlmStep = Extract<Step, { prompt: Prompt }>;
@@ -91,18 +92,24 @@ export class LlmCaller {
     // A prompt without file parts renders without waiting: most calls take no extra turn here.
     const rendered = renderPrompt(selected.prompt, options.scope, this.deps.loader);
     const request = completeRequest(options, selected, typeof rendered === 'string' ? rendered : await rendered);
-    const callOptions = options.deadline === undefined ? { signal: options.signal } : { signal: options.signal, deadline: new Date(options.deadline) };
+    // The provider's trailer says when every target was overloaded, which its status cannot.
+    const trailer = new TrailerCapture();
+    const callOptions = { signal: options.signal, onTrailer: trailer.onTrailer, ...(options.deadline === undefined ? {} : { deadline: new Date(options.deadline) }) };
     let answer: proto.CompleteResponse;
-    if (options.onDelta && !options.jsonSchema) {
-      let done: proto.CompleteResponse | undefined;
-      for await (const message of this.deps.provider.streamComplete({ request }, callOptions)) {
-        if (message.delta !== undefined) options.onDelta(message.delta);
-        if (message.done) done = message.done;
+    try {
+      if (options.onDelta && !options.jsonSchema) {
+        let done: proto.CompleteResponse | undefined;
+        for await (const message of this.deps.provider.streamComplete({ request }, callOptions)) {
+          if (message.delta !== undefined) options.onDelta(message.delta);
+          if (message.done) done = message.done;
+        }
+        if (!done) throw new ServerError(Status.UNAVAILABLE, 'the provider stream ended without its final message');
+        answer = done;
+      } else {
+        answer = await this.deps.provider.complete(request, callOptions);
       }
-      if (!done) throw new ServerError(Status.UNAVAILABLE, 'the provider stream ended without its final message');
-      answer = done;
-    } else {
-      answer = await this.deps.provider.complete(request, callOptions);
+    } catch (error) {
+      throw error instanceof ClientError && trailer.providerOverloaded() ? new ProviderOverloadedError(error) : error;
     }
     const outcome: LlmOutcome = {
       output: answer.text,

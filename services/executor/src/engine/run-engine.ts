@@ -8,6 +8,7 @@ import { appendCheckpointSteps, toStepResult } from '../state/checkpoint-steps.j
 import type { RunCheckpoint } from '../state/checkpoint-store.js';
 import type { CheckpointWriter } from '../state/checkpoint-writer.js';
 import type { PromptRegistry } from '../state/prompt-registry.js';
+import { StepFailure, classifyStepFailure } from './failure-class.js';
 import { resolveInputs } from './inputs.js';
 import { LlmCaller } from './llm-call.js';
 import { StoppedBySibling } from './map-until-failure.js';
@@ -191,10 +192,13 @@ export class RunEngine {
       // The provider may answer DEADLINE_EXCEEDED a moment before our own timer fires: it is
       // still this step's timeout.
       const deadlineHit = caught instanceof ClientError && caught.code === Status.DEADLINE_EXCEEDED && stepTimeout !== undefined && performance.now() >= started + stepTimeout - 50;
-      const error = stepError(caught, name, run, stepLimit.timedOut || deadlineHit, stepTimeout);
+      const timedOut = stepLimit.timedOut || deadlineHit;
+      const told = stepError(caught, name, run, timedOut, stepTimeout);
+      const failureClass = classifyStepFailure(caught, told.code, timedOut);
+      const error = StepFailure.of(told, name, failureClass);
       const failed = failedStepResult(name, step.type, error.details, Math.round(performance.now() - started));
       run.results.push(failed);
-      run.request.emit?.({ stepFailed: { step: name, code: Status[error.code], message: error.details, failureClass: proto.FailureClass.FAILURE_CLASS_UNSPECIFIED } });
+      run.request.emit?.({ stepFailed: { step: name, code: Status[error.code], message: error.details, failureClass } });
       this.publishStep(run, failed);
       throw error;
     }

@@ -79,6 +79,11 @@ export class PipelineLoader {
     return this.named(name, []);
   }
 
+  /** A named pipeline's YAML as written; load it first (loadNamed checks the name and the file). */
+  async readSource(name: string): Promise<string> {
+    return readFile(join(this.root, `${name}.yaml`), 'utf8');
+  }
+
   async loadInline(text: string): Promise<LoadedPipeline> {
     if (Buffer.byteLength(text) > MAX_INLINE_BYTES) {
       throw new PipelineError([{ file: '<inline>', message: `inline YAML is over ${MAX_INLINE_BYTES} bytes` }]);

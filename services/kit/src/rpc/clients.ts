@@ -233,6 +233,7 @@ export function createInProcessClient(
         } catch (error) {
           throw toClientError(error, path, options.signal);
         } finally {
+          call.deliverTrailer();
           call.end();
         }
       };
@@ -249,6 +250,7 @@ export function createInProcessClient(
         } catch (error) {
           throw toClientError(error, path, options.signal);
         } finally {
+          call.deliverTrailer();
           call.end();
         }
       }
@@ -275,6 +277,7 @@ export function createInProcessClient(
         } catch (error) {
           throw toClientError(error, path, options.signal);
         } finally {
+          call.deliverTrailer();
           // A consumer that stops reading cancels the call, as over gRPC.
           call.end(!finished);
           if (!finished) generator.return(undefined).catch(() => {});
@@ -344,6 +347,14 @@ class InProcessCallContext implements CallContext {
   }
 
   sendHeader(): void {}
+
+  /**
+   * Hands the handler's trailer to the caller's `onTrailer`, as a remote call does when it ends;
+   * only when the handler set one, so that a call without one allocates nothing for it.
+   */
+  deliverTrailer(): void {
+    if (this.trailerMetadata) this.options.onTrailer?.(this.trailerMetadata);
+  }
 
   /** The caller aborted. */
   handleEvent(): void {

@@ -1,4 +1,5 @@
-import { ServerError, Status, proto } from '@elexirion/kit';
+import { proto } from '@elexirion/kit';
+import { InvalidOutputError } from '../failure-class.js';
 import type { StepHandler } from '../step-context.js';
 import { addUsage } from '../usage.js';
 import { llmCallOptions } from './llm.js';
@@ -9,7 +10,7 @@ export const runGeminiStructured: StepHandler<'gemini_structured'> = async (step
   const first = await context.llm.call(options);
   const firstJson = first.structured!;
   if (!firstJson.error) return { ...first, output: firstJson.json, json: JSON.parse(firstJson.json) };
-  if (!step.repair) throw new ServerError(Status.FAILED_PRECONDITION, `invalid_output: ${firstJson.error}`);
+  if (!step.repair) throw new InvalidOutputError(`invalid_output: ${firstJson.error}`);
   const repaired = await context.llm.call({
     ...options,
     extraMessages: [
@@ -18,6 +19,6 @@ export const runGeminiStructured: StepHandler<'gemini_structured'> = async (step
     ],
   });
   const repairedJson = repaired.structured!;
-  if (repairedJson.error) throw new ServerError(Status.FAILED_PRECONDITION, `invalid_output after one repair: ${repairedJson.error}`);
+  if (repairedJson.error) throw new InvalidOutputError(`invalid_output after one repair: ${repairedJson.error}`);
   return { ...repaired, output: repairedJson.json, json: JSON.parse(repairedJson.json), usage: addUsage(first.usage, repaired.usage), attempts: first.attempts + repaired.attempts };
 };
