@@ -1,0 +1,193 @@
+/**
+ * Job records in a JetStream KV bucket, one key per job id, and idempotency keys in a second
+ * bucket. A record is the job's proto3 JSON (what GetJob answers, so readers need no mapping of
+ * their own) plus what is never answered: the webhook's secret. Writes that race (a take-over, a
+ * cancel, a step's progress) are compare-and-set by revision.
+ */
+import { createHash } from 'node:crypto';
+import { KvRevisionConflictError, KvStore, proto, type KvKeyRule } from '@elexirion/kit';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { z } from 'zod';
+
+export const DEFAULT_JOBS_BUCKET = 'elexirion_jobs';
+export const DEFAULT_JOB_KEYS_BUCKET = 'elexirion_job_keys';
+
+/** A job id is its run's id at the executor: the same rule (UUIDs qualify). */
+export const JOB_ID: KvKeyRule = { pattern: /^[A-Za-z0-9_-]{1,128}$/, description: '1-128 characters of A-Z a-z 0-9 _ - (a UUID)', name: 'job id' };
+const KEY_HASH: KvKeyRule = { pattern: /^[0-9a-f]{64}$/, description: 'a SHA-256 in hex', name: 'idempotency key hash' };
+
+const STATUS_NAMES = ['JOB_STATUS_QUEUED', 'JOB_STATUS_RUNNING', 'JOB_STATUS_SUCCEEDED', 'JOB_STATUS_FAILED', 'JOB_STATUS_CANCELLED'] as const;
+const isoDate = z.iso.datetime({ offset: true });
+
+// The fields the agent reads to decide things are checked; the rest is the job's proto3 JSON,
+// kept as it is (loose), so a record written by a newer replica survives an older one.
+const storedJobSchema = z.looseObject({
+  jobId: z.string().min(1),
+  status: z.enum(STATUS_NAMES),
+  origin: z.enum(['submitted', 'chat', 'pipeline']),
+  pipeline: z.string().optional(),
+  createdAt: isoDate,
+  deliveries: z.number().int().nonnegative().optional(),
+  replica: z.string().optional(),
+  webhookSecret: z.string().optional(),
+});
+type StoredJob = z.infer<typeof storedJobSchema>;
+
+const keyClaimSchema = z.looseObject({ jobId: z.string().min(1) });
+
+export interface JobRecord {
+  job: proto.Job;
+  /** The webhook's secret: stored for deliveries after a take-over, never answered. */
+  webhookSecret: string;
+  revision: number;
+}
+
+const TERMINAL: ReadonlySet<proto.JobStatus> = new Set([proto.JobStatus.JOB_STATUS_SUCCEEDED, proto.JobStatus.JOB_STATUS_FAILED, proto.JobStatus.JOB_STATUS_CANCELLED]);
+export function isFinished(status: proto.JobStatus): boolean {
+  return TERMINAL.has(status);
+}
+
+function toStored(job: proto.Job, webhookSecret: string): StoredJob {
+  const json = proto.Job.toJSON(job) as StoredJob;
+  return webhookSecret ? { ...json, webhookSecret } : json;
+}
+
+function fromStored(stored: StoredJob, revision: number): JobRecord {
+  return { job: proto.Job.fromJSON(stored), webhookSecret: stored.webhookSecret ?? '', revision };
+}
+
+export class JobStore {
+  readonly #jobs: KvStore<StoredJob>;
+  readonly #keys: KvStore<z.infer<typeof keyClaimSchema>>;
+
+  private constructor(jobs: KvStore<StoredJob>, keys: KvStore<z.infer<typeof keyClaimSchema>>) {
+    this.#jobs = jobs;
+    this.#keys = keys;
+  }
+
+  /** Binds to both buckets, creating them when missing with `retentionMs` as their max age. */
+  static async open(connection: NatsConnection, options: { retentionMs: number; bucket?: string; keysBucket?: string }): Promise<JobStore> {
+    const jobs = await KvStore.open<StoredJob>(connection, {
+      bucket: options.bucket ?? DEFAULT_JOBS_BUCKET,
+      schema: storedJobSchema,
+      key: JOB_ID,
+      check: (jobId, job) => (job.jobId === jobId ? undefined : `entry belongs to job ${job.jobId}`),
+      ttlMs: options.retentionMs,
+      history: 1,
+      description: 'Elexirion agent jobs (one key per job id)',
+    });
+    const keys = await KvStore.open(connection, {
+      bucket: options.keysBucket ?? DEFAULT_JOB_KEYS_BUCKET,
+      schema: keyClaimSchema,
+      key: KEY_HASH,
+      ttlMs: options.retentionMs,
+      history: 1,
+      description: 'Elexirion agent idempotency keys (SHA-256 of the key -> job id)',
+    });
+    return new JobStore(jobs, keys);
+  }
+
+  /** Throws KvInvalidKeyError (INVALID_ARGUMENT) unless `jobId` may be a job id. */
+  checkJobId(jobId: string): void {
+    this.#jobs.checkKey(jobId);
+  }
+
+  async get(jobId: string): Promise<JobRecord | undefined> {
+    const entry = await this.#jobs.get(jobId);
+    return entry && fromStored(entry.value, entry.revision);
+  }
+
+  /** Stores a new job; KvRevisionConflictError if its id exists. */
+  async create(job: proto.Job, webhookSecret = ''): Promise<number> {
+    return this.#jobs.create(job.jobId, toStored(job, webhookSecret));
+  }
+
+  /** Writes the job whatever is stored (records of inline calls, which nobody else writes). */
+  async put(job: proto.Job): Promise<number> {
+    return this.#jobs.put(job.jobId, toStored(job, ''));
+  }
+
+  /** Writes the job if its record is still at `revision`; KvRevisionConflictError otherwise. */
+  async update(record: JobRecord, job: proto.Job): Promise<JobRecord> {
+    const revision = await this.#jobs.update(job.jobId, toStored(job, record.webhookSecret), record.revision);
+    return { job, webhookSecret: record.webhookSecret, revision };
+  }
+
+  /**
+   * Reads, changes and writes back until no other write came between (compare-and-set).
+   * `change` answers the new job, or undefined to leave the record as it is.
+   */
+  async mutate(jobId: string, change: (job: proto.Job) => proto.Job | undefined): Promise<JobRecord | undefined> {
+    for (;;) {
+      const record = await this.get(jobId);
+      if (!record) return undefined;
+      const next = change(record.job);
+      if (!next) return record;
+      try {
+        return await this.update(record, next);
+      } catch (error) {
+        if (!(error instanceof KvRevisionConflictError)) throw error;
+      }
+    }
+  }
+
+  async delete(jobId: string): Promise<void> {
+    await this.#jobs.delete(jobId);
+  }
+
+  /**
+   * Claims an idempotency key for `jobId`: undefined when this call claimed it, else the job id
+   * that holds it. Two concurrent claims cannot both win: the key is created only if absent.
+   */
+  async claimKey(idempotencyKey: string, jobId: string): Promise<string | undefined> {
+    const hash = keyHash(idempotencyKey);
+    for (;;) {
+      try {
+        await this.#keys.create(hash, { jobId });
+        return undefined;
+      } catch (error) {
+        if (!(error instanceof KvRevisionConflictError)) throw error;
+      }
+      const holder = await this.#keys.get(hash);
+      if (holder) return holder.value.jobId;
+      // Released between our create and get: claim it again.
+    }
+  }
+
+  async releaseKey(idempotencyKey: string): Promise<void> {
+    await this.#keys.delete(keyHash(idempotencyKey));
+  }
+
+  /**
+   * Every stored job: the last entry of each key, read with one watcher. The bucket's max age
+   * bounds how many there are; ListJobs filters and pages them.
+   */
+  async list(): Promise<proto.Job[]> {
+    if (await this.#jobs.isEmpty()) return [];
+    const watcher = await this.#jobs.watch();
+    const jobs: proto.Job[] = [];
+    // A bucket emptied by its max age between isEmpty and the watch sends no snapshot: give up
+    // waiting after a while rather than hang the call.
+    const timer = setTimeout(() => watcher.stop(), 10_000);
+    try {
+      for await (const entry of watcher) {
+        if (entry.operation === 'PUT') {
+          try {
+            jobs.push(fromStored(this.#jobs.decode(entry), entry.revision).job);
+          } catch {
+            // A corrupt record is not listed; GetJob names it (DATA_LOSS).
+          }
+        }
+        if (entry.delta === 0) break;
+      }
+    } finally {
+      clearTimeout(timer);
+      watcher.stop();
+    }
+    return jobs;
+  }
+}
+
+function keyHash(idempotencyKey: string): string {
+  return createHash('sha256').update(idempotencyKey).digest('hex');
+}
