@@ -165,18 +165,21 @@ export class JobStore {
   async list(): Promise<proto.Job[]> {
     if (await this.#jobs.isEmpty()) return [];
     const watcher = await this.#jobs.watch();
-    const jobs: proto.Job[] = [];
+    // Writes made while the snapshot is read come through it too: the latest revision of a key wins.
+    const jobs = new Map<string, { revision: number; job: proto.Job | undefined }>();
     // A bucket emptied by its max age between isEmpty and the watch sends no snapshot: give up
     // waiting after a while rather than hang the call.
     const timer = setTimeout(() => watcher.stop(), 10_000);
     try {
       for await (const entry of watcher) {
-        if (entry.operation === 'PUT') {
+        if ((jobs.get(entry.key)?.revision ?? 0) < entry.revision) {
+          let job: proto.Job | undefined;
           try {
-            jobs.push(fromStored(this.#jobs.decode(entry), entry.revision).job);
+            job = entry.operation === 'PUT' ? fromStored(this.#jobs.decode(entry), entry.revision).job : undefined;
           } catch {
             // A corrupt record is not listed; GetJob names it (DATA_LOSS).
           }
+          jobs.set(entry.key, { revision: entry.revision, job });
         }
         if (entry.delta === 0) break;
       }
@@ -184,7 +187,7 @@ export class JobStore {
       clearTimeout(timer);
       watcher.stop();
     }
-    return jobs;
+    return [...jobs.values()].flatMap(({ job }) => (job ? [job] : []));
   }
 }
 
