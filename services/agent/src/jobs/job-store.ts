@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { KvRevisionConflictError, KvStore, proto, type KvKeyRule } from '@elexirion/kit';
+import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { z } from 'zod';
 
@@ -59,10 +60,13 @@ function fromStored(stored: StoredJob, revision: number): JobRecord {
 export class JobStore {
   readonly #jobs: KvStore<StoredJob>;
   readonly #keys: KvStore<z.infer<typeof keyClaimSchema>>;
+  /** The jobs bucket untyped, for its status (where a listing's snapshot ends). */
+  readonly #raw: KV;
 
-  private constructor(jobs: KvStore<StoredJob>, keys: KvStore<z.infer<typeof keyClaimSchema>>) {
+  private constructor(jobs: KvStore<StoredJob>, keys: KvStore<z.infer<typeof keyClaimSchema>>, raw: KV) {
     this.#jobs = jobs;
     this.#keys = keys;
+    this.#raw = raw;
   }
 
   /** Binds to both buckets, creating them when missing with `retentionMs` as their max age. */
@@ -84,7 +88,7 @@ export class JobStore {
       history: 1,
       description: 'Elexirion agent idempotency keys (SHA-256 of the key -> job id)',
     });
-    return new JobStore(jobs, keys);
+    return new JobStore(jobs, keys, await new Kvm(connection).open(jobs.bucket));
   }
 
   /** Throws KvInvalidKeyError (INVALID_ARGUMENT) unless `jobId` may be a job id. */
@@ -163,12 +167,16 @@ export class JobStore {
    * bounds how many there are; ListJobs filters and pages them.
    */
   async list(): Promise<proto.Job[]> {
-    if (await this.#jobs.isEmpty()) return [];
+    const status = await this.#raw.status();
+    if (status.values === 0) return [];
+    // The snapshot ends at the bucket's last write when the listing began, or where nothing is
+    // pending after an entry: busy buckets keep adding writes behind the snapshot.
+    const last = status.streamInfo.state.last_seq;
     const watcher = await this.#jobs.watch();
     // Writes made while the snapshot is read come through it too: the latest revision of a key wins.
     const jobs = new Map<string, { revision: number; job: proto.Job | undefined }>();
-    // A bucket emptied by its max age between isEmpty and the watch sends no snapshot: give up
-    // waiting after a while rather than hang the call.
+    // A bucket emptied by its max age between the status and the watch sends no snapshot: give
+    // up waiting after a while rather than hang the call.
     const timer = setTimeout(() => watcher.stop(), 10_000);
     try {
       for await (const entry of watcher) {
@@ -181,7 +189,7 @@ export class JobStore {
           }
           jobs.set(entry.key, { revision: entry.revision, job });
         }
-        if (entry.delta === 0) break;
+        if (entry.revision >= last || entry.delta === 0) break;
       }
     } finally {
       clearTimeout(timer);
