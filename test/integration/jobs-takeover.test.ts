@@ -114,4 +114,24 @@ describe('a job whose replica is killed (kill -9) mid-run', () => {
       ['three after two', false],
     ]);
   });
+
+  it('is not taken by another replica while it runs longer than the ack wait: its replica signals progress', async () => {
+    const fake = provider.fakes.anthropic;
+    fake.reset();
+    // The second step alone takes three ack waits.
+    fake.script({ text: 'one' }, { text: 'two', delayMs: 4_500 }, { text: 'three' });
+    // The replica left from the test before: a redelivery would come back to it, as deliveries 2.
+    const alive = agents.filter((agent) => agent.process.child.signalCode === null);
+    const { job } = await alive[0]!.client.submitJob({ pipeline: 'slow-three' });
+    const finished = await eventually(
+      'the long job to end',
+      async () => {
+        const { job: current } = await alive[0]!.client.getJob({ jobId: job!.jobId });
+        return current && current.status !== proto.JobStatus.JOB_STATUS_QUEUED && current.status !== proto.JobStatus.JOB_STATUS_RUNNING ? current : undefined;
+      },
+      30_000,
+    );
+    expect(finished).toMatchObject({ status: proto.JobStatus.JOB_STATUS_SUCCEEDED, deliveries: 1, resumedSteps: 0 });
+    expect(fake.requests).toHaveLength(3);
+  });
 });
