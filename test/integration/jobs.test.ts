@@ -15,6 +15,7 @@ import {
   startNats,
   startProvider,
   stopAll,
+  testProviderConfig,
   waitFor,
   type AgentUnderTest,
   type ExecutorUnderTest,
@@ -54,7 +55,8 @@ beforeAll(async () => {
   pipelines = mkdtempSync(join(tmpdir(), 'elexirion-jobs-pipelines-'));
   for (const [name, text] of Object.entries(PIPELINES)) writeFileSync(join(pipelines, `${name}.yaml`), text);
   nats = await startNats();
-  provider = await startProvider();
+  // Upstream calls time out only after a minute: an aborted call was aborted by a cancel.
+  provider = await startProvider({ config: testProviderConfig({ anthropic: { timeout_ms: 60_000 } }) });
   executor = await startExecutor({ providerPort: provider.grpcPort, natsUrl: nats.url, env: { PIPELINES_DIR: pipelines, TELEMETRY_EVENTS: 'false' } });
   // One job at a time per replica: two hanging jobs fill both, and a third stays queued.
   const env = { AGENT_MAX_CONCURRENT_JOBS: '1', AGENT_DEFAULT_PIPELINE: 'one-step' };
