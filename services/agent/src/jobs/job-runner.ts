@@ -58,7 +58,8 @@ export class JobRunner {
   readonly #running = new Map<string, RunningJob>();
   readonly #stopping = new AbortController();
   #cancelSubscription: Subscription | undefined;
-  #workers: Promise<void>[] = [];
+  /** The jobs being handled (taken, run, settled); a pull waiting for a job is not among them. */
+  readonly #handling = new Set<Promise<void>>();
 
   constructor(options: JobRunnerOptions) {
     this.#options = options;
@@ -76,18 +77,19 @@ export class JobRunner {
         this.#running.get(message.string())?.stop('cancelled');
       },
     });
-    for (let slot = 0; slot < this.#options.maxConcurrent; slot += 1) this.#workers.push(this.#work());
+    for (let slot = 0; slot < this.#options.maxConcurrent; slot += 1) void this.#work();
   }
 
   /**
    * Stops taking jobs, and stops the ones running without ending them: they go back to the queue
-   * at once (nak) and another replica resumes them from their checkpoints.
+   * at once (nak) and another replica resumes them from their checkpoints. Pulls still waiting
+   * are not waited for: a job one brings after this goes back to the queue at once.
    */
   async close(): Promise<void> {
     this.#stopping.abort();
     this.#cancelSubscription?.unsubscribe();
     for (const job of this.#running.values()) job.stop('shutdown');
-    await Promise.all(this.#workers);
+    await Promise.all(this.#handling);
   }
 
   async #work(): Promise<void> {
@@ -110,10 +112,13 @@ export class JobRunner {
         message.nak();
         break;
       }
-      await this.#handle(message).catch((error: unknown) => {
+      const handling = this.#handle(message).catch((error: unknown) => {
         logger.error({ err: error }, 'jobs: handling a delivered job failed; it will be delivered again');
         message.nak(RETRY_DELAY_MS);
       });
+      this.#handling.add(handling);
+      await handling;
+      this.#handling.delete(handling);
     }
   }
 
