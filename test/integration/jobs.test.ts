@@ -266,6 +266,23 @@ describe('an agent at its limits', () => {
     }
   });
 
+  it('ends an inline chat at AGENT_CHAT_TIMEOUT_MS, aborting its upstream call, and records it as failed', async () => {
+    const agent = await startAgent({ name: 'agent-impatient', executorPort: executor.grpcPort, natsUrl: nats.url, env: { AGENT_CHAT_TIMEOUT_MS: '700', AGENT_RUN_JOBS: 'false' } });
+    try {
+      provider.fakes.anthropic.script({ hang: true });
+      const timedOut = await failure(agent.client.handleChat({ message: 'too slow', pipeline: 'one-step' }));
+      expect(timedOut.code).toBe(Status.DEADLINE_EXCEEDED);
+      await provider.fakes.anthropic.waitForAbort(0);
+      const { jobs } = await eventually('the chat to be recorded', async () => {
+        const list = await agent.client.listJobs({ statuses: [JobStatus.JOB_STATUS_FAILED], pipeline: 'one-step' });
+        return list.jobs.some((job) => job.message === 'too slow') ? list : undefined;
+      });
+      expect(jobs.find((job) => job.message === 'too slow')).toMatchObject({ origin: 'chat', errorCode: 'DEADLINE_EXCEEDED', replica: 'agent-impatient' });
+    } finally {
+      await agent.stop();
+    }
+  });
+
   it('ends a job that keeps failing to run after AGENT_JOB_MAX_DELIVERIES deliveries as failed, saying so', async () => {
     // Its executor is unreachable: every delivery fails UNAVAILABLE and goes back to the queue.
     const agent = await startAgent({
