@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { proto } from '@elexirion/kit';
-import { eventually, repoRoot, startAgent, startExecutor, startNats, startProvider, stopAll, waitFor, type AgentUnderTest } from '@elexirion/testing';
+import { eventually, repoRoot, startAgent, startExecutor, startNats, startProvider, stopAll, testProviderConfig, waitFor, type AgentUnderTest } from '@elexirion/testing';
 import { benchDir, checkBuilt, commitOf, log } from './harness.ts';
 import { createRunFolder, runName } from './run-folder.ts';
 
@@ -65,7 +65,8 @@ const agents: AgentUnderTest[] = [];
 try {
   log(`starting nats, provider, executor and ${settings.replicas} agent replicas`);
   const nats = await startNats();
-  const provider = await startProvider();
+  // Room at the provider for every replica's every job: a call waits at the upstream, not in a queue.
+  const provider = await startProvider({ config: testProviderConfig({ anthropic: { max_concurrency: 1_024, max_queue: 1_024 } }) });
   const fake = provider.fakes.anthropic;
   fake.setDefault({ delayMs: settings.stepDelayMs });
   const executor = await startExecutor({ providerPort: provider.grpcPort, natsUrl: nats.url, env: { PIPELINES_DIR: pipelines, TELEMETRY_EVENTS: 'false', LOG_LEVEL: 'warn' } });
@@ -91,6 +92,8 @@ try {
   const [victimName, held] = [...byReplica.entries()].sort((a, b) => b[1].length - a[1].length)[0]!;
   const victim = agents.find((agent) => agent.name === victimName)!;
   const heldMessages = new Set((await Promise.all(held.map(async (jobId) => (await victim.client.getJob({ jobId })).job!.message))));
+  // At a moment not tied to the steps' boundaries (the wait above ends as the second steps start).
+  await new Promise((resolve) => setTimeout(resolve, Math.random() * settings.stepDelayMs));
   victim.process.child.kill('SIGKILL');
   const killedAt = Date.now();
   await victim.process.exited;
@@ -112,7 +115,7 @@ try {
 
   // Steps run twice: a (job, step) whose call completed at the upstream more than once. A call
   // the kill cut off (aborted by its client) did not complete.
-  const completed = new Map<string, number>();
+  const completed = new Map<string, number[]>();
   let cutOff = 0;
   for (const request of fake.requests) {
     const match = PROMPT.exec(promptOf(request));
@@ -122,9 +125,11 @@ try {
       continue;
     }
     const key = `${match[1]}/${match[2]}`;
-    completed.set(key, (completed.get(key) ?? 0) + 1);
+    completed.set(key, [...(completed.get(key) ?? []), request.finishedAt ?? request.receivedAt]);
   }
-  const stepsRunTwice = [...completed.values()].filter((count) => count > 1).length;
+  // For each step run twice: how long before the kill its first call's answer left the upstream.
+  const runTwice = [...completed.entries()].filter(([, answers]) => answers.length > 1).map(([step, answers]) => ({ step, firstAnsweredMsBeforeKill: killedAt - answers[0]! }));
+  const stepsRunTwice = runTwice.length;
   const firstTakeover = fake.requests
     .filter((request) => request.receivedAt > killedAt && heldMessages.has(PROMPT.exec(promptOf(request))?.[1] ?? ''))
     .map((request) => request.receivedAt)
@@ -138,13 +143,15 @@ try {
     settings,
     jobsSubmitted: settings.jobs,
     replicaKilled: { name: victimName, atMsIntoDrill: killedAt - startedAt.getTime(), runningJobsHeld: held.length },
-    // A step's call the upstream answered while the kill cancelled its run (the answer never
-    // reached the executor) is not in the checkpoint and runs again: counted in stepsRunTwice.
+    // A step whose answer was on its way back from the upstream when the kill cancelled its run
+    // never reached the executor's checkpoint, so the resumed run calls it again: counted in
+    // stepsRunTwice, with how long before the kill its first answer left the upstream.
     jobsSucceeded: succeeded.length,
     jobsLost: settings.jobs - succeeded.length,
     jobsTakenOver: takenOver.length,
     resumedStepsOfTakenOver: takenOver.reduce((sum, job) => sum + job.resumedSteps, 0),
     stepsRunTwice,
+    stepsRunTwiceDetail: runTwice,
     upstreamCallsCutOffByTheKill: cutOff,
     timeToTakeoverMs: firstTakeover === undefined ? null : firstTakeover - killedAt,
   };
