@@ -10,6 +10,7 @@ import { proto } from '@elexirion/kit';
 import {
   eventually,
   freePort,
+  gate,
   startAgent,
   startExecutor,
   startNats,
@@ -243,6 +244,34 @@ describe('inline calls', () => {
       return jobs[0];
     });
     expect(listed).toMatchObject({ origin: 'pipeline', errorCode: 'NOT_FOUND' });
+  });
+});
+
+describe('inline calls recorded in batches', () => {
+  it('records each of many concurrent chats, the quick ones while a slow one of their batch still runs', async () => {
+    // A wide window: the slow chat and the quick ones share a batch, written twice.
+    const agent = await startAgent({ name: 'agent-batch', executorPort: executor.grpcPort, natsUrl: nats.url, env: { AGENT_INLINE_RECORD_WINDOW_MS: '1500', AGENT_RUN_JOBS: 'false', AGENT_DEFAULT_PIPELINE: 'one-step' } });
+    try {
+      const client = agent.client;
+      const slowMayAnswer = gate();
+      provider.fakes.anthropic.script({ until: slowMayAnswer.promise });
+      const slow = client.handleChat({ message: 'slow one' });
+      await waitFor('the slow chat at the upstream', () => provider.fakes.anthropic.requests.length === 1);
+      const quick = await Promise.all(Array.from({ length: 8 }, (_, index) => client.handleChat({ message: `quick ${index}` })));
+      for (const chat of quick) {
+        await eventually(`chat ${chat.jobId} to be recorded`, async () => (await client.getJob({ jobId: chat.jobId })).job);
+      }
+      slowMayAnswer.open();
+      const { jobId } = await slow;
+      expect(jobId.split('_')[0]).toBe(quick[0]!.jobId.split('_')[0]);
+      expect(await eventually('the slow chat to be recorded', async () => (await client.getJob({ jobId })).job)).toMatchObject({ status: JobStatus.JOB_STATUS_SUCCEEDED, message: 'slow one' });
+      // The batch's second write holds the quick ones too.
+      for (const chat of quick) expect((await client.getJob({ jobId: chat.jobId })).job!.output).toBe(chat.response);
+      const listed = new Set((await client.listJobs({ pageSize: 500 })).jobs.map((job) => job.jobId));
+      expect([jobId, ...quick.map((chat) => chat.jobId)].every((id) => listed.has(id))).toBe(true);
+    } finally {
+      await agent.stop();
+    }
   });
 });
 

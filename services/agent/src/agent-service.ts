@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import {
@@ -40,6 +39,8 @@ export const agentConfigSchema = z.object({
   AGENT_JOB_MAX_DELIVERIES: positiveInt().default(5),
   /** How long job records, events and idempotency keys are kept. */
   AGENT_JOB_RETENTION_HOURS: positiveInt().default(24 * 7),
+  /** Inline calls starting within this window are recorded as jobs in one batch (one KV write per batch and window). */
+  AGENT_INLINE_RECORD_WINDOW_MS: positiveInt().default(50),
   /** This replica's name on the jobs it runs; the host name and process id when empty. */
   AGENT_REPLICA_NAME: z.string().default(''),
 });
@@ -58,6 +59,7 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
     ackWaitMs: config.AGENT_JOB_ACK_WAIT_MS,
     maxDeliveries: config.AGENT_JOB_MAX_DELIVERIES,
     retentionMs: config.AGENT_JOB_RETENTION_HOURS * 3_600_000,
+    inlineRecordWindowMs: config.AGENT_INLINE_RECORD_WINDOW_MS,
     executor,
     nats,
     logger,
@@ -90,7 +92,7 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
       callContext.trailer.set('grpc-retry-pushback-ms', String(RETRY_HINT_MS));
       throw new ServerError(Status.RESOURCE_EXHAUSTED, `agent is at its limit of inline calls (${error.message}): retry in about ${RETRY_HINT_MS} ms`);
     }
-    const jobId = randomUUID();
+    const { jobId, end } = jobs.beginInline();
     const startedAt = new Date();
     const call = events.begin('job');
     const run: InlineRun = { jobId, origin, pipeline, message, inputs, sessionId: sessionKey, startedAt };
@@ -107,7 +109,7 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
       throw error;
     } finally {
       release();
-      jobs.record(run);
+      end(run);
     }
   }
 

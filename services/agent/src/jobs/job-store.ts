@@ -12,6 +12,7 @@ import { z } from 'zod';
 
 export const DEFAULT_JOBS_BUCKET = 'elexirion_jobs';
 export const DEFAULT_JOB_KEYS_BUCKET = 'elexirion_job_keys';
+export const DEFAULT_INLINE_JOBS_BUCKET = 'elexirion_inline_jobs';
 
 /** A job id is its run's id at the executor: the same rule (UUIDs qualify). */
 export const JOB_ID: KvKeyRule = { pattern: /^[A-Za-z0-9_-]{1,128}$/, description: '1-128 characters of A-Z a-z 0-9 _ - (a UUID)', name: 'job id' };
@@ -35,6 +36,17 @@ const storedJobSchema = z.looseObject({
 type StoredJob = z.infer<typeof storedJobSchema>;
 
 const keyClaimSchema = z.looseObject({ jobId: z.string().min(1) });
+
+// Inline calls are recorded in batches, one key per batch: a chat does not pay a JetStream write
+// of its own. An inline job's id names its batch: `<batch id>_<index>`.
+const inlineBatchSchema = z.looseObject({ jobs: z.array(storedJobSchema) });
+type InlineBatch = z.infer<typeof inlineBatchSchema>;
+const INLINE_JOB_ID = /^([0-9a-f-]{36})_\d+$/;
+
+/** The batch an inline job's id names; undefined for a submitted job's id. */
+export function inlineBatchOf(jobId: string): string | undefined {
+  return INLINE_JOB_ID.exec(jobId)?.[1];
+}
 
 export interface JobRecord {
   job: proto.Job;
@@ -62,15 +74,17 @@ export class JobStore {
   readonly #keys: KvStore<z.infer<typeof keyClaimSchema>>;
   /** The jobs bucket untyped, for its status (where a listing's snapshot ends). */
   readonly #raw: KV;
+  readonly #inline: KvStore<InlineBatch>;
 
-  private constructor(jobs: KvStore<StoredJob>, keys: KvStore<z.infer<typeof keyClaimSchema>>, raw: KV) {
+  private constructor(jobs: KvStore<StoredJob>, keys: KvStore<z.infer<typeof keyClaimSchema>>, raw: KV, inline: KvStore<InlineBatch>) {
     this.#jobs = jobs;
     this.#keys = keys;
     this.#raw = raw;
+    this.#inline = inline;
   }
 
   /** Binds to both buckets, creating them when missing with `retentionMs` as their max age. */
-  static async open(connection: NatsConnection, options: { retentionMs: number; bucket?: string; keysBucket?: string }): Promise<JobStore> {
+  static async open(connection: NatsConnection, options: { retentionMs: number; bucket?: string; keysBucket?: string; inlineBucket?: string }): Promise<JobStore> {
     const jobs = await KvStore.open<StoredJob>(connection, {
       bucket: options.bucket ?? DEFAULT_JOBS_BUCKET,
       schema: storedJobSchema,
@@ -88,7 +102,19 @@ export class JobStore {
       history: 1,
       description: 'Elexirion agent idempotency keys (SHA-256 of the key -> job id)',
     });
-    return new JobStore(jobs, keys, await new Kvm(connection).open(jobs.bucket));
+    const inline = await KvStore.open<InlineBatch>(connection, {
+      bucket: options.inlineBucket ?? DEFAULT_INLINE_JOBS_BUCKET,
+      schema: inlineBatchSchema,
+      key: JOB_ID,
+      check: (batchId, batch) => {
+        const stranger = batch.jobs.find((job) => inlineBatchOf(job.jobId) !== batchId);
+        return stranger ? `entry holds job ${stranger.jobId} of another batch` : undefined;
+      },
+      ttlMs: options.retentionMs,
+      history: 1,
+      description: 'Elexirion agent inline calls (HandleChat, RunPipeline) as jobs, a batch of them per key',
+    });
+    return new JobStore(jobs, keys, await new Kvm(connection).open(jobs.bucket), inline);
   }
 
   /** Throws KvInvalidKeyError (INVALID_ARGUMENT) unless `jobId` may be a job id. */
@@ -97,18 +123,26 @@ export class JobStore {
   }
 
   async get(jobId: string): Promise<JobRecord | undefined> {
+    const batch = inlineBatchOf(jobId);
+    if (batch !== undefined) {
+      const stored = (await this.#inline.get(batch))?.value.jobs.find((job) => job.jobId === jobId);
+      return stored && fromStored(stored, 0);
+    }
     const entry = await this.#jobs.get(jobId);
     return entry && fromStored(entry.value, entry.revision);
+  }
+
+  /**
+   * Writes a batch of inline calls' records (finished jobs nobody else writes) under the batch's
+   * id; a later write of the same batch holds every record of the earlier one and more.
+   */
+  async putInlineBatch(batchId: string, jobs: proto.Job[]): Promise<void> {
+    await this.#inline.put(batchId, { jobs: jobs.map((job) => toStored(job, '')) });
   }
 
   /** Stores a new job; KvRevisionConflictError if its id exists. */
   async create(job: proto.Job, webhookSecret = ''): Promise<number> {
     return this.#jobs.create(job.jobId, toStored(job, webhookSecret));
-  }
-
-  /** Writes the job whatever is stored (records of inline calls, which nobody else writes). */
-  async put(job: proto.Job): Promise<number> {
-    return this.#jobs.put(job.jobId, toStored(job, ''));
   }
 
   /** Writes the job if its record is still at `revision`; KvRevisionConflictError otherwise. */
@@ -167,6 +201,24 @@ export class JobStore {
    * bounds how many there are; ListJobs filters and pages them.
    */
   async list(): Promise<proto.Job[]> {
+    const [submitted, inline] = await Promise.all([this.#listSubmitted(), this.#listInline()]);
+    return [...submitted, ...inline];
+  }
+
+  async #listInline(): Promise<proto.Job[]> {
+    if (await this.#inline.isEmpty()) return [];
+    const jobs: proto.Job[] = [];
+    for (const batch of await this.#inline.keys()) {
+      try {
+        for (const stored of (await this.#inline.get(batch))?.value.jobs ?? []) jobs.push(fromStored(stored, 0).job);
+      } catch {
+        // A corrupt batch is not listed.
+      }
+    }
+    return jobs;
+  }
+
+  async #listSubmitted(): Promise<proto.Job[]> {
     const status = await this.#raw.status();
     if (status.values === 0) return [];
     // The snapshot ends at the bucket's last write when the listing began, or where nothing is

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { PIPELINE_NAME, ServerError, Status, proto, type Logger, type ServiceClient, type ServiceNats } from '@elexirion/kit';
+import { InlineRecords } from './inline-records.js';
 import { JobEventLog } from './job-events.js';
 import { JOBS_CANCEL_SUBJECT, JobQueue } from './job-queue.js';
 import { JobRunner } from './job-runner.js';
@@ -19,6 +20,7 @@ export interface JobsOptions {
   ackWaitMs: number;
   maxDeliveries: number;
   retentionMs: number;
+  inlineRecordWindowMs: number;
   executor: ServiceClient<'executor'>;
   nats: ServiceNats;
   logger: Logger;
@@ -64,9 +66,11 @@ export class Jobs {
   #queue: JobQueue | undefined;
   #runner: JobRunner | undefined;
   #connection: Parameters<Parameters<ServiceNats['use']>[1]>[0] | undefined;
+  readonly #inline: InlineRecords;
 
   constructor(options: JobsOptions) {
     this.#options = options;
+    this.#inline = new InlineRecords(() => this.#store, options.logger, options.inlineRecordWindowMs);
     options.nats.use('jobs', async (connection) => {
       const store = await JobStore.open(connection, { retentionMs: options.retentionMs });
       // JetStream delivers one more than the limit: that delivery ends the job as failed.
@@ -83,6 +87,7 @@ export class Jobs {
   }
 
   async close(): Promise<void> {
+    this.#inline.flushNow();
     await this.#runner?.close();
   }
 
@@ -213,14 +218,18 @@ export class Jobs {
   }
 
   /**
-   * Records an inline call as a finished job. Not awaited by the call's answer: a failure is
-   * logged, and without NATS the call is simply not recorded.
+   * An id for an inline call starting now, and `end`, which records the call as a finished job
+   * once it has answered: in a batch written a moment later, never awaited by the call. Without
+   * NATS the call is not recorded.
    */
-  record(run: InlineRun): void {
-    const store = this.#store;
-    if (!store) return;
+  beginInline(): { jobId: string; end(run: InlineRun): void } {
+    const { jobId, end } = this.#inline.begin();
+    return { jobId, end: (run) => end(this.#store ? this.#inlineJob(run) : undefined) };
+  }
+
+  #inlineJob(run: InlineRun): proto.Job {
     const { result, error } = run;
-    const job: proto.Job = {
+    return {
       ...proto.Job.fromPartial({}),
       jobId: run.jobId,
       status: result ? JobStatus.JOB_STATUS_SUCCEEDED : error?.code === 'CANCELLED' ? JobStatus.JOB_STATUS_CANCELLED : JobStatus.JOB_STATUS_FAILED,
@@ -243,7 +252,6 @@ export class Jobs {
       errorCode: error?.code ?? '',
       error: error?.message ?? '',
     };
-    store.put(job).catch((failure: unknown) => this.#options.logger.warn({ err: failure, job_id: run.jobId }, 'jobs: recording an inline call as a job failed'));
   }
 }
 
