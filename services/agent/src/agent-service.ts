@@ -83,11 +83,12 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
     callContext: CallContext,
     message = '',
   ) {
-    const options = callOptions(callContext, { timeoutMs: config.AGENT_CHAT_TIMEOUT_MS });
+    const timeout = chatTimeout(callContext);
     let release: () => void;
     try {
-      release = await admission.acquire(callContext.signal, (options.deadline ?? incomingDeadline(callContext))?.getTime() ?? Date.now() + config.AGENT_CHAT_TIMEOUT_MS);
+      release = await admission.acquire(callContext.signal, timeout.deadline);
     } catch (error) {
+      timeout.dispose();
       if (!(error instanceof LimitExceededError)) throw error;
       callContext.trailer.set('grpc-retry-pushback-ms', String(RETRY_HINT_MS));
       throw new ServerError(Status.RESOURCE_EXHAUSTED, `agent is at its limit of inline calls (${error.message}): retry in about ${RETRY_HINT_MS} ms`);
@@ -97,7 +98,9 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
     const call = events.begin('job');
     const run: InlineRun = { jobId, origin, pipeline, message, inputs, sessionId: sessionKey, startedAt };
     try {
-      const result = await executor.execute({ pipeline, inputs, jobId, sessionKey }, options);
+      const result = await executor.execute({ pipeline, inputs, jobId, sessionKey }, timeout.options).catch((error: unknown) => {
+        throw timeout.timedOut ? new ServerError(Status.DEADLINE_EXCEEDED, `the run went over the agent's chat timeout of ${config.AGENT_CHAT_TIMEOUT_MS} ms (AGENT_CHAT_TIMEOUT_MS)`) : error;
+      });
       // A run used a fallback when any of its steps was served by other than its first choice.
       const fallbackUsed = result.steps.some((step) => step.fallbackUsed);
       call.succeeded({ agentJob: { jobId, pipeline: result.pipeline, fallbackUsed } });
@@ -108,9 +111,40 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
       run.error = { code: statusNameOf(error), message: failureMessage(error) };
       throw error;
     } finally {
+      timeout.dispose();
       release();
       end(run);
     }
+  }
+
+  /**
+   * The chat timeout. A caller's deadline that comes first is kept and sent on as it is. Without
+   * one, the timeout is a timer here that aborts the executor call: a deadline sent down the chain
+   * would cost every hop its deadline bookkeeping on each chat, for a limit of minutes.
+   */
+  function chatTimeout(callContext: CallContext) {
+    const timeoutAt = Date.now() + config.AGENT_CHAT_TIMEOUT_MS;
+    const incoming = incomingDeadline(callContext);
+    if (incoming && incoming.getTime() <= timeoutAt) {
+      return { options: callOptions(callContext), deadline: incoming.getTime(), timedOut: false, dispose() {} };
+    }
+    const controller = new AbortController();
+    const onAbort = () => controller.abort();
+    callContext.signal.addEventListener('abort', onAbort, { once: true });
+    const state = {
+      options: incoming ? { signal: controller.signal, deadline: incoming } : { signal: controller.signal },
+      deadline: timeoutAt,
+      timedOut: false,
+      dispose() {
+        clearTimeout(timer);
+        callContext.signal.removeEventListener('abort', onAbort);
+      },
+    };
+    const timer = setTimeout(() => {
+      state.timedOut = true;
+      controller.abort();
+    }, config.AGENT_CHAT_TIMEOUT_MS);
+    return state;
   }
 
   /** HandleChat's run: the routing work adds its router in front of this one function. */
