@@ -1,7 +1,7 @@
 /**
  * The records of inline calls (HandleChat, RunPipeline), written after their answer and in
- * batches: every call that starts within one window (`windowMs`) gets an id in the same batch,
- * `<batch id>_<index>`, and the batch's key is written when records came in since its last
+ * batches: every call that starts within one window (`windowMs`) gets an id in the same batch
+ * (a UUID naming the batch, see job-store.ts), and the batch's key is written when records came in since its last
  * write, at most once a window. A JetStream write per chat would cost the all-in-one process
  * about a fifth of its chats per second (measured with the benchmark's throughput scenario); a
  * write per batch costs next to nothing. A batch stays in memory until its last call has ended
@@ -9,7 +9,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger, proto } from '@elexirion/kit';
-import type { JobStore } from './job-store.js';
+import { inlineJobId, newInlineBatchId, type JobStore } from './job-store.js';
 
 interface Batch {
   id: string;
@@ -38,13 +38,13 @@ export class InlineRecords {
     const now = Date.now();
     let batch = this.#current;
     if (!batch || now - batch.startedAt >= this.windowMs) {
-      batch = { id: randomUUID(), startedAt: now, next: 0, open: 0, jobs: [], dirty: false };
+      batch = { id: newInlineBatchId(randomUUID()), startedAt: now, next: 0, open: 0, jobs: [], dirty: false };
       this.#current = batch;
       this.#batches.add(batch);
     }
     batch.open += 1;
     const owner = batch;
-    const jobId = `${batch.id}_${batch.next++}`;
+    const jobId = inlineJobId(batch.id, batch.next++);
     return {
       jobId,
       end: (job) => {

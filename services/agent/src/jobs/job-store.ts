@@ -38,10 +38,22 @@ type StoredJob = z.infer<typeof storedJobSchema>;
 const keyClaimSchema = z.looseObject({ jobId: z.string().min(1) });
 
 // Inline calls are recorded in batches, one key per batch: a chat does not pay a JetStream write
-// of its own. An inline job's id names its batch: `<batch id>_<index>`.
+// of its own. An inline job's id is a UUID that names its batch: version 8 (custom) where a
+// submitted job's is 4, its first 28 characters the batch's id and its last 8 hex digits its
+// index in the batch.
 const inlineBatchSchema = z.looseObject({ jobs: z.array(storedJobSchema) });
 type InlineBatch = z.infer<typeof inlineBatchSchema>;
-const INLINE_JOB_ID = /^([0-9a-f-]{36})_\d+$/;
+const INLINE_JOB_ID = /^([0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{4})[0-9a-f]{8}$/;
+
+/** A new batch's id: a random UUID's first 28 characters, marked version 8. */
+export function newInlineBatchId(uuid: string): string {
+  return `${uuid.slice(0, 14)}8${uuid.slice(15, 28)}`;
+}
+
+/** The id of the call at `index` in the batch. */
+export function inlineJobId(batchId: string, index: number): string {
+  return `${batchId}${index.toString(16).padStart(8, '0')}`;
+}
 
 /** The batch an inline job's id names; undefined for a submitted job's id. */
 export function inlineBatchOf(jobId: string): string | undefined {
