@@ -2,6 +2,7 @@
 // nats-server, real service processes on free loopback ports, fake vendor upstreams that speak
 // the vendors' wire formats. It never loads vitest, so the benchmark's processes can import it;
 // the vitest fixtures (per-test cleanups, a nats-server per file) are @elexirion/testing/fixtures.
+export * from './agent.js';
 export * from './executor.js';
 export * from './fake-upstreams/index.js';
 export * from './host.js';

@@ -1,0 +1,268 @@
+/**
+ * Job records in a JetStream KV bucket, one key per job id, and idempotency keys in a second
+ * bucket. A record is the job's proto3 JSON (what GetJob answers, so readers need no mapping of
+ * their own) plus what is never answered: the webhook's secret. Writes that race (a take-over, a
+ * cancel, a step's progress) are compare-and-set by revision.
+ */
+import { createHash } from 'node:crypto';
+import { KvRevisionConflictError, KvStore, proto, type KvKeyRule } from '@elexirion/kit';
+import { Kvm, type KV } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { z } from 'zod';
+
+export const DEFAULT_JOBS_BUCKET = 'elexirion_jobs';
+export const DEFAULT_JOB_KEYS_BUCKET = 'elexirion_job_keys';
+export const DEFAULT_INLINE_JOBS_BUCKET = 'elexirion_inline_jobs';
+
+/** A job id is its run's id at the executor: the same rule (UUIDs qualify). */
+export const JOB_ID: KvKeyRule = { pattern: /^[A-Za-z0-9_-]{1,128}$/, description: '1-128 characters of A-Z a-z 0-9 _ - (a UUID)', name: 'job id' };
+const KEY_HASH: KvKeyRule = { pattern: /^[0-9a-f]{64}$/, description: 'a SHA-256 in hex', name: 'idempotency key hash' };
+
+const STATUS_NAMES = ['JOB_STATUS_QUEUED', 'JOB_STATUS_RUNNING', 'JOB_STATUS_SUCCEEDED', 'JOB_STATUS_FAILED', 'JOB_STATUS_CANCELLED'] as const;
+const isoDate = z.iso.datetime({ offset: true });
+
+// The fields the agent reads to decide things are checked; the rest is the job's proto3 JSON,
+// kept as it is (loose), so a record written by a newer replica survives an older one.
+const storedJobSchema = z.looseObject({
+  jobId: z.string().min(1),
+  status: z.enum(STATUS_NAMES),
+  origin: z.enum(['submitted', 'chat', 'pipeline']),
+  pipeline: z.string().optional(),
+  createdAt: isoDate,
+  deliveries: z.number().int().nonnegative().optional(),
+  replica: z.string().optional(),
+  webhookSecret: z.string().optional(),
+});
+type StoredJob = z.infer<typeof storedJobSchema>;
+
+const keyClaimSchema = z.looseObject({ jobId: z.string().min(1) });
+
+// Inline calls are recorded in batches, one key per batch: a chat does not pay a JetStream write
+// of its own. An inline job's id is a UUID that names its batch: version 8 (custom) where a
+// submitted job's is 4, its first 28 characters the batch's id and its last 8 hex digits its
+// index in the batch.
+const inlineBatchSchema = z.looseObject({ jobs: z.array(storedJobSchema) });
+type InlineBatch = z.infer<typeof inlineBatchSchema>;
+const INLINE_JOB_ID = /^([0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{4})[0-9a-f]{8}$/;
+
+/** A new batch's id: a random UUID's first 28 characters, marked version 8. */
+export function newInlineBatchId(uuid: string): string {
+  return `${uuid.slice(0, 14)}8${uuid.slice(15, 28)}`;
+}
+
+/** The id of the call at `index` in the batch. */
+export function inlineJobId(batchId: string, index: number): string {
+  return `${batchId}${index.toString(16).padStart(8, '0')}`;
+}
+
+/** The batch an inline job's id names; undefined for a submitted job's id. */
+export function inlineBatchOf(jobId: string): string | undefined {
+  return INLINE_JOB_ID.exec(jobId)?.[1];
+}
+
+export interface JobRecord {
+  job: proto.Job;
+  /** The webhook's secret: stored for deliveries after a take-over, never answered. */
+  webhookSecret: string;
+  revision: number;
+}
+
+const TERMINAL: ReadonlySet<proto.JobStatus> = new Set([proto.JobStatus.JOB_STATUS_SUCCEEDED, proto.JobStatus.JOB_STATUS_FAILED, proto.JobStatus.JOB_STATUS_CANCELLED]);
+export function isFinished(status: proto.JobStatus): boolean {
+  return TERMINAL.has(status);
+}
+
+function toStored(job: proto.Job, webhookSecret: string): StoredJob {
+  const json = proto.Job.toJSON(job) as StoredJob;
+  return webhookSecret ? { ...json, webhookSecret } : json;
+}
+
+function fromStored(stored: StoredJob, revision: number): JobRecord {
+  return { job: proto.Job.fromJSON(stored), webhookSecret: stored.webhookSecret ?? '', revision };
+}
+
+export class JobStore {
+  readonly #jobs: KvStore<StoredJob>;
+  readonly #keys: KvStore<z.infer<typeof keyClaimSchema>>;
+  /** The jobs bucket untyped, for its status (where a listing's snapshot ends). */
+  readonly #raw: KV;
+  readonly #inline: KvStore<InlineBatch>;
+
+  private constructor(jobs: KvStore<StoredJob>, keys: KvStore<z.infer<typeof keyClaimSchema>>, raw: KV, inline: KvStore<InlineBatch>) {
+    this.#jobs = jobs;
+    this.#keys = keys;
+    this.#raw = raw;
+    this.#inline = inline;
+  }
+
+  /** Binds to both buckets, creating them when missing with `retentionMs` as their max age. */
+  static async open(connection: NatsConnection, options: { retentionMs: number; bucket?: string; keysBucket?: string; inlineBucket?: string }): Promise<JobStore> {
+    const jobs = await KvStore.open<StoredJob>(connection, {
+      bucket: options.bucket ?? DEFAULT_JOBS_BUCKET,
+      schema: storedJobSchema,
+      key: JOB_ID,
+      check: (jobId, job) => (job.jobId === jobId ? undefined : `entry belongs to job ${job.jobId}`),
+      ttlMs: options.retentionMs,
+      history: 1,
+      description: 'Elexirion agent jobs (one key per job id)',
+    });
+    const keys = await KvStore.open(connection, {
+      bucket: options.keysBucket ?? DEFAULT_JOB_KEYS_BUCKET,
+      schema: keyClaimSchema,
+      key: KEY_HASH,
+      ttlMs: options.retentionMs,
+      history: 1,
+      description: 'Elexirion agent idempotency keys (SHA-256 of the key -> job id)',
+    });
+    const inline = await KvStore.open<InlineBatch>(connection, {
+      bucket: options.inlineBucket ?? DEFAULT_INLINE_JOBS_BUCKET,
+      schema: inlineBatchSchema,
+      key: JOB_ID,
+      check: (batchId, batch) => {
+        const stranger = batch.jobs.find((job) => inlineBatchOf(job.jobId) !== batchId);
+        return stranger ? `entry holds job ${stranger.jobId} of another batch` : undefined;
+      },
+      ttlMs: options.retentionMs,
+      history: 1,
+      description: 'Elexirion agent inline calls (HandleChat, RunPipeline) as jobs, a batch of them per key',
+    });
+    return new JobStore(jobs, keys, await new Kvm(connection).open(jobs.bucket), inline);
+  }
+
+  /** Throws KvInvalidKeyError (INVALID_ARGUMENT) unless `jobId` may be a job id. */
+  checkJobId(jobId: string): void {
+    this.#jobs.checkKey(jobId);
+  }
+
+  async get(jobId: string): Promise<JobRecord | undefined> {
+    const batch = inlineBatchOf(jobId);
+    if (batch !== undefined) {
+      const stored = (await this.#inline.get(batch))?.value.jobs.find((job) => job.jobId === jobId);
+      return stored && fromStored(stored, 0);
+    }
+    const entry = await this.#jobs.get(jobId);
+    return entry && fromStored(entry.value, entry.revision);
+  }
+
+  /**
+   * Writes a batch of inline calls' records (finished jobs nobody else writes) under the batch's
+   * id; a later write of the same batch holds every record of the earlier one and more.
+   */
+  async putInlineBatch(batchId: string, jobs: proto.Job[]): Promise<void> {
+    await this.#inline.put(batchId, { jobs: jobs.map((job) => toStored(job, '')) });
+  }
+
+  /** Stores a new job; KvRevisionConflictError if its id exists. */
+  async create(job: proto.Job, webhookSecret = ''): Promise<number> {
+    return this.#jobs.create(job.jobId, toStored(job, webhookSecret));
+  }
+
+  /** Writes the job if its record is still at `revision`; KvRevisionConflictError otherwise. */
+  async update(record: JobRecord, job: proto.Job): Promise<JobRecord> {
+    const revision = await this.#jobs.update(job.jobId, toStored(job, record.webhookSecret), record.revision);
+    return { job, webhookSecret: record.webhookSecret, revision };
+  }
+
+  /**
+   * Reads, changes and writes back until no other write came between (compare-and-set).
+   * `change` answers the new job, or undefined to leave the record as it is.
+   */
+  async mutate(jobId: string, change: (job: proto.Job) => proto.Job | undefined): Promise<JobRecord | undefined> {
+    for (;;) {
+      const record = await this.get(jobId);
+      if (!record) return undefined;
+      const next = change(record.job);
+      if (!next) return record;
+      try {
+        return await this.update(record, next);
+      } catch (error) {
+        if (!(error instanceof KvRevisionConflictError)) throw error;
+      }
+    }
+  }
+
+  async delete(jobId: string): Promise<void> {
+    await this.#jobs.delete(jobId);
+  }
+
+  /**
+   * Claims an idempotency key for `jobId`: undefined when this call claimed it, else the job id
+   * that holds it. Two concurrent claims cannot both win: the key is created only if absent.
+   */
+  async claimKey(idempotencyKey: string, jobId: string): Promise<string | undefined> {
+    const hash = keyHash(idempotencyKey);
+    for (;;) {
+      try {
+        await this.#keys.create(hash, { jobId });
+        return undefined;
+      } catch (error) {
+        if (!(error instanceof KvRevisionConflictError)) throw error;
+      }
+      const holder = await this.#keys.get(hash);
+      if (holder) return holder.value.jobId;
+      // Released between our create and get: claim it again.
+    }
+  }
+
+  async releaseKey(idempotencyKey: string): Promise<void> {
+    await this.#keys.delete(keyHash(idempotencyKey));
+  }
+
+  /**
+   * Every stored job: the last entry of each key, read with one watcher. The bucket's max age
+   * bounds how many there are; ListJobs filters and pages them.
+   */
+  async list(): Promise<proto.Job[]> {
+    const [submitted, inline] = await Promise.all([this.#listSubmitted(), this.#listInline()]);
+    return [...submitted, ...inline];
+  }
+
+  async #listInline(): Promise<proto.Job[]> {
+    if (await this.#inline.isEmpty()) return [];
+    const jobs: proto.Job[] = [];
+    for (const batch of await this.#inline.keys()) {
+      try {
+        for (const stored of (await this.#inline.get(batch))?.value.jobs ?? []) jobs.push(fromStored(stored, 0).job);
+      } catch {
+        // A corrupt batch is not listed.
+      }
+    }
+    return jobs;
+  }
+
+  async #listSubmitted(): Promise<proto.Job[]> {
+    const status = await this.#raw.status();
+    if (status.values === 0) return [];
+    // The snapshot ends at the bucket's last write when the listing began, or where nothing is
+    // pending after an entry: busy buckets keep adding writes behind the snapshot.
+    const last = status.streamInfo.state.last_seq;
+    const watcher = await this.#jobs.watch();
+    // Writes made while the snapshot is read come through it too: the latest revision of a key wins.
+    const jobs = new Map<string, { revision: number; job: proto.Job | undefined }>();
+    // A bucket emptied by its max age between the status and the watch sends no snapshot: give
+    // up waiting after a while rather than hang the call.
+    const timer = setTimeout(() => watcher.stop(), 10_000);
+    try {
+      for await (const entry of watcher) {
+        if ((jobs.get(entry.key)?.revision ?? 0) < entry.revision) {
+          let job: proto.Job | undefined;
+          try {
+            job = entry.operation === 'PUT' ? fromStored(this.#jobs.decode(entry), entry.revision).job : undefined;
+          } catch {
+            // A corrupt record is not listed; GetJob names it (DATA_LOSS).
+          }
+          jobs.set(entry.key, { revision: entry.revision, job });
+        }
+        if (entry.revision >= last || entry.delta === 0) break;
+      }
+    } finally {
+      clearTimeout(timer);
+      watcher.stop();
+    }
+    return [...jobs.values()].flatMap(({ job }) => (job ? [job] : []));
+  }
+}
+
+function keyHash(idempotencyKey: string): string {
+  return createHash('sha256').update(idempotencyKey).digest('hex');
+}
