@@ -27,7 +27,7 @@ async function startAll(natsPort: number, store: string, pipelines: string, agen
   const nats = await startNats(natsPort, store);
   const provider = await startProvider();
   const executor = await startExecutor({ providerPort: provider.grpcPort, natsUrl: nats.url, env: { PIPELINES_DIR: pipelines, TELEMETRY_EVENTS: 'false' } });
-  const agent = await startAgent({ name: 'agent-r', executorPort: executor.grpcPort, natsUrl: nats.url, env: { AGENT_DEFAULT_PIPELINE: 'one-step', ...agentEnv } });
+  const agent = await startAgent({ name: 'agent-r', executorPort: executor.grpcPort, natsUrl: nats.url, env: { AGENT_ROUTES_FILE: 'none', AGENT_DEFAULT_PIPELINE: 'one-step', ...agentEnv } });
   return {
     nats,
     provider,

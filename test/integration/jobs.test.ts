@@ -60,7 +60,7 @@ beforeAll(async () => {
   provider = await startProvider({ config: testProviderConfig({ anthropic: { timeout_ms: 60_000 } }) });
   executor = await startExecutor({ providerPort: provider.grpcPort, natsUrl: nats.url, env: { PIPELINES_DIR: pipelines, TELEMETRY_EVENTS: 'false' } });
   // One job at a time per replica: two hanging jobs fill both, and a third stays queued.
-  const env = { AGENT_MAX_CONCURRENT_JOBS: '1', AGENT_DEFAULT_PIPELINE: 'one-step' };
+  const env = { AGENT_MAX_CONCURRENT_JOBS: '1', AGENT_ROUTES_FILE: 'none', AGENT_DEFAULT_PIPELINE: 'one-step' };
   agents = await Promise.all(['agent-a', 'agent-b'].map((name) => startAgent({ name, executorPort: executor.grpcPort, natsUrl: nats.url, env })));
 });
 
@@ -127,6 +127,7 @@ describe('SubmitJob and GetJob', () => {
   it('route an empty pipeline to the default one', async () => {
     const { job } = await agents[1]!.client.submitJob({ message: 'routed' });
     expect(job!.pipeline).toBe('one-step');
+    expect(job!.route).toMatchObject({ pipeline: 'one-step', matchedBy: 'default' });
     expect(await finished(agents[1]!, job!.jobId)).toMatchObject({ status: JobStatus.JOB_STATUS_SUCCEEDED, output: 'fake anthropic reply to: routed' });
   });
 });
@@ -250,7 +251,7 @@ describe('inline calls', () => {
 describe('inline calls recorded in batches', () => {
   it('records each of many concurrent chats, the quick ones while a slow one of their batch still runs', async () => {
     // A wide window: the slow chat and the quick ones share a batch, written twice.
-    const agent = await startAgent({ name: 'agent-batch', executorPort: executor.grpcPort, natsUrl: nats.url, env: { AGENT_INLINE_RECORD_WINDOW_MS: '1500', AGENT_RUN_JOBS: 'false', AGENT_DEFAULT_PIPELINE: 'one-step' } });
+    const agent = await startAgent({ name: 'agent-batch', executorPort: executor.grpcPort, natsUrl: nats.url, env: { AGENT_INLINE_RECORD_WINDOW_MS: '1500', AGENT_RUN_JOBS: 'false', AGENT_ROUTES_FILE: 'none', AGENT_DEFAULT_PIPELINE: 'one-step' } });
     try {
       const client = agent.client;
       const slowMayAnswer = gate();

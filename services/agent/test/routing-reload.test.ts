@@ -110,7 +110,7 @@ describe('RouteFile', () => {
     const registry = new Registry();
     const options = { pollMs: 1000, debounceMs: 10, logger: recordingLogger().logger as never, registry, pipelines: () => undefined, onTable: () => {} };
     expect(() => new RouteFile(missing, options)).toThrow(ConfigError);
-    expect(() => new RouteFile(missing, options)).toThrow(`AGENT_ROUTES_FILE: cannot read ${missing} (ENOENT); set AGENT_ROUTES_FILE="" to send every chat to AGENT_DEFAULT_PIPELINE instead`);
+    expect(() => new RouteFile(missing, options)).toThrow(`AGENT_ROUTES_FILE: cannot read ${missing} (ENOENT); set AGENT_ROUTES_FILE=none to send every chat to AGENT_DEFAULT_PIPELINE instead`);
     const bad = join(dir, 'routes.yaml');
     writeFileSync(bad, BAD);
     expect(() => new RouteFile(bad, options)).toThrow('AGENT_ROUTES_FILE: routes.yaml:2:65: rules.0.patterns.0: Invalid regular expression');

@@ -48,7 +48,7 @@ export class RouteFile {
     try {
       text = readFileSync(path, 'utf8');
     } catch (error) {
-      throw new ConfigError([`AGENT_ROUTES_FILE: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'}); set AGENT_ROUTES_FILE="" to send every chat to AGENT_DEFAULT_PIPELINE instead`]);
+      throw new ConfigError([`AGENT_ROUTES_FILE: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'}); set AGENT_ROUTES_FILE=none to send every chat to AGENT_DEFAULT_PIPELINE instead`]);
     }
     const compiled = RouteTable.compile(basename(path), text);
     if ('problems' in compiled) throw new ConfigError(compiled.problems.map((problem) => `AGENT_ROUTES_FILE: ${formatProblem(problem)}`));

@@ -6,11 +6,14 @@ import { PipelineCatalog } from './pipeline-catalog.js';
 import { RouteFile } from './route-file.js';
 import { RouteTable, inputsFor, type PipelineShape, type RuleMatch } from './route-table.js';
 
+/** AGENT_ROUTES_FILE's value for no route table. */
+export const NO_ROUTE_TABLE = 'none';
+
 const defaultRoutesFile = fileURLToPath(new URL('../../../../pipelines/routes.yaml', import.meta.url));
 
 /** The agent's routing settings (spread into its config schema). */
 export const routingConfigShape = {
-  /** routes.yaml; empty: no route table, every chat goes to AGENT_DEFAULT_PIPELINE. */
+  /** routes.yaml; "none": no route table, every chat goes to AGENT_DEFAULT_PIPELINE (an empty variable is unset, as every variable). */
   AGENT_ROUTES_FILE: z.string().default(defaultRoutesFile),
   AGENT_ROUTES_POLL_MS: durationMs().min(100, 'expected at least 100 ms').default(5_000),
   /** A provider model alias for the classifier route; empty: no classifier. */
@@ -107,7 +110,7 @@ export function createRouter(context: ServiceContext<RoutingConfig>): Router {
     classifier.setCandidates(names.map((name) => listed.get(name)).filter((shape): shape is PipelineShape => shape?.valid === true));
   };
 
-  const file = config.AGENT_ROUTES_FILE
+  const file = config.AGENT_ROUTES_FILE !== NO_ROUTE_TABLE
     ? new RouteFile(config.AGENT_ROUTES_FILE, {
         pollMs: config.AGENT_ROUTES_POLL_MS,
         debounceMs: 100,
@@ -118,7 +121,7 @@ export function createRouter(context: ServiceContext<RoutingConfig>): Router {
       })
     : undefined;
   const fixed = file ? undefined : RouteTable.only(config.AGENT_DEFAULT_PIPELINE);
-  if (fixed) logger.info({ pipeline: config.AGENT_DEFAULT_PIPELINE }, 'AGENT_ROUTES_FILE is empty: no route table, every chat goes to AGENT_DEFAULT_PIPELINE');
+  if (fixed) logger.info({ pipeline: config.AGENT_DEFAULT_PIPELINE }, 'AGENT_ROUTES_FILE=none: no route table, every chat goes to AGENT_DEFAULT_PIPELINE');
   const table = () => file?.current ?? fixed!;
 
   if (file || classifier) {
