@@ -267,58 +267,53 @@ export class JobStore {
   }
 
   /**
-   * Every stored job: the last entry of each key, read with one watcher. The bucket's max age
-   * bounds how many there are; ListJobs filters and pages them.
+   * Every stored job: the last entry of each key of both buckets, each read with one watcher
+   * (not a read per key: a week of quiet-hour chats is thousands of batches of one). The
+   * buckets' max age bounds how many there are; ListJobs filters and pages them.
    */
   async list(): Promise<proto.Job[]> {
-    const [submitted, inline] = await Promise.all([this.#listSubmitted(), this.#listInline()]);
+    const [submitted, inline] = await Promise.all([
+      lastValues(this.#jobs, this.#raw, (stored, revision) => [fromStored(stored, revision).job]),
+      lastValues(this.#inline, this.#rawInline, (batch) => batch.jobs.map((stored) => fromStored(stored, 0).job)),
+    ]);
     return [...submitted, ...inline];
   }
+}
 
-  async #listInline(): Promise<proto.Job[]> {
-    if (await this.#inline.isEmpty()) return [];
-    const jobs: proto.Job[] = [];
-    for (const batch of await this.#inline.keys()) {
-      try {
-        for (const stored of (await this.#inline.get(batch))?.value.jobs ?? []) jobs.push(fromStored(stored, 0).job);
-      } catch {
-        // A corrupt batch is not listed.
-      }
-    }
-    return jobs;
-  }
-
-  async #listSubmitted(): Promise<proto.Job[]> {
-    const status = await this.#raw.status();
-    if (status.values === 0) return [];
-    // The snapshot ends at the bucket's last write when the listing began, or where nothing is
-    // pending after an entry: busy buckets keep adding writes behind the snapshot.
-    const last = status.streamInfo.state.last_seq;
-    const watcher = await this.#jobs.watch();
-    // Writes made while the snapshot is read come through it too: the latest revision of a key wins.
-    const jobs = new Map<string, { revision: number; job: proto.Job | undefined }>();
-    // A bucket emptied by its max age between the status and the watch sends no snapshot: give
-    // up waiting after a while rather than hang the call.
-    const timer = setTimeout(() => watcher.stop(), 10_000);
-    try {
-      for await (const entry of watcher) {
-        if ((jobs.get(entry.key)?.revision ?? 0) < entry.revision) {
-          let job: proto.Job | undefined;
-          try {
-            job = entry.operation === 'PUT' ? fromStored(this.#jobs.decode(entry), entry.revision).job : undefined;
-          } catch {
-            // A corrupt record is not listed; GetJob names it (DATA_LOSS).
-          }
-          jobs.set(entry.key, { revision: entry.revision, job });
+/**
+ * The jobs in the last value of every key of a bucket, read with one watcher. A value that does
+ * not decode is not listed (GetJob names it: DATA_LOSS).
+ */
+async function lastValues<T>(store: KvStore<T>, raw: KV, jobsOf: (value: T, revision: number) => proto.Job[]): Promise<proto.Job[]> {
+  const status = await raw.status();
+  if (status.values === 0) return [];
+  // The snapshot ends at the bucket's last write when the listing began, or where nothing is
+  // pending after an entry: busy buckets keep adding writes behind the snapshot.
+  const last = status.streamInfo.state.last_seq;
+  const watcher = await store.watch();
+  // Writes made while the snapshot is read come through it too: the latest revision of a key wins.
+  const jobs = new Map<string, { revision: number; jobs: proto.Job[] }>();
+  // A bucket emptied by its max age between the status and the watch sends no snapshot: give
+  // up waiting after a while rather than hang the call.
+  const timer = setTimeout(() => watcher.stop(), 10_000);
+  try {
+    for await (const entry of watcher) {
+      if ((jobs.get(entry.key)?.revision ?? 0) < entry.revision) {
+        let listed: proto.Job[] = [];
+        try {
+          listed = entry.operation === 'PUT' ? jobsOf(store.decode(entry), entry.revision) : [];
+        } catch {
+          // not listed (above)
         }
-        if (entry.revision >= last || entry.delta === 0) break;
+        jobs.set(entry.key, { revision: entry.revision, jobs: listed });
       }
-    } finally {
-      clearTimeout(timer);
-      watcher.stop();
+      if (entry.revision >= last || entry.delta === 0) break;
     }
-    return [...jobs.values()].flatMap(({ job }) => (job ? [job] : []));
+  } finally {
+    clearTimeout(timer);
+    watcher.stop();
   }
+  return [...jobs.values()].flatMap((value) => value.jobs);
 }
 
 /** Texts of a record that may be long (what callers sent and what models answered). */
