@@ -1,6 +1,7 @@
-// Inline calls (HandleChat) recorded as jobs in batches, when their records are big: a batch's
-// KV value must stay under NATS's max payload (1 MB by default), or every record of the batch is
-// lost. Real nats-server, provider (fake Anthropic upstream), executor and agent processes.
+// Job records bigger than NATS's max payload (1 MB by default) allows a KV value. Inline calls
+// (HandleChat) recorded as jobs in batches: a batch's value must stay under it, or every record of
+// the batch is lost. A submitted job with a long output: its record and its last event must fit.
+// Real nats-server, provider (fake Anthropic upstream), executor and agent processes.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -45,7 +46,7 @@ beforeAll(async () => {
     name: 'agent-inline',
     executorPort: executor.grpcPort,
     natsUrl: nats.url,
-    env: { AGENT_RUN_JOBS: 'false', AGENT_ROUTES_FILE: 'none', AGENT_DEFAULT_PIPELINE: 'one-step', AGENT_INLINE_RECORD_WINDOW_MS: '2000', AGENT_MAX_CONCURRENT_CALLS: '64' },
+    env: { AGENT_ROUTES_FILE: 'none', AGENT_DEFAULT_PIPELINE: 'one-step', AGENT_INLINE_RECORD_WINDOW_MS: '2000', AGENT_MAX_CONCURRENT_CALLS: '64' },
   });
 });
 
@@ -97,5 +98,31 @@ describe('inline calls with large records', () => {
     for (const chat of chats) {
       expect((await eventually(`chat ${chat.jobId} to be recorded`, async () => (await agent.client.getJob({ jobId: chat.jobId })).job, 20_000)).output).toBe(chat.response);
     }
+  });
+});
+
+describe('a submitted job with a record bigger than max payload', () => {
+  it('ends SUCCEEDED once, its long texts cut with a marker in its record and its last event', async () => {
+    provider.fakes.anthropic.reset();
+    const message = longMessage(7, 400_000);
+    const { job } = await agent.client.submitJob({ pipeline: 'one-step', message });
+    const jobId = job!.jobId;
+    const done = await eventually(
+      'the job to end',
+      async () => {
+        const { job: current } = await agent.client.getJob({ jobId });
+        return current && current.status !== proto.JobStatus.JOB_STATUS_QUEUED && current.status !== proto.JobStatus.JOB_STATUS_RUNNING ? current : undefined;
+      },
+      30_000,
+    );
+    expect(done).toMatchObject({ status: proto.JobStatus.JOB_STATUS_SUCCEEDED, deliveries: 1 });
+    expect(done.output).toMatch(/characters cut: a job record must fit NATS's max payload\]$/);
+    expect(`fake anthropic reply to: ${message}`.startsWith(done.output.split('[... ')[0]!)).toBe(true);
+    // Run once: not again and again for a record that cannot be written.
+    expect(provider.fakes.anthropic.requests).toHaveLength(1);
+    // A watcher gets the end.
+    const events: proto.JobEvent[] = [];
+    for await (const { event } of agent.client.watchJob({ jobId, afterSequence: 0 })) events.push(event!);
+    expect(events.at(-1)!.statusChanged).toMatchObject({ status: proto.JobStatus.JOB_STATUS_SUCCEEDED, job: { jobId, output: done.output } });
   });
 });

@@ -210,14 +210,30 @@ export class JobStore {
     await this.#rawInline.put(this.#inline.checkKey(record.jobId), utf8.encode(`${JOBS_PREFIX}${record.json}${JOBS_SUFFIX}`));
   }
 
-  /** Stores a new job; KvRevisionConflictError if its id exists. */
-  async create(job: proto.Job, webhookSecret = ''): Promise<number> {
-    return this.#jobs.create(job.jobId, toStored(job, webhookSecret));
+  /**
+   * The job as its record keeps it: as it is when its JSON fits the server's max_payload, else
+   * with its long texts cut to fit, each ending in a marker (trimToFit). A job's last event
+   * carries it so too.
+   */
+  fit(job: proto.Job, webhookSecret = ''): proto.Job {
+    const limit = this.#maxPayload() - PAYLOAD_MARGIN;
+    const measure = (candidate: proto.Job) => ({ job: candidate, bytes: Buffer.byteLength(JSON.stringify(toStored(candidate, webhookSecret))) });
+    const measured = measure(job);
+    return measured.bytes <= limit ? job : trimToFit(job, limit, measure).job;
   }
 
-  /** Writes the job if its record is still at `revision`; KvRevisionConflictError otherwise. */
+  /** Stores a new job (fitted to max_payload); KvRevisionConflictError if its id exists. */
+  async create(job: proto.Job, webhookSecret = ''): Promise<number> {
+    return this.#jobs.create(job.jobId, toStored(this.fit(job, webhookSecret), webhookSecret));
+  }
+
+  /**
+   * Writes the job (fitted to max_payload) if its record is still at `revision`;
+   * KvRevisionConflictError otherwise. The answer holds the job as given, not cut: later changes
+   * start from it, so a text is never cut twice.
+   */
   async update(record: JobRecord, job: proto.Job): Promise<JobRecord> {
-    const revision = await this.#jobs.update(job.jobId, toStored(job, record.webhookSecret), record.revision);
+    const revision = await this.#jobs.update(job.jobId, toStored(this.fit(job, record.webhookSecret), record.webhookSecret), record.revision);
     return { job, webhookSecret: record.webhookSecret, revision };
   }
 
@@ -333,11 +349,12 @@ function cutTexts(job: proto.Job, cut: (text: string) => string): proto.Job {
 /**
  * The record with every long text cut to a length at which it fits `limit` bytes: halved until it
  * fits. A cut text keeps its beginning and ends in "[... N of M characters cut: a job record must
- * fit NATS's max payload]"; the call's own answer had all of it. A record that does not fit even
+ * fit NATS's max payload]"; an inline call's answer had all of it, a submitted job's text deltas
+are in its events (WatchJob). A record that does not fit even
  * with every text cut to nothing (thousands of inputs) keeps none of its texts, steps, inputs or
  * outputs, and its output says so.
  */
-function trimToFit(job: proto.Job, limit: number, encode: (job: proto.Job) => EncodedInlineJob): EncodedInlineJob {
+function trimToFit<Encoded extends { bytes: number }>(job: proto.Job, limit: number, encode: (job: proto.Job) => Encoded): Encoded {
   for (let keep = Math.floor(limit / 2); keep >= 64; keep = Math.floor(keep / 2)) {
     const encoded = encode(cutTexts(job, (text) => (text.length <= keep ? text : `${text.slice(0, keep)}[... ${text.length - keep} of ${text.length} characters cut: a job record must fit NATS's max payload]`)));
     if (encoded.bytes <= limit) return encoded;
