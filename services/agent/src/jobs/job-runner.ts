@@ -380,7 +380,8 @@ export class JobRunner {
       finishedAt: new Date(),
       webhookStatus: record.job.webhookUrl ? 'pending' : record.job.webhookStatus,
     };
-    const sequence = await log.append({ statusChanged: { status: finished.status, detail: outcome.error ?? '', job: finished } });
+    // The job as its record keeps it: an event, too, must fit NATS's max_payload.
+    const sequence = await log.append({ statusChanged: { status: finished.status, detail: outcome.error ?? '', job: store.fit(finished) } });
     if (sequence) finished = { ...finished, lastSequence: sequence };
     let written: JobRecord | undefined;
     for (let current = record; ; ) {

@@ -5,7 +5,7 @@
  * cancel, a step's progress) are compare-and-set by revision.
  */
 import { createHash } from 'node:crypto';
-import { KvRevisionConflictError, KvStore, proto, type KvKeyRule } from '@elexirion/kit';
+import { KvRejectedValueError, KvRevisionConflictError, KvStore, proto, type KvKeyRule } from '@elexirion/kit';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { z } from 'zod';
@@ -44,6 +44,23 @@ const keyClaimSchema = z.looseObject({ jobId: z.string().min(1) });
 const inlineBatchSchema = z.looseObject({ jobs: z.array(storedJobSchema) });
 type InlineBatch = z.infer<typeof inlineBatchSchema>;
 const INLINE_JOB_ID = /^([0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{4})[0-9a-f]{8}$/;
+/** NATS's default max_payload, for when the server's INFO is not known. */
+const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+/** Room kept below max_payload for what the write adds around the value. */
+const PAYLOAD_MARGIN = 1024;
+const JOBS_PREFIX = '{"jobs":[';
+const JOBS_SUFFIX = ']}';
+const utf8 = new TextEncoder();
+
+/**
+ * An inline call's record as stored: encoded once (a batch is written again while records come
+ * in), and its size in bytes, for placing it in its batch's value or under a key of its own.
+ */
+export interface EncodedInlineJob {
+  jobId: string;
+  json: string;
+  bytes: number;
+}
 
 /** A new batch's id: a random UUID's first 28 characters, marked version 8. */
 export function newInlineBatchId(uuid: string): string {
@@ -87,12 +104,22 @@ export class JobStore {
   /** The jobs bucket untyped, for its status (where a listing's snapshot ends). */
   readonly #raw: KV;
   readonly #inline: KvStore<InlineBatch>;
+  /** The inline bucket untyped: a batch's value is put together from records checked and encoded once (encodeInline). */
+  readonly #rawInline: KV;
+  readonly #maxPayload: () => number;
 
-  private constructor(jobs: KvStore<StoredJob>, keys: KvStore<z.infer<typeof keyClaimSchema>>, raw: KV, inline: KvStore<InlineBatch>) {
+  private constructor(jobs: KvStore<StoredJob>, keys: KvStore<z.infer<typeof keyClaimSchema>>, raw: KV, inline: KvStore<InlineBatch>, rawInline: KV, maxPayload: () => number) {
     this.#jobs = jobs;
     this.#keys = keys;
     this.#raw = raw;
     this.#inline = inline;
+    this.#rawInline = rawInline;
+    this.#maxPayload = maxPayload;
+  }
+
+  /** The most bytes of records one value of the inline bucket may hold: the server's max_payload, less the value's frame and a margin. */
+  get inlineValueLimit(): number {
+    return this.#maxPayload() - PAYLOAD_MARGIN - JOBS_PREFIX.length - JOBS_SUFFIX.length;
   }
 
   /** Binds to both buckets, creating them when missing with `retentionMs` as their max age. */
@@ -118,7 +145,10 @@ export class JobStore {
       bucket: options.inlineBucket ?? DEFAULT_INLINE_JOBS_BUCKET,
       schema: inlineBatchSchema,
       key: JOB_ID,
-      check: (batchId, batch) => {
+      check: (key, batch) => {
+        // A record too big to share its batch's value is stored alone, under its job id.
+        if (inlineBatchOf(key) !== undefined) return batch.jobs.length === 1 && batch.jobs[0]!.jobId === key ? undefined : `entry under job id ${key} must hold that job alone`;
+        const batchId = key;
         const stranger = batch.jobs.find((job) => inlineBatchOf(job.jobId) !== batchId);
         return stranger ? `entry holds job ${stranger.jobId} of another batch` : undefined;
       },
@@ -126,7 +156,8 @@ export class JobStore {
       history: 1,
       description: 'Elexirion agent inline calls (HandleChat, RunPipeline) as jobs, a batch of them per key',
     });
-    return new JobStore(jobs, keys, await new Kvm(connection).open(jobs.bucket), inline);
+    const kvm = new Kvm(connection);
+    return new JobStore(jobs, keys, await kvm.open(jobs.bucket), inline, await kvm.open(inline.bucket), () => connection.info?.max_payload ?? DEFAULT_MAX_PAYLOAD);
   }
 
   /** Throws KvInvalidKeyError (INVALID_ARGUMENT) unless `jobId` may be a job id. */
@@ -137,7 +168,8 @@ export class JobStore {
   async get(jobId: string): Promise<JobRecord | undefined> {
     const batch = inlineBatchOf(jobId);
     if (batch !== undefined) {
-      const stored = (await this.#inline.get(batch))?.value.jobs.find((job) => job.jobId === jobId);
+      // In its batch's value, or (too big to share it) under its own id.
+      const stored = (await this.#inline.get(batch))?.value.jobs.find((job) => job.jobId === jobId) ?? (await this.#inline.get(jobId))?.value.jobs[0];
       return stored && fromStored(stored, 0);
     }
     const entry = await this.#jobs.get(jobId);
@@ -145,21 +177,63 @@ export class JobStore {
   }
 
   /**
-   * Writes a batch of inline calls' records (finished jobs nobody else writes) under the batch's
-   * id; a later write of the same batch holds every record of the earlier one and more.
+   * An inline call's record, checked as the bucket checks its values and encoded, at most
+   * `inlineValueLimit` bytes: a record bigger than that (a long output) has its longest texts cut
+   * to fit, each cut one ending in a marker saying how much of it was cut (trimToFit).
+   * KvRejectedValueError when the record is not one the bucket may hold.
    */
-  async putInlineBatch(batchId: string, jobs: proto.Job[]): Promise<void> {
-    await this.#inline.put(batchId, { jobs: jobs.map((job) => toStored(job, '')) });
+  encodeInline(job: proto.Job): EncodedInlineJob {
+    const batchId = inlineBatchOf(job.jobId);
+    if (batchId === undefined) throw new KvRejectedValueError(this.#inline.bucket, job.jobId, ['not an inline job id (version 8 UUID)']);
+    const limit = this.inlineValueLimit;
+    const encode = (record: proto.Job): EncodedInlineJob => {
+      const json = JSON.stringify(this.#inline.check(batchId, { jobs: [toStored(record, '')] }).jobs[0]);
+      return { jobId: record.jobId, json, bytes: Buffer.byteLength(json) };
+    };
+    const encoded = encode(job);
+    return encoded.bytes <= limit ? encoded : trimToFit(job, limit, encode);
   }
 
-  /** Stores a new job; KvRevisionConflictError if its id exists. */
+  /**
+   * Writes a batch of inline calls' records (finished jobs nobody else writes) under the batch's
+   * id; a later write of the same batch holds every record of the earlier one and more. Their
+   * bytes together must stay within `inlineValueLimit` (the caller places the others alone).
+   */
+  async putInlineBatch(batchId: string, records: readonly EncodedInlineJob[]): Promise<void> {
+    const stranger = records.find((record) => inlineBatchOf(record.jobId) !== batchId);
+    if (stranger) throw new KvRejectedValueError(this.#inline.bucket, batchId, [`entry holds job ${stranger.jobId} of another batch`]);
+    await this.#rawInline.put(this.#inline.checkKey(batchId), utf8.encode(`${JOBS_PREFIX}${records.map((record) => record.json).join(',')}${JOBS_SUFFIX}`));
+  }
+
+  /** Writes one inline call's record under its own job id: it is too big to share its batch's value. GetJob looks there when the batch lacks it. */
+  async putInlineAlone(record: EncodedInlineJob): Promise<void> {
+    await this.#rawInline.put(this.#inline.checkKey(record.jobId), utf8.encode(`${JOBS_PREFIX}${record.json}${JOBS_SUFFIX}`));
+  }
+
+  /**
+   * The job as its record keeps it: as it is when its JSON fits the server's max_payload, else
+   * with its long texts cut to fit, each ending in a marker (trimToFit). A job's last event
+   * carries it so too.
+   */
+  fit(job: proto.Job, webhookSecret = ''): proto.Job {
+    const limit = this.#maxPayload() - PAYLOAD_MARGIN;
+    const measure = (candidate: proto.Job) => ({ job: candidate, bytes: Buffer.byteLength(JSON.stringify(toStored(candidate, webhookSecret))) });
+    const measured = measure(job);
+    return measured.bytes <= limit ? job : trimToFit(job, limit, measure).job;
+  }
+
+  /** Stores a new job (fitted to max_payload); KvRevisionConflictError if its id exists. */
   async create(job: proto.Job, webhookSecret = ''): Promise<number> {
-    return this.#jobs.create(job.jobId, toStored(job, webhookSecret));
+    return this.#jobs.create(job.jobId, toStored(this.fit(job, webhookSecret), webhookSecret));
   }
 
-  /** Writes the job if its record is still at `revision`; KvRevisionConflictError otherwise. */
+  /**
+   * Writes the job (fitted to max_payload) if its record is still at `revision`;
+   * KvRevisionConflictError otherwise. The answer holds the job as given, not cut: later changes
+   * start from it, so a text is never cut twice.
+   */
   async update(record: JobRecord, job: proto.Job): Promise<JobRecord> {
-    const revision = await this.#jobs.update(job.jobId, toStored(job, record.webhookSecret), record.revision);
+    const revision = await this.#jobs.update(job.jobId, toStored(this.fit(job, record.webhookSecret), record.webhookSecret), record.revision);
     return { job, webhookSecret: record.webhookSecret, revision };
   }
 
@@ -209,58 +283,83 @@ export class JobStore {
   }
 
   /**
-   * Every stored job: the last entry of each key, read with one watcher. The bucket's max age
-   * bounds how many there are; ListJobs filters and pages them.
+   * Every stored job: the last entry of each key of both buckets, each read with one watcher
+   * (not a read per key: a week of quiet-hour chats is thousands of batches of one). The
+   * buckets' max age bounds how many there are; ListJobs filters and pages them.
    */
   async list(): Promise<proto.Job[]> {
-    const [submitted, inline] = await Promise.all([this.#listSubmitted(), this.#listInline()]);
+    const [submitted, inline] = await Promise.all([
+      lastValues(this.#jobs, this.#raw, (stored, revision) => [fromStored(stored, revision).job]),
+      lastValues(this.#inline, this.#rawInline, (batch) => batch.jobs.map((stored) => fromStored(stored, 0).job)),
+    ]);
     return [...submitted, ...inline];
   }
+}
 
-  async #listInline(): Promise<proto.Job[]> {
-    if (await this.#inline.isEmpty()) return [];
-    const jobs: proto.Job[] = [];
-    for (const batch of await this.#inline.keys()) {
-      try {
-        for (const stored of (await this.#inline.get(batch))?.value.jobs ?? []) jobs.push(fromStored(stored, 0).job);
-      } catch {
-        // A corrupt batch is not listed.
-      }
-    }
-    return jobs;
-  }
-
-  async #listSubmitted(): Promise<proto.Job[]> {
-    const status = await this.#raw.status();
-    if (status.values === 0) return [];
-    // The snapshot ends at the bucket's last write when the listing began, or where nothing is
-    // pending after an entry: busy buckets keep adding writes behind the snapshot.
-    const last = status.streamInfo.state.last_seq;
-    const watcher = await this.#jobs.watch();
-    // Writes made while the snapshot is read come through it too: the latest revision of a key wins.
-    const jobs = new Map<string, { revision: number; job: proto.Job | undefined }>();
-    // A bucket emptied by its max age between the status and the watch sends no snapshot: give
-    // up waiting after a while rather than hang the call.
-    const timer = setTimeout(() => watcher.stop(), 10_000);
-    try {
-      for await (const entry of watcher) {
-        if ((jobs.get(entry.key)?.revision ?? 0) < entry.revision) {
-          let job: proto.Job | undefined;
-          try {
-            job = entry.operation === 'PUT' ? fromStored(this.#jobs.decode(entry), entry.revision).job : undefined;
-          } catch {
-            // A corrupt record is not listed; GetJob names it (DATA_LOSS).
-          }
-          jobs.set(entry.key, { revision: entry.revision, job });
+/**
+ * The jobs in the last value of every key of a bucket, read with one watcher. A value that does
+ * not decode is not listed (GetJob names it: DATA_LOSS).
+ */
+async function lastValues<T>(store: KvStore<T>, raw: KV, jobsOf: (value: T, revision: number) => proto.Job[]): Promise<proto.Job[]> {
+  const status = await raw.status();
+  if (status.values === 0) return [];
+  // The snapshot ends at the bucket's last write when the listing began, or where nothing is
+  // pending after an entry: busy buckets keep adding writes behind the snapshot.
+  const last = status.streamInfo.state.last_seq;
+  const watcher = await store.watch();
+  // Writes made while the snapshot is read come through it too: the latest revision of a key wins.
+  const jobs = new Map<string, { revision: number; jobs: proto.Job[] }>();
+  // A bucket emptied by its max age between the status and the watch sends no snapshot: give
+  // up waiting after a while rather than hang the call.
+  const timer = setTimeout(() => watcher.stop(), 10_000);
+  try {
+    for await (const entry of watcher) {
+      if ((jobs.get(entry.key)?.revision ?? 0) < entry.revision) {
+        let listed: proto.Job[] = [];
+        try {
+          listed = entry.operation === 'PUT' ? jobsOf(store.decode(entry), entry.revision) : [];
+        } catch {
+          // not listed (above)
         }
-        if (entry.revision >= last || entry.delta === 0) break;
+        jobs.set(entry.key, { revision: entry.revision, jobs: listed });
       }
-    } finally {
-      clearTimeout(timer);
-      watcher.stop();
+      if (entry.revision >= last || entry.delta === 0) break;
     }
-    return [...jobs.values()].flatMap(({ job }) => (job ? [job] : []));
+  } finally {
+    clearTimeout(timer);
+    watcher.stop();
   }
+  return [...jobs.values()].flatMap((value) => value.jobs);
+}
+
+/** Texts of a record that may be long (what callers sent and what models answered). */
+function cutTexts(job: proto.Job, cut: (text: string) => string): proto.Job {
+  const each = (texts: Record<string, string>) => Object.fromEntries(Object.entries(texts).map(([name, text]) => [name, cut(text)]));
+  return {
+    ...job,
+    message: cut(job.message),
+    inputs: each(job.inputs),
+    output: cut(job.output),
+    outputs: each(job.outputs),
+    error: cut(job.error),
+    steps: job.steps.map((step) => ({ ...step, output: cut(step.output), json: cut(step.json), error: cut(step.error) })),
+  };
+}
+
+/**
+ * The record with every long text cut to a length at which it fits `limit` bytes: halved until it
+ * fits. A cut text keeps its beginning and ends in "[... N of M characters cut: a job record must
+ * fit NATS's max payload]"; an inline call's answer had all of it, a submitted job's text deltas
+are in its events (WatchJob). A record that does not fit even
+ * with every text cut to nothing (thousands of inputs) keeps none of its texts, steps, inputs or
+ * outputs, and its output says so.
+ */
+function trimToFit<Encoded extends { bytes: number }>(job: proto.Job, limit: number, encode: (job: proto.Job) => Encoded): Encoded {
+  for (let keep = Math.floor(limit / 2); keep >= 64; keep = Math.floor(keep / 2)) {
+    const encoded = encode(cutTexts(job, (text) => (text.length <= keep ? text : `${text.slice(0, keep)}[... ${text.length - keep} of ${text.length} characters cut: a job record must fit NATS's max payload]`)));
+    if (encoded.bytes <= limit) return encoded;
+  }
+  return encode({ ...cutTexts(job, () => ''), inputs: {}, outputs: {}, steps: [], output: "[the record's texts, steps, inputs and outputs were cut: together they did not fit NATS's max payload]" });
 }
 
 function keyHash(idempotencyKey: string): string {
