@@ -161,10 +161,6 @@ export class JobStore {
   }
 
   /** Throws KvInvalidKeyError (INVALID_ARGUMENT) unless `jobId` may be a job id. */
-  checkJobId(jobId: string): void {
-    this.#jobs.checkKey(jobId);
-  }
-
   async get(jobId: string): Promise<JobRecord | undefined> {
     const batch = inlineBatchOf(jobId);
     if (batch !== undefined) {

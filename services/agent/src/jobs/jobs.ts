@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { PIPELINE_NAME, ServerError, Status, proto, type Logger, type ServiceClient, type ServiceNats } from '@elexirion/kit';
 import { InlineRecords } from './inline-records.js';
-import { JobEventLog } from './job-events.js';
+import { JobEventLog, jobIdProblem } from './job-events.js';
 import { JOBS_CANCEL_SUBJECT, JobQueue } from './job-queue.js';
 import { JobRunner } from './job-runner.js';
 import { JobStore, isFinished } from './job-store.js';
@@ -171,9 +171,8 @@ export class Jobs {
   }
 
   async get(jobId: string): Promise<proto.Job> {
-    if (!jobId) throw invalid('job_id: required');
+    checkJobId(jobId);
     const { store } = this.#attached();
-    store.checkJobId(jobId);
     const record = await store.get(jobId);
     if (!record) throw new ServerError(Status.NOT_FOUND, `job "${jobId}" not found (never submitted, or older than the retention period)`);
     return record.job;
@@ -184,9 +183,8 @@ export class Jobs {
    * it aborts its executor call. A queued job never runs; a finished one is answered unchanged.
    */
   async cancel(request: proto.CancelJobRequest): Promise<proto.Job> {
-    if (!request.jobId) throw invalid('job_id: required');
+    checkJobId(request.jobId);
     const { store } = this.#attached();
-    store.checkJobId(request.jobId);
     const by = request.requestedBy || 'api';
     let wasRunning = false;
     const record = await store.mutate(request.jobId, (job) => {
@@ -271,6 +269,13 @@ export class Jobs {
       error: error?.message ?? '',
     };
   }
+}
+
+/** A job id as the caller gave it: INVALID_ARGUMENT naming the field when it cannot be one (before NATS is asked). */
+function checkJobId(jobId: string): void {
+  if (!jobId) throw invalid('job_id: required');
+  const problem = jobIdProblem(jobId);
+  if (problem) throw invalid(`job_id: ${problem}`);
 }
 
 function invalid(message: string): ServerError {
