@@ -5,6 +5,7 @@
  * (prompt parts included), demos as message pairs, the provider request, and text deltas while it
  * streams.
  */
+import { isAbortError } from 'abort-controller-x';
 import { ClientError, ServerError, Status, TrailerCapture, proto, type ServiceClient } from '@elexirion/kit';
 import type { PipelineLoader } from '../pipeline/loader.js';
 import { stepModel, stepPreset } from '../pipeline/models.js';
@@ -99,9 +100,16 @@ export class LlmCaller {
     try {
       if (options.onDelta && !options.jsonSchema) {
         let done: proto.CompleteResponse | undefined;
-        for await (const message of this.deps.provider.streamComplete({ request }, callOptions)) {
-          if (message.delta !== undefined) options.onDelta(message.delta);
-          if (message.done) done = message.done;
+        try {
+          for await (const message of this.deps.provider.streamComplete({ request }, callOptions)) {
+            if (message.delta !== undefined) options.onDelta(message.delta);
+            if (message.done) done = message.done;
+          }
+        } catch (error) {
+          // The answer is in: a cancel that lands before the stream's end (the provider's
+          // trailers) does not undo the step, which then gets its checkpoint; called again on
+          // the resume, it would be paid for twice.
+          if (!done || !isCancel(error)) throw error;
         }
         if (!done) throw new ServerError(Status.UNAVAILABLE, 'the provider stream ended without its final message');
         answer = done;
@@ -127,6 +135,11 @@ export class LlmCaller {
     if (options.jsonSchema) outcome.structured = { json: answer.json, error: answer.jsonError };
     return outcome;
   }
+}
+
+/** The call was cancelled by its own signal (the run's caller went away) or by the provider's side. */
+function isCancel(error: unknown): boolean {
+  return isAbortError(error) || (error instanceof ClientError && error.code === Status.CANCELLED);
 }
 
 /** The caller's override, else the registry's version for (pipeline, step), else the step's YAML prompt. */
