@@ -4,6 +4,7 @@ import {
   ConcurrencyLimiter,
   LimitExceededError,
   PIPELINE_NAME,
+  RETRY_PUSHBACK_KEY,
   ServerError,
   Status,
   boolFlag,
@@ -36,6 +37,8 @@ export const agentConfigSchema = z.object({
   AGENT_MAX_QUEUED_CALLS: z.coerce.number().int().min(0).default(4_096),
   /** Queued jobs (SubmitJob) this replica runs at once; it takes one from the queue only when a slot is free. */
   AGENT_MAX_CONCURRENT_JOBS: positiveInt().default(16),
+  /** Jobs stored and not yet ended, across the replicas (the queue's bound); past it SubmitJob is RESOURCE_EXHAUSTED with a retry hint. */
+  AGENT_MAX_QUEUED_JOBS: positiveInt().default(10_000),
   /** Jobs (SubmitJob) are run by this replica; off, it still stores, answers and cancels them. */
   AGENT_RUN_JOBS: boolFlag().default(true),
   /** How long a replica may hold a job without a sign of life before another takes it over. */
@@ -63,6 +66,7 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
     maxConcurrent: config.AGENT_RUN_JOBS ? config.AGENT_MAX_CONCURRENT_JOBS : 0,
     ackWaitMs: config.AGENT_JOB_ACK_WAIT_MS,
     maxDeliveries: config.AGENT_JOB_MAX_DELIVERIES,
+    maxQueued: config.AGENT_MAX_QUEUED_JOBS,
     retentionMs: config.AGENT_JOB_RETENTION_HOURS * 3_600_000,
     inlineRecordWindowMs: config.AGENT_INLINE_RECORD_WINDOW_MS,
     executor,
@@ -89,7 +93,7 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
     } catch (error) {
       timeout.dispose();
       if (!(error instanceof LimitExceededError)) throw error;
-      callContext.trailer.set('grpc-retry-pushback-ms', String(RETRY_HINT_MS));
+      callContext.trailer.set(RETRY_PUSHBACK_KEY, String(RETRY_HINT_MS));
       throw new ServerError(Status.RESOURCE_EXHAUSTED, `agent is at its limit of inline calls (${error.message}): retry in about ${RETRY_HINT_MS} ms`);
     }
     const { jobId, end } = jobs.beginInline();
@@ -178,7 +182,7 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
       if (!request.pipeline && !request.message) throw new ServerError(Status.INVALID_ARGUMENT, 'pipeline or message: give a pipeline to run, or a message to route');
       // A message is routed as a chat is; with a pipeline named, its route says which input gets the message.
       const choice = request.message ? await router.route(request.message, { pipeline: request.pipeline, context: callContext }) : undefined;
-      return jobs.submit({ pipeline: choice?.pipeline ?? request.pipeline, inputs: choice?.inputs ?? {}, request, route: choice?.decision });
+      return jobs.submit({ pipeline: choice?.pipeline ?? request.pipeline, inputs: choice?.inputs ?? {}, request, route: choice?.decision }, callContext);
     },
     async getJob(request) {
       return { job: await jobs.get(request.jobId) };

@@ -29,7 +29,7 @@ export {
   type Deadline,
   type PropagatedCallOptions,
 } from './rpc/deadline.js';
-export { ClientError, ElexirionError, ServerError, Status, failureMessage, httpStatusFromGrpc, statusNameOf, statusOf, toServerError } from './rpc/errors.js';
+export { ClientError, ElexirionError, RETRY_PUSHBACK_KEY, ServerError, Status, failureMessage, httpStatusFromGrpc, statusNameOf, statusOf, toServerError } from './rpc/errors.js';
 export { PROVIDER_OVERLOADED_TRAILER, RUN_FAILURE_TRAILER, TrailerCapture, runFailureOf, setRunFailure } from './rpc/run-failure.js';
 
 // reliability/: the one retry, limits, timeouts.

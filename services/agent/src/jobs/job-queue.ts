@@ -7,6 +7,7 @@
 import {
   AckPolicy,
   DeliverPolicy,
+  DiscardPolicy,
   JetStreamApiCodes,
   JetStreamApiError,
   RetentionPolicy,
@@ -33,18 +34,26 @@ export interface JobQueueOptions {
    * reaches a replica, which ends the job as failed saying so (else it would sit in the stream).
    */
   maxDeliver: number;
+  /** Jobs the stream holds at most (queued or held by a replica); past it a publish is refused. */
+  maxQueued: number;
+}
+
+/** The queue holds its maximum of jobs: SubmitJob answers RESOURCE_EXHAUSTED. */
+export class QueueFullError extends Error {
+  override readonly name = 'QueueFullError';
 }
 
 export class JobQueue {
   private constructor(
     private readonly js: JetStreamClient,
     readonly consumer: Consumer,
+    private readonly maxQueued: number,
   ) {}
 
   /** Binds to the stream and its consumer, creating them when missing and updating the consumer's ack wait and max deliver. */
   static async open(connection: NatsConnection, options: JobQueueOptions): Promise<JobQueue> {
     const manager = await jetstreamManager(connection);
-    await ensureStream(manager);
+    await ensureStream(manager, options.maxQueued);
     const config: Partial<ConsumerConfig> = {
       ack_policy: AckPolicy.Explicit,
       ack_wait: nanos(options.ackWaitMs),
@@ -59,7 +68,7 @@ export class JobQueue {
       await manager.consumers.add(JOBS_STREAM, { ...config, durable_name: JOBS_CONSUMER, deliver_policy: DeliverPolicy.All, filter_subject: JOBS_QUEUE_SUBJECT });
     }
     const js = manager.jetstream();
-    return new JobQueue(js, await js.consumers.get(JOBS_STREAM, JOBS_CONSUMER));
+    return new JobQueue(js, await js.consumers.get(JOBS_STREAM, JOBS_CONSUMER), options.maxQueued);
   }
 
   /**
@@ -67,13 +76,26 @@ export class JobQueue {
    * job id, so a publish retried within the stream's duplicate window is stored once.
    */
   async enqueue(jobId: string): Promise<void> {
-    await this.js.publish(JOBS_QUEUE_SUBJECT, jobId, { msgID: jobId });
+    try {
+      await this.js.publish(JOBS_QUEUE_SUBJECT, jobId, { msgID: jobId });
+    } catch (error) {
+      // The stream discards new messages past max_msgs: JetStream refuses the publish.
+      if (error instanceof JetStreamApiError && error.code === STREAM_STORE_FAILED) {
+        throw new QueueFullError(`the job queue holds its maximum of ${this.maxQueued} jobs (AGENT_MAX_QUEUED_JOBS)`, { cause: error });
+      }
+      throw error;
+    }
   }
 }
 
-async function ensureStream(manager: JetStreamManager): Promise<void> {
+/** JetStream's error code for a message the stream would not store (here: past max_msgs with discard new). */
+const STREAM_STORE_FAILED = 10077;
+
+async function ensureStream(manager: JetStreamManager, maxQueued: number): Promise<void> {
   try {
-    await manager.streams.info(JOBS_STREAM);
+    const { config } = await manager.streams.info(JOBS_STREAM);
+    // The bound follows the replicas' setting (the last replica to attach wins, as for the ack wait).
+    if (config.max_msgs !== maxQueued || config.discard !== DiscardPolicy.New) await manager.streams.update(JOBS_STREAM, { ...config, max_msgs: maxQueued, discard: DiscardPolicy.New });
     return;
   } catch (error) {
     if (!(error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound)) throw error;
@@ -83,6 +105,8 @@ async function ensureStream(manager: JetStreamManager): Promise<void> {
     subjects: [JOBS_QUEUE_SUBJECT],
     retention: RetentionPolicy.Workqueue,
     storage: StorageType.File,
+    max_msgs: maxQueued,
+    discard: DiscardPolicy.New,
     description: 'Elexirion agent jobs waiting for, or held by, a replica (one message per job id)',
     duplicate_window: nanos(120_000),
   });

@@ -4,10 +4,11 @@
  * (HandleChat, RunPipeline), written after their answer.
  */
 import { randomUUID } from 'node:crypto';
-import { PIPELINE_NAME, ServerError, Status, proto, type Logger, type ServiceClient, type ServiceNats } from '@elexirion/kit';
+import type { CallContext } from 'nice-grpc-common';
+import { PIPELINE_NAME, RETRY_PUSHBACK_KEY, ServerError, Status, proto, type Logger, type ServiceClient, type ServiceNats } from '@elexirion/kit';
 import { InlineRecords } from './inline-records.js';
 import { JobEventLog, jobIdProblem } from './job-events.js';
-import { JOBS_CANCEL_SUBJECT, JobQueue } from './job-queue.js';
+import { JOBS_CANCEL_SUBJECT, JobQueue, QueueFullError } from './job-queue.js';
 import { JobRunner } from './job-runner.js';
 import { JobStore, isFinished } from './job-store.js';
 import type { WatchJobDeps } from './watch-job.js';
@@ -20,6 +21,7 @@ export interface JobsOptions {
   maxConcurrent: number;
   ackWaitMs: number;
   maxDeliveries: number;
+  maxQueued: number;
   retentionMs: number;
   inlineRecordWindowMs: number;
   executor: ServiceClient<'executor'>;
@@ -64,6 +66,8 @@ const MAX_PAGE_SIZE = 500;
 const MAX_IDEMPOTENCY_KEY = 256;
 /** How long a submit whose key another submit holds waits for that one's record to appear. */
 const DEDUP_WAIT_MS = 5_000;
+/** The retry hint when the queue is full: about how long jobs take to leave it. */
+const QUEUE_FULL_RETRY_MS = 5_000;
 
 export class Jobs {
   readonly #options: JobsOptions;
@@ -80,7 +84,7 @@ export class Jobs {
     options.nats.use('jobs', async (connection) => {
       const store = await JobStore.open(connection, { retentionMs: options.retentionMs });
       // JetStream delivers one more than the limit: that delivery ends the job as failed.
-      const queue = await JobQueue.open(connection, { ackWaitMs: options.ackWaitMs, maxDeliver: options.maxDeliveries + 1 });
+      const queue = await JobQueue.open(connection, { ackWaitMs: options.ackWaitMs, maxDeliver: options.maxDeliveries + 1, maxQueued: options.maxQueued });
       const events = await JobEventLog.open(connection, { maxAgeMs: options.retentionMs });
       await this.#runner?.close();
       const runner = new JobRunner({ ...options, store, queue, events, webhooks: new WebhookSender({ logger: options.logger }) });
@@ -103,7 +107,7 @@ export class Jobs {
     return { store: this.#store, queue: this.#queue };
   }
 
-  async submit({ pipeline, inputs: routed, request, route }: JobSubmission): Promise<proto.SubmitJobResponse> {
+  async submit({ pipeline, inputs: routed, request, route }: JobSubmission, context?: Pick<CallContext, 'trailer'>): Promise<proto.SubmitJobResponse> {
     if (!PIPELINE_NAME.test(pipeline)) throw invalid(`pipeline: "${pipeline.slice(0, 80)}" is not a pipeline name (lowercase letters, digits, _ and -, at most 64)`);
     const both = Object.keys(routed).filter((name) => request.inputs[name] !== undefined);
     if (both.length > 0) throw invalid(`message and inputs.${both[0]}: the message goes to input "${both[0]}" of ${pipeline}; give one, not both`);
@@ -145,6 +149,10 @@ export class Jobs {
       // Not accepted: nothing of it may stay behind (a key pointing at a job that never runs).
       await store.delete(job.jobId).catch(() => {});
       if (request.idempotencyKey) await store.releaseKey(request.idempotencyKey).catch(() => {});
+      if (error instanceof QueueFullError) {
+        context?.trailer.set(RETRY_PUSHBACK_KEY, String(QUEUE_FULL_RETRY_MS));
+        throw new ServerError(Status.RESOURCE_EXHAUSTED, `${error.message}: retry in about ${QUEUE_FULL_RETRY_MS} ms`);
+      }
       this.#options.logger.warn({ err: error, job_id: job.jobId }, 'jobs: a job could not be queued');
       throw new ServerError(Status.UNAVAILABLE, 'the job could not be stored in the queue (NATS JetStream); it was not accepted: try again');
     }
