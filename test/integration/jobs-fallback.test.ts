@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { proto } from '@elexirion/kit';
 import {
-  eventually,
   startAgent,
   startExecutor,
   startNats,
@@ -16,6 +15,8 @@ import {
   type ExecutorUnderTest,
   type NatsServer,
   type ProviderUnderTest,
+  jobEnded,
+  jobEvents,
 } from '@elexirion/testing';
 
 const { FailureClass, JobStatus } = proto;
@@ -58,29 +59,12 @@ afterAll(async () => {
   rmSync(pipelines, { recursive: true, force: true });
 });
 
-async function ended(jobId: string): Promise<proto.Job> {
-  return eventually(
-    `job ${jobId} to end`,
-    async () => {
-      const { job } = await agent.client.getJob({ jobId });
-      return job && job.status !== JobStatus.JOB_STATUS_QUEUED && job.status !== JobStatus.JOB_STATUS_RUNNING ? job : undefined;
-    },
-    30_000,
-  );
-}
-
-async function eventsOf(jobId: string): Promise<proto.JobEvent[]> {
-  const events: proto.JobEvent[] = [];
-  for await (const { event } of agent.client.watchJob({ jobId, afterSequence: 0 })) events.push(event!);
-  return events;
-}
-
 describe('a submitted job whose run fails with a failure class', () => {
   it('overloaded (every target 529): ends SUCCEEDED through its fallback on another vendor\'s chain, and says so', async () => {
     provider.fakes.anthropic.setDefault({ status: 529, errorMessage: 'Overloaded' });
     provider.fakes.gemini.script({ text: 'Gemini answered the job.' });
     const { job } = await agent.client.submitJob({ pipeline: 'plain', message: 'Hello there' });
-    const done = await ended(job!.jobId);
+    const done = await jobEnded(agent, job!.jobId);
     expect(done).toMatchObject({ status: JobStatus.JOB_STATUS_SUCCEEDED, output: 'Gemini answered the job.', fallbackUsed: true, errorCode: '', error: '' });
     expect(done.fallback).toMatchObject({ failureClass: FailureClass.FAILURE_CLASS_OVERLOADED, pipeline: 'plain--fallback-overloaded', succeeded: true });
     expect(done.fallback!.originalError).toMatch(/^answer: UNAVAILABLE: plain: step "answer": every target of "claude" failed/);
@@ -89,7 +73,7 @@ describe('a submitted job whose run fails with a failure class', () => {
     expect(provider.fakes.gemini.requests).toHaveLength(1);
 
     // The events: the step failed with its class, the fallback was tried, the job succeeded.
-    const events = await eventsOf(job!.jobId);
+    const events = await jobEvents(agent, job!.jobId);
     expect(events.find((event) => event.stepFailed)?.stepFailed).toMatchObject({ step: 'answer', failureClass: FailureClass.FAILURE_CLASS_OVERLOADED });
     expect(events.some((event) => event.statusChanged?.status === JobStatus.JOB_STATUS_RUNNING && /trying its emergent fallback/.test(event.statusChanged.detail))).toBe(true);
     const last = events.at(-1)!.statusChanged!;
@@ -101,11 +85,11 @@ describe('a submitted job whose run fails with a failure class', () => {
     provider.fakes.anthropic.setDefault({ status: 529, errorMessage: 'Overloaded' });
     provider.fakes.gemini.setDefault({ status: 401, errorMessage: 'bad key' });
     const { job } = await agent.client.submitJob({ pipeline: 'plain', message: 'Hello there' });
-    const done = await ended(job!.jobId);
+    const done = await jobEnded(agent, job!.jobId);
     expect(done).toMatchObject({ status: JobStatus.JOB_STATUS_FAILED, errorCode: 'FAILED_PRECONDITION', fallbackUsed: true });
     expect(done.error).toMatch(/^answer: UNAVAILABLE: plain: step "answer": every target of "claude" failed: anthropic\/claude-sonnet-5: .*; then the fallback plain--fallback-overloaded failed too: FAILED_PRECONDITION: plain--fallback-overloaded: step "answer": every target of "gemini" failed/);
     expect(done.fallback).toMatchObject({ failureClass: FailureClass.FAILURE_CLASS_OVERLOADED, pipeline: 'plain--fallback-overloaded', succeeded: false });
-    const last = (await eventsOf(job!.jobId)).at(-1)!.statusChanged!;
+    const last = (await jobEvents(agent, job!.jobId)).at(-1)!.statusChanged!;
     expect(last.status).toBe(JobStatus.JOB_STATUS_FAILED);
     expect(last.detail).toBe(done.error);
   });

@@ -18,6 +18,7 @@ import {
   type ExecutorUnderTest,
   type NatsServer,
   type ProviderUnderTest,
+  jobEnded,
 } from '@elexirion/testing';
 
 const ONE_STEP = `
@@ -107,14 +108,7 @@ describe('a submitted job with a record bigger than max payload', () => {
     const message = longMessage(7, 400_000);
     const { job } = await agent.client.submitJob({ pipeline: 'one-step', message });
     const jobId = job!.jobId;
-    const done = await eventually(
-      'the job to end',
-      async () => {
-        const { job: current } = await agent.client.getJob({ jobId });
-        return current && current.status !== proto.JobStatus.JOB_STATUS_QUEUED && current.status !== proto.JobStatus.JOB_STATUS_RUNNING ? current : undefined;
-      },
-      30_000,
-    );
+    const done = await jobEnded(agent, jobId);
     expect(done).toMatchObject({ status: proto.JobStatus.JOB_STATUS_SUCCEEDED, deliveries: 1 });
     expect(done.output).toMatch(/characters cut: a job record must fit NATS's max payload\]$/);
     expect(`fake anthropic reply to: ${message}`.startsWith(done.output.split('[... ')[0]!)).toBe(true);

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { proto } from '@elexirion/kit';
-import { eventually, freePort, startAgent, startExecutor, startNats, startProvider, stopAll, type AgentUnderTest, type ExecutorUnderTest, type NatsServer, type ProviderUnderTest } from '@elexirion/testing';
+import { eventually, freePort, jobEnded, startAgent, startExecutor, startNats, startProvider, stopAll, type AgentUnderTest, type ExecutorUnderTest, type NatsServer, type ProviderUnderTest } from '@elexirion/testing';
 
 const { JobStatus } = proto;
 const dirs: string[] = [];
@@ -42,17 +42,6 @@ async function startAll(natsPort: number, store: string, pipelines: string, agen
   };
 }
 
-function finished(agent: AgentUnderTest, jobId: string): Promise<proto.Job> {
-  return eventually(
-    `job ${jobId} to end`,
-    async () => {
-      const { job } = await agent.client.getJob({ jobId });
-      return job && job.status !== JobStatus.JOB_STATUS_QUEUED && job.status !== JobStatus.JOB_STATUS_RUNNING ? job : undefined;
-    },
-    20_000,
-  );
-}
-
 describe('a full restart of the stack', () => {
   it('keeps every job record, and runs the job that was still queued', async () => {
     const store = mkdtempSync(join(tmpdir(), 'elexirion-nats-'));
@@ -66,7 +55,7 @@ describe('a full restart of the stack', () => {
 
     let stack = await startAll(natsPort, store, pipelines, {});
     const submitted = (await stack.agent.client.submitJob({ pipeline: 'one-step', message: 'before', idempotencyKey: 'restart-key' })).job!;
-    const done = await finished(stack.agent, submitted.jobId);
+    const done = await jobEnded(stack.agent, submitted.jobId);
     const chat = await stack.agent.client.handleChat({ message: 'chat before' });
     const chatRecord = await eventually('the chat to be recorded', async () => (await stack.agent.client.getJob({ jobId: chat.jobId })).job);
     await stack.stop();
@@ -80,7 +69,7 @@ describe('a full restart of the stack', () => {
     try {
       expect((await stack.agent.client.getJob({ jobId: submitted.jobId })).job).toEqual(done);
       expect((await stack.agent.client.getJob({ jobId: chat.jobId })).job).toEqual(chatRecord);
-      const ran = await finished(stack.agent, queued.jobId);
+      const ran = await jobEnded(stack.agent, queued.jobId);
       expect(ran).toMatchObject({ status: JobStatus.JOB_STATUS_SUCCEEDED, output: 'fake anthropic reply to: queued across a restart' });
       const listed = (await stack.agent.client.listJobs({})).jobs.map((job) => job.jobId);
       expect(listed.sort()).toEqual([submitted.jobId, chat.jobId, queued.jobId].sort());

@@ -20,6 +20,7 @@ import {
   type ExecutorUnderTest,
   type NatsServer,
   type ProviderUnderTest,
+  jobEnded,
 } from '@elexirion/testing';
 
 const threeSteps = `
@@ -123,14 +124,7 @@ describe('a job whose replica is killed (kill -9) mid-run', () => {
     // The replica left from the test before: a redelivery would come back to it, as deliveries 2.
     const alive = agents.filter((agent) => agent.process.child.signalCode === null);
     const { job } = await alive[0]!.client.submitJob({ pipeline: 'slow-three' });
-    const finished = await eventually(
-      'the long job to end',
-      async () => {
-        const { job: current } = await alive[0]!.client.getJob({ jobId: job!.jobId });
-        return current && current.status !== proto.JobStatus.JOB_STATUS_QUEUED && current.status !== proto.JobStatus.JOB_STATUS_RUNNING ? current : undefined;
-      },
-      30_000,
-    );
+    const finished = await jobEnded(alive[0]!, job!.jobId);
     expect(finished).toMatchObject({ status: proto.JobStatus.JOB_STATUS_SUCCEEDED, deliveries: 1, resumedSteps: 0 });
     expect(fake.requests).toHaveLength(3);
   });

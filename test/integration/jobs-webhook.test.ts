@@ -20,6 +20,7 @@ import {
   type ExecutorUnderTest,
   type NatsServer,
   type ProviderUnderTest,
+  jobEvents,
 } from '@elexirion/testing';
 
 const { JobStatus } = proto;
@@ -112,13 +113,6 @@ function webhookSettled(agent: AgentUnderTest, jobId: string): Promise<proto.Job
   );
 }
 
-/** Every event of the job, to its end. */
-async function eventsOf(agent: AgentUnderTest, jobId: string): Promise<proto.JobEvent[]> {
-  const events: proto.JobEvent[] = [];
-  for await (const { event } of agent.client.watchJob({ jobId, afterSequence: 0 })) events.push(event!);
-  return events;
-}
-
 describe('a job with a completion webhook', () => {
   it('POSTs the finished job once, signed with the secret; the secret is never answered', async () => {
     const secret = `whsec-${Date.now()}-do-not-show`;
@@ -146,7 +140,7 @@ describe('a job with a completion webhook', () => {
     const listed = (await a.client.listJobs({ pageSize: 500 })).jobs;
     expect(listed.some((item) => item.jobId === jobId)).toBe(true);
     expect(JSON.stringify(listed.map((item) => proto.Job.toJSON(item)))).not.toContain(secret);
-    const events = await eventsOf(a, jobId);
+    const events = await jobEvents(a, jobId);
     expect(events.at(-1)!.statusChanged!.status).toBe(JobStatus.JOB_STATUS_SUCCEEDED);
     expect(JSON.stringify(events.map((event) => proto.JobEvent.toJSON(event)))).not.toContain(secret);
   });

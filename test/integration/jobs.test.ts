@@ -22,6 +22,7 @@ import {
   type ExecutorUnderTest,
   type NatsServer,
   type ProviderUnderTest,
+  jobEnded,
 } from '@elexirion/testing';
 
 const { JobStatus } = proto;
@@ -86,17 +87,6 @@ async function failure(call: Promise<unknown>): Promise<ClientError> {
   return error as ClientError;
 }
 
-function finished(agent: AgentUnderTest, jobId: string): Promise<proto.Job> {
-  return eventually(
-    `job ${jobId} to end`,
-    async () => {
-      const { job } = await agent.client.getJob({ jobId });
-      return job && job.status !== JobStatus.JOB_STATUS_QUEUED && job.status !== JobStatus.JOB_STATUS_RUNNING ? job : undefined;
-    },
-    20_000,
-  );
-}
-
 describe('SubmitJob and GetJob', () => {
   it('store the job, run it on a replica and answer its record', async () => {
     const [a, b] = agents as [AgentUnderTest, AgentUnderTest];
@@ -104,7 +94,7 @@ describe('SubmitJob and GetJob', () => {
     expect(deduplicated).toBe(false);
     expect(job).toMatchObject({ status: JobStatus.JOB_STATUS_QUEUED, origin: 'submitted', pipeline: 'two-step', inputs: { message: 'hello' } });
     // Any replica answers for any job.
-    const done = await finished(b, job!.jobId);
+    const done = await jobEnded(b, job!.jobId);
     expect(done).toMatchObject({ status: JobStatus.JOB_STATUS_SUCCEEDED, deliveries: 1, output: 'fake anthropic reply to: polish fake anthropic reply to: draft hello' });
     expect(done.steps.map((step) => step.name)).toEqual(['draft', 'polish']);
     expect(done.finishedAt!.getTime()).toBeGreaterThanOrEqual(done.createdAt!.getTime());
@@ -130,7 +120,7 @@ describe('SubmitJob and GetJob', () => {
     const { job } = await agents[1]!.client.submitJob({ message: 'routed' });
     expect(job!.pipeline).toBe('one-step');
     expect(job!.route).toMatchObject({ pipeline: 'one-step', matchedBy: 'default' });
-    expect(await finished(agents[1]!, job!.jobId)).toMatchObject({ status: JobStatus.JOB_STATUS_SUCCEEDED, output: 'fake anthropic reply to: routed' });
+    expect(await jobEnded(agents[1]!, job!.jobId)).toMatchObject({ status: JobStatus.JOB_STATUS_SUCCEEDED, output: 'fake anthropic reply to: routed' });
   });
 });
 
@@ -146,7 +136,7 @@ describe('idempotency keys', () => {
     expect(ids.size).toBe(1);
     expect(answers.filter((answer) => !answer.deduplicated)).toHaveLength(1);
     const jobId = [...ids][0]!;
-    await finished(agents[0]!, jobId);
+    await jobEnded(agents[0]!, jobId);
     const later = await agents[1]!.client.submitJob({ pipeline: 'one-step', message: 'once', idempotencyKey: key });
     expect(later).toMatchObject({ deduplicated: true, job: { jobId, status: JobStatus.JOB_STATUS_SUCCEEDED } });
     expect(provider.fakes.anthropic.requests).toHaveLength(1);
@@ -154,7 +144,7 @@ describe('idempotency keys', () => {
     const other = await agents[1]!.client.submitJob({ pipeline: 'one-step', message: 'once', idempotencyKey: `${key}-2` });
     expect(other.deduplicated).toBe(false);
     expect(other.job!.jobId).not.toBe(jobId);
-    expect((await finished(agents[1]!, other.job!.jobId)).status).toBe(JobStatus.JOB_STATUS_SUCCEEDED);
+    expect((await jobEnded(agents[1]!, other.job!.jobId)).status).toBe(JobStatus.JOB_STATUS_SUCCEEDED);
   });
 });
 
@@ -185,7 +175,7 @@ describe('CancelJob', () => {
     // The freed replicas took the queued job and dropped it unrun: a new job runs, and the upstream
     // never saw the cancelled one.
     const after = (await agents[0]!.client.submitJob({ pipeline: 'one-step', message: 'after' })).job!;
-    expect((await finished(agents[0]!, after.jobId)).status).toBe(JobStatus.JOB_STATUS_SUCCEEDED);
+    expect((await jobEnded(agents[0]!, after.jobId)).status).toBe(JobStatus.JOB_STATUS_SUCCEEDED);
     await eventually('the queued job to leave the queue', async () => {
       const list = await agents[0]!.client.listJobs({ statuses: [JobStatus.JOB_STATUS_QUEUED, JobStatus.JOB_STATUS_RUNNING] });
       return list.jobs.length === 0 ? true : undefined;
@@ -206,7 +196,7 @@ describe('ListJobs', () => {
     const since = new Date();
     const ids: string[] = [];
     for (let index = 0; index < 5; index += 1) ids.push((await client.submitJob({ pipeline: index % 2 ? 'two-step' : 'one-step', message: `list-${index}` })).job!.jobId);
-    for (const jobId of ids) await finished(agents[0]!, jobId);
+    for (const jobId of ids) await jobEnded(agents[0]!, jobId);
 
     const pages: string[][] = [];
     let pageToken = '';
@@ -341,5 +331,5 @@ describe('an agent at its limits', () => {
 async function startIsolated(agent: AgentUnderTest): Promise<proto.Job> {
   for (const replica of agents.splice(0)) await replica.stop();
   const { job } = await agent.client.submitJob({ pipeline: 'one-step', message: 'stranded' });
-  return finished(agent, job!.jobId);
+  return jobEnded(agent, job!.jobId);
 }

@@ -1,4 +1,4 @@
-import { connectService, type ServiceClient } from '@elexirion/kit';
+import { connectService, proto, type ServiceClient } from '@elexirion/kit';
 import { freePort } from './ports.js';
 import { onFreshPorts, spawnNode, waitServing, type Spawned } from './processes.js';
 import { eventually } from './wait.js';
@@ -54,4 +54,23 @@ export async function startAgent(options: { name: string; executorPort: number; 
       await spawned.stop();
     },
   };
+}
+
+/** The job once it has ended (neither queued nor running), as `agent` answers GetJob. */
+export function jobEnded(agent: Pick<AgentUnderTest, 'client'>, jobId: string, timeoutMs = 30_000): Promise<proto.Job> {
+  return eventually(
+    `job ${jobId} to end`,
+    async () => {
+      const { job } = await agent.client.getJob({ jobId });
+      return job && job.status !== proto.JobStatus.JOB_STATUS_QUEUED && job.status !== proto.JobStatus.JOB_STATUS_RUNNING ? job : undefined;
+    },
+    timeoutMs,
+  );
+}
+
+/** Every event of the job from its first, to the one reporting its end (WatchJob's stream). */
+export async function jobEvents(agent: Pick<AgentUnderTest, 'client'>, jobId: string): Promise<proto.JobEvent[]> {
+  const events: proto.JobEvent[] = [];
+  for await (const { event } of agent.client.watchJob({ jobId, afterSequence: 0 })) events.push(event!);
+  return events;
 }
