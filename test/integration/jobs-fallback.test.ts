@@ -1,22 +1,15 @@
 // A submitted job whose run fails with a failure class gets its emergent fallback, as an inline
 // chat does: real nats-server, provider (fake Anthropic and Gemini upstreams), executor and agent.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { proto } from '@elexirion/kit';
 import {
-  startAgent,
-  startExecutor,
-  startNats,
-  startProvider,
-  stopAll,
-  type AgentUnderTest,
-  type ExecutorUnderTest,
-  type NatsServer,
-  type ProviderUnderTest,
   jobEnded,
   jobEvents,
+  startJobsStack,
+  stopAll,
+  type AgentUnderTest,
+  type JobsStack,
+  type ProviderUnderTest,
 } from '@elexirion/testing';
 
 const { FailureClass, JobStatus } = proto;
@@ -31,32 +24,23 @@ workflow:
     - { name: answer, type: claude, prompt: "{{inputs.message}}" }
 `;
 
-let nats: NatsServer;
+let stack: JobsStack;
 let provider: ProviderUnderTest;
-let executor: ExecutorUnderTest;
 let agent: AgentUnderTest;
-let pipelines: string;
 
 beforeAll(async () => {
-  pipelines = mkdtempSync(join(tmpdir(), 'elexirion-jobs-fallback-'));
-  writeFileSync(join(pipelines, 'plain.yaml'), PLAIN);
-  nats = await startNats();
-  provider = await startProvider();
-  executor = await startExecutor({ providerPort: provider.grpcPort, natsUrl: nats.url, env: { PIPELINES_DIR: pipelines, TELEMETRY_EVENTS: 'false' } });
-  agent = await startAgent({ name: 'agent-fallback', executorPort: executor.grpcPort, natsUrl: nats.url, env: { AGENT_ROUTES_FILE: 'none', AGENT_DEFAULT_PIPELINE: 'plain' } });
+  stack = await startJobsStack({ pipelines: { plain: PLAIN }, agents: ['agent-fallback'], agentEnv: { AGENT_ROUTES_FILE: 'none', AGENT_DEFAULT_PIPELINE: 'plain' } });
+  provider = stack.provider;
+  agent = stack.agents[0]!;
+});
+
+afterAll(async () => {
+  await stack?.stop();
+  await stopAll();
 });
 
 afterEach(() => {
   for (const fake of Object.values(provider.fakes)) fake.reset();
-});
-
-afterAll(async () => {
-  await agent?.stop();
-  await executor?.stop();
-  await provider?.stop();
-  await nats?.stop();
-  await stopAll();
-  rmSync(pipelines, { recursive: true, force: true });
 });
 
 describe('a submitted job whose run fails with a failure class', () => {

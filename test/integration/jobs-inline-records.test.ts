@@ -2,23 +2,16 @@
 // (HandleChat) recorded as jobs in batches: a batch's value must stay under it, or every record of
 // the batch is lost. A submitted job with a long output: its record and its last event must fit.
 // Real nats-server, provider (fake Anthropic upstream), executor and agent processes.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { proto } from '@elexirion/kit';
 import {
   eventually,
-  startAgent,
-  startExecutor,
-  startNats,
-  startProvider,
+  jobEnded,
+  startJobsStack,
   stopAll,
   type AgentUnderTest,
-  type ExecutorUnderTest,
-  type NatsServer,
+  type JobsStack,
   type ProviderUnderTest,
-  jobEnded,
 } from '@elexirion/testing';
 
 const ONE_STEP = `
@@ -30,34 +23,24 @@ workflow:
     - { name: answer, type: claude, prompt: "{{inputs.message}}" }
 `;
 
-let nats: NatsServer;
+let stack: JobsStack;
 let provider: ProviderUnderTest;
-let executor: ExecutorUnderTest;
 let agent: AgentUnderTest;
-let pipelines: string;
 
 beforeAll(async () => {
-  pipelines = mkdtempSync(join(tmpdir(), 'elexirion-inline-records-'));
-  writeFileSync(join(pipelines, 'one-step.yaml'), ONE_STEP);
-  nats = await startNats();
-  provider = await startProvider();
-  executor = await startExecutor({ providerPort: provider.grpcPort, natsUrl: nats.url, env: { PIPELINES_DIR: pipelines, TELEMETRY_EVENTS: 'false' } });
-  // A wide window: every chat of the test starts within one batch's window.
-  agent = await startAgent({
-    name: 'agent-inline',
-    executorPort: executor.grpcPort,
-    natsUrl: nats.url,
-    env: { AGENT_ROUTES_FILE: 'none', AGENT_DEFAULT_PIPELINE: 'one-step', AGENT_INLINE_RECORD_WINDOW_MS: '2000', AGENT_MAX_CONCURRENT_CALLS: '64' },
+  stack = await startJobsStack({
+    pipelines: { 'one-step': ONE_STEP },
+    agents: ['agent-inline'],
+    // A wide window: every chat of the test starts within one batch's window.
+    agentEnv: { AGENT_ROUTES_FILE: 'none', AGENT_DEFAULT_PIPELINE: 'one-step', AGENT_INLINE_RECORD_WINDOW_MS: '2000', AGENT_MAX_CONCURRENT_CALLS: '64' },
   });
+  provider = stack.provider;
+  agent = stack.agents[0]!;
 });
 
 afterAll(async () => {
-  await agent?.stop();
-  await executor?.stop();
-  await provider?.stop();
-  await nats?.stop();
+  await stack?.stop();
   await stopAll();
-  rmSync(pipelines, { recursive: true, force: true });
 });
 
 /** A message of `size` characters, different for each `index`. */

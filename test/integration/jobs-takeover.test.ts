@@ -1,8 +1,6 @@
 // A job survives kill -9 of the agent replica running it: JetStream hands it to the other replica
 // after the ack wait, which resumes the executor's run from its last checkpoint (the job id is the
 // run id). Real nats-server, executor, provider and two agent processes; a fake Anthropic upstream.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Kvm } from '@nats-io/kv';
@@ -10,17 +8,14 @@ import { proto } from '@elexirion/kit';
 import {
   connectNats,
   eventually,
-  startAgent,
-  startExecutor,
-  startNats,
-  startProvider,
+  jobEnded,
+  startJobsStack,
   stopAll,
   waitFor,
   type AgentUnderTest,
-  type ExecutorUnderTest,
+  type JobsStack,
   type NatsServer,
   type ProviderUnderTest,
-  jobEnded,
 } from '@elexirion/testing';
 
 const threeSteps = `
@@ -32,30 +27,20 @@ workflow:
     - { name: third, type: claude, prompt: "three after {{steps.second.output}}" }
 `;
 
+let stack: JobsStack;
 let nats: NatsServer;
 let provider: ProviderUnderTest;
-let executor: ExecutorUnderTest;
 let agents: AgentUnderTest[] = [];
-let pipelines: string;
 
 beforeAll(async () => {
-  pipelines = mkdtempSync(join(tmpdir(), 'elexirion-jobs-pipelines-'));
-  writeFileSync(join(pipelines, 'slow-three.yaml'), threeSteps);
-  nats = await startNats();
-  provider = await startProvider();
-  executor = await startExecutor({ providerPort: provider.grpcPort, natsUrl: nats.url, env: { PIPELINES_DIR: pipelines, TELEMETRY_EVENTS: 'false' } });
   // A short ack wait: a killed replica's job is taken over within seconds.
-  const env = { AGENT_JOB_ACK_WAIT_MS: '1500' };
-  agents = await Promise.all(['agent-a', 'agent-b'].map((name) => startAgent({ name, executorPort: executor.grpcPort, natsUrl: nats.url, env })));
+  stack = await startJobsStack({ pipelines: { 'slow-three': threeSteps }, agents: ['agent-a', 'agent-b'], agentEnv: { AGENT_JOB_ACK_WAIT_MS: '1500' } });
+  ({ nats, provider, agents } = stack);
 });
 
 afterAll(async () => {
-  for (const agent of agents) await agent.stop();
-  await executor?.stop();
-  await provider?.stop();
-  await nats?.stop();
+  await stack?.stop();
   await stopAll();
-  rmSync(pipelines, { recursive: true, force: true });
 });
 
 /** The last user message of a recorded Anthropic request: which step asked. */

@@ -2,8 +2,6 @@
 // slowly, watched, the stream dropped after a few events and resumed from the last sequence seen.
 // Real nats-server, provider (fake Anthropic upstream streaming with delays and a gate), executor
 // and agent processes.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -13,13 +11,10 @@ import {
   connectNats,
   eventually,
   gate,
-  startAgent,
-  startExecutor,
-  startNats,
-  startProvider,
+  startJobsStack,
   stopAll,
   type AgentUnderTest,
-  type ExecutorUnderTest,
+  type JobsStack,
   type NatsServer,
   type ProviderUnderTest,
 } from '@elexirion/testing';
@@ -36,28 +31,20 @@ workflow:
     - { name: polish, type: claude, prompt: "polish {{steps.draft.output}}" }
 `;
 
+let stack: JobsStack;
 let nats: NatsServer;
 let provider: ProviderUnderTest;
-let executor: ExecutorUnderTest;
 let agent: AgentUnderTest;
-let pipelines: string;
 
 beforeAll(async () => {
-  pipelines = mkdtempSync(join(tmpdir(), 'elexirion-jobs-watch-'));
-  writeFileSync(join(pipelines, 'two-step.yaml'), TWO_STEP);
-  nats = await startNats();
-  provider = await startProvider();
-  executor = await startExecutor({ providerPort: provider.grpcPort, natsUrl: nats.url, env: { PIPELINES_DIR: pipelines, TELEMETRY_EVENTS: 'false' } });
-  agent = await startAgent({ name: 'agent-watch', executorPort: executor.grpcPort, natsUrl: nats.url, env: { AGENT_ROUTES_FILE: 'none', AGENT_DEFAULT_PIPELINE: 'two-step' } });
+  stack = await startJobsStack({ pipelines: { 'two-step': TWO_STEP }, agents: ['agent-watch'], agentEnv: { AGENT_ROUTES_FILE: 'none', AGENT_DEFAULT_PIPELINE: 'two-step' } });
+  ({ nats, provider } = stack);
+  agent = stack.agents[0]!;
 });
 
 afterAll(async () => {
-  await agent?.stop();
-  await executor?.stop();
-  await provider?.stop();
-  await nats?.stop();
+  await stack?.stop();
   await stopAll();
-  rmSync(pipelines, { recursive: true, force: true });
 });
 
 /** The events of a watch, to its end, or until `stopAfter` says to drop the stream (the call is aborted). */

@@ -1,26 +1,19 @@
 // Completion webhooks end to end: real nats-server, provider (fake Anthropic upstream), executor
 // and two agent replicas, and a loopback receiver in the test that checks each POST's signature.
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { proto } from '@elexirion/kit';
 import {
   eventually,
-  startAgent,
-  startExecutor,
-  startNats,
-  startProvider,
+  jobEvents,
+  startJobsStack,
   stopAll,
   waitFor,
   type AgentUnderTest,
-  type ExecutorUnderTest,
-  type NatsServer,
+  type JobsStack,
   type ProviderUnderTest,
-  jobEvents,
 } from '@elexirion/testing';
 
 const { JobStatus } = proto;
@@ -72,33 +65,26 @@ function signedWith(delivery: Delivery, secret: string): boolean {
   return timingSafeEqual(expected, Buffer.from(match[2]!, 'hex'));
 }
 
-let nats: NatsServer;
+let stack: JobsStack;
 let provider: ProviderUnderTest;
-let executor: ExecutorUnderTest;
 let agents: AgentUnderTest[] = [];
-let pipelines: string;
 let receiver: Awaited<ReturnType<typeof startReceiver>>;
 
 beforeAll(async () => {
-  pipelines = mkdtempSync(join(tmpdir(), 'elexirion-jobs-webhook-'));
-  writeFileSync(join(pipelines, 'one-step.yaml'), ONE_STEP);
   receiver = await startReceiver();
-  nats = await startNats();
-  provider = await startProvider();
-  executor = await startExecutor({ providerPort: provider.grpcPort, natsUrl: nats.url, env: { PIPELINES_DIR: pipelines, TELEMETRY_EVENTS: 'false' } });
   // A short ack wait: a killed replica's job is redelivered within seconds.
-  const env = { AGENT_JOB_ACK_WAIT_MS: '1500', AGENT_ROUTES_FILE: 'none', AGENT_DEFAULT_PIPELINE: 'one-step' };
-  agents = await Promise.all(['agent-a', 'agent-b'].map((name) => startAgent({ name, executorPort: executor.grpcPort, natsUrl: nats.url, env })));
+  stack = await startJobsStack({
+    pipelines: { 'one-step': ONE_STEP },
+    agents: ['agent-a', 'agent-b'],
+    agentEnv: { AGENT_JOB_ACK_WAIT_MS: '1500', AGENT_ROUTES_FILE: 'none', AGENT_DEFAULT_PIPELINE: 'one-step' },
+  });
+  ({ provider, agents } = stack);
 });
 
 afterAll(async () => {
-  for (const agent of agents) await agent.stop();
-  await executor?.stop();
-  await provider?.stop();
-  await nats?.stop();
+  await stack?.stop();
   await receiver?.close();
   await stopAll();
-  rmSync(pipelines, { recursive: true, force: true });
 });
 
 /** The job once its webhook's delivery is settled (not pending). */

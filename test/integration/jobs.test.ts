@@ -1,9 +1,6 @@
 // The agent's jobs over real processes: nats-server, provider (fake Anthropic upstream), executor
 // and two agent replicas. SubmitJob, GetJob, ListJobs, CancelJob, idempotency keys, inline calls
 // recorded as jobs, the inline limit, and a job that keeps failing.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ClientError, Status } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
@@ -11,18 +8,17 @@ import {
   eventually,
   freePort,
   gate,
+  jobEnded,
   startAgent,
-  startExecutor,
-  startNats,
-  startProvider,
+  startJobsStack,
   stopAll,
   testProviderConfig,
   waitFor,
   type AgentUnderTest,
   type ExecutorUnderTest,
+  type JobsStack,
   type NatsServer,
   type ProviderUnderTest,
-  jobEnded,
 } from '@elexirion/testing';
 
 const { JobStatus } = proto;
@@ -47,22 +43,22 @@ workflow:
 `,
 };
 
+let stack: JobsStack;
 let nats: NatsServer;
 let provider: ProviderUnderTest;
 let executor: ExecutorUnderTest;
 let agents: AgentUnderTest[] = [];
-let pipelines: string;
 
 beforeAll(async () => {
-  pipelines = mkdtempSync(join(tmpdir(), 'elexirion-jobs-pipelines-'));
-  for (const [name, text] of Object.entries(PIPELINES)) writeFileSync(join(pipelines, `${name}.yaml`), text);
-  nats = await startNats();
-  // Upstream calls time out only after a minute: an aborted call was aborted by a cancel.
-  provider = await startProvider({ config: testProviderConfig({ anthropic: { timeout_ms: 60_000 } }) });
-  executor = await startExecutor({ providerPort: provider.grpcPort, natsUrl: nats.url, env: { PIPELINES_DIR: pipelines, TELEMETRY_EVENTS: 'false' } });
-  // One job at a time per replica: two hanging jobs fill both, and a third stays queued.
-  const env = { AGENT_MAX_CONCURRENT_JOBS: '1', AGENT_ROUTES_FILE: 'none', AGENT_DEFAULT_PIPELINE: 'one-step' };
-  agents = await Promise.all(['agent-a', 'agent-b'].map((name) => startAgent({ name, executorPort: executor.grpcPort, natsUrl: nats.url, env })));
+  stack = await startJobsStack({
+    pipelines: PIPELINES,
+    // One job at a time per replica: two hanging jobs fill both, and a third stays queued.
+    agents: ['agent-a', 'agent-b'],
+    agentEnv: { AGENT_MAX_CONCURRENT_JOBS: '1', AGENT_ROUTES_FILE: 'none', AGENT_DEFAULT_PIPELINE: 'one-step' },
+    // Upstream calls time out only after a minute: an aborted call was aborted by a cancel.
+    provider: { config: testProviderConfig({ anthropic: { timeout_ms: 60_000 } }) },
+  });
+  ({ nats, provider, executor, agents } = stack);
 });
 
 beforeEach(() => {
@@ -70,12 +66,8 @@ beforeEach(() => {
 });
 
 afterAll(async () => {
-  for (const agent of agents) await agent.stop();
-  await executor?.stop();
-  await provider?.stop();
-  await nats?.stop();
+  await stack?.stop();
   await stopAll();
-  rmSync(pipelines, { recursive: true, force: true });
 });
 
 async function failure(call: Promise<unknown>): Promise<ClientError> {

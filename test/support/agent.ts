@@ -1,6 +1,12 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { connectService, proto, type ServiceClient } from '@elexirion/kit';
+import { startExecutor, type ExecutorUnderTest } from './executor.js';
+import { startNats, type NatsServer } from './nats.js';
 import { freePort } from './ports.js';
 import { onFreshPorts, spawnNode, waitServing, type Spawned } from './processes.js';
+import { startProvider, type ProviderUnderTest } from './provider.js';
 import { eventually } from './wait.js';
 
 export interface AgentUnderTest {
@@ -73,4 +79,48 @@ export async function jobEvents(agent: Pick<AgentUnderTest, 'client'>, jobId: st
   const events: proto.JobEvent[] = [];
   for await (const { event } of agent.client.watchJob({ jobId, afterSequence: 0 })) events.push(event!);
   return events;
+}
+
+/** NATS, a provider (fake upstreams), an executor on its own pipelines folder, and agent replicas: what the jobs suites run against. */
+export interface JobsStack {
+  nats: NatsServer;
+  provider: ProviderUnderTest;
+  executor: ExecutorUnderTest;
+  agents: AgentUnderTest[];
+  /** The executor's pipelines folder (a temporary one, removed by stop). */
+  pipelines: string;
+  /** Stops every process and removes the folder. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a jobs stack: `pipelines` (name -> YAML) written to a fresh folder, and one agent
+ * replica per name in `agents`, each with `agentEnv` (telemetry events off everywhere).
+ */
+export async function startJobsStack(options: {
+  pipelines: Record<string, string>;
+  agents: string[];
+  agentEnv?: NodeJS.ProcessEnv;
+  provider?: Parameters<typeof startProvider>[0];
+}): Promise<JobsStack> {
+  const pipelines = mkdtempSync(join(tmpdir(), 'elexirion-jobs-pipelines-'));
+  for (const [name, text] of Object.entries(options.pipelines)) writeFileSync(join(pipelines, `${name}.yaml`), text);
+  const nats = await startNats();
+  const provider = await startProvider(options.provider);
+  const executor = await startExecutor({ providerPort: provider.grpcPort, natsUrl: nats.url, env: { PIPELINES_DIR: pipelines, TELEMETRY_EVENTS: 'false' } });
+  const agents = await Promise.all(options.agents.map((name) => startAgent({ name, executorPort: executor.grpcPort, natsUrl: nats.url, env: options.agentEnv })));
+  return {
+    nats,
+    provider,
+    executor,
+    agents,
+    pipelines,
+    async stop() {
+      for (const agent of agents) await agent.stop();
+      await executor.stop();
+      await provider.stop();
+      await nats.stop();
+      rmSync(pipelines, { recursive: true, force: true });
+    },
+  };
 }
