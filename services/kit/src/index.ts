@@ -2,7 +2,7 @@
 // a service. What is not named here (middleware, interceptors, metric recorders) is the kit's own.
 
 // host/: a process and the services it hosts.
-export { PIPELINE_NAME, ROUTE_TABLE_NAME, callsOf, parseServiceList, primaryService, serviceCatalog, serviceNames, type ServiceDefinitionOf, type ServiceName } from './host/catalog.js';
+export { PIPELINE_NAME, ROUTE_TABLE_NAME, RUN_ID_DESCRIPTION, RUN_ID_PATTERN, callsOf, parseServiceList, primaryService, serviceCatalog, serviceNames, type ServiceDefinitionOf, type ServiceName } from './host/catalog.js';
 export { parseCommandLine, runService, type CommandLine } from './host/command-line.js';
 export { ConfigError, boolFlag, durationMs, hostConfigSchema, loadHostConfig, parseEnv, port, type HostConfig } from './host/config.js';
 export { defineService, runHost, startHost, type Host, type HostOptions, type ServiceContext, type ServiceInstance, type ServiceModule } from './host/host.js';

@@ -11,7 +11,7 @@ import {
   type JetStreamManager,
 } from '@nats-io/jetstream';
 import { nanos, type NatsConnection } from '@nats-io/transport-node';
-import { ElexirionError, Status, proto, type KvKeyRule } from '@elexirion/kit';
+import { ElexirionError, RUN_ID_DESCRIPTION, RUN_ID_PATTERN, Status, proto, type KvKeyRule } from '@elexirion/kit';
 
 /** The stream that keeps every job's events. */
 export const DEFAULT_JOB_EVENTS_STREAM = 'ELEXIRION_JOB_EVENTS';
@@ -27,11 +27,8 @@ const WATCH_CONSUMER_INACTIVE_MS = 60_000;
 /** Events a watch asks for at a time; a finished job's replay comes in pulls of this size. */
 const WATCH_PULL_SIZE = 256;
 
-/**
- * What a job id may be: the executor's run id rule (a job's id is its run's id), which is also
- * one NATS subject token and one KV key.
- */
-export const JOB_ID: KvKeyRule = { pattern: /^[A-Za-z0-9_-]{1,128}$/, description: '1-128 characters of A-Z a-z 0-9 _ - (a UUID)', name: 'job id' };
+/** What a job id may be: the kit's run id rule (a job's id is its run's id). */
+export const JOB_ID: KvKeyRule = { pattern: RUN_ID_PATTERN, description: RUN_ID_DESCRIPTION, name: 'job id' };
 
 /** The oneof part of a JobEvent, as ts-proto generates it: exactly one of these. */
 export type JobEventBody =

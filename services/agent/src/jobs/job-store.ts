@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { KvRejectedValueError, KvRevisionConflictError, KvStore, proto, type KvKeyRule } from '@elexirion/kit';
+import { JOB_ID } from './job-events.js';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { z } from 'zod';
@@ -14,8 +15,6 @@ export const DEFAULT_JOBS_BUCKET = 'elexirion_jobs';
 export const DEFAULT_JOB_KEYS_BUCKET = 'elexirion_job_keys';
 export const DEFAULT_INLINE_JOBS_BUCKET = 'elexirion_inline_jobs';
 
-/** A job id is its run's id at the executor: the same rule (UUIDs qualify). */
-export const JOB_ID: KvKeyRule = { pattern: /^[A-Za-z0-9_-]{1,128}$/, description: '1-128 characters of A-Z a-z 0-9 _ - (a UUID)', name: 'job id' };
 const KEY_HASH: KvKeyRule = { pattern: /^[0-9a-f]{64}$/, description: 'a SHA-256 in hex', name: 'idempotency key hash' };
 
 const STATUS_NAMES = ['JOB_STATUS_QUEUED', 'JOB_STATUS_RUNNING', 'JOB_STATUS_SUCCEEDED', 'JOB_STATUS_FAILED', 'JOB_STATUS_CANCELLED'] as const;

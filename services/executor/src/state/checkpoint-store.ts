@@ -4,7 +4,7 @@
  * completed step. One key per run (history 1); the bucket's max age expires old runs (per-message
  * TTL does not exist on the NATS 2.9 servers we support).
  */
-import { KvCorruptEntryError, KvRejectedValueError, KvStore, type KvKeyRule } from '@elexirion/kit';
+import { KvCorruptEntryError, KvRejectedValueError, KvStore, RUN_ID_DESCRIPTION, RUN_ID_PATTERN, type KvKeyRule } from '@elexirion/kit';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { z } from 'zod';
 
@@ -115,7 +115,7 @@ const checkpointSchema = z.looseObject({
 });
 
 /** What a run id may be: one KV key token, no dots (UUIDs qualify). */
-export const RUN_ID: KvKeyRule = { pattern: /^[A-Za-z0-9_-]{1,128}$/, description: '1-128 characters of A-Z a-z 0-9 _ - (a UUID)', name: 'run id' };
+export const RUN_ID: KvKeyRule = { pattern: RUN_ID_PATTERN, description: RUN_ID_DESCRIPTION, name: 'run id' };
 
 export class CheckpointStore {
   readonly bucket: string;

@@ -34,6 +34,13 @@ export type ServiceDefinitionOf<N extends ServiceName> = (typeof serviceCatalog)
 export const PIPELINE_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 
 /**
+ * A run id (the executor's) and a job id (the agent's, which is its run's id): one NATS subject
+ * token and one KV key, so checkpoints, job records and job events can all be keyed by it.
+ */
+export const RUN_ID_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
+export const RUN_ID_DESCRIPTION = '1-128 characters of A-Z a-z 0-9 _ - (a UUID)';
+
+/**
  * The agent's route table is `routes.yaml` in the pipelines folder (one folder to edit and to
  * deploy), so no pipeline may have this name.
  */
