@@ -178,6 +178,14 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
       const { jobId, result } = await runInline('pipeline', choice, '', callContext);
       return { result: result.output, pipeline: result.pipeline, jobId, usage: result.usage, steps: result.steps };
     },
+    // eslint-disable-next-line require-yield
+    async *handleChatStream() {
+      throw new ServerError(Status.UNIMPLEMENTED, 'Agent.HandleChatStream is not implemented yet');
+    },
+    // eslint-disable-next-line require-yield
+    async *runPipelineStream() {
+      throw new ServerError(Status.UNIMPLEMENTED, 'Agent.RunPipelineStream is not implemented yet');
+    },
     async submitJob(request, callContext) {
       if (!request.pipeline && !request.message) throw new ServerError(Status.INVALID_ARGUMENT, 'pipeline or message: give a pipeline to run, or a message to route');
       // A message is routed as a chat is; with a pipeline named, its route says which input gets the message.

@@ -1,60 +1,30 @@
-import { callOptions, defineService, proto, type ServiceContext } from '@elexirion/kit';
-import { httpApi } from './http-api.js';
-import { checkMessage, checkPipelineName, checkSessionId } from './validation.js';
+import { defineService, proto, type ServiceContext } from '@elexirion/kit';
+import { chatCalls } from './calls/chat.js';
+import { chatStreamCalls } from './calls/chat-stream.js';
+import type { GatewayDeps } from './calls/gateway-deps.js';
+import { jobCalls } from './calls/jobs.js';
+import { modelCalls } from './calls/models.js';
+import { pipelineCalls } from './calls/pipelines.js';
+import { pipelineStreamCalls } from './calls/pipeline-stream.js';
+import { telemetryCalls } from './calls/telemetry.js';
+import { gatewayConfigSchema, type GatewayConfig } from './gateway-config.js';
+import { httpApi } from './http/rest-api.js';
+import { keyCalls } from './keys/key-calls.js';
 
-export function createGateway(context: ServiceContext<unknown>) {
-  const { clients, events } = context;
-  const agent = clients.get('agent');
+export function createGateway(context: ServiceContext<GatewayConfig>) {
+  const { clients } = context;
+  const deps: GatewayDeps = { context, agent: clients.get('agent'), executor: clients.get('executor'), provider: clients.get('provider') };
 
-  /** Publishes one "request" event per public call, success or not. */
-  async function observed<T extends { jobId: string }>(method: string, pipeline: string, run: () => Promise<T>): Promise<T> {
-    const call = events.begin('request');
-    try {
-      const result = await run();
-      call.succeeded({ gatewayRequest: { method, pipeline, jobId: result.jobId } });
-      return result;
-    } catch (error) {
-      call.failed(error, (errorMessage) => ({ gatewayRequest: { method, pipeline, errorMessage } }));
-      throw error;
-    }
-  }
-
+  // One module per area of the public API (calls/, keys/); each answers its calls.
   const implementation: proto.GatewayServiceImplementation = {
-    async chat(request, callContext) {
-      checkMessage(request.message);
-      checkSessionId(request.sessionId);
-      checkPipelineName('pipeline', request.pipeline, false);
-      const started = performance.now();
-      const answer = await observed('Chat', request.pipeline, () =>
-        agent.handleChat({ message: request.message, sessionId: request.sessionId, pipeline: request.pipeline }, callOptions(callContext)),
-      );
-      return {
-        response: answer.response,
-        pipelineUsed: answer.pipelineUsed,
-        executionTimeMs: Math.round(performance.now() - started),
-        fallbackUsed: answer.fallbackUsed,
-        jobId: answer.jobId,
-        usage: answer.usage,
-        route: answer.route,
-        // The emergent fallback that answered when the routed pipeline failed.
-        fallback: answer.fallback,
-      };
-    },
-    async executePipeline(request, callContext) {
-      checkPipelineName('pipeline', request.pipeline, true);
-      const started = performance.now();
-      const result = await observed('ExecutePipeline', request.pipeline, () =>
-        agent.runPipeline({ pipeline: request.pipeline, inputs: request.inputs }, callOptions(callContext)),
-      );
-      return {
-        result: result.result,
-        pipeline: result.pipeline,
-        executionTimeMs: Math.round(performance.now() - started),
-        jobId: result.jobId,
-        usage: result.usage,
-        steps: result.steps,
-      };
-    },
+    ...chatCalls(deps),
+    ...chatStreamCalls(deps),
+    ...pipelineCalls(deps),
+    ...pipelineStreamCalls(deps),
+    ...jobCalls(deps),
+    ...modelCalls(deps),
+    ...telemetryCalls(deps),
+    ...keyCalls(deps),
   };
 
   return {
@@ -65,5 +35,6 @@ export function createGateway(context: ServiceContext<unknown>) {
 
 export const gatewayService = defineService({
   name: 'gateway',
+  configSchema: gatewayConfigSchema,
   create: createGateway,
 });

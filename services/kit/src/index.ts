@@ -6,7 +6,7 @@ export { PIPELINE_NAME, ROUTE_TABLE_NAME, RUN_ID_DESCRIPTION, RUN_ID_PATTERN, ca
 export { parseCommandLine, runService, type CommandLine } from './host/command-line.js';
 export { ConfigError, boolFlag, durationMs, hostConfigSchema, loadHostConfig, parseEnv, port, type HostConfig } from './host/config.js';
 export { defineService, runHost, startHost, type Host, type HostOptions, type ServiceContext, type ServiceInstance, type ServiceModule } from './host/host.js';
-export { httpRoutes, type HttpRoutes } from './host/http.js';
+export { httpErrorBody, httpRoutes, type HttpRoutes } from './host/http.js';
 export {
   SharedNatsConnection,
   type NatsReadiness,

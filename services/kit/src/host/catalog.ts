@@ -19,8 +19,9 @@ interface CatalogEntry {
  * it hosts in, and the ports it listens on, follow from `calls`.
  */
 export const serviceCatalog = {
-  // The executor too: the gateway's way around an overloaded agent (the design's bypass).
-  gateway: { definition: GatewayDefinition, grpcPort: 50051, httpPort: 8080, calls: ['agent', 'executor'] },
+  // The executor too: the gateway's way around an overloaded agent (the design's bypass); the
+  // provider for Complete and ListModels.
+  gateway: { definition: GatewayDefinition, grpcPort: 50051, httpPort: 8080, calls: ['agent', 'executor', 'provider'] },
   // The provider too: the classifier route's one LLM call.
   agent: { definition: AgentDefinition, grpcPort: 50052, httpPort: 8082, calls: ['executor', 'provider'] },
   executor: { definition: ExecutorDefinition, grpcPort: 50053, httpPort: 8083, calls: ['provider'] },

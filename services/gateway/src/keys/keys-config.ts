@@ -1,0 +1,4 @@
+import type { z } from 'zod';
+
+// Settings of this area, spread into the gateway's config schema.
+export const keysConfigShape = {} satisfies z.ZodRawShape;
