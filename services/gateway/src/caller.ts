@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Metadata, type CallContext } from 'nice-grpc-common';
 
 /**
@@ -38,4 +38,32 @@ export function metadataOf(request: FastifyRequest): Metadata {
   const authorization = request.headers.authorization;
   if (typeof authorization === 'string') metadata.set('authorization', authorization);
   return metadata;
+}
+
+/**
+ * Response metadata the gateway's middleware sets in the call's trailer (so in-process calls get
+ * it too) that HTTP answers carry as headers: rate-limit state and the retry hint.
+ */
+export function isHttpForwardedTrailer(name: string): boolean {
+  return name === 'retry-after' || name.startsWith('x-ratelimit-');
+}
+
+/**
+ * Options for an HTTP route's in-process call into the gateway: the request's key as metadata, a
+ * signal that aborts when the client goes away (cancelling the call down to the vendor request),
+ * and the trailer's rate-limit headers copied onto the reply.
+ */
+export function httpCallOptions(request: FastifyRequest, reply: FastifyReply): { metadata: Metadata; signal: AbortSignal; onTrailer(trailer: Metadata): void } {
+  const controller = new AbortController();
+  reply.raw.on('close', () => {
+    if (!reply.raw.writableFinished) controller.abort();
+  });
+  return {
+    metadata: metadataOf(request),
+    signal: controller.signal,
+    onTrailer(trailer) {
+      if (reply.sent || reply.raw.headersSent) return;
+      for (const [name, values] of trailer) if (isHttpForwardedTrailer(name)) void reply.header(name, values.join(', '));
+    },
+  };
 }

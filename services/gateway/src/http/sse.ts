@@ -16,11 +16,12 @@ export interface ServerSentEvent {
 const HEARTBEAT_MS = 15_000;
 
 /**
- * Answers `request` with a Server-Sent Events stream of what `produce` yields. `produce` gets a
+ * Answers with a Server-Sent Events stream of what `produce` yields. `produce` gets a
  * signal that aborts when the client goes away (so the call behind it is cancelled, down to the
- * vendor request). A failure, before or after the first event, is sent as an `event: error` whose
- * data is the project's error body (`{"error":{"code","message"}}`): a stream never ends cleanly
- * without its final event. Writes wait for the socket to drain, so a slow reader holds the
+ * vendor request). A failure before the first event is thrown, for the route's error handler to
+ * answer with its HTTP status; one after it is sent as an `event: error` whose data is the
+ * project's error body (`{"error":{"code","message"}}`): a stream never ends cleanly without its
+ * final event. Writes wait for the socket to drain, so a slow reader holds the
  * producer back instead of buffering without bound.
  */
 export async function sendEventStream(
@@ -34,6 +35,16 @@ export async function sendEventStream(
     if (!raw.writableFinished) controller.abort();
   };
   raw.on('close', onClose);
+  const events = produce(controller.signal)[Symbol.asyncIterator]();
+  // The first event decides the answer: a call refused before it (bad request, no key, over a
+  // limit) is an ordinary HTTP error with its status and headers, not a 200 stream.
+  let first: IteratorResult<ServerSentEvent>;
+  try {
+    first = await events.next();
+  } catch (error) {
+    raw.off('close', onClose);
+    throw error;
+  }
   // Headers the hooks set (CORS, security, rate limits) go out with the stream's own.
   for (const [name, value] of Object.entries(reply.getHeaders())) if (value !== undefined) raw.setHeader(name, value as string);
   reply.hijack();
@@ -52,15 +63,17 @@ export async function sendEventStream(
   };
   const heartbeat = setInterval(() => void write(': keep-alive\n\n'), HEARTBEAT_MS);
   try {
-    for await (const each of produce(controller.signal)) {
+    for (let next = first; !next.done; next = await events.next()) {
       if (controller.signal.aborted) break;
-      await write(formatEvent(each));
+      await write(formatEvent(next.value));
     }
   } catch (error) {
     if (!controller.signal.aborted) await write(formatEvent({ event: 'error', data: httpErrorBody(statusOf(error), failureMessage(error)) }));
   } finally {
     clearInterval(heartbeat);
     raw.off('close', onClose);
+    // Stops the producer (and the call behind it) when the client went away mid-stream.
+    if (controller.signal.aborted) await events.return?.();
     if (!raw.destroyed) raw.end();
   }
 }
