@@ -30,7 +30,7 @@ export {
   type PropagatedCallOptions,
 } from './rpc/deadline.js';
 export { ClientError, ElexirionError, RETRY_PUSHBACK_KEY, ServerError, Status, failureMessage, httpStatusFromGrpc, statusNameOf, statusOf, toServerError } from './rpc/errors.js';
-export { PROVIDER_OVERLOADED_TRAILER, RUN_FAILURE_TRAILER, TrailerCapture, runFailureOf, setRunFailure } from './rpc/run-failure.js';
+export { FALLBACK_USED_TRAILER, PROVIDER_OVERLOADED_TRAILER, RUN_FAILURE_TRAILER, TrailerCapture, runFailureOf, setRunFailure } from './rpc/run-failure.js';
 
 // reliability/: the one retry, limits, timeouts.
 export { ConcurrencyLimiter, LimitExceededError } from './reliability/concurrency-limiter.js';

@@ -46,6 +46,7 @@ export interface InlineRun {
   message: string;
   inputs: Record<string, string>;
   sessionId: string;
+  owner?: string;
   route?: proto.RouteDecision | undefined;
   /** The emergent fallback tried when the routed run failed (it answered, or failed too). */
   fallback?: proto.EmergentFallback | undefined;
