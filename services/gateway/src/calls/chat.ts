@@ -1,6 +1,7 @@
 import { callOptions, type proto } from '@elexirion/kit';
 import { checkMessage, checkPipelineName, checkSessionId } from '../validation.js';
 import { callerOf } from '../caller.js';
+import { forwardFallbackUsed } from './fallback-trailer.js';
 import { observed, type GatewayDeps } from './gateway-deps.js';
 
 /** Chat: the agent routes the message and runs the pipeline. */
@@ -14,7 +15,7 @@ export function chatCalls(deps: GatewayDeps): Pick<proto.GatewayServiceImplement
       const started = performance.now();
       const owner = callerOf(callContext)?.keyId ?? '';
       const answer = await observed(deps, 'Chat', request.pipeline, () =>
-        agent.handleChat({ message: request.message, sessionId: request.sessionId, pipeline: request.pipeline, owner }, callOptions(callContext)),
+        agent.handleChat({ message: request.message, sessionId: request.sessionId, pipeline: request.pipeline, owner }, { ...callOptions(callContext), onTrailer: forwardFallbackUsed(callContext) }),
         (result) => result.jobId,
       );
       return {
