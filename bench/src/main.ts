@@ -12,8 +12,11 @@ import { benchDir, checkBuilt, commitOf, Driver, log, machineInfo, PORTKEY_VERSI
 import { chartHtml, checkTargets, PORTKEY_REFERENCE, renderPng, summaryMarkdown, writeJson } from './report.ts';
 import { createRunFolder, runName } from './run-folder.ts';
 import { SCENARIOS, type Context, type Options, type ScenarioOutput } from './scenarios.ts';
+import { ttft } from './scenario-ttft.ts';
 
-const ALL = ['overhead', 'throughput', 'pipeline', 'streaming', 'inflight', 'soak', 'telemetry', 'optimizer'] as const;
+const RUNNERS = { ...SCENARIOS, ttft };
+
+const ALL = ['overhead', 'throughput', 'pipeline', 'streaming', 'ttft', 'inflight', 'soak', 'telemetry', 'optimizer'] as const;
 const SHAPES: Record<string, StackShape> = { aio: 'all-in-one', 'all-in-one': 'all-in-one', split: 'one-process-per-service', 'one-process-per-service': 'one-process-per-service' };
 
 function usage(message: string): never {
@@ -119,7 +122,7 @@ async function main(): Promise<void> {
       const t0 = Date.now();
       log(`scenario ${name}`);
       try {
-        const output = await SCENARIOS[name](ctx);
+        const output = await RUNNERS[name](ctx);
         outputs.set(name, output);
         writeJson(join(run.dir, `${name}.json`), { ...header(name), ...output, elapsedSec: Math.round((Date.now() - t0) / 1000) });
       } catch (error) {
