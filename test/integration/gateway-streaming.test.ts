@@ -7,7 +7,9 @@ import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { connect } from '@nats-io/transport-node';
 import { ClientError, Status, connectService, proto, type ServiceClient } from '@elexirion/kit';
+import { PromptRegistry } from '@elexirion/executor';
 import {
   TEST_KEYS,
   collectEvents,
@@ -259,6 +261,43 @@ describe.each(['one-process-per-service', 'all-in-one'] as const)('streaming (%s
       expect(done).toMatchObject({ result: 'Overridden.', pipeline: 'plain' });
       expect(done!.steps[0]).toMatchObject({ name: 'answer', promptVersion: 'override' });
       expect(anthropic.requests[0]!.body.messages).toEqual([{ role: 'user', content: 'Overridden: hi' }]);
+    });
+
+    it('keep a session\'s prompt versions: the session goes on as the executor\'s session key', async () => {
+      const connection = await connect({ servers: nats.url });
+      const registry = new PromptRegistry({ logger: { info() {}, warn() {}, debug() {} } });
+      await registry.attach(connection);
+      // The version each streamed run used, from its step_finished event.
+      const versionOf = async (sessionId: string) => {
+        for await (const message of stack.gateway.executePipelineStream({ pipeline: 'plain', inputs: { message: 'hi' }, promptOverrides: {}, inlineYaml: '', sessionId })) {
+          if (message.stepFinished) return message.stepFinished.promptVersion;
+        }
+        throw new Error('no step_finished');
+      };
+      try {
+        await registry.publish({
+          pipeline: 'plain',
+          step: 'answer',
+          versions: [
+            { id: 'v-a', weight: 1, prompt: 'Version A: {{inputs.message}}' },
+            { id: 'v-b', weight: 1, prompt: 'Version B: {{inputs.message}}' },
+          ],
+        });
+        await eventually('the executor to see the versions', async () => ((await versionOf('any')) !== 'yaml' ? true : undefined));
+        // Without the session key each run draws a version by weight: ten alike would be a 1-in-512 chance.
+        const sticky = new Set<string>();
+        for (let i = 0; i < 10; i += 1) sticky.add(await versionOf('session-42'));
+        expect(sticky.size).toBe(1);
+        const spread = new Set<string>();
+        for (let i = 0; i < 16; i += 1) spread.add(await versionOf(`session-${i}`));
+        expect([...spread].sort()).toEqual(['v-a', 'v-b']);
+      } finally {
+        await registry.remove('plain', 'answer').catch(() => {});
+        // The tests after this one expect the YAML prompt again.
+        await eventually('the executor to drop the versions', async () => ((await versionOf('any')) === 'yaml' ? true : undefined));
+        await registry.close();
+        await connection.close();
+      }
     });
 
     it('run inline YAML, unary and streamed', async () => {
