@@ -40,6 +40,11 @@ export interface ServiceInstance<N extends ServiceName> {
   http?: HttpRoutes[];
   /** Runs after in-flight calls have finished during a drain. */
   close?(): Promise<void>;
+  /**
+   * Why the service is serving degraded right now (a service it depends on is down and it serves
+   * without it), or undefined when it is not; `/readyz` reports it.
+   */
+  degradation?(): string | undefined;
 }
 
 /** A service as a unit a host can run: its name, its own environment variables, its factory. */
@@ -175,9 +180,13 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
     // what needs NATS), and taking every replica out of its Service would be a full outage.
     http.get('/readyz', { schema: { hide: true } }, async (_request, reply) => {
       const natsReadiness = nats.readiness();
-      const status = draining ? 'draining' : nats.degraded ? 'degraded' : 'serving';
+      const degraded = instances.flatMap(({ name, instance }) => {
+        const cause = instance.degradation?.();
+        return cause ? [{ service: name, cause }] : [];
+      });
+      const status = draining ? 'draining' : nats.degraded || degraded.length > 0 ? 'degraded' : 'serving';
       reply.code(draining ? 503 : 200);
-      return { status, services: names, nats: natsReadiness };
+      return { status, services: names, nats: natsReadiness, ...(degraded.length > 0 ? { degraded } : {}) };
     });
     await registerRoutes(http, instances.flatMap(({ instance }) => instance.http ?? []));
 
