@@ -1,0 +1,137 @@
+// StreamTelemetry against the real services: the events they publish, filtered by kind and by job
+// id while chats run, replayed from `since`, refused filters naming the field, and a client that
+// goes away taking its JetStream consumer with it.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ClientError, Status } from 'nice-grpc';
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { eventually, startNats, waitFor, startStack, stopAll, type NatsServer, type Stack } from '@elexirion/testing';
+import type { proto } from '@elexirion/kit';
+
+const STREAM = 'ELEXIRION_EVENTS';
+
+let nats: NatsServer;
+let stack: Stack;
+let connection: NatsConnection;
+let manager: JetStreamManager;
+
+beforeAll(async () => {
+  nats = await startNats();
+  stack = await startStack('all-in-one', nats.url);
+  connection = await connect({ servers: nats.url });
+  manager = await jetstreamManager(connection);
+  // The stream exists once a service has published: one chat makes sure.
+  await stack.gateway.chat({ message: 'warm up' });
+  await eventually('the events stream', async () => (await manager.streams.info(STREAM).catch(() => undefined)) && true);
+});
+
+afterAll(async () => {
+  await connection?.close();
+  await stack?.stop();
+  await nats?.stop();
+  await stopAll();
+});
+
+/** The stream's consumers that are not durable: the ones StreamTelemetry calls open. */
+async function streamConsumers(): Promise<number> {
+  let count = 0;
+  for await (const info of manager.consumers.list(STREAM)) if (!info.config.durable_name) count++;
+  return count;
+}
+
+const open: { cancel(): void }[] = [];
+
+afterEach(async () => {
+  for (const stream of open.splice(0)) stream.cancel();
+  // Each test starts with no stream consumer left over.
+  await eventually('no stream consumers left', async () => ((await streamConsumers()) === 0 ? true : undefined));
+});
+
+/** Opens a stream and collects its events until `enough` says so (or the call is cancelled). */
+function follow(request: Partial<proto.StreamTelemetryRequest>, enough: (events: proto.TelemetryEvent[]) => boolean) {
+  const controller = new AbortController();
+  const events: proto.TelemetryEvent[] = [];
+  const done = (async () => {
+    try {
+      for await (const { event } of stack.gateway.streamTelemetry({ services: [], kinds: [], pipeline: '', jobId: '', ...request }, { signal: controller.signal })) {
+        events.push(event!);
+        if (enough(events)) break;
+      }
+    } catch (error) {
+      if (!controller.signal.aborted) throw error;
+    }
+    return events;
+  })();
+  const stream = { events, done, cancel: () => controller.abort() };
+  open.push(stream);
+  return stream;
+}
+
+describe('StreamTelemetry', () => {
+  it('streams only the kind asked for while chats run, and its consumer goes when it ends', async () => {
+    // Events published from now on; a run of an earlier chat may still arrive (the publisher flushes on a timer).
+    const stream = follow({ kinds: ['run'] }, () => false);
+    // Live events only: the chats go once the stream's consumer exists.
+    await eventually('the stream\'s consumer', async () => ((await streamConsumers()) === 1 ? true : undefined));
+    const chats = await Promise.all([1, 2, 3].map((n) => stack.gateway.chat({ message: `telemetry kind test ${n}` })));
+    await waitFor('the three chats\' runs', () => chats.every((chat) => stream.events.some((event) => event.executorRun?.jobId === chat.jobId)));
+    stream.cancel();
+    const events = await stream.done;
+    for (const event of events) {
+      expect(event.kind).toBe('run');
+      expect(event.service).toBe('executor');
+    }
+    await eventually('the consumer deleted', async () => ((await streamConsumers()) === 0 ? true : undefined));
+  });
+
+  it('streams only one job\'s events, replayed from since, while other chats run', async () => {
+    const since = new Date();
+    const [target, ...others] = await Promise.all([1, 2, 3].map((n) => stack.gateway.chat({ message: `telemetry job test ${n}` })));
+    const jobId = target!.jobId;
+    const stream = follow({ jobId, since }, (events) => ['request', 'job', 'run'].every((kind) => events.some((event) => event.kind === kind)));
+    const events = await stream.done;
+    for (const event of events) {
+      const ids = [event.gatewayRequest?.jobId, event.agentJob?.jobId, event.executorRun?.jobId, event.executorRun?.runId, event.executorStep?.runId];
+      expect(ids).toContain(jobId);
+      for (const other of others) expect(ids).not.toContain(other.jobId);
+    }
+    expect(events.find((event) => event.kind === 'request')!.gatewayRequest).toMatchObject({ method: 'Chat', jobId, degraded: false });
+  });
+
+  it('filters by service and pipeline', async () => {
+    const since = new Date();
+    await stack.gateway.chat({ message: 'please analyze this function' });
+    await stack.gateway.chat({ message: 'just a general question' });
+    const stream = follow({ services: ['agent'], pipeline: 'analysis', since }, (events) => events.length >= 1);
+    const [event] = await stream.done;
+    expect(event).toMatchObject({ service: 'agent', kind: 'job' });
+    expect(event!.agentJob!.pipeline).toBe('analysis');
+  });
+
+  it('deletes its consumer when the client cancels', async () => {
+    const streams = [follow({}, () => false), follow({ kinds: ['step'] }, () => false)];
+    await eventually('both consumers', async () => ((await streamConsumers()) === 2 ? true : undefined));
+    for (const stream of streams) stream.cancel();
+    await Promise.all(streams.map((stream) => stream.done));
+    await eventually('the consumers deleted', async () => ((await streamConsumers()) === 0 ? true : undefined));
+  });
+
+  it('refuses filters that cannot match, naming the field', async () => {
+    const cases: [Partial<proto.StreamTelemetryRequest>, RegExp][] = [
+      [{ services: ['nosuch'] }, /^services: "nosuch" is not a service/],
+      [{ kinds: ['everything'] }, /^kinds: "everything" is not an event kind/],
+      [{ jobId: 'has spaces' }, /^job_id: /],
+      [{ pipeline: 'Not/A/Name' }, /^pipeline: /],
+      [{ since: new Date(Date.now() + 3_600_000) }, /^since: is in the future$/],
+    ];
+    for (const [request, message] of cases) {
+      const error = await follow(request, () => true).done.then(
+        () => undefined,
+        (caught: unknown) => caught,
+      );
+      expect(error).toBeInstanceOf(ClientError);
+      expect((error as ClientError).code).toBe(Status.INVALID_ARGUMENT);
+      expect((error as ClientError).details).toMatch(message);
+    }
+  });
+});
