@@ -7,6 +7,13 @@ import { PipelineCatalog } from './pipeline-catalog.js';
 /** AGENT_ROUTES_FILE's value for no route table. */
 export const NO_ROUTE_TABLE = 'none';
 
+/** How the agent's routes.yaml is named in its start-up errors and metrics. */
+export const AGENT_ROUTE_FILE_NAMING = {
+  setting: 'AGENT_ROUTES_FILE',
+  missingHint: 'set AGENT_ROUTES_FILE=none to send every chat to AGENT_DEFAULT_PIPELINE instead',
+  metricPrefix: 'elexirion_agent',
+} as const;
+
 const defaultRoutesFile = fileURLToPath(new URL('../../../../pipelines/routes.yaml', import.meta.url));
 
 /** The agent's routing settings (spread into its config schema). */
@@ -110,9 +117,7 @@ export function createRouter(context: ServiceContext<RoutingConfig>): Router {
 
   const file = config.AGENT_ROUTES_FILE !== NO_ROUTE_TABLE
     ? new RouteFile(config.AGENT_ROUTES_FILE, {
-        setting: 'AGENT_ROUTES_FILE',
-        missingHint: 'set AGENT_ROUTES_FILE=none to send every chat to AGENT_DEFAULT_PIPELINE instead',
-        metricPrefix: 'elexirion_agent',
+        ...AGENT_ROUTE_FILE_NAMING,
         pollMs: config.AGENT_ROUTES_POLL_MS,
         debounceMs: 100,
         logger,
