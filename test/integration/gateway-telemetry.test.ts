@@ -3,10 +3,10 @@
 // goes away taking its JetStream consumer with it.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ClientError, Status } from 'nice-grpc';
-import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { eventually, startNats, waitFor, startStack, stopAll, type NatsServer, type Stack } from '@elexirion/testing';
-import type { proto } from '@elexirion/kit';
+import { eventually, sleep, startNats, waitFor, startStack, stopAll, type NatsServer, type Stack } from '@elexirion/testing';
+import { proto } from '@elexirion/kit';
 
 const STREAM = 'ELEXIRION_EVENTS';
 
@@ -134,4 +134,58 @@ describe('StreamTelemetry', () => {
       expect((error as ClientError).details).toMatch(message);
     }
   });
+
+  it('holds a bounded number of events for a client that stops reading (the rest wait in JetStream), and drops none', async () => {
+    const since = new Date();
+    const pipeline = 'bulk-telemetry';
+    const batches = 100;
+    const perBatch = 100;
+    const js = jetstream(connection);
+    for (let batch = 0; batch < batches; batch++) {
+      const events = Array.from({ length: perBatch }, (_, index) =>
+        proto.TelemetryEvent.fromPartial({
+          eventId: `bulk-${batch}-${index}`,
+          service: 'executor',
+          kind: 'step',
+          time: new Date(),
+          status: 'OK',
+          executorStep: { runId: 'bulk-run', pipeline, step: { name: `step-${index}`, output: 'o'.repeat(200) } },
+        }),
+      );
+      await js.publish('elexirion.events.executor.step', proto.TelemetryEventBatch.encode({ events }).finish());
+    }
+
+    const controller = new AbortController();
+    open.push({ cancel: () => controller.abort() });
+    const iterator = stack.gateway.streamTelemetry({ services: [], kinds: [], pipeline, jobId: '', since }, { signal: controller.signal })[Symbol.asyncIterator]();
+    expect((await iterator.next()).value.event.eventId).toBe('bulk-0-0');
+
+    // The client reads no more: the gateway stops fetching once its buffer is full, so the
+    // consumer stops advancing with events still pending in the stream.
+    const stalled = await eventually('the consumer to stop advancing', async () => {
+      const [first, second] = [await consumerInfo(), await sleep(300).then(consumerInfo)];
+      return second.delivered.stream_seq === first.delivered.stream_seq && second.num_pending > 0 ? second : undefined;
+    });
+    expect(stalled.num_pending).toBeGreaterThan(0);
+
+    // Reading again, every event arrives, in order: none was dropped.
+    let received = 1;
+    let last = 'bulk-0-0';
+    while (received < batches * perBatch) {
+      const next = await iterator.next();
+      expect(next.done).toBe(false);
+      last = next.value.event.eventId;
+      received++;
+    }
+    expect(last).toBe(`bulk-${batches - 1}-${perBatch - 1}`);
+    controller.abort();
+  });
 });
+
+/** The one StreamTelemetry consumer open now. */
+async function consumerInfo() {
+  const found = [];
+  for await (const info of manager.consumers.list(STREAM)) if (!info.config.durable_name) found.push(info);
+  expect(found).toHaveLength(1);
+  return found[0]!;
+}
