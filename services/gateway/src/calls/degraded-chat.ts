@@ -3,7 +3,6 @@ import { HealthDefinition } from 'nice-grpc-server-health';
 import {
   RouteFile,
   callOptions,
-  failureMessage,
   inputsFor,
   isServiceUnreachable,
   proto,
@@ -30,6 +29,8 @@ const SERVING = 1;
  * window, so `/readyz` turns back to serving when it returns even without chats.
  */
 export class AgentBypass {
+  /** On (GATEWAY_AGENT_BYPASS) and the agent in another process. */
+  readonly enabled: boolean;
   private readonly file: RouteFile | undefined;
   /** When the agent was last found unreachable; undefined while it is not known to be down. */
   private downAt: number | undefined;
@@ -58,8 +59,6 @@ export class AgentBypass {
     }
   }
 
-  readonly enabled: boolean;
-
   /** True while the agent is known to be down and its window has not run out: skip it. */
   get skipAgent(): boolean {
     return this.enabled && this.downAt !== undefined && performance.now() - this.downAt < this.deps.context.config.GATEWAY_AGENT_DOWN_WINDOW_MS;
@@ -70,13 +69,13 @@ export class AgentBypass {
     return this.downAt === undefined ? undefined : this.cause;
   }
 
-  /** Whether `error` says the agent is down (and the bypass can serve); remembers it when so. */
+  /** Whether `error` says the agent cannot be reached (with the bypass on); remembers it when so. */
   agentFailed(error: unknown): boolean {
     if (!this.enabled || !isServiceUnreachable(error)) return false;
     const first = this.downAt === undefined;
     this.downAt = performance.now();
-    this.cause = `agent unavailable (${failureMessage(error)}): Chat runs pipelines on the executor with the gateway's route table`;
     if (first) {
+      this.cause = `agent unavailable since ${new Date().toISOString()}: Chat runs pipelines on the executor with the gateway's route table`;
       this.deps.context.logger.warn({ windowMs: this.deps.context.config.GATEWAY_AGENT_DOWN_WINDOW_MS }, 'agent unavailable: serving chats degraded, through the executor with the gateway\'s route table');
       this.startProbe();
     }
