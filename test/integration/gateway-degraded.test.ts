@@ -1,7 +1,11 @@
 // The agent-down bypass with real processes: the agent killed with SIGKILL, Chat still answers
 // (degraded, routed by the gateway's copy of routes.yaml, run on the executor), /readyz and the
 // request event say so; the agent started again, chats go through it and /readyz is serving.
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ClientError, Status } from 'nice-grpc';
 import {
   collectEvents,
   eventually,
@@ -10,6 +14,7 @@ import {
   startStack,
   stopAll,
   waitFor,
+  repoRoot,
   waitServing,
   type NatsServer,
   type Stack,
@@ -17,17 +22,22 @@ import {
 
 let nats: NatsServer;
 let stack: Stack;
+// The gateway's routes.yaml: a copy of the shipped one, edited while the agent is down.
+const routesDir = mkdtempSync(join(tmpdir(), 'elexirion-gateway-routes-'));
+const routesFile = join(routesDir, 'routes.yaml');
 
 beforeAll(async () => {
+  copyFileSync(join(repoRoot, 'pipelines/routes.yaml'), routesFile);
   nats = await startNats();
   // A short window, so the test sees the gateway try the agent again soon after it returns.
-  stack = await startStack('one-process-per-service', nats.url, { GATEWAY_AGENT_DOWN_WINDOW_MS: '300' });
+  stack = await startStack('one-process-per-service', nats.url, { GATEWAY_AGENT_DOWN_WINDOW_MS: '300', GATEWAY_ROUTES_FILE: routesFile, GATEWAY_ROUTES_POLL_MS: '200' });
 });
 
 afterAll(async () => {
   await stack?.stop();
   await nats?.stop();
   await stopAll();
+  rmSync(routesDir, { recursive: true, force: true });
 });
 
 async function readiness(): Promise<{ status: string; degraded?: { service: string; cause: string }[] }> {
@@ -82,6 +92,17 @@ describe('Chat while the agent is down', () => {
     }
   });
 
+  it('routes with an edit of its routes.yaml while the agent is down, without a restart', async () => {
+    const before = await stack.gateway.chat({ message: 'scaffold a service' });
+    expect(before).toMatchObject({ degraded: true, pipelineUsed: 'general' });
+    writeFileSync(routesFile, readFileSync(routesFile, 'utf8').replace('keywords: [generate, generating, generates]', 'keywords: [generate, generating, generates, scaffold]'));
+    const after = await eventually('the edited table in use', async () => {
+      const reply = await stack.gateway.chat({ message: 'scaffold a service' });
+      return reply.pipelineUsed === 'generate' ? reply : undefined;
+    });
+    expect(after).toMatchObject({ degraded: true, route: { matchedBy: 'rule', rule: 'generate', reason: expect.stringMatching(/^keyword "scaffold" \(the gateway's route table /) } });
+  });
+
   it('goes back through the agent once it is started again, and /readyz is serving', async () => {
     const agent = spawnNode('agent', 'services/agent/dist/main.js', stack.env);
     stack.processes.agent = agent;
@@ -96,5 +117,32 @@ describe('Chat while the agent is down', () => {
     expect(answer.jobId).not.toBe('');
     expect(answer.route?.reason).toBe('keyword "analyze"');
     expect((await readiness()).status).toBe('serving');
+  });
+});
+
+describe('Chat with the bypass off (GATEWAY_AGENT_BYPASS=false)', () => {
+  let offStack: Stack;
+
+  beforeAll(async () => {
+    offStack = await startStack('one-process-per-service', nats.url, { GATEWAY_AGENT_BYPASS: 'false' });
+  });
+
+  afterAll(async () => {
+    await offStack?.stop();
+  });
+
+  it('answers UNAVAILABLE while the agent is down, and /readyz stays serving', async () => {
+    const agent = offStack.processes.agent!;
+    agent.child.kill('SIGKILL');
+    await agent.exited;
+    const error = await offStack.gateway.chat({ message: 'please analyze this function' }).then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
+    expect(error).toBeInstanceOf(ClientError);
+    expect((error as ClientError).code).toBe(Status.UNAVAILABLE);
+    expect((error as ClientError).details).toBe('the agent service is unavailable');
+    const ready = (await (await fetch(`http://127.0.0.1:${offStack.ports.gatewayHttp}/readyz`)).json()) as { status: string };
+    expect(ready.status).toBe('serving');
   });
 });
