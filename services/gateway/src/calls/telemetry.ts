@@ -82,8 +82,9 @@ function decodeEvents(data: Uint8Array): proto.TelemetryEvent[] | undefined {
  * through its own ordered (ephemeral, unacknowledged, in-memory) JetStream consumer on the events
  * stream, from `since` or from now, deleted when the call ends: a client that goes away leaves
  * nothing behind. Events wait in a bounded buffer (TELEMETRY_BUFFER_EVENTS); more is not fetched
- * until the client takes them (backpressure, no event dropped). A client that falls so far behind
- * that the stream's retention passes its position misses those events (JetStream's own limit).
+ * until the client takes them (backpressure, no event dropped). A client that reads nothing for
+ * ten minutes, or a consumer lost with NATS, ends the stream with UNAVAILABLE: the client opens it
+ * again with `since` set to the time of the last event it has.
  */
 export function telemetryCalls(deps: GatewayDeps): Pick<proto.GatewayServiceImplementation, 'streamTelemetry'> {
   const { context } = deps;
@@ -124,8 +125,10 @@ async function openConsumer(context: ServiceContext<GatewayConfig>, connection: 
     return await jetstream(connection).consumers.get(stream, {
       filter_subjects: subject,
       ...(since ? { opt_start_time: since.toISOString() } : { deliver_policy: DeliverPolicy.New }),
-      // Gone by itself if the gateway dies before deleting it.
-      inactive_threshold: 60_000,
+      // Deleted by the call when it ends; this only reaps the consumer of a gateway that died. It
+      // also bounds how long a client may read nothing: the consumer is not asked for more while
+      // the buffer is full, and once the server reaps it the stream ends with UNAVAILABLE.
+      inactive_threshold: 10 * 60_000,
     });
   } catch (error) {
     context.logger.warn({ err: error, stream }, 'StreamTelemetry: cannot open a consumer on the events stream');
