@@ -9,6 +9,7 @@ import { eventually, sleep, startNats, waitFor, startStack, stopAll, type NatsSe
 import { proto } from '@elexirion/kit';
 
 const STREAM = 'ELEXIRION_EVENTS';
+const STALL_MS = 8_000;
 
 let nats: NatsServer;
 let stack: Stack;
@@ -17,7 +18,8 @@ let manager: JetStreamManager;
 
 beforeAll(async () => {
   nats = await startNats();
-  stack = await startStack('all-in-one', nats.url);
+  // A stalled client is ended after 8 s (the default is 2 minutes).
+  stack = await startStack('all-in-one', nats.url, { GATEWAY_TELEMETRY_STALL_MS: String(STALL_MS) });
   connection = await connect({ servers: nats.url });
   manager = await jetstreamManager(connection);
   // The stream exists once a service has published: one chat makes sure.
@@ -140,20 +142,7 @@ describe('StreamTelemetry', () => {
     const pipeline = 'bulk-telemetry';
     const batches = 100;
     const perBatch = 100;
-    const js = jetstream(connection);
-    for (let batch = 0; batch < batches; batch++) {
-      const events = Array.from({ length: perBatch }, (_, index) =>
-        proto.TelemetryEvent.fromPartial({
-          eventId: `bulk-${batch}-${index}`,
-          service: 'executor',
-          kind: 'step',
-          time: new Date(),
-          status: 'OK',
-          executorStep: { runId: 'bulk-run', pipeline, step: { name: `step-${index}`, output: 'o'.repeat(200) } },
-        }),
-      );
-      await js.publish('elexirion.events.executor.step', proto.TelemetryEventBatch.encode({ events }).finish());
-    }
+    await publishBulk(pipeline, batches, perBatch);
 
     const controller = new AbortController();
     open.push({ cancel: () => controller.abort() });
@@ -180,6 +169,33 @@ describe('StreamTelemetry', () => {
     expect(last).toBe(`bulk-${batches - 1}-${perBatch - 1}`);
     controller.abort();
   });
+
+  it('ends a client that takes nothing for the stall limit with RESOURCE_EXHAUSTED, after what was buffered, its consumer deleted at once', async () => {
+    const since = new Date();
+    const pipeline = 'stalled-telemetry';
+    await publishBulk(pipeline, 100, 100);
+    const controller = new AbortController();
+    open.push({ cancel: () => controller.abort() });
+    const iterator = stack.gateway.streamTelemetry({ services: [], kinds: [], pipeline, jobId: '', since }, { signal: controller.signal })[Symbol.asyncIterator]();
+    await iterator.next();
+    await eventually('the consumer opened', async () => ((await streamConsumers()) === 1 ? true : undefined));
+    // Nothing taken: after the stall limit the gateway stops reading and deletes the consumer.
+    await eventually('the stalled stream\'s consumer deleted', async () => ((await streamConsumers()) === 0 ? true : undefined), STALL_MS + 10_000);
+    let received = 1;
+    const error = await (async () => {
+      for (;;) {
+        const next = await iterator.next();
+        if (next.done) return undefined;
+        received++;
+      }
+    })().catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(ClientError);
+    expect((error as ClientError).code).toBe(Status.RESOURCE_EXHAUSTED);
+    expect((error as ClientError).details).toMatch(/^the client took no telemetry event for 8000 ms/);
+    // What was buffered arrived first; not all 10000.
+    expect(received).toBeGreaterThan(1);
+    expect(received).toBeLessThan(100 * 100);
+  });
 });
 
 /** The one StreamTelemetry consumer open now. */
@@ -188,4 +204,22 @@ async function consumerInfo() {
   for await (const info of manager.consumers.list(STREAM)) if (!info.config.durable_name) found.push(info);
   expect(found).toHaveLength(1);
   return found[0]!;
+}
+
+/** Publishes `batches` TelemetryEventBatch messages of `perBatch` step events of `pipeline`, as the executor would. */
+async function publishBulk(pipeline: string, batches: number, perBatch: number): Promise<void> {
+  const js = jetstream(connection);
+  for (let batch = 0; batch < batches; batch++) {
+    const events = Array.from({ length: perBatch }, (_, index) =>
+      proto.TelemetryEvent.fromPartial({
+        eventId: `bulk-${batch}-${index}`,
+        service: 'executor',
+        kind: 'step',
+        time: new Date(),
+        status: 'OK',
+        executorStep: { runId: 'bulk-run', pipeline, step: { name: `step-${index}`, output: 'o'.repeat(200) } },
+      }),
+    );
+    await js.publish('elexirion.events.executor.step', proto.TelemetryEventBatch.encode({ events }).finish());
+  }
 }

@@ -82,9 +82,10 @@ function decodeEvents(data: Uint8Array): proto.TelemetryEvent[] | undefined {
  * through its own ordered (ephemeral, unacknowledged, in-memory) JetStream consumer on the events
  * stream, from `since` or from now, deleted when the call ends: a client that goes away leaves
  * nothing behind. Events wait in a bounded buffer (TELEMETRY_BUFFER_EVENTS); more is not fetched
- * until the client takes them (backpressure, no event dropped). A client that reads nothing for
- * ten minutes, or a consumer lost with NATS, ends the stream with UNAVAILABLE: the client opens it
- * again with `since` set to the time of the last event it has.
+ * until the client takes them (backpressure, no event dropped). A client that takes nothing for
+ * GATEWAY_TELEMETRY_STALL_MS while the buffer is full is ended with RESOURCE_EXHAUSTED; a consumer
+ * lost with NATS ends the stream with UNAVAILABLE. Either way the client opens it again with
+ * `since` set to the time of the last event it has.
  */
 export function telemetryCalls(deps: GatewayDeps): Pick<proto.GatewayServiceImplementation, 'streamTelemetry'> {
   const { context } = deps;
@@ -99,21 +100,22 @@ export function telemetryCalls(deps: GatewayDeps): Pick<proto.GatewayServiceImpl
       const stop = new AbortController();
       const onAbort = () => stop.abort();
       callContext.signal.addEventListener('abort', onAbort, { once: true });
-      const buffer = new EventBuffer();
-      const reading = readInto(consumer, keep, buffer, stop.signal);
+      const buffer = new EventBuffer(context.config.GATEWAY_TELEMETRY_STALL_MS);
+      const reading = readInto(consumer, keep, buffer, stop.signal).finally(() =>
+        // The consumer goes as soon as reading stops (a stalled client's too), not after its inactivity threshold.
+        consumer.delete().catch((error: unknown) => context.logger.debug({ err: error }, 'StreamTelemetry: deleting its consumer failed; it expires by itself')),
+      );
       try {
         for (;;) {
+          // Ends with the reader's failure once the events before it are sent.
           const event = await buffer.next(stop.signal);
           if (event === undefined) break;
           yield { event };
         }
-        await reading; // rethrows why the reader stopped
       } finally {
         callContext.signal.removeEventListener('abort', onAbort);
         stop.abort();
         await reading.catch(() => {});
-        // The consumer goes now, not after its inactivity threshold.
-        await consumer.delete().catch((error: unknown) => context.logger.debug({ err: error }, 'StreamTelemetry: deleting its consumer failed; it expires by itself'));
       }
     },
   };
@@ -125,10 +127,9 @@ async function openConsumer(context: ServiceContext<GatewayConfig>, connection: 
     return await jetstream(connection).consumers.get(stream, {
       filter_subjects: subject,
       ...(since ? { opt_start_time: since.toISOString() } : { deliver_policy: DeliverPolicy.New }),
-      // Deleted by the call when it ends; this only reaps the consumer of a gateway that died. It
-      // also bounds how long a client may read nothing: the consumer is not asked for more while
-      // the buffer is full, and once the server reaps it the stream ends with UNAVAILABLE.
-      inactive_threshold: 10 * 60_000,
+      // Deleted by the call when it ends; this reaps the consumer of a gateway that died. Above
+      // the stall limit, so a stalled client is ended by the gateway first (not reaped mid-stream).
+      inactive_threshold: context.config.GATEWAY_TELEMETRY_STALL_MS + 60_000,
     });
   } catch (error) {
     context.logger.warn({ err: error, stream }, 'StreamTelemetry: cannot open a consumer on the events stream');
@@ -136,7 +137,7 @@ async function openConsumer(context: ServiceContext<GatewayConfig>, connection: 
   }
 }
 
-/** Fetches while the buffer has room, until `signal` aborts; ends the buffer (with the failure) when it stops. */
+/** Fetches while the buffer has room, until `signal` aborts; ends the buffer (with the failure, for the client) when it stops. */
 async function readInto(consumer: Consumer, keep: Filter, buffer: EventBuffer, signal: AbortSignal): Promise<void> {
   let messages: ConsumerMessages | undefined;
   const onAbort = () => void messages?.close();
@@ -154,16 +155,23 @@ async function readInto(consumer: Consumer, keep: Filter, buffer: EventBuffer, s
     buffer.end();
   } catch (error) {
     if (signal.aborted) return buffer.end();
-    const failure = new ServerError(Status.UNAVAILABLE, `telemetry events stopped: ${error instanceof Error ? error.message : String(error)}`);
-    buffer.end(failure);
-    throw failure;
+    buffer.end(error instanceof SlowClientError ? error : new ServerError(Status.UNAVAILABLE, `telemetry events stopped: ${error instanceof Error ? error.message : String(error)}`));
   } finally {
     signal.removeEventListener('abort', onAbort);
   }
 }
 
+/** The client took nothing for the stall limit while its buffer was full. */
+class SlowClientError extends ServerError {
+  constructor(stallMs: number) {
+    super(Status.RESOURCE_EXHAUSTED, `the client took no telemetry event for ${stallMs} ms with ${TELEMETRY_BUFFER_EVENTS} or more waiting for it (GATEWAY_TELEMETRY_STALL_MS): stream again with since set to the last event's time`);
+  }
+}
+
 /** Events between the NATS reader and the client's stream, bounded by TELEMETRY_BUFFER_EVENTS. */
 class EventBuffer {
+  constructor(private readonly stallMs: number) {}
+
   private readonly events: proto.TelemetryEvent[] = [];
   private ended = false;
   private failure: Error | undefined;
@@ -195,9 +203,13 @@ class EventBuffer {
     }
   }
 
-  /** Resolves when the buffer is below its bound (or on abort). */
+  /** Resolves when the buffer is below its bound (or on abort); throws SlowClientError when the client takes nothing for the stall limit. */
   async room(signal: AbortSignal): Promise<void> {
-    while (this.events.length >= TELEMETRY_BUFFER_EVENTS && !signal.aborted) await this.waitFor(signal);
+    while (this.events.length >= TELEMETRY_BUFFER_EVENTS && !signal.aborted) {
+      const stall = AbortSignal.timeout(this.stallMs);
+      await this.waitFor(AbortSignal.any([signal, stall]));
+      if (stall.aborted && !signal.aborted && this.events.length >= TELEMETRY_BUFFER_EVENTS) throw new SlowClientError(this.stallMs);
+    }
   }
 
   private notify(): void {
