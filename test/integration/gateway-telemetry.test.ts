@@ -196,6 +196,29 @@ describe('StreamTelemetry', () => {
     expect(received).toBeGreaterThan(1);
     expect(received).toBeLessThan(100 * 100);
   });
+
+  it('ends its streams with UNAVAILABLE when the gateway drains, so the drain does not wait for them', async () => {
+    // A grace period no test would wait out: the process exits only because the stream ended.
+    const draining = await startStack('all-in-one', nats.url, { DRAIN_GRACE_MS: '600000' });
+    try {
+      const controller = new AbortController();
+      const events = draining.gateway.streamTelemetry({ services: [], kinds: [], pipeline: '', jobId: '' }, { signal: controller.signal });
+      const ended = (async () => {
+        for await (const _ of events) {
+          // live events, if any, until the drain
+        }
+      })().catch((caught: unknown) => caught);
+      await eventually('the stream\'s consumer', async () => ((await streamConsumers()) === 1 ? true : undefined));
+      draining.processes.all!.child.kill('SIGTERM');
+      const error = await ended;
+      expect(error).toBeInstanceOf(ClientError);
+      expect((error as ClientError).code).toBe(Status.UNAVAILABLE);
+      expect((error as ClientError).details).toMatch(/^the gateway is shutting down: stream again/);
+      expect(await draining.processes.all!.exited).toBe(0);
+    } finally {
+      await draining.stop();
+    }
+  });
 });
 
 /** The one StreamTelemetry consumer open now. */

@@ -101,6 +101,14 @@ export function telemetryCalls(deps: GatewayDeps): Pick<proto.GatewayServiceImpl
       const onAbort = () => stop.abort();
       callContext.signal.addEventListener('abort', onAbort, { once: true });
       const buffer = new EventBuffer(context.config.GATEWAY_TELEMETRY_STALL_MS);
+      // A live stream never ends by itself: draining ends it, as a failure the client retries
+      // elsewhere (a clean end would look like "no more events").
+      const onDrain = () => {
+        buffer.end(new ServerError(Status.UNAVAILABLE, 'the gateway is shutting down: stream again, with since set to the last event\'s time, to continue on another replica'));
+        stop.abort();
+      };
+      if (context.draining.aborted) onDrain();
+      context.draining.addEventListener('abort', onDrain, { once: true });
       const reading = readInto(consumer, keep, buffer, stop.signal).finally(() =>
         // The consumer goes as soon as reading stops (a stalled client's too), not after its inactivity threshold.
         consumer.delete().catch((error: unknown) => context.logger.debug({ err: error }, 'StreamTelemetry: deleting its consumer failed; it expires by itself')),
@@ -114,6 +122,7 @@ export function telemetryCalls(deps: GatewayDeps): Pick<proto.GatewayServiceImpl
         }
       } finally {
         callContext.signal.removeEventListener('abort', onAbort);
+        context.draining.removeEventListener('abort', onDrain);
         stop.abort();
         await reading.catch(() => {});
       }
@@ -178,12 +187,14 @@ class EventBuffer {
   private wake: (() => void) | undefined;
 
   push(events: proto.TelemetryEvent[]): void {
-    if (events.length === 0) return;
+    if (events.length === 0 || this.ended) return;
     this.events.push(...events);
     this.notify();
   }
 
+  /** No more events after those held; the first end decides (a failure is sent after them). */
   end(failure?: Error): void {
+    if (this.ended) return;
     this.ended = true;
     this.failure = failure;
     this.notify();
