@@ -1,6 +1,7 @@
 import { defineService, proto, type ServiceContext } from '@elexirion/kit';
 import { chatCalls } from './calls/chat.js';
 import { chatStreamCalls } from './calls/chat-stream.js';
+import { AgentBypass } from './calls/degraded-chat.js';
 import type { GatewayDeps } from './calls/gateway-deps.js';
 import { jobCalls } from './calls/jobs.js';
 import { modelCalls } from './calls/models.js';
@@ -15,10 +16,12 @@ import { keyCalls } from './keys/key-calls.js';
 export function createGateway(context: ServiceContext<GatewayConfig>) {
   const { clients } = context;
   const deps: GatewayDeps = { context, agent: clients.get('agent'), executor: clients.get('executor'), provider: clients.get('provider') };
+  // Chat around an agent that cannot be reached (calls/degraded-chat.ts).
+  const bypass = new AgentBypass(deps);
 
   // One module per area of the public API (calls/, keys/); each answers its calls.
   const implementation: proto.GatewayServiceImplementation = {
-    ...chatCalls(deps),
+    ...chatCalls(deps, bypass),
     ...chatStreamCalls(deps),
     ...pipelineCalls(deps),
     ...pipelineStreamCalls(deps),
@@ -31,6 +34,10 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
   return {
     implementation,
     http: [httpApi(() => clients.get('gateway')), agentChatApi(() => clients.get('gateway'))],
+    degradation: () => bypass.degradation(),
+    async close() {
+      bypass.close();
+    },
   };
 }
 

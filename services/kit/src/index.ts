@@ -17,7 +17,7 @@ export {
 } from './host/shared-nats-connection.js';
 
 // rpc/: calls between services, their deadlines, and the one vocabulary for failures.
-export { clientCallPolicy, type ClientCallPolicy, type ServerCallPolicy } from './rpc/call-policy.js';
+export { clientCallPolicy, isServiceUnreachable, type ClientCallPolicy, type ServerCallPolicy } from './rpc/call-policy.js';
 export { ChannelPool, ServiceClients, connectService, type LocalService, type ServiceClient, type ServiceClientsOptions } from './rpc/clients.js';
 export {
   DEADLINE_METADATA_KEY,
@@ -84,5 +84,9 @@ export {
   type YamlIssue,
   type YamlPosition,
 } from './yaml/yaml-document.js';
+
+// routing/: routes.yaml, the route table the agent routes by and the gateway keeps a copy of.
+export { RouteFile, type RouteFileOptions } from './routing/route-file.js';
+export { RouteTable, inputsFor, revisionOf, routeTableDocument, type CompiledRoute, type PipelineShape, type RouteTableDocument, type RuleMatch } from './routing/route-table.js';
 
 export * as proto from './proto.js';

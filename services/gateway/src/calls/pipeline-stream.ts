@@ -1,8 +1,8 @@
 import { callOptions, type proto } from '@elexirion/kit';
 import { callerOf } from '../caller.js';
-import { checkPipelineName, checkSessionId } from '../validation.js';
 import type { GatewayDeps } from './gateway-deps.js';
 import { observedStream } from './observed-stream.js';
+import { checkExecutePipelineRequest } from './pipelines.js';
 
 /**
  * ExecutePipelineStream: ExecutePipeline as a stream of the run's events, passed on from the
@@ -12,8 +12,8 @@ export function pipelineStreamCalls(deps: GatewayDeps): Pick<proto.GatewayServic
   const { agent } = deps;
   return {
     async *executePipelineStream(request, callContext) {
-      checkPipelineName('pipeline', request.pipeline, request.inlineYaml === '');
-      checkSessionId(request.sessionId);
+      // The same limits as ExecutePipeline: the stream is that call's other form.
+      checkExecutePipelineRequest(request);
       const started = performance.now();
       const owner = callerOf(callContext)?.keyId ?? '';
       const events = agent.runPipelineStream({ ...request, owner }, callOptions(callContext));

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { createServer, type ServiceImplementation } from 'nice-grpc';
 import { composeServerMiddleware, type ServerMiddleware } from 'nice-grpc-common';
 import { openTelemetryServerMiddleware } from 'nice-grpc-opentelemetry';
@@ -32,6 +33,11 @@ export interface ServiceContext<Config> {
   metrics: Metrics;
   /** The process's one NATS connection; a service that needs NATS says so with `nats.use`. */
   nats: ServiceNats;
+  /**
+   * Aborts when the process starts draining: calls that would otherwise never end (live streams)
+   * end then, so the drain does not wait out its grace period for them.
+   */
+  draining: AbortSignal;
 }
 
 export interface ServiceInstance<N extends ServiceName> {
@@ -40,6 +46,11 @@ export interface ServiceInstance<N extends ServiceName> {
   http?: HttpRoutes[];
   /** Runs after in-flight calls have finished during a drain. */
   close?(): Promise<void>;
+  /**
+   * Why the service is serving degraded right now (a service it depends on is down and it serves
+   * without it), or undefined when it is not; `/readyz` reports it.
+   */
+  degradation?(): string | undefined;
 }
 
 /** A service as a unit a host can run: its name, its own environment variables, its factory. */
@@ -122,6 +133,9 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
   const http = createHttpServer({ logger, title: `Elexirion ${names.join(', ')}` });
   const health = HealthState();
   let draining = false;
+  const drainStarted = new AbortController();
+  // Every live stream listens to it: no "possible leak" warning past ten.
+  setMaxListeners(0, drainStarted.signal);
 
   try {
     for (const module of ordered) {
@@ -147,6 +161,7 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
         events: serviceEvents(events, module.name),
         metrics,
         nats: nats.forService(module.name),
+        draining: drainStarted.signal,
       });
       // In-process calls need a server span only when spans are recorded (see spansRecorded).
       local.set(
@@ -175,9 +190,13 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
     // what needs NATS), and taking every replica out of its Service would be a full outage.
     http.get('/readyz', { schema: { hide: true } }, async (_request, reply) => {
       const natsReadiness = nats.readiness();
-      const status = draining ? 'draining' : nats.degraded ? 'degraded' : 'serving';
+      const degraded = instances.flatMap(({ name, instance }) => {
+        const cause = instance.degradation?.();
+        return cause ? [{ service: name, cause }] : [];
+      });
+      const status = draining ? 'draining' : nats.degraded || degraded.length > 0 ? 'degraded' : 'serving';
       reply.code(draining ? 503 : 200);
-      return { status, services: names, nats: natsReadiness };
+      return { status, services: names, nats: natsReadiness, ...(degraded.length > 0 ? { degraded } : {}) };
     });
     await registerRoutes(http, instances.flatMap(({ instance }) => instance.http ?? []));
 
@@ -202,6 +221,7 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
         for (const fullName of ['', ...fullNames]) health.setStatus('unhealthy', fullName);
         logger.info({ reason, delayMs: config.DRAIN_DELAY_MS, graceMs: config.DRAIN_GRACE_MS }, 'draining: health NOT_SERVING');
         if (config.DRAIN_DELAY_MS > 0) await sleep(config.DRAIN_DELAY_MS);
+        drainStarted.abort();
         const force = setTimeout(() => {
           logger.warn('drain grace period over: cancelling calls still in flight');
           grpc.forceShutdown();
