@@ -1,14 +1,17 @@
 import { createHmac } from 'node:crypto';
 import { proto, retry, timeoutSignal } from '@elexirion/kit';
+import { literalAddressProblem, resolvedAddressProblem } from './webhook-address.js';
 
 /** Longer URLs are refused: the URL is kept on the job record. */
 const MAX_WEBHOOK_URL_LENGTH = 2048;
 
 /**
  * What is wrong with a webhook given to SubmitJob, in words naming the field, or undefined when
- * it is fine. Never quotes the secret, nor a URL that carries credentials.
+ * it is fine. Never quotes the secret, nor a URL that carries credentials. Unless
+ * `allowPrivate`, a host written as a loopback, private or link-local address is refused (names
+ * are resolved by `resolvedAddressProblem`, at submit and again at each delivery).
  */
-export function checkWebhook(webhook: { url: string; secret: string }): string | undefined {
+export function checkWebhook(webhook: { url: string; secret: string }, allowPrivate = false): string | undefined {
   const { url, secret } = webhook;
   if (!url) return 'webhook.url: required (an http or https URL)';
   if (url.length > MAX_WEBHOOK_URL_LENGTH) return `webhook.url: longer than ${MAX_WEBHOOK_URL_LENGTH} characters`;
@@ -21,7 +24,7 @@ export function checkWebhook(webhook: { url: string; secret: string }): string |
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return `webhook.url: expected an http or https URL, not ${JSON.stringify(parsed.protocol.slice(0, 20))}`;
   if (parsed.username || parsed.password) return 'webhook.url: must not carry credentials (user:password@host); receivers check webhook.secret\'s signature instead';
   if (!secret) return 'webhook.secret: required (it signs every delivery)';
-  return undefined;
+  return allowPrivate ? undefined : literalAddressProblem(parsed);
 }
 
 /** Pino's call shape, `(fields, message)`. */
@@ -41,6 +44,8 @@ export interface WebhookSenderOptions {
   maxMs?: number;
   /** Aborting it stops every delivery in progress (the agent is closing). */
   signal?: AbortSignal;
+  /** Deliver to loopback, private and link-local receivers too (AGENT_WEBHOOK_ALLOW_PRIVATE). */
+  allowPrivate?: boolean;
 }
 
 /** One attempt's failure: why, in words without secrets, and whether another attempt may fare better. */
@@ -83,8 +88,13 @@ export class WebhookSender {
   /** Delivers `job` to `webhook`; resolves with "delivered" or "failed: <why>", never rejects. */
   async deliver(job: proto.Job, webhook: { url: string; secret: string }): Promise<string> {
     const { logger } = this.options;
-    const problem = checkWebhook(webhook);
-    if (problem) return `failed: ${problem}`;
+    const allowPrivate = this.options.allowPrivate ?? false;
+    // The name is resolved again here: what it resolved to at submit may have changed since.
+    const problem = checkWebhook(webhook, allowPrivate) ?? (allowPrivate ? undefined : await resolvedAddressProblem(new URL(webhook.url)));
+    if (problem) {
+      logger.warn({ jobId: job.jobId, status: `failed: ${problem}` }, 'webhook not delivered');
+      return `failed: ${problem}`;
+    }
     const receiver = new URL(webhook.url).origin;
     const body = JSON.stringify(proto.Job.toJSON(job));
     let attempts = 0;
