@@ -6,7 +6,7 @@ import { proto } from '@elexirion/kit';
 import { freePort, waitFor } from '@elexirion/testing';
 import { cleanupAfterEach, recordingLogger } from '@elexirion/testing/fixtures';
 import { WebhookSender, checkWebhook, type WebhookSenderOptions } from '../src/jobs/webhook.js';
-import { isNonPublicAddress } from '../src/jobs/webhook-address.js';
+import { NonPublicAddressError, isNonPublicAddress, publicOnlyLookup } from '../src/jobs/webhook-address.js';
 
 const later = cleanupAfterEach();
 const SECRET = 'whsec_0123456789abcdef';
@@ -221,6 +221,18 @@ describe('checkWebhook', () => {
     for (const address of ['8.8.8.8', '172.32.0.1', '1.1.1.1', '2606:4700:4700::1111', '::ffff:8.8.8.8', 'not-an-address']) {
       expect(isNonPublicAddress(address), address).toBe(false);
     }
+  });
+
+  it('checks the addresses a name resolves to where a delivery connects, so a name rebound to a private address is refused', async () => {
+    const lookupOf = (hostname: string, all: boolean) =>
+      new Promise<{ error: Error | null; address: unknown }>((resolve) => publicOnlyLookup(hostname, { all }, (error, address) => resolve({ error, address })));
+    for (const all of [false, true]) {
+      const refused = await lookupOf('localhost', all);
+      expect(refused.error).toBeInstanceOf(NonPublicAddressError);
+      expect(refused.error!.message).toMatch(/^webhook\.url: localhost resolves to (127\.0\.0\.1|::1), which is a loopback, private or link-local address/);
+    }
+    expect(await lookupOf('8.8.8.8', false)).toEqual({ error: null, address: '8.8.8.8' });
+    expect(await lookupOf('8.8.8.8', true)).toEqual({ error: null, address: [{ address: '8.8.8.8', family: 4 }] });
   });
 
   it('deliver() without allowPrivate sends nothing to a loopback receiver and says why', async () => {

@@ -5,8 +5,9 @@
  * link-local, shared (CGNAT), multicast and reserved addresses are refused unless
  * AGENT_WEBHOOK_ALLOW_PRIVATE=true (local development and tests with a receiver on loopback).
  */
+import { lookup as lookupCallback, type LookupAddress, type LookupOptions } from 'node:dns';
 import { lookup } from 'node:dns/promises';
-import { BlockList, isIP } from 'node:net';
+import { BlockList, isIP, type LookupFunction } from 'node:net';
 
 const notPublic = new BlockList();
 for (const [network, prefix] of [
@@ -93,3 +94,25 @@ export async function resolvedAddressProblem(url: URL): Promise<string | undefin
   const blocked = addresses.find(({ address }) => isNonPublicAddress(address));
   return blocked ? `webhook.url: ${host} resolves to ${blocked.address}, which ${REFUSED}` : undefined;
 }
+
+/** A connection refused because the receiver's name resolved to a non-public address. */
+export class NonPublicAddressError extends Error {
+  override readonly name = 'NonPublicAddressError';
+}
+
+/**
+ * A socket `lookup` that resolves as Node does and fails when any address is non-public. The
+ * address checked is the one connected to: a name that resolved to a public address at submit
+ * and resolves to a private one now (DNS rebinding) is refused here.
+ */
+export const publicOnlyLookup: LookupFunction = (hostname, options, callback) => {
+  lookupCallback(hostname, { ...(options as LookupOptions), all: true }, (error, addresses: LookupAddress[]) => {
+    if (error) return callback(error, '', 0);
+    const blocked = addresses.find(({ address }) => isNonPublicAddress(address));
+    if (blocked) return callback(new NonPublicAddressError(`webhook.url: ${hostname} resolves to ${blocked.address}, which ${REFUSED}`), '', 0);
+    if ((options as LookupOptions).all) return (callback as unknown as (error: null, addresses: LookupAddress[]) => void)(null, addresses);
+    const [first] = addresses;
+    if (!first) return callback(Object.assign(new Error(`${hostname}: no address`), { code: 'ENOTFOUND' }), '', 0);
+    callback(null, first.address, first.family);
+  });
+};
