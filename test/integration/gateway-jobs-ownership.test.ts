@@ -73,7 +73,8 @@ describe('job ownership at the gateway', () => {
     const fake = stack.provider.fakes.anthropic;
     fake.reset();
     const release = gate();
-    fake.script({ until: release.promise, text: 'alice\'s answer' });
+    // Both jobs wait for the test (either may reach the upstream first), so alice's is still running when she cancels it.
+    fake.script({ until: release.promise, text: 'held answer' }, { until: release.promise, text: 'held answer' });
     // The owner a client claims is replaced by the key's id.
     const { job: submitted } = await submit(alice, { message: 'alice asks', owner: bob.keyId });
     expect(submitted!.owner).toBe(alice.keyId);

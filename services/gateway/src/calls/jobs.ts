@@ -50,21 +50,41 @@ export function jobCalls(deps: GatewayDeps): Pick<proto.GatewayServiceImplementa
     },
 
     async getJob(request, callContext) {
-      return { job: await visibleJob(request.jobId, callContext) };
+      const job = await observed(deps, 'GetJob', '', () => visibleJob(request.jobId, callContext), () => request.jobId);
+      return { job };
     },
 
     async *watchJob(request, callContext) {
-      // The record says whose job it is; its events do not (until the last one).
-      await visibleJob(request.jobId, callContext);
-      for await (const answer of agent.watchJob({ jobId: request.jobId, afterSequence: request.afterSequence }, callOptions(callContext))) yield answer;
+      // One event for the whole stream, when it ends (the client cancelling it included).
+      const call = deps.context.events.begin('request');
+      let pipeline = '';
+      try {
+        // The record says whose job it is; its events do not (until the last one).
+        pipeline = (await visibleJob(request.jobId, callContext)).pipeline;
+        for await (const answer of agent.watchJob({ jobId: request.jobId, afterSequence: request.afterSequence }, callOptions(callContext))) yield answer;
+      } catch (error) {
+        call.failed(error, (errorMessage) => ({ gatewayRequest: { method: 'WatchJob', pipeline, jobId: request.jobId, errorMessage } }));
+        throw error;
+      } finally {
+        // The end of the job's events, or a consumer that stopped reading (return()); a failure
+        // was published above (an observation publishes once).
+        call.succeeded({ gatewayRequest: { method: 'WatchJob', pipeline, jobId: request.jobId } });
+      }
     },
 
     async cancelJob(request, callContext) {
-      const caller = callerOf(callContext);
-      await visibleJob(request.jobId, callContext);
       // Recorded on the job as who cancelled it: the key's name, never the client's word.
-      const requestedBy = caller?.name ?? 'api';
-      return observed(deps, 'CancelJob', '', () => agent.cancelJob({ jobId: request.jobId, reason: request.reason, requestedBy }, callOptions(callContext)), (answer) => answer.job?.jobId ?? '');
+      const requestedBy = callerOf(callContext)?.name ?? 'api';
+      return observed(
+        deps,
+        'CancelJob',
+        '',
+        async () => {
+          await visibleJob(request.jobId, callContext);
+          return agent.cancelJob({ jobId: request.jobId, reason: request.reason, requestedBy }, callOptions(callContext));
+        },
+        () => request.jobId,
+      );
     },
 
     async listJobs(request, callContext) {
@@ -72,7 +92,7 @@ export function jobCalls(deps: GatewayDeps): Pick<proto.GatewayServiceImplementa
       // A key that is not admin lists its own jobs whatever owner it asks for; admin (and calls
       // without keys) may filter by any owner, or none.
       const owner = caller === undefined || caller.admin ? request.owner : caller.keyId;
-      return agent.listJobs({ ...request, owner }, callOptions(callContext));
+      return observed(deps, 'ListJobs', request.pipeline, () => agent.listJobs({ ...request, owner }, callOptions(callContext)));
     },
   };
 }
