@@ -296,7 +296,7 @@ export class JobStore {
 }
 
 /** Records a listing reads per pull. */
-const LIST_PULL_SIZE = 1_000;
+const LIST_PULL_SIZE = 2_000;
 /** How long a pull waits for records the server said were pending (removed meanwhile by max age: fewer come). */
 const LIST_PULL_WAIT_MS = 2_000;
 
