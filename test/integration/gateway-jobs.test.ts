@@ -288,6 +288,17 @@ describe('the design\'s job routes over HTTP', () => {
     });
   });
 
+  it('answers a chat\'s job too: pipeline_status from its record, and no events to stream (204)', async () => {
+    provider.fakes.anthropic.reset();
+    const chat = await gateway.client.chat({ message: 'a quick one' });
+    // Its record is written a moment after the answer.
+    const job = await jobSettled(chat.jobId, ended);
+    expect(job).toMatchObject({ origin: 'chat', status: JobStatus.JOB_STATUS_SUCCEEDED, output: chat.response });
+    expect(await (await fetch(gateway.url(`/api/agent/jobs/${chat.jobId}`))).json()).toMatchObject({ job_id: chat.jobId, origin: 'chat', status: 'succeeded', result: chat.response });
+    expect(await readEventStream(gateway.url(`/api/agent/jobs/${chat.jobId}/events`))).toMatchObject({ status: 204, events: [] });
+    expect(await watch(chat.jobId, 0)).toEqual({ events: [], ended: true });
+  });
+
   it('answers 404 with NOT_FOUND for an unknown job, and 400 naming the field for a bad id or sequence', async () => {
     const unknown = '3f0a1b6e-0000-4000-8000-000000000000';
     for (const path of [`/api/agent/jobs/${unknown}`, `/api/agent/jobs/${unknown}/events`]) {

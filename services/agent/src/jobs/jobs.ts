@@ -186,7 +186,7 @@ export class Jobs {
     const events = this.#events;
     if (!events) throw new ServerError(Status.UNAVAILABLE, 'job events are unavailable: their store (NATS JetStream) is not connected; try again');
     const store = this.#store!;
-    return { events, jobExists: async (jobId) => (await store.get(jobId)) !== undefined };
+    return { events, originOf: async (jobId) => (await store.get(jobId))?.job.origin };
   }
 
   async get(jobId: string): Promise<proto.Job> {
