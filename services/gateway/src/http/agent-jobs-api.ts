@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { httpRoutes, proto, type HttpRoutes, type ServiceClient } from '@elexirion/kit';
+import { RUN_ID_DESCRIPTION, RUN_ID_PATTERN, httpRoutes, proto, type HttpRoutes, type ServiceClient } from '@elexirion/kit';
 import { httpCallOptions } from '../caller.js';
 import { sendEventStream, type ServerSentEvent } from './sse.js';
 
@@ -16,7 +16,7 @@ const STATUS_NAMES = {
 } as const;
 
 const jobParams = z.object({
-  job_id: z.string().min(1, 'required').describe('The job id (SubmitJob, or a chat\'s job_id)'),
+  job_id: z.string().regex(RUN_ID_PATTERN, `expected ${RUN_ID_DESCRIPTION}`).describe('The job id (SubmitJob, or a chat\'s job_id)'),
 });
 
 /** A sequence as SSE sends it back: the decimal `id:` of an event. */
