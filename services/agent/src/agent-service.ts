@@ -54,6 +54,8 @@ export const agentConfigSchema = z.object({
   AGENT_INLINE_RECORD_WINDOW_MS: positiveInt().default(50),
   /** This replica's name on the jobs it runs; the host name and process id when empty. */
   AGENT_REPLICA_NAME: z.string().default(''),
+  /** Job webhooks may go to loopback, private and link-local addresses (development, tests); refused otherwise. */
+  AGENT_WEBHOOK_ALLOW_PRIVATE: boolFlag().default(false),
 });
 export type AgentConfig = z.infer<typeof agentConfigSchema>;
 
@@ -114,6 +116,7 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
     maxQueued: config.AGENT_MAX_QUEUED_JOBS,
     retentionMs: config.AGENT_JOB_RETENTION_HOURS * 3_600_000,
     inlineRecordWindowMs: config.AGENT_INLINE_RECORD_WINDOW_MS,
+    webhookAllowPrivate: config.AGENT_WEBHOOK_ALLOW_PRIVATE,
     executor,
     nats,
     logger,

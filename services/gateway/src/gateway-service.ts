@@ -10,6 +10,7 @@ import { pipelineStreamCalls } from './calls/pipeline-stream.js';
 import { telemetryCalls } from './calls/telemetry.js';
 import { gatewayConfigSchema, type GatewayConfig } from './gateway-config.js';
 import { agentChatApi } from './http/agent-chat-api.js';
+import { agentJobsApi } from './http/agent-jobs-api.js';
 import { httpApi } from './http/rest-api.js';
 import { keyCalls } from './keys/key-calls.js';
 
@@ -33,7 +34,7 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
 
   return {
     implementation,
-    http: [httpApi(() => clients.get('gateway')), agentChatApi(() => clients.get('gateway'))],
+    http: [httpApi(() => clients.get('gateway')), agentChatApi(() => clients.get('gateway')), agentJobsApi(() => clients.get('gateway'))],
     degradation: () => bypass.degradation(),
     async close() {
       bypass.close();
