@@ -9,6 +9,7 @@ import { pipelineStreamCalls } from './calls/pipeline-stream.js';
 import { telemetryCalls } from './calls/telemetry.js';
 import { gatewayConfigSchema, type GatewayConfig } from './gateway-config.js';
 import { httpApi } from './http/rest-api.js';
+import { gatewayServerOptions } from './http/request-limits.js';
 import { keyCalls } from './keys/key-calls.js';
 
 export function createGateway(context: ServiceContext<GatewayConfig>) {
@@ -29,7 +30,9 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
 
   return {
     implementation,
-    http: [httpApi(() => clients.get('gateway'))],
+    http: [httpApi(() => clients.get('gateway'), context.config)],
+    // Each call's request size limit, CORS and the access log (http/).
+    ...gatewayServerOptions(context.config),
   };
 }
 
