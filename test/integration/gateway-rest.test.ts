@@ -127,6 +127,24 @@ describe('the REST mirror of the Gateway calls', () => {
     }
   });
 
+  it('answers a streamed call as Server-Sent Events ending with done, or, refused before its first event, as a JSON error', async () => {
+    // ChatStream and ExecutePipelineStream: a call not built in this tree is refused (501) before
+    // any event, which must be an ordinary HTTP error, not a 200 stream.
+    for (const [path, body] of [['/v1/chat/stream', { message: 'ping' }], ['/v1/pipelines/general/execute/stream', { inputs: { message: 'ping' } }]] as const) {
+      const reply = await post(path, body);
+      if (reply.status !== 200) {
+        const error = await errorOf(reply);
+        expect(reply.status === 501 ? error.code : 'built', path).toBe(reply.status === 501 ? 'UNIMPLEMENTED' : 'built');
+        continue;
+      }
+      expect(reply.headers.get('content-type')).toBe('text/event-stream; charset=utf-8');
+      expect(reply.headers.get('x-content-type-options')).toBe('nosniff');
+      const events = (await reply.text()).split('\n\n').filter((block) => block.includes('data: '));
+      const last = JSON.parse(events.at(-1)!.split('data: ')[1]!) as Record<string, unknown>;
+      expect(Object.keys(last), path).toEqual(['done']);
+    }
+  });
+
   it('refuses a Last-Event-ID that is not a sequence before calling WatchJob', async () => {
     const reply = await fetch(url('/v1/jobs/00000000-0000-4000-8000-000000000000/events'), { headers: { 'last-event-id': 'abc' } });
     expect(reply.status).toBe(400);

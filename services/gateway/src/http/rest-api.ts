@@ -200,7 +200,7 @@ function openApiOf(routes: readonly MirrorRoute[], schemas: ProtoSchemas): OpenA
         ...(method.http.method === 'POST'
           ? { requestBody: { required: false, description: pathNames.size > 0 ? 'The request; fields in the path come from the path.' : 'The request.', content: { 'application/json': { schema: { $ref: `#/components/schemas/${route.input.typeName}` } } } } }
           : {}),
-        responses: { '200': success, '400': errorResponse, '413': errorResponse, default: errorResponse },
+        responses: { '200': success, '400': errorResponse, ...(method.http.method === 'POST' ? { '413': errorResponse } : {}), default: errorResponse },
       },
     };
   }
