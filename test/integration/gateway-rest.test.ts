@@ -79,7 +79,7 @@ describe('the REST mirror of the Gateway calls', () => {
       ['/v1/chat', { message: 'hi', sessionId: 'a', session_id: 'b' }, 'body.session_id: given twice (as "sessionId" and "session_id")'],
       ['/v1/chat', ['hi'], 'body: Invalid input: expected object, received array'],
       ['/v1/keys', { name: 'k', expiresAt: 'tomorrow' }, 'body.expiresAt: expected an RFC 3339 timestamp such as "2026-01-31T12:00:00Z"'],
-      ['/v1/keys', { name: 'k', limits: { requestsPerMinute: 'many' } }, 'body.limits.requestsPerMinute: "many" is not a number of this field\'s kind'],
+      ['/v1/keys', { name: 'k', limits: { requestsPerMinute: 'many' } }, 'body.limits.requestsPerMinute: expected an integer, received "many"'],
       ['/v1/keys', { name: 'k', limits: { requests_per_minute: 10, burst: 1 } }, 'body.limits.burst: unknown field'],
     ];
     for (const [path, body, message] of cases) {
@@ -96,6 +96,8 @@ describe('the REST mirror of the Gateway calls', () => {
       ['/v1/jobs?pipeline=a&pipeline=b', 'query.pipeline: given 2 times; it takes one value'],
       ['/v1/jobs?colour=red', 'query.colour: unknown field'],
       ['/v1/keys?include_inactive=maybe', 'query.includeInactive: Invalid input: expected boolean, received string'],
+      ['/v1/jobs?page_size=ten', 'query.pageSize: expected an integer, received "ten"'],
+      ['/v1/jobs/abc/events?after_sequence=-1', 'query.afterSequence: expected a non-negative integer, received "-1"'],
     ];
     for (const [path, message] of cases) {
       const reply = await fetch(url(path));

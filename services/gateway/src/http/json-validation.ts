@@ -1,6 +1,6 @@
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
-import type { JsonSchema } from './proto-schemas.js';
+import { FLOATING, INTEGER, UNSIGNED, type JsonSchema } from './proto-schemas.js';
 
 // ajv-formats is CommonJS; its default export arrives wrapped under ESM.
 const addFormats = ((addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ?? addFormatsModule) as unknown as (ajv: Ajv2020, formats: string[]) => Ajv2020;
@@ -56,8 +56,11 @@ function describe(error: ErrorObject, where: string): string {
       const names = (error.params.allowedValues as unknown[]).filter((value) => typeof value === 'string');
       return `${path}: expected one of ${names.join(', ')}`;
     }
-    case 'pattern':
-      return `${path}: "${String(error.data).slice(0, 40)}" is not a number of this field's kind`;
+    case 'pattern': {
+      // The number fields' patterns (numbers may come as decimal strings in the proto3 JSON mapping).
+      const expected = error.schema === INTEGER ? 'an integer' : error.schema === UNSIGNED ? 'a non-negative integer' : error.schema === FLOATING ? 'a number' : `a string matching ${String(error.schema)}`;
+      return `${path}: expected ${expected}, received "${String(error.data).slice(0, 40)}"`;
+    }
     case 'format':
       return `${path}: expected an RFC 3339 timestamp such as "2026-01-31T12:00:00Z"`;
     default:

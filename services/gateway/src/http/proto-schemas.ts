@@ -24,10 +24,10 @@ export interface ProtoSchemas {
   method(service: string, name: string): DescMethod;
 }
 
-const INTEGER = /^-?[0-9]+$/.source;
-const UNSIGNED = /^[0-9]+$/.source;
+export const INTEGER = /^-?[0-9]+$/.source;
+export const UNSIGNED = /^[0-9]+$/.source;
 // Proto3 JSON accepts numbers, numeric strings and the three special values for float and double.
-const FLOATING = /^(NaN|-?Infinity|-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?)$/.source;
+export const FLOATING = /^(NaN|-?Infinity|-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?)$/.source;
 
 function scalarSchema(scalar: ScalarType): JsonSchema {
   switch (scalar) {
