@@ -227,6 +227,16 @@ describe('the HTTP surface', () => {
     expect(stack.processes.all!.output()).not.toContain(secret);
   });
 
+  it('logs a line for a request refused before it is parsed (headers over the limit)', async () => {
+    const countRefused = () => accessLines().filter((line) => line.status === 431).length;
+    const before = countRefused();
+    const reply = await fetch(url('/v1/chat'), { method: 'POST', headers: { 'x-padding': 'a'.repeat(20_000) }, body: '{}' });
+    expect(reply.status).toBe(431);
+    expect(reply.headers.get('x-content-type-options')).toBe('nosniff');
+    await waitFor('the refusal\'s access-log line', () => countRefused() > before);
+    expect(accessLines().filter((line) => line.status === 431).at(-1)).toMatchObject({ method: null, route: null, error: 'HPE_HEADER_OVERFLOW' });
+  });
+
   it('runs the call under the HTTP request\'s trace (its traceparent, or a new trace)', async () => {
     const listener = await collectEvents(nats.url);
     try {
