@@ -126,8 +126,7 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
   const instances: { name: ServiceName; instance: ServiceInstance<any>; middleware: ServerMiddleware }[] = [];
   const primary = primaryService(names);
   // Both servers are made once the services exist: their sizes and HTTP options come from them.
-  let grpc: ReturnType<typeof createServer> | undefined;
-  let http: ReturnType<typeof createHttpServer> | undefined;
+  let servers: { grpc: ReturnType<typeof createServer>; http: ReturnType<typeof createHttpServer> } | undefined;
   const health = HealthState();
   let draining = false;
 
@@ -175,7 +174,7 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
         return limitOf ? Math.max(...Object.keys(serviceCatalog[name].definition.methods).map((key) => limitOf(key))) : DEFAULT_MAX_REQUEST_BYTES;
       }),
     );
-    const grpcServer = createServer({
+    const grpc = createServer({
       interceptors: [deadlineServerInterceptor],
       'grpc.max_connection_age_ms': config.GRPC_MAX_CONNECTION_AGE_MS,
       'grpc.max_connection_age_grace_ms': config.DRAIN_GRACE_MS,
@@ -184,43 +183,42 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
       'grpc.max_receive_message_length': largestRequest,
     });
     const httpOptions: HttpServerOptions = Object.assign({}, ...instances.map(({ instance }) => instance.httpServer ?? {}));
-    const httpServer = createHttpServer({ logger, title: `Elexirion ${names.join(', ')}`, ...httpOptions });
-    grpc = grpcServer;
-    http = httpServer;
+    const http = createHttpServer({ logger, title: `Elexirion ${names.join(', ')}`, ...httpOptions });
+    servers = { grpc, http };
     for (const { name, instance, middleware } of instances) {
       // Undecodable requests (and ones over the call's size) reach the call policy, which answers them.
-      grpcServer.with(middleware).add(withGuardedDecoding(serviceCatalog[name].definition, instance.maxRequestBytes), instance.implementation);
+      grpc.with(middleware).add(withGuardedDecoding(serviceCatalog[name].definition, instance.maxRequestBytes), instance.implementation);
     }
 
     const fullNames = names.map((name) => serviceCatalog[name].definition.fullName);
-    grpcServer.with(rejectUndecodableRequests).add(withGuardedDecoding(HealthDefinition), HealthServiceImpl(health));
+    grpc.with(rejectUndecodableRequests).add(withGuardedDecoding(HealthDefinition), HealthServiceImpl(health));
     const reflectionImplementation = reflection(fullNames);
-    grpcServer.with(rejectUndecodableRequests).add(withGuardedDecoding(ServerReflectionService), reflectionImplementation);
-    grpcServer.with(rejectUndecodableRequests).add(withGuardedDecoding(ServerReflectionV1AlphaService), reflectionImplementation);
+    grpc.with(rejectUndecodableRequests).add(withGuardedDecoding(ServerReflectionService), reflectionImplementation);
+    grpc.with(rejectUndecodableRequests).add(withGuardedDecoding(ServerReflectionV1AlphaService), reflectionImplementation);
 
-    httpServer.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
+    http.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
       reply.header('content-type', metrics.registry.contentType);
       return metrics.registry.metrics();
     });
-    httpServer.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+    http.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
     // Ready while serving, degraded or not: a replica whose NATS is away still answers (without
     // what needs NATS), and taking every replica out of its Service would be a full outage.
-    httpServer.get('/readyz', { schema: { hide: true } }, async (_request, reply) => {
+    http.get('/readyz', { schema: { hide: true } }, async (_request, reply) => {
       const natsReadiness = nats.readiness();
       const status = draining ? 'draining' : nats.degraded ? 'degraded' : 'serving';
       reply.code(draining ? 503 : 200);
       return { status, services: names, nats: natsReadiness };
     });
-    await registerRoutes(httpServer, instances.flatMap(({ instance }) => instance.http ?? []));
+    await registerRoutes(http, instances.flatMap(({ instance }) => instance.http ?? []));
 
     const portVariable = primary.toUpperCase();
     const grpcPort = await listenOn(`${portVariable}_GRPC_PORT`, config.BIND_HOST, config.ports[primary].grpc, () =>
-      grpcServer.listen(`${config.BIND_HOST}:${config.ports[primary].grpc}`),
+      grpc.listen(`${config.BIND_HOST}:${config.ports[primary].grpc}`),
     );
     await listenOn(`${portVariable}_HTTP_PORT`, config.BIND_HOST, config.ports[primary].http, () =>
-      httpServer.listen({ host: config.BIND_HOST, port: config.ports[primary].http }),
+      http.listen({ host: config.BIND_HOST, port: config.ports[primary].http }),
     );
-    const address = httpServer.server.address();
+    const address = http.server.address();
     const httpPort = typeof address === 'object' && address ? address.port : config.ports[primary].http;
 
     for (const fullName of ['', ...fullNames]) health.setStatus('healthy', fullName);
@@ -236,10 +234,10 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
         if (config.DRAIN_DELAY_MS > 0) await sleep(config.DRAIN_DELAY_MS);
         const force = setTimeout(() => {
           logger.warn('drain grace period over: cancelling calls still in flight');
-          grpcServer.forceShutdown();
-          httpServer.server.closeAllConnections();
+          grpc.forceShutdown();
+          http.server.closeAllConnections();
         }, config.DRAIN_GRACE_MS);
-        await Promise.allSettled([grpcServer.shutdown(), httpServer.close()]);
+        await Promise.allSettled([grpc.shutdown(), http.close()]);
         clearTimeout(force);
         for (const { name, instance } of [...instances].reverse()) {
           await instance.close?.().catch((error: unknown) => logger.error({ err: error, service: name }, 'service close failed'));
@@ -254,10 +252,10 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
       return stopping;
     };
 
-    return { services: names, grpcPort, httpPort, config, logger, metrics, events, nats, httpRoutes: () => registeredRoutes(httpServer), stop };
+    return { services: names, grpcPort, httpPort, config, logger, metrics, events, nats, httpRoutes: () => registeredRoutes(http), stop };
   } catch (error) {
-    grpc?.forceShutdown();
-    await http?.close().catch(() => {});
+    servers?.grpc.forceShutdown();
+    await servers?.http.close().catch(() => {});
     for (const { instance } of [...instances].reverse()) await instance.close?.().catch(() => {});
     channels.close();
     await events.close();
