@@ -129,7 +129,8 @@ function requestJson(route: MirrorRoute, request: FastifyRequest, validator: Jso
     }
   }
   const problems = validator.check(route.input.typeName, json, where);
-  if (problems.length > 0) invalid(problems.join('; '));
+  // A few problems are enough to fix a request; a huge wrong array would otherwise make a huge answer.
+  if (problems.length > 0) invalid(problems.length > 10 ? `${problems.slice(0, 10).join('; ')}; and ${problems.length - 10} more` : problems.join('; '));
   return json;
 }
 

@@ -164,7 +164,8 @@ export function createHttpServer(options: { logger: Logger; title: string } & Ht
         method: request.method,
         route: request.routeOptions.url ?? null,
         path: request.url.split('?')[0],
-        status: reply.raw.statusCode,
+        // 499 (nginx's "client closed request") when the client left before any answer was sent.
+        status: reply.raw.headersSent ? reply.raw.statusCode : 499,
         durationMs: Math.round((performance.now() - started) * 10) / 10,
         ...(reply.raw.writableFinished ? {} : { aborted: true }),
         keyId: keyIdOf(request.headers.authorization) ?? null,
