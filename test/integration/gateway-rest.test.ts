@@ -95,6 +95,7 @@ describe('the REST mirror of the Gateway calls', () => {
       ['/v1/jobs?created_after=yesterday', 'query.createdAfter: expected an RFC 3339 timestamp'],
       ['/v1/jobs?pipeline=a&pipeline=b', 'query.pipeline: given 2 times; it takes one value'],
       ['/v1/jobs?colour=red', 'query.colour: unknown field'],
+      ['/v1/jobs?__proto__=x&__proto__=y', 'query.__proto__: unknown field'],
       ['/v1/keys?include_inactive=maybe', 'query.includeInactive: Invalid input: expected boolean, received string'],
       ['/v1/jobs?page_size=ten', 'query.pageSize: expected an integer, received "ten"'],
       ['/v1/jobs/abc/events?after_sequence=-1', 'query.afterSequence: expected a non-negative integer, received "-1"'],

@@ -79,10 +79,8 @@ function fromQuery(desc: DescMessage, query: unknown): Record<string, unknown> {
   const json: Record<string, unknown> = {};
   for (const [key, raw] of Object.entries((query ?? {}) as Record<string, string | string[]>)) {
     const field = fieldOf(desc, key);
-    if (!field) {
-      json[key] = raw; // reported as an unknown field
-      continue;
-    }
+    // Refused here, not left to the schema: a key such as "__proto__" must never be assigned.
+    if (!field) invalid(`query.${key}: unknown field`);
     if (field.jsonName in json) invalid(`query.${key}: given twice (as "${field.jsonName}" and "${field.name}")`);
     const values = [raw].flat();
     if (field.fieldKind === 'map' || (field.fieldKind === 'message' && field.message.typeName !== 'google.protobuf.Timestamp') || (field.fieldKind === 'list' && field.listKind === 'message')) {
