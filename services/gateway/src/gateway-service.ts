@@ -12,6 +12,7 @@ import { gatewayConfigSchema, type GatewayConfig } from './gateway-config.js';
 import { agentChatApi } from './http/agent-chat-api.js';
 import { agentJobsApi } from './http/agent-jobs-api.js';
 import { httpApi } from './http/rest-api.js';
+import { gatewayServerOptions } from './http/request-limits.js';
 import { keyCalls } from './keys/key-calls.js';
 
 export function createGateway(context: ServiceContext<GatewayConfig>) {
@@ -34,7 +35,9 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
 
   return {
     implementation,
-    http: [httpApi(() => clients.get('gateway')), agentChatApi(() => clients.get('gateway')), agentJobsApi(() => clients.get('gateway'))],
+    http: [httpApi(() => clients.get('gateway'), context.config), agentChatApi(() => clients.get('gateway')), agentJobsApi(() => clients.get('gateway'))],
+    // Each call's request size limit, CORS and the access log (http/).
+    ...gatewayServerOptions(context.config),
     degradation: () => bypass.degradation(),
     async close() {
       bypass.close();

@@ -6,7 +6,9 @@ export { PIPELINE_NAME, ROUTE_TABLE_NAME, RUN_ID_DESCRIPTION, RUN_ID_PATTERN, ca
 export { parseCommandLine, runService, type CommandLine } from './host/command-line.js';
 export { ConfigError, boolFlag, durationMs, hostConfigSchema, loadHostConfig, parseEnv, port, type HostConfig } from './host/config.js';
 export { defineService, runHost, startHost, type Host, type HostOptions, type ServiceContext, type ServiceInstance, type ServiceModule } from './host/host.js';
-export { httpErrorBody, httpRoutes, type HttpRoutes } from './host/http.js';
+export { httpErrorBody, httpRoutes, type HttpRoutes, type HttpServerOptions, type OpenApiFragment, type AccessLogLevel, ACCESS_LOG_LEVELS, injectRequestTrace, requestTraceId } from './host/http.js';
+// The contract's FileDescriptorSet (base64): JSON Schemas and OpenAPI are built from it.
+export { descriptorSetBase64 } from './generated/descriptor-set.js';
 export {
   SharedNatsConnection,
   type NatsReadiness,
