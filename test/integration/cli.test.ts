@@ -9,8 +9,10 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { AbortError } from 'abort-controller-x';
 import { ServerError, Status } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
-import { freePort } from '@elexirion/testing';
-import { cli, gate, ScriptedGateway, startCli } from './cli-harness.js';
+import { freePort, repoRoot } from '@elexirion/testing';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { cli, cliOnTerminal, gate, ScriptedGateway, startCli } from './cli-harness.js';
 
 const gateway = new ScriptedGateway();
 let env: NodeJS.ProcessEnv;
@@ -485,6 +487,20 @@ describe('events', () => {
     expect(gateway.callsOf('streamTelemetry')[0]!.request).toEqual({ services: ['gateway', 'agent'], kinds: ['request'], pipeline: 'general', jobId: 'J1', since: undefined });
   });
 
+  it('ends quietly (exit 0) when its reader goes away: events --follow | head -n 1', async () => {
+    gateway.on('streamTelemetry', async function* (_request, context) {
+      for (let index = 1; !context.signal.aborted; index += 1) {
+        yield telemetry(`e${index}`, new Date('2026-12-01T10:00:00Z'));
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    });
+    const { stdout } = await promisify(execFile)('bash', ['-c', `${process.execPath} server/dist/main.js events --follow | head -n 1; echo "exit codes \${PIPESTATUS[*]}"`], {
+      cwd: repoRoot,
+      env: { PATH: process.env.PATH, ...env },
+    });
+    expect(stdout).toBe('2026-12-01T10:00:00Z gateway request OK 12ms Chat general job J1\nexit codes 0 0\n');
+  });
+
   it('without --follow prints the events since --since and stops at the first one newer than the command', async () => {
     gateway.on('streamTelemetry', async function* () {
       yield telemetry('old-1', new Date(Date.now() - 60_000));
@@ -562,5 +578,43 @@ describe('serve', () => {
       expect(stderr).toMatch(/Unknown option '--frobnicate'|unknown service "billing"/);
       expect(stderr).toContain('usage: elexirion serve');
     }
+  });
+});
+
+describe('progress display', () => {
+  const spinner = /[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] \d+\.\ds step answer/;
+
+  beforeEach(() => {
+    gateway.on('chatStream', async function* () {
+      yield { route };
+      yield { stepStarted: { step: 'answer', type: 'claude_fast' } };
+      yield { textDelta: { step: 'answer', text: 'Hi there.' } };
+      yield { done: chatResponse({ response: 'Hi there.' }) };
+    });
+  });
+
+  it('shows a spinner with the elapsed time and the current step on a terminal', async () => {
+    const { code, output } = await cliOnTerminal(['chat', 'hi'], env);
+    expect(code, output).toBe(0);
+    expect(output).toMatch(spinner);
+    expect(output).toContain('Hi there.');
+  });
+
+  it('shows none when stderr is not a terminal, nor with --json', async () => {
+    const piped = await cli(['chat', 'hi'], env);
+    expect(piped.stderr).not.toMatch(/[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏\r]/);
+    const json = await cliOnTerminal(['chat', 'hi', '--json'], env);
+    expect(json.code).toBe(0);
+    expect(json.output).not.toMatch(/[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]/);
+  });
+});
+
+describe('npx elexirion', () => {
+  it('runs from the repository root, as npm links the workspace bin', async () => {
+    const { stdout } = await promisify(execFile)('npx', ['--no-install', 'elexirion', '--help'], {
+      cwd: repoRoot,
+      env: { PATH: `${join(process.execPath, '..')}:${process.env.PATH}`, HOME: process.env.HOME },
+    });
+    expect(stdout).toMatch(/^usage: elexirion COMMAND \[OPTIONS\]\n/);
   });
 });

@@ -81,7 +81,7 @@ function reportFailure(error: unknown, ctx: Context): number {
   if (error instanceof UsageError) return usageFailure(error.message, 'see --help');
   if (error instanceof ClientError) {
     code = error.code;
-    message = error.details;
+    message = error.details.replace(/\s*Resolution note:\s*$/, ''); // grpc-js leaves it empty
     // Not reaching the gateway at all (as opposed to the gateway answering UNAVAILABLE): say where it looked.
     if (code === Status.UNAVAILABLE && /No connection established|ECONNREFUSED|ENOTFOUND|Name resolution failed|failed to connect/i.test(message)) {
       message += ` (is the gateway running at ${ctx.address}? --address or ELEXIRION_ADDRESS sets it)`;
