@@ -111,6 +111,7 @@ describe('help and usage', () => {
       [['events', '--follow', '--kind', 'bogus'], '--kind: "bogus" is not one of request, job, run, step, completion'],
       [['pipelines', 'validate', join('/nonexistent', 'p.yaml')], 'cannot read /nonexistent/p.yaml: ENOENT'],
       [['models', '--timeout', 'forever'], '--timeout: "forever" is not a duration'],
+      [['--json', 'models'], '--json goes after the command: elexirion COMMAND --json'],
     ];
     for (const [args, message] of cases) {
       const { code, stderr, stdout } = await cli(args, env);
@@ -513,6 +514,18 @@ describe('events', () => {
     expect(stdout.trimEnd().split('\n').map((line) => JSON.parse(line).event.eventId)).toEqual(['old-1', 'old-2']);
     const since = gateway.callsOf('streamTelemetry')[0]!.request.since as Date;
     expect(Date.now() - since.getTime()).toBeGreaterThanOrEqual(5 * 60_000);
+  });
+
+  it('without --follow ends once the retained events are out, on an idle system too', async () => {
+    gateway.on('streamTelemetry', async function* (_request, context) {
+      yield telemetry('old-1', new Date(Date.now() - 60_000));
+      // Then nothing, as on an idle system: the stream stays open until the client ends it.
+      await new Promise((_resolve, reject) => context.signal.addEventListener('abort', () => reject(new AbortError())));
+    });
+    const { code, stdout, stderr } = await cli(['events', '--since', '5m', '--json'], env);
+    expect(code, stderr).toBe(0);
+    expect(stdout.trimEnd().split('\n').map((line) => JSON.parse(line).event.eventId)).toEqual(['old-1']);
+    expect(gateway.callsOf('streamTelemetry')[0]!.signal.aborted).toBe(true);
   });
 });
 

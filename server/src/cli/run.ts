@@ -111,6 +111,10 @@ export async function run(argv: string[]): Promise<number | undefined> {
     else process.stdout.write(`${topLevelHelp()}\n`);
     return ExitCode.OK;
   }
+  // `elexirion --json models`: options other than serve's before a command read as the older
+  // serving form; say where they go instead of "unknown option".
+  const clientOption = /^--(json|address|api-key|timeout)(=|$)/.exec(first ?? '');
+  if (clientOption) return usageFailure(`--${clientOption[1]} goes after the command: elexirion COMMAND --${clientOption[1]} ...`, 'usage: elexirion COMMAND [OPTIONS]');
   if (first === undefined || first === 'serve' || first.startsWith('-')) {
     const { serve, serveUsage } = await import('./serve.js');
     try {

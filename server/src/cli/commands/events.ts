@@ -9,7 +9,7 @@ export const eventsSpec: CommandSpec = {
   brief: 'telemetry events, filtered; --follow for live ones',
   usage: '--follow | --since TIME [--service NAME]... [--kind KIND]... [--pipeline NAME] [--job ID] [--limit N]',
   summary:
-    "Prints the services' telemetry events (StreamTelemetry), filtered. --follow keeps printing live events until interrupted; without it, --since TIME prints the events retained since then and stops at the first event published after the command started.",
+    "Prints the services' telemetry events (StreamTelemetry), filtered. --follow keeps printing live events until interrupted; without it, --since TIME prints the events retained since then and stops at the first event published after the command started, or once none came for 2 s.",
   options: {
     follow: { type: 'boolean', short: 'f', description: 'keep printing live events (until Ctrl-C or --limit)' },
     since: { type: 'string', value: 'TIME', description: 'start with events published since then: ISO 8601, or a duration ago (10m)' },
@@ -57,13 +57,33 @@ export async function events(ctx: Context): Promise<number> {
   };
   const startedAt = Date.now();
   let printed = 0;
-  // Ending the loop early (limit, caught up) cancels the call: nice-grpc aborts the stream.
-  for await (const { event } of ctx.gateway.streamTelemetry(request, ctx.stream())) {
-    if (!event) continue;
-    if (!follow && event.time && event.time.getTime() >= startedAt) break;
-    if (ctx.output.json) ctx.output.jsonLine(proto.StreamTelemetryResponse.toJSON({ event }));
-    else ctx.output.line([formatTime(event.time), event.service, event.kind, event.status, `${event.durationMs}ms`, describe(event)].join(' '));
-    if (++printed >= limit) break;
+  // Without --follow, a quiet stream means the retained events are all out: the stream itself
+  // never says it has caught up, and on an idle system no newer event would come to end it.
+  const quiet = new AbortController();
+  let quietTimer: NodeJS.Timeout | undefined;
+  const rearm = () => {
+    if (follow) return;
+    clearTimeout(quietTimer);
+    quietTimer = setTimeout(() => quiet.abort(), CAUGHT_UP_AFTER_MS);
+  };
+  rearm();
+  try {
+    // Ending the loop early (limit, caught up) cancels the call: nice-grpc aborts the stream.
+    for await (const { event } of ctx.gateway.streamTelemetry(request, { signal: AbortSignal.any([ctx.signal, quiet.signal]) })) {
+      rearm();
+      if (!event) continue;
+      if (!follow && event.time && event.time.getTime() >= startedAt) break;
+      if (ctx.output.json) ctx.output.jsonLine(proto.StreamTelemetryResponse.toJSON({ event }));
+      else ctx.output.line([formatTime(event.time), event.service, event.kind, event.status, `${event.durationMs}ms`, describe(event)].join(' '));
+      if (++printed >= limit) break;
+    }
+  } catch (error) {
+    if (!(quiet.signal.aborted && !ctx.signal.aborted)) throw error;
+  } finally {
+    clearTimeout(quietTimer);
   }
   return ExitCode.OK;
 }
+
+/** Without --follow: no event for this long means the retained ones are all out. */
+const CAUGHT_UP_AFTER_MS = 2_000;
