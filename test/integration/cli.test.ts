@@ -175,6 +175,14 @@ describe('exit codes', () => {
     expect(JSON.parse(json.stderr)).toEqual({ error: { code: Status[status], message: 'scripted failure' } });
   });
 
+  it('gives a call that answers once a deadline (--timeout): DEADLINE_EXCEEDED, exit 5, and the server sees it cancelled', async () => {
+    gateway.on('listPipelines', (_request, context) => new Promise((_resolve, reject) => context.signal.addEventListener('abort', () => reject(new AbortError()))));
+    const { code, stderr } = await cli(['pipelines', 'list', '--timeout', '300ms'], env);
+    expect(code).toBe(5);
+    expect(stderr).toContain('DEADLINE_EXCEEDED');
+    expect(gateway.callsOf('listPipelines')[0]!.signal.aborted).toBe(true);
+  });
+
   it('answers 5 when nothing listens at the address, saying which address', async () => {
     const address = `127.0.0.1:${await freePort()}`;
     const { code, stderr } = await cli(['models'], { ELEXIRION_ADDRESS: address });
@@ -386,6 +394,37 @@ describe('jobs', () => {
     expect(stderr).toBe('');
     const sequences = stdout.trimEnd().split('\n').map((line) => JSON.parse(line).event.sequence);
     expect(sequences).toEqual([41, 42, 43, 44]);
+  });
+
+  it('submit --watch prints the id, then follows the job to its end', async () => {
+    gateway.on('submitJob', () => ({ job: job(), deduplicated: true }));
+    gateway.on('watchJob', async function* () {
+      yield jobEvent(1, { textDelta: { step: 'route', text: 'Routed answer.' } });
+      yield jobEvent(2, { statusChanged: { status: proto.JobStatus.JOB_STATUS_CANCELLED, detail: 'cancelled by ops', job: undefined } });
+    });
+    const { code, stdout, stderr } = await cli(['jobs', 'submit', 'summarize', 'this', '--watch'], env);
+    expect(code).toBe(1); // cancelled
+    expect(stdout).toBe('01JOBABC\nRouted answer.\n');
+    expect(stderr).toContain('an earlier job with this idempotency key');
+    expect(stderr).toContain('job 01JOBABC cancelled: cancelled by ops');
+    expect(gateway.callsOf('submitJob')[0]!.request).toMatchObject({ message: 'summarize this', pipeline: '' });
+    expect(gateway.callsOf('watchJob')[0]!.request).toEqual({ jobId: '01JOBABC', afterSequence: 0 });
+  });
+
+  it('watch, interrupted (Ctrl-C), cancels the stream and says the --after to resume with', async () => {
+    const cancelled = gate();
+    gateway.on('watchJob', async function* (_request, context) {
+      context.signal.addEventListener('abort', cancelled.open);
+      yield jobEvent(7, { textDelta: { step: 's', text: 'partial' } });
+      await new Promise((_resolve, reject) => context.signal.addEventListener('abort', () => reject(new AbortError())));
+    });
+    const run = startCli(['jobs', 'watch', '01JOBABC', '--after', '6'], env);
+    await run.stdoutContains('partial');
+    run.kill('SIGINT');
+    await cancelled.promise;
+    const { code, stderr } = await run.result;
+    expect(code).toBe(130);
+    expect(stderr).toContain('resume with `elexirion jobs watch 01JOBABC --after 7`');
   });
 
   it('cancel says what became of the job', async () => {
