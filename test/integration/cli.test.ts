@@ -411,6 +411,16 @@ describe('jobs', () => {
     expect(gateway.callsOf('watchJob')[0]!.request).toEqual({ jobId: '01JOBABC', afterSequence: 0 });
   });
 
+  it('watch of a job already over, after its last event, asks GetJob how it ended instead of waiting', async () => {
+    gateway.on('watchJob', async function* () {});
+    gateway.on('getJob', () => ({ job: job({ status: proto.JobStatus.JOB_STATUS_SUCCEEDED, output: 'Done long ago.', lastSequence: 9 }) }));
+    const { code, stdout, stderr } = await cli(['jobs', 'watch', '01JOBABC', '--after', '9'], env);
+    expect(code).toBe(0);
+    expect(stdout).toBe('Done long ago.\n');
+    expect(stderr).toContain('job 01JOBABC succeeded');
+    expect(gateway.callsOf('watchJob')).toHaveLength(1);
+  });
+
   it('watch, interrupted (Ctrl-C), cancels the stream and says the --after to resume with', async () => {
     const cancelled = gate();
     gateway.on('watchJob', async function* (_request, context) {

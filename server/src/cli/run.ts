@@ -78,7 +78,6 @@ function reportFailure(error: unknown, ctx: Context): number {
   const { output } = ctx;
   let code: Status;
   let message: string;
-  if (error instanceof UsageError) return usageFailure(error.message, 'see --help');
   if (error instanceof ClientError) {
     code = error.code;
     message = error.details.replace(/\s*Resolution note:\s*$/, ''); // grpc-js leaves it empty

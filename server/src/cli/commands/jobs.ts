@@ -130,7 +130,7 @@ export const jobsWatchSpec: CommandSpec = {
   brief: "follow a job's events until it ends (resumable with --after)",
   usage: 'JOB_ID [--after SEQ]',
   summary:
-    "Follows a job's events (WatchJob) until the job ends: text as the model writes it on stdout, status and steps on stderr. Resumable: --after SEQ prints only what came after that event; a dropped connection is resumed by itself from the last event seen.",
+    "Follows a job's events (WatchJob) until the job ends: text as the model writes it on stdout, status and steps on stderr. Resumable: --after SEQ prints only what came after that event; a dropped connection is resumed by itself from the last event seen (up to 5 times). A stream that ends without the job's end is checked with GetJob.",
   options: {
     after: { type: 'string', value: 'SEQ', description: 'resume after this event sequence (0: from the first event)' },
   },
@@ -147,6 +147,19 @@ async function follow(ctx: Context, jobId: string, after: number): Promise<numbe
   let sequence = after;
   let failures = 0;
   let streamingStep: string | undefined;
+
+  /** The job's end: the answer when no text streamed, the outcome on stderr; 0 succeeded, 1 failed or cancelled. */
+  const finish = (status: proto.JobStatus, detail: string, job: proto.Job | undefined): number => {
+    progress.stop();
+    if (!output.json) {
+      if (streamingStep === undefined && job?.output) output.write(job.output);
+      output.endLine();
+      const why = job?.error ? `: ${job.errorCode}: ${job.error}` : detail ? `: ${detail}` : '';
+      output.note(`job ${jobId} ${statusName(status)}${why} · ${formatUsage(job?.usage)} · last sequence ${sequence}`);
+    }
+    return status === proto.JobStatus.JOB_STATUS_SUCCEEDED ? ExitCode.OK : ExitCode.FAILED;
+  };
+
   progress.set(`job ${jobId}`);
   try {
     for (;;) {
@@ -171,23 +184,15 @@ async function follow(ctx: Context, jobId: string, after: number): Promise<numbe
             output.note(`step ${event.stepFailed.step} failed: ${event.stepFailed.code}: ${event.stepFailed.message}`);
           } else if (event.statusChanged) {
             const { status, detail, job } = event.statusChanged;
+            if (FINISHED.has(status)) return finish(status, detail, job);
             progress.set(`job ${jobId}: ${statusName(status)}`);
-            if (!FINISHED.has(status)) {
-              output.note(`job ${jobId} ${statusName(status)}${detail ? `: ${detail}` : ''}`);
-              continue;
-            }
-            progress.stop();
-            if (!output.json) {
-              if (streamingStep === undefined && job?.output) output.write(job.output);
-              output.endLine();
-              const error = job?.error ? `: ${job.errorCode}: ${job.error}` : detail ? `: ${detail}` : '';
-              output.note(`job ${jobId} ${statusName(status)}${error} · ${formatUsage(job?.usage)} · last sequence ${sequence}`);
-            }
-            // 0 succeeded, 1 failed or cancelled.
-            return status === proto.JobStatus.JOB_STATUS_SUCCEEDED ? ExitCode.OK : ExitCode.FAILED;
+            output.note(`job ${jobId} ${statusName(status)}${detail ? `: ${detail}` : ''}`);
           }
         }
-        // The stream ended before the job did (a gateway draining): resume where it stopped.
+        // The stream ended without the job's end: resuming after the job's last event would
+        // wait for nothing (a job already over), so ask; else a draining gateway: resume.
+        const { job } = await ctx.gateway.getJob({ jobId }, ctx.unary());
+        if (job && FINISHED.has(job.status)) return finish(job.status, '', job);
         throw new ClientError('/elexirion.v1.Gateway/WatchJob', Status.UNAVAILABLE, 'the stream ended before the job did');
       } catch (error) {
         const resumable = error instanceof ClientError && error.code === Status.UNAVAILABLE && !ctx.signal.aborted;
