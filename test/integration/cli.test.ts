@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { AbortError } from 'abort-controller-x';
-import { ServerError, Status } from 'nice-grpc';
+import { ServerError, Status, type CallContext } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
 import { freePort, repoRoot } from '@elexirion/testing';
 import { execFile } from 'node:child_process';
@@ -181,6 +181,17 @@ describe('exit codes', () => {
     expect(code).toBe(5);
     expect(stderr).toContain('DEADLINE_EXCEEDED');
     expect(gateway.callsOf('listPipelines')[0]!.signal.aborted).toBe(true);
+  });
+
+  it('sends the deadline to the gateway (elexirion-timeout-ms): 60 s by default, none for chat unless --timeout', async () => {
+    const timeoutOf = (context: CallContext) => context.metadata.get('elexirion-timeout-ms') ?? 'none';
+    gateway.on('chat', (_request, context) => ({ ...chatResponse(), response: `timeout ${timeoutOf(context)}` }));
+    expect((await cli(['chat', '--no-stream', 'hi'], env)).stdout).toBe('timeout none\n');
+    expect((await cli(['chat', '--no-stream', 'hi', '--timeout', '10m'], env)).stdout).toBe('timeout 600000\n');
+    gateway.on('listModels', (_request, context) => ({ aliases: [{ name: `timeout ${timeoutOf(context)}`, targets: [], presets: [] }], providers: [], offline: false }));
+    expect((await cli(['models'], env)).stdout).toContain('timeout 60000 ');
+    expect((await cli(['models', '--timeout', '1.5s', '--api-key', 'elx_k1_abcdefgh'], env)).stdout).toContain('timeout 1500 ');
+    expect(gateway.callsOf('listModels').at(-1)!.authorization).toBe('Bearer elx_k1_abcdefgh');
   });
 
   it('answers 5 when nothing listens at the address, saying which address', async () => {

@@ -61,7 +61,7 @@ export const globalOptions: Options = {
     value: 'KEY',
     description: 'API key, sent as "authorization: Bearer" and never printed (env ELEXIRION_API_KEY, which keeps it out of `ps`)',
   },
-  timeout: { type: 'string', value: 'DURATION', description: 'deadline of a call that answers once (default 60s; streams have none)' },
+  timeout: { type: 'string', value: 'DURATION', description: 'deadline of each call (default 60s for calls that answer at once; chat and streams have none unless given)' },
   json: { type: 'boolean', description: 'print the proto3 JSON mapping: one document, or JSON lines for streams' },
   help: { type: 'boolean', short: 'h', description: 'this help' },
 };

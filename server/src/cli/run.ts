@@ -53,7 +53,7 @@ function topLevelHelp(): string {
     '  --address HOST:PORT   the gateway (env ELEXIRION_ADDRESS; default 127.0.0.1:50051; https:// for TLS)',
     '  --api-key KEY         API key, sent as "authorization: Bearer" and never printed (env ELEXIRION_API_KEY)',
     '  --json                proto3 JSON: one document, or JSON lines for streams',
-    '  --timeout DURATION    deadline of a call that answers once (default 60s)',
+    '  --timeout DURATION    deadline of each call (default 60s; chat and streams: none unless given)',
     '  -h, --help            help of any command: elexirion jobs watch --help',
     '',
     'Results go to stdout; notes, progress (on a terminal) and errors to stderr.',

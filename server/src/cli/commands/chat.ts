@@ -46,7 +46,7 @@ export async function chat(ctx: Context): Promise<number> {
   const { output, progress } = ctx;
   if (ctx.values['no-stream']) {
     progress.set('waiting for the answer');
-    const answer = await ctx.gateway.chat(chatRequest, ctx.unary());
+    const answer = await ctx.gateway.chat(chatRequest, ctx.unary(true));
     progress.stop();
     if (output.json) output.document(proto.ChatResponse.toJSON(answer));
     else {

@@ -69,7 +69,7 @@ export async function events(ctx: Context): Promise<number> {
   rearm();
   try {
     // Ending the loop early (limit, caught up) cancels the call: nice-grpc aborts the stream.
-    for await (const { event } of ctx.gateway.streamTelemetry(request, { signal: AbortSignal.any([ctx.signal, quiet.signal]) })) {
+    for await (const { event } of ctx.gateway.streamTelemetry(request, { ...ctx.stream(), signal: AbortSignal.any([ctx.signal, quiet.signal]) })) {
       rearm();
       if (!event) continue;
       if (!follow && event.time && event.time.getTime() >= startedAt) break;
