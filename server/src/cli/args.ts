@@ -107,13 +107,32 @@ function optionLines(options: Options): string[] {
   return left.map(([flag, description]) => `  ${flag.padEnd(width)}${description}`);
 }
 
+/** Lines of prose wrapped at `width`; indented lines (tables, examples) are left as written. */
+function wrap(text: string, width = 100): string {
+  return text
+    .split('\n')
+    .map((line) => {
+      if (/^\s/.test(line) || line.length <= width) return line;
+      const lines: string[] = [];
+      let current = '';
+      for (const word of line.split(' ')) {
+        if (current && current.length + 1 + word.length > width) {
+          lines.push(current);
+          current = word;
+        } else current = current ? `${current} ${word}` : word;
+      }
+      return [...lines, current].join('\n');
+    })
+    .join('\n');
+}
+
 export function commandHelp(spec: CommandSpec): string {
-  const sections = [usageLine(spec), '', spec.summary];
+  const sections = [usageLine(spec), '', wrap(spec.summary)];
   if (Object.keys(spec.options).length) sections.push('', 'Options:', ...optionLines(spec.options));
   sections.push('', 'Global options:', ...optionLines(globalOptions));
   if (spec.details) sections.push('', spec.details);
   sections.push('', 'Exit codes: 0 ok, 1 failed, 2 usage, 3 auth, 4 not found, 5 unavailable, 6 limit or budget, 7 unimplemented (elexirion --help has the table).');
-  return sections.join('\n');
+  return wrap(sections.join('\n'));
 }
 
 /** "30s", "10m", "2h", "7d", "1500ms" as milliseconds; UsageError naming `what` otherwise. */

@@ -134,7 +134,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
         process.stdout.write(`${groupHelp(first)}\n`);
         return ExitCode.OK;
       }
-      return usageFailure(second === undefined ? `${first}: which one?` : `unknown command "${first} ${second}"`, groupHelp(first));
+      return usageFailure(second === undefined ? `${first} needs a subcommand` : `unknown command "${first} ${second}"`, groupHelp(first));
     }
     rest = argv.slice(2);
   } else {
