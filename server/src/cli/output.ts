@@ -64,13 +64,16 @@ export class Output {
 
   /** A line on stderr whatever the mode. */
   error(text: string): void {
+    // On one terminal, a note must not land in the middle of an answer's line.
+    if (process.stdout.isTTY && process.stderr.isTTY) this.endLine();
     for (const listener of this.listeners) listener();
     process.stderr.write(`${this.redact(text)}\n`);
   }
 
-  /** Rows as aligned columns, the first row being the header. */
+  /** Rows as aligned columns, the first row being the header; a cell's line breaks become spaces. */
   table(rows: string[][]): void {
-    const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? '').length)));
-    for (const row of rows) this.line(row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]!))).join('  ').trimEnd());
+    const cells = rows.map((row) => row.map((cell) => cell.replace(/\s*\n\s*/g, ' ')));
+    const widths = cells[0]!.map((_, column) => Math.max(...cells.map((row) => (row[column] ?? '').length)));
+    for (const row of cells) this.line(row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]!))).join('  ').trimEnd());
   }
 }
