@@ -110,7 +110,7 @@ describe('elexirion against the real services', () => {
     expect(JSON.parse(got.stdout).job.status).toBe('JOB_STATUS_SUCCEEDED');
     const listed = await cli(['jobs', 'list', '--pipeline', 'general'], env);
     expect(listed.stdout).toContain(jobId);
-    const missing = await cli(['jobs', 'get', '01JNOSUCHJOB0000000000000'], env);
+    const missing = await cli(['jobs', 'get', '00000000-0000-4000-8000-000000000000'], env);
     expect(missing.code).toBe(4);
   });
 
