@@ -460,11 +460,11 @@ describe('jobs', () => {
     gateway.on('listJobs', (request: proto.ListJobsRequest) =>
       request.pageToken
         ? { jobs: [job({ jobId: '01JOBB', status: proto.JobStatus.JOB_STATUS_CANCELLED })], nextPageToken: '' }
-        : { jobs: [job({ jobId: '01JOBA', status: proto.JobStatus.JOB_STATUS_FAILED })], nextPageToken: 'page-2' },
+        : { jobs: [job({ jobId: '01JOBA', status: proto.JobStatus.JOB_STATUS_FAILED, usage: usage(1, 2, 0.1 + 0.2) })], nextPageToken: 'page-2' },
     );
     const { code, stdout } = await cli(['jobs', 'list', '--status', 'failed,cancelled', '--since', '2026-11-30T00:00:00Z', '--limit', '1', '--all'], env);
     expect(code).toBe(0);
-    expect(stdout).toMatch(/^JOB +STATUS +PIPELINE +ORIGIN +CREATED +COST\n01JOBA +failed +summarize +submitted +2026-12-01T10:00:00Z +-\n01JOBB +cancelled/);
+    expect(stdout).toMatch(/^JOB +STATUS +PIPELINE +ORIGIN +CREATED +COST\n01JOBA +failed +summarize +submitted +2026-12-01T10:00:00Z +\$0\.3\n01JOBB +cancelled/); // the cost without float noise
     const requests = gateway.callsOf('listJobs').map((call) => call.request);
     expect(requests.map((request) => request.pageToken)).toEqual(['', 'page-2']);
     expect(requests[0]).toMatchObject({ statuses: [proto.JobStatus.JOB_STATUS_FAILED, proto.JobStatus.JOB_STATUS_CANCELLED], pageSize: 1, createdAfter: new Date('2026-11-30T00:00:00Z') });

@@ -4,9 +4,14 @@ import { UsageError } from './args.js';
 
 // Small human formats shared by the commands. (--json never goes through these.)
 
+/** US dollars to the micro-dollar, without float noise or trailing zeros: "$0.00042", "$1.5", "$0". */
+export function formatCost(usd: number): string {
+  return `$${Number(usd.toFixed(6))}`;
+}
+
 export function formatUsage(usage: proto.Usage | undefined): string {
   if (!usage) return 'no usage reported';
-  return `${usage.inputTokens} in / ${usage.outputTokens} out tokens · $${usage.costUsd.toFixed(6).replace(/0+$/, '').replace(/\.$/, '.0')}`;
+  return `${usage.inputTokens} in / ${usage.outputTokens} out tokens · ${formatCost(usage.costUsd)}`;
 }
 
 export function formatMs(ms: number): string {

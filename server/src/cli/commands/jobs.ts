@@ -3,7 +3,7 @@ import { ClientError, Status } from 'nice-grpc';
 import { parseInteger, parsePairs, parseTime, UsageError, type CommandSpec } from '../args.js';
 import type { Context } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
-import { formatMs, formatRoute, formatTime, formatUsage, parseJobStatus, statusName, textArgument } from '../format.js';
+import { formatCost, formatMs, formatRoute, formatTime, formatUsage, parseJobStatus, statusName, textArgument } from '../format.js';
 
 const FINISHED: ReadonlySet<proto.JobStatus> = new Set([proto.JobStatus.JOB_STATUS_SUCCEEDED, proto.JobStatus.JOB_STATUS_FAILED, proto.JobStatus.JOB_STATUS_CANCELLED]);
 
@@ -106,7 +106,7 @@ function printJob(ctx: Context, job: proto.Job): void {
         step.status,
         step.provider ? `${step.provider}/${step.model}` : '-',
         step.usage ? `${step.usage.inputTokens}/${step.usage.outputTokens}` : '-',
-        step.usage ? `$${step.usage.costUsd}` : '-',
+        step.usage ? formatCost(step.usage.costUsd) : '-',
         formatMs(step.durationMs),
       ]),
     ]);
@@ -265,7 +265,7 @@ export async function jobsList(ctx: Context): Promise<number> {
   for (;;) {
     const page = await ctx.gateway.listJobs(request, ctx.unary());
     if (ctx.output.json) (ctx.values.all ? ctx.output.jsonLine.bind(ctx.output) : ctx.output.document.bind(ctx.output))(proto.ListJobsResponse.toJSON(page));
-    for (const job of page.jobs) rows.push([job.jobId, statusName(job.status), job.pipeline || '-', job.origin || '-', formatTime(job.createdAt), job.usage ? `$${job.usage.costUsd}` : '-']);
+    for (const job of page.jobs) rows.push([job.jobId, statusName(job.status), job.pipeline || '-', job.origin || '-', formatTime(job.createdAt), job.usage ? formatCost(job.usage.costUsd) : '-']);
     if (!ctx.values.all || !page.nextPageToken) {
       if (!ctx.output.json) {
         if (rows.length > 1) ctx.output.table(rows);

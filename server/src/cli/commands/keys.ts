@@ -2,7 +2,7 @@ import * as proto from '@elexirion/kit/proto';
 import { parseAmount, parseInteger, parseTime, UsageError, type CommandSpec } from '../args.js';
 import type { Context } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
-import { formatTime } from '../format.js';
+import { formatCost, formatTime } from '../format.js';
 
 export const keysCreateSpec: CommandSpec = {
   path: ['keys', 'create'],
@@ -85,8 +85,8 @@ export async function keysList(ctx: Context): Promise<number> {
         ? [
             used(usage.requestsThisMinute, limits?.requestsPerMinute, 'req/min'),
             used(usage.tokensThisMinute, limits?.tokensPerMinute, 'tok/min'),
-            `$${usage.spentTodayUsd}${limits?.dailyBudgetUsd ? `/$${limits.dailyBudgetUsd}` : ''} today`,
-            `$${usage.spentThisMonthUsd}${limits?.monthlyBudgetUsd ? `/$${limits.monthlyBudgetUsd}` : ''} month`,
+            `${formatCost(usage.spentTodayUsd)}${limits?.dailyBudgetUsd ? `/${formatCost(limits.dailyBudgetUsd)}` : ''} today`,
+            `${formatCost(usage.spentThisMonthUsd)}${limits?.monthlyBudgetUsd ? `/${formatCost(limits.monthlyBudgetUsd)}` : ''} month`,
           ].join(', ')
         : '-';
       return [key.keyId, key.name, key.scopes.join(','), keyState(key), formatTime(key.createdAt), use];
