@@ -1,10 +1,7 @@
 // The `elexirion` binary end to end: `elexirion serve --services all` hosts the real services
 // (NATS, the mock provider), and the client commands, run as child processes, talk to its
 // gateway. The command-by-command behaviour is cli.test.ts (a scripted Gateway).
-//
-// The tests marked `it.skip` use Gateway calls other work of issue 13 builds (ChatStream,
-// ListPipelines, ValidatePipeline, jobs, ListModels); they are written and are to be enabled
-// once that work is merged (they fail with exit code 7, UNIMPLEMENTED, before it).
+
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,7 +73,7 @@ describe('elexirion against the real services', () => {
   });
 
   // Enable after the merge of issue 13 (ChatStream).
-  it.skip('chat streams the answer and ends with its usage', async () => {
+  it('chat streams the answer and ends with its usage', async () => {
     const { code, stdout, stderr } = await cli(['chat', '--pipeline', 'general', 'Say hello.'], env);
     expect(code, stderr).toBe(0);
     expect(stdout.trim()).not.toBe('');
@@ -87,7 +84,7 @@ describe('elexirion against the real services', () => {
   });
 
   // Enable after the merge of issue 13 (ListPipelines, ValidatePipeline).
-  it.skip('pipelines list shows the repository\'s pipelines; validate passes them and positions a problem', async () => {
+  it('pipelines list shows the repository\'s pipelines; validate passes them and positions a problem', async () => {
     const list = await cli(['pipelines', 'list'], env);
     expect(list.code, list.stderr).toBe(0);
     expect(list.stdout).toMatch(/^general +\d+ /m);
@@ -101,7 +98,7 @@ describe('elexirion against the real services', () => {
   });
 
   // Enable after the merge of issue 13 (SubmitJob, WatchJob, GetJob, ListJobs).
-  it.skip('jobs submit --watch follows the job to its end; get and list find it', async () => {
+  it('jobs submit --watch follows the job to its end; get and list find it', async () => {
     const submitted = await cli(['jobs', 'submit', '--pipeline', 'general', '--watch', 'Say hello.'], env);
     expect(submitted.code, submitted.stderr).toBe(0);
     const jobId = submitted.stdout.split('\n')[0]!;
