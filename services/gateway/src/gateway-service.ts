@@ -8,6 +8,7 @@ import { pipelineCalls } from './calls/pipelines.js';
 import { pipelineStreamCalls } from './calls/pipeline-stream.js';
 import { telemetryCalls } from './calls/telemetry.js';
 import { gatewayConfigSchema, type GatewayConfig } from './gateway-config.js';
+import { openAiApi } from './http/openai/api.js';
 import { httpApi } from './http/rest-api.js';
 import { keyCalls } from './keys/key-calls.js';
 
@@ -29,7 +30,7 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
 
   return {
     implementation,
-    http: [httpApi(() => clients.get('gateway'))],
+    http: [httpApi(() => clients.get('gateway')), openAiApi(() => clients.get('gateway'), context.logger)],
   };
 }
 
