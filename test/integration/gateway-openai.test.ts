@@ -1,10 +1,13 @@
 // The gateway's OpenAI-compatible endpoint, driven by the official `openai` SDK, and the Complete
 // calls behind it, against a real stack whose provider talks to a fake OpenAI upstream (OpenAI's
 // wire format, streaming and in-stream errors included).
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import OpenAI, { APIError } from 'openai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { proto, Status } from '@elexirion/kit';
-import { startFakeOpenAI, startNats, startStack, stopAll, type FakeUpstream, type NatsServer, type Stack } from '@elexirion/testing';
+import { repoRoot, startFakeOpenAI, startNats, startStack, stopAll, type FakeUpstream, type NatsServer, type Stack } from '@elexirion/testing';
 
 const UPSTREAM_KEY = 'sk-fake-openai-endpoint-test-5e6f7a8b';
 
@@ -260,5 +263,125 @@ describe('Gateway Complete, CompleteStream and ListModels over gRPC', () => {
     expect(models.offline).toBe(false);
     expect(models.aliases.find((alias) => alias.name === 'openai')?.targets).toEqual(['openai/gpt-4.1']);
     expect(models.providers.find((each) => each.name === 'openai')).toMatchObject({ configured: true, breakerState: 'closed' });
+  });
+});
+
+// Pipelines as models: the list and execution go through the gateway's ListPipelines,
+// ExecutePipeline and ExecutePipelineStream.
+describe('pipeline/<name> as a model', () => {
+  let pipelinesStack: Stack;
+  let pipelinesClient: OpenAI;
+  let dir: string;
+
+  const PIPELINES: Record<string, string> = {
+    'oai-one': `workflow:
+  name: oai-one
+  description: One step, its input named question.
+  inputs:
+    question: { type: string, required: true }
+  steps:
+    - name: answer
+      type: llm
+      model: openai
+      system: You answer questions.
+      prompt: "{{inputs.question}}"
+`,
+    'oai-two': `workflow:
+  name: oai-two
+  description: A draft, then the answer from it.
+  inputs:
+    message: { type: string, required: true }
+  steps:
+    - name: draft
+      type: llm
+      model: openai
+      prompt: "Draft: {{inputs.message}}"
+    - name: final
+      type: llm
+      model: openai
+      prompt: "Improve: {{steps.draft.output}}"
+`,
+    'oai-two-inputs': `workflow:
+  name: oai-two-inputs
+  inputs:
+    code: { type: string, required: true }
+    goal: { type: string, required: true }
+  steps:
+    - name: answer
+      type: llm
+      model: openai
+      prompt: "{{inputs.goal}}: {{inputs.code}}"
+`,
+  };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'elexirion-openai-'));
+    const pipelines = join(dir, 'pipelines');
+    cpSync(join(repoRoot, 'pipelines'), pipelines, { recursive: true });
+    for (const [name, text] of Object.entries(PIPELINES)) writeFileSync(join(pipelines, `${name}.yaml`), text);
+    pipelinesStack = await startStack('all-in-one', nats.url, { OPENAI_API_KEY: UPSTREAM_KEY, OPENAI_BASE_URL: upstream.url, PIPELINES_DIR: pipelines });
+    pipelinesClient = new OpenAI({ baseURL: `http://127.0.0.1:${pipelinesStack.ports.gatewayHttp}/v1`, apiKey: 'unused-while-keys-are-off', maxRetries: 0 });
+  });
+
+  afterAll(async () => {
+    await pipelinesStack?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('lists the valid pipelines as pipeline/<name> models beside the aliases', async () => {
+    const ids = [];
+    for await (const model of pipelinesClient.models.list()) ids.push(model.id);
+    expect(ids).toEqual(expect.arrayContaining(['openai', 'pipeline/general', 'pipeline/oai-one', 'pipeline/oai-two']));
+  });
+
+  it('runs a pipeline as a model: the last user message is its input, its output the answer', async () => {
+    upstream.script({ text: 'Forty-two.', usage: { inputTokens: 9, outputTokens: 2 } });
+    const completion = await pipelinesClient.chat.completions.create({
+      model: 'pipeline/oai-one',
+      messages: [
+        { role: 'user', content: 'An earlier question.' },
+        { role: 'assistant', content: 'An earlier answer.' },
+        { role: 'user', content: 'What is six times seven?' },
+      ],
+    });
+    expect(completion.model).toBe('pipeline/oai-one');
+    expect(completion.choices[0]!.message.content).toBe('Forty-two.');
+    expect(completion.usage).toMatchObject({ prompt_tokens: 9, completion_tokens: 2 });
+    expect(upstream.requests[0]!.body.messages).toEqual([
+      { role: 'system', content: 'You answer questions.' },
+      { role: 'user', content: 'What is six times seven?' },
+    ]);
+  });
+
+  it('streams a one-step pipeline\'s text as it is written, and a longer one\'s answer whole (not its draft)', async () => {
+    upstream.script({ chunks: ['Stream', 'ed.'] });
+    const one = await pipelinesClient.chat.completions.create({ model: 'pipeline/oai-one', messages: [{ role: 'user', content: 'Go.' }], stream: true, stream_options: { include_usage: true } });
+    const oneDeltas: string[] = [];
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const chunk of one) {
+      const content = chunk.choices[0]?.delta.content;
+      if (content) oneDeltas.push(content);
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(oneDeltas).toEqual(['Stream', 'ed.']);
+    expect(usage?.completion_tokens).toBeGreaterThan(0);
+
+    upstream.reset();
+    upstream.script({ text: 'a draft nobody should see' }, { chunks: ['The ', 'final answer.'] });
+    const two = await pipelinesClient.chat.completions.create({ model: 'pipeline/oai-two', messages: [{ role: 'user', content: 'Go.' }], stream: true });
+    let text = '';
+    for await (const chunk of two) text += chunk.choices[0]?.delta.content ?? '';
+    expect(text).toBe('The final answer.');
+    expect(upstream.requests).toHaveLength(2);
+  });
+
+  it('answers an unknown pipeline with 404, and one it cannot feed with 400', async () => {
+    const missing = await apiError(() => pipelinesClient.chat.completions.create({ model: 'pipeline/no-such-pipeline', messages: [{ role: 'user', content: 'Hi.' }] }));
+    expect(missing.status).toBe(404);
+    expect(missing.error).toMatchObject({ param: 'model', code: 'model_not_found' });
+    const unfed = await apiError(() => pipelinesClient.chat.completions.create({ model: 'pipeline/oai-two-inputs', messages: [{ role: 'user', content: 'Hi.' }] }));
+    expect(unfed.status).toBe(400);
+    expect(unfed.error).toMatchObject({ param: 'model', message: expect.stringContaining('code, goal') });
+    expect(upstream.requests).toHaveLength(0);
   });
 });
