@@ -11,9 +11,11 @@ import { startNats, repoRoot, stopAll, type StackShape } from '@elexirion/testin
 import { benchDir, checkBuilt, commitOf, Driver, log, machineInfo, PORTKEY_VERSION, Upstream, writeProviderConfig } from './harness.ts';
 import { chartHtml, checkTargets, PORTKEY_REFERENCE, renderPng, summaryMarkdown, writeJson } from './report.ts';
 import { createRunFolder, runName } from './run-folder.ts';
+import { openai } from './scenario-openai.ts';
 import { SCENARIOS, type Context, type Options, type ScenarioOutput } from './scenarios.ts';
 
-const ALL = ['overhead', 'throughput', 'pipeline', 'streaming', 'inflight', 'soak', 'telemetry', 'optimizer'] as const;
+const ALL = ['overhead', 'throughput', 'pipeline', 'streaming', 'inflight', 'soak', 'telemetry', 'optimizer', 'openai'] as const;
+const RUNNERS = { ...SCENARIOS, openai };
 const SHAPES: Record<string, StackShape> = { aio: 'all-in-one', 'all-in-one': 'all-in-one', split: 'one-process-per-service', 'one-process-per-service': 'one-process-per-service' };
 
 function usage(message: string): never {
@@ -119,7 +121,7 @@ async function main(): Promise<void> {
       const t0 = Date.now();
       log(`scenario ${name}`);
       try {
-        const output = await SCENARIOS[name](ctx);
+        const output = await RUNNERS[name](ctx);
         outputs.set(name, output);
         writeJson(join(run.dir, `${name}.json`), { ...header(name), ...output, elapsedSec: Math.round((Date.now() - t0) / 1000) });
       } catch (error) {

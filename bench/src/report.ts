@@ -376,6 +376,8 @@ export function summaryMarkdown(args: {
     const addedTtft = str.addedTtftMs as { p50: number; p99: number };
     parts.push(`Added time to first token: p50 ${fmt(addedTtft.p50, 3)} ms, p99 ${fmt(addedTtft.p99, 3)} ms.`);
   }
+  const oai = outputs.get('openai');
+  if (oai) parts.push(`## ${oai.title}`, String(oai.markdown ?? ''));
   const held = outputs.get('inflight');
   if (held) {
     parts.push(`## 5. ${held.title}`);
