@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import OpenAI, { APIError } from 'openai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { proto, Status } from '@elexirion/kit';
-import { repoRoot, startFakeOpenAI, startNats, startStack, stopAll, type FakeUpstream, type NatsServer, type Stack } from '@elexirion/testing';
+import { connectNats, eventually, repoRoot, startFakeOpenAI, startNats, startStack, stopAll, type FakeUpstream, type NatsServer, type Stack } from '@elexirion/testing';
 
 const UPSTREAM_KEY = 'sk-fake-openai-endpoint-test-5e6f7a8b';
 
@@ -191,6 +191,7 @@ describe('POST /v1/chat/completions through the official OpenAI SDK', () => {
   });
 });
 
+// The list includes pipelines through the gateway's ListPipelines (built on another branch).
 describe('GET /v1/models', () => {
   it('lists the provider\'s aliases as OpenAI model objects', async () => {
     const models = [];
@@ -256,6 +257,36 @@ describe('Gateway Complete, CompleteStream and ListModels over gRPC', () => {
     })();
     await expect(cancelled).rejects.toThrow();
     await upstream.waitForAbort(0);
+  });
+
+  it('publishes one request event per call, success or not, with the status', async () => {
+    const connection = await connectNats(nats.url);
+    const events: proto.TelemetryEvent[] = [];
+    const subscription = connection.subscribe('elexirion.events.gateway.request', {
+      callback: (_error, message) => {
+        events.push(...proto.TelemetryEventBatch.decode(message.data).events);
+      },
+    });
+    await connection.flush();
+    try {
+      upstream.script({ text: 'observed' }, { chunks: ['ob', 'served'] });
+      await stack.gateway.complete({ ...base, messages: [user('Observe.')] });
+      for await (const _event of stack.gateway.completeStream({ ...base, messages: [user('Observe the stream.')] }));
+      await stack.gateway.complete({ ...base, model: 'unknown_alias', messages: [user('Observe a failure.')] }).catch(() => undefined);
+      const seen = await eventually('the three request events', async () => {
+        const mine = events.filter((event) => event.gatewayRequest?.method.startsWith('Complete'));
+        return mine.length >= 3 ? mine : undefined;
+      });
+      expect(seen.map((event) => [event.gatewayRequest!.method, event.status])).toEqual([
+        ['Complete', 'OK'],
+        ['CompleteStream', 'OK'],
+        ['Complete', 'NOT_FOUND'],
+      ]);
+      expect(seen[2]!.gatewayRequest!.errorMessage).toContain('unknown_alias');
+    } finally {
+      subscription.unsubscribe();
+      await connection.close();
+    }
   });
 
   it('lists the aliases with their targets and the providers\' health', async () => {
