@@ -12,12 +12,17 @@ const ALIAS = 'claude_smart';
 /** Streaming runs with the upstream's chunks this far apart, as the `streaming` scenario does, so first token and whole answer differ. */
 const STREAM_CHUNK_DELAY_MS = 10;
 
+/** The API key the harness gives a shape's gateway once keys are on (`Shape.auth`), sent as the OpenAI SDKs send it. */
+function keyHeaders(shape: Shape): Record<string, string> {
+  return (shape as Shape & { auth?: Record<string, string> }).auth ?? {};
+}
+
 /** The gateway's endpoint with the body the direct and Portkey calls send, the model an alias: the same upstream request. */
 function gatewayOpenAi(shape: Shape, stream: boolean): BenchConfig {
   return {
     name: `${SHAPE_LABEL[shape.shape]}-openai${stream ? '-sse' : ''}`,
     description: `the gateway's OpenAI-compatible endpoint, ${shape.shape}, POST /v1/chat/completions${stream ? ' (stream, include_usage)' : ''}, model ${ALIAS}`,
-    target: { type: stream ? 'http-sse' : 'http', url: `${shape.httpUrl}/v1/chat/completions`, body: { ...directBody(stream), model: ALIAS } },
+    target: { type: stream ? 'http-sse' : 'http', url: `${shape.httpUrl}/v1/chat/completions`, headers: keyHeaders(shape), body: { ...directBody(stream), model: ALIAS } },
     procs: shape.procs,
   };
 }
@@ -99,7 +104,7 @@ export async function openai(ctx: Context): Promise<ScenarioOutput> {
         settings: { model: ALIAS, rounds, requestsPerRound, warmupRequests, load: { ...load, rounds: loadRoundsCount }, streamChunkDelayMs: STREAM_CHUNK_DELAY_MS, shapes: ctx.opts.shapes, anchor: anchor ? `portkey ${anchor.version}` : (ctx.anchorError ?? 'off') },
         notes: [
           `Every configuration sends the same body (the system prompt, "hello", max_tokens 2048, temperature 0.7) and makes the same upstream request; the gateway's model is the alias ${ALIAS}, which the harness's provider config sends to openai/gpt-4.1 on the fake.`,
-          'The gateway path is the whole public path: HTTP route, OpenAI translation, the gateway\'s Complete/CompleteStream in-process (validation, telemetry event), the provider (alias plan, limiter, breaker, vendor SDK). Keys are off in the harness.',
+          'The gateway path is the whole public path: HTTP route, OpenAI translation, the gateway\'s Complete/CompleteStream in-process (validation, telemetry event), the provider (alias plan, limiter, breaker, vendor SDK). The key the harness creates is sent when keys are on.',
           'Added = configuration minus the direct call, same percentile; ratioToPortkey = value / Portkey\'s value (for added latency lower is better, for req/s higher is better).',
           `Streaming: the upstream sends 3 chunks ${STREAM_CHUNK_DELAY_MS} ms apart; TTFT is the time to the first non-empty content delta.`,
           'Portkey 1.15.2 answers every streamed chat completion with 500 on Node ("TypeError: immutable" appending headers to the upstream fetch Response; Portkey-AI/gateway issues #1389, #1550). portkey-sse is a second Portkey process with bench/src/portkey-stream-fix.mjs preloaded, which applies the fix proposed upstream (#1551: re-wrap a streamed upstream response in a new Response). The non-streaming figures are the unmodified Portkey.',

@@ -297,8 +297,8 @@ describe('Gateway Complete, CompleteStream and ListModels over gRPC', () => {
   });
 });
 
-// Pipelines as models: the list and execution go through the gateway's ListPipelines,
-// ExecutePipeline and ExecutePipelineStream.
+// Pipelines as models: listed through the gateway's ListPipelines, run through its
+// ExecutePipeline and ExecutePipelineStream (the list and the streams are built on other branches).
 describe('pipeline/<name> as a model', () => {
   let pipelinesStack: Stack;
   let pipelinesClient: OpenAI;
@@ -406,13 +406,13 @@ describe('pipeline/<name> as a model', () => {
     expect(upstream.requests).toHaveLength(2);
   });
 
-  it('answers an unknown pipeline with 404, and one it cannot feed with 400', async () => {
+  it('answers an unknown pipeline with 404, and one it cannot feed with 400 naming the input', async () => {
     const missing = await apiError(() => pipelinesClient.chat.completions.create({ model: 'pipeline/no-such-pipeline', messages: [{ role: 'user', content: 'Hi.' }] }));
     expect(missing.status).toBe(404);
-    expect(missing.error).toMatchObject({ param: 'model', code: 'model_not_found' });
+    expect(missing.error).toMatchObject({ param: 'model', code: 'model_not_found', message: expect.stringContaining('no-such-pipeline') });
     const unfed = await apiError(() => pipelinesClient.chat.completions.create({ model: 'pipeline/oai-two-inputs', messages: [{ role: 'user', content: 'Hi.' }] }));
     expect(unfed.status).toBe(400);
-    expect(unfed.error).toMatchObject({ param: 'model', message: expect.stringContaining('code, goal') });
+    expect(unfed.error).toMatchObject({ type: 'invalid_request_error', code: 'INVALID_ARGUMENT', message: expect.stringMatching(/inputs\.(code|goal|message)/) });
     expect(upstream.requests).toHaveLength(0);
   });
 });

@@ -30,7 +30,7 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
 
   return {
     implementation,
-    http: [httpApi(() => clients.get('gateway')), openAiApi(() => clients.get('gateway'), context.logger)],
+    http: [httpApi(() => clients.get('gateway')), openAiApi(() => clients.get('gateway'), () => clients.get('executor'), context.logger)],
   };
 }
 

@@ -2,6 +2,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { ClientError, ElexirionError, failureMessage, httpRoutes, proto, ServerError, Status, statusOf, type HttpRoutes, type Logger, type ServiceClient } from '@elexirion/kit';
 import { httpCallOptions } from '../../caller.js';
 import { sendEventStream, type ServerSentEvent } from '../sse.js';
+import { PipelineCatalog } from './pipeline-catalog.js';
 import {
   badRequest,
   chatCompletion,
@@ -58,9 +59,10 @@ const DONE: ServerSentEvent = { text: '[DONE]' };
  * gateway's own gRPC implementation in-process with the request's key: keys, scopes, limits,
  * budgets and telemetry apply as on every other path. Errors answer in OpenAI's shape.
  */
-export function openAiApi(gateway: () => Gateway, logger: Logger): HttpRoutes {
+export function openAiApi(gateway: () => Gateway, executor: () => ServiceClient<'executor'>, logger: Logger): HttpRoutes {
   // GET /v1/models' `created`: the models are as old as this process's configuration.
   const created = Math.floor(Date.now() / 1000);
+  const pipelines = new PipelineCatalog(executor);
 
   return httpRoutes('/v1', async (app) => {
     app.setErrorHandler((error, request, reply) => {
@@ -74,7 +76,7 @@ export function openAiApi(gateway: () => Gateway, logger: Logger): HttpRoutes {
         schema: {
           summary: 'OpenAI-compatible chat completion',
           description:
-            'OpenAI\'s Chat Completions API. `model` is a model alias, "<provider>/<model>", or "pipeline/<name>" (the last user message is the pipeline\'s input; temperature and max_tokens do not apply to pipelines). Streams as OpenAI does (`data: {chunk}` ... `data: [DONE]`; a failure after the first chunk is a `data: {"error": ...}` event and no `[DONE]`). Tools, n>1, log probabilities, audio and sampling settings other than temperature are refused with 400.',
+            'OpenAI\'s Chat Completions API. `model` is a model alias, "<provider>/<model>", or "pipeline/<name>" (the last user message is the pipeline\'s `message` input, or its only one; temperature and max_tokens do not apply to pipelines). Streams as OpenAI does (`data: {chunk}` ... `data: [DONE]`; a failure after the first chunk is a `data: {"error": ...}` event and no `[DONE]`). Tools, n>1, log probabilities, audio and sampling settings other than temperature are refused with 400.',
           body: chatCompletionBody,
         },
       },
@@ -83,7 +85,7 @@ export function openAiApi(gateway: () => Gateway, logger: Logger): HttpRoutes {
         const refused = unsupportedParameter(body);
         if (refused) throw refused;
         const options = httpCallOptions(request, reply);
-        if (body.model.startsWith(PIPELINE_MODEL_PREFIX)) return pipelineCompletion(gateway(), body, options, reply);
+        if (body.model.startsWith(PIPELINE_MODEL_PREFIX)) return pipelineCompletion(gateway(), pipelines, body, options, reply);
         const complete = completeRequest(body);
         // Structured output is not streamed by the provider: a streaming client gets the whole
         // answer as one chunk.
@@ -159,50 +161,30 @@ async function* oneChunkStream(body: ChatCompletionBody, content: string, reason
 
 // ---------------------------------------------------------------- pipelines as models
 
-interface PipelineModel {
-  summary: proto.PipelineSummary;
-  /** The input the user's message goes to. */
-  input: string;
-}
-
-/** The pipeline a `pipeline/<name>` model names, and which of its inputs takes the message. */
-async function pipelineModel(gateway: Gateway, model: string, options: CallOptions): Promise<PipelineModel> {
-  const name = model.slice(PIPELINE_MODEL_PREFIX.length);
-  const { pipelines } = await gateway.listPipelines({}, options);
-  const summary = pipelines.find((each) => each.name === name);
-  if (!summary) throw new OpenAiError(404, `model: "${model.slice(0, 80)}" names no pipeline (GET /v1/models lists them)`, 'invalid_request_error', 'model', 'model_not_found');
-  if (!summary.valid) throw new OpenAiError(400, `model: pipeline "${name}" is not valid: ${summary.problem}`, 'invalid_request_error', 'model', 'FAILED_PRECONDITION');
-  // Its `message` input, else its only input, else its only required one.
-  const inputs = summary.inputs;
+/**
+ * The input a pipeline run as a model gets the user's message in: its `message` input, else its
+ * only input, else its only required one; otherwise `message`, and the run names what it lacks.
+ */
+function messageInput(summary: proto.PipelineSummary | undefined): string {
+  if (!summary) return MESSAGE_INPUT;
+  const { inputs } = summary;
   const required = inputs.filter((each) => each.required);
-  const input = inputs.find((each) => each.name === MESSAGE_INPUT) ?? (inputs.length === 1 ? inputs[0] : required.length === 1 ? required[0] : undefined);
-  if (!input) {
-    throw new OpenAiError(
-      400,
-      `model: pipeline "${name}" takes ${inputs.length ? `inputs ${inputs.map((each) => each.name).join(', ')}` : 'no input'}; as a model it needs a "${MESSAGE_INPUT}" input or exactly one (use POST /v1/pipelines/${name}/execute)`,
-      'invalid_request_error',
-      'model',
-      'unsupported_model',
-    );
-  }
-  const otherRequired = required.filter((each) => each !== input);
-  if (otherRequired.length) {
-    throw new OpenAiError(400, `model: pipeline "${name}" also requires ${otherRequired.map((each) => each.name).join(', ')}, which a chat completion cannot give (use POST /v1/pipelines/${name}/execute)`, 'invalid_request_error', 'model', 'unsupported_model');
-  }
-  return { summary, input: input.name };
+  const chosen = inputs.find((each) => each.name === MESSAGE_INPUT) ?? (inputs.length === 1 ? inputs[0] : required.length === 1 ? required[0] : undefined);
+  return chosen?.name ?? MESSAGE_INPUT;
 }
 
-async function pipelineCompletion(gateway: Gateway, body: ChatCompletionBody, options: CallOptions, reply: FastifyReply) {
+async function pipelineCompletion(gateway: Gateway, pipelines: PipelineCatalog, body: ChatCompletionBody, options: CallOptions, reply: FastifyReply) {
   const refused = pipelineUnsupported(body);
   if (refused) throw refused;
   const text = lastUserText(body);
-  const { summary, input } = await pipelineModel(gateway, body.model, options);
-  const request: proto.ExecutePipelineRequest = { pipeline: summary.name, inputs: { [input]: text }, promptOverrides: {}, inlineYaml: '', sessionId: body.user ?? '' };
+  const name = body.model.slice(PIPELINE_MODEL_PREFIX.length);
+  const summary = await pipelines.find(name);
+  const request: proto.ExecutePipelineRequest = { pipeline: name, inputs: { [messageInput(summary)]: text }, promptOverrides: {}, inlineYaml: '', sessionId: body.user ?? '' };
   if (!body.stream) {
     const answer = await gateway.executePipeline(request, options);
     return chatCompletion(completionId(), body.model, answer.result, 'stop', answer.usage);
   }
-  return sendEventStream(reply, () => pipelineStream(gateway, body, request, summary.stepCount === 1, options));
+  return sendEventStream(reply, () => pipelineStream(gateway, body, request, summary?.stepCount === 1, options));
 }
 
 /**
