@@ -1,16 +1,19 @@
 // The gateway's OpenAI-compatible endpoint, driven by the official `openai` SDK, and the Complete
 // calls behind it, against a real stack whose provider talks to a fake OpenAI upstream (OpenAI's
 // wire format, streaming and in-stream errors included).
+import { execFile, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { Metadata } from 'nice-grpc';
 import OpenAI, { APIError } from 'openai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { proto, Status } from '@elexirion/kit';
 import { connectNats, eventually, repoRoot, sleep, startFakeOpenAI, startNats, startStack, stopAll, type FakeUpstream, type NatsServer, type Stack } from '@elexirion/testing';
 
+const execFileAsync = promisify(execFile);
 const UPSTREAM_KEY = 'sk-fake-openai-endpoint-test-5e6f7a8b';
 
 let nats: NatsServer;
@@ -89,6 +92,22 @@ describe('POST /v1/chat/completions through the official OpenAI SDK', () => {
     });
     expect(JSON.parse(completion.choices[0]!.message.content!)).toEqual({ answer: 42 });
     expect(upstream.requests[0]!.body.response_format).toMatchObject({ type: 'json_schema', json_schema: { schema: { type: 'object', required: ['answer'] } } });
+  });
+
+  it('streams a structured answer as one chunk (the provider validates structured output whole)', async () => {
+    upstream.script({ text: '{"ok": true}', usage: { inputTokens: 3, outputTokens: 4 } });
+    const stream = await client.chat.completions.create({
+      model: 'openai',
+      messages: [{ role: 'user', content: 'JSON please.' }],
+      response_format: { type: 'json_object' },
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const chunks: OpenAI.Chat.ChatCompletionChunk[] = [];
+    for await (const chunk of stream) chunks.push(chunk);
+    expect(JSON.parse(chunks.map((chunk) => chunk.choices[0]?.delta.content ?? '').join(''))).toEqual({ ok: true });
+    expect(chunks.at(-1)!.usage).toEqual({ prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 });
+    expect(upstream.requests[0]!.stream).toBe(false);
   });
 
   it('streams chunks as the upstream writes them, then the finish reason, the usage chunk and [DONE]', async () => {
@@ -190,6 +209,36 @@ describe('POST /v1/chat/completions through the official OpenAI SDK', () => {
     expect(streamed.status).toBe(404);
     expect(streamed.error).toMatchObject({ code: 'model_not_found' });
     expect(upstream.requests).toHaveLength(0);
+  });
+});
+
+// DSPy, the optimizer's library, as an OpenAI client of the platform: dspy.LM("openai/<alias>",
+// api_base=...) through LiteLLM. Runs the optimizer venv's Python when it has dspy installed.
+const VENV_PYTHON = join(repoRoot, 'optimizer-py', '.venv', 'bin', 'python');
+const hasDspy = existsSync(VENV_PYTHON) && spawnSync(VENV_PYTHON, ['-c', 'import dspy'], { stdio: 'ignore' }).status === 0;
+
+describe.skipIf(!hasDspy)('dspy.LM against the endpoint', () => {
+  it('answers a DSPy LM call with the upstream text, the alias served by its target', async () => {
+    upstream.script({ text: 'Paris, from DSPy.' });
+    const script = [
+      'import json, os, dspy',
+      'lm = dspy.LM("openai/claude_smart", api_base=os.environ["API_BASE"], api_key="unused-while-keys-are-off", cache=False, num_retries=0)',
+      'print(json.dumps(lm("Capital of France?")))',
+    ].join('\n');
+    const cacheDir = mkdtempSync(join(tmpdir(), 'elexirion-dspy-'));
+    let stdout: string;
+    try {
+      ({ stdout } = await execFileAsync(VENV_PYTHON, ['-c', script], {
+        // LiteLLM's price map from its package, not the network; DSPy's cache out of the home folder.
+        env: { ...process.env, API_BASE: `http://127.0.0.1:${stack.ports.gatewayHttp}/v1`, LITELLM_LOCAL_MODEL_COST_MAP: 'True', DSPY_CACHEDIR: cacheDir },
+        timeout: 60_000,
+      }));
+    } finally {
+      rmSync(cacheDir, { recursive: true, force: true });
+    }
+    expect(JSON.parse(stdout.trim().split('\n').at(-1)!)).toEqual(['Paris, from DSPy.']);
+    expect(upstream.requests).toHaveLength(1);
+    expect(upstream.requests[0]!.body).toMatchObject({ model: 'gpt-4.1', messages: [{ role: 'user', content: 'Capital of France?' }] });
   });
 });
 
@@ -457,6 +506,13 @@ describe('POST /v1/chat/completions with API keys on', () => {
     expect(unscoped.error).toMatchObject({ type: 'permission_error', message: expect.stringContaining('"chat" scope') });
     expect(upstream.requests).toHaveLength(0);
     for (const spawned of Object.values(keyed.processes)) expect(spawned.output()).not.toContain(secret);
+  });
+
+  it('lists models for any key, and where each vendor is reached only for admin keys', async () => {
+    const models = await keyed.gateway.listModels({}, { metadata: Metadata({ authorization: `Bearer ${await createKey({ scopes: ['jobs'] })}` }) });
+    expect(models.providers.find((each) => each.name === 'openai')).toMatchObject({ configured: true, baseUrl: '' });
+    const asAdmin = await keyed.gateway.listModels({}, { metadata: Metadata({ authorization: `Bearer ${ADMIN_KEY}` }) });
+    expect(asAdmin.providers.find((each) => each.name === 'openai')?.baseUrl).toBe(upstream.url);
   });
 
   it('answers a key over its request limit with 429, its retry-after and x-ratelimit headers', async () => {
