@@ -515,6 +515,18 @@ describe('POST /v1/chat/completions with API keys on', () => {
     expect(asAdmin.providers.find((each) => each.name === 'openai')?.baseUrl).toBe(upstream.url);
   });
 
+  it('lists pipelines as models only to a key that may run them', async () => {
+    const ids = async (secret: string) => {
+      const found = [];
+      for await (const model of sdk(secret).models.list()) found.push(model.id);
+      return found;
+    };
+    const chatOnly = await ids(await createKey({ scopes: ['chat'] }));
+    expect(chatOnly).toContain('openai');
+    expect(chatOnly.some((id) => id.startsWith('pipeline/'))).toBe(false);
+    expect(await ids(await createKey({ scopes: ['chat', 'pipelines'] }))).toContain('pipeline/general');
+  });
+
   it('answers a key over its request limit with 429, its retry-after and x-ratelimit headers', async () => {
     // Both calls in one UTC minute: the limit's window.
     const left = 60_000 - (Date.now() % 60_000);
