@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Writes pipelines/schema/routes.schema.json, the JSON Schema editors use for the agent's
 // pipelines/routes.yaml (its first line is `# yaml-language-server: $schema=./schema/routes.schema.json`).
-// It is generated from the agent's zod schema (services/agent/src/routing/route-table.ts, the one
+// It is generated from the agent's zod schema (services/kit/src/routing/route-table.ts, the one
 // definition of the format), so run it after building the agent: `npm run generate:routes-schema`.
 // The file is committed; services/agent/test/routing-table.test.ts fails when it is stale.
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -17,7 +17,7 @@ const HEADER = {
   $id: 'urn:elexirion:routes.schema.json',
   title: 'Elexirion agent routes',
   description:
-    "The agent's route table, pipelines/routes.yaml: ordered rules sending a chat message to a pipeline (generated from services/agent/src/routing/route-table.ts by scripts/generate-routes-schema.mjs; do not edit). See docs/architecture.md, Routing.",
+    "The agent's route table, pipelines/routes.yaml: ordered rules sending a chat message to a pipeline (generated from services/kit/src/routing/route-table.ts by scripts/generate-routes-schema.mjs; do not edit). See docs/architecture.md, Routing.",
 };
 
 /** The JSON Schema of routes.yaml, as an object. */

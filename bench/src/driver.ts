@@ -17,7 +17,9 @@ export type Target =
   /** One unary call on a service at 127.0.0.1:port. */
   | { type: 'grpc'; port: number; service: 'gateway' | 'agent' | 'executor' | 'provider'; method: string; request: unknown }
   /** Provider.StreamComplete; records the time to the first delta. */
-  | { type: 'grpc-stream'; port: number; request: unknown };
+  | { type: 'grpc-stream'; port: number; request: unknown }
+  /** Gateway.ChatStream; records the time to the first text delta, and needs `done` at the end. */
+  | { type: 'grpc-chat-stream'; port: number; request: unknown };
 
 export interface Job {
   id: number;
@@ -135,6 +137,21 @@ function makeCall(target: Target, connections: number): Call {
     return async (signal) => {
       await method.call(client, target.request, { signal });
       return undefined;
+    };
+  }
+  if (target.type === 'grpc-chat-stream') {
+    const gateway = createClient(proto.GatewayDefinition, channel(target.port));
+    return async (signal) => {
+      const started = performance.now();
+      let ttft: number | undefined;
+      let done = false;
+      for await (const message of gateway.chatStream(target.request as proto.ChatRequest, { signal })) {
+        if (ttft === undefined && message.textDelta?.text) ttft = performance.now() - started;
+        if (message.done) done = true;
+      }
+      if (ttft === undefined) throw new Error('the stream ended without a text delta');
+      if (!done) throw new Error('the stream ended without done');
+      return ttft;
     };
   }
   const client = createClient(proto.ProviderDefinition, channel(target.port));

@@ -13,9 +13,11 @@ import { chartHtml, checkTargets, PORTKEY_REFERENCE, renderPng, summaryMarkdown,
 import { createRunFolder, runName } from './run-folder.ts';
 import { openai } from './scenario-openai.ts';
 import { SCENARIOS, type Context, type Options, type ScenarioOutput } from './scenarios.ts';
+import { ttft } from './scenario-ttft.ts';
 
-const ALL = ['overhead', 'throughput', 'pipeline', 'streaming', 'inflight', 'soak', 'telemetry', 'optimizer', 'openai'] as const;
-const RUNNERS = { ...SCENARIOS, openai };
+const RUNNERS = { ...SCENARIOS, ttft, openai };
+
+const ALL = ['overhead', 'throughput', 'pipeline', 'streaming', 'ttft', 'inflight', 'soak', 'telemetry', 'optimizer', 'openai'] as const;
 const SHAPES: Record<string, StackShape> = { aio: 'all-in-one', 'all-in-one': 'all-in-one', split: 'one-process-per-service', 'one-process-per-service': 'one-process-per-service' };
 
 function usage(message: string): never {

@@ -370,11 +370,18 @@ export function summaryMarkdown(args: {
   }
   const str = outputs.get('streaming');
   if (str) {
-    parts.push('## 4. Streaming (provider StreamComplete vs direct SSE; the gateway has no streaming RPC yet)');
+    parts.push('## 4. Streaming (provider StreamComplete vs direct SSE; the whole chain is 4b)');
     const headers = [...CONFIG_HEADERS.slice(0, 4), 'TTFT p50 ms', 'TTFT p99 ms', ...CONFIG_HEADERS.slice(4)];
     parts.push(table(headers, configRows(str.configs ?? [], true)));
     const addedTtft = str.addedTtftMs as { p50: number; p99: number };
     parts.push(`Added time to first token: p50 ${fmt(addedTtft.p50, 3)} ms, p99 ${fmt(addedTtft.p99, 3)} ms.`);
+  }
+  const firstToken = outputs.get('ttft');
+  if (firstToken) {
+    parts.push(`## 4b. ${firstToken.title}`);
+    const added = firstToken.addedTtftMs as Record<string, { p50: number; p99: number }>;
+    parts.push(table(['configuration', 'added TTFT p50 ms', 'added TTFT p99 ms'], Object.entries(added).map(([name, value]) => [name, fmt(value.p50, 3), fmt(value.p99, 3)])));
+    parts.push(table([...CONFIG_HEADERS.slice(0, 4), 'TTFT p50 ms', 'TTFT p99 ms', ...CONFIG_HEADERS.slice(4)], configRows(firstToken.configs ?? [], true)));
   }
   const oai = outputs.get('openai');
   if (oai) parts.push(`## ${oai.title}`, String(oai.markdown ?? ''));

@@ -449,7 +449,7 @@ export async function streaming(ctx: Context): Promise<ScenarioOutput> {
       title: 'Streaming: time to first token',
       settings: { concurrency: 1, rounds, requests: total, upstreamChunkDelayMs: chunkDelayMs },
       notes: [
-        'The gateway has no streaming RPC yet, so the chain\'s time to first token cannot be measured end to end: this compares the provider service\'s StreamComplete (gRPC) with the upstream\'s SSE called directly.',
+        'The provider service\'s StreamComplete (gRPC) against the upstream\'s SSE called directly: the provider\'s share; the whole chain\'s time to first token is the ttft scenario.',
         `The fake upstream sends the reply in 3 chunks, ${chunkDelayMs} ms apart, so the first token (TTFT) and the whole stream (latencyMs) differ.`,
       ],
       configs: results,

@@ -1,37 +1,17 @@
 #!/usr/bin/env node
-// One process hosting any set of services (the Mimir `-target` model):
-//   elexirion --services gateway,agent      or   ELEXIRION_SERVICES=all elexirion
-// Services hosted together call each other in-process; the rest over gRPC at <NAME>_ADDRESS.
-import { parseCommandLine, parseServiceList, runHost, serviceNames, type ServiceModule, type ServiceName } from '@elexirion/kit';
-import { agentService } from '@elexirion/agent';
-import { executorService } from '@elexirion/executor';
-import { gatewayService } from '@elexirion/gateway';
-import { providerService } from '@elexirion/provider';
+// The `elexirion` binary, one shape for serving and for using the platform:
+//   elexirion serve --services gateway,agent     hosts services (also the older `elexirion --services ...`)
+//   elexirion chat "hello"                       a client of the gateway's public gRPC API
+// `elexirion --help` lists the commands and the exit codes scripts can rely on.
+import { run } from './cli/run.js';
 
-const modules: Record<ServiceName, ServiceModule<ServiceName, any>> = {
-  gateway: gatewayService,
-  agent: agentService,
-  executor: executorService,
-  provider: providerService,
-};
-
-const usage = `[--services ${serviceNames.join(',')}|all] [--help]`;
-const { values } = parseCommandLine({
-  name: 'elexirion',
-  usage,
-  summary:
-    'Runs the listed Elexirion services in this one process (default: all, or ELEXIRION_SERVICES). Services hosted together call each other in-process; the others are reached over gRPC at <NAME>_ADDRESS. The process listens on the ports of its outermost service (the gateway when it is hosted). SIGTERM drains it.',
-  options: { services: { type: 'string', short: 's' } },
-  details: `Options:\n  -s, --services LIST   services to host, comma-separated: ${serviceNames.join(', ')}, or all\n  -h, --help            this help`,
-  services: Object.values(modules),
+// A reader that went away (`elexirion events --follow | head -1`) ends the command quietly, as
+// for any Unix filter, instead of a stack trace.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(0);
+  throw error;
 });
 
-let selected: ServiceName[];
-try {
-  selected = parseServiceList(values.services ?? process.env.ELEXIRION_SERVICES ?? 'all');
-} catch (error) {
-  console.error(`elexirion: ${(error as Error).message}\nusage: elexirion ${usage}`);
-  process.exit(64); // EX_USAGE
-}
-
-await runHost(selected.map((name) => modules[name]));
+const exitCode = await run(process.argv.slice(2));
+// A client command ends once its output is flushed; serving, the host decides when to exit.
+if (exitCode !== undefined) process.exitCode = exitCode;

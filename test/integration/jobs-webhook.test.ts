@@ -76,7 +76,8 @@ beforeAll(async () => {
   stack = await startJobsStack({
     pipelines: { 'one-step': ONE_STEP },
     agents: ['agent-a', 'agent-b'],
-    agentEnv: { AGENT_JOB_ACK_WAIT_MS: '1500', AGENT_ROUTES_FILE: 'none', AGENT_DEFAULT_PIPELINE: 'one-step' },
+    // The receiver is on loopback, which webhooks may reach only when allowed.
+    agentEnv: { AGENT_JOB_ACK_WAIT_MS: '1500', AGENT_ROUTES_FILE: 'none', AGENT_DEFAULT_PIPELINE: 'one-step', AGENT_WEBHOOK_ALLOW_PRIVATE: 'true' },
   });
   ({ provider, agents } = stack);
 });

@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 import {
   ConcurrencyLimiter,
+  FALLBACK_USED_TRAILER,
   LimitExceededError,
   PIPELINE_NAME,
   RETRY_PUSHBACK_KEY,
@@ -23,6 +24,8 @@ import { FallbackFailedError, recover } from './fallback/index.js';
 import { Jobs, type InlineRun } from './jobs/jobs.js';
 import { watchJob } from './jobs/watch-job.js';
 import { createRouter, routingConfigShape, type RouteChoice } from './routing/router.js';
+import { executeStreaming, type RunEvent } from './streaming/execute-streaming.js';
+import { streamRun } from './streaming/stream-run.js';
 
 const positiveInt = () => z.coerce.number().int().positive();
 
@@ -51,11 +54,55 @@ export const agentConfigSchema = z.object({
   AGENT_INLINE_RECORD_WINDOW_MS: positiveInt().default(50),
   /** This replica's name on the jobs it runs; the host name and process id when empty. */
   AGENT_REPLICA_NAME: z.string().default(''),
+  /** Job webhooks may go to loopback, private and link-local addresses (development, tests); refused otherwise. */
+  AGENT_WEBHOOK_ALLOW_PRIVATE: boolFlag().default(false),
 });
 export type AgentConfig = z.infer<typeof agentConfigSchema>;
 
 /** The retry hint of a RESOURCE_EXHAUSTED answer: about how long a queued call takes to get a slot. */
 const RETRY_HINT_MS = 1_000;
+
+/** One inline run (HandleChat, RunPipeline and their streams) as runInline takes it. */
+interface InlineCall {
+  origin: InlineRun['origin'];
+  choice: RouteChoice;
+  /** The executor's session key: a session keeps its prompt versions. */
+  sessionKey: string;
+  message?: string;
+  owner: string;
+  promptOverrides?: Record<string, string>;
+  inlineYaml?: string;
+  /** The streams: each run event as it arrives, awaited (the reader paces the run). */
+  forward?: (event: RunEvent) => Promise<void>;
+}
+
+interface InlineOutcome {
+  jobId: string;
+  result: proto.ExecuteResponse;
+  fallbackUsed: boolean;
+  fallback: proto.EmergentFallback | undefined;
+}
+
+function chatCall(request: proto.HandleChatRequest, choice: RouteChoice): InlineCall {
+  return { origin: 'chat', choice, sessionKey: request.sessionId, message: request.message, owner: request.owner };
+}
+
+function chatAnswer(choice: RouteChoice, { jobId, result, fallbackUsed, fallback }: InlineOutcome): proto.HandleChatResponse {
+  return { response: result.output, pipelineUsed: result.pipeline, fallbackUsed, jobId, usage: result.usage, steps: result.steps, route: choice.decision, fallback };
+}
+
+function pipelineCall(request: proto.RunPipelineRequest): InlineCall {
+  const choice: RouteChoice = {
+    pipeline: request.pipeline,
+    inputs: request.inputs,
+    decision: { pipeline: request.pipeline, matchedBy: 'explicit', rule: '', confidence: 0, reason: request.inlineYaml ? 'the request gave the pipeline inline' : 'the request named the pipeline' },
+  };
+  return { origin: 'pipeline', choice, sessionKey: request.sessionId, owner: request.owner, promptOverrides: request.promptOverrides, inlineYaml: request.inlineYaml };
+}
+
+function pipelineAnswer({ jobId, result }: InlineOutcome): proto.RunPipelineResponse {
+  return { result: result.output, pipeline: result.pipeline, jobId, usage: result.usage, steps: result.steps };
+}
 
 export function createAgent(context: ServiceContext<AgentConfig>) {
   const { config, clients, events, nats, logger } = context;
@@ -69,6 +116,7 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
     maxQueued: config.AGENT_MAX_QUEUED_JOBS,
     retentionMs: config.AGENT_JOB_RETENTION_HOURS * 3_600_000,
     inlineRecordWindowMs: config.AGENT_INLINE_RECORD_WINDOW_MS,
+    webhookAllowPrivate: config.AGENT_WEBHOOK_ALLOW_PRIVATE,
     executor,
     nats,
     logger,
@@ -79,9 +127,11 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
 
   /**
    * Runs a pipeline inline under the replica's limit and the chat timeout, reports it, and
-   * records it as a job after the answer (not awaited).
+   * records it as a job after the answer (not awaited). With `forward` (the streams), the run goes
+   * through the executor's ExecuteStream and each event is forwarded as it arrives.
    */
-  async function runInline(origin: InlineRun['origin'], choice: RouteChoice, sessionKey: string, callContext: CallContext, message = '') {
+  async function runInline(call: InlineCall, callContext: CallContext) {
+    const { origin, choice, sessionKey, message = '', owner, promptOverrides = {}, inlineYaml = '', forward } = call;
     const { pipeline, inputs } = choice;
     // A chat recovers from a failed run with its emergent fallback (fallback/); RunPipeline, a
     // direct run of a named pipeline, answers its failure as it is.
@@ -98,33 +148,44 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
     }
     const { jobId, end } = jobs.beginInline();
     const startedAt = new Date();
-    const call = events.begin('job');
-    const run: InlineRun = { jobId, origin, pipeline, message, inputs, sessionId: sessionKey, route: choice.decision, startedAt };
+    const observation = events.begin('job');
+    const run: InlineRun = { jobId, origin, pipeline, message, inputs, sessionId: sessionKey, route: choice.decision, startedAt, owner };
     const overTimeout = (error: unknown) =>
       timeout.timedOut ? new ServerError(Status.DEADLINE_EXCEEDED, `the run went over the agent's chat timeout of ${config.AGENT_CHAT_TIMEOUT_MS} ms (AGENT_CHAT_TIMEOUT_MS)`) : error;
+    // Inline YAML runs under the name its document gives; the executor takes one or the other.
+    const request: proto.ExecuteRequest = { pipeline: inlineYaml ? '' : pipeline, inlineYaml, inputs, jobId, sessionKey, promptOverrides, resumeRunId: '', runId: '' };
+    // Once the client has seen text, another pipeline's answer cannot replace it: no fallback then.
+    let textForwarded = false;
     try {
       let result: proto.ExecuteResponse;
       let fallback: proto.EmergentFallback | undefined;
       const trailer = recovering ? new TrailerCapture() : undefined;
+      const options = trailer ? { ...timeout.options, onTrailer: trailer.onTrailer } : timeout.options;
       try {
-        result = await executor.execute({ pipeline, inputs, jobId, sessionKey }, trailer ? { ...timeout.options, onTrailer: trailer.onTrailer } : timeout.options);
+        result = forward
+          ? await executeStreaming(executor, request, options, (event) => {
+              if (event.textDelta) textForwarded = true;
+              return forward(event);
+            })
+          : await executor.execute(request, options);
       } catch (error) {
-        if (!trailer || timeout.timedOut) throw overTimeout(error);
-        ({ fallback, result } = await recover(executor, error, trailer.runFailure(), { pipeline, inputs, jobId, sessionKey }, timeout.options).catch((caught: unknown) => {
+        if (!trailer || timeout.timedOut || textForwarded) throw overTimeout(error);
+        ({ fallback, result } = await recover(executor, error, trailer.runFailure(), { pipeline, inlineYaml, inputs, jobId, sessionKey }, timeout.options).catch((caught: unknown) => {
           throw overTimeout(caught);
         }));
       }
       // A run used a fallback when any of its steps was served by other than its first choice, or
       // when the emergent fallback answered.
       const fallbackUsed = fallback !== undefined || result.steps.some((step) => step.fallbackUsed);
-      call.succeeded({ agentJob: { jobId, pipeline: result.pipeline, fallbackUsed } });
+      observation.succeeded({ agentJob: { jobId, pipeline: result.pipeline, fallbackUsed } });
       run.result = { ...result, fallbackUsed };
       run.fallback = fallback;
       return { jobId, result, fallbackUsed, fallback };
     } catch (error) {
       // A fallback that failed too was still used.
       const fallbackFailed = error instanceof FallbackFailedError ? error.fallback : undefined;
-      call.failed(error, (errorMessage) => ({ agentJob: { jobId, pipeline, errorMessage, fallbackUsed: fallbackFailed !== undefined } }));
+      if (fallbackFailed) callContext.trailer.set(FALLBACK_USED_TRAILER, '1');
+      observation.failed(error, (errorMessage) => ({ agentJob: { jobId, pipeline, errorMessage, fallbackUsed: fallbackFailed !== undefined } }));
       run.error = { code: statusNameOf(error), message: failureMessage(error) };
       run.fallback = fallbackFailed;
       throw error;
@@ -170,21 +231,21 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
       // An explicit pipeline wins; otherwise the route table (and the classifier, when on) decides.
       const choice = await router.route(request.message, { pipeline: request.pipeline, context: callContext });
       // The chat's session is the executor's session key: a session keeps its prompt versions.
-      const { jobId, result, fallbackUsed, fallback } = await runInline('chat', choice, request.sessionId, callContext, request.message);
-      return { response: result.output, pipelineUsed: result.pipeline, fallbackUsed, jobId, usage: result.usage, steps: result.steps, route: choice.decision, fallback };
+      const outcome = await runInline(chatCall(request, choice), callContext);
+      return chatAnswer(choice, outcome);
+    },
+    async *handleChatStream(request, callContext) {
+      const choice = await router.route(request.message, { pipeline: request.pipeline, context: callContext });
+      yield { route: choice.decision };
+      const outcome = yield* streamRun((forward) => runInline({ ...chatCall(request, choice), forward }, callContext));
+      yield { done: chatAnswer(choice, outcome) };
     },
     async runPipeline(request, callContext) {
-      const choice: RouteChoice = { pipeline: request.pipeline, inputs: request.inputs, decision: { pipeline: request.pipeline, matchedBy: 'explicit', rule: '', confidence: 0, reason: 'the request named the pipeline' } };
-      const { jobId, result } = await runInline('pipeline', choice, '', callContext);
-      return { result: result.output, pipeline: result.pipeline, jobId, usage: result.usage, steps: result.steps };
+      return pipelineAnswer(await runInline(pipelineCall(request), callContext));
     },
-    // eslint-disable-next-line require-yield
-    async *handleChatStream() {
-      throw new ServerError(Status.UNIMPLEMENTED, 'Agent.HandleChatStream is not implemented yet');
-    },
-    // eslint-disable-next-line require-yield
-    async *runPipelineStream() {
-      throw new ServerError(Status.UNIMPLEMENTED, 'Agent.RunPipelineStream is not implemented yet');
+    async *runPipelineStream(request, callContext) {
+      const outcome = yield* streamRun((forward) => runInline({ ...pipelineCall(request), forward }, callContext));
+      yield { done: pipelineAnswer(outcome) };
     },
     async submitJob(request, callContext) {
       if (!request.pipeline && !request.message) throw new ServerError(Status.INVALID_ARGUMENT, 'pipeline or message: give a pipeline to run, or a message to route');

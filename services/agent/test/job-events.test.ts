@@ -267,7 +267,7 @@ describe('watchJob', () => {
     const log = await eventLog();
     const jobId = randomUUID();
     const sequences = await appendJob(log, jobId, ['hi']);
-    const deps = { events: log, jobExists: async (id: string) => id === jobId };
+    const deps = { events: log, originOf: async (id: string) => (id === jobId ? 'submitted' : undefined) };
     const context = { signal: new AbortController().signal };
 
     const responses: proto.WatchJobResponse[] = [];
@@ -286,5 +286,14 @@ describe('watchJob', () => {
     })();
     await expect(missing).rejects.toMatchObject({ code: Status.NOT_FOUND, details: `job ${unknown} not found` });
     expect(await consumerCount(log)).toBe(0);
+  });
+
+  it('ends at once for an inline call\'s record (a chat has no events), rather than waiting for ones that never come', async () => {
+    const log = await eventLog();
+    const chatId = randomUUID();
+    const deps = { events: log, originOf: async (id: string) => (id === chatId ? 'chat' : undefined) };
+    const responses: proto.WatchJobResponse[] = [];
+    for await (const response of watchJob(deps, { jobId: chatId, afterSequence: 0 }, { signal: new AbortController().signal })) responses.push(response);
+    expect(responses).toEqual([]);
   });
 });

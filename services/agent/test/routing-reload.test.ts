@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
-import { RouteFile, revisionOf, type PipelineShape } from '@elexirion/agent';
+import { AGENT_ROUTE_FILE_NAMING, RouteFile, revisionOf, type PipelineShape } from '@elexirion/agent';
 import { ConfigError } from '@elexirion/kit';
 import { waitFor } from '@elexirion/testing';
 import { recordingLogger } from '@elexirion/testing/fixtures';
@@ -30,7 +30,7 @@ function open(path: string, pipelines?: Map<string, PipelineShape>) {
   const { logger, logs } = recordingLogger();
   const registry = new Registry();
   const tables: string[] = [];
-  const file = new RouteFile(path, { pollMs: 200, debounceMs: 20, logger: logger as never, registry, pipelines: () => pipelines, onTable: (table) => tables.push(table.revision) });
+  const file = new RouteFile(path, { ...AGENT_ROUTE_FILE_NAMING, pollMs: 200, debounceMs: 20, logger: logger as never, registry, pipelines: () => pipelines, onTable: (table) => tables.push(table.revision) });
   cleanups.push(() => file.close());
   file.start();
   return { file, logs, registry, tables };
@@ -108,7 +108,7 @@ describe('RouteFile', () => {
     const dir = folder();
     const missing = join(dir, 'nothing.yaml');
     const registry = new Registry();
-    const options = { pollMs: 1000, debounceMs: 10, logger: recordingLogger().logger as never, registry, pipelines: () => undefined, onTable: () => {} };
+    const options = { ...AGENT_ROUTE_FILE_NAMING, pollMs: 1000, debounceMs: 10, logger: recordingLogger().logger as never, registry, pipelines: () => undefined, onTable: () => {} };
     expect(() => new RouteFile(missing, options)).toThrow(ConfigError);
     expect(() => new RouteFile(missing, options)).toThrow(`AGENT_ROUTES_FILE: cannot read ${missing} (ENOENT); set AGENT_ROUTES_FILE=none to send every chat to AGENT_DEFAULT_PIPELINE instead`);
     const bad = join(dir, 'routes.yaml');

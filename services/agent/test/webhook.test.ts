@@ -6,6 +6,7 @@ import { proto } from '@elexirion/kit';
 import { freePort, waitFor } from '@elexirion/testing';
 import { cleanupAfterEach, recordingLogger } from '@elexirion/testing/fixtures';
 import { WebhookSender, checkWebhook, type WebhookSenderOptions } from '../src/jobs/webhook.js';
+import { NonPublicAddressError, isNonPublicAddress, publicOnlyLookup } from '../src/jobs/webhook-address.js';
 
 const later = cleanupAfterEach();
 const SECRET = 'whsec_0123456789abcdef';
@@ -60,10 +61,10 @@ function finishedJob(): proto.Job {
   });
 }
 
-/** A sender that retries at once (tests wait for conditions, not backoff). */
+/** A sender that retries at once (tests wait for conditions, not backoff), allowed to reach the loopback receivers. */
 function sender(options: Partial<WebhookSenderOptions> = {}) {
   const { logger, logs } = recordingLogger();
-  return { sender: new WebhookSender({ logger, baseMs: 1, maxMs: 5, ...options }), logs };
+  return { sender: new WebhookSender({ logger, baseMs: 1, maxMs: 5, allowPrivate: true, ...options }), logs };
 }
 
 /** Checks a delivery's signature as a receiver would: HMAC-SHA256(secret, "<t>.<body>"), hex. */
@@ -184,7 +185,61 @@ describe('WebhookSender', () => {
 describe('checkWebhook', () => {
   it('accepts an http or https URL with a secret', () => {
     expect(checkWebhook({ url: 'https://hooks.example.com/elexirion?team=7', secret: 's' })).toBeUndefined();
-    expect(checkWebhook({ url: 'http://127.0.0.1:8080/hook', secret: SECRET })).toBeUndefined();
+    expect(checkWebhook({ url: 'http://127.0.0.1:8080/hook', secret: SECRET }, true)).toBeUndefined();
+    expect(checkWebhook({ url: 'http://8.8.8.8/hook', secret: SECRET })).toBeUndefined();
+    expect(checkWebhook({ url: 'http://[2001:4860:4860::8888]/hook', secret: SECRET })).toBeUndefined();
+  });
+
+  it('refuses loopback, private and link-local receivers unless allowed, naming webhook.url', () => {
+    for (const [url, host] of [
+      ['http://127.0.0.1:8080/hook', '127.0.0.1'],
+      ['http://localhost/hook', 'localhost'],
+      ['http://api.localhost./hook', 'api.localhost'],
+      ['http://[::1]/hook', '::1'],
+      ['http://169.254.169.254/latest/meta-data', '169.254.169.254'],
+      ['http://10.1.2.3/hook', '10.1.2.3'],
+      ['http://172.20.0.5/hook', '172.20.0.5'],
+      ['http://192.168.1.1/hook', '192.168.1.1'],
+      ['http://100.64.0.1/hook', '100.64.0.1'],
+      ['http://0.0.0.0:9000/hook', '0.0.0.0'],
+      // Spellings URL parsing turns into loopback.
+      ['http://2130706433/hook', '127.0.0.1'],
+      ['http://0x7f.1/hook', '127.0.0.1'],
+      ['http://[::ffff:127.0.0.1]/hook', '::ffff:7f00:1'],
+      ['http://[fe80::1]/hook', 'fe80::1'],
+      ['http://[fd00::5]/hook', 'fd00::5'],
+    ] as const) {
+      expect(checkWebhook({ url, secret: SECRET }), url).toBe(`webhook.url: ${host} is a loopback, private or link-local address; webhooks go to public receivers (AGENT_WEBHOOK_ALLOW_PRIVATE=true allows others, for development)`);
+      expect(checkWebhook({ url, secret: SECRET }, true), url).toBeUndefined();
+    }
+  });
+
+  it('classifies addresses: non-public ranges, IPv4-mapped IPv6 by the IPv4 address', () => {
+    for (const address of ['127.0.0.53', '10.0.0.1', '172.31.255.255', '192.168.0.1', '169.254.0.1', '::1', '::ffff:10.0.0.1', '::ffff:a00:1', 'fe80::abcd', 'fc00::1', '224.0.0.1', '255.255.255.255']) {
+      expect(isNonPublicAddress(address), address).toBe(true);
+    }
+    for (const address of ['8.8.8.8', '172.32.0.1', '1.1.1.1', '2606:4700:4700::1111', '::ffff:8.8.8.8', 'not-an-address']) {
+      expect(isNonPublicAddress(address), address).toBe(false);
+    }
+  });
+
+  it('checks the addresses a name resolves to where a delivery connects, so a name rebound to a private address is refused', async () => {
+    const lookupOf = (hostname: string, all: boolean) =>
+      new Promise<{ error: Error | null; address: unknown }>((resolve) => publicOnlyLookup(hostname, { all }, (error, address) => resolve({ error, address })));
+    for (const all of [false, true]) {
+      const refused = await lookupOf('localhost', all);
+      expect(refused.error).toBeInstanceOf(NonPublicAddressError);
+      expect(refused.error!.message).toMatch(/^webhook\.url: localhost resolves to (127\.0\.0\.1|::1), which is a loopback, private or link-local address/);
+    }
+    expect(await lookupOf('8.8.8.8', false)).toEqual({ error: null, address: '8.8.8.8' });
+    expect(await lookupOf('8.8.8.8', true)).toEqual({ error: null, address: [{ address: '8.8.8.8', family: 4 }] });
+  });
+
+  it('deliver() without allowPrivate sends nothing to a loopback receiver and says why', async () => {
+    const { url, deliveries } = await receiver(() => 200);
+    const { sender: webhooks } = sender({ allowPrivate: false });
+    expect(await webhooks.deliver(finishedJob(), { url, secret: SECRET })).toMatch(/^failed: webhook\.url: 127\.0\.0\.1 is a loopback, private or link-local address/);
+    expect(deliveries).toEqual([]);
   });
 
   it('says what is wrong, naming the field, without echoing credentials', () => {

@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Metadata, type CallContext } from 'nice-grpc-common';
+import { injectRequestTrace } from '@elexirion/kit';
 
 /**
  * Who is calling: the API key the gateway's auth middleware accepted for this call. Handlers read
@@ -37,6 +38,8 @@ export function metadataOf(request: FastifyRequest): Metadata {
   const metadata = new Metadata();
   const authorization = request.headers.authorization;
   if (typeof authorization === 'string') metadata.set('authorization', authorization);
+  // The call continues the HTTP request's trace (the access log's trace id).
+  injectRequestTrace(request, metadata);
   return metadata;
 }
 

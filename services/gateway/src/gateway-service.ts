@@ -1,6 +1,7 @@
 import { defineService, proto, type ServiceContext } from '@elexirion/kit';
 import { chatCalls } from './calls/chat.js';
 import { chatStreamCalls } from './calls/chat-stream.js';
+import { AgentBypass } from './calls/degraded-chat.js';
 import type { GatewayDeps } from './calls/gateway-deps.js';
 import { jobCalls } from './calls/jobs.js';
 import { modelCalls } from './calls/models.js';
@@ -8,17 +9,22 @@ import { pipelineCalls } from './calls/pipelines.js';
 import { pipelineStreamCalls } from './calls/pipeline-stream.js';
 import { telemetryCalls } from './calls/telemetry.js';
 import { gatewayConfigSchema, type GatewayConfig } from './gateway-config.js';
+import { agentChatApi } from './http/agent-chat-api.js';
+import { agentJobsApi } from './http/agent-jobs-api.js';
 import { openAiApi } from './http/openai/api.js';
 import { httpApi } from './http/rest-api.js';
+import { gatewayServerOptions } from './http/request-limits.js';
 import { keyCalls } from './keys/key-calls.js';
 
 export function createGateway(context: ServiceContext<GatewayConfig>) {
   const { clients } = context;
   const deps: GatewayDeps = { context, agent: clients.get('agent'), executor: clients.get('executor'), provider: clients.get('provider') };
+  // Chat around an agent that cannot be reached (calls/degraded-chat.ts).
+  const bypass = new AgentBypass(deps);
 
   // One module per area of the public API (calls/, keys/); each answers its calls.
   const implementation: proto.GatewayServiceImplementation = {
-    ...chatCalls(deps),
+    ...chatCalls(deps, bypass),
     ...chatStreamCalls(deps),
     ...pipelineCalls(deps),
     ...pipelineStreamCalls(deps),
@@ -30,7 +36,18 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
 
   return {
     implementation,
-    http: [httpApi(() => clients.get('gateway')), openAiApi(() => clients.get('gateway'), () => clients.get('executor'), context.logger)],
+    http: [
+      httpApi(() => clients.get('gateway'), context.config),
+      agentChatApi(() => clients.get('gateway')),
+      agentJobsApi(() => clients.get('gateway')),
+      openAiApi(() => clients.get('gateway'), () => clients.get('executor'), context.logger),
+    ],
+    // Each call's request size limit, CORS and the access log (http/).
+    ...gatewayServerOptions(context.config),
+    degradation: () => bypass.degradation(),
+    async close() {
+      bypass.close();
+    },
   };
 }
 

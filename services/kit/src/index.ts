@@ -6,7 +6,9 @@ export { PIPELINE_NAME, ROUTE_TABLE_NAME, RUN_ID_DESCRIPTION, RUN_ID_PATTERN, ca
 export { parseCommandLine, runService, type CommandLine } from './host/command-line.js';
 export { ConfigError, boolFlag, durationMs, hostConfigSchema, loadHostConfig, parseEnv, port, type HostConfig } from './host/config.js';
 export { defineService, runHost, startHost, type Host, type HostOptions, type ServiceContext, type ServiceInstance, type ServiceModule } from './host/host.js';
-export { httpErrorBody, httpRoutes, type HttpRoutes } from './host/http.js';
+export { httpErrorBody, httpRoutes, type HttpRoutes, type HttpServerOptions, type OpenApiFragment, type AccessLogLevel, ACCESS_LOG_LEVELS, injectRequestTrace, requestTraceId } from './host/http.js';
+// The contract's FileDescriptorSet (base64): JSON Schemas and OpenAPI are built from it.
+export { descriptorSetBase64 } from './generated/descriptor-set.js';
 export {
   SharedNatsConnection,
   type NatsReadiness,
@@ -17,7 +19,7 @@ export {
 } from './host/shared-nats-connection.js';
 
 // rpc/: calls between services, their deadlines, and the one vocabulary for failures.
-export { clientCallPolicy, type ClientCallPolicy, type ServerCallPolicy } from './rpc/call-policy.js';
+export { clientCallPolicy, isServiceUnreachable, type ClientCallPolicy, type ServerCallPolicy } from './rpc/call-policy.js';
 export { ChannelPool, ServiceClients, connectService, type LocalService, type ServiceClient, type ServiceClientsOptions } from './rpc/clients.js';
 export {
   DEADLINE_METADATA_KEY,
@@ -30,7 +32,7 @@ export {
   type PropagatedCallOptions,
 } from './rpc/deadline.js';
 export { ClientError, ElexirionError, RETRY_PUSHBACK_KEY, ServerError, Status, failureMessage, httpStatusFromGrpc, statusNameOf, statusOf, toServerError } from './rpc/errors.js';
-export { PROVIDER_OVERLOADED_TRAILER, RUN_FAILURE_TRAILER, TrailerCapture, runFailureOf, setRunFailure } from './rpc/run-failure.js';
+export { FALLBACK_USED_TRAILER, PROVIDER_OVERLOADED_TRAILER, RUN_FAILURE_TRAILER, TrailerCapture, runFailureOf, setRunFailure } from './rpc/run-failure.js';
 
 // reliability/: the one retry, limits, timeouts.
 export { ConcurrencyLimiter, LimitExceededError } from './reliability/concurrency-limiter.js';
@@ -84,5 +86,9 @@ export {
   type YamlIssue,
   type YamlPosition,
 } from './yaml/yaml-document.js';
+
+// routing/: routes.yaml, the route table the agent routes by and the gateway keeps a copy of.
+export { RouteFile, type RouteFileOptions } from './routing/route-file.js';
+export { RouteTable, inputsFor, revisionOf, routeTableDocument, type CompiledRoute, type PipelineShape, type RouteTableDocument, type RuleMatch } from './routing/route-table.js';
 
 export * as proto from './proto.js';

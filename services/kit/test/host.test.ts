@@ -299,7 +299,8 @@ describe('startHost', () => {
     expect(((await malformed.json()) as { error: { code: string } }).error.code).toBe('INVALID_ARGUMENT');
     const openapi = (await (await fetch(`${http}/openapi.json`)).json()) as { openapi: string; paths: Record<string, any> };
     expect(openapi.openapi).toMatch(/^3\./);
-    expect(Object.keys(openapi.paths).sort()).toEqual(['/other/ping', '/v1/crashes', '/v1/echo', '/v1/fails', '/v1/ping']);
+    // The kit's own routes are documented beside the services' (every route is in the document).
+    expect(Object.keys(openapi.paths).sort()).toEqual(['/healthz', '/metrics', '/openapi.json', '/other/ping', '/readyz', '/v1/crashes', '/v1/echo', '/v1/fails', '/v1/ping']);
     const schema = openapi.paths['/v1/echo'].post.requestBody.content['application/json'].schema;
     expect(schema.required).toEqual(['text']);
     expect(schema.properties.times.maximum).toBe(3);

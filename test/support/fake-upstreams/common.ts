@@ -24,6 +24,11 @@ export interface ScriptedReply {
   chunks?: string[];
   /** Streaming: delay between chunks. */
   chunkDelayMs?: number;
+  /**
+   * Streaming: after `afterChunks` text chunks are on the wire, send nothing more until `until`
+   * settles (a test sees the first tokens arrive while the rest is held back) or the client goes away.
+   */
+  holdAfterChunks?: { afterChunks: number; until: Promise<unknown> };
   /** Streaming: after N text chunks destroy the socket, with no terminal event. */
   breakAfterChunks?: number;
   /**
@@ -313,6 +318,11 @@ export async function startFakeUpstream(protocol: VendorProtocol, options: FakeU
     const sendCount = Math.min(ctx.chunks.length, reply.breakAfterChunks ?? Infinity, reply.streamError?.afterChunks ?? Infinity);
     for (let i = 0; i < sendCount; i++) {
       if (i > 0 && !(await wait(reply.chunkDelayMs ?? 0))) return;
+      if (reply.holdAfterChunks && i === reply.holdAfterChunks.afterChunks) {
+        await written;
+        await Promise.race([reply.holdAfterChunks.until.catch(() => undefined), closedSignal]);
+        if (closed) return;
+      }
       written = write(plan.chunk(ctx.chunks[i]!, i, i === ctx.chunks.length - 1));
     }
     if (reply.breakAfterChunks !== undefined) {

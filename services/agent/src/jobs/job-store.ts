@@ -8,7 +8,8 @@ import { createHash } from 'node:crypto';
 import { KvRejectedValueError, KvRevisionConflictError, KvStore, proto, type KvKeyRule } from '@elexirion/kit';
 import { JOB_ID } from './job-events.js';
 import { Kvm, type KV } from '@nats-io/kv';
-import type { NatsConnection } from '@nats-io/transport-node';
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import { z } from 'zod';
 
 export const DEFAULT_JOBS_BUCKET = 'elexirion_jobs';
@@ -106,8 +107,11 @@ export class JobStore {
   /** The inline bucket untyped: a batch's value is put together from records checked and encoded once (encodeInline). */
   readonly #rawInline: KV;
   readonly #maxPayload: () => number;
+  /** For listings, which read the buckets' streams with a consumer of their own. */
+  readonly #connection: NatsConnection;
 
-  private constructor(jobs: KvStore<StoredJob>, keys: KvStore<z.infer<typeof keyClaimSchema>>, raw: KV, inline: KvStore<InlineBatch>, rawInline: KV, maxPayload: () => number) {
+  private constructor(connection: NatsConnection, jobs: KvStore<StoredJob>, keys: KvStore<z.infer<typeof keyClaimSchema>>, raw: KV, inline: KvStore<InlineBatch>, rawInline: KV, maxPayload: () => number) {
+    this.#connection = connection;
     this.#jobs = jobs;
     this.#keys = keys;
     this.#raw = raw;
@@ -156,7 +160,7 @@ export class JobStore {
       description: 'Elexirion agent inline calls (HandleChat, RunPipeline) as jobs, a batch of them per key',
     });
     const kvm = new Kvm(connection);
-    return new JobStore(jobs, keys, await kvm.open(jobs.bucket), inline, await kvm.open(inline.bucket), () => connection.info?.max_payload ?? DEFAULT_MAX_PAYLOAD);
+    return new JobStore(connection, jobs, keys, await kvm.open(jobs.bucket), inline, await kvm.open(inline.bucket), () => connection.info?.max_payload ?? DEFAULT_MAX_PAYLOAD);
   }
 
   /** Throws KvInvalidKeyError (INVALID_ARGUMENT) unless `jobId` may be a job id. */
@@ -284,45 +288,75 @@ export class JobStore {
    */
   async list(): Promise<proto.Job[]> {
     const [submitted, inline] = await Promise.all([
-      lastValues(this.#jobs, this.#raw, (stored, revision) => [fromStored(stored, revision).job]),
-      lastValues(this.#inline, this.#rawInline, (batch) => batch.jobs.map((stored) => fromStored(stored, 0).job)),
+      lastValues(this.#connection, this.#jobs, this.#raw, (stored, revision) => [fromStored(stored, revision).job]),
+      lastValues(this.#connection, this.#inline, this.#rawInline, (batch) => batch.jobs.map((stored) => fromStored(stored, 0).job)),
     ]);
     return [...submitted, ...inline];
   }
 }
 
+/** Records a listing reads per pull. */
+const LIST_PULL_SIZE = 2_000;
+/** How long a pull waits for records the server said were pending (removed meanwhile by max age: fewer come). */
+const LIST_PULL_WAIT_MS = 2_000;
+
 /**
- * The jobs in the last value of every key of a bucket, read with one watcher. A value that does
- * not decode is not listed (GetJob names it: DATA_LOSS).
+ * The jobs in the last value of every key of a bucket, read with one consumer (not a read per
+ * key: a week of quiet-hour chats is thousands of batches of one). A value that does not decode
+ * is not listed (GetJob names it: DATA_LOSS).
+ *
+ * A plain pull consumer over the bucket's stream, read for as many records as it had pending
+ * when made: a record rewritten while the listing reads (a running job's progress) loses its
+ * earlier value from the bucket (history 1) and is read at its new place at the end, so it is
+ * still counted once, and busy writers cannot keep the listing going. Not a KV watcher: it
+ * delivers last values per subject, which nats-server versions without nats-server#7005 (2.9,
+ * as Debian ships it) skip and repeat while keys are rewritten, and it stopped at the bucket's
+ * last write when the listing began, before keys rewritten since.
  */
-async function lastValues<T>(store: KvStore<T>, raw: KV, jobsOf: (value: T, revision: number) => proto.Job[]): Promise<proto.Job[]> {
+async function lastValues<T>(connection: NatsConnection, store: KvStore<T>, raw: KV, jobsOf: (value: T, revision: number) => proto.Job[]): Promise<proto.Job[]> {
   const status = await raw.status();
   if (status.values === 0) return [];
-  // The snapshot ends at the bucket's last write when the listing began, or where nothing is
-  // pending after an entry: busy buckets keep adding writes behind the snapshot.
-  const last = status.streamInfo.state.last_seq;
-  const watcher = await store.watch();
-  // Writes made while the snapshot is read come through it too: the latest revision of a key wins.
+  const stream = status.streamInfo.config.name;
+  const prefix = `$KV.${store.bucket}.`;
+  const manager = await jetstreamManager(connection);
+  const made = await manager.consumers.add(stream, {
+    // The buckets keep one revision per key, so every message is a key's last value (not
+    // LastPerSubject: see above).
+    deliver_policy: DeliverPolicy.All,
+    ack_policy: AckPolicy.None,
+    filter_subject: `${prefix}>`,
+    mem_storage: true,
+    // Removed below; the threshold only covers a process that died mid-listing.
+    inactive_threshold: nanos(60_000),
+  });
+  // Each key's latest revision wins (a rewritten record is met again at its new place).
   const jobs = new Map<string, { revision: number; jobs: proto.Job[] }>();
-  // A bucket emptied by its max age between the status and the watch sends no snapshot: give
-  // up waiting after a while rather than hang the call.
-  const timer = setTimeout(() => watcher.stop(), 10_000);
   try {
-    for await (const entry of watcher) {
-      if ((jobs.get(entry.key)?.revision ?? 0) < entry.revision) {
-        let listed: proto.Job[] = [];
-        try {
-          listed = entry.operation === 'PUT' ? jobsOf(store.decode(entry), entry.revision) : [];
-        } catch {
-          // not listed (above)
+    const consumer = await jetstream(connection).consumers.get(stream, made.name);
+    let left = made.num_pending;
+    while (left > 0) {
+      const batch = await consumer.fetch({ max_messages: Math.min(left, LIST_PULL_SIZE), expires: LIST_PULL_WAIT_MS });
+      let received = 0;
+      for await (const message of batch) {
+        received += 1;
+        const key = message.subject.slice(prefix.length);
+        const operation = message.headers?.get('KV-Operation');
+        if ((jobs.get(key)?.revision ?? 0) < message.seq) {
+          let listed: proto.Job[] = [];
+          try {
+            listed = operation === 'DEL' || operation === 'PURGE' ? [] : jobsOf(store.decode({ key, value: message.data }), message.seq);
+          } catch {
+            // not listed (above)
+          }
+          jobs.set(key, { revision: message.seq, jobs: listed });
         }
-        jobs.set(entry.key, { revision: entry.revision, jobs: listed });
+        // Nothing after it: the bucket was read to its end.
+        left = message.info.pending === 0 ? 0 : left - 1;
       }
-      if (entry.revision >= last || entry.delta === 0) break;
+      if (received === 0) break;
     }
   } finally {
-    clearTimeout(timer);
-    watcher.stop();
+    await manager.consumers.delete(stream, made.name).catch(() => undefined);
   }
   return [...jobs.values()].flatMap((value) => value.jobs);
 }

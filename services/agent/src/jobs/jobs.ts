@@ -12,6 +12,7 @@ import { JOBS_CANCEL_SUBJECT, JobQueue, QueueFullError } from './job-queue.js';
 import { JobRunner } from './job-runner.js';
 import { JobStore, isFinished } from './job-store.js';
 import type { WatchJobDeps } from './watch-job.js';
+import { resolvedAddressProblem } from './webhook-address.js';
 import { WebhookSender, checkWebhook } from './webhook.js';
 
 const { JobStatus } = proto;
@@ -24,6 +25,8 @@ export interface JobsOptions {
   maxQueued: number;
   retentionMs: number;
   inlineRecordWindowMs: number;
+  /** Webhooks may go to loopback, private and link-local receivers (AGENT_WEBHOOK_ALLOW_PRIVATE). */
+  webhookAllowPrivate?: boolean;
   executor: ServiceClient<'executor'>;
   nats: ServiceNats;
   logger: Logger;
@@ -46,6 +49,8 @@ export interface InlineRun {
   message: string;
   inputs: Record<string, string>;
   sessionId: string;
+  /** The API key (its id) that made the call, as the gateway says; empty when keys are off. */
+  owner?: string;
   route?: proto.RouteDecision | undefined;
   /** The emergent fallback tried when the routed run failed (it answered, or failed too). */
   fallback?: proto.EmergentFallback | undefined;
@@ -87,7 +92,7 @@ export class Jobs {
       const queue = await JobQueue.open(connection, { ackWaitMs: options.ackWaitMs, maxDeliver: options.maxDeliveries + 1, maxQueued: options.maxQueued });
       const events = await JobEventLog.open(connection, { maxAgeMs: options.retentionMs });
       await this.#runner?.close();
-      const runner = new JobRunner({ ...options, store, queue, events, webhooks: new WebhookSender({ logger: options.logger }) });
+      const runner = new JobRunner({ ...options, store, queue, events, webhooks: new WebhookSender({ logger: options.logger, allowPrivate: options.webhookAllowPrivate ?? false }) });
       this.#store = store;
       this.#events = events;
       this.#queue = queue;
@@ -113,10 +118,15 @@ export class Jobs {
     if (both.length > 0) throw invalid(`message and inputs.${both[0]}: the message goes to input "${both[0]}" of ${pipeline}; give one, not both`);
     if (request.idempotencyKey.length > MAX_IDEMPOTENCY_KEY) throw invalid(`idempotency_key: at most ${MAX_IDEMPOTENCY_KEY} characters, got ${request.idempotencyKey.length}`);
     const webhook = request.webhook;
-    const webhookProblem = webhook && (webhook.url || webhook.secret) ? checkWebhook(webhook) : undefined;
+    const allowPrivate = this.#options.webhookAllowPrivate ?? false;
+    const givenWebhook = webhook && (webhook.url || webhook.secret) ? webhook : undefined;
+    const webhookProblem = givenWebhook && (checkWebhook(givenWebhook, allowPrivate) ?? (allowPrivate ? undefined : await resolvedAddressProblem(new URL(givenWebhook.url))));
     if (webhookProblem) throw invalid(webhookProblem);
     const { store, queue } = this.#attached();
     const inputs = { ...request.inputs, ...routed };
+    // Each owner has its own idempotency keys: another key's submit with the same one must not
+    // be answered this owner's job.
+    const claim = request.owner ? `${request.owner}\u0000${request.idempotencyKey}` : request.idempotencyKey;
     const job: proto.Job = {
       ...proto.Job.fromPartial({}),
       jobId: randomUUID(),
@@ -130,10 +140,11 @@ export class Jobs {
       sessionId: request.sessionId,
       createdAt: new Date(),
       webhookUrl: webhook?.url ?? '',
+      owner: request.owner,
     };
     await store.create(job, webhook?.secret ?? '');
     if (request.idempotencyKey) {
-      const holder = await store.claimKey(request.idempotencyKey, job.jobId).catch(async (error: unknown) => {
+      const holder = await store.claimKey(claim, job.jobId).catch(async (error: unknown) => {
         await store.delete(job.jobId).catch(() => {});
         throw error;
       });
@@ -148,7 +159,7 @@ export class Jobs {
     } catch (error) {
       // Not accepted: nothing of it may stay behind (a key pointing at a job that never runs).
       await store.delete(job.jobId).catch(() => {});
-      if (request.idempotencyKey) await store.releaseKey(request.idempotencyKey).catch(() => {});
+      if (request.idempotencyKey) await store.releaseKey(claim).catch(() => {});
       if (error instanceof QueueFullError) {
         context?.trailer.set(RETRY_PUSHBACK_KEY, String(QUEUE_FULL_RETRY_MS));
         throw new ServerError(Status.RESOURCE_EXHAUSTED, `${error.message}: retry in about ${QUEUE_FULL_RETRY_MS} ms`);
@@ -175,7 +186,7 @@ export class Jobs {
     const events = this.#events;
     if (!events) throw new ServerError(Status.UNAVAILABLE, 'job events are unavailable: their store (NATS JetStream) is not connected; try again');
     const store = this.#store!;
-    return { events, jobExists: async (jobId) => (await store.get(jobId)) !== undefined };
+    return { events, originOf: async (jobId) => (await store.get(jobId))?.job.origin };
   }
 
   async get(jobId: string): Promise<proto.Job> {
@@ -228,7 +239,7 @@ export class Jobs {
     const to = request.createdBefore?.getTime();
     const { store } = this.#attached();
     const jobs = (await store.list())
-      .filter((job) => (statuses.size === 0 || statuses.has(job.status)) && (!request.pipeline || job.pipeline === request.pipeline))
+      .filter((job) => (statuses.size === 0 || statuses.has(job.status)) && (!request.pipeline || job.pipeline === request.pipeline) && (!request.owner || job.owner === request.owner))
       .filter((job) => {
         const created = job.createdAt?.getTime() ?? 0;
         return (from === undefined || created >= from) && (to === undefined || created < to);
@@ -262,6 +273,7 @@ export class Jobs {
       inputs: run.inputs,
       route: run.route,
       sessionId: run.sessionId,
+      owner: run.owner ?? '',
       createdAt: run.startedAt,
       startedAt: run.startedAt,
       finishedAt: new Date(),

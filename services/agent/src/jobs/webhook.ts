@@ -1,14 +1,19 @@
 import { createHmac } from 'node:crypto';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { proto, retry, timeoutSignal } from '@elexirion/kit';
+import { NonPublicAddressError, literalAddressProblem, publicOnlyLookup } from './webhook-address.js';
 
 /** Longer URLs are refused: the URL is kept on the job record. */
 const MAX_WEBHOOK_URL_LENGTH = 2048;
 
 /**
  * What is wrong with a webhook given to SubmitJob, in words naming the field, or undefined when
- * it is fine. Never quotes the secret, nor a URL that carries credentials.
+ * it is fine. Never quotes the secret, nor a URL that carries credentials. Unless
+ * `allowPrivate`, a host written as a loopback, private or link-local address is refused (names
+ * are resolved by `resolvedAddressProblem` at submit, and checked again as each delivery connects).
  */
-export function checkWebhook(webhook: { url: string; secret: string }): string | undefined {
+export function checkWebhook(webhook: { url: string; secret: string }, allowPrivate = false): string | undefined {
   const { url, secret } = webhook;
   if (!url) return 'webhook.url: required (an http or https URL)';
   if (url.length > MAX_WEBHOOK_URL_LENGTH) return `webhook.url: longer than ${MAX_WEBHOOK_URL_LENGTH} characters`;
@@ -21,7 +26,7 @@ export function checkWebhook(webhook: { url: string; secret: string }): string |
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return `webhook.url: expected an http or https URL, not ${JSON.stringify(parsed.protocol.slice(0, 20))}`;
   if (parsed.username || parsed.password) return 'webhook.url: must not carry credentials (user:password@host); receivers check webhook.secret\'s signature instead';
   if (!secret) return 'webhook.secret: required (it signs every delivery)';
-  return undefined;
+  return allowPrivate ? undefined : literalAddressProblem(parsed);
 }
 
 /** Pino's call shape, `(fields, message)`. */
@@ -41,6 +46,8 @@ export interface WebhookSenderOptions {
   maxMs?: number;
   /** Aborting it stops every delivery in progress (the agent is closing). */
   signal?: AbortSignal;
+  /** Deliver to loopback, private and link-local receivers too (AGENT_WEBHOOK_ALLOW_PRIVATE). */
+  allowPrivate?: boolean;
 }
 
 /** One attempt's failure: why, in words without secrets, and whether another attempt may fare better. */
@@ -83,7 +90,8 @@ export class WebhookSender {
   /** Delivers `job` to `webhook`; resolves with "delivered" or "failed: <why>", never rejects. */
   async deliver(job: proto.Job, webhook: { url: string; secret: string }): Promise<string> {
     const { logger } = this.options;
-    const problem = checkWebhook(webhook);
+    // A name is resolved, and its addresses checked, when each attempt connects (post).
+    const problem = checkWebhook(webhook, this.options.allowPrivate ?? false);
     if (problem) return `failed: ${problem}`;
     const receiver = new URL(webhook.url).origin;
     const body = JSON.stringify(proto.Job.toJSON(job));
@@ -117,34 +125,46 @@ export class WebhookSender {
     const timestamp = Math.floor(Date.now() / 1000);
     const signature = createHmac('sha256', webhook.secret).update(`${timestamp}.${body}`).digest('hex');
     const timeout = timeoutSignal(this.signal, this.timeoutMs);
+    const url = new URL(webhook.url);
     try {
-      let response: Response;
+      let response: IncomingMessage;
       try {
-        response = await fetch(webhook.url, {
-          method: 'POST',
-          headers: {
-            'content-type': 'application/json',
-            'user-agent': 'elexirion-webhook/1',
-            'elexirion-signature': `t=${timestamp},v1=${signature}`,
-            'elexirion-job-id': jobId,
-            'webhook-id': jobId,
-          },
-          body,
-          redirect: 'manual',
-          signal: timeout.signal,
+        // node:http rather than fetch: its `lookup` checks the address each connection goes to.
+        response = await new Promise<IncomingMessage>((resolve, reject) => {
+          const request = (url.protocol === 'https:' ? httpsRequest : httpRequest)(
+            url,
+            {
+              method: 'POST',
+              headers: {
+                'content-type': 'application/json',
+                'content-length': Buffer.byteLength(body),
+                'user-agent': 'elexirion-webhook/1',
+                'elexirion-signature': `t=${timestamp},v1=${signature}`,
+                'elexirion-job-id': jobId,
+                'webhook-id': jobId,
+              },
+              signal: timeout.signal,
+              ...(this.options.allowPrivate ? {} : { lookup: publicOnlyLookup }),
+            },
+            resolve,
+          );
+          request.on('error', reject);
+          request.end(body);
         });
       } catch (error) {
         if (timeout.timedOut) throw new DeliveryFailure(`no answer within ${this.timeoutMs} ms`, true);
         if (this.signal.aborted) throw error;
+        if (error instanceof NonPublicAddressError) throw new DeliveryFailure(error.message, false);
         throw new DeliveryFailure(`could not reach the receiver (${networkReason(error)})`, true);
       }
       // Only the status counts; the body is let go so the connection can serve the next delivery.
-      await response.body?.cancel().catch(() => undefined);
-      if (response.status >= 200 && response.status < 300) return;
-      const { status } = response;
+      response.resume();
+      const status = response.statusCode ?? 0;
+      if (status >= 200 && status < 300) return;
       const retryable = status === 408 || status === 429 || status >= 500;
       const redirect = status >= 300 && status < 400 ? ' (redirects are not followed)' : '';
-      throw new DeliveryFailure(`HTTP ${status}${redirect}`, retryable, retryable ? retryAfterMs(response.headers.get('retry-after'), this.maxMs) : undefined);
+      const retryAfter = response.headers['retry-after'];
+      throw new DeliveryFailure(`HTTP ${status}${redirect}`, retryable, retryable ? retryAfterMs(typeof retryAfter === 'string' ? retryAfter : null, this.maxMs) : undefined);
     } finally {
       timeout.dispose();
     }
@@ -159,8 +179,8 @@ function reasonOf(error: unknown): string {
 
 /** The system's code for a failed connection (ECONNREFUSED, ENOTFOUND ...), not its whole message. */
 function networkReason(error: unknown): string {
-  const cause = (error as { cause?: { code?: unknown } } | undefined)?.cause;
-  return typeof cause?.code === 'string' ? cause.code : 'network error';
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' ? code : 'network error';
 }
 
 /** Retry-After in seconds or as an HTTP date, capped at `maxMs`; undefined when absent or unreadable. */

@@ -1,5 +1,5 @@
 import { callOptions, failureMessage, proto, statusNameOf, type ServiceClient } from '@elexirion/kit';
-import type { PipelineShape } from './route-table.js';
+import type { PipelineShape } from '@elexirion/kit';
 
 /** The classifier's answer: a pipeline among the candidates and how sure it is. */
 export type ClassifierVerdict = { pipeline: string; confidence: number } | { failure: string };

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { failureMessage, retry, type Logger } from '@elexirion/kit';
-import type { PipelineShape } from './route-table.js';
+import type { PipelineShape } from '@elexirion/kit';
 
 /**
  * The executor's pipelines (ListPipelines), held in memory and refreshed in the background: what

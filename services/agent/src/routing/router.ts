@@ -1,13 +1,18 @@
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { callOptions, durationMs, proto, type ServiceContext } from '@elexirion/kit';
+import { RouteFile, RouteTable, callOptions, durationMs, inputsFor, proto, type PipelineShape, type RuleMatch, type ServiceContext } from '@elexirion/kit';
 import { RouteClassifier } from './classifier.js';
 import { PipelineCatalog } from './pipeline-catalog.js';
-import { RouteFile } from './route-file.js';
-import { RouteTable, inputsFor, type PipelineShape, type RuleMatch } from './route-table.js';
 
 /** AGENT_ROUTES_FILE's value for no route table. */
 export const NO_ROUTE_TABLE = 'none';
+
+/** How the agent's routes.yaml is named in its start-up errors and metrics. */
+export const AGENT_ROUTE_FILE_NAMING = {
+  setting: 'AGENT_ROUTES_FILE',
+  missingHint: 'set AGENT_ROUTES_FILE=none to send every chat to AGENT_DEFAULT_PIPELINE instead',
+  metricPrefix: 'elexirion_agent',
+} as const;
 
 const defaultRoutesFile = fileURLToPath(new URL('../../../../pipelines/routes.yaml', import.meta.url));
 
@@ -112,6 +117,7 @@ export function createRouter(context: ServiceContext<RoutingConfig>): Router {
 
   const file = config.AGENT_ROUTES_FILE !== NO_ROUTE_TABLE
     ? new RouteFile(config.AGENT_ROUTES_FILE, {
+        ...AGENT_ROUTE_FILE_NAMING,
         pollMs: config.AGENT_ROUTES_POLL_MS,
         debounceMs: 100,
         logger,

@@ -1,12 +1,42 @@
-import type { proto } from '@elexirion/kit';
+import { callOptions, type proto } from '@elexirion/kit';
+import { callerOf } from '../caller.js';
 import type { GatewayDeps } from './gateway-deps.js';
-import { unimplemented } from './unimplemented.js';
+import { observedStream } from './observed-stream.js';
+import { checkExecutePipelineRequest } from './pipelines.js';
 
-/** ExecutePipelineStream: ExecutePipeline as a stream of the run's events. */
-export function pipelineStreamCalls(_deps: GatewayDeps): Pick<proto.GatewayServiceImplementation, 'executePipelineStream'> {
+/**
+ * ExecutePipelineStream: ExecutePipeline as a stream of the run's events, passed on from the
+ * agent's RunPipelineStream as they arrive; cancelling the call cancels the run.
+ */
+export function pipelineStreamCalls(deps: GatewayDeps): Pick<proto.GatewayServiceImplementation, 'executePipelineStream'> {
+  const { agent } = deps;
   return {
-    async *executePipelineStream() {
-      unimplemented('ExecutePipelineStream');
+    async *executePipelineStream(request, callContext) {
+      // The same limits as ExecutePipeline: the stream is that call's other form.
+      checkExecutePipelineRequest(request);
+      const started = performance.now();
+      const owner = callerOf(callContext)?.keyId ?? '';
+      const events = agent.runPipelineStream({ ...request, owner }, callOptions(callContext));
+      yield* observedStream(deps, 'ExecutePipelineStream', request.pipeline, pipelineEvents(events, started), (event) => event.runStarted?.runId ?? event.done?.jobId);
     },
   };
+}
+
+async function* pipelineEvents(events: AsyncIterable<proto.RunPipelineStreamResponse>, started: number): AsyncGenerator<proto.ExecutePipelineStreamResponse> {
+  for await (const { done, ...progress } of events) {
+    if (!done) {
+      yield progress;
+      continue;
+    }
+    yield {
+      done: {
+        result: done.result,
+        pipeline: done.pipeline,
+        executionTimeMs: Math.round(performance.now() - started),
+        jobId: done.jobId,
+        usage: done.usage,
+        steps: done.steps,
+      },
+    };
+  }
 }

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { createServer, type ServiceImplementation } from 'nice-grpc';
 import { composeServerMiddleware, type ServerMiddleware } from 'nice-grpc-common';
 import { openTelemetryServerMiddleware } from 'nice-grpc-opentelemetry';
@@ -8,7 +9,7 @@ import type { z } from 'zod';
 import { callsOf, hostingOrder, primaryService, serviceCatalog, type ServiceDefinitionOf, type ServiceName } from './catalog.js';
 import { ChannelPool, ServiceClients, type LocalService } from '../rpc/clients.js';
 import { ConfigError, loadHostConfig, parseEnv, type HostConfig } from './config.js';
-import { createHttpServer, registerRoutes, type HttpRoutes } from './http.js';
+import { createHttpServer, registerRoutes, registeredRoutes, type HttpRoutes, type HttpServerOptions } from './http.js';
 import { ServerReflectionV1AlphaService, reflection } from './reflection.js';
 import { SharedNatsConnection, type ServiceNats } from './shared-nats-connection.js';
 import { deadlineServerInterceptor } from '../rpc/deadline.js';
@@ -32,14 +33,33 @@ export interface ServiceContext<Config> {
   metrics: Metrics;
   /** The process's one NATS connection; a service that needs NATS says so with `nats.use`. */
   nats: ServiceNats;
+  /**
+   * Aborts when the process starts draining: calls that would otherwise never end (live streams)
+   * end then, so the drain does not wait out its grace period for them.
+   */
+  draining: AbortSignal;
 }
 
 export interface ServiceInstance<N extends ServiceName> {
   implementation: ServiceImplementation<ServiceDefinitionOf<N>>;
   /** HTTP routes on the process's HTTP port, each an encapsulated plugin under its prefix. */
   http?: HttpRoutes[];
+  /** What the service asks of the process's HTTP server (body limit, CORS, access log). */
+  httpServer?: HttpServerOptions;
+  /**
+   * The largest request (encoded bytes) each call accepts, by the definition's method key. A
+   * larger one is refused with RESOURCE_EXHAUSTED before it is decoded, and the process's gRPC
+   * receive limit is the largest of these, so grpc-js refuses bigger ones from the length prefix
+   * before buffering them. Unset: DEFAULT_MAX_REQUEST_BYTES for every call.
+   */
+  maxRequestBytes?: (methodKey: string) => number;
   /** Runs after in-flight calls have finished during a drain. */
   close?(): Promise<void>;
+  /**
+   * Why the service is serving degraded right now (a service it depends on is down and it serves
+   * without it), or undefined when it is not; `/readyz` reports it.
+   */
+  degradation?(): string | undefined;
 }
 
 /** A service as a unit a host can run: its name, its own environment variables, its factory. */
@@ -69,9 +89,14 @@ export interface Host {
   metrics: Metrics;
   events: EventPublisher;
   nats: SharedNatsConnection;
+  /** Every HTTP route registered (method, URL), for checks that each is documented. */
+  httpRoutes(): readonly { method: string; url: string }[];
   /** Drains (NOT_SERVING, finish in-flight calls, force after the grace period) and releases everything. */
   stop(reason?: string): Promise<void>;
 }
+
+/** The gRPC receive limit for a service that states none (what every server took before). */
+export const DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024;
 
 /**
  * Starts one gRPC server (with health and reflection) and one HTTP server (metrics, health, and
@@ -111,17 +136,13 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
   const local = new Map<ServiceName, LocalService>();
   const instances: { name: ServiceName; instance: ServiceInstance<any>; middleware: ServerMiddleware }[] = [];
   const primary = primaryService(names);
-  const grpc = createServer({
-    interceptors: [deadlineServerInterceptor],
-    'grpc.max_connection_age_ms': config.GRPC_MAX_CONNECTION_AGE_MS,
-    'grpc.max_connection_age_grace_ms': config.DRAIN_GRACE_MS,
-    'grpc.keepalive_permit_without_calls': 1,
-    'grpc.http2.min_ping_interval_without_data_ms': 10_000,
-    'grpc.max_receive_message_length': 32 * 1024 * 1024,
-  });
-  const http = createHttpServer({ logger, title: `Elexirion ${names.join(', ')}` });
+  // Both servers are made once the services exist: their sizes and HTTP options come from them.
+  let servers: { grpc: ReturnType<typeof createServer>; http: ReturnType<typeof createHttpServer> } | undefined;
   const health = HealthState();
   let draining = false;
+  const drainStarted = new AbortController();
+  // Every live stream listens to it: no "possible leak" warning past ten.
+  setMaxListeners(0, drainStarted.signal);
 
   try {
     for (const module of ordered) {
@@ -147,6 +168,7 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
         events: serviceEvents(events, module.name),
         metrics,
         nats: nats.forService(module.name),
+        draining: drainStarted.signal,
       });
       // In-process calls need a server span only when spans are recorded (see spansRecorded).
       local.set(
@@ -156,8 +178,31 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
           : { implementation: instance.implementation, serverMiddleware: policy.middleware, unaryServerPolicy: policy.unary },
       );
       instances.push({ name: module.name, instance, middleware });
-      // Undecodable requests reach the call policy, which answers INVALID_ARGUMENT.
-      grpc.with(middleware).add(withGuardedDecoding(serviceCatalog[module.name].definition), instance.implementation);
+    }
+
+    // A request's size is known from its length prefix: grpc-js refuses one over the receive
+    // limit (RESOURCE_EXHAUSTED) before buffering it, so the limit bounds the memory a burst of
+    // big requests can take. It is the largest request any hosted call accepts.
+    const largestRequest = Math.max(
+      ...instances.map(({ name, instance }) => {
+        const limitOf = instance.maxRequestBytes;
+        return limitOf ? Math.max(...Object.keys(serviceCatalog[name].definition.methods).map((key) => limitOf(key))) : DEFAULT_MAX_REQUEST_BYTES;
+      }),
+    );
+    const grpc = createServer({
+      interceptors: [deadlineServerInterceptor],
+      'grpc.max_connection_age_ms': config.GRPC_MAX_CONNECTION_AGE_MS,
+      'grpc.max_connection_age_grace_ms': config.DRAIN_GRACE_MS,
+      'grpc.keepalive_permit_without_calls': 1,
+      'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+      'grpc.max_receive_message_length': largestRequest,
+    });
+    const httpOptions: HttpServerOptions = Object.assign({}, ...instances.map(({ instance }) => instance.httpServer ?? {}));
+    const http = createHttpServer({ logger, title: `Elexirion ${names.join(', ')}`, ...httpOptions });
+    servers = { grpc, http };
+    for (const { name, instance, middleware } of instances) {
+      // Undecodable requests (and ones over the call's size) reach the call policy, which answers them.
+      grpc.with(middleware).add(withGuardedDecoding(serviceCatalog[name].definition, instance.maxRequestBytes), instance.implementation);
     }
 
     const fullNames = names.map((name) => serviceCatalog[name].definition.fullName);
@@ -175,9 +220,13 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
     // what needs NATS), and taking every replica out of its Service would be a full outage.
     http.get('/readyz', { schema: { hide: true } }, async (_request, reply) => {
       const natsReadiness = nats.readiness();
-      const status = draining ? 'draining' : nats.degraded ? 'degraded' : 'serving';
+      const degraded = instances.flatMap(({ name, instance }) => {
+        const cause = instance.degradation?.();
+        return cause ? [{ service: name, cause }] : [];
+      });
+      const status = draining ? 'draining' : nats.degraded || degraded.length > 0 ? 'degraded' : 'serving';
       reply.code(draining ? 503 : 200);
-      return { status, services: names, nats: natsReadiness };
+      return { status, services: names, nats: natsReadiness, ...(degraded.length > 0 ? { degraded } : {}) };
     });
     await registerRoutes(http, instances.flatMap(({ instance }) => instance.http ?? []));
 
@@ -202,6 +251,7 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
         for (const fullName of ['', ...fullNames]) health.setStatus('unhealthy', fullName);
         logger.info({ reason, delayMs: config.DRAIN_DELAY_MS, graceMs: config.DRAIN_GRACE_MS }, 'draining: health NOT_SERVING');
         if (config.DRAIN_DELAY_MS > 0) await sleep(config.DRAIN_DELAY_MS);
+        drainStarted.abort();
         const force = setTimeout(() => {
           logger.warn('drain grace period over: cancelling calls still in flight');
           grpc.forceShutdown();
@@ -222,10 +272,10 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
       return stopping;
     };
 
-    return { services: names, grpcPort, httpPort, config, logger, metrics, events, nats, stop };
+    return { services: names, grpcPort, httpPort, config, logger, metrics, events, nats, httpRoutes: () => registeredRoutes(http), stop };
   } catch (error) {
-    grpc.forceShutdown();
-    await http.close().catch(() => {});
+    servers?.grpc.forceShutdown();
+    await servers?.http.close().catch(() => {});
     for (const { instance } of [...instances].reverse()) await instance.close?.().catch(() => {});
     channels.close();
     await events.close();

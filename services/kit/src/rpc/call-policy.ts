@@ -106,6 +106,9 @@ export function clientCallPolicy(options: ClientPolicyOptions): ClientCallPolicy
  * carries the `grpc-retry-pushback-ms` trailer its server's call policy sets (`mapServerError`).
  */
 class UnreachableService {
+  /** The errors it made: a caller can tell "no connection" from a handler's UNAVAILABLE. */
+  static readonly made = new WeakSet<ClientError>();
+
   private readonly message: string;
   private lastLoggedAt = -Infinity;
 
@@ -122,8 +125,19 @@ class UnreachableService {
       this.lastLoggedAt = now;
       this.logger.warn({ callee: this.callee, method: error.path, detail: error.details }, this.message);
     }
-    return withCause(new ClientError(error.path, Status.UNAVAILABLE, this.message), error);
+    const unreachable = withCause(new ClientError(error.path, Status.UNAVAILABLE, this.message), error);
+    UnreachableService.made.add(unreachable);
+    return unreachable;
   }
+}
+
+/**
+ * True when a call failed because the service could not be reached (no connection, connection
+ * refused or dropped), not because its handler answered UNAVAILABLE: what a caller with another
+ * way to serve (the gateway's agent bypass) takes as "that service is down".
+ */
+export function isServiceUnreachable(error: unknown): boolean {
+  return error instanceof ClientError && UnreachableService.made.has(error);
 }
 
 /** One call as the client policy sees it: its deadline, and the status it ended with. */

@@ -14,6 +14,12 @@ export const RUN_FAILURE_TRAILER = 'elexirion-run-failure-bin';
  */
 export const PROVIDER_OVERLOADED_TRAILER = 'elexirion-provider-overloaded';
 
+/**
+ * Set by the agent on a failed chat whose emergent fallback was tried and failed too: the design's
+ * chat answer says `fallback_used` on errors as well, which a status cannot carry.
+ */
+export const FALLBACK_USED_TRAILER = 'elexirion-fallback-used';
+
 /** Puts a run's failure in a handler's trailer (`CallContext.trailer`). */
 export function setRunFailure(trailer: Metadata, failure: RunFailure): void {
   trailer.set(RUN_FAILURE_TRAILER, RunFailure.encode(failure).finish());

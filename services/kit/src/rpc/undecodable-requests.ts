@@ -20,8 +20,27 @@ export class UndecodableRequest {
   }
 }
 
-function guard<T>(path: string, decode: (bytes: Buffer) => T): (bytes: Buffer) => T | UndecodableRequest {
+/**
+ * A request over its call's size limit, refused before it is decoded (decoding would copy its
+ * strings again): RESOURCE_EXHAUSTED, as grpc-js answers a message over the server's limit.
+ */
+export class OversizeRequest extends UndecodableRequest {
+  constructor(
+    path: string,
+    readonly bytes: number,
+    readonly limit: number,
+  ) {
+    super(path, `${bytes} bytes is over the ${limit} this call accepts`);
+  }
+
+  override toError(): ServerError {
+    return new ServerError(Status.RESOURCE_EXHAUSTED, `${this.path}: the request's ${this.bytes} bytes are over the ${this.limit} bytes this call accepts`);
+  }
+}
+
+function guard<T>(path: string, decode: (bytes: Buffer) => T, limit?: number): (bytes: Buffer) => T | UndecodableRequest {
   return (bytes) => {
+    if (limit !== undefined && bytes.length > limit) return new OversizeRequest(path, bytes.length, limit);
     try {
       return decode(bytes);
     } catch (error) {
@@ -34,20 +53,23 @@ function isTsProto(definition: CompatServiceDefinition): definition is TsProtoSe
   return 'fullName' in definition && 'methods' in definition;
 }
 
-/** `definition` with request deserializers that return an UndecodableRequest instead of throwing. */
-export function withGuardedDecoding<D extends CompatServiceDefinition>(definition: D): D {
+/**
+ * `definition` with request deserializers that return an UndecodableRequest instead of throwing,
+ * and, with `maxRequestBytes` (by method key), an OversizeRequest for a request over its call's limit.
+ */
+export function withGuardedDecoding<D extends CompatServiceDefinition>(definition: D, maxRequestBytes?: (methodKey: string) => number): D {
   if (isTsProto(definition)) {
     const methods: Record<string, unknown> = {};
     for (const [key, method] of Object.entries(definition.methods)) {
       const path = `/${definition.fullName}/${method.name}`;
       const decode = method.requestType.decode.bind(method.requestType) as (bytes: Buffer) => unknown;
-      methods[key] = { ...method, requestType: { ...method.requestType, decode: guard(path, decode) } };
+      methods[key] = { ...method, requestType: { ...method.requestType, decode: guard(path, decode, maxRequestBytes?.(key)) } };
     }
     return { ...definition, methods } as D;
   }
   const guarded: Record<string, unknown> = {};
   for (const [key, method] of Object.entries(definition as GrpcJsServiceDefinition)) {
-    guarded[key] = { ...method, requestDeserialize: guard(method.path, method.requestDeserialize) };
+    guarded[key] = { ...method, requestDeserialize: guard(method.path, method.requestDeserialize, maxRequestBytes?.(key)) };
   }
   return guarded as D;
 }

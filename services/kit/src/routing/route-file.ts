@@ -2,10 +2,18 @@ import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { ConfigError, formatProblem, type Logger, type Problem } from '@elexirion/kit';
+import { ConfigError } from '../host/config.js';
+import type { Logger } from '../telemetry/logger.js';
+import { formatProblem, type Problem } from '../yaml/yaml-document.js';
 import { RouteTable, revisionOf, type PipelineShape } from './route-table.js';
 
 export interface RouteFileOptions {
+  /** The variable that names the file (AGENT_ROUTES_FILE), in start-up errors. */
+  setting: string;
+  /** What to do instead when the file cannot be read, appended to that error. */
+  missingHint?: string;
+  /** Prefix of the metric names (`elexirion_agent`), one per service: services hosted together share a registry. */
+  metricPrefix: string;
   /** Safety net under the watcher: the file's stat is compared this often. */
   pollMs: number;
   /** Editors write a file in several steps; a reload waits for them to settle. */
@@ -48,15 +56,15 @@ export class RouteFile {
     try {
       text = readFileSync(path, 'utf8');
     } catch (error) {
-      throw new ConfigError([`AGENT_ROUTES_FILE: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'}); set AGENT_ROUTES_FILE=none to send every chat to AGENT_DEFAULT_PIPELINE instead`]);
+      throw new ConfigError([`${options.setting}: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})${options.missingHint ? `; ${options.missingHint}` : ''}`]);
     }
     const compiled = RouteTable.compile(basename(path), text);
-    if ('problems' in compiled) throw new ConfigError(compiled.problems.map((problem) => `AGENT_ROUTES_FILE: ${formatProblem(problem)}`));
+    if ('problems' in compiled) throw new ConfigError(compiled.problems.map((problem) => `${options.setting}: ${formatProblem(problem)}`));
     this.table = compiled.table;
-    const { registry } = options;
-    this.info = new Gauge({ name: 'elexirion_agent_route_table_info', help: 'The route table in use: 1 for its revision (the first 12 hex digits of the sha256 of routes.yaml).', labelNames: ['revision'] as const, registers: [registry] });
-    this.rules = new Gauge({ name: 'elexirion_agent_route_table_rules', help: 'Rules in the route table in use, the default route not counted.', registers: [registry] });
-    this.reloads = new Counter({ name: 'elexirion_agent_route_table_reloads_total', help: 'Reloads of routes.yaml after a change: applied, or rejected (the table in use was kept).', labelNames: ['result'] as const, registers: [registry] });
+    const { registry, metricPrefix } = options;
+    this.info = new Gauge({ name: `${metricPrefix}_route_table_info`, help: 'The route table in use: 1 for its revision (the first 12 hex digits of the sha256 of routes.yaml).', labelNames: ['revision'] as const, registers: [registry] });
+    this.rules = new Gauge({ name: `${metricPrefix}_route_table_rules`, help: 'Rules in the route table in use, the default route not counted.', registers: [registry] });
+    this.reloads = new Counter({ name: `${metricPrefix}_route_table_reloads_total`, help: 'Reloads of routes.yaml after a change: applied, or rejected (the table in use was kept).', labelNames: ['result'] as const, registers: [registry] });
     this.reloads.inc({ result: 'applied' }, 0);
     this.reloads.inc({ result: 'rejected' }, 0);
     this.use(this.table, 'loaded');

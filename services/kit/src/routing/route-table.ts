@@ -1,10 +1,14 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { PIPELINE_NAME, didYouMean, parseYamlDocument, positionIn, validateYamlDocument, type Problem } from '@elexirion/kit';
+import { PIPELINE_NAME } from '../host/catalog.js';
+import { didYouMean } from '../yaml/suggest.js';
+import { parseYamlDocument, positionIn, validateYamlDocument, type Problem } from '../yaml/yaml-document.js';
 
 // routes.yaml: the ordered rules that send a chat message to a pipeline, checked like a pipeline
 // (zod, problems at file:line:col, "did you mean"), compiled once so matching a message is a few
-// precompiled regular expressions and nothing else.
+// precompiled regular expressions and nothing else. In the kit because two services read the same
+// file: the agent (which adds its classifier on top) and the gateway (its copy for when the agent
+// is unavailable).
 
 const INPUT_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const inputName = z.string().regex(INPUT_NAME, 'expected an input name (letters, digits and _, not starting with a digit)');
