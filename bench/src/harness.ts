@@ -288,10 +288,12 @@ export function listenAddresses(port: number): string[] {
   return [...found];
 }
 
-export async function startPortkey(upstream: Upstream): Promise<Anchor> {
+/** `preloads`: more modules for `node --import` (file names in bench/src). */
+export async function startPortkey(upstream: Upstream, preloads: string[] = []): Promise<Anchor> {
   const entry = await installPortkey();
   const port = await freePort();
-  const spawned = spawnProcess('portkey', process.execPath, ['--import', join(benchDir, 'src', 'bind-loopback.mjs'), entry, `--port=${port}`, '--headless'], {});
+  const imports = ['bind-loopback.mjs', ...preloads].flatMap((file) => ['--import', join(benchDir, 'src', file)]);
+  const spawned = spawnProcess('portkey', process.execPath, [...imports, entry, `--port=${port}`, '--headless'], {});
   await waitForPort(port, 20_000);
   // One call through it, so a broken anchor fails here and not as 100% errors later.
   const response = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {

@@ -11,12 +11,13 @@ import { startNats, repoRoot, stopAll, type StackShape } from '@elexirion/testin
 import { benchDir, checkBuilt, commitOf, Driver, log, machineInfo, PORTKEY_VERSION, Upstream, writeProviderConfig } from './harness.ts';
 import { chartHtml, checkTargets, PORTKEY_REFERENCE, renderPng, summaryMarkdown, writeJson } from './report.ts';
 import { createRunFolder, runName } from './run-folder.ts';
+import { openai } from './scenario-openai.ts';
 import { SCENARIOS, type Context, type Options, type ScenarioOutput } from './scenarios.ts';
 import { ttft } from './scenario-ttft.ts';
 
-const RUNNERS = { ...SCENARIOS, ttft };
+const RUNNERS = { ...SCENARIOS, ttft, openai };
 
-const ALL = ['overhead', 'throughput', 'pipeline', 'streaming', 'ttft', 'inflight', 'soak', 'telemetry', 'optimizer'] as const;
+const ALL = ['overhead', 'throughput', 'pipeline', 'streaming', 'ttft', 'inflight', 'soak', 'telemetry', 'optimizer', 'openai'] as const;
 const SHAPES: Record<string, StackShape> = { aio: 'all-in-one', 'all-in-one': 'all-in-one', split: 'one-process-per-service', 'one-process-per-service': 'one-process-per-service' };
 
 function usage(message: string): never {

@@ -1,5 +1,5 @@
 // `npm run bench:profile [-- --shape aio|split --seconds S --concurrency C --telemetry on|off
-// --upstream-delay-ms MS --grpc --pipeline]`
+// --upstream-delay-ms MS --grpc --pipeline --openai]`
 // (or `-- --analyze DIR` for profiles already written):
 // runs the chain under the benchmark's closed-loop HTTP load with `node --cpu-prof` on every
 // service process, then prints where the CPU went (self time by package and by function). This is
@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { startNats, type NatsServer, stopAll } from '@elexirion/testing';
 import { summarizeProfile, type CpuProfile } from './cpu-profile.js';
 import { readHeapSnapshot, summarizeHeapGrowth } from './heap-profile.js';
-import { Driver, MESSAGE, SHAPE_LABEL, Upstream, grpcEntry, type EntryService, checkBuilt, log, serviceEnv, startShape, writeProviderConfig } from './harness.js';
+import { Driver, directBody, MESSAGE, SHAPE_LABEL, Upstream, grpcEntry, type EntryService, checkBuilt, log, serviceEnv, startShape, writeProviderConfig } from './harness.js';
 import { PIPELINE } from './scenarios.js';
 
 async function main(): Promise<void> {
@@ -32,6 +32,8 @@ async function main(): Promise<void> {
       grpc: { type: 'boolean', default: false },
       /** The pipeline scenario's 3-step pipeline (checkpoints on) over HTTP instead of the chat. */
       pipeline: { type: 'boolean', default: false },
+      /** The OpenAI-compatible POST /v1/chat/completions (scenario openai) instead of the chat. */
+      openai: { type: 'boolean', default: false },
       /** Only summarize the .cpuprofile files already in this folder. */
       analyze: { type: 'string' },
       /** Heap snapshots with runs held in flight instead of a CPU profile. */
@@ -59,7 +61,9 @@ async function main(): Promise<void> {
       ? grpcEntry('gateway', system.grpcPort)
       : values.pipeline
         ? { type: 'http' as const, url: `${system.httpUrl}/v1/pipelines/${PIPELINE.name}/execute`, body: { inputs: { message: MESSAGE } } }
-        : { type: 'http' as const, url: `${system.httpUrl}/v1/chat`, body: { message: MESSAGE } };
+        : values.openai
+          ? { type: 'http' as const, url: `${system.httpUrl}/v1/chat/completions`, body: { ...directBody(), model: 'claude_smart' } }
+          : { type: 'http' as const, url: `${system.httpUrl}/v1/chat`, body: { message: MESSAGE } };
     log(`warm-up, then ${seconds} s at c=${concurrency} against ${SHAPE_LABEL[shape]}`);
     await driver.run({ target, mode: 'closed', concurrency: 16, durationMs: 3_000 });
     await upstream.setDefault({ delayMs: Number(values['upstream-delay-ms']) });

@@ -383,6 +383,8 @@ export function summaryMarkdown(args: {
     parts.push(table(['configuration', 'added TTFT p50 ms', 'added TTFT p99 ms'], Object.entries(added).map(([name, value]) => [name, fmt(value.p50, 3), fmt(value.p99, 3)])));
     parts.push(table([...CONFIG_HEADERS.slice(0, 4), 'TTFT p50 ms', 'TTFT p99 ms', ...CONFIG_HEADERS.slice(4)], configRows(firstToken.configs ?? [], true)));
   }
+  const oai = outputs.get('openai');
+  if (oai) parts.push(`## ${oai.title}`, String(oai.markdown ?? ''));
   const held = outputs.get('inflight');
   if (held) {
     parts.push(`## 5. ${held.title}`);

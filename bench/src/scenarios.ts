@@ -76,7 +76,7 @@ export async function withShapes<T>(ctx: Context, shapes: StackShape[], env: Nod
   }
 }
 
-async function withAnchor<T>(ctx: Context, body: (anchor: Anchor | undefined) => Promise<T>): Promise<T> {
+export async function withAnchor<T>(ctx: Context, body: (anchor: Anchor | undefined) => Promise<T>): Promise<T> {
   if (!ctx.opts.anchor || ctx.anchorError) return body(undefined);
   let anchor: Anchor | undefined;
   try {
@@ -94,7 +94,7 @@ async function withAnchor<T>(ctx: Context, body: (anchor: Anchor | undefined) =>
   }
 }
 
-function directConfig(ctx: Context): BenchConfig {
+export function directConfig(ctx: Context): BenchConfig {
   return {
     name: 'direct',
     description: 'the fake OpenAI upstream called directly (POST /v1/chat/completions)',
@@ -103,7 +103,7 @@ function directConfig(ctx: Context): BenchConfig {
   };
 }
 
-function portkeyConfig(ctx: Context, anchor: Anchor): BenchConfig {
+export function portkeyConfig(ctx: Context, anchor: Anchor): BenchConfig {
   return {
     name: 'portkey',
     description: `Portkey AI gateway ${anchor.version} (one hop, provider openai, x-portkey-custom-host = the fake)`,
@@ -130,12 +130,12 @@ function chainGrpc(shape: Shape): BenchConfig {
   };
 }
 
-function byName(configs: ConfigResult[], name: string): ConfigResult | undefined {
+export function byName(configs: ConfigResult[], name: string): ConfigResult | undefined {
   return configs.find((config) => config.name === name);
 }
 
 /** A round's length and the warm-up of the closed-loop load phases; `--round-seconds` shortens both. */
-function loadRounds(opts: Options): { durationMsPerRound: number; warmupMs: number } {
+export function loadRounds(opts: Options): { durationMsPerRound: number; warmupMs: number } {
   const durationMsPerRound = opts.roundSeconds !== undefined ? opts.roundSeconds * 1000 : opts.quick ? 3_000 : 10_000;
   return { durationMsPerRound, warmupMs: Math.min(opts.quick ? 1_500 : 5_000, durationMsPerRound) };
 }
@@ -157,7 +157,7 @@ function addedOver(results: ConfigResult[], reference: ConfigResult): Record<str
 // ---------------------------------------------------------------- 1. overhead at c=1
 
 /** The processes every configuration shares, nats-server included (its CPU counts for runs that use NATS). */
-function sharedWithNats(ctx: Context): Shared {
+export function sharedWithNats(ctx: Context): Shared {
   return { ...ctx.shared, shared: [...ctx.shared.shared, { name: 'nats-server', pid: ctx.nats.process.child.pid! }] };
 }
 

@@ -11,6 +11,7 @@ import { telemetryCalls } from './calls/telemetry.js';
 import { gatewayConfigSchema, type GatewayConfig } from './gateway-config.js';
 import { agentChatApi } from './http/agent-chat-api.js';
 import { agentJobsApi } from './http/agent-jobs-api.js';
+import { openAiApi } from './http/openai/api.js';
 import { httpApi } from './http/rest-api.js';
 import { gatewayServerOptions } from './http/request-limits.js';
 import { keyCalls } from './keys/key-calls.js';
@@ -35,7 +36,12 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
 
   return {
     implementation,
-    http: [httpApi(() => clients.get('gateway'), context.config), agentChatApi(() => clients.get('gateway')), agentJobsApi(() => clients.get('gateway'))],
+    http: [
+      httpApi(() => clients.get('gateway'), context.config),
+      agentChatApi(() => clients.get('gateway')),
+      agentJobsApi(() => clients.get('gateway')),
+      openAiApi(() => clients.get('gateway'), () => clients.get('executor'), context.logger),
+    ],
     // Each call's request size limit, CORS and the access log (http/).
     ...gatewayServerOptions(context.config),
     degradation: () => bypass.degradation(),

@@ -9,7 +9,9 @@ export interface ServerSentEvent {
   /** The `id:` field: what a reconnecting EventSource sends back as `Last-Event-ID`. */
   id?: string;
   /** Sent as one `data:` line of JSON. */
-  data: unknown;
+  data?: unknown;
+  /** Sent as the `data:` line as it is, instead of `data` as JSON (OpenAI's `[DONE]`); one line. */
+  text?: string;
 }
 
 /** Comment lines at this interval keep proxies and load balancers from closing an idle stream. */
@@ -78,10 +80,10 @@ export async function sendEventStream(
   }
 }
 
-function formatEvent({ event, id, data }: ServerSentEvent): string {
+function formatEvent({ event, id, data, text: raw }: ServerSentEvent): string {
   let text = '';
   if (event) text += `event: ${event}\n`;
   if (id !== undefined) text += `id: ${id}\n`;
   // JSON.stringify never emits a raw newline, so one data line carries the whole event.
-  return `${text}data: ${JSON.stringify(data)}\n\n`;
+  return `${text}data: ${raw ?? JSON.stringify(data)}\n\n`;
 }
