@@ -112,7 +112,7 @@ describe('elexirion against the real services', () => {
   });
 
   // Enable after the merge of issue 13 (ListModels).
-  it.skip('models lists the aliases the provider serves', async () => {
+  it('models lists the aliases the provider serves', async () => {
     const { code, stdout } = await cli(['models'], env);
     expect(code).toBe(0);
     expect(stdout).toMatch(/^ALIAS +TARGETS +PRESETS$/m);
