@@ -44,7 +44,7 @@ async function grpcFailure(call: Promise<unknown>): Promise<ClientError> {
 
 describe('request size limits at the gateway', () => {
   it('refuses a gRPC request over its call\'s limit before decoding it, with RESOURCE_EXHAUSTED', async () => {
-    // Under the server's receive limit (1 MiB, the largest call's) but over Chat's 512 KiB.
+    // Under the server's receive limit (2 MiB, the largest call's) but over Chat's 512 KiB.
     const chat = await grpcFailure(stack.gateway.chat({ message: 'x'.repeat(600 * 1024) }));
     expect(chat.code).toBe(Status.RESOURCE_EXHAUSTED);
     expect(chat.details).toMatch(/^\/elexirion\.v1\.Gateway\/Chat: the request's \d+ bytes are over the 524288 bytes this call accepts$/);
@@ -53,7 +53,7 @@ describe('request size limits at the gateway', () => {
     expect(cancel.code).toBe(Status.RESOURCE_EXHAUSTED);
     expect(cancel.details).toContain('over the 65536 bytes this call accepts');
     // Over the server's limit: grpc-js refuses it from its length prefix.
-    const execute = await grpcFailure(stack.gateway.executePipeline({ pipeline: 'general', inputs: { message: 'x'.repeat(2 * MIB) } }));
+    const execute = await grpcFailure(stack.gateway.executePipeline({ pipeline: 'general', inputs: { message: 'x'.repeat(3 * MIB) } }));
     expect(execute.code).toBe(Status.RESOURCE_EXHAUSTED);
     // Within the limits, the same calls are served.
     expect((await stack.gateway.executePipeline({ pipeline: 'general', inputs: { message: 'ping' } })).result).toBe('pong');

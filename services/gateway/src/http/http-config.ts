@@ -12,7 +12,9 @@ export const httpConfigShape = {
   // JSON on HTTP). Over them: gRPC RESOURCE_EXHAUSTED before decoding, HTTP 413.
   GATEWAY_MAX_REQUEST_BYTES: bytes(64 * KIB, 'Largest request of a call with no bigger need (ids, filters, keys).'),
   GATEWAY_MAX_CHAT_REQUEST_BYTES: bytes(512 * KIB, 'Largest Chat/ChatStream request: a 100 000-character message in UTF-8 and its fields.'),
-  GATEWAY_MAX_PIPELINE_REQUEST_BYTES: bytes(MIB, 'Largest ExecutePipeline(Stream), ValidatePipeline or SubmitJob request: inputs, inline YAML and prompt overrides together.'),
+  // Twice the 1 MiB the calls check per field (inputs, inline YAML, prompt overrides), so a field
+  // over its limit is refused naming it, and the envelope still bounds memory.
+  GATEWAY_MAX_PIPELINE_REQUEST_BYTES: bytes(2 * MIB, 'Largest ExecutePipeline(Stream), ValidatePipeline or SubmitJob request: inputs, inline YAML and prompt overrides together.'),
   GATEWAY_MAX_COMPLETE_REQUEST_BYTES: bytes(MIB, 'Largest Complete/CompleteStream request (and OpenAI chat completion body): its messages together.'),
   // Browser origins allowed to call the HTTP API, comma-separated, or "*"; empty: CORS off.
   GATEWAY_CORS_ORIGINS: z
