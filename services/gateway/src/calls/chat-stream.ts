@@ -3,7 +3,7 @@ import { callerOf } from '../caller.js';
 import { checkMessage, checkPipelineName, checkSessionId } from '../validation.js';
 import { forwardFallbackUsed } from './fallback-trailer.js';
 import type { GatewayDeps } from './gateway-deps.js';
-import { observedStream } from './observed-stream.js';
+import { observedStream, withFinalAnswer } from './observed-stream.js';
 
 /**
  * ChatStream: Chat as a stream of the run's events, passed on from the agent's HandleChatStream
@@ -23,19 +23,7 @@ export function chatStreamCalls(deps: GatewayDeps): Pick<proto.GatewayServiceImp
         { message: request.message, sessionId: request.sessionId, pipeline: request.pipeline, owner },
         { ...callOptions(callContext), onTrailer: forwardFallbackUsed(callContext) },
       );
-      yield* observedStream(deps, 'ChatStream', request.pipeline, chatEvents(events, started), (event) => event.runStarted?.runId ?? event.done?.jobId);
-    },
-  };
-}
-
-async function* chatEvents(events: AsyncIterable<proto.HandleChatStreamResponse>, started: number): AsyncGenerator<proto.ChatStreamResponse> {
-  for await (const { done, ...progress } of events) {
-    if (!done) {
-      yield progress;
-      continue;
-    }
-    yield {
-      done: {
+      const answer = (done: proto.HandleChatResponse): proto.ChatResponse => ({
         response: done.response,
         pipelineUsed: done.pipelineUsed,
         executionTimeMs: Math.round(performance.now() - started),
@@ -46,7 +34,8 @@ async function* chatEvents(events: AsyncIterable<proto.HandleChatStreamResponse>
         fallback: done.fallback,
         degraded: false,
         steps: done.steps,
-      },
-    };
-  }
+      });
+      yield* observedStream(deps, 'ChatStream', request.pipeline, withFinalAnswer<proto.ChatStreamResponse, proto.HandleChatStreamResponse>(events, answer), (event) => event.runStarted?.runId ?? event.done?.jobId);
+    },
+  };
 }

@@ -33,3 +33,15 @@ export async function* observedStream<T>(
     }
   }
 }
+
+/**
+ * An agent stream as the gateway's: progress events pass unchanged (the two messages have the
+ * same progress fields), the final `done` becomes the gateway's answer, which adds what the
+ * gateway measures (the execution time).
+ */
+export async function* withFinalAnswer<Out extends { done?: unknown }, In extends { done?: unknown }>(
+  events: AsyncIterable<In>,
+  answer: (done: NonNullable<In['done']>) => NonNullable<Out['done']>,
+): AsyncGenerator<Out> {
+  for await (const { done, ...progress } of events) yield (done === undefined ? progress : { done: answer(done as NonNullable<In['done']>) }) as Out;
+}

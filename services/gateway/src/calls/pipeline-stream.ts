@@ -1,7 +1,7 @@
 import { callOptions, type proto } from '@elexirion/kit';
 import { callerOf } from '../caller.js';
 import type { GatewayDeps } from './gateway-deps.js';
-import { observedStream } from './observed-stream.js';
+import { observedStream, withFinalAnswer } from './observed-stream.js';
 import { checkExecutePipelineRequest } from './pipelines.js';
 
 /**
@@ -17,26 +17,15 @@ export function pipelineStreamCalls(deps: GatewayDeps): Pick<proto.GatewayServic
       const started = performance.now();
       const owner = callerOf(callContext)?.keyId ?? '';
       const events = agent.runPipelineStream({ ...request, owner }, callOptions(callContext));
-      yield* observedStream(deps, 'ExecutePipelineStream', request.pipeline, pipelineEvents(events, started), (event) => event.runStarted?.runId ?? event.done?.jobId);
-    },
-  };
-}
-
-async function* pipelineEvents(events: AsyncIterable<proto.RunPipelineStreamResponse>, started: number): AsyncGenerator<proto.ExecutePipelineStreamResponse> {
-  for await (const { done, ...progress } of events) {
-    if (!done) {
-      yield progress;
-      continue;
-    }
-    yield {
-      done: {
+      const answer = (done: proto.RunPipelineResponse): proto.ExecutePipelineResponse => ({
         result: done.result,
         pipeline: done.pipeline,
         executionTimeMs: Math.round(performance.now() - started),
         jobId: done.jobId,
         usage: done.usage,
         steps: done.steps,
-      },
-    };
-  }
+      });
+      yield* observedStream(deps, 'ExecutePipelineStream', request.pipeline, withFinalAnswer<proto.ExecutePipelineStreamResponse, proto.RunPipelineStreamResponse>(events, answer), (event) => event.runStarted?.runId ?? event.done?.jobId);
+    },
+  };
 }
