@@ -9,11 +9,13 @@ import { pipelineStreamCalls } from './calls/pipeline-stream.js';
 import { telemetryCalls } from './calls/telemetry.js';
 import { gatewayConfigSchema, type GatewayConfig } from './gateway-config.js';
 import { httpApi } from './http/rest-api.js';
+import { gatewayKeys } from './keys/gateway-keys.js';
 import { keyCalls } from './keys/key-calls.js';
 
 export function createGateway(context: ServiceContext<GatewayConfig>) {
   const { clients } = context;
   const deps: GatewayDeps = { context, agent: clients.get('agent'), executor: clients.get('executor'), provider: clients.get('provider') };
+  const keys = gatewayKeys(context);
 
   // One module per area of the public API (calls/, keys/); each answers its calls.
   const implementation: proto.GatewayServiceImplementation = {
@@ -24,12 +26,15 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
     ...jobCalls(deps),
     ...modelCalls(deps),
     ...telemetryCalls(deps),
-    ...keyCalls(deps),
+    ...keyCalls(deps, keys),
   };
 
   return {
     implementation,
     http: [httpApi(() => clients.get('gateway'))],
+    // API keys, scopes, limits and the access log, on gRPC and on the HTTP routes' in-process calls.
+    serverMiddleware: keys.middleware,
+    close: () => keys.close(),
   };
 }
 

@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
+import { httpCallOptions } from '../caller.js';
 import { ClientError, Status, httpRoutes, proto, type HttpRoutes, type ServiceClient } from '@elexirion/kit';
 
 /** Largest client-supplied timeout (x-timeout-ms) the HTTP API accepts. */
@@ -20,24 +21,17 @@ const executeBody = z.looseObject({
 
 const pipelineParams = z.object({ name: z.string() });
 
-/** Aborted when the HTTP client goes away before the answer is written. */
-function requestSignal(reply: FastifyReply): AbortSignal {
-  const controller = new AbortController();
-  reply.raw.on('close', () => {
-    if (!reply.raw.writableFinished) controller.abort();
-  });
-  return controller.signal;
-}
-
-function callOptions(request: FastifyRequest, reply: FastifyReply): { signal: AbortSignal; deadline?: Date } {
-  const signal = requestSignal(reply);
+// The request's key as metadata, cancellation when the client goes away, the rate-limit trailer
+// as headers (httpCallOptions), and the client's own timeout.
+function callOptions(request: FastifyRequest, reply: FastifyReply): ReturnType<typeof httpCallOptions> & { deadline?: Date } {
+  const options = httpCallOptions(request, reply);
   const raw = request.headers['x-timeout-ms'];
-  if (raw === undefined) return { signal };
+  if (raw === undefined) return options;
   const ms = Number(raw);
   if (!Number.isInteger(ms) || ms <= 0 || ms > MAX_TIMEOUT_MS) {
     throw new ClientError('http', Status.INVALID_ARGUMENT, `x-timeout-ms: expected whole milliseconds from 1 to ${MAX_TIMEOUT_MS}`);
   }
-  return { signal, deadline: new Date(Date.now() + ms) };
+  return { ...options, deadline: new Date(Date.now() + ms) };
 }
 
 /**

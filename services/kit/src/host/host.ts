@@ -38,6 +38,12 @@ export interface ServiceInstance<N extends ServiceName> {
   implementation: ServiceImplementation<ServiceDefinitionOf<N>>;
   /** HTTP routes on the process's HTTP port, each an encapsulated plugin under its prefix. */
   http?: HttpRoutes[];
+  /**
+   * Server middleware around this service's handlers, inside the call policy (so what it throws is
+   * answered and counted as any handler failure): auth, access logs. In-process calls to the
+   * service run under it too.
+   */
+  serverMiddleware?: ServerMiddleware<any, any>;
   /** Runs after in-flight calls have finished during a drain. */
   close?(): Promise<void>;
 }
@@ -148,16 +154,21 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
         metrics,
         nats: nats.forService(module.name),
       });
-      // In-process calls need a server span only when spans are recorded (see spansRecorded).
+      const own = instance.serverMiddleware as ServerMiddleware | undefined;
+      const callMiddleware = own ? composeServerMiddleware(middleware, own) : middleware;
+      // In-process calls need a server span only when spans are recorded (see spansRecorded). A
+      // service with middleware of its own has no unary fast path: its middleware is a generator.
       local.set(
         module.name,
         spansRecorded()
-          ? { implementation: instance.implementation, serverMiddleware: middleware }
-          : { implementation: instance.implementation, serverMiddleware: policy.middleware, unaryServerPolicy: policy.unary },
+          ? { implementation: instance.implementation, serverMiddleware: callMiddleware }
+          : own
+            ? { implementation: instance.implementation, serverMiddleware: composeServerMiddleware(policy.middleware, own) }
+            : { implementation: instance.implementation, serverMiddleware: policy.middleware, unaryServerPolicy: policy.unary },
       );
-      instances.push({ name: module.name, instance, middleware });
+      instances.push({ name: module.name, instance, middleware: callMiddleware });
       // Undecodable requests reach the call policy, which answers INVALID_ARGUMENT.
-      grpc.with(middleware).add(withGuardedDecoding(serviceCatalog[module.name].definition), instance.implementation);
+      grpc.with(callMiddleware).add(withGuardedDecoding(serviceCatalog[module.name].definition), instance.implementation);
     }
 
     const fullNames = names.map((name) => serviceCatalog[name].definition.fullName);

@@ -1,0 +1,53 @@
+import { statusNameOf, traceIds, type Logger } from '@elexirion/kit';
+import type { CallContext, ServerMiddleware, ServerMiddlewareCall } from 'nice-grpc-common';
+import { gatewayMethodByPath } from './method-options.js';
+
+export type AccessLogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'off';
+
+/** What the access log passes down: the auth middleware writes the key's name into it. */
+export interface AccessLogContext {
+  accessLogEntry?: { key: string };
+}
+
+/**
+ * One structured line per gateway call, success or failure (gRPC and the HTTP routes, which call
+ * the gateway in-process): method, status name, duration, the key's name (never its secret;
+ * "-" when keys are off or no key was accepted) and the trace id. It wraps the auth middleware,
+ * so refused calls are logged too.
+ */
+export function accessLogMiddleware(logger: Logger, level: AccessLogLevel): ServerMiddleware<AccessLogContext> | undefined {
+  if (level === 'off') return undefined;
+  const log = logger[level].bind(logger);
+  return async function* accessLog<Request, Response>(call: ServerMiddlewareCall<Request, Response, AccessLogContext>, context: CallContext) {
+    const started = performance.now();
+    const entry = { key: '-' };
+    let status = 'OK';
+    try {
+      return yield* call.next(call.request, extendContext(context, { accessLogEntry: entry }));
+    } catch (error) {
+      status = statusNameOf(error);
+      throw error;
+    } finally {
+      const method = gatewayMethodByPath.get(call.method.path)?.name ?? call.method.path;
+      const { traceId } = traceIds();
+      log({ access: 'grpc', method, status, durationMs: Math.round((performance.now() - started) * 100) / 100, key: entry.key, ...(traceId ? { traceId } : {}) }, `${method} ${status}`);
+    }
+  };
+}
+
+/**
+ * The context with `extra` added. Its fields are copied, not spread: the in-process call context
+ * makes `header` and `trailer` on first use through getters, which a spread would drop.
+ */
+export function extendContext<Extra extends object>(context: CallContext, extra: Extra): CallContext & Extra {
+  return {
+    ...(context as object),
+    metadata: context.metadata,
+    peer: context.peer,
+    signal: context.signal,
+    header: context.header,
+    trailer: context.trailer,
+    sendHeader: () => context.sendHeader(),
+    ...extra,
+  } as CallContext & Extra;
+}

@@ -1,0 +1,287 @@
+import { ElexirionError, KvRevisionConflictError, KvStore, KvView, ServerError, Status, type KvViewLogger } from '@elexirion/kit';
+import type { Metadata } from 'nice-grpc-common';
+import { z } from 'zod';
+import { KEY_ID_PATTERN } from './api-key-secret.js';
+import type { NatsConnection, StoredKey, StoredLimits } from './key-registry.js';
+
+// Limits per key that hold across gateway replicas. One KV entry per key holds the key's use in
+// the current windows (this UTC minute, day, month); every replica watches the bucket, so the
+// checks before a call read memory, and writes are compare-and-set on the entry's revision.
+//
+// Requests per minute: a replica reserves a block of requests from the shared counter (one
+// compare-and-set) and admits from it locally; the shared counter never passes the limit, so the
+// replicas together never admit more than the limit. What they may admit less: requests reserved
+// by one replica and not used this minute, at most one block per replica (BLOCK_SHARE of the
+// limit, at least 1, at most MAX_BLOCK).
+//
+// Tokens per minute and USD budgets are known after a call: its usage is added to the shared
+// entry (one compare-and-set; usage finishing meanwhile on the same replica joins the next one),
+// and a call is refused once the window's use has reached the limit. What can pass a limit is
+// what calls already admitted spend: the calls in flight on every replica when it was reached.
+
+export const USAGE_BUCKET = 'elexirion_gateway_key_usage';
+const BLOCK_SHARE = 0.01;
+const MAX_BLOCK = 1_000;
+const MAX_CAS_ATTEMPTS = 20;
+// An idle key's entry goes after a month and a few days (its month is over by then).
+const USAGE_TTL_MS = 35 * 24 * 3600_000;
+
+const usageSchema = z.object({
+  /** The UTC minute (ms since the epoch / 60000) the minute counters are for. */
+  minute: z.number().int(),
+  /** Requests admitted or reserved by replicas this minute. */
+  requests: z.number().int().min(0),
+  tokens: z.number().int().min(0),
+  /** UTC day (YYYY-MM-DD) and month (YYYY-MM) the spend is for. */
+  day: z.string(),
+  spentDay: z.number().min(0),
+  month: z.string(),
+  spentMonth: z.number().min(0),
+});
+export type KeyUsageRecord = z.infer<typeof usageSchema>;
+
+const usageBucket = {
+  bucket: USAGE_BUCKET,
+  schema: usageSchema,
+  key: { pattern: KEY_ID_PATTERN, description: '16 hexadecimal characters', name: 'key id' },
+  ttlMs: USAGE_TTL_MS,
+  description: 'Elexirion gateway API key usage in the current minute, day and month',
+};
+
+/** The request block a replica reserves at once under a requests-per-minute limit. */
+export function requestBlock(requestsPerMinute: number): number {
+  return Math.max(1, Math.min(MAX_BLOCK, Math.floor(requestsPerMinute * BLOCK_SHARE)));
+}
+
+interface Windows {
+  minute: number;
+  day: string;
+  month: string;
+  /** Seconds until each window ends (at least 1). */
+  minuteLeft: number;
+  dayLeft: number;
+  monthLeft: number;
+}
+
+function windowsAt(now: number): Windows {
+  const date = new Date(now);
+  const iso = date.toISOString();
+  const nextDay = Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate() + 1);
+  const nextMonth = Date.UTC(date.getUTCFullYear(), date.getUTCMonth() + 1, 1);
+  const minute = Math.floor(now / 60_000);
+  const secondsTo = (at: number) => Math.max(1, Math.ceil((at - now) / 1000));
+  return {
+    minute,
+    day: iso.slice(0, 10),
+    month: iso.slice(0, 7),
+    minuteLeft: secondsTo((minute + 1) * 60_000),
+    dayLeft: secondsTo(nextDay),
+    monthLeft: secondsTo(nextMonth),
+  };
+}
+
+/** The record as of `windows`: counters of windows that ended start again at zero. */
+function current(record: KeyUsageRecord | undefined, windows: Windows): KeyUsageRecord {
+  const sameMinute = record?.minute === windows.minute;
+  const sameDay = record?.day === windows.day;
+  const sameMonth = record?.month === windows.month;
+  return {
+    minute: windows.minute,
+    requests: sameMinute ? record!.requests : 0,
+    tokens: sameMinute ? record!.tokens : 0,
+    day: windows.day,
+    spentDay: sameDay ? record!.spentDay : 0,
+    month: windows.month,
+    spentMonth: sameMonth ? record!.spentMonth : 0,
+  };
+}
+
+/** What a replica holds for one key: its unspent reservation and the usage not yet written. */
+class LocalKey {
+  minute = 0;
+  granted = 0;
+  admitted = 0;
+  pendingTokens = 0;
+  pendingUsd = 0;
+  reserving: Promise<number> | undefined;
+  flushing: Promise<void> | undefined;
+}
+
+export interface CallUsage {
+  tokens: number;
+  costUsd: number;
+}
+
+export class KeyLimits {
+  readonly #view: KvView<KeyUsageRecord>;
+  readonly #logger: KvViewLogger;
+  readonly #local = new Map<string, LocalKey>();
+  #store: KvStore<KeyUsageRecord> | undefined;
+  /** JetStream operations made on the request path (reads and compare-and-sets), for the README's figures. */
+  operations = 0;
+
+  constructor(options: { logger: KvViewLogger }) {
+    this.#logger = options.logger;
+    this.#view = new KvView<KeyUsageRecord>({ ...usageBucket, logger: options.logger, label: 'API key usage' });
+  }
+
+  async attach(connection: NatsConnection): Promise<void> {
+    this.#store = await KvStore.open(connection, usageBucket);
+    await this.#view.attach(connection);
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.#local.values()].map((local) => local.flushing));
+    await this.#view.close();
+  }
+
+  static limited(limits: StoredLimits): boolean {
+    return limits.requestsPerMinute > 0 || limits.tokensPerMinute > 0 || limits.dailyBudgetUsd > 0 || limits.monthlyBudgetUsd > 0;
+  }
+
+  /** The key's use in the current windows, as every replica has written it. */
+  usage(keyId: string, now = Date.now()): KeyUsageRecord {
+    const local = this.#local.get(keyId);
+    const record = current(this.#view.get(keyId), windowsAt(now));
+    return {
+      ...record,
+      tokens: record.tokens + (local?.pendingTokens ?? 0),
+      spentDay: record.spentDay + (local?.pendingUsd ?? 0),
+      spentMonth: record.spentMonth + (local?.pendingUsd ?? 0),
+    };
+  }
+
+  /**
+   * Admits one call of `key` or throws RESOURCE_EXHAUSTED; either way the call's trailer gets
+   * the key's rate-limit state (`x-ratelimit-*`, and `retry-after` when refused).
+   */
+  async admit(key: StoredKey, trailer: Metadata, now = Date.now()): Promise<void> {
+    const { limits } = key;
+    const windows = windowsAt(now);
+    const local = this.#localOf(key.keyId, windows.minute);
+    const refuse = (what: string, retryAfter: number): never => {
+      this.#setHeaders(key, local, windows, trailer);
+      trailer.set('retry-after', String(retryAfter));
+      throw new ServerError(Status.RESOURCE_EXHAUSTED, `API key "${key.name}" ${what}; retry after ${retryAfter} s`);
+    };
+    const used = this.usage(key.keyId, now);
+    if (limits.monthlyBudgetUsd > 0 && used.spentMonth >= limits.monthlyBudgetUsd) refuse(`has spent its monthly budget of $${limits.monthlyBudgetUsd}`, windows.monthLeft);
+    if (limits.dailyBudgetUsd > 0 && used.spentDay >= limits.dailyBudgetUsd) refuse(`has spent its daily budget of $${limits.dailyBudgetUsd}`, windows.dayLeft);
+    if (limits.tokensPerMinute > 0 && used.tokens >= limits.tokensPerMinute) refuse(`has used its ${limits.tokensPerMinute} tokens per minute`, windows.minuteLeft);
+    if (limits.requestsPerMinute > 0) {
+      while (local.admitted >= local.granted) {
+        // One reservation in flight per key per replica; concurrent calls wait for it.
+        local.reserving ??= this.#reserve(key.keyId, limits.requestsPerMinute, windows).finally(() => (local.reserving = undefined));
+        const granted = await local.reserving;
+        if (local.minute !== windows.minute) break; // a new minute began meanwhile: this call counts there
+        if (granted === 0 && local.admitted >= local.granted) refuse(`has made its ${limits.requestsPerMinute} requests per minute`, windows.minuteLeft);
+      }
+      local.admitted += 1;
+    }
+    this.#setHeaders(key, local, windows, trailer);
+  }
+
+  /** Adds a finished call's tokens and cost to the key's shared use (batched with others finishing meanwhile). */
+  record(keyId: string, usage: CallUsage): void {
+    if (!(usage.tokens > 0) && !(usage.costUsd > 0)) return;
+    const local = this.#localOf(keyId, windowsAt(Date.now()).minute);
+    local.pendingTokens += Math.max(0, Math.trunc(usage.tokens) || 0);
+    local.pendingUsd += Math.max(0, usage.costUsd || 0);
+    local.flushing ??= this.#flush(keyId, local).finally(() => (local.flushing = undefined));
+  }
+
+  #localOf(keyId: string, minute: number): LocalKey {
+    let local = this.#local.get(keyId);
+    if (!local) {
+      local = new LocalKey();
+      this.#local.set(keyId, local);
+    }
+    if (local.minute !== minute) {
+      // What was reserved last minute and not used is gone with it.
+      local.minute = minute;
+      local.granted = 0;
+      local.admitted = 0;
+    }
+    return local;
+  }
+
+  /** Reserves up to a block of requests from the shared counter; 0 when the minute's limit is reached. */
+  async #reserve(keyId: string, limit: number, windows: Windows): Promise<number> {
+    const block = requestBlock(limit);
+    let granted = 0;
+    await this.#change(keyId, windows, (record) => {
+      granted = Math.max(0, Math.min(block, limit - record.requests));
+      return granted > 0 ? { ...record, requests: record.requests + granted } : undefined;
+    });
+    const local = this.#local.get(keyId);
+    if (local && local.minute === windows.minute) local.granted += granted;
+    return granted;
+  }
+
+  async #flush(keyId: string, local: LocalKey): Promise<void> {
+    while (local.pendingTokens > 0 || local.pendingUsd > 0) {
+      const tokens = local.pendingTokens;
+      const usd = local.pendingUsd;
+      try {
+        await this.#change(keyId, windowsAt(Date.now()), (record) => ({
+          ...record,
+          tokens: record.tokens + tokens,
+          spentDay: record.spentDay + usd,
+          spentMonth: record.spentMonth + usd,
+        }));
+      } catch (error) {
+        // Kept pending (still counted by this replica's checks); written with the next usage.
+        this.#logger.warn({ err: error, keyId, pendingTokens: local.pendingTokens, pendingUsd: local.pendingUsd }, 'could not add API key usage to the shared counters; will retry');
+        return;
+      }
+      local.pendingTokens -= tokens;
+      local.pendingUsd -= usd;
+    }
+  }
+
+  /**
+   * One compare-and-set on the key's entry: `change` gets the entry as of `windows` and answers
+   * the new value (undefined: nothing to write). Starts from the watched view's copy and reads
+   * the entry only after a conflict.
+   */
+  async #change(keyId: string, windows: Windows, change: (record: KeyUsageRecord) => KeyUsageRecord | undefined): Promise<void> {
+    const store = this.#store;
+    if (!store || !this.#view.attached) throw new ElexirionError(Status.UNAVAILABLE, 'API key limits cannot be checked now: the usage store (NATS) is not reachable');
+    let value = this.#view.get(keyId);
+    let revision = this.#view.revision(keyId);
+    for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt += 1) {
+      const next = change(current(value, windows));
+      if (!next) return;
+      try {
+        this.operations += 1;
+        const written = revision === undefined ? await store.create(keyId, next) : await store.update(keyId, next, revision);
+        this.#view.applyWrite(keyId, next, written);
+        return;
+      } catch (error) {
+        if (!(error instanceof KvRevisionConflictError)) throw error;
+        this.operations += 1;
+        const fresh = await store.get(keyId);
+        value = fresh?.value;
+        revision = fresh?.revision;
+      }
+    }
+    throw new ElexirionError(Status.ABORTED, `API key ${keyId}: its usage kept changing under ${MAX_CAS_ATTEMPTS} attempts to update it; try again`);
+  }
+
+  #setHeaders(key: StoredKey, local: LocalKey, windows: Windows, trailer: Metadata): void {
+    const { limits } = key;
+    const shared = current(this.#view.get(key.keyId), windows);
+    if (limits.requestsPerMinute > 0) {
+      // Not reserved by any replica yet, plus this replica's reservation not used yet.
+      const remaining = Math.max(0, limits.requestsPerMinute - shared.requests) + Math.max(0, local.granted - local.admitted);
+      trailer.set('x-ratelimit-limit-requests', String(limits.requestsPerMinute));
+      trailer.set('x-ratelimit-remaining-requests', String(remaining));
+      trailer.set('x-ratelimit-reset-requests', `${windows.minuteLeft}s`);
+    }
+    if (limits.tokensPerMinute > 0) {
+      trailer.set('x-ratelimit-limit-tokens', String(limits.tokensPerMinute));
+      trailer.set('x-ratelimit-remaining-tokens', String(Math.max(0, limits.tokensPerMinute - shared.tokens - local.pendingTokens)));
+      trailer.set('x-ratelimit-reset-tokens', `${windows.minuteLeft}s`);
+    }
+  }
+}
