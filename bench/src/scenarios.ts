@@ -116,7 +116,7 @@ function chainHttp(shape: Shape, name = `${SHAPE_LABEL[shape.shape]}${shape.base
   return {
     name,
     description: `the whole chain, ${shape.shape}${shape.baseline ? ' (the baseline checkout)' : ''}, HTTP POST /v1/chat on the gateway`,
-    target: { type: 'http', url: `${shape.httpUrl}/v1/chat`, body: { message: MESSAGE } },
+    target: { type: 'http', url: `${shape.httpUrl}/v1/chat`, headers: shape.auth, body: { message: MESSAGE } },
     procs: shape.procs,
   };
 }
@@ -125,7 +125,7 @@ function chainGrpc(shape: Shape): BenchConfig {
   return {
     name: `${SHAPE_LABEL[shape.shape]}-grpc`,
     description: `the whole chain, ${shape.shape}, gRPC elexirion.v1.Gateway/Chat`,
-    target: grpcEntry('gateway', shape.grpcPort),
+    target: grpcEntry('gateway', shape.grpcPort, shape.auth),
     procs: shape.procs,
   };
 }
@@ -276,7 +276,7 @@ function pipelineHttp(shape: Shape): BenchConfig {
   return {
     name: `${SHAPE_LABEL[shape.shape]}-pipeline-http`,
     description: `${PIPELINE.name} (${PIPELINE.llmSteps} LLM steps, checkpoints on) through the whole chain, ${shape.shape}, HTTP POST /v1/pipelines/${PIPELINE.name}/execute on the gateway`,
-    target: { type: 'http', url: `${shape.httpUrl}/v1/pipelines/${PIPELINE.name}/execute`, body: { inputs: { message: MESSAGE } } },
+    target: { type: 'http', url: `${shape.httpUrl}/v1/pipelines/${PIPELINE.name}/execute`, headers: shape.auth, body: { inputs: { message: MESSAGE } } },
     procs: shape.procs,
   };
 }
