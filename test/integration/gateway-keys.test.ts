@@ -9,7 +9,7 @@ import { ClientError, Status } from 'nice-grpc-common';
 import { HealthDefinition } from 'nice-grpc-server-health';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { proto } from '@elexirion/kit';
-import { eventually, sleep, startFakeAnthropic, startNats, startStack, stopAll, type FakeUpstream, type NatsServer, type Stack } from '@elexirion/testing';
+import { eventually, freePort, sleep, spawnNode, startFakeAnthropic, startNats, startStack, stopAll, waitServing, type FakeUpstream, type NatsServer, type Stack } from '@elexirion/testing';
 
 const ANTHROPIC_KEY = 'fake-anthropic-keys-test-5e6f7a8b9c0d';
 const ADMIN_KEY = `admin-${randomBytes(24).toString('base64url')}`;
@@ -317,6 +317,44 @@ describe('API keys across two gateway replicas', () => {
       expect(output).not.toContain(secret);
       expect(output).not.toContain(ADMIN_KEY);
       expect(output).not.toContain(key!.keyId + '_');
+    }
+  });
+});
+
+describe('the GATEWAY_AUTH setting', () => {
+  async function loneGateway(env: NodeJS.ProcessEnv) {
+    const grpcPort = await freePort();
+    const spawned = spawnNode('gateway', 'services/gateway/dist/main.js', {
+      BIND_HOST: '127.0.0.1',
+      NATS_URL: nats.url,
+      TELEMETRY_EVENTS: 'false',
+      GATEWAY_GRPC_PORT: String(grpcPort),
+      GATEWAY_HTTP_PORT: String(await freePort()),
+      ...env,
+    });
+    await waitServing(grpcPort, 'elexirion.v1.Gateway', spawned);
+    const channel = createChannel(`127.0.0.1:${grpcPort}`);
+    return { spawned, channel, gateway: createClient(proto.GatewayDefinition, channel) };
+  }
+
+  it('asks for keys when it is not set (secure by default)', async () => {
+    const { spawned, channel, gateway } = await loneGateway({});
+    try {
+      const refused = await failure(gateway.chat({ message: 'hi' }));
+      expect(refused.code).toBe(Status.UNAUTHENTICATED);
+    } finally {
+      channel.close();
+      await spawned.stop();
+    }
+  });
+
+  it('says at start that keys are off when it is off', async () => {
+    const { spawned, channel } = await loneGateway({ GATEWAY_AUTH: 'off' });
+    try {
+      expect(spawned.output()).toContain('API keys are OFF (GATEWAY_AUTH=off)');
+    } finally {
+      channel.close();
+      await spawned.stop();
     }
   });
 });

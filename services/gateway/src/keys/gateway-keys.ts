@@ -1,3 +1,4 @@
+import { registerSecret } from '@elexirion/kit';
 import { composeServerMiddleware, type ServerMiddleware } from 'nice-grpc-common';
 import { accessLogMiddleware } from '../access-log.js';
 import type { GatewayDeps } from '../calls/gateway-deps.js';
@@ -22,6 +23,8 @@ export function gatewayKeys(context: GatewayDeps['context']): GatewayKeys {
     logger.warn('API keys are OFF (GATEWAY_AUTH=off): every caller may use every call without a key; set GATEWAY_AUTH=on for anything reachable by others');
     return { registry: undefined, limits: undefined, middleware: accessLog, close: async () => {} };
   }
+  // Scrubbed from anything logged or answered, should it ever be quoted.
+  registerSecret(config.GATEWAY_ADMIN_KEY);
   const registry = new KeyRegistry({ logger, adminKey: config.GATEWAY_ADMIN_KEY });
   const limits = new KeyLimits({ logger });
   nats.use('API keys and their limits', async (connection) => {

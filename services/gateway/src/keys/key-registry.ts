@@ -50,6 +50,12 @@ export interface Authenticated {
   key: StoredKey | undefined;
 }
 
+/** How long a revoke waits for its write to come back through the watch before answering anyway. */
+const ECHO_WAIT_MS = 2_000;
+
+const MISSING_TTL_MS = 10_000;
+const MISSING_MAX = 10_000;
+
 const NO_LIMITS: StoredLimits = { requestsPerMinute: 0, tokensPerMinute: 0, dailyBudgetUsd: 0, monthlyBudgetUsd: 0 };
 
 /**
@@ -62,9 +68,21 @@ export class KeyRegistry {
   readonly #view: KvView<StoredKey>;
   readonly #bootstrapSha256: string | undefined;
   #store: KvStore<StoredKey> | undefined;
+  /** A revoke waiting for its own write to come back through the watch (see revoke). */
+  /** Key ids read and not found lately, so a stream of made-up ids does not become a stream of reads. */
+  readonly #missing = new Map<string, number>();
+  readonly #echoes = new Map<string, { revision: number; seen(): void }>();
 
   constructor(options: { logger: KvViewLogger; adminKey: string | undefined }) {
-    this.#view = new KvView<StoredKey>({ ...keysBucket, logger: options.logger, label: 'API key' });
+    this.#view = new KvView<StoredKey>({
+      ...keysBucket,
+      logger: options.logger,
+      label: 'API key',
+      onChange: ({ key, revision }) => {
+        const waiting = this.#echoes.get(key);
+        if (waiting && revision !== undefined && revision >= waiting.revision) waiting.seen();
+      },
+    });
     this.#bootstrapSha256 = options.adminKey ? sha256Hex(options.adminKey) : undefined;
   }
 
@@ -95,8 +113,16 @@ export class KeyRegistry {
   /** A key id not in the view yet (created on another replica a moment ago): one read of the bucket. */
   async #readThrough(keyId: string): Promise<StoredKey | undefined> {
     if (!this.#view.attached || !this.#store) throw new ElexirionError(Status.UNAVAILABLE, 'API keys cannot be checked now: the key store (NATS) is not reachable');
+    // Made-up key ids cost one read each, then nothing for a while: the watch brings real new
+    // keys within milliseconds, so the read only covers a key made a moment ago elsewhere.
+    const now = Date.now();
+    if ((this.#missing.get(keyId) ?? 0) > now) return undefined;
     const record = await this.#store.get(keyId);
-    if (!record) return undefined;
+    if (!record) {
+      if (this.#missing.size >= MISSING_MAX) this.#missing.clear();
+      this.#missing.set(keyId, now + MISSING_TTL_MS);
+      return undefined;
+    }
     this.#view.applyWrite(keyId, record.value, record.revision);
     return record.value;
   }
@@ -152,6 +178,7 @@ export class KeyRegistry {
       const revoked = { ...record.value, revokedAt: now.toISOString() };
       try {
         const revision = await store.update(keyId, revoked, record.revision);
+        await this.#watchEcho(keyId, revision);
         this.#view.applyWrite(keyId, revoked, revision);
         return revoked;
       } catch (error) {
@@ -159,6 +186,25 @@ export class KeyRegistry {
       }
     }
     throw new ElexirionError(Status.ABORTED, `key ${keyId} kept changing while being revoked; try again`);
+  }
+
+  /**
+   * Waits (briefly) until this replica's watch delivers the write: the server sends a change to
+   * every replica's watch at the same time, so once this one has it the others have been sent it
+   * too, and a revoked key is refused everywhere by the time RevokeKey answers.
+   */
+  async #watchEcho(keyId: string, revision: number): Promise<void> {
+    if ((this.#view.revision(keyId) ?? 0) >= revision) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ECHO_WAIT_MS);
+      const echoes = this.#echoes;
+      function done() {
+        clearTimeout(timer);
+        if (echoes.get(keyId)?.seen === done) echoes.delete(keyId);
+        resolve();
+      }
+      echoes.set(keyId, { revision, seen: done });
+    });
   }
 
   list(includeInactive: boolean, now = Date.now()): StoredKey[] {
