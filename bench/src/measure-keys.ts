@@ -13,11 +13,14 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { createChannel, createClient, Metadata } from 'nice-grpc';
-import { proto } from '@elexirion/kit';
-import { freePort, spawnNode, startFakeOpenAI, startNats, startStack, stopAll, waitServing } from '@elexirion/testing';
+import { KvRevisionConflictError, KvStore, proto } from '@elexirion/kit';
+import { z } from 'zod';
+import { connectNats, freePort, spawnNode, startFakeOpenAI, startNats, startStack, stopAll, waitServing } from '@elexirion/testing';
 import { MESSAGE, writeProviderConfig } from './harness.ts';
 
-const { values } = parseArgs({ options: { requests: { type: 'string', default: '3000' }, concurrency: { type: 'string', default: '32' } } });
+const { values } = parseArgs({
+  options: { requests: { type: 'string', default: '3000' }, concurrency: { type: 'string', default: '32' }, 'kv-only': { type: 'boolean', default: false } },
+});
 const requests = Number(values.requests);
 const concurrency = Number(values.concurrency);
 if (!(requests > 0) || !(concurrency > 0)) throw new Error('--requests and --concurrency must be positive numbers');
@@ -47,19 +50,70 @@ async function gatewayTraffic(monitorPort: number, pids: number[]): Promise<{ se
   return { sent: mine.reduce((sum, c) => sum + c.in_msgs, 0), received: mine.reduce((sum, c) => sum + c.out_msgs, 0) };
 }
 
+/**
+ * What one NATS server sustains of the writes the limits make: compare-and-set updates of a KV
+ * entry, each waiting for its ack, by `workers` concurrent writers, each on a key of its own
+ * (many keys) or all on one key (one hot key: conflicts, then a read and another attempt).
+ */
+async function kvUpdatesPerSecond(natsUrl: string, workers: number, oneKey: boolean, ms = 3_000): Promise<number> {
+  const connection = await connectNats(natsUrl);
+  try {
+    const store = await KvStore.open(connection, {
+      bucket: `measure_cas_${randomBytes(4).toString('hex')}`,
+      schema: z.object({ count: z.number() }),
+      key: { pattern: /^k\d+$/, description: 'k<n>' },
+    });
+    let done = 0;
+    const until = performance.now() + ms;
+    await Promise.all(
+      Array.from({ length: workers }, async (_, worker) => {
+        const key = oneKey ? 'k0' : `k${worker}`;
+        let record = await store.get(key);
+        while (performance.now() < until) {
+          try {
+            const revision = record ? await store.update(key, { count: record.value.count + 1 }, record.revision) : await store.create(key, { count: 1 });
+            record = { value: { count: (record?.value.count ?? 0) + 1 }, revision };
+            done += 1;
+          } catch (error) {
+            if (!(error instanceof KvRevisionConflictError)) throw error;
+            record = await store.get(key);
+          }
+        }
+      }),
+    );
+    return Math.round(done / (ms / 1000));
+  } finally {
+    await connection.close();
+  }
+}
+
 const nats = await startNats(undefined, undefined, { monitor: true });
 const upstream = await startFakeOpenAI({ apiKey: UPSTREAM_KEY });
 try {
+  console.log('KV compare-and-set updates per second on this nats-server (one server, file storage, each write acked):');
+  for (const workers of [32, 128]) {
+    console.log(`  ${workers} writers, a key each: ${await kvUpdatesPerSecond(nats.url, workers, false)}/s; all on one key: ${await kvUpdatesPerSecond(nats.url, workers, true)}/s`);
+  }
+  console.log('');
+  if (!values['kv-only']) await measureChain(nats.monitorPort!, nats.url, upstream.url);
+
+} finally {
+  await upstream.close();
+  await nats.stop();
+  await stopAll();
+}
+
+async function measureChain(monitorPort: number, natsUrl: string, upstreamUrl: string): Promise<void> {
   const env = {
     LOG_LEVEL: 'warn',
     TELEMETRY_EVENTS: 'false',
     GATEWAY_AUTH: 'on',
     GATEWAY_ADMIN_KEY: ADMIN_KEY,
     OPENAI_API_KEY: UPSTREAM_KEY,
-    OPENAI_BASE_URL: upstream.url,
+    OPENAI_BASE_URL: upstreamUrl,
     PROVIDER_CONFIG: writeProviderConfig(),
   };
-  const stack = await startStack('one-process-per-service', nats.url, env);
+  const stack = await startStack('one-process-per-service', natsUrl, env);
   const grpcPort = await freePort();
   const second = spawnNode('gateway-2', 'services/gateway/dist/main.js', {
     ...stack.env,
@@ -84,7 +138,7 @@ try {
       for (const gateway of gateways) await gateway.chat({ message: MESSAGE }, options); // first use on each replica
       // Let the warm-up's writes and their watcher deliveries settle before counting.
       await new Promise((resolve) => setTimeout(resolve, 500));
-      const before = await gatewayTraffic(nats.monitorPort!, pids);
+      const before = await gatewayTraffic(monitorPort, pids);
       let next = 0;
       let failures = 0;
       const started = performance.now();
@@ -98,7 +152,7 @@ try {
       );
       const seconds = (performance.now() - started) / 1000;
       await new Promise((resolve) => setTimeout(resolve, 500));
-      const after = await gatewayTraffic(nats.monitorPort!, pids);
+      const after = await gatewayTraffic(monitorPort, pids);
       if (failures > 0) throw new Error(`${failures} of ${requests} chats failed with ${kind.name}`);
       const per = (count: number) => (count / requests).toFixed(3);
       console.log(`| ${kind.name} | ${Math.round(requests / seconds)} | ${per(after.sent - before.sent)} | ${per(after.received - before.received)} |`);
@@ -108,8 +162,4 @@ try {
     await second.stop();
     await stack.stop();
   }
-} finally {
-  await upstream.close();
-  await nats.stop();
-  await stopAll();
 }

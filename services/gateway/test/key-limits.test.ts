@@ -6,7 +6,7 @@
 import { Metadata, ServerError, Status, type CallContext, type ServerMiddlewareCall } from 'nice-grpc-common';
 import { describe, expect, it } from 'vitest';
 import { proto } from '@elexirion/kit';
-import { connectNats } from '@elexirion/testing';
+import { connectNats, eventually } from '@elexirion/testing';
 import { cleanupAfterEach, natsForFile } from '@elexirion/testing/fixtures';
 import { authMiddleware, usageIn } from '../src/keys/auth-middleware.js';
 import { KeyLimits, requestBlock } from '../src/keys/key-limits.js';
@@ -113,6 +113,19 @@ describe('per-key limits shared by replicas', () => {
     expect(refused).toMatchObject({ code: Status.RESOURCE_EXHAUSTED });
     expect(second.trailer.get('x-ratelimit-remaining-tokens')).toBe('0');
     expect(Number(second.trailer.get('retry-after'))).toBeGreaterThanOrEqual(1);
+  });
+
+  it("sums every replica's usage entry, each written by its replica alone", async () => {
+    const one = await replica();
+    const two = await replica();
+    const { key } = await one.registry.create(proto.CreateKeyRequest.fromPartial({ name: 'summed', scopes: ['chat'] }), 'test');
+    one.limits.record(key.keyId, { tokens: 60, costUsd: 0.25 });
+    two.limits.record(key.keyId, { tokens: 50, costUsd: 0.5 });
+    two.limits.record(key.keyId, { tokens: 5, costUsd: 0 });
+    for (const side of [one, two]) {
+      await eventually('both replicas to see both entries', async () => (side.limits.usage(key.keyId).tokens === 115 ? true : undefined));
+      expect(side.limits.usage(key.keyId)).toMatchObject({ tokens: 115, spentDay: expect.closeTo(0.75, 9), spentMonth: expect.closeTo(0.75, 9) });
+    }
   });
 
   it('reads usage from unary answers and from stream events that end with done', () => {

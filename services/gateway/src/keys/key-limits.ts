@@ -1,23 +1,25 @@
 import { ElexirionError, KvRevisionConflictError, KvStore, KvView, ServerError, Status, type KvViewLogger } from '@elexirion/kit';
 import type { Metadata } from 'nice-grpc-common';
 import { z } from 'zod';
-import { KEY_ID_PATTERN } from './api-key-secret.js';
+import { randomBytes } from 'node:crypto';
 import type { NatsConnection, StoredKey, StoredLimits } from './key-registry.js';
 
-// Limits per key that hold across gateway replicas. One KV entry per key holds the key's use in
-// the current windows (this UTC minute, day, month); every replica watches the bucket, so the
-// checks before a call read memory, and writes are compare-and-set on the entry's revision.
+// Limits per key that hold across gateway replicas, in one JetStream KV bucket every replica
+// watches, so the checks before a call read memory:
 //
-// Requests per minute: a replica reserves a block of requests from the shared counter (one
-// compare-and-set) and admits from it locally; the shared counter never passes the limit, so the
-// replicas together never admit more than the limit. What they may admit less: requests reserved
-// by one replica and not used this minute, at most one block per replica (BLOCK_SHARE of the
-// limit, at least 1, at most MAX_BLOCK).
+// Requests per minute: the entry `<key id>` counts the requests replicas reserved this minute. A
+// replica reserves a block (one compare-and-set on that entry) and admits from it locally; the
+// counter never passes the limit, so the replicas together never admit more than the limit. What
+// they may admit less: requests reserved by one replica and not used this minute, at most one
+// block per replica (BLOCK_SHARE of the limit, at least 1, at most MAX_BLOCK).
 //
-// Tokens per minute and USD budgets are known after a call: its usage is added to the shared
-// entry (one compare-and-set; usage finishing meanwhile on the same replica joins the next one),
-// and a call is refused once the window's use has reached the limit. What can pass a limit is
-// what calls already admitted spend: the calls in flight on every replica when it was reached.
+// Tokens per minute and USD per day and month are known after a call. Each replica writes its own
+// totals for the current windows to its own entry `<key id>.<replica id>` (one writer per entry:
+// a plain put, never a conflict), one put in flight per key, so calls finishing meanwhile go in
+// the next; a key's use is the sum of its replicas' entries. A call is refused once the window's
+// use has reached the limit; what can pass a limit is what calls already admitted spend (those in
+// flight on every replica when it was reached) and what the other replicas have not written yet
+// (one put's round trip).
 
 export const USAGE_BUCKET = 'elexirion_gateway_key_usage';
 const BLOCK_SHARE = 0.01;
@@ -40,10 +42,13 @@ const usageSchema = z.object({
 });
 export type KeyUsageRecord = z.infer<typeof usageSchema>;
 
+/** `<key id>` (the requests reserved) or `<key id>.<replica id>` (a replica's tokens and spend). */
+const USAGE_KEY = /^([0-9a-f]{16})(?:\.([0-9a-f]{16}))?$/;
+
 const usageBucket = {
   bucket: USAGE_BUCKET,
   schema: usageSchema,
-  key: { pattern: KEY_ID_PATTERN, description: '16 hexadecimal characters', name: 'key id' },
+  key: { pattern: USAGE_KEY, description: 'a key id (16 hexadecimal characters), or a key id, a dot and a replica id', name: 'usage key' },
   ttlMs: USAGE_TTL_MS,
   description: 'Elexirion gateway API key usage in the current minute, day and month',
 };
@@ -96,14 +101,16 @@ function current(record: KeyUsageRecord | undefined, windows: Windows): KeyUsage
   };
 }
 
-/** What a replica holds for one key: its unspent reservation and the usage not yet written. */
+/** What a replica holds for one key: its unspent reservation, and its own use (its entry's value). */
 class LocalKey {
   minute = 0;
   granted = 0;
   admitted = 0;
-  pendingTokens = 0;
-  pendingUsd = 0;
   reserving: Promise<number> | undefined;
+  /** This replica's use in the current windows; what its entry holds once written. */
+  own: KeyUsageRecord | undefined;
+  /** `own` changed since the last put. */
+  dirty = false;
   flushing: Promise<void> | undefined;
 }
 
@@ -113,16 +120,33 @@ export interface CallUsage {
 }
 
 export class KeyLimits {
+  /** This process's replica id: the name of its usage entries. */
+  readonly replicaId = randomBytes(8).toString('hex');
   readonly #view: KvView<KeyUsageRecord>;
   readonly #logger: KvViewLogger;
   readonly #local = new Map<string, LocalKey>();
+  /** Every replica's usage entry by key id (kept from the view's changes), so a check sums a few, not the bucket. */
+  readonly #replicaEntries = new Map<string, Map<string, KeyUsageRecord>>();
   #store: KvStore<KeyUsageRecord> | undefined;
-  /** JetStream operations made on the request path (reads and compare-and-sets), for the README's figures. */
-  operations = 0;
 
   constructor(options: { logger: KvViewLogger }) {
     this.#logger = options.logger;
-    this.#view = new KvView<KeyUsageRecord>({ ...usageBucket, logger: options.logger, label: 'API key usage' });
+    this.#view = new KvView<KeyUsageRecord>({
+      ...usageBucket,
+      logger: options.logger,
+      label: 'API key usage',
+      onChange: ({ key, value }) => {
+        const [, keyId, replica] = USAGE_KEY.exec(key) ?? [];
+        if (!keyId || !replica) return;
+        let entries = this.#replicaEntries.get(keyId);
+        if (value) {
+          if (!entries) this.#replicaEntries.set(keyId, (entries = new Map()));
+          entries.set(replica, value);
+        } else {
+          entries?.delete(replica);
+        }
+      },
+    });
   }
 
   async attach(connection: NatsConnection): Promise<void> {
@@ -139,16 +163,17 @@ export class KeyLimits {
     return limits.requestsPerMinute > 0 || limits.tokensPerMinute > 0 || limits.dailyBudgetUsd > 0 || limits.monthlyBudgetUsd > 0;
   }
 
-  /** The key's use in the current windows, as every replica has written it. */
+  /** The key's use in the current windows: the requests reserved, and every replica's tokens and spend (this one's as it is now). */
   usage(keyId: string, now = Date.now()): KeyUsageRecord {
-    const local = this.#local.get(keyId);
-    const record = current(this.#view.get(keyId), windowsAt(now));
-    return {
-      ...record,
-      tokens: record.tokens + (local?.pendingTokens ?? 0),
-      spentDay: record.spentDay + (local?.pendingUsd ?? 0),
-      spentMonth: record.spentMonth + (local?.pendingUsd ?? 0),
-    };
+    const windows = windowsAt(now);
+    const total = current(undefined, windows);
+    total.requests = current(this.#view.get(keyId), windows).requests;
+    for (const [replica, entry] of this.#replicaEntries.get(keyId) ?? []) {
+      if (replica !== this.replicaId) add(total, current(entry, windows));
+    }
+    const own = this.#local.get(keyId)?.own;
+    if (own) add(total, current(own, windows));
+    return total;
   }
 
   /**
@@ -181,12 +206,19 @@ export class KeyLimits {
     this.#setHeaders(key, local, windows, trailer);
   }
 
-  /** Adds a finished call's tokens and cost to the key's shared use (batched with others finishing meanwhile). */
+  /** Adds a finished call's tokens and cost to this replica's use of the key, written to its entry (batched with others finishing meanwhile). */
   record(keyId: string, usage: CallUsage): void {
-    if (!(usage.tokens > 0) && !(usage.costUsd > 0)) return;
-    const local = this.#localOf(keyId, windowsAt(Date.now()).minute);
-    local.pendingTokens += Math.max(0, Math.trunc(usage.tokens) || 0);
-    local.pendingUsd += Math.max(0, usage.costUsd || 0);
+    const tokens = Math.max(0, Math.trunc(usage.tokens) || 0);
+    const usd = Math.max(0, usage.costUsd || 0);
+    if (tokens === 0 && usd === 0) return;
+    const windows = windowsAt(Date.now());
+    const local = this.#localOf(keyId, windows.minute);
+    const own = current(local.own, windows);
+    own.tokens += tokens;
+    own.spentDay += usd;
+    own.spentMonth += usd;
+    local.own = own;
+    local.dirty = true;
     local.flushing ??= this.#flush(keyId, local).finally(() => (local.flushing = undefined));
   }
 
@@ -218,24 +250,23 @@ export class KeyLimits {
     return granted;
   }
 
+  /** Puts this replica's use of the key to its own entry until it is written as it stands. */
   async #flush(keyId: string, local: LocalKey): Promise<void> {
-    while (local.pendingTokens > 0 || local.pendingUsd > 0) {
-      const tokens = local.pendingTokens;
-      const usd = local.pendingUsd;
+    const store = this.#store;
+    const entry = `${keyId}.${this.replicaId}`;
+    while (local.dirty && local.own) {
+      local.dirty = false;
+      const value = local.own;
       try {
-        await this.#change(keyId, windowsAt(Date.now()), (record) => ({
-          ...record,
-          tokens: record.tokens + tokens,
-          spentDay: record.spentDay + usd,
-          spentMonth: record.spentMonth + usd,
-        }));
+        if (!store) throw new Error('not attached to NATS');
+        const revision = await store.put(entry, value);
+        this.#view.applyWrite(entry, value, revision);
       } catch (error) {
-        // Kept pending (still counted by this replica's checks); written with the next usage.
-        this.#logger.warn({ err: error, keyId, pendingTokens: local.pendingTokens, pendingUsd: local.pendingUsd }, 'could not add API key usage to the shared counters; will retry');
+        // Still counted by this replica's checks; written with the next call's usage.
+        local.dirty = true;
+        this.#logger.warn({ err: error, keyId }, 'could not write API key usage to the shared bucket; will retry with the next usage');
         return;
       }
-      local.pendingTokens -= tokens;
-      local.pendingUsd -= usd;
     }
   }
 
@@ -253,13 +284,11 @@ export class KeyLimits {
       const next = change(current(value, windows));
       if (!next) return;
       try {
-        this.operations += 1;
         const written = revision === undefined ? await store.create(keyId, next) : await store.update(keyId, next, revision);
         this.#view.applyWrite(keyId, next, written);
         return;
       } catch (error) {
         if (!(error instanceof KvRevisionConflictError)) throw error;
-        this.operations += 1;
         const fresh = await store.get(keyId);
         value = fresh?.value;
         revision = fresh?.revision;
@@ -270,7 +299,7 @@ export class KeyLimits {
 
   #setHeaders(key: StoredKey, local: LocalKey, windows: Windows, trailer: Metadata): void {
     const { limits } = key;
-    const shared = current(this.#view.get(key.keyId), windows);
+    const shared = this.usage(key.keyId);
     if (limits.requestsPerMinute > 0) {
       // Not reserved by any replica yet, plus this replica's reservation not used yet.
       const remaining = Math.max(0, limits.requestsPerMinute - shared.requests) + Math.max(0, local.granted - local.admitted);
@@ -280,8 +309,14 @@ export class KeyLimits {
     }
     if (limits.tokensPerMinute > 0) {
       trailer.set('x-ratelimit-limit-tokens', String(limits.tokensPerMinute));
-      trailer.set('x-ratelimit-remaining-tokens', String(Math.max(0, limits.tokensPerMinute - shared.tokens - local.pendingTokens)));
+      trailer.set('x-ratelimit-remaining-tokens', String(Math.max(0, limits.tokensPerMinute - shared.tokens)));
       trailer.set('x-ratelimit-reset-tokens', `${windows.minuteLeft}s`);
     }
   }
+}
+
+function add(total: KeyUsageRecord, entry: KeyUsageRecord): void {
+  total.tokens += entry.tokens;
+  total.spentDay += entry.spentDay;
+  total.spentMonth += entry.spentMonth;
 }
