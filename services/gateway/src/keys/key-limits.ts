@@ -15,16 +15,18 @@ import type { NatsConnection, StoredKey, StoredLimits } from './key-registry.js'
 //
 // Tokens per minute and USD per day and month are known after a call. Each replica writes its own
 // totals for the current windows to its own entry `<key id>.<replica id>` (one writer per entry:
-// a plain put, never a conflict), one put in flight per key, so calls finishing meanwhile go in
-// the next; a key's use is the sum of its replicas' entries. A call is refused once the window's
+// a plain put, never a conflict), one put in flight per key and at most one per FLUSH_INTERVAL_MS,
+// so calls finishing meanwhile go in the next; a key's use is the sum of its replicas' entries. A call is refused once the window's
 // use has reached the limit; what can pass a limit is what calls already admitted spend (those in
 // flight on every replica when it was reached) and what the other replicas have not written yet
-// (one put's round trip).
+// (at most FLUSH_INTERVAL_MS of their calls plus one put's round trip).
 
 export const USAGE_BUCKET = 'elexirion_gateway_key_usage';
 const BLOCK_SHARE = 0.01;
 const MAX_BLOCK = 1_000;
 const MAX_CAS_ATTEMPTS = 20;
+/** Least time between two writes of one replica's usage of one key. */
+const FLUSH_INTERVAL_MS = 20;
 // An idle key's entry goes after a month and a few days (its month is over by then).
 const USAGE_TTL_MS = 35 * 24 * 3600_000;
 
@@ -68,7 +70,16 @@ interface Windows {
   monthLeft: number;
 }
 
+let lastWindows: { second: number; windows: Windows } | undefined;
+
+/** The windows at `now`; the same object all through one second (every call asks, and dates are not free). */
 function windowsAt(now: number): Windows {
+  const second = Math.floor(now / 1000);
+  if (lastWindows?.second !== second) lastWindows = { second, windows: computeWindows(second * 1000) };
+  return lastWindows.windows;
+}
+
+function computeWindows(now: number): Windows {
   const date = new Date(now);
   const iso = date.toISOString();
   const nextDay = Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate() + 1);
@@ -112,6 +123,7 @@ class LocalKey {
   /** `own` changed since the last put. */
   dirty = false;
   flushing: Promise<void> | undefined;
+  lastPutAt = -Infinity;
 }
 
 export interface CallUsage {
@@ -128,6 +140,7 @@ export class KeyLimits {
   /** Every replica's usage entry by key id (kept from the view's changes), so a check sums a few, not the bucket. */
   readonly #replicaEntries = new Map<string, Map<string, KeyUsageRecord>>();
   #store: KvStore<KeyUsageRecord> | undefined;
+  #closing = false;
 
   constructor(options: { logger: KvViewLogger }) {
     this.#logger = options.logger;
@@ -155,6 +168,7 @@ export class KeyLimits {
   }
 
   async close(): Promise<void> {
+    this.#closing = true;
     await Promise.allSettled([...this.#local.values()].map((local) => local.flushing));
     await this.#view.close();
   }
@@ -250,12 +264,19 @@ export class KeyLimits {
     return granted;
   }
 
-  /** Puts this replica's use of the key to its own entry until it is written as it stands. */
+  /**
+   * Puts this replica's use of the key to its own entry until it is written as it stands, at most
+   * once per FLUSH_INTERVAL_MS: a busy key costs each replica at most 1000 / FLUSH_INTERVAL_MS
+   * writes a second, however many calls it makes.
+   */
   async #flush(keyId: string, local: LocalKey): Promise<void> {
     const store = this.#store;
     const entry = `${keyId}.${this.replicaId}`;
     while (local.dirty && local.own) {
+      const wait = local.lastPutAt + FLUSH_INTERVAL_MS - performance.now();
+      if (wait > 0 && !this.#closing) await new Promise((resolve) => setTimeout(resolve, wait));
       local.dirty = false;
+      local.lastPutAt = performance.now();
       const value = local.own;
       try {
         if (!store) throw new Error('not attached to NATS');

@@ -7,7 +7,11 @@ export const keysConfigShape = {
   GATEWAY_AUTH: z.enum(['on', 'off'], { error: 'expected on or off' }).default('on'),
   // A bootstrap admin secret (a key named "bootstrap" with the admin scope) to create the first
   // keys with; never logged. At least 24 characters: it is a password to everything.
-  GATEWAY_ADMIN_KEY: z.string().min(24, 'expected at least 24 characters (it opens every call)').optional(),
+  GATEWAY_ADMIN_KEY: z
+    .string()
+    .min(24, 'expected at least 24 characters (it opens every call)')
+    .refine((value) => !value.startsWith('elx_'), 'must not start with elx_ (the form of the keys it creates)')
+    .optional(),
   // One line per gateway call at this level; off: none.
   GATEWAY_ACCESS_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'off']).default('info'),
 } satisfies z.ZodRawShape;
