@@ -24,7 +24,9 @@ import type { NatsConnection, StoredKey, StoredLimits } from './key-registry.js'
 export const USAGE_BUCKET = 'elexirion_gateway_key_usage';
 const BLOCK_SHARE = 0.01;
 const MAX_BLOCK = 1_000;
-const MAX_CAS_ATTEMPTS = 20;
+const MAX_CAS_ATTEMPTS = 30;
+/** After a lost compare-and-set, a random pause up to this (doubling per attempt, capped): a replica that must read again before writing would otherwise keep losing to one that writes straight away. */
+const CAS_BACKOFF_MS = { base: 1, max: 25 };
 /** Least time between two writes of one replica's usage of one key. */
 const FLUSH_INTERVAL_MS = 20;
 // An idle key's entry goes after a month and a few days (its month is over by then).
@@ -310,6 +312,7 @@ export class KeyLimits {
         return;
       } catch (error) {
         if (!(error instanceof KvRevisionConflictError)) throw error;
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(CAS_BACKOFF_MS.max, CAS_BACKOFF_MS.base * 2 ** attempt)));
         const fresh = await store.get(keyId);
         value = fresh?.value;
         revision = fresh?.revision;

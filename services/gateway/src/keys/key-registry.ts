@@ -50,8 +50,11 @@ export interface Authenticated {
   key: StoredKey | undefined;
 }
 
-/** How long a revoke waits for its write to come back through the watch before answering anyway. */
-const ECHO_WAIT_MS = 2_000;
+/** Where a revoking replica asks every replica to confirm its view holds the revoke. */
+const SYNC_SUBJECT = 'elexirion.gateway.keys.sync';
+/** The longest a revoke waits for the replicas' answers, and the quiet after the last that ends the wait. */
+const SYNC_WAIT_MS = 2_000;
+const SYNC_STALL_MS = 100;
 
 const MISSING_TTL_MS = 10_000;
 const MISSING_MAX = 10_000;
@@ -68,10 +71,12 @@ export class KeyRegistry {
   readonly #view: KvView<StoredKey>;
   readonly #bootstrapSha256: string | undefined;
   #store: KvStore<StoredKey> | undefined;
-  /** A revoke waiting for its own write to come back through the watch (see revoke). */
   /** Key ids read and not found lately, so a stream of made-up ids does not become a stream of reads. */
   readonly #missing = new Map<string, number>();
-  readonly #echoes = new Map<string, { revision: number; seen(): void }>();
+  /** Calls waiting for a key's write to reach this replica's view (see revoke). */
+  readonly #waiters = new Map<string, Set<{ revision: number; seen(): void }>>();
+  #connection: NatsConnection | undefined;
+  #sync: { unsubscribe(): void } | undefined;
 
   constructor(options: { logger: KvViewLogger; adminKey: string | undefined }) {
     this.#view = new KvView<StoredKey>({
@@ -79,8 +84,8 @@ export class KeyRegistry {
       logger: options.logger,
       label: 'API key',
       onChange: ({ key, revision }) => {
-        const waiting = this.#echoes.get(key);
-        if (waiting && revision !== undefined && revision >= waiting.revision) waiting.seen();
+        if (revision === undefined) return;
+        for (const waiter of this.#waiters.get(key) ?? []) if (revision >= waiter.revision) waiter.seen();
       },
     });
     this.#bootstrapSha256 = options.adminKey ? sha256Hex(options.adminKey) : undefined;
@@ -89,9 +94,29 @@ export class KeyRegistry {
   async attach(connection: NatsConnection): Promise<void> {
     this.#store = await KvStore.open(connection, keysBucket);
     await this.#view.attach(connection);
+    this.#sync?.unsubscribe();
+    this.#connection = connection;
+    // Answers a revoking replica once this replica's view holds the revoke (see revoke).
+    this.#sync = connection.subscribe(SYNC_SUBJECT, {
+      callback: (error, message) => {
+        if (error) return;
+        let asked: { keyId?: unknown; revision?: unknown };
+        try {
+          asked = message.json();
+        } catch {
+          return;
+        }
+        const { keyId, revision } = asked;
+        if (typeof keyId !== 'string' || typeof revision !== 'number') return;
+        void this.#reached(keyId, revision).then((held) => {
+          if (held) message.respond();
+        });
+      },
+    });
   }
 
   async close(): Promise<void> {
+    this.#sync?.unsubscribe();
     await this.#view.close();
   }
 
@@ -179,7 +204,7 @@ export class KeyRegistry {
       const revoked = { ...record.value, revokedAt: now.toISOString() };
       try {
         const revision = await store.update(keyId, revoked, record.revision);
-        await this.#watchEcho(keyId, revision);
+        await this.#everyReplicaHas(keyId, revision);
         this.#view.applyWrite(keyId, revoked, revision);
         return revoked;
       } catch (error) {
@@ -190,21 +215,38 @@ export class KeyRegistry {
   }
 
   /**
-   * Waits (briefly) until this replica's watch delivers the write: the server sends a change to
-   * every replica's watch at the same time, so once this one has it the others have been sent it
-   * too, and a revoked key is refused everywhere by the time RevokeKey answers.
+   * Asks every gateway replica (this one included) to answer once its view holds the write, and
+   * waits for their answers: until none has come for SYNC_STALL_MS after the last, at most
+   * SYNC_WAIT_MS. So a revoked key is refused on every replica by the time RevokeKey answers,
+   * a replica cut off from NATS excepted (it serves its last known keys until it is back).
    */
-  async #watchEcho(keyId: string, revision: number): Promise<void> {
-    if ((this.#view.revision(keyId) ?? 0) >= revision) return;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ECHO_WAIT_MS);
-      const echoes = this.#echoes;
-      function done() {
+  async #everyReplicaHas(keyId: string, revision: number): Promise<void> {
+    const connection = this.#connection;
+    if (!connection) return;
+    try {
+      const answers = await connection.requestMany(SYNC_SUBJECT, JSON.stringify({ keyId, revision }), { strategy: 'stall', stall: SYNC_STALL_MS, maxWait: SYNC_WAIT_MS });
+      for await (const answer of answers) void answer;
+    } catch {
+      // No answer at all (no replica subscribed yet): the watch still brings the change.
+    }
+  }
+
+  /** Whether this replica's view holds the key at `revision` or later, waiting up to SYNC_WAIT_MS for its watch. */
+  async #reached(keyId: string, revision: number): Promise<boolean> {
+    if ((this.#view.revision(keyId) ?? 0) >= revision) return true;
+    return new Promise<boolean>((resolve) => {
+      let waiters = this.#waiters.get(keyId);
+      if (!waiters) this.#waiters.set(keyId, (waiters = new Set()));
+      const set = waiters;
+      const finish = (held: boolean) => {
         clearTimeout(timer);
-        if (echoes.get(keyId)?.seen === done) echoes.delete(keyId);
-        resolve();
-      }
-      echoes.set(keyId, { revision, seen: done });
+        set.delete(waiter);
+        if (set.size === 0 && this.#waiters.get(keyId) === set) this.#waiters.delete(keyId);
+        resolve(held);
+      };
+      const waiter = { revision, seen: () => finish(true) };
+      const timer = setTimeout(() => finish(false), SYNC_WAIT_MS);
+      set.add(waiter);
     });
   }
 
