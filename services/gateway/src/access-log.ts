@@ -1,4 +1,4 @@
-import { statusNameOf, traceIds, type Logger } from '@elexirion/kit';
+import { statusNameOf, traceIds, type Logger, type UnaryServerMiddleware } from '@elexirion/kit';
 import type { CallContext, ServerMiddleware, ServerMiddlewareCall } from 'nice-grpc-common';
 import { gatewayMethodByPath } from './method-options.js';
 
@@ -15,23 +15,42 @@ export interface AccessLogContext {
  * "-" when keys are off or no key was accepted) and the trace id. It wraps the auth middleware,
  * so refused calls are logged too.
  */
-export function accessLogMiddleware(logger: Logger, level: AccessLogLevel): ServerMiddleware<AccessLogContext> | undefined {
+export function accessLogMiddleware(logger: Logger, level: AccessLogLevel): { middleware: ServerMiddleware<AccessLogContext>; unary: UnaryServerMiddleware } | undefined {
   if (level === 'off') return undefined;
-  const log = logger[level].bind(logger);
-  return async function* accessLog<Request, Response>(call: ServerMiddlewareCall<Request, Response, AccessLogContext>, context: CallContext) {
-    const started = performance.now();
-    const entry = { key: '-' };
-    let status = 'OK';
-    try {
-      return yield* call.next(call.request, extendContext(context, { accessLogEntry: entry }));
-    } catch (error) {
-      status = statusNameOf(error);
-      throw error;
-    } finally {
-      const method = gatewayMethodByPath.get(call.method.path)?.name ?? call.method.path;
-      const { traceId } = traceIds();
-      log({ access: 'grpc', method, status, durationMs: Math.round((performance.now() - started) * 100) / 100, key: entry.key, ...(traceId ? { traceId } : {}) }, `${method} ${status}`);
-    }
+  const write = logger[level].bind(logger);
+  const log = (path: string, started: number, status: string, key: string) => {
+    const method = gatewayMethodByPath.get(path)?.name ?? path;
+    const { traceId } = traceIds();
+    write({ access: 'grpc', method, status, durationMs: Math.round((performance.now() - started) * 100) / 100, key, ...(traceId ? { traceId } : {}) }, `${method} ${status}`);
+  };
+  return {
+    middleware: async function* accessLog<Request, Response>(call: ServerMiddlewareCall<Request, Response, AccessLogContext>, context: CallContext) {
+      const started = performance.now();
+      const entry = { key: '-' };
+      let status = 'OK';
+      try {
+        return yield* call.next(call.request, extendContext(context, { accessLogEntry: entry }));
+      } catch (error) {
+        status = statusNameOf(error);
+        throw error;
+      } finally {
+        log(call.method.path, started, status, entry.key);
+      }
+    },
+    // The same for in-process unary calls (the HTTP routes'), as a plain async function.
+    async unary(path, context, handle) {
+      const started = performance.now();
+      const entry = { key: '-' };
+      let status = 'OK';
+      try {
+        return await handle(extendContext(context, { accessLogEntry: entry }));
+      } catch (error) {
+        status = statusNameOf(error);
+        throw error;
+      } finally {
+        log(path, started, status, entry.key);
+      }
+    },
   };
 }
 

@@ -34,6 +34,7 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
     http: [httpApi(() => clients.get('gateway'))],
     // API keys, scopes, limits and the access log, on gRPC and on the HTTP routes' in-process calls.
     serverMiddleware: keys.middleware,
+    unaryServerMiddleware: keys.unaryMiddleware,
     close: () => keys.close(),
   };
 }

@@ -39,6 +39,27 @@ const providerModule = defineService({
   }),
 });
 
+/** The same provider with the middleware also as a function, which in-process unary calls take. */
+const providerWithUnaryModule = defineService({
+  name: 'provider',
+  create: () => {
+    const base = providerModule.create({} as never) as { implementation: proto.ProviderServiceImplementation };
+    return {
+      implementation: base.implementation,
+      serverMiddleware: requireWho,
+      unaryServerMiddleware: async (_path, context, handle) => {
+        const who = context.metadata.get('x-who');
+        if (!who) {
+          context.trailer.set('x-why', 'no x-who (function)');
+          throw new ServerError(Status.PERMISSION_DENIED, 'who are you?');
+        }
+        context.trailer.set('x-seen-by', 'function');
+        return handle({ ...context, header: context.header, trailer: context.trailer, who } as CallContext);
+      },
+    };
+  },
+});
+
 /** Calls the provider in-process with `inputs.who` as x-who, and answers what it got back, trailer included. */
 const executorModule = defineService({
   name: 'executor',
@@ -94,5 +115,14 @@ describe("a service's server middleware", () => {
     expect(await executor.execute({ pipeline: 'unary', inputs: { who: 'bob' } })).toMatchObject({ output: 'hello bob', pipeline: 'middleware' });
     expect(await executor.execute({ pipeline: 'unary', inputs: {} })).toMatchObject({ output: 'PERMISSION_DENIED: who are you?', pipeline: 'no x-who' });
     expect(await executor.execute({ pipeline: 'stream', inputs: { who: 'cy' } })).toMatchObject({ output: 'hi cy', pipeline: 'middleware' });
+  });
+
+  it('takes the function form for in-process unary calls when the service gives one, the generator for streams', async () => {
+    host = await startHost([providerWithUnaryModule, executorModule], { env: await hostEnv() });
+    channel = createChannel(`127.0.0.1:${host.grpcPort}`);
+    const executor = createClient(proto.ExecutorDefinition, channel);
+    expect(await executor.execute({ pipeline: 'unary', inputs: { who: 'dee' } })).toMatchObject({ output: 'hello dee', pipeline: 'function' });
+    expect(await executor.execute({ pipeline: 'unary', inputs: {} })).toMatchObject({ output: 'PERMISSION_DENIED: who are you?', pipeline: 'no x-who (function)' });
+    expect(await executor.execute({ pipeline: 'stream', inputs: { who: 'eve' } })).toMatchObject({ output: 'hi eve', pipeline: 'middleware' });
   });
 });

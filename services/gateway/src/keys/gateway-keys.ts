@@ -1,8 +1,8 @@
-import { registerSecret } from '@elexirion/kit';
+import { registerSecret, type UnaryServerMiddleware } from '@elexirion/kit';
 import { composeServerMiddleware, type ServerMiddleware } from 'nice-grpc-common';
 import { accessLogMiddleware } from '../access-log.js';
 import type { GatewayDeps } from '../calls/gateway-deps.js';
-import { authMiddleware } from './auth-middleware.js';
+import { authMiddleware, unaryAuth } from './auth-middleware.js';
 import { KeyLimits } from './key-limits.js';
 import { KeyRegistry } from './key-registry.js';
 
@@ -13,6 +13,8 @@ export interface GatewayKeys {
   limits: KeyLimits | undefined;
   /** Access log, then auth (when keys are on); undefined when neither is on. */
   middleware: ServerMiddleware | undefined;
+  /** The same, as a plain async function for in-process unary calls. */
+  unaryMiddleware: UnaryServerMiddleware | undefined;
   close(): Promise<void>;
 }
 
@@ -21,7 +23,7 @@ export function gatewayKeys(context: GatewayDeps['context']): GatewayKeys {
   const accessLog = accessLogMiddleware(logger, config.GATEWAY_ACCESS_LOG_LEVEL);
   if (config.GATEWAY_AUTH === 'off') {
     logger.warn('API keys are OFF (GATEWAY_AUTH=off): every caller may use every call without a key; set GATEWAY_AUTH=on for anything reachable by others');
-    return { registry: undefined, limits: undefined, middleware: accessLog, close: async () => {} };
+    return { registry: undefined, limits: undefined, middleware: accessLog?.middleware as ServerMiddleware | undefined, unaryMiddleware: accessLog?.unary, close: async () => {} };
   }
   // Scrubbed from anything logged or answered, should it ever be quoted.
   registerSecret(config.GATEWAY_ADMIN_KEY);
@@ -33,10 +35,13 @@ export function gatewayKeys(context: GatewayDeps['context']): GatewayKeys {
   });
   if (!config.GATEWAY_ADMIN_KEY) logger.info('API keys are on; GATEWAY_ADMIN_KEY is not set, so keys are created with an existing admin key');
   const auth = authMiddleware(registry, limits) as ServerMiddleware;
+  const authUnary = unaryAuth(registry, limits);
+  const logUnary = accessLog?.unary;
   return {
     registry,
     limits,
-    middleware: accessLog ? composeServerMiddleware(accessLog as ServerMiddleware, auth) : auth,
+    middleware: accessLog ? composeServerMiddleware(accessLog.middleware as ServerMiddleware, auth) : auth,
+    unaryMiddleware: logUnary ? (path, context, handle) => logUnary(path, context, (logged = context) => authUnary(path, logged, handle)) : authUnary,
     async close() {
       await limits.close();
       await registry.close();
