@@ -231,11 +231,13 @@ export function checkBuilt(root = repoRoot): void {
 
 /** The services in one shape; from the baseline checkout's build at `baselineRoot`, with process names ending in `-baseline`. */
 export async function startShape(shape: StackShape, natsUrl: string, env: NodeJS.ProcessEnv, baselineRoot?: string): Promise<Shape> {
-  const stack = await startStack(shape, natsUrl, { LOG_LEVEL: 'warn', GATEWAY_AUTH: BENCH_GATEWAY_AUTH, GATEWAY_ADMIN_KEY: BENCH_ADMIN_KEY, ...env }, baselineRoot ?? repoRoot);
+  // A scenario may set GATEWAY_AUTH itself (one whose client sends no key).
+  const gatewayAuth = env.GATEWAY_AUTH ?? BENCH_GATEWAY_AUTH;
+  const stack = await startStack(shape, natsUrl, { LOG_LEVEL: 'warn', GATEWAY_AUTH: gatewayAuth, GATEWAY_ADMIN_KEY: BENCH_ADMIN_KEY, ...env }, baselineRoot ?? repoRoot);
   const suffix = baselineRoot === undefined ? '' : '-baseline';
   let auth: Record<string, string> = {};
   try {
-    if (BENCH_GATEWAY_AUTH === 'on' && baselineRoot === undefined) auth = await createBenchKey(stack);
+    if (gatewayAuth === 'on' && baselineRoot === undefined) auth = await createBenchKey(stack);
   } catch (error) {
     await stack.stop();
     throw error;

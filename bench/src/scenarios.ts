@@ -724,7 +724,8 @@ export async function optimizer(ctx: Context): Promise<ScenarioOutput> {
     check.on('error', (error) => reject(new Error(`optimizer-py venv missing (run bash scripts/setup-python.sh): ${error.message}`)));
     check.on('exit', (code) => (code === 0 ? resolve() : reject(new Error('optimizer-py cannot import its client: run bash scripts/setup-python.sh'))));
   });
-  return withShapes(ctx, [shapeName], {}, async ([shape]) => {
+  // The Python client (GatewayClient) sends no API key: this scenario measures it with keys off.
+  return withShapes(ctx, [shapeName], { GATEWAY_AUTH: 'off' }, async ([shape]) => {
     const target = `127.0.0.1:${shape!.grpcPort}`;
     const acc = {
       grpc: { latencies: [] as number[], clientCpuMs: 0, serverCpuMs: 0, count: 0 },
