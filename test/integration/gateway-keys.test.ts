@@ -304,10 +304,13 @@ describe('API keys across two gateway replicas', () => {
     anthropic.script({ text: 'logged' });
     await one.gateway.chat({ message: 'log me' }, bearer(secret));
     await failure(one.gateway.chat({ message: 'no key' }));
+    // An HTTP route's call into the gateway (in-process) is logged the same way.
+    anthropic.script({ text: 'logged over HTTP' });
+    expect((await one.http('/v1/chat', { key: secret, body: { message: 'log me too' } })).status).toBe(200);
     const records = await eventually('the access-log lines', async () => {
       const lines = one.stack.processes.all!.output().split('\n').filter((line) => line.includes('"access":"grpc"'));
       const parsed = lines.map((line) => JSON.parse(line.slice(line.indexOf('{'))) as Record<string, unknown>);
-      return parsed.some((record) => record.key === 'logged-key') ? parsed : undefined;
+      return parsed.filter((record) => record.key === 'logged-key').length >= 2 ? parsed : undefined;
     });
     expect(records).toContainEqual(expect.objectContaining({ method: 'Chat', status: 'OK', key: 'logged-key', durationMs: expect.any(Number) }));
     expect(records).toContainEqual(expect.objectContaining({ method: 'Chat', status: 'UNAUTHENTICATED', key: '-' }));
