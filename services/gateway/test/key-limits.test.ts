@@ -5,11 +5,12 @@
 // middleware).
 import { Metadata, ServerError, Status, type CallContext, type ServerMiddlewareCall } from 'nice-grpc-common';
 import { describe, expect, it } from 'vitest';
-import { proto } from '@elexirion/kit';
+import { KvStore, proto } from '@elexirion/kit';
+import { z } from 'zod';
 import { connectNats, eventually } from '@elexirion/testing';
 import { cleanupAfterEach, natsForFile } from '@elexirion/testing/fixtures';
 import { authMiddleware, usageIn } from '../src/keys/auth-middleware.js';
-import { KeyLimits, requestBlock } from '../src/keys/key-limits.js';
+import { KeyLimits, USAGE_BUCKET, requestBlock } from '../src/keys/key-limits.js';
 import { KeyRegistry } from '../src/keys/key-registry.js';
 
 const nats = natsForFile();
@@ -126,6 +127,24 @@ describe('per-key limits shared by replicas', () => {
       await eventually('both replicas to see both entries', async () => (side.limits.usage(key.keyId).tokens === 115 ? true : undefined));
       expect(side.limits.usage(key.keyId)).toMatchObject({ tokens: 115, spentDay: expect.closeTo(0.75, 9), spentMonth: expect.closeTo(0.75, 9) });
     }
+  });
+
+  it("folds a stopping replica's usage into the key's shared entry and deletes its own", async () => {
+    const one = await replica();
+    const connection = await connectNats(nats.url);
+    later(() => connection.close());
+    const leaving = { registry: new KeyRegistry({ logger: quiet, adminKey: ADMIN }), limits: new KeyLimits({ logger: quiet }) };
+    await leaving.registry.attach(connection);
+    await leaving.limits.attach(connection);
+    const { key } = await one.registry.create(proto.CreateKeyRequest.fromPartial({ name: 'folded', scopes: ['chat'] }), 'test');
+    one.limits.record(key.keyId, { tokens: 10, costUsd: 0.1 });
+    leaving.limits.record(key.keyId, { tokens: 20, costUsd: 0.2 });
+    await leaving.limits.close();
+    await leaving.registry.close();
+    const store = await KvStore.open(connection, { bucket: USAGE_BUCKET, schema: z.any(), key: { pattern: /^[0-9a-f.]+$/, description: 'usage key' } });
+    expect((await store.keys()).filter((name) => name.startsWith(key.keyId)).sort()).toEqual([key.keyId, `${key.keyId}.${one.limits.replicaId}`].sort());
+    await eventually('the folded use to reach replica one', async () => (one.limits.usage(key.keyId).tokens === 30 ? true : undefined));
+    expect(one.limits.usage(key.keyId)).toMatchObject({ tokens: 30, spentDay: expect.closeTo(0.3, 9), spentMonth: expect.closeTo(0.3, 9) });
   });
 
   it('reads usage from unary answers and from stream events that end with done', () => {

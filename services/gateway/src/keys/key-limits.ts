@@ -169,10 +169,40 @@ export class KeyLimits {
     await this.#view.attach(connection);
   }
 
+  /** Writes what is pending, folds this replica's entries into the keys' shared ones, stops watching. */
   async close(): Promise<void> {
     this.#closing = true;
     await Promise.allSettled([...this.#local.values()].map((local) => local.flushing));
+    await this.#foldOwnEntries();
     await this.#view.close();
+  }
+
+  /**
+   * A replica that stops adds its use to each key's shared entry and deletes its own entries, so
+   * entries do not pile up with every rollout (a replica that crashed leaves its entries until
+   * the bucket's max age). Added before deleted: for a moment the use counts twice, never not.
+   */
+  async #foldOwnEntries(): Promise<void> {
+    const store = this.#store;
+    if (!store || !this.#view.attached) return;
+    const windows = windowsAt(Date.now());
+    for (const [keyId, local] of this.#local) {
+      if (!local.own) continue;
+      const own = current(local.own, windows);
+      try {
+        if (own.tokens > 0 || own.spentMonth > 0) {
+          await this.#change(keyId, windows, (record) => ({
+            ...record,
+            tokens: record.tokens + own.tokens,
+            spentDay: record.spentDay + own.spentDay,
+            spentMonth: record.spentMonth + own.spentMonth,
+          }));
+        }
+        await store.delete(`${keyId}.${this.replicaId}`);
+      } catch (error) {
+        this.#logger.warn({ err: error, keyId }, 'could not fold this replica\'s API key usage into the shared entry; it stays in its own');
+      }
+    }
   }
 
   static limited(limits: StoredLimits): boolean {
@@ -182,8 +212,8 @@ export class KeyLimits {
   /** The key's use in the current windows: the requests reserved, and every replica's tokens and spend (this one's as it is now). */
   usage(keyId: string, now = Date.now()): KeyUsageRecord {
     const windows = windowsAt(now);
-    const total = current(undefined, windows);
-    total.requests = current(this.#view.get(keyId), windows).requests;
+    // The shared entry: the requests reserved, and the use of replicas that have stopped.
+    const total = current(this.#view.get(keyId), windows);
     for (const [replica, entry] of this.#replicaEntries.get(keyId) ?? []) {
       if (replica !== this.replicaId) add(total, current(entry, windows));
     }
