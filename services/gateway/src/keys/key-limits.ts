@@ -1,7 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import { ElexirionError, KvRevisionConflictError, KvStore, KvView, ServerError, Status, type KvViewLogger } from '@elexirion/kit';
 import type { Metadata } from 'nice-grpc-common';
 import { z } from 'zod';
-import { randomBytes } from 'node:crypto';
 import type { NatsConnection, StoredKey, StoredLimits } from './key-registry.js';
 
 // Limits per key that hold across gateway replicas, in one JetStream KV bucket every replica
@@ -16,10 +16,11 @@ import type { NatsConnection, StoredKey, StoredLimits } from './key-registry.js'
 // Tokens per minute and USD per day and month are known after a call. Each replica writes its own
 // totals for the current windows to its own entry `<key id>.<replica id>` (one writer per entry:
 // a plain put, never a conflict), one put in flight per key and at most one per FLUSH_INTERVAL_MS,
-// so calls finishing meanwhile go in the next; a key's use is the sum of its replicas' entries. A call is refused once the window's
-// use has reached the limit; what can pass a limit is what calls already admitted spend (those in
-// flight on every replica when it was reached) and what the other replicas have not written yet
-// (at most FLUSH_INTERVAL_MS of their calls plus one put's round trip).
+// so calls finishing meanwhile go in the next. A key's use is the sum of its replicas' entries
+// and its shared entry (where a replica that stops folds its totals). A call is refused once the
+// window's use has reached the limit; what can pass a limit is what calls already admitted spend
+// (those in flight on every replica when it was reached) and what the other replicas have not
+// written yet (at most FLUSH_INTERVAL_MS of their calls plus one put's round trip).
 
 export const USAGE_BUCKET = 'elexirion_gateway_key_usage';
 const BLOCK_SHARE = 0.01;
