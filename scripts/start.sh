@@ -38,6 +38,9 @@ export AGENT_GRPC_PORT="${AGENT_GRPC_PORT:-50052}" AGENT_HTTP_PORT="${AGENT_HTTP
 export EXECUTOR_GRPC_PORT="${EXECUTOR_GRPC_PORT:-50053}" EXECUTOR_HTTP_PORT="${EXECUTOR_HTTP_PORT:-8083}"
 export PROVIDER_GRPC_PORT="${PROVIDER_GRPC_PORT:-50054}" PROVIDER_HTTP_PORT="${PROVIDER_HTTP_PORT:-8084}"
 NATS_PORT="${NATS_PORT:-4222}"
+# API keys are off for a local run, said here and by the gateway at start; GATEWAY_AUTH=on (with
+# GATEWAY_ADMIN_KEY to create the first keys) turns them on, as the Kubernetes manifests do.
+export GATEWAY_AUTH="${GATEWAY_AUTH:-off}"
 
 # Every port this run will listen on, checked before anything starts (and before the set-up,
 # which can take a minute): a taken one is named with the variable that moves it.
@@ -126,6 +129,7 @@ cat >&2 <<TXT
   gRPC   127.0.0.1:$GATEWAY_GRPC_PORT   grpcurl -plaintext -d '{"message":"hello"}' 127.0.0.1:$GATEWAY_GRPC_PORT elexirion.v1.Gateway/Chat
   HTTP   http://127.0.0.1:$GATEWAY_HTTP_PORT   curl -s -XPOST localhost:$GATEWAY_HTTP_PORT/v1/chat -H 'content-type: application/json' -d '{"message":"hello"}'
   NATS   $NATS_URL   (telemetry on elexirion.events.>, kept by stream ELEXIRION_EVENTS)
+  Keys   GATEWAY_AUTH=$GATEWAY_AUTH$([ "$GATEWAY_AUTH" = off ] && echo ' (no API key needed: local use only)' || echo ' (send authorization: Bearer <key>)')
   Ctrl-C stops everything.
 
 TXT

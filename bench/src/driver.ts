@@ -3,7 +3,7 @@
 // in its own process so its CPU is counted apart from the system under test.
 import { performance } from 'node:perf_hooks';
 import { Pool } from 'undici';
-import { createChannel, createClient, type Channel } from 'nice-grpc';
+import { createChannel, createClient, Metadata, type Channel } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
 
 export type Target =
@@ -15,7 +15,7 @@ export type Target =
   /** POST a JSON body that asks for SSE; records the time to the first non-empty text delta. */
   | { type: 'http-sse'; url: string; headers?: Record<string, string>; body: unknown }
   /** One unary call on a service at 127.0.0.1:port. */
-  | { type: 'grpc'; port: number; service: 'gateway' | 'agent' | 'executor' | 'provider'; method: string; request: unknown }
+  | { type: 'grpc'; port: number; service: 'gateway' | 'agent' | 'executor' | 'provider'; method: string; request: unknown; metadata?: Record<string, string> }
   /** Provider.StreamComplete; records the time to the first delta. */
   | { type: 'grpc-stream'; port: number; request: unknown }
   /** Gateway.ChatStream; records the time to the first text delta, and needs `done` at the end. */
@@ -134,8 +134,9 @@ function makeCall(target: Target, connections: number): Call {
     const client = createClient(definitions[target.service] as any, channel(target.port)) as Record<string, (request: unknown, options: object) => Promise<unknown>>;
     const method = client[target.method];
     if (typeof method !== 'function') throw new Error(`no method ${target.method} on ${target.service}`);
+    const metadata = target.metadata;
     return async (signal) => {
-      await method.call(client, target.request, { signal });
+      await method.call(client, target.request, metadata ? { signal, metadata: Metadata(metadata) } : { signal });
       return undefined;
     };
   }

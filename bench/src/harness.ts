@@ -1,11 +1,13 @@
 // The harness's moving parts: child processes (driver, fake upstream, Portkey, the services),
 // the provider config it writes, and interleaved A/B runs with per-process CPU and memory.
 import { execFile, fork, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { Metadata } from 'nice-grpc';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { freePort, waitForPort, repoRoot, spawnProcess, type Spawned, startStack, type Stack, type StackShape } from '@elexirion/testing';
 import type { Job, JobResult, Target } from './driver.ts';
@@ -138,10 +140,10 @@ export const PROVIDER_REQUEST = {
 export type EntryService = 'gateway' | 'agent' | 'executor' | 'provider';
 
 /** The gRPC call that enters the chain at `service` (listening on `port`) for the general pipeline. */
-export function grpcEntry(service: EntryService, port: number): Target {
+export function grpcEntry(service: EntryService, port: number, metadata?: Record<string, string>): Target {
   switch (service) {
     case 'gateway':
-      return { type: 'grpc', port, service, method: 'chat', request: { message: MESSAGE } };
+      return { type: 'grpc', port, service, method: 'chat', request: { message: MESSAGE }, ...(metadata ? { metadata } : {}) };
     case 'agent':
       return { type: 'grpc', port, service, method: 'handleChat', request: { message: MESSAGE } };
     case 'executor':
@@ -195,6 +197,26 @@ export interface Shape {
   procs: Proc[];
   httpUrl: string;
   grpcPort: number;
+  /**
+   * The API key every request to the gateway sends (`authorization: Bearer ...`), as HTTP headers
+   * and gRPC metadata: a key with high limits, so the bench measures what keys and limits cost on
+   * the request path. Empty with BENCH_GATEWAY_AUTH=off and for the baseline checkout.
+   */
+  auth: Record<string, string>;
+}
+
+/** Keys on (as in production) unless BENCH_GATEWAY_AUTH=off, to measure what they cost. */
+export const BENCH_GATEWAY_AUTH: 'on' | 'off' = process.env.BENCH_GATEWAY_AUTH === 'off' ? 'off' : 'on';
+/** The bootstrap admin secret the bench's gateways start with; it only creates the bench's key. */
+const BENCH_ADMIN_KEY = `bench-admin-${randomBytes(24).toString('base64url')}`;
+
+/** Creates the bench's API key on a gateway started with keys on: limits too high to refuse, but checked and counted. */
+async function createBenchKey(stack: Stack): Promise<Record<string, string>> {
+  const { secret } = await stack.gateway.createKey(
+    { name: `bench-${randomBytes(4).toString('hex')}`, scopes: ['admin'], limits: { requestsPerMinute: 1_000_000_000, tokensPerMinute: 1_000_000_000_000, dailyBudgetUsd: 1_000_000_000, monthlyBudgetUsd: 1_000_000_000 } },
+    { metadata: Metadata({ authorization: `Bearer ${BENCH_ADMIN_KEY}` }) },
+  );
+  return { authorization: `Bearer ${secret}` };
 }
 
 export const SHAPE_LABEL: Record<StackShape, string> = { 'all-in-one': 'aio', 'one-process-per-service': 'split' };
@@ -209,13 +231,22 @@ export function checkBuilt(root = repoRoot): void {
 
 /** The services in one shape; from the baseline checkout's build at `baselineRoot`, with process names ending in `-baseline`. */
 export async function startShape(shape: StackShape, natsUrl: string, env: NodeJS.ProcessEnv, baselineRoot?: string): Promise<Shape> {
-  const stack = await startStack(shape, natsUrl, { LOG_LEVEL: 'warn', ...env }, baselineRoot ?? repoRoot);
+  // A scenario may set GATEWAY_AUTH itself (one whose client sends no key).
+  const gatewayAuth = env.GATEWAY_AUTH ?? BENCH_GATEWAY_AUTH;
+  const stack = await startStack(shape, natsUrl, { LOG_LEVEL: 'warn', GATEWAY_AUTH: gatewayAuth, GATEWAY_ADMIN_KEY: BENCH_ADMIN_KEY, ...env }, baselineRoot ?? repoRoot);
   const suffix = baselineRoot === undefined ? '' : '-baseline';
+  let auth: Record<string, string> = {};
+  try {
+    if (gatewayAuth === 'on' && baselineRoot === undefined) auth = await createBenchKey(stack);
+  } catch (error) {
+    await stack.stop();
+    throw error;
+  }
   const procs = Object.entries(stack.processes).map(([name, spawned]) => ({
     name: `${shape === 'all-in-one' ? 'elexirion-all' : name}${suffix}`,
     pid: spawned.child.pid!,
   }));
-  return { shape, baseline: suffix !== '', stack, procs, httpUrl: `http://127.0.0.1:${stack.ports.gatewayHttp}`, grpcPort: stack.ports.gatewayGrpc };
+  return { shape, baseline: suffix !== '', stack, procs, httpUrl: `http://127.0.0.1:${stack.ports.gatewayHttp}`, grpcPort: stack.ports.gatewayGrpc, auth };
 }
 
 /** The service env that points the provider at the fake OpenAI upstream. */

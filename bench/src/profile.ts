@@ -58,12 +58,12 @@ async function main(): Promise<void> {
     });
     const system = await startShape(shape, nats.url, env);
     const target = values.grpc
-      ? grpcEntry('gateway', system.grpcPort)
+      ? grpcEntry('gateway', system.grpcPort, system.auth)
       : values.pipeline
-        ? { type: 'http' as const, url: `${system.httpUrl}/v1/pipelines/${PIPELINE.name}/execute`, body: { inputs: { message: MESSAGE } } }
+        ? { type: 'http' as const, url: `${system.httpUrl}/v1/pipelines/${PIPELINE.name}/execute`, headers: system.auth, body: { inputs: { message: MESSAGE } } }
         : values.openai
-          ? { type: 'http' as const, url: `${system.httpUrl}/v1/chat/completions`, body: { ...directBody(), model: 'claude_smart' } }
-          : { type: 'http' as const, url: `${system.httpUrl}/v1/chat`, body: { message: MESSAGE } };
+          ? { type: 'http' as const, url: `${system.httpUrl}/v1/chat/completions`, headers: system.auth, body: { ...directBody(), model: 'claude_smart' } }
+          : { type: 'http' as const, url: `${system.httpUrl}/v1/chat`, headers: system.auth, body: { message: MESSAGE } };
     log(`warm-up, then ${seconds} s at c=${concurrency} against ${SHAPE_LABEL[shape]}`);
     await driver.run({ target, mode: 'closed', concurrency: 16, durationMs: 3_000 });
     await upstream.setDefault({ delayMs: Number(values['upstream-delay-ms']) });
@@ -106,7 +106,7 @@ async function profileHeap(runs: number, entry: string): Promise<void> {
     const env = serviceEnv(upstream, writeProviderConfig(), { NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${snapshotDir}` });
     const system = await startShape('all-in-one', nats.url, env);
     const pid = system.procs[0]!.pid;
-    const target = grpcEntry(entry, system.grpcPort);
+    const target = grpcEntry(entry, system.grpcPort, entry === 'gateway' ? system.auth : undefined);
     log('warm-up');
     await driver.run({ target, mode: 'closed', concurrency: 16, requests: 400 });
     await new Promise((resolve) => setTimeout(resolve, 1_000));

@@ -116,7 +116,7 @@ function chainHttp(shape: Shape, name = `${SHAPE_LABEL[shape.shape]}${shape.base
   return {
     name,
     description: `the whole chain, ${shape.shape}${shape.baseline ? ' (the baseline checkout)' : ''}, HTTP POST /v1/chat on the gateway`,
-    target: { type: 'http', url: `${shape.httpUrl}/v1/chat`, body: { message: MESSAGE } },
+    target: { type: 'http', url: `${shape.httpUrl}/v1/chat`, headers: shape.auth, body: { message: MESSAGE } },
     procs: shape.procs,
   };
 }
@@ -125,7 +125,7 @@ function chainGrpc(shape: Shape): BenchConfig {
   return {
     name: `${SHAPE_LABEL[shape.shape]}-grpc`,
     description: `the whole chain, ${shape.shape}, gRPC elexirion.v1.Gateway/Chat`,
-    target: grpcEntry('gateway', shape.grpcPort),
+    target: grpcEntry('gateway', shape.grpcPort, shape.auth),
     procs: shape.procs,
   };
 }
@@ -276,7 +276,7 @@ function pipelineHttp(shape: Shape): BenchConfig {
   return {
     name: `${SHAPE_LABEL[shape.shape]}-pipeline-http`,
     description: `${PIPELINE.name} (${PIPELINE.llmSteps} LLM steps, checkpoints on) through the whole chain, ${shape.shape}, HTTP POST /v1/pipelines/${PIPELINE.name}/execute on the gateway`,
-    target: { type: 'http', url: `${shape.httpUrl}/v1/pipelines/${PIPELINE.name}/execute`, body: { inputs: { message: MESSAGE } } },
+    target: { type: 'http', url: `${shape.httpUrl}/v1/pipelines/${PIPELINE.name}/execute`, headers: shape.auth, body: { inputs: { message: MESSAGE } } },
     procs: shape.procs,
   };
 }
@@ -724,7 +724,8 @@ export async function optimizer(ctx: Context): Promise<ScenarioOutput> {
     check.on('error', (error) => reject(new Error(`optimizer-py venv missing (run bash scripts/setup-python.sh): ${error.message}`)));
     check.on('exit', (code) => (code === 0 ? resolve() : reject(new Error('optimizer-py cannot import its client: run bash scripts/setup-python.sh'))));
   });
-  return withShapes(ctx, [shapeName], {}, async ([shape]) => {
+  // The Python client (GatewayClient) sends no API key: this scenario measures it with keys off.
+  return withShapes(ctx, [shapeName], { GATEWAY_AUTH: 'off' }, async ([shape]) => {
     const target = `127.0.0.1:${shape!.grpcPort}`;
     const acc = {
       grpc: { latencies: [] as number[], clientCpuMs: 0, serverCpuMs: 0, count: 0 },

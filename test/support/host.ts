@@ -34,6 +34,8 @@ export async function hostEnv(extra: NodeJS.ProcessEnv = {}): Promise<NodeJS.Pro
     LOG_LEVEL: 'silent',
     TELEMETRY_EVENTS: 'false',
     DRAIN_GRACE_MS: '5000',
+    // The gateway asks for API keys unless told otherwise; tests of keys turn them on.
+    GATEWAY_AUTH: 'off',
   };
   for (const name of serviceNames) {
     const upper = name.toUpperCase();

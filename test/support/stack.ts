@@ -46,6 +46,8 @@ async function startStackOnce(shape: StackShape, natsUrl: string, extraEnv: Node
     EXECUTOR_HTTP_PORT: String(await freePort()),
     PROVIDER_GRPC_PORT: String(ports.provider),
     PROVIDER_HTTP_PORT: String(await freePort()),
+    // The gateway asks for API keys unless told otherwise; tests of keys turn them on.
+    GATEWAY_AUTH: 'off',
     ...extraEnv,
   };
   const processes: Record<string, Spawned> = {};

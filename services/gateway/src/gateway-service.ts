@@ -14,6 +14,7 @@ import { agentJobsApi } from './http/agent-jobs-api.js';
 import { openAiApi } from './http/openai/api.js';
 import { httpApi } from './http/rest-api.js';
 import { gatewayServerOptions } from './http/request-limits.js';
+import { gatewayKeys } from './keys/gateway-keys.js';
 import { keyCalls } from './keys/key-calls.js';
 
 export function createGateway(context: ServiceContext<GatewayConfig>) {
@@ -21,6 +22,8 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
   const deps: GatewayDeps = { context, agent: clients.get('agent'), executor: clients.get('executor'), provider: clients.get('provider') };
   // Chat around an agent that cannot be reached (calls/degraded-chat.ts).
   const bypass = new AgentBypass(deps);
+  // API keys, scopes, limits and budgets, and the gRPC access log (keys/).
+  const keys = gatewayKeys(context);
 
   // One module per area of the public API (calls/, keys/); each answers its calls.
   const implementation: proto.GatewayServiceImplementation = {
@@ -31,7 +34,7 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
     ...jobCalls(deps),
     ...modelCalls(deps),
     ...telemetryCalls(deps),
-    ...keyCalls(deps),
+    ...keyCalls(deps, keys),
   };
 
   return {
@@ -44,9 +47,13 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
     ],
     // Each call's request size limit, CORS and the access log (http/).
     ...gatewayServerOptions(context.config),
+    // API keys, scopes, limits and the access log, on gRPC and on the HTTP routes' in-process calls.
+    serverMiddleware: keys.middleware,
+    unaryServerMiddleware: keys.unaryMiddleware,
     degradation: () => bypass.degradation(),
     async close() {
       bypass.close();
+      await keys.close();
     },
   };
 }

@@ -34,6 +34,6 @@ export const httpConfigShape = {
       }
       return origins;
     }),
-  // One structured line per request (HTTP here; gRPC in the auth middleware): its level, or off.
+  // One structured line per request, HTTP (the kit's server) and gRPC (access-log.ts): its level, or off.
   GATEWAY_ACCESS_LOG_LEVEL: z.enum(ACCESS_LOG_LEVELS).default('info'),
 } satisfies z.ZodRawShape;

@@ -7,7 +7,7 @@ import { ServerReflectionService } from 'nice-grpc-server-reflection';
 import { pino, type DestinationStream } from 'pino';
 import type { z } from 'zod';
 import { callsOf, hostingOrder, primaryService, serviceCatalog, type ServiceDefinitionOf, type ServiceName } from './catalog.js';
-import { ChannelPool, ServiceClients, type LocalService } from '../rpc/clients.js';
+import { ChannelPool, ServiceClients, type LocalService, type UnaryServerMiddleware } from '../rpc/clients.js';
 import { ConfigError, loadHostConfig, parseEnv, type HostConfig } from './config.js';
 import { createHttpServer, registerRoutes, registeredRoutes, type HttpRoutes, type HttpServerOptions } from './http.js';
 import { ServerReflectionV1AlphaService, reflection } from './reflection.js';
@@ -53,6 +53,17 @@ export interface ServiceInstance<N extends ServiceName> {
    * before buffering them. Unset: DEFAULT_MAX_REQUEST_BYTES for every call.
    */
   maxRequestBytes?: (methodKey: string) => number;
+  /**
+   * Server middleware around this service's handlers, inside the call policy (so what it throws is
+   * answered and counted as any handler failure): auth, access logs. In-process calls to the
+   * service run under it too.
+   */
+  serverMiddleware?: ServerMiddleware<any, any>;
+  /**
+   * `serverMiddleware` as a plain async function, for in-process unary calls (no generator frame
+   * per call in flight, as the call policy's own `unary`); without it they run the generator.
+   */
+  unaryServerMiddleware?: UnaryServerMiddleware;
   /** Runs after in-flight calls have finished during a drain. */
   close?(): Promise<void>;
   /**
@@ -170,14 +181,24 @@ export async function startHost(modules: ServiceModule<ServiceName, any>[], opti
         nats: nats.forService(module.name),
         draining: drainStarted.signal,
       });
-      // In-process calls need a server span only when spans are recorded (see spansRecorded).
+      const own = instance.serverMiddleware as ServerMiddleware | undefined;
+      const ownUnary = instance.unaryServerMiddleware;
+      const callMiddleware = own ? composeServerMiddleware(middleware, own) : middleware;
+      // In-process calls need a server span only when spans are recorded (see spansRecorded). A
+      // service with middleware of its own keeps the unary fast path when it gives it as a function too.
       local.set(
         module.name,
         spansRecorded()
-          ? { implementation: instance.implementation, serverMiddleware: middleware }
-          : { implementation: instance.implementation, serverMiddleware: policy.middleware, unaryServerPolicy: policy.unary },
+          ? { implementation: instance.implementation, serverMiddleware: callMiddleware }
+          : own
+            ? {
+                implementation: instance.implementation,
+                serverMiddleware: composeServerMiddleware(policy.middleware, own),
+                ...(ownUnary ? { unaryServerPolicy: (path, context, handle) => policy.unary(path, context, () => ownUnary(path, context, handle)) } : {}),
+              }
+            : { implementation: instance.implementation, serverMiddleware: policy.middleware, unaryServerPolicy: policy.unary },
       );
-      instances.push({ name: module.name, instance, middleware });
+      instances.push({ name: module.name, instance, middleware: callMiddleware });
     }
 
     // A request's size is known from its length prefix: grpc-js refuses one over the receive

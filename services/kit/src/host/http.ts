@@ -42,7 +42,7 @@ export function httpRoutes(prefix: string, plugin: FastifyPluginAsyncZod, openap
   return openapi ? { prefix, plugin, openapi } : { prefix, plugin };
 }
 
-export const ACCESS_LOG_LEVELS = ['off', 'debug', 'info', 'warn'] as const;
+export const ACCESS_LOG_LEVELS = ['off', 'trace', 'debug', 'info', 'warn', 'error'] as const;
 export type AccessLogLevel = (typeof ACCESS_LOG_LEVELS)[number];
 
 /** What a service asks of its process's HTTP server (the gateway's public port). */

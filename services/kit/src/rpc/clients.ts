@@ -40,11 +40,18 @@ export interface LocalService {
   implementation: object;
   serverMiddleware: ServerMiddleware;
   /**
-   * When set, unary calls run under this instead of `serverMiddleware`: the same server policy as
-   * a plain async function (set when no span is recorded, so no tracing middleware is needed).
+   * When set, unary calls run under this instead of `serverMiddleware`: the same server policy
+   * (and the service's own middleware) as a plain async function (set when no span is recorded,
+   * so no tracing middleware is needed).
    */
-  unaryServerPolicy?: ServerCallPolicy['unary'];
+  unaryServerPolicy?: UnaryServerMiddleware;
 }
+
+/**
+ * Server middleware around one unary handler call as a plain async function: `handle` runs the
+ * handler, with the context given (a middleware may extend it) or the call's own.
+ */
+export type UnaryServerMiddleware = <T>(path: string, context: CallContext, handle: (context?: CallContext) => Promise<T>) => Promise<T>;
 
 const MAX_MESSAGE_BYTES = 32 * 1024 * 1024;
 
@@ -227,7 +234,7 @@ export function createInProcessClient(
           const completeRequest = complete(method.requestType, request);
           const response = await raceAbort(
             options.signal,
-            unaryServerPolicy(path, call, () => handler.call(implementation, completeRequest, call)),
+            unaryServerPolicy(path, call, (context: CallContext = call) => handler.call(implementation, completeRequest, context)),
           );
           return complete(method.responseType, response ?? {});
         } catch (error) {
