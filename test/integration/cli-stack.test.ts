@@ -1,7 +1,9 @@
 // The `elexirion` binary end to end: `elexirion serve --services all` hosts the real services
-// (NATS, the mock provider), and the client commands, run as child processes, talk to its
-// gateway. The command-by-command behaviour is cli.test.ts (a scripted Gateway).
+// (NATS, the mock provider) with API keys on, and the client commands, run as child processes,
+// talk to its gateway with a key the CLI itself created. The command-by-command behaviour is
+// cli.test.ts (a scripted Gateway).
 
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +15,9 @@ let nats: NatsServer;
 let served: Spawned;
 let env: NodeJS.ProcessEnv;
 let folder: string;
+/** The bootstrap admin secret the gateway is started with. */
+const ADMIN_KEY = randomBytes(24).toString('hex');
+let admin: NodeJS.ProcessEnv;
 
 /** `elexirion serve --services all` on free ports (the subcommand form; the old form is what startStack uses). */
 async function serve(): Promise<{ spawned: Spawned; grpcPort: number }> {
@@ -24,6 +29,8 @@ async function serve(): Promise<{ spawned: Spawned; grpcPort: number }> {
       NATS_URL: nats.url,
       GATEWAY_GRPC_PORT: String(grpcPort),
       GATEWAY_HTTP_PORT: String(await freePort()),
+      GATEWAY_AUTH: 'on',
+      GATEWAY_ADMIN_KEY: ADMIN_KEY,
     }, ['serve', '--services', 'all']);
     try {
       await waitServing(grpcPort, 'elexirion.v1.Gateway', spawned);
@@ -39,7 +46,11 @@ beforeAll(async () => {
   nats = await startNats();
   const started = await serve();
   served = started.spawned;
-  env = { ELEXIRION_ADDRESS: `127.0.0.1:${started.grpcPort}` };
+  admin = { ELEXIRION_ADDRESS: `127.0.0.1:${started.grpcPort}`, ELEXIRION_API_KEY: ADMIN_KEY };
+  // The commands below run with a key the CLI made, holding the scopes they need.
+  const created = await cli(['keys', 'create', 'cli-stack', '--scope', 'chat,jobs,pipelines'], admin);
+  expect(created.code, created.stderr).toBe(0);
+  env = { ELEXIRION_ADDRESS: admin.ELEXIRION_ADDRESS, ELEXIRION_API_KEY: created.stdout.trim() };
   folder = mkdtempSync(join(tmpdir(), 'elexirion-cli-stack-'));
 });
 
@@ -72,7 +83,6 @@ describe('elexirion against the real services', () => {
     expect(stderr).toBe('elexirion: NOT_FOUND: pipeline "no-such-pipeline" does not exist\n');
   });
 
-  // Enable after the merge of issue 13 (ChatStream).
   it('chat streams the answer and ends with its usage', async () => {
     const { code, stdout, stderr } = await cli(['chat', '--pipeline', 'general', 'Say hello.'], env);
     expect(code, stderr).toBe(0);
@@ -83,7 +93,6 @@ describe('elexirion against the real services', () => {
     expect(events.at(-1).done.pipelineUsed).toBe('general');
   });
 
-  // Enable after the merge of issue 13 (ListPipelines, ValidatePipeline).
   it('pipelines list shows the repository\'s pipelines; validate passes them and positions a problem', async () => {
     const list = await cli(['pipelines', 'list'], env);
     expect(list.code, list.stderr).toBe(0);
@@ -97,7 +106,6 @@ describe('elexirion against the real services', () => {
     expect(invalid.stdout).toMatch(new RegExp(`^${broken.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:5:\\d+: .*claude_fats`, 'm'));
   });
 
-  // Enable after the merge of issue 13 (SubmitJob, WatchJob, GetJob, ListJobs).
   it('jobs submit --watch follows the job to its end; get and list find it', async () => {
     const submitted = await cli(['jobs', 'submit', '--pipeline', 'general', '--watch', 'Say hello.'], env);
     expect(submitted.code, submitted.stderr).toBe(0);
@@ -111,10 +119,37 @@ describe('elexirion against the real services', () => {
     expect(missing.code).toBe(4);
   });
 
-  // Enable after the merge of issue 13 (ListModels).
   it('models lists the aliases the provider serves', async () => {
     const { code, stdout } = await cli(['models'], env);
     expect(code).toBe(0);
     expect(stdout).toMatch(/^ALIAS +TARGETS +PRESETS$/m);
+  });
+
+  it('keys create, list and revoke manage keys; a missing, revoked or unscoped key exits 3 and is never printed', async () => {
+    const noKey = await cli(['pipelines', 'list'], { ELEXIRION_ADDRESS: env.ELEXIRION_ADDRESS });
+    expect(noKey.code).toBe(3);
+    expect(noKey.stderr).toMatch(/UNAUTHENTICATED/);
+    // A chat-only key may chat but not list jobs.
+    const created = await cli(['keys', 'create', 'chat-only', '--scope', 'chat', '--json'], admin);
+    expect(created.code, created.stderr).toBe(0);
+    const { key, secret } = JSON.parse(created.stdout) as { key: { keyId: string; scopes: string[] }; secret: string };
+    expect(key.scopes).toEqual(['chat']);
+    const chatOnly = { ELEXIRION_ADDRESS: env.ELEXIRION_ADDRESS, ELEXIRION_API_KEY: secret };
+    const denied = await cli(['jobs', 'list'], chatOnly);
+    expect(denied.code).toBe(3);
+    expect(denied.stderr).toMatch(/PERMISSION_DENIED/);
+    expect(denied.stdout + denied.stderr).not.toContain(secret);
+    expect((await cli(['chat', '--no-stream', '--pipeline', 'general', 'hi'], chatOnly)).code).toBe(0);
+    // Only an admin key manages keys.
+    expect((await cli(['keys', 'list'], chatOnly)).code).toBe(3);
+    const listed = await cli(['keys', 'list', '--json'], admin);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toContain(key.keyId);
+    expect(listed.stdout).not.toContain(secret);
+    const revoked = await cli(['keys', 'revoke', key.keyId], admin);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    const refused = await cli(['chat', '--no-stream', '--pipeline', 'general', 'hi'], chatOnly);
+    expect(refused.code).toBe(3);
+    expect(refused.stderr).toMatch(/UNAUTHENTICATED/);
   });
 });
