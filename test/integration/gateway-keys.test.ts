@@ -361,3 +361,51 @@ describe('the GATEWAY_AUTH setting', () => {
     }
   });
 });
+
+describe('jobs belong to the key that made them', () => {
+  it('lets a key see, watch and cancel only its own jobs, across replicas and over HTTP; an admin key sees all', async () => {
+    const [one, two] = replicas as [Replica, Replica];
+    const alice = await createKey(one, { name: `alice-${randomBytes(3).toString('hex')}`, scopes: ['jobs', 'chat'] });
+    const bob = await createKey(two, { name: `bob-${randomBytes(3).toString('hex')}`, scopes: ['jobs'] });
+    // The job's model call waits, so the job is still running when its key cancels it.
+    anthropic.script({ text: 'a job answer', delayMs: 20_000 });
+    // The owner a client sends is replaced by its key's id.
+    const { job } = await one.gateway.submitJob({ pipeline: 'general', message: 'a job', owner: 'someone-else' }, bearer(alice.secret));
+    expect(job!.owner).toBe(alice.key!.keyId);
+    const jobId = job!.jobId;
+
+    // Another key, on the other replica: the job does not exist for it (not "forbidden").
+    const notFound = await failure(two.gateway.getJob({ jobId }, bearer(bob.secret)));
+    expect(notFound.code).toBe(Status.NOT_FOUND);
+    expect((await failure(two.gateway.cancelJob({ jobId }, bearer(bob.secret)))).code).toBe(Status.NOT_FOUND);
+    const watch = failure((async () => {
+      for await (const _ of two.gateway.watchJob({ jobId }, bearer(bob.secret))) void _;
+    })());
+    expect((await watch).code).toBe(Status.NOT_FOUND);
+    expect((await two.http(`/api/agent/jobs/${jobId}`, { key: bob.secret })).status).toBe(404);
+    expect((await two.http(`/v1/jobs/${jobId}`, { key: bob.secret })).status).toBe(404);
+    const bobsList = await two.gateway.listJobs({ pageSize: 500, owner: alice.key!.keyId }, bearer(bob.secret));
+    expect(bobsList.jobs.map((each) => each.jobId)).not.toContain(jobId);
+
+    // Its own key sees it on either replica; so does an admin key.
+    expect((await two.gateway.getJob({ jobId }, bearer(alice.secret))).job!.jobId).toBe(jobId);
+    const status = await one.http(`/api/agent/jobs/${jobId}`, { key: alice.secret });
+    expect(status.status).toBe(200);
+    expect(((await status.json()) as { job_id: string }).job_id).toBe(jobId);
+    const alicesList = await one.gateway.listJobs({ pageSize: 500 }, bearer(alice.secret));
+    expect(alicesList.jobs.map((each) => each.jobId)).toContain(jobId);
+    expect(alicesList.jobs.every((each) => each.owner === alice.key!.keyId)).toBe(true);
+    expect((await one.gateway.getJob({ jobId }, bearer(ADMIN_KEY))).job!.owner).toBe(alice.key!.keyId);
+
+    // Cancelling records the key's name, not what the client says.
+    const cancelled = await one.gateway.cancelJob({ jobId, requestedBy: 'not me' }, bearer(alice.secret));
+    expect(cancelled.job!.status).toBe(proto.JobStatus.JOB_STATUS_CANCELLED);
+    expect(cancelled.job!.cancelledBy).toBe(alice.key!.name);
+
+    // A key without the jobs scope is refused the job calls (403 over HTTP).
+    const chatOnly = await createKey(one, { scopes: ['chat'] });
+    expect((await failure(one.gateway.listJobs({}, bearer(chatOnly.secret)))).code).toBe(Status.PERMISSION_DENIED);
+    expect((await one.http('/v1/jobs', { key: chatOnly.secret })).status).toBe(403);
+    expect((await one.http(`/api/agent/jobs/${jobId}`, { key: chatOnly.secret })).status).toBe(403);
+  });
+});
