@@ -19,7 +19,7 @@ export type Target =
   /** Provider.StreamComplete; records the time to the first delta. */
   | { type: 'grpc-stream'; port: number; request: unknown }
   /** Gateway.ChatStream; records the time to the first text delta, and needs `done` at the end. */
-  | { type: 'grpc-chat-stream'; port: number; request: unknown };
+  | { type: 'grpc-chat-stream'; port: number; request: unknown; metadata?: Record<string, string> };
 
 export interface Job {
   id: number;
@@ -142,11 +142,12 @@ function makeCall(target: Target, connections: number): Call {
   }
   if (target.type === 'grpc-chat-stream') {
     const gateway = createClient(proto.GatewayDefinition, channel(target.port));
+    const metadata = target.metadata;
     return async (signal) => {
       const started = performance.now();
       let ttft: number | undefined;
       let done = false;
-      for await (const message of gateway.chatStream(target.request as proto.ChatRequest, { signal })) {
+      for await (const message of gateway.chatStream(target.request as proto.ChatRequest, metadata ? { signal, metadata: Metadata(metadata) } : { signal })) {
         if (ttft === undefined && message.textDelta?.text) ttft = performance.now() - started;
         if (message.done) done = true;
       }

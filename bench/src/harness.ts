@@ -7,7 +7,7 @@ import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { Metadata } from 'nice-grpc';
+import { ClientError, Metadata, Status } from 'nice-grpc';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { freePort, waitForPort, repoRoot, spawnProcess, type Spawned, startStack, type Stack, type StackShape } from '@elexirion/testing';
 import type { Job, JobResult, Target } from './driver.ts';
@@ -200,7 +200,9 @@ export interface Shape {
   /**
    * The API key every request to the gateway sends (`authorization: Bearer ...`), as HTTP headers
    * and gRPC metadata: a key with high limits, so the bench measures what keys and limits cost on
-   * the request path. Empty with BENCH_GATEWAY_AUTH=off and for the baseline checkout.
+   * the request path. Empty with BENCH_GATEWAY_AUTH=off and for a baseline checkout from before
+   * keys (it answers CreateKey UNIMPLEMENTED and asks for no key); a baseline with keys is measured
+   * with them, as this checkout is.
    */
   auth: Record<string, string>;
 }
@@ -237,10 +239,13 @@ export async function startShape(shape: StackShape, natsUrl: string, env: NodeJS
   const suffix = baselineRoot === undefined ? '' : '-baseline';
   let auth: Record<string, string> = {};
   try {
-    if (gatewayAuth === 'on' && baselineRoot === undefined) auth = await createBenchKey(stack);
+    if (gatewayAuth === 'on') auth = await createBenchKey(stack);
   } catch (error) {
-    await stack.stop();
-    throw error;
+    const beforeKeys = baselineRoot !== undefined && error instanceof ClientError && error.code === Status.UNIMPLEMENTED;
+    if (!beforeKeys) {
+      await stack.stop();
+      throw error;
+    }
   }
   const procs = Object.entries(stack.processes).map(([name, spawned]) => ({
     name: `${shape === 'all-in-one' ? 'elexirion-all' : name}${suffix}`,

@@ -12,17 +12,12 @@ const ALIAS = 'claude_smart';
 /** Streaming runs with the upstream's chunks this far apart, as the `streaming` scenario does, so first token and whole answer differ. */
 const STREAM_CHUNK_DELAY_MS = 10;
 
-/** The API key the harness gives a shape's gateway once keys are on (`Shape.auth`), sent as the OpenAI SDKs send it. */
-function keyHeaders(shape: Shape): Record<string, string> {
-  return (shape as Shape & { auth?: Record<string, string> }).auth ?? {};
-}
-
 /** The gateway's endpoint with the body the direct and Portkey calls send, the model an alias: the same upstream request. */
 function gatewayOpenAi(shape: Shape, stream: boolean): BenchConfig {
   return {
     name: `${SHAPE_LABEL[shape.shape]}-openai${stream ? '-sse' : ''}`,
     description: `the gateway's OpenAI-compatible endpoint, ${shape.shape}, POST /v1/chat/completions${stream ? ' (stream, include_usage)' : ''}, model ${ALIAS}`,
-    target: { type: stream ? 'http-sse' : 'http', url: `${shape.httpUrl}/v1/chat/completions`, headers: keyHeaders(shape), body: { ...directBody(stream), model: ALIAS } },
+    target: { type: stream ? 'http-sse' : 'http', url: `${shape.httpUrl}/v1/chat/completions`, headers: shape.auth, body: { ...directBody(stream), model: ALIAS } },
     procs: shape.procs,
   };
 }

@@ -25,13 +25,13 @@ export async function ttft(ctx: Context): Promise<ScenarioOutput> {
           {
             name: `${SHAPE_LABEL[shape.shape]}-grpc-stream`,
             description: `the whole chain, ${shape.shape}, gRPC Gateway/ChatStream: time to the first text delta`,
-            target: { type: 'grpc-chat-stream', port: shape.grpcPort, request: { message: MESSAGE, sessionId: '', pipeline: '' } },
+            target: { type: 'grpc-chat-stream', port: shape.grpcPort, request: { message: MESSAGE, sessionId: '', pipeline: '' }, metadata: shape.auth },
             procs: shape.procs,
           },
           {
             name: `${SHAPE_LABEL[shape.shape]}-sse`,
             description: `the whole chain, ${shape.shape}, HTTP POST /api/agent/chat/stream (Server-Sent Events): time to the first delta event`,
-            target: { type: 'http-sse', url: `${shape.httpUrl}/api/agent/chat/stream`, body: { message: MESSAGE } },
+            target: { type: 'http-sse', url: `${shape.httpUrl}/api/agent/chat/stream`, headers: shape.auth, body: { message: MESSAGE } },
             procs: shape.procs,
           },
         ]),

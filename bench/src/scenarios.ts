@@ -298,12 +298,12 @@ async function checkpointWrites(jsm: JetStreamManager): Promise<number> {
  * checkpoints. Returns the writes of that run.
  */
 async function firstCheckpointedRun(shape: Shape, jsm: JetStreamManager): Promise<number> {
-  const { url, body } = pipelineHttp(shape).target as { url: string; body: unknown };
+  const { url, body, headers } = pipelineHttp(shape).target as { url: string; body: unknown; headers: Record<string, string> };
   return eventually(
     `a ${PIPELINE.name} run through the ${SHAPE_LABEL[shape.shape]} shape that writes checkpoints`,
     async () => {
       const before = await checkpointWrites(jsm);
-      const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
       const answer = (await response.json()) as { steps?: unknown[] };
       if (!response.ok) throw new Error(`HTTP ${response.status}: ${JSON.stringify(answer).slice(0, 300)}`);
       if (answer.steps?.length !== PIPELINE.llmSteps) throw new Error(`expected ${PIPELINE.llmSteps} steps in the answer, got ${answer.steps?.length}`);

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import secrets
 import signal
 import subprocess
 import time
@@ -23,6 +24,7 @@ from elexirion_optimizer import GatewayClient, GatewayError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAIN_JS = REPO_ROOT / "server" / "dist" / "main.js"
 GATEWAY_SERVICE = "elexirion.v1.Gateway"
+ADMIN_KEY = secrets.token_urlsafe(32)
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 # Retry connecting quickly while Node starts (the default backoff grows to many seconds).
@@ -126,6 +128,9 @@ def start_services(
             "GATEWAY_GRPC_PORT": str(grpc_port),
             "GATEWAY_HTTP_PORT": str(http_port),
             "NATS_URL": f"nats://127.0.0.1:{nats_port}",
+            # Keys on, as in production: the client sends the bootstrap admin key.
+            "GATEWAY_AUTH": "on",
+            "GATEWAY_ADMIN_KEY": ADMIN_KEY,
         }
         log_path = tmp_path / "services.log"
         with log_path.open("wb") as log:
@@ -153,7 +158,12 @@ def test_chat_through_the_real_services(start_services: Callable[[], ServicesHos
     host = start_services()
     host.wait_serving()
 
-    with GatewayClient(host.target, timeout=15) as client:
+    with GatewayClient(host.target, timeout=15) as keyless:
+        with pytest.raises(GatewayError) as refused:
+            keyless.chat("hello")
+    assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED, refused.value
+
+    with GatewayClient(host.target, timeout=15, api_key=ADMIN_KEY) as client:
         reply = client.chat("hello")
 
     assert reply.pipeline_used, f"empty pipeline_used in {reply}"

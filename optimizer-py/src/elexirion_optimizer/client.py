@@ -38,7 +38,9 @@ class GatewayClient:
     """Client for the gateway at ``target`` (e.g. ``"127.0.0.1:50051"``), over an insecure channel.
 
     ``timeout`` is the default deadline in seconds for every call (``None``: no deadline); each
-    method's ``timeout`` argument overrides it. Failed calls raise :class:`GatewayError`.
+    method's ``timeout`` argument overrides it. ``api_key`` is sent as ``authorization: Bearer``
+    on every call (the gateway asks for one unless it runs with ``GATEWAY_AUTH=off``). Failed
+    calls raise :class:`GatewayError`.
     Use as a context manager, or call :meth:`close`, to close the channel.
     """
 
@@ -47,10 +49,12 @@ class GatewayClient:
         target: str,
         timeout: float | None = None,
         *,
+        api_key: str | None = None,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.target = target
         self.timeout = timeout
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._channel = grpc.insecure_channel(target, options=list(options))
         self._stub = gateway_pb2_grpc.GatewayStub(self._channel)
 
@@ -65,7 +69,7 @@ class GatewayClient:
         request = gateway_pb2.ChatRequest(message=message, session_id=session_id, pipeline=pipeline)
         try:
             response: gateway_pb2.ChatResponse = self._stub.Chat(
-                request, timeout=self._deadline(timeout)
+                request, timeout=self._deadline(timeout), metadata=self._metadata
             )
         except grpc.RpcError as err:
             raise GatewayError.from_rpc_error(err) from err
@@ -81,7 +85,7 @@ class GatewayClient:
         request = gateway_pb2.ExecutePipelineRequest(pipeline=pipeline, inputs=dict(inputs))
         try:
             response: gateway_pb2.ExecutePipelineResponse = self._stub.ExecutePipeline(
-                request, timeout=self._deadline(timeout)
+                request, timeout=self._deadline(timeout), metadata=self._metadata
             )
         except grpc.RpcError as err:
             raise GatewayError.from_rpc_error(err) from err
