@@ -298,23 +298,31 @@ describe('API keys across two gateway replicas', () => {
     expect(Number(trailers[0]!.get('retry-after'))).toBeGreaterThanOrEqual(1);
   });
 
-  it('writes one access-log line per call with the key name, never a secret', async () => {
+  it('writes one access-log line per request with the key name, never a secret: gRPC calls, and HTTP requests once', async () => {
     const [one] = replicas as [Replica];
     const { key, secret } = await createKey(one, { name: 'logged-key' });
     anthropic.script({ text: 'logged' });
     await one.gateway.chat({ message: 'log me' }, bearer(secret));
     await failure(one.gateway.chat({ message: 'no key' }));
-    // An HTTP route's call into the gateway (in-process) is logged the same way.
+    // An HTTP request is one line, the HTTP server's, though its route calls the gateway in-process.
     anthropic.script({ text: 'logged over HTTP' });
     expect((await one.http('/v1/chat', { key: secret, body: { message: 'log me too' } })).status).toBe(200);
+    expect((await one.http('/v1/chat', { key: 'elx_0123456789abcdef_wrong', body: { message: 'no' } })).status).toBe(401);
+    const parse = (line: string) => JSON.parse(line.slice(line.indexOf('{'))) as Record<string, unknown>;
+    const logged = () => one.stack.processes.all!.output().split('\n').filter((line) => line.includes('{'));
     const records = await eventually('the access-log lines', async () => {
-      const lines = one.stack.processes.all!.output().split('\n').filter((line) => line.includes('"access":"grpc"'));
-      const parsed = lines.map((line) => JSON.parse(line.slice(line.indexOf('{'))) as Record<string, unknown>);
-      return parsed.filter((record) => record.key === 'logged-key').length >= 2 ? parsed : undefined;
+      const grpc = logged().filter((line) => line.includes('"access":"grpc"')).map(parse);
+      const http = logged().filter((line) => line.includes('"msg":"http request"')).map(parse).filter((record) => record.path === '/v1/chat' && record.keyId !== undefined);
+      const ours = http.filter((record) => record.keyId === key!.keyId || record.keyId === '0123456789abcdef');
+      return grpc.some((record) => record.key === 'logged-key') && ours.length >= 2 ? { grpc, http: ours } : undefined;
     });
-    expect(records).toContainEqual(expect.objectContaining({ method: 'Chat', status: 'OK', key: 'logged-key', durationMs: expect.any(Number) }));
-    expect(records).toContainEqual(expect.objectContaining({ method: 'Chat', status: 'UNAUTHENTICATED', key: '-' }));
-    expect(records).toContainEqual(expect.objectContaining({ method: 'CreateKey', status: 'OK', key: 'bootstrap' }));
+    expect(records.grpc).toContainEqual(expect.objectContaining({ method: 'Chat', status: 'OK', key: 'logged-key', durationMs: expect.any(Number) }));
+    expect(records.grpc).toContainEqual(expect.objectContaining({ method: 'Chat', status: 'UNAUTHENTICATED', key: '-' }));
+    expect(records.grpc).toContainEqual(expect.objectContaining({ method: 'CreateKey', status: 'OK', key: 'bootstrap' }));
+    // The HTTP request's call into the gateway left no gRPC line of its own: one line per request.
+    expect(records.grpc.filter((record) => record.key === 'logged-key')).toHaveLength(1);
+    expect(records.http).toContainEqual(expect.objectContaining({ method: 'POST', route: '/v1/chat', status: 200, keyId: key!.keyId, key: 'logged-key', durationMs: expect.any(Number), trace_id: expect.any(String) }));
+    expect(records.http).toContainEqual(expect.objectContaining({ method: 'POST', route: '/v1/chat', status: 401, keyId: '0123456789abcdef', key: null }));
     for (const replica of replicas) {
       const output = replica.stack.processes.all!.output();
       expect(output).not.toContain(secret);

@@ -2,16 +2,20 @@ import { statusNameOf, traceIds, type AccessLogLevel, type Logger, type UnarySer
 import type { CallContext, ServerMiddleware, ServerMiddlewareCall } from 'nice-grpc-common';
 import { gatewayMethodByPath } from './method-options.js';
 
+/** The peer of an in-process call (the kit's in-process client): an HTTP route calling the gateway. */
+const IN_PROCESS_PEER = 'in-process';
+
 /** What the access log passes down: the auth middleware writes the key's name into it. */
 export interface AccessLogContext {
   accessLogEntry?: { key: string };
 }
 
 /**
- * One structured line per gateway call, success or failure (gRPC and the HTTP routes, which call
- * the gateway in-process): method, status name, duration, the key's name (never its secret;
- * "-" when keys are off or no key was accepted) and the trace id. It wraps the auth middleware,
- * so refused calls are logged too.
+ * One structured line per gRPC call to the gateway, success or failure: method, status name,
+ * duration, the key's name (never its secret; "-" when keys are off or no key was accepted) and
+ * the trace id. It wraps the auth middleware, so refused calls are logged too. Calls the HTTP
+ * routes make in-process are not logged here: the HTTP server logs each request once, with its
+ * route, status and key.
  */
 export function accessLogMiddleware(logger: Logger, level: AccessLogLevel): { middleware: ServerMiddleware<AccessLogContext>; unary: UnaryServerMiddleware } | undefined {
   if (level === 'off') return undefined;
@@ -23,6 +27,7 @@ export function accessLogMiddleware(logger: Logger, level: AccessLogLevel): { mi
   };
   return {
     middleware: async function* accessLog<Request, Response>(call: ServerMiddlewareCall<Request, Response, AccessLogContext>, context: CallContext) {
+      if (context.peer === IN_PROCESS_PEER) return yield* call.next(call.request, context);
       const started = performance.now();
       const entry = { key: '-' };
       let status = 'OK';
@@ -37,6 +42,7 @@ export function accessLogMiddleware(logger: Logger, level: AccessLogLevel): { mi
     },
     // The same for in-process unary calls (the HTTP routes'), as a plain async function.
     async unary(path, context, handle) {
+      if (context.peer === IN_PROCESS_PEER) return handle(context);
       const started = performance.now();
       const entry = { key: '-' };
       let status = 'OK';

@@ -24,6 +24,8 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
   const bypass = new AgentBypass(deps);
   // API keys, scopes, limits and budgets, and the gRPC access log (keys/).
   const keys = gatewayKeys(context);
+  const registry = keys.registry;
+  const serverOptions = gatewayServerOptions(context.config);
 
   // One module per area of the public API (calls/, keys/); each answers its calls.
   const implementation: proto.GatewayServiceImplementation = {
@@ -45,8 +47,9 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
       agentJobsApi(() => clients.get('gateway')),
       openAiApi(() => clients.get('gateway'), () => clients.get('executor'), context.logger),
     ],
-    // Each call's request size limit, CORS and the access log (http/).
-    ...gatewayServerOptions(context.config),
+    // Each call's request size limit, CORS and the access log (http/), which names a request's key.
+    maxRequestBytes: serverOptions.maxRequestBytes,
+    httpServer: registry ? { ...serverOptions.httpServer, keyNameOf: (authorization: string | undefined) => registry.nameOf(authorization) } : serverOptions.httpServer,
     // API keys, scopes, limits and the access log, on gRPC and on the HTTP routes' in-process calls.
     serverMiddleware: keys.middleware,
     unaryServerMiddleware: keys.unaryMiddleware,

@@ -231,12 +231,12 @@ export class KeyLimits {
     const { limits } = key;
     const windows = windowsAt(now);
     const local = this.#localOf(key.keyId, windows.minute);
+    const used = this.usage(key.keyId, now);
     const refuse = (what: string, retryAfter: number): never => {
-      this.#setHeaders(key, local, windows, trailer);
+      this.#setHeaders(key, local, windows, used, trailer);
       trailer.set('retry-after', String(retryAfter));
       throw new ServerError(Status.RESOURCE_EXHAUSTED, `API key "${key.name}" ${what}; retry after ${retryAfter} s`);
     };
-    const used = this.usage(key.keyId, now);
     if (limits.monthlyBudgetUsd > 0 && used.spentMonth >= limits.monthlyBudgetUsd) refuse(`has spent its monthly budget of $${limits.monthlyBudgetUsd}`, windows.monthLeft);
     if (limits.dailyBudgetUsd > 0 && used.spentDay >= limits.dailyBudgetUsd) refuse(`has spent its daily budget of $${limits.dailyBudgetUsd}`, windows.dayLeft);
     if (limits.tokensPerMinute > 0 && used.tokens >= limits.tokensPerMinute) refuse(`has used its ${limits.tokensPerMinute} tokens per minute`, windows.minuteLeft);
@@ -250,7 +250,7 @@ export class KeyLimits {
       }
       local.admitted += 1;
     }
-    this.#setHeaders(key, local, windows, trailer);
+    this.#setHeaders(key, local, windows, used, trailer);
   }
 
   /** Adds a finished call's tokens and cost to this replica's use of the key, written to its entry (batched with others finishing meanwhile). */
@@ -352,12 +352,14 @@ export class KeyLimits {
     throw new ElexirionError(Status.ABORTED, `API key ${keyId}: its usage kept changing under ${MAX_CAS_ATTEMPTS} attempts to update it; try again`);
   }
 
-  #setHeaders(key: StoredKey, local: LocalKey, windows: Windows, trailer: Metadata): void {
+  /** `shared`: the key's use as admit read it (its tokens; the requests reserved are read again). */
+  #setHeaders(key: StoredKey, local: LocalKey, windows: Windows, shared: KeyUsageRecord, trailer: Metadata): void {
     const { limits } = key;
-    const shared = this.usage(key.keyId);
     if (limits.requestsPerMinute > 0) {
-      // Not reserved by any replica yet, plus this replica's reservation not used yet.
-      const remaining = Math.max(0, limits.requestsPerMinute - shared.requests) + Math.max(0, local.granted - local.admitted);
+      // Not reserved by any replica yet (read again: this call may have reserved a block), plus
+      // this replica's reservation not used yet.
+      const reserved = current(this.#view.get(key.keyId), windows).requests;
+      const remaining = Math.max(0, limits.requestsPerMinute - reserved) + Math.max(0, local.granted - local.admitted);
       trailer.set('x-ratelimit-limit-requests', String(limits.requestsPerMinute));
       trailer.set('x-ratelimit-remaining-requests', String(remaining));
       trailer.set('x-ratelimit-reset-requests', `${windows.minuteLeft}s`);

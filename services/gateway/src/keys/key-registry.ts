@@ -1,7 +1,7 @@
 import { ElexirionError, KvRevisionConflictError, KvStore, KvView, Status, type KvViewLogger, proto } from '@elexirion/kit';
 import { z } from 'zod';
 import type { Caller } from '../caller.js';
-import { KEY_ID_PATTERN, keyIdOf, newSecret, secretMatches, sha256Hex } from './api-key-secret.js';
+import { KEY_ID_PATTERN, bearerSecret, keyIdOf, newSecret, secretMatches, sha256Hex } from './api-key-secret.js';
 
 /** The process's NATS connection, as the kit's KV types take it. */
 export type NatsConnection = Parameters<KvView<unknown>['attach']>[0];
@@ -134,6 +134,18 @@ export class KeyRegistry {
     if (key.revokedAt !== undefined) throw unauthenticated(`API key ${keyId} was revoked`);
     if (key.expiresAt !== undefined && Date.parse(key.expiresAt) <= now) throw unauthenticated(`API key ${keyId} expired at ${key.expiresAt}`);
     return { caller: callerOfKey(key), key };
+  }
+
+  /**
+   * The name of the key an `authorization` header names, from memory, for the HTTP access log
+   * (which logs a request once, after its call was authenticated): never the secret.
+   */
+  nameOf(authorization: string | undefined): string | undefined {
+    const secret = bearerSecret(authorization);
+    if (secret === undefined) return undefined;
+    const keyId = keyIdOf(secret);
+    if (keyId !== undefined) return this.#view.get(keyId)?.name;
+    return this.#bootstrapSha256 && secretMatches(secret, this.#bootstrapSha256) ? BOOTSTRAP_KEY_NAME : undefined;
   }
 
   /** A key id not in the view yet (created on another replica a moment ago): one read of the bucket. */

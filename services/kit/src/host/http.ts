@@ -53,6 +53,8 @@ export interface HttpServerOptions {
   corsOrigins?: readonly string[];
   /** The level of the one log line per HTTP request; "off": none. */
   accessLogLevel?: AccessLogLevel;
+  /** The name of the API key a request's `authorization` header names (for the access log; never the secret). */
+  keyNameOf?: (authorization: string | undefined) => string | undefined;
 }
 
 /** Before this, the kit's HTTP servers took 8 MiB bodies: what a service that sets nothing gets. */
@@ -169,6 +171,8 @@ export function createHttpServer(options: { logger: Logger; title: string } & Ht
         durationMs: Math.round((performance.now() - started) * 10) / 10,
         ...(reply.raw.writableFinished ? {} : { aborted: true }),
         keyId: keyIdOf(request.headers.authorization) ?? null,
+        // The key's name once it was accepted (a 401 names no one).
+        key: (reply.raw.statusCode !== 401 && options.keyNameOf?.(request.headers.authorization)) || null,
         trace_id: traceId,
       });
     });
