@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { ClientError, Status } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
-import { connectNats, eventually, gate, startJobsStack, stopAll, type JobsStack, type ProviderUnderTest } from '@elexirion/testing';
+import { connectNats, eventually, gate, jobEventShape, startJobsStack, stopAll, watchJobEvents, type JobsStack, type ProviderUnderTest } from '@elexirion/testing';
 import { readEventStream, startGateway, type GatewayUnderTest, type SseEvent } from './gateway-jobs-support.js';
 
 const { JobStatus } = proto;
@@ -55,36 +55,9 @@ function jobSettled(jobId: string, until: (job: proto.Job) => boolean): Promise<
 
 const ended = (job: proto.Job) => job.status !== JobStatus.JOB_STATUS_QUEUED && job.status !== JobStatus.JOB_STATUS_RUNNING;
 
-/** The events of a watch through the gateway, to its end, or until `stopAfter` says to drop the stream. */
-async function watch(jobId: string, afterSequence: number, stopAfter?: (seen: proto.JobEvent[]) => boolean): Promise<{ events: proto.JobEvent[]; ended: boolean }> {
-  const controller = new AbortController();
-  const events: proto.JobEvent[] = [];
-  try {
-    for await (const { event } of gateway.client.watchJob({ jobId, afterSequence }, { signal: controller.signal })) {
-      events.push(event!);
-      if (stopAfter?.(events)) {
-        controller.abort();
-        return { events, ended: false };
-      }
-    }
-  } catch (error) {
-    if (!controller.signal.aborted) throw error;
-    return { events, ended: false };
-  }
-  return { events, ended: true };
-}
-
-function kind(event: proto.JobEvent): string {
-  if (event.statusChanged) return `status:${proto.jobStatusToJSON(event.statusChanged.status)}`;
-  if (event.stepStarted) return `started:${event.stepStarted.step}`;
-  if (event.textDelta) return `delta:${event.textDelta.step}`;
-  if (event.stepFinished) return `finished:${event.stepFinished.name}`;
-  return 'failed';
-}
-
-/** Kinds with runs of text deltas of one step collapsed into one (how many there are depends on timing). */
-function shape(events: proto.JobEvent[]): string[] {
-  return events.map(kind).filter((item, index, all) => !(item.startsWith('delta:') && all[index - 1] === item));
+/** The job's events through the gateway's WatchJob. */
+function watch(jobId: string, afterSequence: number, stopAfter?: (seen: proto.JobEvent[]) => boolean): Promise<{ events: proto.JobEvent[]; ended: boolean }> {
+  return watchJobEvents(gateway.client, jobId, afterSequence, stopAfter);
 }
 
 /** Consumers on the job events stream: one per watch in progress. */
@@ -174,7 +147,7 @@ describe('the job calls over gRPC', () => {
     const { jobId, polishMay } = await slowJob('watch me');
     const first = await watch(jobId, 0, (seen) => seen.some((event) => event.textDelta));
     expect(first.ended).toBe(false);
-    expect(shape(first.events)).toEqual(['status:JOB_STATUS_RUNNING', 'started:draft', 'delta:draft']);
+    expect(jobEventShape(first.events)).toEqual(['status:JOB_STATUS_RUNNING', 'started:draft', 'delta:draft']);
     await jobSettled(jobId, (job) => job.currentStep === 'polish');
     const resumed = watch(jobId, first.events.at(-1)!.sequence);
     polishMay.open();
@@ -183,7 +156,7 @@ describe('the job calls over gRPC', () => {
 
     const all = [...first.events, ...second.events];
     expect(increasing(all.map((event) => event.sequence))).toBe(true);
-    expect(shape(all)).toEqual(['status:JOB_STATUS_RUNNING', 'started:draft', 'delta:draft', 'finished:draft', 'started:polish', 'delta:polish', 'finished:polish', 'status:JOB_STATUS_SUCCEEDED']);
+    expect(jobEventShape(all)).toEqual(['status:JOB_STATUS_RUNNING', 'started:draft', 'delta:draft', 'finished:draft', 'started:polish', 'delta:polish', 'finished:polish', 'status:JOB_STATUS_SUCCEEDED']);
     expect(all.filter((event) => event.textDelta?.step === 'draft').map((event) => event.textDelta!.text).join('')).toBe('The draft comes in slow pieces.');
     // A replay from the start is the same events; from the middle, exactly the rest; from the end, nothing.
     expect((await watch(jobId, 0)).events).toEqual(all);

@@ -11,8 +11,10 @@ import {
   connectNats,
   eventually,
   gate,
+  jobEventShape,
   startJobsStack,
   stopAll,
+  watchJobEvents,
   type AgentUnderTest,
   type JobsStack,
   type NatsServer,
@@ -47,36 +49,9 @@ afterAll(async () => {
   await stopAll();
 });
 
-/** The events of a watch, to its end, or until `stopAfter` says to drop the stream (the call is aborted). */
-async function watch(jobId: string, afterSequence: number, stopAfter?: (seen: proto.JobEvent[]) => boolean): Promise<{ events: proto.JobEvent[]; ended: boolean }> {
-  const controller = new AbortController();
-  const events: proto.JobEvent[] = [];
-  try {
-    for await (const { event } of agent.client.watchJob({ jobId, afterSequence }, { signal: controller.signal })) {
-      events.push(event!);
-      if (stopAfter?.(events)) {
-        controller.abort();
-        return { events, ended: false };
-      }
-    }
-  } catch (error) {
-    if (!controller.signal.aborted) throw error;
-    return { events, ended: false };
-  }
-  return { events, ended: true };
-}
-
-function kind(event: proto.JobEvent): string {
-  if (event.statusChanged) return `status:${proto.jobStatusToJSON(event.statusChanged.status)}`;
-  if (event.stepStarted) return `started:${event.stepStarted.step}`;
-  if (event.textDelta) return `delta:${event.textDelta.step}`;
-  if (event.stepFinished) return `finished:${event.stepFinished.name}`;
-  return 'failed';
-}
-
-/** Kinds with runs of text deltas of one step collapsed into one (how many there are depends on timing). */
-function shape(events: proto.JobEvent[]): string[] {
-  return events.map(kind).filter((item, index, all) => !(item.startsWith('delta:') && all[index - 1] === item));
+/** The job's events through the agent's WatchJob. */
+function watch(jobId: string, afterSequence: number, stopAfter?: (seen: proto.JobEvent[]) => boolean): Promise<{ events: proto.JobEvent[]; ended: boolean }> {
+  return watchJobEvents(agent.client, jobId, afterSequence, stopAfter);
 }
 
 async function failure(call: Promise<unknown>): Promise<ClientError> {
@@ -101,7 +76,7 @@ describe('WatchJob through the agent', () => {
     // Dropped after the first text delta.
     const first = await watch(jobId, 0, (seen) => seen.some((event) => event.textDelta));
     expect(first.ended).toBe(false);
-    expect(shape(first.events)).toEqual(['status:JOB_STATUS_RUNNING', 'started:draft', 'delta:draft']);
+    expect(jobEventShape(first.events)).toEqual(['status:JOB_STATUS_RUNNING', 'started:draft', 'delta:draft']);
     // The dropped watch's consumer goes away with it.
     const connection = await connectNats(nats.url);
     try {
@@ -122,7 +97,7 @@ describe('WatchJob through the agent', () => {
     // Strictly increasing: none twice, none out of order.
     expect(sequences.every((sequence, index) => index === 0 || sequence > sequences[index - 1]!)).toBe(true);
     expect(all.every((event) => event.jobId === jobId)).toBe(true);
-    expect(shape(all)).toEqual(['status:JOB_STATUS_RUNNING', 'started:draft', 'delta:draft', 'finished:draft', 'started:polish', 'delta:polish', 'finished:polish', 'status:JOB_STATUS_SUCCEEDED']);
+    expect(jobEventShape(all)).toEqual(['status:JOB_STATUS_RUNNING', 'started:draft', 'delta:draft', 'finished:draft', 'started:polish', 'delta:polish', 'finished:polish', 'status:JOB_STATUS_SUCCEEDED']);
     const text = (step: string) => all.filter((event) => event.textDelta?.step === step).map((event) => event.textDelta!.text).join('');
     expect(text('draft')).toBe('The draft comes in eight slow pieces.');
     expect(text('polish')).toBe('Polished at last.');

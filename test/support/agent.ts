@@ -81,6 +81,51 @@ export async function jobEvents(agent: Pick<AgentUnderTest, 'client'>, jobId: st
   return events;
 }
 
+/** A client with WatchJob: the agent's, or the gateway's (the same call, the same messages). */
+export interface JobWatcher {
+  watchJob(request: { jobId: string; afterSequence: number }, options: { signal: AbortSignal }): AsyncIterable<proto.WatchJobResponse>;
+}
+
+/**
+ * Watches a job's events after `afterSequence`; `stopAfter` drops the stream (as a client going
+ * away does) once it says so. `ended`: the stream ended by itself (the job ended).
+ */
+export async function watchJobEvents(
+  client: JobWatcher,
+  jobId: string,
+  afterSequence: number,
+  stopAfter?: (seen: proto.JobEvent[]) => boolean,
+): Promise<{ events: proto.JobEvent[]; ended: boolean }> {
+  const controller = new AbortController();
+  const events: proto.JobEvent[] = [];
+  try {
+    for await (const { event } of client.watchJob({ jobId, afterSequence }, { signal: controller.signal })) {
+      events.push(event!);
+      if (stopAfter?.(events)) {
+        controller.abort();
+        return { events, ended: false };
+      }
+    }
+  } catch (error) {
+    if (!controller.signal.aborted) throw error;
+    return { events, ended: false };
+  }
+  return { events, ended: true };
+}
+
+function eventKind(event: proto.JobEvent): string {
+  if (event.statusChanged) return `status:${proto.jobStatusToJSON(event.statusChanged.status)}`;
+  if (event.stepStarted) return `started:${event.stepStarted.step}`;
+  if (event.textDelta) return `delta:${event.textDelta.step}`;
+  if (event.stepFinished) return `finished:${event.stepFinished.name}`;
+  return 'failed';
+}
+
+/** The events' kinds, with runs of text deltas of one step collapsed into one (how many there are depends on timing). */
+export function jobEventShape(events: proto.JobEvent[]): string[] {
+  return events.map(eventKind).filter((item, index, all) => !(item.startsWith('delta:') && all[index - 1] === item));
+}
+
 /** NATS, a provider (fake upstreams), an executor on its own pipelines folder, and agent replicas: what the jobs suites run against. */
 export interface JobsStack {
   nats: NatsServer;
