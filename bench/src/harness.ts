@@ -214,11 +214,20 @@ const BENCH_ADMIN_KEY = `bench-admin-${randomBytes(24).toString('base64url')}`;
 
 /** Creates the bench's API key on a gateway started with keys on: limits too high to refuse, but checked and counted. */
 async function createBenchKey(stack: Stack): Promise<Record<string, string>> {
-  const { secret } = await stack.gateway.createKey(
-    { name: `bench-${randomBytes(4).toString('hex')}`, scopes: ['admin'], limits: { requestsPerMinute: 1_000_000_000, tokensPerMinute: 1_000_000_000_000, dailyBudgetUsd: 1_000_000_000, monthlyBudgetUsd: 1_000_000_000 } },
-    { metadata: Metadata({ authorization: `Bearer ${BENCH_ADMIN_KEY}` }) },
-  );
-  return { authorization: `Bearer ${secret}` };
+  const request = { name: `bench-${randomBytes(4).toString('hex')}`, scopes: ['admin'], limits: { requestsPerMinute: 1_000_000_000, tokensPerMinute: 1_000_000_000_000, dailyBudgetUsd: 1_000_000_000, monthlyBudgetUsd: 1_000_000_000 } };
+  const options = { metadata: Metadata({ authorization: `Bearer ${BENCH_ADMIN_KEY}` }) };
+  // A gateway serves before its key store has attached to NATS (in the background): until then
+  // CreateKey is UNAVAILABLE, for a moment after start.
+  const until = Date.now() + 20_000;
+  for (;;) {
+    try {
+      const { secret } = await stack.gateway.createKey(request, options);
+      return { authorization: `Bearer ${secret}` };
+    } catch (error) {
+      if (!(error instanceof ClientError && error.code === Status.UNAVAILABLE) || Date.now() > until) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
 }
 
 export const SHAPE_LABEL: Record<StackShape, string> = { 'all-in-one': 'aio', 'one-process-per-service': 'split' };

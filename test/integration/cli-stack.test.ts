@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, onFreshPorts, spawnNode, startNats, stopAll, waitServing, type NatsServer, type Spawned } from '@elexirion/testing';
+import { eventually, freePort, onFreshPorts, spawnNode, startNats, stopAll, waitServing, type NatsServer, type Spawned } from '@elexirion/testing';
 import { cli } from './cli-harness.js';
 
 let nats: NatsServer;
@@ -48,7 +48,11 @@ beforeAll(async () => {
   served = started.spawned;
   admin = { ELEXIRION_ADDRESS: `127.0.0.1:${started.grpcPort}`, ELEXIRION_API_KEY: ADMIN_KEY };
   // The commands below run with a key the CLI made, holding the scopes they need.
-  const created = await cli(['keys', 'create', 'cli-stack', '--scope', 'chat,jobs,pipelines'], admin);
+  // The gateway serves before its key store has attached to NATS: until then key calls are UNAVAILABLE (exit 5).
+  const created = await eventually('the first key', async () => {
+    const attempt = await cli(['keys', 'create', 'cli-stack', '--scope', 'chat,jobs,pipelines'], admin);
+    return attempt.code === 5 ? undefined : attempt;
+  });
   expect(created.code, created.stderr).toBe(0);
   env = { ELEXIRION_ADDRESS: admin.ELEXIRION_ADDRESS, ELEXIRION_API_KEY: created.stdout.trim() };
   folder = mkdtempSync(join(tmpdir(), 'elexirion-cli-stack-'));

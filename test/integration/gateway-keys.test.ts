@@ -37,6 +37,8 @@ async function startReplica(): Promise<Replica> {
     ANTHROPIC_API_KEY: ANTHROPIC_KEY,
     ANTHROPIC_BASE_URL: anthropic.url,
   });
+  // The gateway serves before its key store has attached to NATS (key calls are UNAVAILABLE until then).
+  await eventually('the key store attached', () => stack.gateway.listKeys({}, bearer(ADMIN_KEY)).then(() => true, () => undefined));
   return {
     stack,
     gateway: stack.gateway,
