@@ -1,5 +1,6 @@
 import { statusNameOf, traceIds, type AccessLogLevel, type Logger, type UnaryServerMiddleware } from '@elexirion/kit';
-import type { CallContext, ServerMiddleware, ServerMiddlewareCall } from 'nice-grpc-common';
+import type { CallContext, Metadata, ServerMiddleware, ServerMiddlewareCall } from 'nice-grpc-common';
+import type { Caller } from './caller.js';
 import { gatewayMethodByPath } from './method-options.js';
 
 /** The peer of an in-process call (the kit's in-process client): an HTTP route calling the gateway. */
@@ -18,7 +19,8 @@ export interface AccessLogContext {
  * route, status and key.
  */
 export function accessLogMiddleware(logger: Logger, level: AccessLogLevel): { middleware: ServerMiddleware<AccessLogContext>; unary: UnaryServerMiddleware } | undefined {
-  if (level === 'off') return undefined;
+  // Decided once: no middleware at all when the logger's level drops the lines.
+  if (level === 'off' || !logger.isLevelEnabled(level)) return undefined;
   const write = logger[level].bind(logger);
   const log = (path: string, started: number, status: string, key: string) => {
     const method = gatewayMethodByPath.get(path)?.name ?? path;
@@ -59,18 +61,47 @@ export function accessLogMiddleware(logger: Logger, level: AccessLogLevel): { mi
 }
 
 /**
- * The context with `extra` added. Its fields are copied, not spread: the in-process call context
- * makes `header` and `trailer` on first use through getters, which a spread would drop.
+ * The context with `extra` (the caller, the access-log entry) added, as a small class whose
+ * `header` and `trailer` read the original's on use: the in-process call context makes them on
+ * first use, and a copy of its fields would make both on every call (most calls use neither).
  */
-export function extendContext<Extra extends object>(context: CallContext, extra: Extra): CallContext & Extra {
-  return {
-    ...(context as object),
-    metadata: context.metadata,
-    peer: context.peer,
-    signal: context.signal,
-    header: context.header,
-    trailer: context.trailer,
-    sendHeader: () => context.sendHeader(),
-    ...extra,
-  } as CallContext & Extra;
+export function extendContext<Extra extends ExtendedFields>(context: CallContext, extra: Extra): CallContext & Extra {
+  return new ExtendedCallContext(context, extra) as unknown as CallContext & Extra;
+}
+
+/** What the gateway's middleware adds to a call's context. */
+interface ExtendedFields {
+  caller?: Caller;
+  accessLogEntry?: { key: string };
+}
+
+class ExtendedCallContext implements CallContext, ExtendedFields {
+  readonly metadata: Metadata;
+  readonly peer: string;
+  readonly signal: AbortSignal;
+  readonly caller: Caller | undefined;
+  readonly accessLogEntry: { key: string } | undefined;
+  readonly #base: CallContext;
+
+  constructor(base: CallContext & ExtendedFields, extra: ExtendedFields) {
+    this.#base = base;
+    this.metadata = base.metadata;
+    this.peer = base.peer;
+    this.signal = base.signal;
+    // What an outer middleware added stays (the access log's entry under the auth's caller).
+    this.caller = extra.caller ?? base.caller;
+    this.accessLogEntry = extra.accessLogEntry ?? base.accessLogEntry;
+  }
+
+  get header(): Metadata {
+    return this.#base.header;
+  }
+
+  get trailer(): Metadata {
+    return this.#base.trailer;
+  }
+
+  sendHeader(): void {
+    this.#base.sendHeader();
+  }
 }

@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Metadata, type CallContext } from 'nice-grpc-common';
-import { injectRequestTrace } from '@elexirion/kit';
+import { injectRequestTrace, spansRecorded } from '@elexirion/kit';
 
 /**
  * Who is calling: the API key the gateway's auth middleware accepted for this call. Handlers read
@@ -38,8 +38,10 @@ export function metadataOf(request: FastifyRequest): Metadata {
   const metadata = new Metadata();
   const authorization = request.headers.authorization;
   if (typeof authorization === 'string') metadata.set('authorization', authorization);
-  // The call continues the HTTP request's trace (the access log's trace id).
-  injectRequestTrace(request, metadata);
+  // The call continues the HTTP request's trace (the access log's trace id): through the metadata
+  // when spans are recorded (the call starts its own span from it); otherwise the in-process call
+  // runs in the request's async context already, and the metadata would be read by no one.
+  if (spansRecorded()) injectRequestTrace(request, metadata);
   return metadata;
 }
 

@@ -67,7 +67,7 @@ export {
 } from './telemetry/events-reader.js';
 export { createLogger, type Logger, type LoggerOptions } from './telemetry/logger.js';
 export { Metrics } from './telemetry/metrics.js';
-export { initTracing, traceIds, tracer, type Tracing, type TracingOptions } from './telemetry/tracing.js';
+export { initTracing, spansRecorded, traceIds, tracer, type Tracing, type TracingOptions } from './telemetry/tracing.js';
 export { REDACTED, isSecretName, redactSecrets, redactSecretsDeep, redactUrlCredentials, registerSecret } from './secrets.js';
 
 // yaml/: YAML files checked against a zod schema, with positioned problems and "did you mean".

@@ -210,6 +210,13 @@ describe('startHost', () => {
     expect(text).toContain(`grpc_server_handled_total{${complete},grpc_code="OK"} 2`);
     expect(text).toContain('# TYPE grpc_server_handling_seconds histogram');
     expect(text).toContain(`grpc_server_handling_seconds_count{${complete}} 2`);
+    // Buckets are cumulative, in increasing bounds, ending with +Inf = the count.
+    const buckets = [...text.matchAll(new RegExp(`^grpc_server_handling_seconds_bucket\\{${complete},le="([^"]+)"\\} (\\d+)$`, 'gm'))].map((match) => [match[1], Number(match[2])] as const);
+    expect(buckets.at(-1)).toEqual(['+Inf', 2]);
+    expect(buckets.length).toBeGreaterThan(10);
+    for (let index = 1; index < buckets.length; index += 1) expect(buckets[index]![1]).toBeGreaterThanOrEqual(buckets[index - 1]![1]);
+    expect(buckets.find(([le]) => le === '60')?.[1]).toBe(2);
+    expect(text).toMatch(new RegExp(`^grpc_server_handling_seconds_sum\\{${complete}\\} [0-9.e-]+$`, 'm'));
     expect(text).toContain('process_cpu_user_seconds_total');
   });
 

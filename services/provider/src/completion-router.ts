@@ -319,7 +319,6 @@ export class CompletionRouter {
       }
       throw error;
     }
-    this.updateGauges(runtime);
     admitted();
     const timeout = timeoutSignal(signal, Math.min(settings.timeout_ms, until - Date.now()));
     const span = tracer.startSpan(`chat ${target.model}`, {
@@ -336,8 +335,7 @@ export class CompletionRouter {
     const settle = (error?: unknown) => {
       timeout.dispose();
       release();
-      this.updateGauges(runtime);
-      const errorType = error === undefined ? '' : error instanceof UpstreamError ? String(error.status ?? error.kind) : 'cancelled';
+        const errorType = error === undefined ? '' : error instanceof UpstreamError ? String(error.status ?? error.kind) : 'cancelled';
       this.metrics.operationDuration.observe(
         { gen_ai_operation_name: 'chat', gen_ai_provider_name: target.provider, gen_ai_request_model: target.model, error_type: errorType },
         (performance.now() - started) / 1000,
@@ -409,11 +407,6 @@ export class CompletionRouter {
     this.metrics.costUsd.inc({ provider: target.provider, model: target.model }, usd);
     if (failedTargets.length > 0) this.metrics.fallbacks.inc({ alias: plan.alias });
     return { result, target, attempts, failedTargets, costUsd: usd, latencyMs: Math.round(performance.now() - started) };
-  }
-
-  private updateGauges(runtime: ProviderRuntime): void {
-    this.metrics.inFlight.set({ provider: runtime.name }, runtime.limiter.inFlight);
-    this.metrics.queued.set({ provider: runtime.name }, runtime.limiter.queued);
   }
 }
 

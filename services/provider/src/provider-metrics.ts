@@ -6,6 +6,12 @@ const DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 
 
 export const BREAKER_STATE_VALUE: Record<BreakerState, number> = { closed: 0, half_open: 1, open: 2 };
 
+export interface ProviderAdmission {
+  provider: string;
+  inFlight: number;
+  queued: number;
+}
+
 /**
  * The provider's metrics: the OpenTelemetry GenAI client metrics under their Prometheus names
  * (gen_ai.client.token.usage, gen_ai.client.operation.duration), plus cost, attempts, breakers
@@ -46,7 +52,32 @@ export class ProviderMetrics {
     });
     this.fallbacks = new Counter({ name: 'elexirion_provider_fallbacks_total', help: 'Calls served by a target other than the first.', labelNames: ['alias'], registers });
     this.breakerState = new Gauge({ name: 'elexirion_provider_breaker_state', help: 'Circuit breaker state: 0 closed, 1 half-open, 2 open.', labelNames: ['provider'], registers });
-    this.inFlight = new Gauge({ name: 'elexirion_provider_in_flight', help: 'Upstream requests in flight.', labelNames: ['provider'], registers });
-    this.queued = new Gauge({ name: 'elexirion_provider_queued', help: 'Requests waiting for a concurrency slot.', labelNames: ['provider'], registers });
+    // Read from the limiters when scraped (see readAdmission), not set on every call.
+    const admission = () => this.#admission?.() ?? [];
+    this.inFlight = new Gauge({
+      name: 'elexirion_provider_in_flight',
+      help: 'Upstream requests in flight.',
+      labelNames: ['provider'],
+      registers,
+      collect(this: Gauge<'provider'>) {
+        for (const { provider, inFlight } of admission()) this.set({ provider }, inFlight);
+      },
+    });
+    this.queued = new Gauge({
+      name: 'elexirion_provider_queued',
+      help: 'Requests waiting for a concurrency slot.',
+      labelNames: ['provider'],
+      registers,
+      collect(this: Gauge<'provider'>) {
+        for (const { provider, queued } of admission()) this.set({ provider }, queued);
+      },
+    });
+  }
+
+  #admission: (() => Iterable<ProviderAdmission>) | undefined;
+
+  /** Where the in-flight and queued gauges are read from when scraped. */
+  readAdmission(read: () => Iterable<ProviderAdmission>): void {
+    this.#admission = read;
   }
 }

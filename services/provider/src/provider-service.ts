@@ -104,6 +104,12 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
     };
     metrics.breakerState.set({ provider: name }, 0);
   }
+  metrics.readAdmission(function* admission() {
+    for (const runtime of Object.values(runtimes)) {
+      if (runtime.adapter) yield { provider: runtime.name, inFlight: runtime.limiter.inFlight, queued: runtime.limiter.queued };
+    }
+  });
+
   const vendors = PROVIDER_NAMES.filter((name) => name !== 'mock' && runtimes[name].adapter);
   const offline = vendors.length === 0;
   if (offline) logger.info({ responses: config.PROVIDER_MOCK_RESPONSES }, 'no provider API key set: every model is served by the offline mock provider');

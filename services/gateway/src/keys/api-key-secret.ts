@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 // An API key's secret is `elx_<key_id>_<random>`: the key id (public, 16 hex characters) says
 // which stored key to compare with, the random part (32 bytes, base64url) is what makes it
@@ -25,13 +25,15 @@ export function keyIdOf(secret: string): string | undefined {
   return SECRET_PATTERN.exec(secret)?.[1];
 }
 
+// crypto.hash, the one-shot form: a fraction of createHash's cost for a short input (it runs on
+// every keyed request).
 export function sha256Hex(text: string): string {
-  return createHash('sha256').update(text, 'utf8').digest('hex');
+  return hash('sha256', text, 'hex');
 }
 
 /** Compares a secret with a stored hash in constant time. */
 export function secretMatches(secret: string, storedSha256: string): boolean {
-  const actual = createHash('sha256').update(secret, 'utf8').digest();
+  const actual = hash('sha256', secret, 'buffer');
   const expected = Buffer.from(storedSha256, 'hex');
   return expected.length === actual.length && timingSafeEqual(actual, expected);
 }

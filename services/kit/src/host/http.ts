@@ -132,11 +132,10 @@ function keyIdOf(authorization: string | string[] | undefined): string | undefin
  * answer carries the security headers; every request leaves one access-log line (unless off).
  */
 export function createHttpServer(options: { logger: Logger; title: string } & HttpServerOptions): FastifyInstance {
-  const accessLogLevel = options.accessLogLevel ?? 'off';
   const accessLog = options.logger.child({ component: 'http' });
-  const logAccess = (fields: Record<string, unknown>) => {
-    if (accessLogLevel !== 'off') accessLog[accessLogLevel](fields, 'http request');
-  };
+  // Decided once: a line the logger's level drops is not built on every request either.
+  const accessLogLevel = options.accessLogLevel ?? 'off';
+  const logAccess = accessLogLevel !== 'off' && accessLog.isLevelEnabled(accessLogLevel) ? (fields: Record<string, unknown>) => accessLog[accessLogLevel](fields, 'http request') : undefined;
   const app = Fastify({
     logger: false,
     bodyLimit: options.bodyLimit ?? DEFAULT_BODY_LIMIT,
@@ -150,7 +149,8 @@ export function createHttpServer(options: { logger: Logger; title: string } & Ht
     for (const method of [route.method].flat()) routes.push({ method, url: route.url });
   });
 
-  app.addHook('onRequest', async (request, reply) => {
+  // A callback hook, not an async one: no promise per request.
+  app.addHook('onRequest', (request, reply, done) => {
     const started = performance.now();
     const parent = propagation.extract(ROOT_CONTEXT, request.headers, headerGetter);
     const span = tracer.startSpan(`HTTP ${request.method} ${request.routeOptions.url ?? 'unrouted'}`, { kind: SpanKind.SERVER }, parent);
@@ -162,7 +162,7 @@ export function createHttpServer(options: { logger: Logger; title: string } & Ht
     // went away leave their line too.
     reply.raw.once('close', () => {
       span.end();
-      logAccess({
+      logAccess?.({
         method: request.method,
         route: request.routeOptions.url ?? null,
         path: request.url.split('?')[0],
@@ -176,6 +176,7 @@ export function createHttpServer(options: { logger: Logger; title: string } & Ht
         trace_id: traceId,
       });
     });
+    done();
   });
 
   // The handler runs in the request's trace context (entered after the body is read: reading it
@@ -275,7 +276,7 @@ function openApiDocument(base: OpenApiDocument, fragments: readonly OpenApiFragm
  * that was not received in time, a malformed one), answered in the project's error shape instead
  * of Fastify's default body; the connection is closed after it, as Node and Fastify do.
  */
-function answerClientError(error: NodeJS.ErrnoException, socket: Duplex, logAccess: (fields: Record<string, unknown>) => void): void {
+function answerClientError(error: NodeJS.ErrnoException, socket: Duplex, logAccess: ((fields: Record<string, unknown>) => void) | undefined): void {
   if (error.code === 'ECONNRESET' || socket.destroyed) return;
   const [status, code, message] =
     error.code === 'HPE_HEADER_OVERFLOW'
@@ -289,7 +290,7 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex, logAcce
     socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${security}Connection: close\r\n\r\n${body}`);
   }
   // Refused before it was parsed: no method or route to name, but the refusal leaves its line.
-  logAccess({ method: null, route: null, status, error: error.code ?? 'unknown' });
+  logAccess?.({ method: null, route: null, status, error: error.code ?? 'unknown' });
   socket.destroy(error);
 }
 
