@@ -393,13 +393,20 @@ describe('EventPublisher with a real NATS', () => {
     const { nats, publisher: events } = await connectedPublisher();
     const listener = await collectEvents(nats.url);
     try {
+      // In one batch with events that hold none: only the one that does is rewritten, in its place.
+      events.publish('provider', 'completion', { status: 'OK', providerCompletion: { provider: 'openai', model: 'before' } });
       events.publish('provider', 'completion', {
         status: 'ERROR',
         providerCompletion: { provider: 'anthropic', errorMessage: `401: invalid x-api-key ${secret}` },
       });
-      const received = await waitFor('the event', () => listener.events[0]);
-      expect(received.event.providerCompletion!.errorMessage).toBe(`401: invalid x-api-key ${REDACTED}`);
-      expect(JSON.stringify(proto.TelemetryEvent.toJSON(received.event))).not.toContain(secret);
+      events.publish('provider', 'completion', { status: 'OK', providerCompletion: { provider: 'openai', model: 'after' } });
+      await waitFor('the three events', () => listener.events.length >= 3);
+      const [before, received, after] = listener.events;
+      expect(received!.event.providerCompletion!.errorMessage).toBe(`401: invalid x-api-key ${REDACTED}`);
+      expect(received!.event.providerCompletion!.provider).toBe('anthropic');
+      expect(JSON.stringify(proto.TelemetryEvent.toJSON(received!.event))).not.toContain(secret);
+      expect(before!.event.providerCompletion!.model).toBe('before');
+      expect(after!.event.providerCompletion!.model).toBe('after');
     } finally {
       await listener.close();
     }

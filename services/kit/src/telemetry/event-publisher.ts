@@ -2,7 +2,7 @@ import { isSpanContextValid, trace } from '@opentelemetry/api';
 import { headers, nanos, type NatsConnection } from '@nats-io/transport-node';
 import type { ServiceNats } from '../host/shared-nats-connection.js';
 import { DiscardPolicy, JetStreamApiError, JetStreamError, RetentionPolicy, StorageType, jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
-import { BinaryWriter } from '@bufbuild/protobuf/wire';
+import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
 import { EventIdGenerator } from './event-ids.js';
 import { TelemetryEvent } from '../generated/elexirion/v1/telemetry.js';
 import type { Logger } from './logger.js';
@@ -102,7 +102,7 @@ interface PendingEvent {
   subject: string;
   kind: string;
   service: string;
-  /** The event as one `events` entry of a TelemetryEventBatch (tag, length, message). */
+  /** The event as one `events` entry of a TelemetryEventBatch (tag, length, message); replaced when redacted. */
   entry: Uint8Array;
   /** W3C traceparent of the span active when it was published; empty outside any trace. */
   traceparent: string;
@@ -213,9 +213,8 @@ export class EventPublisher {
         event.spanId = spanContext.spanId;
       }
       // Field 1 of TelemetryEventBatch, length-delimited: batches are these entries end to end.
+      // Checked for secrets when its batch is sent (see redactBatch).
       entry = entrySlabs.take(TelemetryEvent.encode(event, entryWriter.uint32(10).fork()).join());
-      // A protobuf string is its UTF-8 bytes, so a secret in any field shows up here.
-      if (containsSecret(entry)) entry = entrySlabs.take(TelemetryEvent.encode(redactSecretsDeep(event), entryWriter.uint32(10).fork()).join());
     } catch (error) {
       entryWriter.finish(); // resets the shared writer
       this.options.metrics.eventsDropped.inc({ reason: 'encode_error' });
@@ -266,6 +265,7 @@ export class EventPublisher {
       if (events) events.push(pending);
       else bySubject.set(pending.subject, [pending]);
     }
+    for (const events of bySubject.values()) redactBatch(events);
     // A batch goes out in as many messages as the server's max_payload needs.
     const maxPayload = this.maxPayload();
     for (const [subject, events] of bySubject) {
@@ -381,6 +381,23 @@ export class EventPublisher {
       clearTimeout(timer);
       this.settleAllUnconfirmed();
     }
+  }
+}
+
+/**
+ * Re-encodes, with every registered secret replaced, the events of a batch that hold one. A
+ * protobuf string is its UTF-8 bytes, so a secret in any field shows up in the encoded batch:
+ * one scan of the batch per flush instead of one per event on the request path, and only an
+ * event that holds a secret is decoded again.
+ */
+function redactBatch(events: PendingEvent[]): void {
+  if (!containsSecret(Buffer.concat(events.map((pending) => pending.entry)))) return;
+  for (const pending of events) {
+    if (!containsSecret(pending.entry)) continue;
+    const reader = new BinaryReader(pending.entry);
+    reader.uint32(); // the entry's tag (field 1, length-delimited)
+    const event = TelemetryEvent.decode(reader.bytes());
+    pending.entry = TelemetryEvent.encode(redactSecretsDeep(event), new BinaryWriter().uint32(10).fork()).join().finish();
   }
 }
 
