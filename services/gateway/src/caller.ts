@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { Metadata, type CallContext } from 'nice-grpc-common';
-import { injectRequestTrace, spansRecorded } from '@elexirion/kit';
+import type { CallContext, Metadata } from 'nice-grpc-common';
+import { CallMetadata, injectRequestTrace, spansRecorded } from '@elexirion/kit';
 
 /**
  * Who is calling: the API key the gateway's auth middleware accepted for this call. Handlers read
@@ -35,7 +35,7 @@ export function hasScope(caller: Caller | undefined, scope: string): boolean {
  * the gRPC implementation in-process): its key, so the same auth, scopes and limits apply.
  */
 export function metadataOf(request: FastifyRequest): Metadata {
-  const metadata = new Metadata();
+  const metadata = new CallMetadata();
   const authorization = request.headers.authorization;
   if (typeof authorization === 'string') metadata.set('authorization', authorization);
   // The call continues the HTTP request's trace (the access log's trace id): through the metadata

@@ -21,6 +21,7 @@ export {
 // rpc/: calls between services, their deadlines, and the one vocabulary for failures.
 export { clientCallPolicy, isServiceUnreachable, type ClientCallPolicy, type ServerCallPolicy } from './rpc/call-policy.js';
 export { ChannelPool, ServiceClients, connectService, type LocalService, type ServiceClient, type ServiceClientsOptions, type UnaryServerMiddleware } from './rpc/clients.js';
+export { CallMetadata } from './rpc/call-metadata.js';
 export {
   DEADLINE_METADATA_KEY,
   TIMEOUT_METADATA_KEY,

@@ -1,3 +1,4 @@
+import { CallMetadata } from './call-metadata.js';
 import { AbortError, isAbortError } from 'abort-controller-x';
 import {
   ChannelCredentials,
@@ -335,7 +336,7 @@ class InProcessCallContext implements CallContext {
       this.signal = options.signal;
     }
     // What the deadline interceptor does for a remote call.
-    const metadata = ownership.ownsMetadata && options.metadata ? options.metadata : Metadata(options.metadata);
+    const metadata = ownership.ownsMetadata && options.metadata ? options.metadata : new CallMetadata(options.metadata);
     const timeout = metadata.get(TIMEOUT_METADATA_KEY);
     metadata.delete(TIMEOUT_METADATA_KEY);
     metadata.delete(DEADLINE_METADATA_KEY);
@@ -346,11 +347,11 @@ class InProcessCallContext implements CallContext {
 
   // Header and trailer are made on first use: most handlers never touch them.
   get header(): Metadata {
-    return (this.headerMetadata ??= Metadata());
+    return (this.headerMetadata ??= new CallMetadata());
   }
 
   get trailer(): Metadata {
-    return (this.trailerMetadata ??= Metadata());
+    return (this.trailerMetadata ??= new CallMetadata());
   }
 
   sendHeader(): void {}

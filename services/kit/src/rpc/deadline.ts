@@ -1,5 +1,6 @@
 import { Metadata as GrpcMetadata, ServerInterceptingCall, type ServerInterceptor } from '@grpc/grpc-js';
-import { ClientError, Metadata, Status, type CallContext } from 'nice-grpc-common';
+import { ClientError, Status, type CallContext, type Metadata } from 'nice-grpc-common';
+import { CallMetadata } from './call-metadata.js';
 
 /**
  * Deadline propagation across hops.
@@ -79,7 +80,7 @@ export function deadlineToMs(deadline: Deadline, now = Date.now()): number {
 export function budgetMetadata(path: string, deadline: Deadline, metadata: Metadata | undefined): { metadata: Metadata; remainingMs: number } {
   const remainingMs = Math.floor(deadlineToMs(deadline));
   if (remainingMs <= 0) throw new ClientError(path, Status.DEADLINE_EXCEEDED, 'Deadline exceeded before the call started');
-  const copy = Metadata(metadata);
+  const copy = new CallMetadata(metadata);
   copy.set(TIMEOUT_METADATA_KEY, String(remainingMs));
   return { metadata: copy, remainingMs };
 }
