@@ -81,6 +81,29 @@ describe('per-key limits shared by replicas', () => {
     await expect(two.registry.authenticate(secret)).rejects.toMatchObject({ code: Status.UNAUTHENTICATED, message: `API key ${key.keyId} was revoked` });
   });
 
+  it('waits for its first attach to NATS: a call in the moment after start is served, not refused UNAVAILABLE', async () => {
+    const one = await replica();
+    const { key, secret } = await one.registry.create(proto.CreateKeyRequest.fromPartial({ name: 'early', scopes: ['chat'], limits: limitsOf({ requestsPerMinute: 100 }) }), 'test');
+    // A replica that has started and not attached yet.
+    const connection = await connectNats(nats.url);
+    const registry = new KeyRegistry({ logger: quiet, adminKey: ADMIN });
+    const limits = new KeyLimits({ logger: quiet });
+    later(async () => {
+      await limits.close();
+      await registry.close();
+      await connection.close();
+    });
+    const early = registry.authenticate(secret).then(async (authenticated) => {
+      await limits.admit(authenticated.key!, Metadata());
+      return authenticated;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await registry.attach(connection);
+    await limits.attach(connection);
+    expect((await early).caller.name).toBe('early');
+    expect(limits.usage(key.keyId).requests).toBeGreaterThan(0);
+  });
+
   it("adds a stream's final usage to the key and refuses the next call once its tokens are used", async () => {
     const { registry, limits } = await replica();
     const { key, secret } = await registry.create(proto.CreateKeyRequest.fromPartial({ name: 'streamer', scopes: ['chat'], limits: limitsOf({ tokensPerMinute: 100 }) }), 'test');

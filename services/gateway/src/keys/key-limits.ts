@@ -3,6 +3,7 @@ import { ElexirionError, KvRevisionConflictError, KvStore, KvView, ServerError, 
 import type { Metadata } from 'nice-grpc-common';
 import { z } from 'zod';
 import type { NatsConnection, StoredKey, StoredLimits } from './key-registry.js';
+import { FirstAttach } from './first-attach.js';
 
 // Limits per key that hold across gateway replicas, in one JetStream KV bucket every replica
 // watches, so the checks before a call read memory:
@@ -143,6 +144,7 @@ export class KeyLimits {
   /** Every replica's usage entry by key id (kept from the view's changes), so a check sums a few, not the bucket. */
   readonly #replicaEntries = new Map<string, Map<string, KeyUsageRecord>>();
   #store: KvStore<KeyUsageRecord> | undefined;
+  readonly #firstAttach = new FirstAttach();
   #closing = false;
 
   constructor(options: { logger: KvViewLogger }) {
@@ -168,6 +170,7 @@ export class KeyLimits {
   async attach(connection: NatsConnection): Promise<void> {
     this.#store = await KvStore.open(connection, usageBucket);
     await this.#view.attach(connection);
+    this.#firstAttach.done();
   }
 
   /** Writes what is pending, folds this replica's entries into the keys' shared ones, stops watching. */
@@ -330,6 +333,7 @@ export class KeyLimits {
    * the entry only after a conflict.
    */
   async #change(keyId: string, windows: Windows, change: (record: KeyUsageRecord) => KeyUsageRecord | undefined): Promise<void> {
+    await this.#firstAttach.wait();
     const store = this.#store;
     if (!store || !this.#view.attached) throw new ElexirionError(Status.UNAVAILABLE, 'API key limits cannot be checked now: the usage store (NATS) is not reachable');
     let value = this.#view.get(keyId);

@@ -2,6 +2,7 @@ import { ElexirionError, KvRevisionConflictError, KvStore, KvView, Status, type 
 import { z } from 'zod';
 import type { Caller } from '../caller.js';
 import { KEY_ID_PATTERN, bearerSecret, keyIdOf, newSecret, secretMatches, sha256Hex } from './api-key-secret.js';
+import { FirstAttach } from './first-attach.js';
 
 /** The process's NATS connection, as the kit's KV types take it. */
 export type NatsConnection = Parameters<KvView<unknown>['attach']>[0];
@@ -77,6 +78,7 @@ export class KeyRegistry {
   readonly #waiters = new Map<string, Set<{ revision: number; seen(): void }>>();
   #connection: NatsConnection | undefined;
   #sync: { unsubscribe(): void } | undefined;
+  readonly #firstAttach = new FirstAttach();
 
   constructor(options: { logger: KvViewLogger; adminKey: string | undefined }) {
     this.#view = new KvView<StoredKey>({
@@ -94,6 +96,7 @@ export class KeyRegistry {
   async attach(connection: NatsConnection): Promise<void> {
     this.#store = await KvStore.open(connection, keysBucket);
     await this.#view.attach(connection);
+    this.#firstAttach.done();
     this.#sync?.unsubscribe();
     this.#connection = connection;
     // Answers a revoking replica once this replica's view holds the revoke (see revoke).
@@ -150,6 +153,7 @@ export class KeyRegistry {
 
   /** A key id not in the view yet (created on another replica a moment ago): one read of the bucket. */
   async #readThrough(keyId: string): Promise<StoredKey | undefined> {
+    await this.#firstAttach.wait();
     if (!this.#view.attached || !this.#store) throw new ElexirionError(Status.UNAVAILABLE, 'API keys cannot be checked now: the key store (NATS) is not reachable');
     // Made-up key ids cost one read each, then nothing for a while: the watch brings real new
     // keys within milliseconds, so the read only covers a key made a moment ago elsewhere.
@@ -188,7 +192,7 @@ export class KeyRegistry {
     if (this.#view.entries().some(([, key]) => key.name === name && key.revokedAt === undefined)) {
       throw new ElexirionError(Status.ALREADY_EXISTS, `name: a key named "${name}" exists already`);
     }
-    const store = this.#requireStore();
+    const store = await this.#requireStore();
     const { keyId, secret, sha256 } = newSecret();
     const key: StoredKey = {
       keyId,
@@ -208,7 +212,7 @@ export class KeyRegistry {
   /** Marks the key revoked (kept, listed as revoked); every replica refuses it once the change reaches it. */
   async revoke(keyId: string, now = new Date()): Promise<StoredKey> {
     if (!KEY_ID_PATTERN.test(keyId)) throw invalid('key_id: expected 16 hexadecimal characters');
-    const store = this.#requireStore();
+    const store = await this.#requireStore();
     for (let attempt = 0; attempt < 5; attempt += 1) {
       const record = await store.get(keyId);
       if (!record) throw new ElexirionError(Status.NOT_FOUND, `key_id: no key ${keyId}`);
@@ -268,7 +272,8 @@ export class KeyRegistry {
     return (includeInactive ? keys : keys.filter(active)).sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.keyId.localeCompare(b.keyId));
   }
 
-  #requireStore(): KvStore<StoredKey> {
+  async #requireStore(): Promise<KvStore<StoredKey>> {
+    await this.#firstAttach.wait();
     if (!this.#store || !this.#view.attached) throw new ElexirionError(Status.UNAVAILABLE, 'the key store (NATS) is not reachable now');
     return this.#store;
   }
