@@ -640,7 +640,7 @@ describe('serve', () => {
   it('answers "serve --help" with the environment of the services it hosts', async () => {
     const { code, stdout } = await cli(['serve', '--help']);
     expect(code).toBe(0);
-    expect(stdout).toMatch(/^usage: elexirion serve \[--services provider,executor,agent,gateway\|all\] \[--help\]\n/);
+    expect(stdout).toMatch(/^usage: elexirion serve \[--services provider,executor,agent,monitor,gateway\|all\] \[--help\]\n/);
     expect(stdout).toMatch(/^  GATEWAY_GRPC_PORT +50051$/m);
   });
 

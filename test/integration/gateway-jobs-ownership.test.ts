@@ -35,7 +35,7 @@ beforeAll(async () => {
   gateway = await startGateway(stack);
   const { context } = gateway;
   // The gateway's own context and clients, as createGateway builds its modules' deps.
-  calls = jobCalls({ context, agent: context.clients.get('agent'), executor: context.clients.get('executor'), provider: context.clients.get('provider') });
+  calls = jobCalls({ context, agent: context.clients.get('agent'), executor: context.clients.get('executor'), provider: context.clients.get('provider'), monitor: context.clients.get('monitor') });
 });
 
 afterAll(async () => {

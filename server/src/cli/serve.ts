@@ -3,6 +3,7 @@ import { parseCommandLine, parseServiceList, runHost, serviceNames, type Service
 import { agentService } from '@elexirion/agent';
 import { executorService } from '@elexirion/executor';
 import { gatewayService } from '@elexirion/gateway';
+import { monitorService } from '@elexirion/monitor';
 import { providerService } from '@elexirion/provider';
 import { UsageError } from './args.js';
 
@@ -14,6 +15,7 @@ const modules: Record<ServiceName, ServiceModule<ServiceName, any>> = {
   agent: agentService,
   executor: executorService,
   provider: providerService,
+  monitor: monitorService,
 };
 
 export const serveUsage = `serve [--services ${serviceNames.join(',')}|all] [--help]`;

@@ -5,6 +5,7 @@ import { AgentBypass } from './calls/degraded-chat.js';
 import type { GatewayDeps } from './calls/gateway-deps.js';
 import { jobCalls } from './calls/jobs.js';
 import { modelCalls } from './calls/models.js';
+import { monitorCalls } from './calls/monitor.js';
 import { pipelineCalls } from './calls/pipelines.js';
 import { pipelineStreamCalls } from './calls/pipeline-stream.js';
 import { telemetryCalls } from './calls/telemetry.js';
@@ -19,7 +20,7 @@ import { keyCalls } from './keys/key-calls.js';
 
 export function createGateway(context: ServiceContext<GatewayConfig>) {
   const { clients } = context;
-  const deps: GatewayDeps = { context, agent: clients.get('agent'), executor: clients.get('executor'), provider: clients.get('provider') };
+  const deps: GatewayDeps = { context, agent: clients.get('agent'), executor: clients.get('executor'), provider: clients.get('provider'), monitor: clients.get('monitor') };
   // Chat around an agent that cannot be reached (calls/degraded-chat.ts).
   const bypass = new AgentBypass(deps);
   // API keys, scopes, limits and budgets, and the gRPC access log (keys/).
@@ -37,6 +38,7 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
     ...modelCalls(deps),
     ...telemetryCalls(deps),
     ...keyCalls(deps, keys),
+    ...monitorCalls(deps),
   };
 
   return {

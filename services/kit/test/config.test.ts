@@ -20,6 +20,7 @@ describe('loadHostConfig', () => {
       agent: { grpc: 50052, http: 8082 },
       executor: { grpc: 50053, http: 8083 },
       provider: { grpc: 50054, http: 8084 },
+      monitor: { grpc: 50055, http: 8085 },
     });
     const raw = config as unknown as Record<string, unknown>;
     expect(raw.GATEWAY_GRPC_PORT).toBe(50051);
@@ -33,6 +34,7 @@ describe('loadHostConfig', () => {
       agent: 'dns:///127.0.0.1:50052',
       executor: 'dns:///127.0.0.1:6000',
       provider: 'dns:///127.0.0.1:50054',
+      monitor: 'dns:///127.0.0.1:50055',
     });
   });
 
@@ -197,7 +199,7 @@ describe('parseEnv', () => {
 describe('parseServiceList', () => {
   it('returns services in catalog (dependency) order and expands "all"', () => {
     expect(parseServiceList('gateway, provider')).toEqual(['provider', 'gateway']);
-    expect(parseServiceList('all')).toEqual(['provider', 'executor', 'agent', 'gateway']);
+    expect(parseServiceList('all')).toEqual(['provider', 'executor', 'agent', 'monitor', 'gateway']);
   });
 
   it('names an unknown service', () => {

@@ -7,6 +7,7 @@ export interface GatewayDeps {
   agent: ServiceClient<'agent'>;
   executor: ServiceClient<'executor'>;
   provider: ServiceClient<'provider'>;
+  monitor: ServiceClient<'monitor'>;
 }
 
 /** Publishes one "request" telemetry event per public call, success or not. */

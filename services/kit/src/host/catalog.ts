@@ -2,6 +2,7 @@ import type { TsProtoServiceDefinition } from 'nice-grpc';
 import { AgentDefinition } from '../generated/elexirion/v1/agent.js';
 import { ExecutorDefinition } from '../generated/elexirion/v1/executor.js';
 import { GatewayDefinition } from '../generated/elexirion/v1/gateway.js';
+import { MonitorDefinition } from '../generated/elexirion/v1/monitor.js';
 import { ProviderDefinition } from '../generated/elexirion/v1/provider.js';
 
 interface CatalogEntry {
@@ -20,12 +21,14 @@ interface CatalogEntry {
  */
 export const serviceCatalog = {
   // The executor too: the gateway's way around an overloaded agent (the design's bypass); the
-  // provider for Complete and ListModels.
-  gateway: { definition: GatewayDefinition, grpcPort: 50051, httpPort: 8080, calls: ['agent', 'executor', 'provider'] },
+  // provider for Complete and ListModels; the monitor for its calls, which the gateway exposes.
+  gateway: { definition: GatewayDefinition, grpcPort: 50051, httpPort: 8080, calls: ['agent', 'executor', 'provider', 'monitor'] },
   // The provider too: the classifier route's one LLM call.
   agent: { definition: AgentDefinition, grpcPort: 50052, httpPort: 8082, calls: ['executor', 'provider'] },
   executor: { definition: ExecutorDefinition, grpcPort: 50053, httpPort: 8083, calls: ['provider'] },
   provider: { definition: ProviderDefinition, grpcPort: 50054, httpPort: 8084, calls: [] },
+  // Reads the events stream and KV; checks the other services' health by their addresses.
+  monitor: { definition: MonitorDefinition, grpcPort: 50055, httpPort: 8085, calls: [] },
 } as const satisfies Record<string, CatalogEntry>;
 
 export type ServiceName = keyof typeof serviceCatalog;
