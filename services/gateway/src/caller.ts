@@ -38,6 +38,9 @@ export function metadataOf(request: FastifyRequest): Metadata {
   const metadata = new CallMetadata();
   const authorization = request.headers.authorization;
   if (typeof authorization === 'string') metadata.set('authorization', authorization);
+  // Its priority: emergency mode refuses `x-priority: low` (calls/recovery-actions.ts).
+  const priority = request.headers['x-priority'];
+  if (typeof priority === 'string') metadata.set('x-priority', priority);
   // The call continues the HTTP request's trace (the access log's trace id): through the metadata
   // when spans are recorded (the call starts its own span from it); otherwise the in-process call
   // runs in the request's async context already, and the metadata would be read by no one.

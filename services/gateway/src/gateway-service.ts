@@ -2,6 +2,7 @@ import { defineService, proto, type ServiceContext } from '@elexirion/kit';
 import { chatCalls } from './calls/chat.js';
 import { chatStreamCalls } from './calls/chat-stream.js';
 import { AgentBypass } from './calls/degraded-chat.js';
+import { GatewayRecovery } from './calls/recovery-actions.js';
 import type { GatewayDeps } from './calls/gateway-deps.js';
 import { jobCalls } from './calls/jobs.js';
 import { modelCalls } from './calls/models.js';
@@ -22,7 +23,9 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
   const { clients } = context;
   const deps: GatewayDeps = { context, agent: clients.get('agent'), executor: clients.get('executor'), provider: clients.get('provider'), monitor: clients.get('monitor') };
   // Chat around an agent that cannot be reached (calls/degraded-chat.ts).
-  const bypass = new AgentBypass(deps);
+  // The health monitor's recovery actions: agent bypass and emergency mode (calls/recovery-actions.ts).
+  const recovery = new GatewayRecovery(context);
+  const bypass = new AgentBypass(deps, recovery);
   // API keys, scopes, limits and budgets, and the gRPC access log (keys/).
   const keys = gatewayKeys(context);
   const registry = keys.registry;
@@ -53,12 +56,12 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
     maxRequestBytes: serverOptions.maxRequestBytes,
     httpServer: registry ? { ...serverOptions.httpServer, keyNameOf: (authorization: string | undefined) => registry.nameOf(authorization) } : serverOptions.httpServer,
     // API keys, scopes, limits and the access log, on gRPC and on the HTTP routes' in-process calls.
-    serverMiddleware: keys.middleware,
-    unaryServerMiddleware: keys.unaryMiddleware,
+    serverMiddleware: recovery.middleware(keys.middleware),
+    unaryServerMiddleware: recovery.unaryMiddleware(keys.middleware, keys.unaryMiddleware),
     degradation: () => bypass.degradation(),
     async close() {
       bypass.close();
-      await keys.close();
+      await Promise.all([keys.close(), recovery.close()]);
     },
   };
 }

@@ -44,6 +44,7 @@ export { timeoutSignal, type TimeoutSignal } from './reliability/timeout-signal.
 export { KvCorruptEntryError, KvInvalidKeyError, KvRejectedValueError, KvRevisionConflictError, describeIssues } from './state/kv-errors.js';
 export { KvStore, type KvBucketSpec, type KvKeyRule, type KvRecord } from './state/kv-store.js';
 export { KvView, type KvViewChange, type KvViewLogger, type KvViewOptions } from './state/kv-view.js';
+export { RECOVERY_ACTIONS_BUCKET, RECOVERY_ACTION_NAMES, RecoveryActions, recoveryActionKey, recoveryActionSchema, type RecoveryActionName, type RecoveryActionRecord } from './state/recovery-actions.js';
 
 // telemetry/: events out and in, metrics, traces, logs; secrets kept out of all of them.
 export {

@@ -85,6 +85,8 @@ export class CompletionRouter {
     private readonly offline: boolean,
     private readonly metrics: ProviderMetrics,
     private readonly logger: Logger,
+    /** The monitor's route-around action; none in tests of the router alone. */
+    private readonly routeAround?: { filter(targets: Target[]): Target[] },
   ) {}
 
   get isOffline(): boolean {
@@ -139,7 +141,7 @@ export class CompletionRouter {
         const wanted = [...new Set(targets.map((target) => `${target.provider.toUpperCase()}_API_KEY`))].join(' or ');
         throw new ServerError(Status.FAILED_PRECONDITION, `model "${modelName}": no configured provider among ${targets.map(targetName).join(', ')} (set ${wanted})`);
       }
-      targets = usable;
+      targets = this.routeAround ? this.routeAround.filter(usable) : usable;
     }
     const system = [request.system, ...request.messages.filter((message) => message.role === proto.Role.ROLE_SYSTEM).map((message) => message.content)]
       .filter(Boolean)

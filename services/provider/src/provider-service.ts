@@ -12,6 +12,7 @@ import { PROVIDER_NAMES, loadProviderConfig, targetName, type ProviderName } fro
 import { BREAKER_STATE_VALUE, ProviderMetrics } from './provider-metrics.js';
 import { CircuitBreaker } from './reliability/circuit-breaker.js';
 import { ProviderLimiter } from './reliability/limiter.js';
+import { RouteAround } from './route-around.js';
 import { compileSchema, parseStructured } from './structured-output.js';
 
 const configDir = fileURLToPath(new URL('../../../config/', import.meta.url));
@@ -93,6 +94,8 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
         onStateChange: (state) => {
           metrics.breakerState.set({ provider: name }, BREAKER_STATE_VALUE[state]);
           logger[state === 'open' ? 'warn' : 'info']({ provider: name, breaker: state }, `circuit breaker ${state}`);
+          // The monitor's health and its route-around action (route-around.ts) follow these.
+          events.publish('breaker', { providerBreaker: { provider: name, state } });
         },
       }),
       limiter: new ProviderLimiter({
@@ -114,7 +117,8 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
   const offline = vendors.length === 0;
   if (offline) logger.info({ responses: config.PROVIDER_MOCK_RESPONSES }, 'no provider API key set: every model is served by the offline mock provider');
   else logger.info({ providers: vendors.map((name) => ({ name, baseUrl: runtimes[name].baseUrl || 'default' })) }, 'providers configured');
-  const router = new CompletionRouter(fileConfig, runtimes, offline, metrics, logger);
+  const routeAround = new RouteAround(context.nats, logger, runtimes);
+  const router = new CompletionRouter(fileConfig, runtimes, offline, metrics, logger, routeAround);
 
   function prepare(request: proto.CompleteRequest) {
     validate(request);
@@ -208,7 +212,7 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
       };
     },
   };
-  return { implementation };
+  return { implementation, close: () => routeAround.close() };
 }
 
 export const providerService = defineService({

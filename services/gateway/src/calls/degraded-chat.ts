@@ -38,7 +38,11 @@ export class AgentBypass {
   private probe: NodeJS.Timeout | undefined;
   private healthChannel: Channel | undefined;
 
-  constructor(private readonly deps: GatewayDeps) {
+  constructor(
+    private readonly deps: GatewayDeps,
+    /** The health monitor's bypass_agent action (recovery-actions.ts): skip the agent while it is in force. */
+    private readonly recovery?: { readonly bypassAgent: boolean },
+  ) {
     const { config, clients, logger, metrics } = deps.context;
     // An agent hosted in this process cannot be unreachable: nothing to bypass.
     this.enabled = config.GATEWAY_AGENT_BYPASS && !clients.isLocal('agent');
@@ -61,6 +65,7 @@ export class AgentBypass {
 
   /** True while the agent is known to be down and its window has not run out: skip it. */
   get skipAgent(): boolean {
+    if (this.enabled && this.recovery?.bypassAgent) return true;
     return this.enabled && this.downAt !== undefined && performance.now() - this.downAt < this.deps.context.config.GATEWAY_AGENT_DOWN_WINDOW_MS;
   }
 

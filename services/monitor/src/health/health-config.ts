@@ -1,0 +1,28 @@
+import { durationMs } from '@elexirion/kit';
+import { z } from 'zod';
+
+/** The health monitor's settings (spread into monitor-config.ts). */
+export const healthConfigShape = {
+  /** How often each replica checks the services, breakers and consumer lag. */
+  MONITOR_HEALTH_INTERVAL_MS: durationMs().min(100).default(5_000),
+  /** How long one service's grpc.health.v1 check may take before it counts as UNREACHABLE. */
+  MONITOR_HEALTH_CHECK_TIMEOUT_MS: durationMs().min(50).default(2_000),
+  /** The services whose health counts (the monitor itself always serves). */
+  MONITOR_HEALTH_SERVICES: z
+    .string()
+    .default('gateway,agent,executor,provider')
+    .transform((text, context) => {
+      const names = text.split(',').map((name) => name.trim()).filter(Boolean);
+      const unknown = names.filter((name) => !['gateway', 'agent', 'executor', 'provider'].includes(name));
+      if (unknown.length > 0) context.addIssue({ code: 'custom', message: `unknown service ${unknown.join(', ')} (known: gateway, agent, executor, provider)` });
+      return names as ('gateway' | 'agent' | 'executor' | 'provider')[];
+    }),
+  /** A provider's breaker open (or half-open) this long is routed around. */
+  MONITOR_ROUTE_AROUND_AFTER_MS: durationMs().default(30_000),
+  /** This many providers with breakers open at once make health critical. */
+  MONITOR_CRITICAL_OPEN_BREAKERS: z.coerce.number({ error: 'expected a whole number' }).int().min(1).default(2),
+  /** Events the metrics consumer has not processed above which health is degraded. */
+  MONITOR_DEGRADED_CONSUMER_LAG: z.coerce.number({ error: 'expected a whole number' }).int().min(1).default(10_000),
+};
+
+export type HealthConfig = z.infer<z.ZodObject<typeof healthConfigShape>>;

@@ -1,0 +1,93 @@
+import type { RecoveryActionName } from '@elexirion/kit';
+import type { HealthConfig } from './health-config.js';
+
+export type ServiceCheck = 'SERVING' | 'NOT_SERVING' | 'UNREACHABLE';
+export type HealthLevel = 'healthy' | 'degraded' | 'critical';
+
+/** A provider's breaker as the monitor last heard of it (from the provider's "breaker" events). */
+export interface BreakerObservation {
+  state: 'closed' | 'half_open' | 'open';
+  /** When it left closed (ms since the epoch); undefined while closed. */
+  openSince: number | undefined;
+}
+
+/** What one evaluation looks at. */
+export interface HealthObservations {
+  now: number;
+  services: Record<string, ServiceCheck>;
+  breakers: Record<string, BreakerObservation>;
+  /** Events the metrics consumer has not processed; undefined when it does not exist (yet). */
+  consumerLag: number | undefined;
+}
+
+export interface DesiredAction {
+  action: RecoveryActionName;
+  target: string;
+  reason: string;
+}
+
+export interface HealthVerdict {
+  status: HealthLevel;
+  causes: string[];
+  actions: DesiredAction[];
+}
+
+/** Services no request can do without: when one is down, nothing is answered. */
+const ESSENTIAL_SERVICES = new Set(['gateway', 'executor', 'provider']);
+
+/**
+ * The health rules, all of them, in one place:
+ *
+ * - critical: an essential service (gateway, executor, provider) NOT_SERVING or unreachable (no
+ *   request can be answered), or MONITOR_CRITICAL_OPEN_BREAKERS providers or more with breakers
+ *   open at once (the chains are running out of targets).
+ * - degraded: the agent NOT_SERVING or unreachable (the gateway can bypass it), any provider's
+ *   breaker open or half-open (its chains fall over to the next target), or the metrics
+ *   consumer's lag over MONITOR_DEGRADED_CONSUMER_LAG (dashboards and alerts run late).
+ * - healthy otherwise.
+ *
+ * Recovery actions, in force exactly while their condition holds (so they are reversed when it
+ * stops holding):
+ * - route_around_provider <name>: its breaker not closed for MONITOR_ROUTE_AROUND_AFTER_MS or
+ *   longer (a short blip is the breaker's own business);
+ * - bypass_agent: the agent NOT_SERVING or unreachable;
+ * - emergency_mode: health critical (the gateway sheds low-priority requests).
+ */
+export function evaluateHealth(observed: HealthObservations, config: Pick<HealthConfig, 'MONITOR_ROUTE_AROUND_AFTER_MS' | 'MONITOR_CRITICAL_OPEN_BREAKERS' | 'MONITOR_DEGRADED_CONSUMER_LAG'>): HealthVerdict {
+  const critical: string[] = [];
+  const degraded: string[] = [];
+  const actions: DesiredAction[] = [];
+
+  for (const [service, check] of Object.entries(observed.services).sort(([a], [b]) => a.localeCompare(b))) {
+    if (check === 'SERVING') continue;
+    const cause = `service ${service}: ${check === 'UNREACHABLE' ? 'unreachable' : 'not serving'}`;
+    if (ESSENTIAL_SERVICES.has(service)) critical.push(cause);
+    else degraded.push(cause);
+    if (service === 'agent') actions.push({ action: 'bypass_agent', target: '', reason: cause });
+  }
+
+  const notClosed = Object.entries(observed.breakers)
+    .filter(([, breaker]) => breaker.state !== 'closed')
+    .sort(([a], [b]) => a.localeCompare(b));
+  for (const [provider, breaker] of notClosed) {
+    const forMs = breaker.openSince === undefined ? 0 : Math.max(0, observed.now - breaker.openSince);
+    // "since <time>", not "for N s": the cause stays the same while the breaker does, so a watcher
+    // hears of changes, not of every evaluation.
+    const since = breaker.openSince === undefined ? '' : ` since ${new Date(breaker.openSince).toISOString()}`;
+    degraded.push(`provider ${provider}: breaker ${breaker.state.replace('_', '-')}${since}`);
+    if (forMs >= config.MONITOR_ROUTE_AROUND_AFTER_MS) {
+      actions.push({ action: 'route_around_provider', target: provider, reason: `provider ${provider}: breaker not closed for ${Math.round(forMs / 1000)} s (route around after ${config.MONITOR_ROUTE_AROUND_AFTER_MS / 1000} s)` });
+    }
+  }
+  if (notClosed.length >= config.MONITOR_CRITICAL_OPEN_BREAKERS) {
+    critical.push(`${notClosed.length} provider breakers open (${notClosed.map(([provider]) => provider).join(', ')}): at or over ${config.MONITOR_CRITICAL_OPEN_BREAKERS}`);
+  }
+
+  if (observed.consumerLag !== undefined && observed.consumerLag > config.MONITOR_DEGRADED_CONSUMER_LAG) {
+    degraded.push(`events consumer: ${observed.consumerLag} events behind (over ${config.MONITOR_DEGRADED_CONSUMER_LAG})`);
+  }
+
+  const status: HealthLevel = critical.length > 0 ? 'critical' : degraded.length > 0 ? 'degraded' : 'healthy';
+  if (status === 'critical') actions.push({ action: 'emergency_mode', target: '', reason: critical.join('; ') });
+  return { status, causes: [...critical, ...degraded], actions };
+}
