@@ -71,6 +71,7 @@ export class AgentBypass {
 
   /** Why the gateway serves degraded, for `/readyz`; undefined while the agent is not known to be down. */
   degradation(): string | undefined {
+    if (this.downAt === undefined && this.enabled && this.recovery?.bypassAgent) return 'agent bypassed: the health monitor\'s bypass_agent action is in force';
     return this.downAt === undefined ? undefined : this.cause;
   }
 
