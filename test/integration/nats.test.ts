@@ -54,8 +54,9 @@ describe.each<StackShape>(['one-process-per-service', 'all-in-one'])('NATS under
     const expected = Object.entries(stack.processes).map(([name, spawned]) => `elexirion-${name === 'all' ? 'elexirion' : name}-${spawned.child.pid}`);
     expect(names).toEqual(expected.sort());
     const executorPort = shape === 'all-in-one' ? stack.env.GATEWAY_HTTP_PORT : stack.env.EXECUTOR_HTTP_PORT;
-    // The agent's jobs (and the gateway's StreamTelemetry) are more uses of their process's connection.
-    const uses = (await readyz(executorPort)).nats.uses.filter((use) => use.service !== 'agent' && use.service !== 'gateway').map((use) => use.purpose);
+    // The agent's jobs (and the gateway's StreamTelemetry, the provider's recovery actions, the
+    // monitor's buckets and consumers) are more uses of their process's connection.
+    const uses = (await readyz(executorPort)).nats.uses.filter((use) => !['agent', 'gateway', 'provider', 'monitor'].includes(use.service)).map((use) => use.purpose);
     expect(uses.sort()).toEqual(['checkpoints', 'prompt registry', 'telemetry events']);
     const agentPort = shape === 'all-in-one' ? stack.env.GATEWAY_HTTP_PORT : stack.env.AGENT_HTTP_PORT;
     const agentUses = (await readyz(agentPort)).nats.uses.filter((use) => use.service === 'agent').map((use) => use.purpose);
