@@ -239,4 +239,16 @@ describe('system health and recovery actions', () => {
     expect(statuses.slice(0, 3)).toEqual([HealthStatus.HEALTH_STATUS_HEALTHY, HealthStatus.HEALTH_STATUS_DEGRADED, HealthStatus.HEALTH_STATUS_CRITICAL]);
     expect(statuses.at(-1)).toBe(HealthStatus.HEALTH_STATUS_HEALTHY);
   });
+
+  it('ends a watch when its monitor replica drains (SIGTERM), without an error', async () => {
+    const received: proto.SystemHealth[] = [];
+    const ended = (async () => {
+      for await (const message of replicaMonitor.watchSystemHealth({})) received.push(message.health!);
+    })();
+    await eventually('the replica\'s watch started', async () => (received.length > 0 ? true : undefined));
+    expect(received[0]!.status).toBe(HealthStatus.HEALTH_STATUS_HEALTHY);
+    const exited = replica.stop();
+    await expect(ended).resolves.toBeUndefined();
+    expect(await exited).toBe(0);
+  });
 });
