@@ -3,27 +3,32 @@
 import { describe, expect, it } from 'vitest';
 import { evaluateHealth, type HealthObservations } from '../src/health/health-rules.js';
 
-const config = { MONITOR_ROUTE_AROUND_AFTER_MS: 30_000, MONITOR_CRITICAL_OPEN_BREAKERS: 2, MONITOR_DEGRADED_CONSUMER_LAG: 1_000 };
+const config = { MONITOR_ROUTE_AROUND_AFTER_MS: 30_000, MONITOR_CRITICAL_OPEN_BREAKERS: 2, MONITOR_DEGRADED_CONSUMER_LAG: 1_000, MONITOR_BREAKER_STALE_MS: 30_000 };
 const NOW = Date.parse('2026-12-01T12:00:00Z');
 const serving = { gateway: 'SERVING', agent: 'SERVING', executor: 'SERVING', provider: 'SERVING' } as const;
 const observe = (changes: Partial<HealthObservations> = {}): HealthObservations => ({ now: NOW, services: { ...serving }, breakers: {}, consumerLag: 0, ...changes });
 
 describe('health rules', () => {
   it('is healthy with every service serving, breakers closed and no lag', () => {
-    expect(evaluateHealth(observe({ breakers: { anthropic: { state: 'closed', openSince: undefined } } }), config)).toEqual({ status: 'healthy', causes: [], actions: [] });
+    expect(evaluateHealth(observe({ breakers: { anthropic: { state: 'closed', openSince: undefined, reportedAt: NOW } } }), config)).toEqual({ status: 'healthy', causes: [], actions: [] });
   });
 
   it('is degraded by a breaker open for a moment, and routes around it only once it stays open', () => {
-    const brief = evaluateHealth(observe({ breakers: { anthropic: { state: 'open', openSince: NOW - 5_000 } } }), config);
+    const brief = evaluateHealth(observe({ breakers: { anthropic: { state: 'open', openSince: NOW - 5_000, reportedAt: NOW } } }), config);
     expect(brief).toEqual({ status: 'degraded', causes: ['provider anthropic: breaker open since 2026-12-01T11:59:55.000Z'], actions: [] });
-    const lasting = evaluateHealth(observe({ breakers: { anthropic: { state: 'half_open', openSince: NOW - 30_000 } } }), config);
+    const lasting = evaluateHealth(observe({ breakers: { anthropic: { state: 'half_open', openSince: NOW - 30_000, reportedAt: NOW - 1_000 } } }), config);
     expect(lasting.status).toBe('degraded');
     expect(lasting.causes).toEqual(['provider anthropic: breaker half-open since 2026-12-01T11:59:30.000Z']);
     expect(lasting.actions).toEqual([{ action: 'route_around_provider', target: 'anthropic', reason: expect.stringContaining('not closed for 30 s') }]);
   });
 
+  it('forgets a breaker not reported for longer than MONITOR_BREAKER_STALE_MS (its provider replica is gone)', () => {
+    const stale = evaluateHealth(observe({ breakers: { anthropic: { state: 'open', openSince: NOW - 120_000, reportedAt: NOW - 30_001 } } }), config);
+    expect(stale).toEqual({ status: 'healthy', causes: [], actions: [] });
+  });
+
   it('is critical with as many open breakers as configured, and turns on emergency mode', () => {
-    const verdict = evaluateHealth(observe({ breakers: { gemini: { state: 'open', openSince: NOW }, anthropic: { state: 'open', openSince: NOW - 60_000 } } }), config);
+    const verdict = evaluateHealth(observe({ breakers: { gemini: { state: 'open', openSince: NOW, reportedAt: NOW }, anthropic: { state: 'open', openSince: NOW - 60_000, reportedAt: NOW - 30_000 } } }), config);
     expect(verdict.status).toBe('critical');
     expect(verdict.causes[0]).toBe('2 provider breakers open (anthropic, gemini): at or over 2');
     expect(verdict.actions.map((action) => `${action.action}:${action.target}`)).toEqual(['route_around_provider:anthropic', 'emergency_mode:']);

@@ -13,6 +13,7 @@ import { BREAKER_STATE_VALUE, ProviderMetrics } from './provider-metrics.js';
 import { CircuitBreaker } from './reliability/circuit-breaker.js';
 import { ProviderLimiter } from './reliability/limiter.js';
 import { RouteAround } from './route-around.js';
+import { reportBreakers } from './breaker-reports.js';
 import { compileSchema, parseStructured } from './structured-output.js';
 
 const configDir = fileURLToPath(new URL('../../../config/', import.meta.url));
@@ -94,7 +95,8 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
         onStateChange: (state) => {
           metrics.breakerState.set({ provider: name }, BREAKER_STATE_VALUE[state]);
           logger[state === 'open' ? 'warn' : 'info']({ provider: name, breaker: state }, `circuit breaker ${state}`);
-          // The monitor's health and its route-around action (route-around.ts) follow these.
+          // The monitor's health and its route-around action (route-around.ts) follow these (and
+          // breaker-reports.ts repeats a breaker's state while it is not closed).
           events.publish('breaker', { providerBreaker: { provider: name, state } });
         },
       }),
@@ -118,6 +120,7 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
   if (offline) logger.info({ responses: config.PROVIDER_MOCK_RESPONSES }, 'no provider API key set: every model is served by the offline mock provider');
   else logger.info({ providers: vendors.map((name) => ({ name, baseUrl: runtimes[name].baseUrl || 'default' })) }, 'providers configured');
   const routeAround = new RouteAround(context.nats, logger, runtimes);
+  const breakerReports = reportBreakers(runtimes, events, env);
   const router = new CompletionRouter(fileConfig, runtimes, offline, metrics, logger, routeAround);
 
   function prepare(request: proto.CompleteRequest) {
@@ -212,7 +215,13 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
       };
     },
   };
-  return { implementation, close: () => routeAround.close() };
+  return {
+    implementation,
+    close: () => {
+      breakerReports.close();
+      return routeAround.close();
+    },
+  };
 }
 
 export const providerService = defineService({

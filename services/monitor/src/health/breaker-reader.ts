@@ -53,7 +53,7 @@ async function recordBreaker(store: KvStore<HealthBucketRecord>, event: proto.Te
     try {
       if (stored) await store.update(key, record, stored.revision);
       else await store.create(key, record);
-      logger.info({ provider: breaker.provider, breaker: state }, 'provider breaker state recorded');
+      if (previous?.state !== state) logger.info({ provider: breaker.provider, breaker: state }, 'provider breaker state recorded');
       return;
     } catch (error) {
       if (!(error instanceof KvRevisionConflictError)) throw error;

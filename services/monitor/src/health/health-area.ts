@@ -168,7 +168,9 @@ export async function healthArea(context: MonitorContext): Promise<MonitorArea<'
 function breakersOf(view: KvView<HealthBucketRecord>): Record<string, BreakerObservation> {
   const breakers: Record<string, BreakerObservation> = {};
   for (const [, record] of view.entries()) {
-    if (record.kind === 'breaker') breakers[record.provider] = { state: record.state, openSince: record.openSince ? Date.parse(record.openSince) : undefined };
+    if (record.kind === 'breaker') {
+      breakers[record.provider] = { state: record.state, openSince: record.openSince ? Date.parse(record.openSince) : undefined, reportedAt: Date.parse(record.changedAt) };
+    }
   }
   return breakers;
 }

@@ -17,7 +17,7 @@ export const breakerRecordSchema = z.object({
   kind: z.literal('breaker'),
   provider: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
   state: z.enum(['closed', 'half_open', 'open']),
-  /** The event's time (ISO 8601): an older event never replaces a newer one. */
+  /** The last report's time (ISO 8601; a change or a repeat): an older report never replaces a newer one. */
   changedAt: z.iso.datetime(),
   /** When it left closed, while it is not closed. */
   openSince: z.iso.datetime().optional(),

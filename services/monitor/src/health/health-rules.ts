@@ -9,6 +9,8 @@ export interface BreakerObservation {
   state: 'closed' | 'half_open' | 'open';
   /** When it left closed (ms since the epoch); undefined while closed. */
   openSince: number | undefined;
+  /** When a provider last reported it (ms since the epoch). */
+  reportedAt: number;
 }
 
 /** What one evaluation looks at. */
@@ -42,7 +44,8 @@ const ESSENTIAL_SERVICES = new Set(['gateway', 'executor', 'provider']);
  *   request can be answered), or MONITOR_CRITICAL_OPEN_BREAKERS providers or more with breakers
  *   open at once (the chains are running out of targets).
  * - degraded: the agent NOT_SERVING or unreachable (the gateway can bypass it), any provider's
- *   breaker open or half-open (its chains fall over to the next target), or the metrics
+ *   breaker open or half-open (its chains fall over to the next target; a breaker not reported
+ *   for MONITOR_BREAKER_STALE_MS counts as closed: the replica that had it is gone), or the metrics
  *   consumer's lag over MONITOR_DEGRADED_CONSUMER_LAG (dashboards and alerts run late).
  * - healthy otherwise.
  *
@@ -53,7 +56,10 @@ const ESSENTIAL_SERVICES = new Set(['gateway', 'executor', 'provider']);
  * - bypass_agent: the agent NOT_SERVING or unreachable;
  * - emergency_mode: health critical (the gateway sheds low-priority requests).
  */
-export function evaluateHealth(observed: HealthObservations, config: Pick<HealthConfig, 'MONITOR_ROUTE_AROUND_AFTER_MS' | 'MONITOR_CRITICAL_OPEN_BREAKERS' | 'MONITOR_DEGRADED_CONSUMER_LAG'>): HealthVerdict {
+export function evaluateHealth(
+  observed: HealthObservations,
+  config: Pick<HealthConfig, 'MONITOR_ROUTE_AROUND_AFTER_MS' | 'MONITOR_CRITICAL_OPEN_BREAKERS' | 'MONITOR_DEGRADED_CONSUMER_LAG' | 'MONITOR_BREAKER_STALE_MS'>,
+): HealthVerdict {
   const critical: string[] = [];
   const degraded: string[] = [];
   const actions: DesiredAction[] = [];
@@ -67,7 +73,7 @@ export function evaluateHealth(observed: HealthObservations, config: Pick<Health
   }
 
   const notClosed = Object.entries(observed.breakers)
-    .filter(([, breaker]) => breaker.state !== 'closed')
+    .filter(([, breaker]) => breaker.state !== 'closed' && observed.now - breaker.reportedAt <= config.MONITOR_BREAKER_STALE_MS)
     .sort(([a], [b]) => a.localeCompare(b));
   for (const [provider, breaker] of notClosed) {
     const forMs = breaker.openSince === undefined ? 0 : Math.max(0, observed.now - breaker.openSince);
