@@ -1,9 +1,9 @@
-import { RECOVERY_ACTIONS_BUCKET, KvStore, KvView, ServerError, Status, proto, recoveryActionKey, type RecoveryActionRecord } from '@elexirion/kit';
+import { RECOVERY_ACTIONS_BUCKET, KvRevisionConflictError, KvStore, KvView, ServerError, Status, proto, type RecoveryActionRecord } from '@elexirion/kit';
 import type { MonitorArea, MonitorContext } from '../monitor-area.js';
 import { readBreakerEvents } from './breaker-reader.js';
 import { HEALTH_BUCKET, SYSTEM_KEY, type HealthBucketRecord, type SystemHealthRecord } from './health-bucket.js';
 import { HealthObserver } from './health-observer.js';
-import { evaluateHealth, type BreakerObservation, type DesiredAction, type HealthVerdict } from './health-rules.js';
+import { evaluateHealth, type BreakerObservation, type HealthVerdict } from './health-rules.js';
 import { applyActions } from './recovery.js';
 
 const STATUS_OF: Record<SystemHealthRecord['status'], proto.HealthStatus> = {
@@ -78,7 +78,7 @@ export async function healthArea(context: MonitorContext): Promise<MonitorArea<'
       else await store.update(SYSTEM_KEY, record, revision);
     } catch (error) {
       // Another replica wrote first: its record stands, this one reads it from the view.
-      if ((error as Error).name === 'KvRevisionConflictError') return;
+      if (error instanceof KvRevisionConflictError) return;
       throw error;
     }
     if (!previous || previous.status !== record.status) {
@@ -100,10 +100,11 @@ export async function healthArea(context: MonitorContext): Promise<MonitorArea<'
     return {
       status: STATUS_OF[record.status],
       causes: record.causes,
+      // In key order (action, then target), so equal sets of actions read the same.
       actions: actionsView
         .entries()
-        .map(([, action]) => ({ action: action.action, target: action.target, reason: action.reason, since: new Date(action.since) }))
-        .sort((a, b) => recoveryActionKey(a.action as DesiredAction['action'], a.target).localeCompare(recoveryActionKey(b.action as DesiredAction['action'], b.target))),
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([, action]) => ({ action: action.action, target: action.target, reason: action.reason, since: new Date(action.since) })),
       services: record.services,
       consumerLag: record.consumerLag,
       updatedAt: new Date(record.updatedAt),
