@@ -3,10 +3,10 @@
 import { describe, expect, it } from 'vitest';
 import { evaluateHealth, type HealthObservations } from '../src/health/health-rules.js';
 
-const config = { MONITOR_ROUTE_AROUND_AFTER_MS: 30_000, MONITOR_CRITICAL_OPEN_BREAKERS: 2, MONITOR_DEGRADED_CONSUMER_LAG: 1_000, MONITOR_BREAKER_STALE_MS: 30_000 };
+const config = { MONITOR_ROUTE_AROUND_AFTER_MS: 30_000, MONITOR_CRITICAL_OPEN_BREAKERS: 2, MONITOR_DEGRADED_CONSUMER_LAG: 1_000, MONITOR_BREAKER_STALE_MS: 30_000, MONITOR_AGENT_REFUSALS: 3, MONITOR_AGENT_REFUSALS_WINDOW_MS: 60_000 };
 const NOW = Date.parse('2026-12-01T12:00:00Z');
 const serving = { gateway: 'SERVING', agent: 'SERVING', executor: 'SERVING', provider: 'SERVING' } as const;
-const observe = (changes: Partial<HealthObservations> = {}): HealthObservations => ({ now: NOW, services: { ...serving }, breakers: {}, consumerLag: 0, ...changes });
+const observe = (changes: Partial<HealthObservations> = {}): HealthObservations => ({ now: NOW, services: { ...serving }, breakers: {}, agentRefusals: [], consumerLag: 0, ...changes });
 
 describe('health rules', () => {
   it('is healthy with every service serving, breakers closed and no lag', () => {
@@ -40,6 +40,18 @@ describe('health rules', () => {
       expect(verdict.status).toBe('degraded');
       expect(verdict.actions).toEqual([{ action: 'bypass_agent', target: '', reason: verdict.causes[0] }]);
     }
+  });
+
+  it('bypasses an agent that refused enough chats within the window, and only then', () => {
+    const overloaded = evaluateHealth(observe({ agentRefusals: [NOW - 59_000, NOW - 1_000, NOW] }), config);
+    expect(overloaded.status).toBe('degraded');
+    expect(overloaded.causes).toEqual(['agent: overloaded (3 or more chats refused with RESOURCE_EXHAUSTED within 60 s)']);
+    expect(overloaded.actions).toEqual([{ action: 'bypass_agent', target: '', reason: overloaded.causes[0] }]);
+    // One of the three is out of the window.
+    expect(evaluateHealth(observe({ agentRefusals: [NOW - 61_000, NOW - 1_000, NOW] }), config).status).toBe('healthy');
+    // Unreachable and overloaded at once: one bypass.
+    const both = evaluateHealth(observe({ services: { ...serving, agent: 'UNREACHABLE' }, agentRefusals: [NOW, NOW, NOW] }), config);
+    expect(both.actions.filter((action) => action.action === 'bypass_agent')).toHaveLength(1);
   });
 
   it('is critical when a service no request can do without is down', () => {

@@ -1,7 +1,8 @@
 import { RECOVERY_ACTIONS_BUCKET, KvRevisionConflictError, KvStore, KvView, ServerError, Status, proto, type RecoveryActionRecord } from '@elexirion/kit';
 import type { MonitorArea, MonitorContext } from '../monitor-area.js';
+import { readAgentRefusals } from './agent-refusals-reader.js';
 import { readBreakerEvents } from './breaker-reader.js';
-import { HEALTH_BUCKET, SYSTEM_KEY, type HealthBucketRecord, type SystemHealthRecord } from './health-bucket.js';
+import { AGENT_REFUSALS_KEY, HEALTH_BUCKET, SYSTEM_KEY, type HealthBucketRecord, type SystemHealthRecord } from './health-bucket.js';
 import { HealthObserver } from './health-observer.js';
 import { evaluateHealth, type BreakerObservation, type HealthVerdict } from './health-rules.js';
 import { applyActions } from './recovery.js';
@@ -40,6 +41,7 @@ export async function healthArea(context: MonitorContext): Promise<MonitorArea<'
     await actionsView.attach(connection);
     observer.attach(connection);
     await readBreakerEvents(connection, health, { stream: host.TELEMETRY_STREAM, logger, signal });
+    await readAgentRefusals(connection, health, { stream: host.TELEMETRY_STREAM, windowMs: config.MONITOR_AGENT_REFUSALS_WINDOW_MS, logger, signal });
     stores = { health, actions };
   });
 
@@ -51,7 +53,7 @@ export async function healthArea(context: MonitorContext): Promise<MonitorArea<'
     running = true;
     try {
       const now = Date.now();
-      const observed = await observer.observe(breakersOf(healthView), now);
+      const observed = await observer.observe(breakersOf(healthView), agentRefusalsOf(healthView), now);
       const verdict = evaluateHealth(observed, config);
       await writeRecord(stores.health, verdict, observed.services, observed.consumerLag ?? 0, now);
       await applyActions(stores.actions, actionsView, verdict.actions, { events: context.events, logger, now });
@@ -174,6 +176,11 @@ function breakersOf(view: KvView<HealthBucketRecord>): Record<string, BreakerObs
     }
   }
   return breakers;
+}
+
+function agentRefusalsOf(view: KvView<HealthBucketRecord>): number[] {
+  const record = view.get(AGENT_REFUSALS_KEY);
+  return record?.kind === 'agent_refusals' ? record.times.map((time) => Date.parse(time)) : [];
 }
 
 function sameHealth(a: SystemHealthRecord, b: SystemHealthRecord): boolean {

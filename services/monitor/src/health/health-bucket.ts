@@ -24,18 +24,28 @@ export const breakerRecordSchema = z.object({
 });
 export type BreakerRecord = z.infer<typeof breakerRecordSchema>;
 
-export type HealthBucketRecord = SystemHealthRecord | BreakerRecord;
+/** The agent's recent refusals (RESOURCE_EXHAUSTED answers to chats through the gateway), from the gateway's "request" events. */
+export const agentRefusalsRecordSchema = z.object({
+  kind: z.literal('agent_refusals'),
+  /** When each refusal happened (ISO 8601), oldest first, within the rules' window and at most MAX_AGENT_REFUSALS_KEPT. */
+  times: z.array(z.iso.datetime()).max(1_000),
+});
+export type AgentRefusalsRecord = z.infer<typeof agentRefusalsRecordSchema>;
+export const MAX_AGENT_REFUSALS_KEPT = 1_000;
+
+export type HealthBucketRecord = SystemHealthRecord | BreakerRecord | AgentRefusalsRecord;
 
 export const SYSTEM_KEY = 'system';
 export const breakerKey = (provider: string) => `breaker.${provider}`;
+export const AGENT_REFUSALS_KEY = 'agent_refusals';
 
-/** `elexirion_health`: the system health under `system`, each provider's breaker under `breaker.<provider>`. */
+/** `elexirion_health`: the system health under `system`, each provider's breaker under `breaker.<provider>`, the agent's refusals under `agent_refusals`. */
 export const HEALTH_BUCKET: KvBucketSpec<HealthBucketRecord> = {
   bucket: 'elexirion_health',
-  schema: z.discriminatedUnion('kind', [systemHealthRecordSchema, breakerRecordSchema]),
-  key: { pattern: /^(system|breaker\.[A-Za-z0-9_-]{1,64})$/, description: 'system or breaker.<provider>', name: 'health key' },
+  schema: z.discriminatedUnion('kind', [systemHealthRecordSchema, breakerRecordSchema, agentRefusalsRecordSchema]),
+  key: { pattern: /^(system|agent_refusals|breaker\.[A-Za-z0-9_-]{1,64})$/, description: 'system, agent_refusals or breaker.<provider>', name: 'health key' },
   check: (key, value) => {
-    const expected = value.kind === 'system' ? SYSTEM_KEY : breakerKey(value.provider);
+    const expected = value.kind === 'system' ? SYSTEM_KEY : value.kind === 'agent_refusals' ? AGENT_REFUSALS_KEY : breakerKey(value.provider);
     return key === expected ? undefined : `a ${value.kind} record belongs under ${expected}`;
   },
   description: 'System health and provider breaker states, written by the monitor',

@@ -21,6 +21,9 @@ export const healthConfigShape = {
   MONITOR_ROUTE_AROUND_AFTER_MS: durationMs().default(30_000),
   /** A breaker reported not closed and not reported again for this long counts as closed: its provider replica is gone (providers repeat the report every PROVIDER_BREAKER_REPORT_MS). */
   MONITOR_BREAKER_STALE_MS: durationMs().min(100).default(30_000),
+  /** This many RESOURCE_EXHAUSTED answers of the agent to chats within MONITOR_AGENT_REFUSALS_WINDOW_MS mean it is overloaded: bypass it. */
+  MONITOR_AGENT_REFUSALS: z.coerce.number({ error: 'expected a whole number' }).int().min(1).max(1_000).default(20),
+  MONITOR_AGENT_REFUSALS_WINDOW_MS: durationMs().min(1_000).default(60_000),
   /** This many providers with breakers open at once make health critical. */
   MONITOR_CRITICAL_OPEN_BREAKERS: z.coerce.number({ error: 'expected a whole number' }).int().min(1).default(2),
   /** Events the metrics consumer has not processed above which health is degraded. */

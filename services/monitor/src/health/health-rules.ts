@@ -18,6 +18,8 @@ export interface HealthObservations {
   now: number;
   services: Record<string, ServiceCheck>;
   breakers: Record<string, BreakerObservation>;
+  /** When the agent refused chats (RESOURCE_EXHAUSTED), ms since the epoch, recent ones at least. */
+  agentRefusals: number[];
   /** Events the metrics consumer has not processed; undefined when it does not exist (yet). */
   consumerLag: number | undefined;
 }
@@ -43,7 +45,9 @@ const ESSENTIAL_SERVICES = new Set(['gateway', 'executor', 'provider']);
  * - critical: an essential service (gateway, executor, provider) NOT_SERVING or unreachable (no
  *   request can be answered), or MONITOR_CRITICAL_OPEN_BREAKERS providers or more with breakers
  *   open at once (the chains are running out of targets).
- * - degraded: the agent NOT_SERVING or unreachable (the gateway can bypass it), any provider's
+ * - degraded: the agent NOT_SERVING or unreachable, or overloaded (MONITOR_AGENT_REFUSALS chats
+ *   refused with RESOURCE_EXHAUSTED within MONITOR_AGENT_REFUSALS_WINDOW_MS; the gateway can
+ *   bypass it either way), any provider's
  *   breaker open or half-open (its chains fall over to the next target; a breaker not reported
  *   for MONITOR_BREAKER_STALE_MS counts as closed: the replica that had it is gone), or the metrics
  *   consumer's lag over MONITOR_DEGRADED_CONSUMER_LAG (dashboards and alerts run late).
@@ -53,12 +57,16 @@ const ESSENTIAL_SERVICES = new Set(['gateway', 'executor', 'provider']);
  * stops holding):
  * - route_around_provider <name>: its breaker not closed for MONITOR_ROUTE_AROUND_AFTER_MS or
  *   longer (a short blip is the breaker's own business);
- * - bypass_agent: the agent NOT_SERVING or unreachable;
+ * - bypass_agent: the agent NOT_SERVING, unreachable or overloaded (so with the agent bypassed
+ *   and refusing nothing, the action is reversed after the window: the agent is tried again);
  * - emergency_mode: health critical (the gateway sheds low-priority requests).
  */
 export function evaluateHealth(
   observed: HealthObservations,
-  config: Pick<HealthConfig, 'MONITOR_ROUTE_AROUND_AFTER_MS' | 'MONITOR_CRITICAL_OPEN_BREAKERS' | 'MONITOR_DEGRADED_CONSUMER_LAG' | 'MONITOR_BREAKER_STALE_MS'>,
+  config: Pick<
+    HealthConfig,
+    'MONITOR_ROUTE_AROUND_AFTER_MS' | 'MONITOR_CRITICAL_OPEN_BREAKERS' | 'MONITOR_DEGRADED_CONSUMER_LAG' | 'MONITOR_BREAKER_STALE_MS' | 'MONITOR_AGENT_REFUSALS' | 'MONITOR_AGENT_REFUSALS_WINDOW_MS'
+  >,
 ): HealthVerdict {
   const critical: string[] = [];
   const degraded: string[] = [];
@@ -70,6 +78,14 @@ export function evaluateHealth(
     if (ESSENTIAL_SERVICES.has(service)) critical.push(cause);
     else degraded.push(cause);
     if (service === 'agent') actions.push({ action: 'bypass_agent', target: '', reason: cause });
+  }
+
+  const refusals = observed.agentRefusals.filter((time) => observed.now - time <= config.MONITOR_AGENT_REFUSALS_WINDOW_MS).length;
+  if (refusals >= config.MONITOR_AGENT_REFUSALS) {
+    // The threshold, not the count: the cause stays the same while the overload lasts.
+    const cause = `agent: overloaded (${config.MONITOR_AGENT_REFUSALS} or more chats refused with RESOURCE_EXHAUSTED within ${config.MONITOR_AGENT_REFUSALS_WINDOW_MS / 1000} s)`;
+    degraded.push(cause);
+    if (!actions.some((action) => action.action === 'bypass_agent')) actions.push({ action: 'bypass_agent', target: '', reason: cause });
   }
 
   const notClosed = Object.entries(observed.breakers)
