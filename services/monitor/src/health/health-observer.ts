@@ -1,6 +1,6 @@
 import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { createChannel, createClient, type Channel } from 'nice-grpc';
+import { createChannel, createClient, type Channel, type Client } from 'nice-grpc';
 import { HealthDefinition } from 'nice-grpc-server-health';
 import { serviceCatalog } from '@elexirion/kit';
 import type { MonitorContext } from '../monitor-area.js';
@@ -14,7 +14,8 @@ const SERVING = 1;
 /** Gathers what the health rules look at: the services' health checks and the consumer lag. */
 export class HealthObserver {
   readonly #context: MonitorContext;
-  readonly #channels = new Map<string, Channel>();
+  /** One channel and health client per address, kept across checks (a channel reconnects by itself). */
+  readonly #channels = new Map<string, { channel: Channel; health: Client<typeof HealthDefinition> }>();
   #manager: Promise<JetStreamManager> | undefined;
 
   constructor(context: MonitorContext) {
@@ -32,7 +33,7 @@ export class HealthObserver {
   }
 
   close(): void {
-    for (const channel of this.#channels.values()) channel.close();
+    for (const { channel } of this.#channels.values()) channel.close();
     this.#channels.clear();
   }
 
@@ -41,13 +42,14 @@ export class HealthObserver {
     const { clients, host, draining, config } = this.#context;
     if (clients.isLocal(name)) return draining.aborted ? 'NOT_SERVING' : 'SERVING';
     const address = host.addresses[name];
-    let channel = this.#channels.get(address);
-    if (!channel) {
-      channel = createChannel(address);
-      this.#channels.set(address, channel);
+    let connection = this.#channels.get(address);
+    if (!connection) {
+      const channel = createChannel(address);
+      connection = { channel, health: createClient(HealthDefinition, channel) };
+      this.#channels.set(address, connection);
     }
     try {
-      const answer = await createClient(HealthDefinition, channel).check(
+      const answer = await connection.health.check(
         { service: serviceCatalog[name].definition.fullName },
         { signal: AbortSignal.timeout(config.MONITOR_HEALTH_CHECK_TIMEOUT_MS) },
       );
