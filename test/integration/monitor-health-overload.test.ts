@@ -79,6 +79,7 @@ describe('an agent refusing chats (RESOURCE_EXHAUSTED)', () => {
       },
       20_000,
     );
+    await eventually('the reversal event', async () => (bypassEvents().includes(false) ? true : undefined));
     expect(bypassEvents()).toEqual([true, false]);
     const answer = await eventually('a chat through the agent', async () => {
       const reply = await chat();

@@ -34,15 +34,20 @@ export async function healthArea(context: MonitorContext): Promise<MonitorArea<'
   let stores: { health: KvStore<HealthBucketRecord>; actions: KvStore<RecoveryActionRecord> } | undefined;
   const observer = new HealthObserver(context);
 
-  nats.use('health and recovery actions', async (connection, signal) => {
+  nats.use('health and recovery actions', async (connection) => {
     const health = await KvStore.open(connection, HEALTH_BUCKET);
     const actions = await KvStore.open(connection, RECOVERY_ACTIONS_BUCKET);
     await healthView.attach(connection);
     await actionsView.attach(connection);
     observer.attach(connection);
-    await readBreakerEvents(connection, health, { stream: host.TELEMETRY_STREAM, logger, signal });
-    await readAgentRefusals(connection, health, { stream: host.TELEMETRY_STREAM, windowMs: config.MONITOR_AGENT_REFUSALS_WINDOW_MS, logger, signal });
     stores = { health, actions };
+  });
+  // Uses of their own: health is evaluated (services, lag) while the events stream does not exist yet.
+  nats.use('provider breaker events', async (connection, signal) => {
+    await readBreakerEvents(connection, await KvStore.open(connection, HEALTH_BUCKET), { stream: host.TELEMETRY_STREAM, logger, signal });
+  });
+  nats.use('agent refusals', async (connection, signal) => {
+    await readAgentRefusals(connection, await KvStore.open(connection, HEALTH_BUCKET), { stream: host.TELEMETRY_STREAM, windowMs: config.MONITOR_AGENT_REFUSALS_WINDOW_MS, logger, signal });
   });
 
   let ticks = 0;
