@@ -1,0 +1,200 @@
+import { Kvm, type KV } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { z } from 'zod';
+import { KvRevisionConflictError, KvStore } from '@elexirion/kit';
+import { RUN_ID_RULE, bounded, executionRecordSchema, type ExecutionRecord } from './execution-record.js';
+
+export const EXECUTIONS_BUCKET = 'monitor_executions';
+export const EXECUTION_INDEX_BUCKET = 'monitor_execution_index';
+export const RUN_ROUTES_BUCKET = 'monitor_run_routes';
+
+const HOUR_MS = 3_600_000;
+/** Past this many hours a listing reads the whole index's keys once rather than hour by hour. */
+const HOURS_READ_ONE_BY_ONE = 48;
+/** Executions read at once while a listing filters them. */
+const READ_CONCURRENCY = 32;
+/** Compare-and-set attempts before a write gives up (only under heavy contention on one run). */
+const MAX_CAS_ATTEMPTS = 50;
+
+/**
+ * A position in the time index: the run's finish time and id. Index keys are
+ * `<hour>.<finished ms, 13 digits>.<run id>`, so a time range reads only its hours' keys.
+ */
+export interface IndexPosition {
+  finishedAtMs: number;
+  runId: string;
+}
+
+export function indexKey({ finishedAtMs, runId }: IndexPosition): string {
+  return `${Math.floor(finishedAtMs / HOUR_MS)}.${String(finishedAtMs).padStart(13, '0')}.${runId}`;
+}
+
+function positionOfKey(key: string): IndexPosition | undefined {
+  const match = /^\d+\.(\d{13})\.([A-Za-z0-9_-]{1,128})$/.exec(key);
+  return match ? { finishedAtMs: Number(match[1]), runId: match[2]! } : undefined;
+}
+
+/** Newest first: later time first, then the larger run id (any total order works for paging). */
+export function newerFirst(a: IndexPosition, b: IndexPosition): number {
+  return b.finishedAtMs - a.finishedAtMs || (a.runId < b.runId ? 1 : a.runId > b.runId ? -1 : 0);
+}
+
+export interface ExecutionStoreOptions {
+  retentionHours: number;
+  maxTextChars: number;
+  maxBytes: number;
+}
+
+export interface ScanRange {
+  startMs: number;
+  endMs: number;
+  /** Only positions strictly older than this (the previous page's last one). */
+  before?: IndexPosition;
+}
+
+/**
+ * The executions in JetStream KV: one bucket of runs by id (with their feedback), one time
+ * index (key only) so a time range is read without reading every run, and a short-lived bucket
+ * of routes the gateway's request events carry for runs (joined whichever event comes first).
+ * Every bucket's max age is the retention window.
+ */
+export class ExecutionStore {
+  private constructor(
+    readonly executions: KvStore<ExecutionRecord>,
+    private readonly index: KvStore<Record<string, never>>,
+    private readonly indexKeys: KV,
+    private readonly routes: KvStore<{ route: string }>,
+    private readonly options: ExecutionStoreOptions,
+  ) {}
+
+  static async open(connection: NatsConnection, options: ExecutionStoreOptions): Promise<ExecutionStore> {
+    const ttlMs = options.retentionHours * HOUR_MS;
+    const executions = await KvStore.open(connection, {
+      bucket: EXECUTIONS_BUCKET,
+      schema: executionRecordSchema,
+      key: RUN_ID_RULE,
+      check: (key, value) => (value.runId === key ? undefined : `runId ${value.runId} is not its key`),
+      ttlMs,
+      description: 'Completed pipeline runs with their feedback, by run id (the monitor)',
+    });
+    const index = await KvStore.open(connection, {
+      bucket: EXECUTION_INDEX_BUCKET,
+      schema: z.object({}).strict() as unknown as z.ZodType<Record<string, never>>,
+      key: { pattern: /^\d+\.\d{13}\.[A-Za-z0-9_-]{1,128}$/, description: '<hour>.<finished ms, 13 digits>.<run id>', name: 'index key' },
+      ttlMs,
+      description: 'Time index of monitor_executions: <hour>.<finished ms>.<run id>',
+    });
+    const routes = await KvStore.open(connection, {
+      bucket: RUN_ROUTES_BUCKET,
+      schema: z.object({ route: z.string() }),
+      key: RUN_ID_RULE,
+      ttlMs: Math.min(ttlMs, 6 * HOUR_MS),
+      description: "How the agent chose each run's pipeline, from the gateway's request events (the monitor)",
+    });
+    const indexKeys = await new Kvm(connection).open(EXECUTION_INDEX_BUCKET);
+    return new ExecutionStore(executions, index, indexKeys, routes, options);
+  }
+
+  /**
+   * Stores a completed run once: a redelivered event finds it stored and changes nothing (the
+   * index write is idempotent, and repeated in case the first delivery stopped between the two).
+   */
+  async storeRun(record: ExecutionRecord): Promise<void> {
+    const kept = bounded(record, this.options.maxTextChars, this.options.maxBytes);
+    let created = false;
+    try {
+      await this.executions.create(kept.runId, kept);
+      created = true;
+    } catch (error) {
+      if (!(error instanceof KvRevisionConflictError)) throw error;
+    }
+    await this.index.put(indexKey(kept), {});
+    if (!created) return;
+    // The request event may have come first: its route is waiting (see storeRoute).
+    const route = await this.routes.get(kept.runId);
+    if (route?.value.route) await this.modify(kept.runId, (stored) => (stored.route ? undefined : { ...stored, route: route.value.route }));
+  }
+
+  /**
+   * Keeps the route of a run from the gateway's request event, and puts it on the run when that
+   * is stored already. Written before the run is read, as storeRun reads it after the run is
+   * written: whichever comes second sees the other.
+   */
+  async storeRoute(runId: string, route: string): Promise<void> {
+    if (!RUN_ID_RULE.pattern.test(runId) || !route) return;
+    await this.routes.put(runId, { route });
+    await this.modify(runId, (stored) => (stored.route ? undefined : { ...stored, route }));
+  }
+
+  async get(runId: string) {
+    return this.executions.get(runId);
+  }
+
+  /**
+   * Read-modify-write with compare-and-set on the revision, again on a conflict, so two writers
+   * never lose one's change. `change` answers the new value, or undefined for no write. Answers
+   * what was written with the value before it, or undefined when the run is not stored.
+   */
+  async modify<R>(
+    runId: string,
+    change: (stored: ExecutionRecord) => ExecutionRecord | undefined,
+    result?: (before: ExecutionRecord, after: ExecutionRecord) => R,
+  ): Promise<{ before: ExecutionRecord; after: ExecutionRecord; extra: R | undefined } | undefined> {
+    for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+      const stored = await this.executions.get(runId);
+      if (!stored) return undefined;
+      const next = change(stored.value);
+      if (!next) return { before: stored.value, after: stored.value, extra: undefined };
+      try {
+        await this.executions.update(runId, next, stored.revision);
+        return { before: stored.value, after: next, extra: result?.(stored.value, next) };
+      } catch (error) {
+        if (!(error instanceof KvRevisionConflictError)) throw error;
+      }
+    }
+    throw new Error(`run ${runId} changed under ${MAX_CAS_ATTEMPTS} writes in a row`);
+  }
+
+  /**
+   * The stored runs of a time range, newest first, as `accept` filters them, until `wanted` are
+   * accepted. Reads the index keys of the range's hours (not the runs of other hours), then the
+   * runs themselves a few at a time.
+   */
+  async scan(range: ScanRange, accept: (record: ExecutionRecord) => boolean, wanted: number): Promise<ExecutionRecord[]> {
+    const found: ExecutionRecord[] = [];
+    const endMs = range.before ? Math.min(range.endMs, range.before.finishedAtMs) : range.endMs;
+    if (endMs < range.startMs) return found;
+    const firstHour = Math.floor(range.startMs / HOUR_MS);
+    const lastHour = Math.floor(endMs / HOUR_MS);
+    const inRange = (position: IndexPosition) =>
+      position.finishedAtMs >= range.startMs && position.finishedAtMs <= range.endMs && (!range.before || newerFirst(range.before, position) < 0);
+    const batches: (() => Promise<string[]>)[] = [];
+    if (lastHour - firstHour + 1 > HOURS_READ_ONE_BY_ONE) {
+      batches.push(() => this.keys('>'));
+    } else {
+      for (let hour = lastHour; hour >= firstHour; hour--) batches.push(() => this.keys(`${hour}.>`));
+    }
+    for (const batch of batches) {
+      const positions = (await batch()).map(positionOfKey).filter((position): position is IndexPosition => !!position && inRange(position));
+      positions.sort(newerFirst);
+      for (let offset = 0; offset < positions.length; offset += READ_CONCURRENCY) {
+        const chunk = positions.slice(offset, offset + READ_CONCURRENCY);
+        // An index key whose run expired first (or is not there) is skipped.
+        const records = await Promise.all(chunk.map((position) => this.executions.get(position.runId)));
+        for (const record of records) {
+          if (record && accept(record.value)) {
+            found.push(record.value);
+            if (found.length >= wanted) return found;
+          }
+        }
+      }
+    }
+    return found;
+  }
+
+  private async keys(filter: string): Promise<string[]> {
+    const keys: string[] = [];
+    for await (const key of await this.indexKeys.keys(filter)) keys.push(key);
+    return keys;
+  }
+}
