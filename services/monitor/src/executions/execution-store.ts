@@ -7,6 +7,7 @@ import { RUN_ID_RULE, bounded, executionRecordSchema, type ExecutionRecord } fro
 export const EXECUTIONS_BUCKET = 'monitor_executions';
 export const EXECUTION_INDEX_BUCKET = 'monitor_execution_index';
 export const RUN_ROUTES_BUCKET = 'monitor_run_routes';
+export const JOB_RUNS_BUCKET = 'monitor_job_runs';
 
 const HOUR_MS = 3_600_000;
 /** Past this many hours a listing reads the whole index's keys once rather than hour by hour. */
@@ -64,6 +65,7 @@ export class ExecutionStore {
     private readonly index: KvStore<Record<string, never>>,
     private readonly indexKeys: KV,
     private readonly routes: KvStore<{ route: string }>,
+    private readonly jobRuns: KvStore<{ runId: string; ok: boolean }>,
     private readonly options: ExecutionStoreOptions,
   ) {}
 
@@ -91,8 +93,15 @@ export class ExecutionStore {
       ttlMs: Math.min(ttlMs, 6 * HOUR_MS),
       description: "How the agent chose each run's pipeline, from the gateway's request events (the monitor)",
     });
+    const jobRuns = await KvStore.open(connection, {
+      bucket: JOB_RUNS_BUCKET,
+      schema: z.object({ runId: z.string().regex(RUN_ID_RULE.pattern), ok: z.boolean() }),
+      key: { ...RUN_ID_RULE, name: 'job id' },
+      ttlMs,
+      description: "The run of each agent job whose run id is not the job's (inline chats and pipeline calls)",
+    });
     const indexKeys = await new Kvm(connection).open(EXECUTION_INDEX_BUCKET);
-    return new ExecutionStore(executions, index, indexKeys, routes, options);
+    return new ExecutionStore(executions, index, indexKeys, routes, jobRuns, options);
   }
 
   /**
@@ -101,18 +110,47 @@ export class ExecutionStore {
    */
   async storeRun(record: ExecutionRecord): Promise<void> {
     const kept = bounded(record, this.options.maxTextChars, this.options.maxBytes);
-    let created = false;
+    let stored = kept;
     try {
       await this.executions.create(kept.runId, kept);
-      created = true;
     } catch (error) {
       if (!(error instanceof KvRevisionConflictError)) throw error;
+      // Stored already: indexed at the stored run's time (a copy published again has its own).
+      const existing = await this.executions.get(kept.runId);
+      if (!existing) return;
+      stored = existing.value;
     }
-    await this.index.put(indexKey(kept), {});
-    if (!created) return;
-    // The request event may have come first: its route is waiting (see storeRoute).
-    const route = await this.routes.get(kept.runId);
-    if (route?.value.route) await this.modify(kept.runId, (stored) => (stored.route ? undefined : { ...stored, route: route.value.route }));
+    await this.index.put(indexKey(stored), {});
+    if (stored.jobId && stored.jobId !== stored.runId && RUN_ID_RULE.pattern.test(stored.jobId)) await this.keepJobRun(stored);
+    if (stored.route) return;
+    // The request event may have come first: its route is waiting (see storeRoute), by run or job id.
+    const route = (await this.routes.get(stored.runId)) ?? (stored.jobId && RUN_ID_RULE.pattern.test(stored.jobId) ? await this.routes.get(stored.jobId) : undefined);
+    if (route?.value.route) await this.modify(kept.runId, (current) => (current.route ? undefined : { ...current, route: route.value.route }));
+  }
+
+  /**
+   * Keeps which run answered a job whose run id is not the job's: an inline chat's answer names
+   * the job. When a job has two runs (a failure, then its emergent fallback), the successful one.
+   */
+  private async keepJobRun(run: ExecutionRecord): Promise<void> {
+    const ok = run.status === 'OK';
+    try {
+      await this.jobRuns.create(run.jobId, { runId: run.runId, ok });
+    } catch (error) {
+      if (!(error instanceof KvRevisionConflictError)) throw error;
+      const existing = await this.jobRuns.get(run.jobId);
+      if (existing && existing.value.runId !== run.runId && ok && !existing.value.ok) {
+        await this.jobRuns.update(run.jobId, { runId: run.runId, ok }, existing.revision).catch((conflict: unknown) => {
+          if (!(conflict instanceof KvRevisionConflictError)) throw conflict;
+        });
+      }
+    }
+  }
+
+  /** The run id of a run or job id: the id itself when a run has it, else the job's run. */
+  async resolve(id: string): Promise<string | undefined> {
+    if (await this.executions.get(id)) return id;
+    return (await this.jobRuns.get(id))?.value.runId;
   }
 
   /**
@@ -123,31 +161,32 @@ export class ExecutionStore {
   async storeRoute(runId: string, route: string): Promise<void> {
     if (!RUN_ID_RULE.pattern.test(runId) || !route) return;
     await this.routes.put(runId, { route });
-    await this.modify(runId, (stored) => (stored.route ? undefined : { ...stored, route }));
+    const resolved = await this.resolve(runId);
+    if (resolved) await this.modify(resolved, (stored) => (stored.route ? undefined : { ...stored, route }));
   }
 
-  async get(runId: string) {
-    return this.executions.get(runId);
+  /** The run of a run id, or of a job id whose run has another id. */
+  async get(id: string) {
+    const stored = await this.executions.get(id);
+    if (stored) return stored;
+    const jobRun = await this.jobRuns.get(id);
+    return jobRun ? this.executions.get(jobRun.value.runId) : undefined;
   }
 
   /**
    * Read-modify-write with compare-and-set on the revision, again on a conflict, so two writers
    * never lose one's change. `change` answers the new value, or undefined for no write. Answers
-   * what was written with the value before it, or undefined when the run is not stored.
+   * the value before and after, or undefined when the run is not stored.
    */
-  async modify<R>(
-    runId: string,
-    change: (stored: ExecutionRecord) => ExecutionRecord | undefined,
-    result?: (before: ExecutionRecord, after: ExecutionRecord) => R,
-  ): Promise<{ before: ExecutionRecord; after: ExecutionRecord; extra: R | undefined } | undefined> {
+  async modify(runId: string, change: (stored: ExecutionRecord) => ExecutionRecord | undefined): Promise<{ before: ExecutionRecord; after: ExecutionRecord } | undefined> {
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
       const stored = await this.executions.get(runId);
       if (!stored) return undefined;
       const next = change(stored.value);
-      if (!next) return { before: stored.value, after: stored.value, extra: undefined };
+      if (!next) return { before: stored.value, after: stored.value };
       try {
         await this.executions.update(runId, next, stored.revision);
-        return { before: stored.value, after: next, extra: result?.(stored.value, next) };
+        return { before: stored.value, after: next };
       } catch (error) {
         if (!(error instanceof KvRevisionConflictError)) throw error;
       }
@@ -179,10 +218,10 @@ export class ExecutionStore {
       positions.sort(newerFirst);
       for (let offset = 0; offset < positions.length; offset += READ_CONCURRENCY) {
         const chunk = positions.slice(offset, offset + READ_CONCURRENCY);
-        // An index key whose run expired first (or is not there) is skipped.
         const records = await Promise.all(chunk.map((position) => this.executions.get(position.runId)));
-        for (const record of records) {
-          if (record && accept(record.value)) {
+        for (const [at, record] of records.entries()) {
+          // Skipped: a run expired before its index key, or a key that is not the run's time.
+          if (record && record.value.finishedAtMs === chunk[at]!.finishedAtMs && accept(record.value)) {
             found.push(record.value);
             if (found.length >= wanted) return found;
           }

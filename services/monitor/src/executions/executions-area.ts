@@ -21,6 +21,7 @@ const MAX_LABEL_CHARS = 128;
 const ATTACH_WAIT_MS = 5_000;
 /** How often RecordFeedback looks again for a run whose event is on its way. */
 const RUN_POLL_MS = 100;
+const FEEDBACK_SOURCES = new Set<number>(Object.values(proto.FeedbackSource).filter((value) => value >= 0));
 const STATUS_NAMES = new Set(Object.keys(Status).filter((name) => Number.isNaN(Number(name))));
 
 type Keys = 'listExecutions' | 'getExecution' | 'recordFeedback' | 'getPromptVersionStats';
@@ -114,7 +115,9 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
   async function storeRoutes(target: ExecutionStore, batch: DeliveredBatch): Promise<void> {
     for (const { event } of batch.events) {
       const request = event.gatewayRequest;
-      if (request?.runId && request.route) await target.storeRoute(request.runId, request.route);
+      // A chat's or pipeline call's event names its job; a queued job's run id is its job id.
+      const id = request?.runId || request?.jobId;
+      if (id && request?.route) await target.storeRoute(id, request.route);
     }
   }
 
@@ -146,7 +149,7 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
     if (feedback.comment.length > config.MONITOR_FEEDBACK_COMMENT_MAX_CHARS) {
       invalid(`feedback.comment must be at most ${config.MONITOR_FEEDBACK_COMMENT_MAX_CHARS} characters, got ${feedback.comment.length}`);
     }
-    if (!(feedback.source in proto.FeedbackSource) || feedback.source < 0) invalid(`feedback.source ${feedback.source} is not a FeedbackSource (human, llm_judge, code)`);
+    if (!FEEDBACK_SOURCES.has(feedback.source)) invalid(`feedback.source ${feedback.source} is not a FeedbackSource (human, llm_judge, code)`);
     return feedback;
   }
 
@@ -157,7 +160,7 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
       const stored = await target.get(runId);
       if (stored) return stored;
       if (Date.now() >= deadline || signal.aborted) {
-        throw new ServerError(Status.NOT_FOUND, `run ${runId} is not among the executions kept (the last ${config.MONITOR_EXECUTIONS_RETENTION_HOURS} h): no completed run has that id`);
+        throw new ServerError(Status.NOT_FOUND, `run ${runId} is not among the executions kept (the last ${config.MONITOR_EXECUTIONS_RETENTION_HOURS} h): no completed run or job has that id`);
       }
       await sleep(Math.min(RUN_POLL_MS, deadline - Date.now()), signal);
     }
@@ -198,7 +201,7 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
         const runId = checkRunId(request.runId);
         const target = await ready(callContext.signal);
         const stored = await target.get(runId);
-        if (!stored) throw new ServerError(Status.NOT_FOUND, `run ${runId} is not among the executions kept (the last ${config.MONITOR_EXECUTIONS_RETENTION_HOURS} h)`);
+        if (!stored) throw new ServerError(Status.NOT_FOUND, `run ${runId} is not among the executions kept (the last ${config.MONITOR_EXECUTIONS_RETENTION_HOURS} h): no completed run or job has that id`);
         return { execution: executionToProto(stored.value) };
       },
 
@@ -206,7 +209,8 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
         const runId = checkRunId(request.runId);
         const feedback = checkFeedback(request.feedback);
         const target = await ready(callContext.signal);
-        await storedRun(target, runId, config.MONITOR_FEEDBACK_WAIT_MS, callContext.signal);
+        // A job id names its run: the feedback goes on the run.
+        const { runId: storedRunId } = (await storedRun(target, runId, config.MONITOR_FEEDBACK_WAIT_MS, callContext.signal)).value;
         const recorded: FeedbackRecord = {
           name: feedback.name,
           ...(feedback.score !== undefined ? { score: feedback.score } : {}),
@@ -216,7 +220,7 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
           recordedAtMs: Date.now(),
           recordedBy: callContext.metadata.get(CALLER_METADATA) ?? '',
         };
-        const written = await target.modify(runId, (stored) => ({
+        const written = await target.modify(storedRunId, (stored) => ({
           ...stored,
           feedback: [...stored.feedback.filter((existing) => existing.name !== recorded.name), recorded],
         }));
@@ -226,7 +230,7 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
         context.events.publish('feedback', {
           status: 'OK',
           monitorFeedback: {
-            runId,
+            runId: storedRunId,
             pipeline: written.after.pipeline,
             name: recorded.name,
             score: recorded.score,

@@ -1,3 +1,4 @@
+/// <reference path="./jstat.d.ts" />
 import jStatModule from 'jstat';
 import { proto } from '@elexirion/kit';
 import { scoreOf, type ExecutionRecord } from './execution-record.js';
