@@ -4,7 +4,6 @@ declare module 'jstat' {
     mean(values: number[]): number;
     variance(values: number[], sample?: boolean): number;
     stdev(values: number[], sample?: boolean): number;
-    percentile(values: number[], fraction: number, exclusive?: boolean): number;
     normal: { cdf(x: number, mean: number, std: number): number };
     studentt: { cdf(x: number, freedom: number): number; inv(p: number, freedom: number): number };
   }

@@ -56,8 +56,17 @@ function clampP(p: number): number {
   return Number.isFinite(p) ? Math.min(1, Math.max(0, p)) : 1;
 }
 
-function percentile(values: number[], fraction: number): number {
-  return values.length === 0 ? 0 : jStat.percentile(values, fraction);
+/**
+ * Linear interpolation between closest ranks (R's type 7, numpy's default). Not
+ * jStat.percentile: 1.9.6 answers the lower value near the top ([50, 70] -> 50 for the median).
+ */
+export function percentile(values: number[], fraction: number): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  const position = (sorted.length - 1) * fraction;
+  const below = Math.floor(position);
+  const above = Math.min(below + 1, sorted.length - 1);
+  return sorted[below]! + (position - below) * (sorted[above]! - sorted[below]!);
 }
 
 function mean(values: number[]): number {
