@@ -1,0 +1,87 @@
+// Executions and feedback through the real chain: gateway, agent, executor and the mock provider
+// as processes, the monitor as a process of its own. Runs made over HTTP (a pipeline call and a
+// chat) become executions; feedback recorded over HTTP on each answer's job id lands on its run
+// and shows in GET /v1/executions (min_score) and GET /v1/pipelines/{pipeline}/prompt-stats.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort, spawnNode, startNats, startStack, stopAll, waitServing, type NatsServer, type Spawned, type Stack } from '@elexirion/testing';
+
+let nats: NatsServer;
+let stack: Stack;
+let monitor: Spawned;
+
+beforeAll(async () => {
+  nats = await startNats();
+  const monitorGrpc = await freePort();
+  monitor = spawnNode('monitor', 'services/monitor/dist/main.js', {
+    BIND_HOST: '127.0.0.1',
+    LOG_LEVEL: 'info',
+    NATS_URL: nats.url,
+    MONITOR_GRPC_PORT: String(monitorGrpc),
+    MONITOR_HTTP_PORT: String(await freePort()),
+  });
+  await waitServing(monitorGrpc, 'elexirion.v1.Monitor', monitor);
+  stack = await startStack('one-process-per-service', nats.url, { MONITOR_ADDRESS: `dns:///127.0.0.1:${monitorGrpc}` });
+});
+
+afterAll(async () => {
+  await stack?.stop();
+  await monitor?.stop();
+  await nats?.stop();
+  await stopAll();
+});
+
+const url = (path: string) => `http://127.0.0.1:${stack.ports.gatewayHttp}${path}`;
+
+async function post(path: string, body: unknown): Promise<any> {
+  const reply = await fetch(url(path), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const json = await reply.json();
+  if (reply.status !== 200) throw new Error(`POST ${path}: ${reply.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+async function get(path: string): Promise<any> {
+  const reply = await fetch(url(path));
+  const json = await reply.json();
+  if (reply.status !== 200) throw new Error(`GET ${path}: ${reply.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+describe('executions and feedback through the gateway', () => {
+  it('stores the runs of real calls and shows feedback recorded over HTTP in the listing and the version statistics', async () => {
+    const executed = await post('/v1/pipelines/general/execute', { inputs: { message: 'ping' } });
+    const chatted = await post('/v1/chat', { message: 'hello', pipeline: 'general' });
+    expect(executed.jobId).toBeTruthy();
+    expect(chatted.jobId).toBeTruthy();
+
+    // The answer names the job; the feedback finds its run (waiting for its event if need be).
+    const liked = await post(`/v1/executions/${executed.jobId}/feedback`, { feedback: { name: 'thumbs', score: 1, source: 'FEEDBACK_SOURCE_HUMAN', comment: 'spot on' } });
+    expect(liked).toMatchObject({ feedback: { name: 'thumbs', score: 1, comment: 'spot on' } });
+    expect(liked.replaced ?? false).toBe(false);
+    await post(`/v1/executions/${chatted.jobId}/feedback`, { feedback: { name: 'thumbs', score: 1 } });
+    const changed = await post(`/v1/executions/${chatted.jobId}/feedback`, { feedback: { name: 'thumbs', score: 0, source: 'FEEDBACK_SOURCE_HUMAN' } });
+    expect(changed.replaced).toBe(true);
+
+    const run = (await get(`/v1/executions/${executed.jobId}`)).execution;
+    expect(run).toMatchObject({ jobId: executed.jobId, pipeline: 'general', status: 'OK', inputs: { message: 'ping' }, output: executed.result });
+    expect(run.steps.length).toBeGreaterThan(0);
+    expect(run.steps.every((step: { promptVersion: string }) => step.promptVersion)).toBe(true);
+
+    const listed = (await get('/v1/executions?pipeline=general')).executions;
+    expect(listed.map((execution: { jobId: string }) => execution.jobId)).toEqual([chatted.jobId, executed.jobId]);
+    const good = (await get('/v1/executions?pipeline=general&min_score=1')).executions;
+    expect(good.map((execution: { jobId: string }) => execution.jobId)).toEqual([executed.jobId]);
+    expect(good[0].feedback).toEqual([expect.objectContaining({ name: 'thumbs', score: 1, source: 'FEEDBACK_SOURCE_HUMAN' })]);
+    // Keys are off: no key name recorded (an empty string is left out of the JSON).
+    expect(good[0].feedback[0].recordedBy ?? '').toBe('');
+
+    const stats = await get('/v1/pipelines/general/prompt-stats');
+    const step = run.steps[0];
+    const version = stats.versions.find((entry: { step: string }) => entry.step === step.name);
+    expect(version).toMatchObject({ pipeline: 'general', version: step.promptVersion, runs: 2, successRate: 1, baseline: true });
+    expect(version.score).toMatchObject({ count: 2, mean: 0.5 });
+
+    const refused = await fetch(url('/v1/executions?page_size=9999'));
+    expect(refused.status).toBe(400);
+    expect(((await refused.json()) as { error: { message: string } }).error.message).toContain('page_size');
+  });
+});
