@@ -1,7 +1,7 @@
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { z } from 'zod';
-import { KvRevisionConflictError, KvStore } from '@elexirion/kit';
+import { KvRevisionConflictError, KvStore, PIPELINE_NAME } from '@elexirion/kit';
 import { RUN_ID_RULE, bounded, executionRecordSchema, type ExecutionRecord } from './execution-record.js';
 
 export const EXECUTIONS_BUCKET = 'monitor_executions';
@@ -19,19 +19,25 @@ const MAX_CAS_ATTEMPTS = 50;
 
 /**
  * A position in the time index: the run's finish time and id. Index keys are
- * `<hour>.<finished ms, 13 digits>.<run id>`, so a time range reads only its hours' keys.
+ * `<hour>.<pipeline>.<finished ms, 13 digits>.<run id>`, so a time range reads only its hours'
+ * keys, and a pipeline's only its own.
  */
 export interface IndexPosition {
   finishedAtMs: number;
   runId: string;
 }
 
-export function indexKey({ finishedAtMs, runId }: IndexPosition): string {
-  return `${Math.floor(finishedAtMs / HOUR_MS)}.${String(finishedAtMs).padStart(13, '0')}.${runId}`;
+/** The pipeline as an index key token: its name (a-z 0-9 _ -), or "_" for a name that is not one (never a pipeline's). */
+function pipelineToken(pipeline: string): string {
+  return PIPELINE_NAME.test(pipeline) ? pipeline : '_';
+}
+
+export function indexKey({ finishedAtMs, runId, pipeline }: IndexPosition & { pipeline: string }): string {
+  return `${Math.floor(finishedAtMs / HOUR_MS)}.${pipelineToken(pipeline)}.${String(finishedAtMs).padStart(13, '0')}.${runId}`;
 }
 
 function positionOfKey(key: string): IndexPosition | undefined {
-  const match = /^\d+\.(\d{13})\.([A-Za-z0-9_-]{1,128})$/.exec(key);
+  const match = /^\d+\.[^.]+\.(\d{13})\.([A-Za-z0-9_-]{1,128})$/.exec(key);
   return match ? { finishedAtMs: Number(match[1]), runId: match[2]! } : undefined;
 }
 
@@ -49,6 +55,8 @@ export interface ExecutionStoreOptions {
 export interface ScanRange {
   startMs: number;
   endMs: number;
+  /** Only this pipeline's runs (read from the index keys, not the runs); empty: every pipeline. */
+  pipeline?: string;
   /** Only positions strictly older than this (the previous page's last one). */
   before?: IndexPosition;
 }
@@ -82,9 +90,9 @@ export class ExecutionStore {
     const index = await KvStore.open(connection, {
       bucket: EXECUTION_INDEX_BUCKET,
       schema: z.object({}).strict() as unknown as z.ZodType<Record<string, never>>,
-      key: { pattern: /^\d+\.\d{13}\.[A-Za-z0-9_-]{1,128}$/, description: '<hour>.<finished ms, 13 digits>.<run id>', name: 'index key' },
+      key: { pattern: /^\d+\.([a-z0-9][a-z0-9_-]{0,63}|_)\.\d{13}\.[A-Za-z0-9_-]{1,128}$/, description: '<hour>.<pipeline>.<finished ms, 13 digits>.<run id>', name: 'index key' },
       ttlMs,
-      description: 'Time index of monitor_executions: <hour>.<finished ms>.<run id>',
+      description: 'Time index of monitor_executions: <hour>.<pipeline>.<finished ms>.<run id>',
     });
     const routes = await KvStore.open(connection, {
       bucket: RUN_ROUTES_BUCKET,
@@ -196,8 +204,8 @@ export class ExecutionStore {
 
   /**
    * The stored runs of a time range, newest first, as `accept` filters them, until `wanted` are
-   * accepted. Reads the index keys of the range's hours (not the runs of other hours), then the
-   * runs themselves a few at a time.
+   * accepted. Reads the index keys of the range's hours (and pipeline), not the runs of other
+   * hours or pipelines, then the runs themselves a few at a time.
    */
   async scan(range: ScanRange, accept: (record: ExecutionRecord) => boolean, wanted: number): Promise<ExecutionRecord[]> {
     const found: ExecutionRecord[] = [];
@@ -208,10 +216,11 @@ export class ExecutionStore {
     const inRange = (position: IndexPosition) =>
       position.finishedAtMs >= range.startMs && position.finishedAtMs <= range.endMs && (!range.before || newerFirst(range.before, position) < 0);
     const batches: (() => Promise<string[]>)[] = [];
+    const pipeline = range.pipeline ? pipelineToken(range.pipeline) : '*';
     if (lastHour - firstHour + 1 > HOURS_READ_ONE_BY_ONE) {
-      batches.push(() => this.keys('>'));
+      batches.push(() => this.keys(`*.${pipeline}.>`));
     } else {
-      for (let hour = lastHour; hour >= firstHour; hour--) batches.push(() => this.keys(`${hour}.>`));
+      for (let hour = lastHour; hour >= firstHour; hour--) batches.push(() => this.keys(`${hour}.${pipeline}.>`));
     }
     for (const batch of batches) {
       const positions = (await batch()).map(positionOfKey).filter((position): position is IndexPosition => !!position && inRange(position));

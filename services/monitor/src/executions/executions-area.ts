@@ -63,7 +63,7 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
   const { config, logger } = context;
   let store: ExecutionStore | undefined;
   let attached: () => void = () => {};
-  let attaching = new Promise<void>((resolve) => (attached = resolve));
+  const attaching = new Promise<void>((resolve) => (attached = resolve));
   const readers = new Set<EventsReader>();
   const stopping = new AbortController();
 
@@ -105,20 +105,23 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
     }
   });
 
+  // The events of a batch are about different runs (a repeat of one is idempotent): stored
+  // concurrently, the batch is acknowledged once all are, and redelivered whole if one fails.
   async function storeRuns(target: ExecutionStore, batch: DeliveredBatch): Promise<void> {
-    for (const traced of batch.events) {
-      const record = recordOfRunEvent(traced);
-      if (record) await target.storeRun(record);
-    }
+    const oldest = Date.now() - config.MONITOR_EXECUTIONS_RETENTION_HOURS * 3_600_000;
+    const records = batch.events.map(recordOfRunEvent).filter((record) => record !== undefined && record.finishedAtMs >= oldest);
+    await Promise.all(records.map((record) => target.storeRun(record!)));
   }
 
   async function storeRoutes(target: ExecutionStore, batch: DeliveredBatch): Promise<void> {
-    for (const { event } of batch.events) {
-      const request = event.gatewayRequest;
-      // A chat's or pipeline call's event names its job; a queued job's run id is its job id.
-      const id = request?.runId || request?.jobId;
-      if (id && request?.route) await target.storeRoute(id, request.route);
-    }
+    await Promise.all(
+      batch.events.map(({ event }) => {
+        const request = event.gatewayRequest;
+        // A chat's or pipeline call's event names its job; a queued job's run id is its job id.
+        const id = request?.runId || request?.jobId;
+        return id && request?.route ? target.storeRoute(id, request.route) : undefined;
+      }),
+    );
   }
 
   async function ready(signal: AbortSignal): Promise<ExecutionStore> {
@@ -188,7 +191,7 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
           return true;
         };
         // One more than a page tells whether there is a next page.
-        const found = await target.scan({ ...range, ...(before ? { before } : {}) }, accept, pageSize + 1);
+        const found = await target.scan({ ...range, pipeline: request.pipeline, ...(before ? { before } : {}) }, accept, pageSize + 1);
         const page = found.slice(0, pageSize);
         const last = page.at(-1);
         return {
@@ -248,7 +251,7 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
         const scoreName = scoreNameOf(request.scoreName);
         const range = rangeOf(request.startTime, request.endTime, config.MONITOR_EXECUTIONS_RETENTION_HOURS);
         const target = await ready(callContext.signal);
-        const records = await target.scan(range, (record) => !request.pipeline || record.pipeline === request.pipeline, Number.POSITIVE_INFINITY);
+        const records = await target.scan({ ...range, pipeline: request.pipeline }, (record) => !request.pipeline || record.pipeline === request.pipeline, Number.POSITIVE_INFINITY);
         return promptVersionStats(records, scoreName, request.step);
       },
     },
