@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { ServerError, Status, proto, startHost, type Host } from '@elexirion/kit';
 import { collectEvents, eventually, hostEnv } from '@elexirion/testing';
 import { cleanupAfterEach, natsForFile } from '@elexirion/testing/fixtures';
-import { RUN_ROUTES_BUCKET } from '../src/executions/execution-store.js';
+import { EXECUTION_INDEX_BUCKET, RUN_ROUTES_BUCKET } from '../src/executions/execution-store.js';
 import { monitorService } from '../src/monitor-service.js';
 
 const nats = natsForFile({ connect: true });
@@ -117,6 +117,10 @@ describe('monitor executions', () => {
       return listed.length === 8 && first?.route === 'classifier' && laterRouted?.route === 'rule' ? listed : undefined;
     });
     expect(all.map((execution) => execution.runId)).toEqual([...ids].reverse());
+    // One time index key per run (the copy published again added none), under its pipeline.
+    const indexKeys: string[] = [];
+    for await (const key of await (await new Kvm(nats.connection).open(EXECUTION_INDEX_BUCKET)).keys(`*.${pipeline}.>`)) indexKeys.push(key);
+    expect(indexKeys.map((key) => key.split('.')[3]).sort()).toEqual([...ids].sort());
     const firstRun = (await client.getExecution({ runId: ids[0]! })).execution!;
     expect(firstRun.output).toBe('answer 0');
     expect(firstRun).toMatchObject({ pipeline, status: 'OK', inputs: { question: 'why?' }, usage: { inputTokens: 10, outputTokens: 5 } });
@@ -151,6 +155,27 @@ describe('monitor executions', () => {
     const missing = await statusOf(client.getExecution({ runId: 'no-such-run' }));
     expect(missing.code).toBe(Status.NOT_FOUND);
     expect(missing.details).toContain('no-such-run');
+  });
+
+  it("finds a job's run by the job id, the successful one when its first run failed", async () => {
+    const { host, client } = await startMonitor();
+    const pipeline = uniquePipeline('job');
+    const jobId = randomUUID();
+    const failed = randomUUID();
+    host.events.publish('executor', 'run', { executorRun: { runId: failed, jobId, pipeline, errorMessage: 'step answer: overloaded' } }, { status: 'UNAVAILABLE', durationMs: 5 });
+    await eventually('failed run stored', async () => (await client.getExecution({ runId: failed })).execution);
+    expect((await client.getExecution({ runId: jobId })).execution).toMatchObject({ runId: failed, jobId, status: 'UNAVAILABLE', errorMessage: 'step answer: overloaded' });
+    // Its emergent fallback's run answers the job from now on; a failed run after it does not.
+    const fallback = randomUUID();
+    host.events.publish('executor', 'run', { executorRun: { runId: fallback, jobId, pipeline, output: 'simpler answer' } }, { status: 'OK', durationMs: 5 });
+    await eventually('the job answers with its successful run', async () => ((await client.getExecution({ runId: jobId })).execution?.runId === fallback ? true : undefined));
+    const late = randomUUID();
+    host.events.publish('executor', 'run', { executorRun: { runId: late, jobId, pipeline } }, { status: 'INTERNAL', durationMs: 5 });
+    await eventually('late run stored', async () => (await client.getExecution({ runId: late })).execution);
+    expect((await client.getExecution({ runId: jobId })).execution!.runId).toBe(fallback);
+    const feedback = await client.recordFeedback({ runId: jobId, feedback: { name: 'thumbs', score: 1, label: '', comment: '', source: proto.FeedbackSource.FEEDBACK_SOURCE_HUMAN, recordedBy: '' } });
+    expect(feedback.replaced).toBe(false);
+    expect((await client.getExecution({ runId: fallback })).execution!.feedback.map((entry) => entry.score)).toEqual([1]);
   });
 
   it('keeps a bounded copy of long texts', async () => {
