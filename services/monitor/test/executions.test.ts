@@ -152,6 +152,14 @@ describe('monitor executions', () => {
     expect(pages).toBe(3);
     expect(paged).toEqual(all.map((execution) => execution.runId));
 
+    // Counted: every run stored once, the copy as a repeat.
+    const byOutcome = await eventually('runs counted', async () => {
+      const counted = await host.metrics.registry.getSingleMetric('elexirion_monitor_executions_runs_total')!.get();
+      const outcomes = Object.fromEntries(counted.values.map((value) => [value.labels.outcome, value.value]));
+      return outcomes.stored === 10 ? outcomes : undefined;
+    });
+    expect(byOutcome.repeat).toBeGreaterThanOrEqual(1);
+
     const missing = await statusOf(client.getExecution({ runId: 'no-such-run' }));
     expect(missing.code).toBe(Status.NOT_FOUND);
     expect(missing.details).toContain('no-such-run');

@@ -116,7 +116,7 @@ export class ExecutionStore {
    * Stores a completed run once: a redelivered event finds it stored and changes nothing (the
    * index write is idempotent, and repeated in case the first delivery stopped between the two).
    */
-  async storeRun(record: ExecutionRecord): Promise<void> {
+  async storeRun(record: ExecutionRecord): Promise<'stored' | 'repeat'> {
     const kept = bounded(record, this.options.maxTextChars, this.options.maxBytes);
     let stored = kept;
     try {
@@ -125,15 +125,17 @@ export class ExecutionStore {
       if (!(error instanceof KvRevisionConflictError)) throw error;
       // Stored already: indexed at the stored run's time (a copy published again has its own).
       const existing = await this.executions.get(kept.runId);
-      if (!existing) return;
+      if (!existing) return 'repeat';
       stored = existing.value;
     }
+    const outcome = stored === kept ? 'stored' : 'repeat';
     await this.index.put(indexKey(stored), {});
     if (stored.jobId && stored.jobId !== stored.runId && RUN_ID_RULE.pattern.test(stored.jobId)) await this.keepJobRun(stored);
-    if (stored.route) return;
+    if (stored.route) return outcome;
     // The request event may have come first: its route is waiting (see storeRoute), by run or job id.
     const route = (await this.routes.get(stored.runId)) ?? (stored.jobId && RUN_ID_RULE.pattern.test(stored.jobId) ? await this.routes.get(stored.jobId) : undefined);
     if (route?.value.route) await this.modify(kept.runId, (current) => (current.route ? undefined : { ...current, route: route.value.route }));
+    return outcome;
   }
 
   /**

@@ -4,6 +4,7 @@ import { EventsReader, RUN_ID_DESCRIPTION, RUN_ID_PATTERN, ServerError, Status, 
 import type { MonitorArea, MonitorContext } from '../monitor-area.js';
 import { executionToProto, feedbackToProto, promptVersionsOf, recordOfRunEvent, scoreOf, type ExecutionRecord, type FeedbackRecord } from './execution-record.js';
 import { ExecutionStore } from './execution-store.js';
+import { executionsMetrics } from './executions-metrics.js';
 import { decodePageToken, encodePageToken } from './page-token.js';
 import { promptVersionStats } from './prompt-version-stats.js';
 
@@ -66,6 +67,7 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
   const attaching = new Promise<void>((resolve) => (attached = resolve));
   const readers = new Set<EventsReader>();
   const stopping = new AbortController();
+  const metrics = executionsMetrics(context.metrics.registry);
 
   context.nats.use('executions', async (connection: NatsConnection, signal: AbortSignal) => {
     const opened = await ExecutionStore.open(connection, {
@@ -110,7 +112,8 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
   async function storeRuns(target: ExecutionStore, batch: DeliveredBatch): Promise<void> {
     const oldest = Date.now() - config.MONITOR_EXECUTIONS_RETENTION_HOURS * 3_600_000;
     const records = batch.events.map(recordOfRunEvent).filter((record) => record !== undefined && record.finishedAtMs >= oldest);
-    await Promise.all(records.map((record) => target.storeRun(record!)));
+    const outcomes = await Promise.all(records.map((record) => target.storeRun(record!)));
+    for (const outcome of outcomes) metrics.runs.inc({ outcome });
   }
 
   async function storeRoutes(target: ExecutionStore, batch: DeliveredBatch): Promise<void> {
@@ -230,6 +233,7 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
         // Expired between the two reads: as if it had never been there.
         if (!written) throw new ServerError(Status.NOT_FOUND, `run ${runId} is not among the executions kept (the last ${config.MONITOR_EXECUTIONS_RETENTION_HOURS} h)`);
         const previous = written.before.feedback.find((existing) => existing.name === recorded.name);
+        metrics.feedback.inc({ replaced: String(previous !== undefined) });
         context.events.publish('feedback', {
           status: 'OK',
           monitorFeedback: {
