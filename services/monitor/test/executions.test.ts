@@ -257,6 +257,7 @@ describe('monitor executions', () => {
     expect(comparison.scorePValue).toBeLessThan(1);
     // Every step without a step filter: draft has yaml only (7 runs), no comparison.
     const everyStep = await client.getPromptVersionStats({ pipeline });
+    expect(everyStep.versions.every((version) => version.pipeline === pipeline)).toBe(true);
     expect(everyStep.versions.find((version) => version.step === 'draft')).toMatchObject({ version: 'yaml', runs: 7, baseline: true });
   });
 
@@ -308,6 +309,12 @@ describe('monitor executions', () => {
       [client.recordFeedback({ runId: 'r1', feedback: { ...feedback, comment: 'much too long' } }), 'feedback.comment'],
       [client.recordFeedback({ runId: 'r1', feedback: { ...feedback, source: 9 as proto.FeedbackSource } }), 'feedback.source'],
       [client.getPromptVersionStats({ pipeline: 'p', scoreName: '', startTime: new Date(2_000_000_000_000), endTime: new Date(1_000_000_000_000) }), 'start_time'],
+      [client.getPromptVersionStats({ pipeline: '' }), 'pipeline'],
+      [client.getPromptVersionStats({ pipeline: 'Not A Pipeline' }), 'pipeline'],
+      [client.getPromptVersionStats({ pipeline: 'p', scoreName: 'UPPER' }), 'score_name'],
+      [client.listExecutions({ pipeline: 'a.>' }), 'pipeline'],
+      [client.listExecutions({ promptVersion: 'v'.repeat(200) }), 'prompt_version'],
+      [client.listExecutions({ minScore: Number.NaN }), 'min_score'],
     ];
     for (const [call, field] of cases) {
       const { code, details } = await statusOf(call);

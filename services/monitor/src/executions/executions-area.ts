@@ -1,6 +1,6 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { CallContext } from 'nice-grpc-common';
-import { EventsReader, RUN_ID_DESCRIPTION, RUN_ID_PATTERN, ServerError, Status, proto, type DeliveredBatch } from '@elexirion/kit';
+import { EventsReader, PIPELINE_NAME, RUN_ID_DESCRIPTION, RUN_ID_PATTERN, ServerError, Status, proto, type DeliveredBatch } from '@elexirion/kit';
 import type { MonitorArea, MonitorContext } from '../monitor-area.js';
 import { executionToProto, feedbackToProto, promptVersionsOf, recordOfRunEvent, scoreOf, type ExecutionRecord, type FeedbackRecord } from './execution-record.js';
 import { ExecutionStore } from './execution-store.js';
@@ -18,6 +18,7 @@ const MAX_PAGE_SIZE = 500;
 const DEFAULT_SCORE_NAME = 'thumbs';
 const FEEDBACK_NAME = /^[a-z0-9_.-]{1,64}$/;
 const MAX_LABEL_CHARS = 128;
+const MAX_PROMPT_VERSION_CHARS = 128;
 /** How long a call made while NATS is not attached (yet) waits for it before UNAVAILABLE. */
 const ATTACH_WAIT_MS = 5_000;
 /** How often RecordFeedback looks again for a run whose event is on its way. */
@@ -53,6 +54,13 @@ function rangeOf(start: Date | undefined, end: Date | undefined, retentionHours:
   return { startMs, endMs };
 }
 
+function checkPipeline(pipeline: string, required: boolean): string {
+  if (!pipeline && !required) return pipeline;
+  if (!pipeline) invalid('pipeline is required');
+  if (!PIPELINE_NAME.test(pipeline)) invalid(`pipeline must be a pipeline name (a-z 0-9 _ -, 1-64 characters, starting with a letter or digit), got ${JSON.stringify(pipeline.slice(0, 80))}`);
+  return pipeline;
+}
+
 function scoreNameOf(name: string): string {
   if (!name) return DEFAULT_SCORE_NAME;
   if (!FEEDBACK_NAME.test(name)) invalid(`score_name must be 1-64 characters of a-z 0-9 _ . -, got ${JSON.stringify(name.slice(0, 80))}`);
@@ -75,6 +83,9 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
       maxTextChars: config.MONITOR_EXECUTIONS_MAX_TEXT_CHARS,
       maxBytes: config.MONITOR_EXECUTIONS_MAX_BYTES,
     });
+    // Calls are answered from now on, also while the readers wait for the stream to exist.
+    store = opened;
+    attached();
     const both = AbortSignal.any([signal, stopping.signal]);
     const stream = context.host.TELEMETRY_STREAM;
     const runs = await EventsReader.open(connection, { stream, durable: RUNS_CONSUMER, filterSubject: 'elexirion.events.executor.run', signal: both });
@@ -82,8 +93,6 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
       await runs.close();
       throw error;
     });
-    store = opened;
-    attached();
     for (const [reader, handle] of [
       [runs, (batch: DeliveredBatch) => storeRuns(opened, batch)],
       [requests, (batch: DeliveredBatch) => storeRoutes(opened, batch)],
@@ -177,6 +186,8 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
       async listExecutions(request, callContext) {
         const pageSize = request.pageSize === 0 ? DEFAULT_PAGE_SIZE : request.pageSize;
         if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > MAX_PAGE_SIZE) invalid(`page_size must be 1-${MAX_PAGE_SIZE} (0 for ${DEFAULT_PAGE_SIZE}), got ${request.pageSize}`);
+        checkPipeline(request.pipeline, false);
+        if (request.promptVersion.length > MAX_PROMPT_VERSION_CHARS) invalid(`prompt_version must be at most ${MAX_PROMPT_VERSION_CHARS} characters, got ${request.promptVersion.length}`);
         if (request.status && !STATUS_NAMES.has(request.status)) invalid(`status must be OK or a gRPC status name such as UNAVAILABLE, got ${JSON.stringify(request.status.slice(0, 80))}`);
         if (request.minScore !== undefined && !Number.isFinite(request.minScore)) invalid(`min_score must be a finite number, got ${request.minScore}`);
         const scoreName = scoreNameOf(request.scoreName);
@@ -252,10 +263,12 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
       },
 
       async getPromptVersionStats(request, callContext) {
+        checkPipeline(request.pipeline, true);
+        if (request.step.length > 128) invalid(`step must be at most 128 characters, got ${request.step.length}`);
         const scoreName = scoreNameOf(request.scoreName);
         const range = rangeOf(request.startTime, request.endTime, config.MONITOR_EXECUTIONS_RETENTION_HOURS);
         const target = await ready(callContext.signal);
-        const records = await target.scan({ ...range, pipeline: request.pipeline }, (record) => !request.pipeline || record.pipeline === request.pipeline, Number.POSITIVE_INFINITY);
+        const records = await target.scan({ ...range, pipeline: request.pipeline }, (record) => record.pipeline === request.pipeline, Number.POSITIVE_INFINITY);
         return promptVersionStats(records, scoreName, request.step);
       },
     },
