@@ -273,6 +273,11 @@ describe('monitor executions', () => {
     expect(answers.every((answer) => !answer.replaced)).toBe(true);
     const stored = (await one.client.getExecution({ runId })).execution!;
     expect(stored.feedback.map((feedback) => feedback.name).sort()).toEqual([...names].sort());
+    // A run keeps feedback of at most 32 names; a name it has is still replaced.
+    for (let index = names.length; index < 32; index++) await one.client.recordFeedback({ runId, feedback: { name: `judge.${index}`, score: 1, label: '', comment: '', source: 0, recordedBy: '' } });
+    const full = await statusOf(one.client.recordFeedback({ runId, feedback: { name: 'one.too.many', score: 1, label: '', comment: '', source: 0, recordedBy: '' } }));
+    expect(full.code).toBe(Status.RESOURCE_EXHAUSTED);
+    expect((await two.client.recordFeedback({ runId, feedback: { name: 'judge.0', score: 5, label: '', comment: '', source: 0, recordedBy: '' } })).replaced).toBe(true);
   });
 
   it('waits for a run whose event is on its way, and answers NOT_FOUND for one that never comes', async () => {

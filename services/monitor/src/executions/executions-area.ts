@@ -1,6 +1,6 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { CallContext } from 'nice-grpc-common';
-import { EventsReader, PIPELINE_NAME, RUN_ID_DESCRIPTION, RUN_ID_PATTERN, ServerError, Status, proto, type DeliveredBatch } from '@elexirion/kit';
+import { EventsReader, KvRejectedValueError, PIPELINE_NAME, RUN_ID_DESCRIPTION, RUN_ID_PATTERN, ServerError, Status, proto, type DeliveredBatch } from '@elexirion/kit';
 import type { MonitorArea, MonitorContext } from '../monitor-area.js';
 import { executionToProto, feedbackToProto, promptVersionsOf, recordOfRunEvent, scoreOf, type ExecutionRecord, type FeedbackRecord } from './execution-record.js';
 import { ExecutionStore } from './execution-store.js';
@@ -19,6 +19,7 @@ const DEFAULT_SCORE_NAME = 'thumbs';
 const FEEDBACK_NAME = /^[a-z0-9_.-]{1,64}$/;
 const MAX_LABEL_CHARS = 128;
 const MAX_PROMPT_VERSION_CHARS = 128;
+const MAX_FEEDBACK_NAMES_PER_RUN = 32;
 /** How long a call made while NATS is not attached (yet) waits for it before UNAVAILABLE. */
 const ATTACH_WAIT_MS = 5_000;
 /** How often RecordFeedback looks again for a run whose event is on its way. */
@@ -121,7 +122,17 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
   async function storeRuns(target: ExecutionStore, batch: DeliveredBatch): Promise<void> {
     const oldest = Date.now() - config.MONITOR_EXECUTIONS_RETENTION_HOURS * 3_600_000;
     const records = batch.events.map(recordOfRunEvent).filter((record) => record !== undefined && record.finishedAtMs >= oldest);
-    const outcomes = await Promise.all(records.map((record) => target.storeRun(record!)));
+    const outcomes = await Promise.all(
+      records.map((record) =>
+        target.storeRun(record!).catch((error: unknown) => {
+          // A run the bucket refuses (over the server's max payload even cut) would be refused
+          // on every redelivery: told and counted, not retried for ever.
+          if (!(error instanceof KvRejectedValueError)) throw error;
+          logger.error({ err: error, runId: record!.runId }, 'executions: a run could not be stored');
+          return 'rejected' as const;
+        }),
+      ),
+    );
     for (const outcome of outcomes) metrics.runs.inc({ outcome });
   }
 
@@ -237,10 +248,14 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
           recordedAtMs: Date.now(),
           recordedBy: callContext.metadata.get(CALLER_METADATA) ?? '',
         };
-        const written = await target.modify(storedRunId, (stored) => ({
-          ...stored,
-          feedback: [...stored.feedback.filter((existing) => existing.name !== recorded.name), recorded],
-        }));
+        const written = await target.modify(storedRunId, (stored) => {
+          const others = stored.feedback.filter((existing) => existing.name !== recorded.name);
+          // Bounded, so a run's record stays well under the server's max payload.
+          if (others.length >= MAX_FEEDBACK_NAMES_PER_RUN) {
+            throw new ServerError(Status.RESOURCE_EXHAUSTED, `run ${storedRunId} has feedback of ${others.length} names already, the most a run keeps: send one of those names again to replace it`);
+          }
+          return { ...stored, feedback: [...others, recorded] };
+        });
         // Expired between the two reads: as if it had never been there.
         if (!written) throw new ServerError(Status.NOT_FOUND, `run ${runId} is not among the executions kept (the last ${config.MONITOR_EXECUTIONS_RETENTION_HOURS} h)`);
         const previous = written.before.feedback.find((existing) => existing.name === recorded.name);
