@@ -1,13 +1,16 @@
 // Executions and feedback through the real chain: gateway, agent, executor and the mock provider
 // as processes, the monitor as a process of its own. Runs made over HTTP (a pipeline call and a
-// chat) become executions; feedback recorded over HTTP on each answer's job id lands on its run
-// and shows in GET /v1/executions (min_score) and GET /v1/pipelines/{pipeline}/prompt-stats.
+// chat) become executions; feedback recorded over HTTP on each answer's job id lands on its run,
+// named after the API key that sent it, and shows in GET /v1/executions (min_score) and
+// GET /v1/pipelines/{pipeline}/prompt-stats.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, spawnNode, startNats, startStack, stopAll, waitServing, type NatsServer, type Spawned, type Stack } from '@elexirion/testing';
 
 let nats: NatsServer;
 let stack: Stack;
 let monitor: Spawned;
+let secret: string;
+const ADMIN_KEY = 'an-admin-key-for-the-monitor-executions-test';
 
 beforeAll(async () => {
   nats = await startNats();
@@ -20,7 +23,14 @@ beforeAll(async () => {
     MONITOR_HTTP_PORT: String(await freePort()),
   });
   await waitServing(monitorGrpc, 'elexirion.v1.Monitor', monitor);
-  stack = await startStack('one-process-per-service', nats.url, { MONITOR_ADDRESS: `dns:///127.0.0.1:${monitorGrpc}` });
+  stack = await startStack('one-process-per-service', nats.url, { MONITOR_ADDRESS: `dns:///127.0.0.1:${monitorGrpc}`, GATEWAY_AUTH: 'on', GATEWAY_ADMIN_KEY: ADMIN_KEY });
+  const created = await fetch(url('/v1/keys'), {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` },
+    body: JSON.stringify({ name: 'rater', scopes: ['chat', 'pipelines', 'telemetry'] }),
+  });
+  expect(created.status).toBe(200);
+  secret = ((await created.json()) as { secret: string }).secret;
 });
 
 afterAll(async () => {
@@ -33,14 +43,14 @@ afterAll(async () => {
 const url = (path: string) => `http://127.0.0.1:${stack.ports.gatewayHttp}${path}`;
 
 async function post(path: string, body: unknown): Promise<any> {
-  const reply = await fetch(url(path), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const reply = await fetch(url(path), { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${secret}` }, body: JSON.stringify(body) });
   const json = await reply.json();
   if (reply.status !== 200) throw new Error(`POST ${path}: ${reply.status} ${JSON.stringify(json)}`);
   return json;
 }
 
 async function get(path: string): Promise<any> {
-  const reply = await fetch(url(path));
+  const reply = await fetch(url(path), { headers: { authorization: `Bearer ${secret}` } });
   const json = await reply.json();
   if (reply.status !== 200) throw new Error(`GET ${path}: ${reply.status} ${JSON.stringify(json)}`);
   return json;
@@ -55,7 +65,7 @@ describe('executions and feedback through the gateway', () => {
 
     // The answer names the job; the feedback finds its run (waiting for its event if need be).
     const liked = await post(`/v1/executions/${executed.jobId}/feedback`, { feedback: { name: 'thumbs', score: 1, source: 'FEEDBACK_SOURCE_HUMAN', comment: 'spot on' } });
-    expect(liked).toMatchObject({ feedback: { name: 'thumbs', score: 1, comment: 'spot on' } });
+    expect(liked).toMatchObject({ feedback: { name: 'thumbs', score: 1, comment: 'spot on', recordedBy: 'rater' } });
     expect(liked.replaced ?? false).toBe(false);
     await post(`/v1/executions/${chatted.jobId}/feedback`, { feedback: { name: 'thumbs', score: 1 } });
     const changed = await post(`/v1/executions/${chatted.jobId}/feedback`, { feedback: { name: 'thumbs', score: 0, source: 'FEEDBACK_SOURCE_HUMAN' } });
@@ -70,9 +80,7 @@ describe('executions and feedback through the gateway', () => {
     expect(listed.map((execution: { jobId: string }) => execution.jobId)).toEqual([chatted.jobId, executed.jobId]);
     const good = (await get('/v1/executions?pipeline=general&min_score=1')).executions;
     expect(good.map((execution: { jobId: string }) => execution.jobId)).toEqual([executed.jobId]);
-    expect(good[0].feedback).toEqual([expect.objectContaining({ name: 'thumbs', score: 1, source: 'FEEDBACK_SOURCE_HUMAN' })]);
-    // Keys are off: no key name recorded (an empty string is left out of the JSON).
-    expect(good[0].feedback[0].recordedBy ?? '').toBe('');
+    expect(good[0].feedback).toEqual([expect.objectContaining({ name: 'thumbs', score: 1, source: 'FEEDBACK_SOURCE_HUMAN', recordedBy: 'rater' })]);
 
     const stats = await get('/v1/pipelines/general/prompt-stats');
     const step = run.steps[0];
@@ -80,7 +88,7 @@ describe('executions and feedback through the gateway', () => {
     expect(version).toMatchObject({ pipeline: 'general', version: step.promptVersion, runs: 2, successRate: 1, baseline: true });
     expect(version.score).toMatchObject({ count: 2, mean: 0.5 });
 
-    const refused = await fetch(url('/v1/executions?page_size=9999'));
+    const refused = await fetch(url('/v1/executions?page_size=9999'), { headers: { authorization: `Bearer ${secret}` } });
     expect(refused.status).toBe(400);
     expect(((await refused.json()) as { error: { message: string } }).error.message).toContain('page_size');
   });
