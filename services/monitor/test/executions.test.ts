@@ -4,6 +4,7 @@
 // replicas at once) shows in the executions, ListExecutions(min_score), the feedback events and
 // GetPromptVersionStats; bad input is refused naming the field.
 import { randomUUID } from 'node:crypto';
+import { jetstream } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { createChannel, createClient, Metadata, type Client } from 'nice-grpc';
 import { describe, expect, it } from 'vitest';
@@ -184,6 +185,49 @@ describe('monitor executions', () => {
     const feedback = await client.recordFeedback({ runId: jobId, feedback: { name: 'thumbs', score: 1, label: '', comment: '', source: proto.FeedbackSource.FEEDBACK_SOURCE_HUMAN, recordedBy: '' } });
     expect(feedback.replaced).toBe(false);
     expect((await client.getExecution({ runId: fallback })).execution!.feedback.map((entry) => entry.score)).toEqual([1]);
+  });
+
+  it('lists runs of hours and days ago by time range, and does not store runs older than the retention window', async () => {
+    const { client } = await startMonitor();
+    const pipeline = uniquePipeline('old');
+    const now = Date.now();
+    const hour = 3_600_000;
+    // Hand-made run events with times of the past, on the real stream (the publisher stamps "now").
+    const event = (runId: string, agoMs: number) =>
+      proto.TelemetryEvent.fromPartial({
+        eventId: randomUUID(),
+        service: 'executor',
+        kind: 'run',
+        time: new Date(now - agoMs),
+        status: 'OK',
+        durationMs: 5,
+        executorRun: { runId, pipeline, output: `${agoMs / hour} h ago`, steps: [{ name: 'answer', promptVersion: 'yaml', status: 'completed' }] },
+      });
+    const ages = { tooOld: 100 * hour, days: 50 * hour, hours: 10 * hour, minutes: 0.1 * hour, sentinel: 0 };
+    const ids = Object.fromEntries(Object.keys(ages).map((name) => [name, randomUUID()])) as Record<keyof typeof ages, string>;
+    const js = jetstream(nats.connection);
+    for (const name of Object.keys(ages) as (keyof typeof ages)[]) {
+      await js.publish('elexirion.events.executor.run', proto.TelemetryEventBatch.encode({ events: [event(ids[name], ages[name])] }).finish());
+    }
+    await eventually('the last run stored', async () => (await client.getExecution({ runId: ids.sentinel })).execution);
+    // One reader handles batches in stream order: the older one was handled before, and left out.
+    expect((await statusOf(client.getExecution({ runId: ids.tooOld }))).code).toBe(Status.NOT_FOUND);
+    const runIds = async (request: Partial<proto.ListExecutionsRequest>) => (await listAll(client, { pipeline, ...request })).map((execution) => execution.runId);
+    expect(await runIds({})).toEqual([ids.sentinel, ids.minutes, ids.hours, ids.days]);
+    expect(await runIds({ startTime: new Date(now - 60 * hour), endTime: new Date(now - 5 * hour) })).toEqual([ids.hours, ids.days]);
+    expect(await runIds({ startTime: new Date(now - 11 * hour), endTime: new Date(now - 9 * hour) })).toEqual([ids.hours]);
+    expect(await runIds({ endTime: new Date(now - 49 * hour) })).toEqual([ids.days]);
+    // Paged one by one across the slices read one by one and the rest.
+    const paged: string[] = [];
+    let token = '';
+    do {
+      const page = await client.listExecutions({ pipeline, pageSize: 1, pageToken: token });
+      paged.push(...page.executions.map((execution) => execution.runId));
+      token = page.nextPageToken;
+    } while (token);
+    expect(paged).toEqual([ids.sentinel, ids.minutes, ids.hours, ids.days]);
+    expect((await client.getPromptVersionStats({ pipeline, startTime: new Date(now - 60 * hour) })).versions[0]).toMatchObject({ version: 'yaml', runs: 4 });
+    expect((await client.getPromptVersionStats({ pipeline, endTime: new Date(now - hour) })).versions[0]).toMatchObject({ version: 'yaml', runs: 2 });
   });
 
   it('keeps a bounded copy of long texts', async () => {

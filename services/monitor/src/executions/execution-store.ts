@@ -10,8 +10,17 @@ export const RUN_ROUTES_BUCKET = 'monitor_run_routes';
 export const JOB_RUNS_BUCKET = 'monitor_job_runs';
 
 const HOUR_MS = 3_600_000;
-/** Past this many hours a listing reads the whole index's keys once rather than hour by hour. */
-const HOURS_READ_ONE_BY_ONE = 48;
+/**
+ * The time index's slices: a page of the newest runs reads the keys of the last few slices only
+ * (5 minutes of runs, not an hour's, under load), and a week is 2016 slices.
+ */
+const SLICE_MS = 5 * 60_000;
+/**
+ * A scan reads the newest slices one by one (4 hours: most pages end there), then, when it needs
+ * more, what is left of the range with one read of the pipeline's index keys: a scan of a sparse
+ * or old range never reads hundreds of empty slices one by one.
+ */
+const SLICES_READ_ONE_BY_ONE = 48;
 /** Executions read at once while a listing filters them. */
 const READ_CONCURRENCY = 32;
 /** Compare-and-set attempts before a write gives up (only under heavy contention on one run). */
@@ -19,8 +28,8 @@ const MAX_CAS_ATTEMPTS = 50;
 
 /**
  * A position in the time index: the run's finish time and id. Index keys are
- * `<hour>.<pipeline>.<finished ms, 13 digits>.<run id>`, so a time range reads only its hours'
- * keys, and a pipeline's only its own.
+ * `<5-minute slice>.<pipeline>.<finished ms, 13 digits>.<run id>`, so a time range reads only
+ * its slices' keys, and a pipeline's only its own.
  */
 export interface IndexPosition {
   finishedAtMs: number;
@@ -33,7 +42,7 @@ function pipelineToken(pipeline: string): string {
 }
 
 export function indexKey({ finishedAtMs, runId, pipeline }: IndexPosition & { pipeline: string }): string {
-  return `${Math.floor(finishedAtMs / HOUR_MS)}.${pipelineToken(pipeline)}.${String(finishedAtMs).padStart(13, '0')}.${runId}`;
+  return `${Math.floor(finishedAtMs / SLICE_MS)}.${pipelineToken(pipeline)}.${String(finishedAtMs).padStart(13, '0')}.${runId}`;
 }
 
 function positionOfKey(key: string): IndexPosition | undefined {
@@ -90,9 +99,9 @@ export class ExecutionStore {
     const index = await KvStore.open(connection, {
       bucket: EXECUTION_INDEX_BUCKET,
       schema: z.object({}).strict() as unknown as z.ZodType<Record<string, never>>,
-      key: { pattern: /^\d+\.([a-z0-9][a-z0-9_-]{0,63}|_)\.\d{13}\.[A-Za-z0-9_-]{1,128}$/, description: '<hour>.<pipeline>.<finished ms, 13 digits>.<run id>', name: 'index key' },
+      key: { pattern: /^\d+\.([a-z0-9][a-z0-9_-]{0,63}|_)\.\d{13}\.[A-Za-z0-9_-]{1,128}$/, description: '<5-minute slice>.<pipeline>.<finished ms, 13 digits>.<run id>', name: 'index key' },
       ttlMs,
-      description: 'Time index of monitor_executions: <hour>.<pipeline>.<finished ms>.<run id>',
+      description: 'Time index of monitor_executions: <5-minute slice>.<pipeline>.<finished ms>.<run id>',
     });
     const routes = await KvStore.open(connection, {
       bucket: RUN_ROUTES_BUCKET,
@@ -206,26 +215,25 @@ export class ExecutionStore {
 
   /**
    * The stored runs of a time range, newest first, as `accept` filters them, until `wanted` are
-   * accepted. Reads the index keys of the range's hours (and pipeline), not the runs of other
-   * hours or pipelines, then the runs themselves a few at a time.
+   * accepted. Reads the index keys of the range's slices (and pipeline), newest first, not the
+   * keys of other times or pipelines, then the runs themselves a few at a time.
    */
   async scan(range: ScanRange, accept: (record: ExecutionRecord) => boolean, wanted: number): Promise<ExecutionRecord[]> {
     const found: ExecutionRecord[] = [];
     const endMs = range.before ? Math.min(range.endMs, range.before.finishedAtMs) : range.endMs;
     if (endMs < range.startMs) return found;
-    const firstHour = Math.floor(range.startMs / HOUR_MS);
-    const lastHour = Math.floor(endMs / HOUR_MS);
+    const firstSlice = Math.floor(range.startMs / SLICE_MS);
+    const lastSlice = Math.floor(endMs / SLICE_MS);
     const inRange = (position: IndexPosition) =>
       position.finishedAtMs >= range.startMs && position.finishedAtMs <= range.endMs && (!range.before || newerFirst(range.before, position) < 0);
-    const batches: (() => Promise<string[]>)[] = [];
     const pipeline = range.pipeline ? pipelineToken(range.pipeline) : '*';
-    if (lastHour - firstHour + 1 > HOURS_READ_ONE_BY_ONE) {
-      batches.push(() => this.keys(`*.${pipeline}.>`));
-    } else {
-      for (let hour = lastHour; hour >= firstHour; hour--) batches.push(() => this.keys(`${hour}.${pipeline}.>`));
-    }
+    const batches: { read: () => Promise<string[]>; before: number }[] = [];
+    const lastOneByOne = Math.max(firstSlice, lastSlice - SLICES_READ_ONE_BY_ONE + 1);
+    for (let slice = lastSlice; slice >= lastOneByOne; slice--) batches.push({ read: () => this.keys(`${slice}.${pipeline}.>`), before: Number.POSITIVE_INFINITY });
+    // The rest of the range, older than the slices read one by one.
+    if (lastOneByOne > firstSlice) batches.push({ read: () => this.keys(`*.${pipeline}.>`), before: lastOneByOne * SLICE_MS });
     for (const batch of batches) {
-      const positions = (await batch()).map(positionOfKey).filter((position): position is IndexPosition => !!position && inRange(position));
+      const positions = (await batch.read()).map(positionOfKey).filter((position): position is IndexPosition => !!position && position.finishedAtMs < batch.before && inRange(position));
       positions.sort(newerFirst);
       for (let offset = 0; offset < positions.length; offset += READ_CONCURRENCY) {
         const chunk = positions.slice(offset, offset + READ_CONCURRENCY);
