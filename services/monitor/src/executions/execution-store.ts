@@ -1,4 +1,4 @@
-import { Kvm, type KV } from '@nats-io/kv';
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { z } from 'zod';
 import { KvRevisionConflictError, KvStore, PIPELINE_NAME } from '@elexirion/kit';
@@ -21,6 +21,7 @@ const SLICE_MS = 5 * 60_000;
  * or old range never reads hundreds of empty slices one by one.
  */
 const SLICES_READ_ONE_BY_ONE = 48;
+const SLICES_READ_AHEAD = 8;
 /** Executions read at once while a listing filters them. */
 const READ_CONCURRENCY = 32;
 /** Compare-and-set attempts before a write gives up (only under heavy contention on one run). */
@@ -80,7 +81,7 @@ export class ExecutionStore {
   private constructor(
     readonly executions: KvStore<ExecutionRecord>,
     private readonly index: KvStore<Record<string, never>>,
-    private readonly indexKeys: KV,
+    private readonly manager: JetStreamManager,
     private readonly routes: KvStore<{ route: string }>,
     private readonly jobRuns: KvStore<{ runId: string; ok: boolean }>,
     private readonly options: ExecutionStoreOptions,
@@ -117,8 +118,7 @@ export class ExecutionStore {
       ttlMs,
       description: "The run of each agent job whose run id is not the job's (inline chats and pipeline calls)",
     });
-    const indexKeys = await new Kvm(connection).open(EXECUTION_INDEX_BUCKET);
-    return new ExecutionStore(executions, index, indexKeys, routes, jobRuns, options);
+    return new ExecutionStore(executions, index, await jetstreamManager(connection), routes, jobRuns, options);
   }
 
   /**
@@ -232,8 +232,19 @@ export class ExecutionStore {
     for (let slice = lastSlice; slice >= lastOneByOne; slice--) batches.push({ read: () => this.keys(`${slice}.${pipeline}.>`), before: Number.POSITIVE_INFINITY });
     // The rest of the range, older than the slices read one by one.
     if (lastOneByOne > firstSlice) batches.push({ read: () => this.keys(`*.${pipeline}.>`), before: lastOneByOne * SLICE_MS });
-    for (const batch of batches) {
-      const positions = (await batch.read()).map(positionOfKey).filter((position): position is IndexPosition => !!position && position.finishedAtMs < batch.before && inRange(position));
+    // Reads of the next few slices start while one is handled: most slices of a sparse range are empty.
+    const reads: Promise<string[]>[] = [];
+    const readAhead = (upTo: number) => {
+      for (let next = reads.length; next < Math.min(upTo, batches.length); next++) {
+        const read = batches[next]!.read();
+        // A read left behind when the scan ends early must not fail unhandled.
+        read.catch(() => {});
+        reads.push(read);
+      }
+    };
+    for (const [index, batch] of batches.entries()) {
+      readAhead(index + SLICES_READ_AHEAD);
+      const positions = (await reads[index]!).map(positionOfKey).filter((position): position is IndexPosition => !!position && position.finishedAtMs < batch.before && inRange(position));
       positions.sort(newerFirst);
       for (let offset = 0; offset < positions.length; offset += READ_CONCURRENCY) {
         const chunk = positions.slice(offset, offset + READ_CONCURRENCY);
@@ -250,9 +261,13 @@ export class ExecutionStore {
     return found;
   }
 
+  /**
+   * The index keys matching a filter, from the stream's subjects (one request, paged by the
+   * client past the server's page): no consumer is made, so an empty slice costs one round trip.
+   */
   private async keys(filter: string): Promise<string[]> {
-    const keys: string[] = [];
-    for await (const key of await this.indexKeys.keys(filter)) keys.push(key);
-    return keys;
+    const prefix = `$KV.${EXECUTION_INDEX_BUCKET}.`;
+    const info = await this.manager.streams.info(`KV_${EXECUTION_INDEX_BUCKET}`, { subjects_filter: `${prefix}${filter}` });
+    return Object.keys(info.state.subjects ?? {}).map((subject) => subject.slice(prefix.length));
   }
 }
