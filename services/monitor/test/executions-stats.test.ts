@@ -23,6 +23,7 @@ function run(runId: string, version: string, options: { status?: string; thumbs?
     errorMessage: '',
     route: '',
     traceId: '',
+    eventId: '',
     feedback: options.thumbs === undefined ? [] : [{ name: 'thumbs', score: options.thumbs, label: '', comment: '', source: 1, recordedAtMs: 0, recordedBy: '' }],
   };
 }

@@ -70,6 +70,27 @@ function publishRun(host: Host, run: RunShape): string {
   return runId;
 }
 
+/**
+ * A run event made by hand (its id and time chosen) and published on the real stream as the
+ * publisher would, once per call: publishing the same event twice is a redelivery.
+ */
+function handMadeRun(runId: string, pipeline: string, timeMs: number, fields: { status?: string; output?: string; eventId?: string } = {}): proto.TelemetryEvent {
+  return proto.TelemetryEvent.fromPartial({
+    eventId: fields.eventId ?? randomUUID(),
+    service: 'executor',
+    kind: 'run',
+    time: new Date(timeMs),
+    status: fields.status ?? 'OK',
+    durationMs: 5,
+    executorRun: { runId, pipeline, output: fields.output ?? '', steps: [{ name: 'answer', promptVersion: 'yaml', status: 'completed' }] },
+  });
+}
+
+async function publishRaw(...events: proto.TelemetryEvent[]): Promise<void> {
+  const js = jetstream(nats.connection);
+  for (const event of events) await js.publish('elexirion.events.executor.run', proto.TelemetryEventBatch.encode({ events: [event] }).finish());
+}
+
 async function listAll(client: MonitorClient, request: Partial<proto.ListExecutionsRequest>): Promise<proto.Execution[]> {
   return (await client.listExecutions(request)).executions;
 }
@@ -100,7 +121,12 @@ describe('monitor executions', () => {
     }
     publishRun(host, { pipeline: uniquePipeline('other') });
     // The same run event again (a redelivery, or a retried publish): the first one stays.
-    publishRun(host, { runId: ids[0], pipeline, output: 'a second copy' });
+    // An older event of a stored run (another event id) changes nothing.
+    await publishRaw(handMadeRun(ids[0]!, pipeline, Date.now() - 60_000, { output: 'an older copy' }));
+    // A redelivery (the same event twice) is stored once.
+    const redeliveredPipeline = uniquePipeline('again');
+    const redelivered = handMadeRun(randomUUID(), redeliveredPipeline, Date.now(), { output: 'once' });
+    await publishRaw(redelivered, redelivered);
     // The gateway's request event carries the route: before and after the run's event both join.
     const routedLater = ids[3]!;
     host.events.publish('gateway', 'request', { gatewayRequest: { method: 'Chat', pipeline, route: 'rule', runId: routedLater } });
@@ -118,7 +144,7 @@ describe('monitor executions', () => {
       return listed.length === 8 && first?.route === 'classifier' && laterRouted?.route === 'rule' ? listed : undefined;
     });
     expect(all.map((execution) => execution.runId)).toEqual([...ids].reverse());
-    // One time index key per run (the copy published again added none), under its pipeline.
+    // One time index key per run (the older copy added none), under its pipeline.
     const indexKeys: string[] = [];
     for await (const key of await (await new Kvm(nats.connection).open(EXECUTION_INDEX_BUCKET)).keys(`*.${pipeline}.>`)) indexKeys.push(key);
     expect(indexKeys.map((key) => key.split('.')[3]).sort()).toEqual([...ids].sort());
@@ -153,13 +179,14 @@ describe('monitor executions', () => {
     expect(pages).toBe(3);
     expect(paged).toEqual(all.map((execution) => execution.runId));
 
-    // Counted: every run stored once, the copy as a repeat.
+    // Counted: every run stored once, the older copy and the redelivery as repeats.
     const byOutcome = await eventually('runs counted', async () => {
       const counted = await host.metrics.registry.getSingleMetric('elexirion_monitor_executions_runs_total')!.get();
       const outcomes = Object.fromEntries(counted.values.map((value) => [value.labels.outcome, value.value]));
-      return outcomes.stored === 10 ? outcomes : undefined;
+      return outcomes.stored === 11 && outcomes.repeat >= 2 ? outcomes : undefined;
     });
-    expect(byOutcome.repeat).toBeGreaterThanOrEqual(1);
+    expect(byOutcome.updated).toBeUndefined();
+    expect((await listAll(client, { pipeline: redeliveredPipeline })).map((execution) => execution.output)).toEqual(['once']);
 
     const missing = await statusOf(client.getExecution({ runId: 'no-such-run' }));
     expect(missing.code).toBe(Status.NOT_FOUND);
@@ -193,22 +220,9 @@ describe('monitor executions', () => {
     const now = Date.now();
     const hour = 3_600_000;
     // Hand-made run events with times of the past, on the real stream (the publisher stamps "now").
-    const event = (runId: string, agoMs: number) =>
-      proto.TelemetryEvent.fromPartial({
-        eventId: randomUUID(),
-        service: 'executor',
-        kind: 'run',
-        time: new Date(now - agoMs),
-        status: 'OK',
-        durationMs: 5,
-        executorRun: { runId, pipeline, output: `${agoMs / hour} h ago`, steps: [{ name: 'answer', promptVersion: 'yaml', status: 'completed' }] },
-      });
     const ages = { tooOld: 100 * hour, days: 50 * hour, hours: 10 * hour, minutes: 0.1 * hour, sentinel: 0 };
     const ids = Object.fromEntries(Object.keys(ages).map((name) => [name, randomUUID()])) as Record<keyof typeof ages, string>;
-    const js = jetstream(nats.connection);
-    for (const name of Object.keys(ages) as (keyof typeof ages)[]) {
-      await js.publish('elexirion.events.executor.run', proto.TelemetryEventBatch.encode({ events: [event(ids[name], ages[name])] }).finish());
-    }
+    await publishRaw(...(Object.keys(ages) as (keyof typeof ages)[]).map((name) => handMadeRun(ids[name], pipeline, now - ages[name], { output: `${ages[name] / hour} h ago` })));
     await eventually('the last run stored', async () => (await client.getExecution({ runId: ids.sentinel })).execution);
     // One reader handles batches in stream order: the older one was handled before, and left out.
     expect((await statusOf(client.getExecution({ runId: ids.tooOld }))).code).toBe(Status.NOT_FOUND);
@@ -228,6 +242,27 @@ describe('monitor executions', () => {
     expect(paged).toEqual([ids.sentinel, ids.minutes, ids.hours, ids.days]);
     expect((await client.getPromptVersionStats({ pipeline, startTime: new Date(now - 60 * hour) })).versions[0]).toMatchObject({ version: 'yaml', runs: 4 });
     expect((await client.getPromptVersionStats({ pipeline, endTime: new Date(now - hour) })).versions[0]).toMatchObject({ version: 'yaml', runs: 2 });
+  });
+
+  it("takes a later event of a stored run (a resumed run's outcome) as the run's, keeping its feedback", async () => {
+    const { client } = await startMonitor();
+    const pipeline = uniquePipeline('resumed');
+    const runId = randomUUID();
+    const first = Date.now() - 30_000;
+    await publishRaw(handMadeRun(runId, pipeline, first, { status: 'CANCELLED', output: '' }));
+    await eventually('the cancelled run stored', async () => (await client.getExecution({ runId })).execution);
+    await client.recordFeedback({ runId, feedback: { name: 'judge', score: 3, label: '', comment: '', source: 3, recordedBy: '' } });
+    await publishRaw(handMadeRun(runId, pipeline, first + 20_000, { status: 'OK', output: 'resumed and done' }));
+    const resumed = await eventually('the resumed outcome', async () => {
+      const execution = (await client.getExecution({ runId })).execution!;
+      return execution.status === 'OK' ? execution : undefined;
+    });
+    expect(resumed).toMatchObject({ output: 'resumed and done', finishedAt: new Date(first + 20_000) });
+    expect(resumed.feedback.map((feedback) => [feedback.name, feedback.score])).toEqual([['judge', 3]]);
+    // Listed once, at its new time: the old index key is skipped.
+    const listed = await listAll(client, { pipeline });
+    expect(listed.map((execution) => [execution.runId, execution.status])).toEqual([[runId, 'OK']]);
+    expect(await listAll(client, { pipeline, endTime: new Date(first + 10_000) })).toEqual([]);
   });
 
   it('keeps a bounded copy of long texts', async () => {

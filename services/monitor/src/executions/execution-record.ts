@@ -50,6 +50,8 @@ export const executionRecordSchema = z.object({
   route: z.string(),
   traceId: z.string(),
   feedback: z.array(feedbackSchema),
+  /** The run event's id: its redelivery is known as such, and a later event of the run (a resumed run's) is not. */
+  eventId: z.string().default(''),
 });
 
 export type ExecutionRecord = z.infer<typeof executionRecordSchema>;
@@ -98,6 +100,7 @@ export function recordOfRunEvent({ event }: TracedEvent): ExecutionRecord | unde
     route: '',
     traceId: event.traceId,
     feedback: [],
+    eventId: event.eventId,
   };
 }
 

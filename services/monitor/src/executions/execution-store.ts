@@ -125,19 +125,25 @@ export class ExecutionStore {
    * Stores a completed run once: a redelivered event finds it stored and changes nothing (the
    * index write is idempotent, and repeated in case the first delivery stopped between the two).
    */
-  async storeRun(record: ExecutionRecord): Promise<'stored' | 'repeat'> {
+  async storeRun(record: ExecutionRecord): Promise<'stored' | 'repeat' | 'updated'> {
     const kept = bounded(record, this.options.maxTextChars, this.options.maxBytes);
     let stored = kept;
+    let outcome: 'stored' | 'repeat' | 'updated' = 'stored';
     try {
       await this.executions.create(kept.runId, kept);
     } catch (error) {
       if (!(error instanceof KvRevisionConflictError)) throw error;
-      // Stored already: indexed at the stored run's time (a copy published again has its own).
-      const existing = await this.executions.get(kept.runId);
-      if (!existing) return 'repeat';
-      stored = existing.value;
+      // Stored already. The same event again (a redelivery) or an older one changes nothing; a
+      // later event of the run (a run resumed from its checkpoint ends again) is its outcome
+      // now, with the feedback and route it has. Its index key moves with it (the old one is
+      // skipped: it no longer matches the run's time).
+      const written = await this.modify(kept.runId, (current) =>
+        current.eventId === kept.eventId || current.finishedAtMs >= kept.finishedAtMs ? undefined : { ...kept, feedback: current.feedback, route: current.route || kept.route },
+      );
+      if (!written) return 'repeat';
+      stored = written.after;
+      outcome = written.after === written.before ? 'repeat' : 'updated';
     }
-    const outcome = stored === kept ? 'stored' : 'repeat';
     await this.index.put(indexKey(stored), {});
     if (stored.jobId && stored.jobId !== stored.runId && RUN_ID_RULE.pattern.test(stored.jobId)) await this.keepJobRun(stored);
     if (stored.route) return outcome;

@@ -3,10 +3,10 @@ import { Counter, type Registry } from 'prom-client';
 /** The executions area's Prometheus series (on the process's registry). */
 export function executionsMetrics(registry: Registry) {
   return {
-    /** Run events handled: `stored` (a new execution), `repeat` (stored already: a redelivery or a copy) or `rejected` (too large to store). */
+    /** Run events handled: `stored` (a new execution), `updated` (a later outcome of a stored run), `repeat` (a redelivery, or older) or `rejected` (too large to store). */
     runs: new Counter({
       name: 'elexirion_monitor_executions_runs_total',
-      help: 'Executor run events the monitor handled, by outcome: stored (a new execution), repeat (already stored) or rejected (too large to store).',
+      help: 'Executor run events the monitor handled, by outcome: stored (a new execution), updated (a later outcome of a stored run, e.g. resumed), repeat (a redelivery or an older event) or rejected (too large to store).',
       labelNames: ['outcome'] as const,
       registers: [registry],
     }),
