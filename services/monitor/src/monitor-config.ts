@@ -1,5 +1,8 @@
 import { z } from 'zod';
+import { alertsConfigShape } from './alerts/alerts-config.js';
 
 /** The monitor's settings (environment variables), one shape per area. */
-export const monitorConfigSchema = z.object({});
+export const monitorConfigSchema = z.object({
+  ...alertsConfigShape,
+});
 export type MonitorConfig = z.infer<typeof monitorConfigSchema>;
