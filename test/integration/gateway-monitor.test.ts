@@ -161,6 +161,17 @@ describe('the monitor through the gateway', () => {
 
     const directEvent = await requestEventOf(direct.jobId, 'ExecutePipeline');
     expect(directEvent).toMatchObject({ jobId: direct.jobId, runId: direct.jobId, route: '' });
+
+    // A stream's event takes the route and the run from the events that passed.
+    let streamRoute = '';
+    let streamRun = '';
+    for await (const event of stack.gateway.chatStream({ message: 'please refactor this to use async/await' }, bearer(secret))) {
+      streamRoute ||= event.route?.matchedBy ?? '';
+      streamRun ||= event.runStarted?.runId ?? '';
+    }
+    expect(streamRoute).toBe('rule');
+    expect(streamRun).not.toBe('');
+    expect(await requestEventOf(streamRun, 'ChatStream')).toMatchObject({ jobId: streamRun, runId: streamRun, route: 'rule' });
   });
 
   it('answers 503 naming the monitor while it is down, and the rest of the gateway works', async () => {
