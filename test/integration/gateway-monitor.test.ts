@@ -2,7 +2,8 @@
 // (nats-server and one process per service, the monitor its own, so it can be stopped): every
 // monitor route reaches the monitor and answers what it says; scopes hold (a chat key may record
 // feedback but not read executions); the gateway's request events say how a chat was routed and
-// which run answered; and a monitor that is down is a clear 503 on its routes only.
+// which run answered (the executor's run when the agent was bypassed); and a monitor that is
+// down is a clear 503 on its routes only.
 import { randomBytes } from 'node:crypto';
 import { Metadata } from 'nice-grpc';
 import { ClientError, Status } from 'nice-grpc-common';
@@ -197,5 +198,32 @@ describe('the monitor through the gateway', () => {
     // Chat does not need the monitor.
     const chat = await stack.gateway.chat({ message: 'still here' }, bearer(secret));
     expect(chat.response).not.toBe('');
+  });
+
+  it("names the executor's run in a degraded chat's request event (the agent bypassed)", async () => {
+    const { secret } = await createKey(`degraded-${randomBytes(3).toString('hex')}`, ['chat', 'telemetry']);
+    const since = new Date();
+    await stack.processes.agent!.stop();
+    const answer = await stack.gateway.chat({ message: 'what is the weather like' }, bearer(secret));
+    expect(answer).toMatchObject({ degraded: true, jobId: '', route: { matchedBy: 'default' } });
+
+    /** The first event of `kinds` about `jobId` (any id when empty) that `accept` takes, replayed from `since`. */
+    const firstEvent = async (kinds: string[], jobId: string, accept: (event: proto.TelemetryEvent) => boolean) => {
+      const controller = new AbortController();
+      try {
+        for await (const { event } of stack.gateway.streamTelemetry({ services: [], kinds, pipeline: '', jobId, since }, { ...bearer(secret), signal: controller.signal })) {
+          if (event && accept(event)) return event;
+        }
+      } finally {
+        controller.abort();
+      }
+      throw new Error('the stream ended');
+    };
+    const request = (await firstEvent(['request'], '', (event) => event.gatewayRequest?.method === 'Chat' && event.gatewayRequest.degraded)).gatewayRequest!;
+    expect(request).toMatchObject({ jobId: '', route: 'default', degraded: true });
+    expect(request.runId).not.toBe('');
+    // The run it names is the executor's run of that chat (and the telemetry filter finds it by that id).
+    const run = await firstEvent(['run'], request.runId, () => true);
+    expect(run.executorRun).toMatchObject({ runId: request.runId, pipeline: 'general' });
   });
 });
