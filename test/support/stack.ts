@@ -29,11 +29,20 @@ function hasMonitor(root: string): boolean {
  * this repository's build, or from the build of another checkout at `root`; again on fresh ports
  * when another process took one first.
  */
-export async function startStack(shape: StackShape, natsUrl: string, extraEnv: NodeJS.ProcessEnv = {}, root = repoRoot): Promise<Stack> {
-  return onFreshPorts(() => startStackOnce(shape, natsUrl, extraEnv, root));
+export async function startStack(shape: StackShape, natsUrl: string, extraEnv: NodeJS.ProcessEnv = {}, root = repoRoot, options: StackOptions = {}): Promise<Stack> {
+  return onFreshPorts(() => startStackOnce(shape, natsUrl, extraEnv, root, options));
 }
 
-async function startStackOnce(shape: StackShape, natsUrl: string, extraEnv: NodeJS.ProcessEnv, root: string): Promise<Stack> {
+export interface StackOptions {
+  /**
+   * Whether the split shape starts a monitor process (default: when the checkout has one). A test
+   * that runs monitors of its own (replicas it kills, other settings) says false and points the
+   * gateway at them with MONITOR_ADDRESS.
+   */
+  monitor?: boolean;
+}
+
+async function startStackOnce(shape: StackShape, natsUrl: string, extraEnv: NodeJS.ProcessEnv, root: string, options: StackOptions): Promise<Stack> {
   const ports = {
     gatewayGrpc: await freePort(),
     gatewayHttp: await freePort(),
@@ -68,7 +77,8 @@ async function startStackOnce(shape: StackShape, natsUrl: string, extraEnv: Node
       processes.all = spawnNode('elexirion (all)', 'server/dist/main.js', env, ['--services', 'all'], root);
       await waitServing(ports.gatewayGrpc, 'elexirion.v1.Gateway', processes.all);
     } else {
-      const services = SERVICE_ORDER.filter((name) => name !== 'monitor' || hasMonitor(root));
+      const withMonitor = options.monitor ?? hasMonitor(root);
+      const services = SERVICE_ORDER.filter((name) => name !== 'monitor' || withMonitor);
       for (const name of services) processes[name] = spawnNode(name, `services/${name}/dist/main.js`, env, [], root);
       const portOf = { provider: ports.provider, executor: ports.executor, agent: ports.agent, monitor: ports.monitor, gateway: ports.gatewayGrpc };
       for (const name of services) {
