@@ -13,8 +13,10 @@ import type { GatewayDeps } from './gateway-deps.js';
 
 type CallContextLike = Parameters<typeof callOptions>[0];
 
-/** What the bypass answers: the agent's answer shape, marked degraded. */
-/** A chat's answer before the gateway times it; `runId` is the executor's run when the bypass ran it (no job). */
+/**
+ * What the bypass answers: the agent's answer shape, marked degraded, with the executor's run id
+ * (there is no job) for the request event.
+ */
 export type DegradedAnswer = Omit<proto.ChatResponse, 'executionTimeMs'> & { runId?: string };
 
 const AGENT_HEALTH_SERVICE = 'elexirion.v1.Agent';
