@@ -1,29 +1,20 @@
-// Executions and feedback through the real chain: gateway, agent, executor and the mock provider
-// as processes, the monitor as a process of its own. Runs made over HTTP (a pipeline call and a
+// Executions and feedback through the real chain: gateway, agent, executor, the mock provider and
+// the monitor, each a process of its own. Runs made over HTTP (a pipeline call and a
 // chat) become executions; feedback recorded over HTTP on each answer's job id lands on its run,
 // named after the API key that sent it, and shows in GET /v1/executions (min_score) and
 // GET /v1/pipelines/{pipeline}/prompt-stats.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, spawnNode, startNats, startStack, stopAll, waitServing, type NatsServer, type Spawned, type Stack } from '@elexirion/testing';
+import { eventually, startNats, startStack, stopAll, type NatsServer, type Stack } from '@elexirion/testing';
 
 let nats: NatsServer;
 let stack: Stack;
-let monitor: Spawned;
 let secret: string;
 const ADMIN_KEY = 'an-admin-key-for-the-monitor-executions-test';
 
 beforeAll(async () => {
   nats = await startNats();
-  const monitorGrpc = await freePort();
-  monitor = spawnNode('monitor', 'services/monitor/dist/main.js', {
-    BIND_HOST: '127.0.0.1',
-    LOG_LEVEL: 'info',
-    NATS_URL: nats.url,
-    MONITOR_GRPC_PORT: String(monitorGrpc),
-    MONITOR_HTTP_PORT: String(await freePort()),
-  });
-  await waitServing(monitorGrpc, 'elexirion.v1.Monitor', monitor);
-  stack = await startStack('one-process-per-service', nats.url, { MONITOR_ADDRESS: `dns:///127.0.0.1:${monitorGrpc}`, GATEWAY_AUTH: 'on', GATEWAY_ADMIN_KEY: ADMIN_KEY });
+  // The split shape: the monitor is a process of its own, which the gateway calls.
+  stack = await startStack('one-process-per-service', nats.url, { GATEWAY_AUTH: 'on', GATEWAY_ADMIN_KEY: ADMIN_KEY });
   const created = await fetch(url('/v1/keys'), {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` },
@@ -35,7 +26,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stack?.stop();
-  await monitor?.stop();
   await nats?.stop();
   await stopAll();
 });
@@ -75,6 +65,13 @@ describe('executions and feedback through the gateway', () => {
     expect(run).toMatchObject({ jobId: executed.jobId, pipeline: 'general', status: 'OK', inputs: { message: 'ping' }, output: executed.result });
     expect(run.steps.length).toBeGreaterThan(0);
     expect(run.steps.every((step: { promptVersion: string }) => step.promptVersion)).toBe(true);
+
+    // The chat's route, from the gateway's request event, joins its run.
+    const chatRun = await eventually('the chat run with its route', async () => {
+      const execution = (await get(`/v1/executions/${chatted.jobId}`)).execution;
+      return execution.route ? execution : undefined;
+    });
+    expect(chatRun.route).toBe(chatted.route.matchedBy);
 
     const listed = (await get('/v1/executions?pipeline=general')).executions;
     expect(listed.map((execution: { jobId: string }) => execution.jobId)).toEqual([chatted.jobId, executed.jobId]);

@@ -1,8 +1,10 @@
 import { z } from 'zod';
+import { alertsConfigShape } from './alerts/alerts-config.js';
 import { executionsConfigShape } from './executions/executions-config.js';
 
 /** The monitor's settings (environment variables), one shape per area. */
 export const monitorConfigSchema = z.object({
+  ...alertsConfigShape,
   ...executionsConfigShape,
 });
 export type MonitorConfig = z.infer<typeof monitorConfigSchema>;
