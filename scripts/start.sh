@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts the whole product locally: nats-server with JetStream and the four services (one
+# Starts the whole product locally: nats-server with JetStream and the five services (one
 # process each, or all in one process with --all-in-one), waits until every health check is
 # SERVING, prints where to connect, and stops everything cleanly on Ctrl-C.
 # Offline by default: with no provider API key set, the provider serves the mock model.
@@ -16,7 +16,7 @@ for arg in "$@"; do
       cat <<TXT
 $usage
 
-Starts nats-server (JetStream, data in .data/nats) and the four services on 127.0.0.1, one process
+Starts nats-server (JetStream, data in .data/nats) and the five services on 127.0.0.1, one process
 each (--all-in-one: one process hosting them all), waits until every health check is SERVING, and
 stops everything on Ctrl-C. Offline by default: with no provider API key the provider serves the
 mock model. Ports, each checked before anything starts (set the variable to change it):
@@ -25,6 +25,7 @@ mock model. Ports, each checked before anything starts (set the variable to chan
   AGENT_GRPC_PORT 50052, AGENT_HTTP_PORT 8082          (not with --all-in-one)
   EXECUTOR_GRPC_PORT 50053, EXECUTOR_HTTP_PORT 8083    (not with --all-in-one)
   PROVIDER_GRPC_PORT 50054, PROVIDER_HTTP_PORT 8084    (not with --all-in-one)
+  MONITOR_GRPC_PORT 50055, MONITOR_HTTP_PORT 8085      (not with --all-in-one)
 The services read the rest of their environment as README.md, "Configuration", says.
 TXT
       exit 0 ;;
@@ -37,6 +38,7 @@ export GATEWAY_GRPC_PORT="${GATEWAY_GRPC_PORT:-50051}" GATEWAY_HTTP_PORT="${GATE
 export AGENT_GRPC_PORT="${AGENT_GRPC_PORT:-50052}" AGENT_HTTP_PORT="${AGENT_HTTP_PORT:-8082}"
 export EXECUTOR_GRPC_PORT="${EXECUTOR_GRPC_PORT:-50053}" EXECUTOR_HTTP_PORT="${EXECUTOR_HTTP_PORT:-8083}"
 export PROVIDER_GRPC_PORT="${PROVIDER_GRPC_PORT:-50054}" PROVIDER_HTTP_PORT="${PROVIDER_HTTP_PORT:-8084}"
+export MONITOR_GRPC_PORT="${MONITOR_GRPC_PORT:-50055}" MONITOR_HTTP_PORT="${MONITOR_HTTP_PORT:-8085}"
 NATS_PORT="${NATS_PORT:-4222}"
 # API keys are off for a local run, said here and by the gateway at start; GATEWAY_AUTH=on (with
 # GATEWAY_ADMIN_KEY to create the first keys) turns them on, as the Kubernetes manifests do.
@@ -45,7 +47,7 @@ export GATEWAY_AUTH="${GATEWAY_AUTH:-off}"
 # Every port this run will listen on, checked before anything starts (and before the set-up,
 # which can take a minute): a taken one is named with the variable that moves it.
 port_variables=(GATEWAY_GRPC_PORT GATEWAY_HTTP_PORT)
-$all_in_one || port_variables+=(AGENT_GRPC_PORT AGENT_HTTP_PORT EXECUTOR_GRPC_PORT EXECUTOR_HTTP_PORT PROVIDER_GRPC_PORT PROVIDER_HTTP_PORT)
+$all_in_one || port_variables+=(AGENT_GRPC_PORT AGENT_HTTP_PORT EXECUTOR_GRPC_PORT EXECUTOR_HTTP_PORT PROVIDER_GRPC_PORT PROVIDER_HTTP_PORT MONITOR_GRPC_PORT MONITOR_HTTP_PORT)
 [ -n "${NATS_URL:-}" ] || port_variables=(NATS_PORT "${port_variables[@]}")
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 problems=()
@@ -111,15 +113,16 @@ await_serving() {
 if $all_in_one; then
   setsid node server/dist/main.js --services all &
   pids+=($!); names[$!]="elexirion --services all"
-  await_serving "$GATEWAY_GRPC_PORT" elexirion.v1.Gateway elexirion.v1.Agent elexirion.v1.Executor elexirion.v1.Provider
+  await_serving "$GATEWAY_GRPC_PORT" elexirion.v1.Gateway elexirion.v1.Agent elexirion.v1.Executor elexirion.v1.Provider elexirion.v1.Monitor
 else
-  for service in provider executor agent gateway; do
+  for service in provider executor agent monitor gateway; do
     setsid node "services/$service/dist/main.js" &
     pids+=($!); names[$!]=$service
   done
   await_serving "$PROVIDER_GRPC_PORT" elexirion.v1.Provider
   await_serving "$EXECUTOR_GRPC_PORT" elexirion.v1.Executor
   await_serving "$AGENT_GRPC_PORT" elexirion.v1.Agent
+  await_serving "$MONITOR_GRPC_PORT" elexirion.v1.Monitor
   await_serving "$GATEWAY_GRPC_PORT" elexirion.v1.Gateway
 fi
 
@@ -129,6 +132,7 @@ cat >&2 <<TXT
   gRPC   127.0.0.1:$GATEWAY_GRPC_PORT   grpcurl -plaintext -d '{"message":"hello"}' 127.0.0.1:$GATEWAY_GRPC_PORT elexirion.v1.Gateway/Chat
   HTTP   http://127.0.0.1:$GATEWAY_HTTP_PORT   curl -s -XPOST localhost:$GATEWAY_HTTP_PORT/v1/chat -H 'content-type: application/json' -d '{"message":"hello"}'
   NATS   $NATS_URL   (telemetry on elexirion.events.>, kept by stream ELEXIRION_EVENTS)
+  Monitor  curl -s localhost:$GATEWAY_HTTP_PORT/v1/health   (metrics, executions, feedback, alerts: README.md, "Monitor")
   Keys   GATEWAY_AUTH=$GATEWAY_AUTH$([ "$GATEWAY_AUTH" = off ] && echo ' (no API key needed: local use only)' || echo ' (send authorization: Bearer <key>)')
   Ctrl-C stops everything.
 

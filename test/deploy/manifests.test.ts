@@ -42,7 +42,10 @@ const names = [...serviceNames];
 const catalog = Object.fromEntries(
   names.map((name) => [name, { grpc: serviceCatalog[name].grpcPort, http: serviceCatalog[name].httpPort, proto: serviceCatalog[name].definition.fullName }]),
 ) as Record<Name, { grpc: number; http: number; proto: string }>;
-const calls = Object.fromEntries(names.map((name) => [name, [...callsOf(name)]])) as Record<Name, Name[]>;
+// The monitor also reaches every other service's gRPC port for its health checks (grpc.health.v1,
+// MONITOR_HEALTH_SERVICES), by their <NAME>_ADDRESS: an edge of the call graph like a call.
+const healthChecked: Record<Name, Name[]> = Object.fromEntries(names.map((name) => [name, name === 'monitor' ? names.filter((other) => other !== 'monitor') : []])) as Record<Name, Name[]>;
+const calls = Object.fromEntries(names.map((name) => [name, [...callsOf(name), ...healthChecked[name]]])) as Record<Name, Name[]>;
 
 const targets = ['base', 'production', 'single-process'] as const;
 const rendered = {} as Record<(typeof targets)[number], Obj[]>;
@@ -444,6 +447,17 @@ describe('deploy/Dockerfile', () => {
     for (const w of all(renderedOf('base'), 'Deployment')) expect(w.spec.template.spec.securityContext.runAsUser).toBe(Number(uid));
     const entrypoint = runtime.lines.find((l) => /^ENTRYPOINT\s/i.test(l))!;
     expect(JSON.parse(entrypoint.replace(/^ENTRYPOINT\s+/i, ''))).toEqual(['node', 'server/dist/main.js']);
+  });
+
+  it('installs and ships every service of the catalog (its package.json in both installs, its dist/)', () => {
+    const copied = (stage: { lines: string[] }) => stage.lines.filter((l) => /^COPY\s/i.test(l)).map((l) => l.split(/\s+/).filter((word) => !word.startsWith('--')));
+    const build = stages.find((s) => /\bAS build\b/i.test(s.from))!;
+    const deps = stages.find((s) => /\bAS deps\b/i.test(s.from))!;
+    for (const name of names) {
+      expect(copied(build).map((c) => c[1]), `build stage installs services/${name}`).toContain(`services/${name}/package.json`);
+      expect(copied(deps).map((c) => c[1]), `deps stage installs services/${name}`).toContain(`/app/services/${name}/package.json`);
+      expect(copied(runtime).map((c) => c[1]), `runtime ships services/${name}/dist`).toContain(`/app/services/${name}/dist`);
+    }
   });
 
   it('copies into the runtime stage only dist/, pipelines/, config/ and production node_modules', () => {

@@ -190,7 +190,7 @@ describe('npm start (scripts/start.sh)', () => {
   /** Every port start.sh would use, each free, and the names of their variables. */
   async function startEnv(): Promise<NodeJS.ProcessEnv> {
     const env: NodeJS.ProcessEnv = { NATS_URL: '', NATS_PORT: String(await freePort()) };
-    for (const name of ['GATEWAY', 'AGENT', 'EXECUTOR', 'PROVIDER']) {
+    for (const name of ['GATEWAY', 'AGENT', 'EXECUTOR', 'PROVIDER', 'MONITOR']) {
       env[`${name}_GRPC_PORT`] = String(await freePort());
       env[`${name}_HTTP_PORT`] = String(await freePort());
     }

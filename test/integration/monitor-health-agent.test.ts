@@ -6,13 +6,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createChannel, createClient, type Channel } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
-import { collectEvents, eventually, freePort, spawnNode, startNats, startStack, stopAll, waitServing, type NatsServer, type Spawned, type Stack } from '@elexirion/testing';
+import { collectEvents, eventually, startNats, startStack, stopAll, type NatsServer, type Stack } from '@elexirion/testing';
 
 const { HealthStatus } = proto;
 
 let nats: NatsServer;
 let stack: Stack;
-let monitorProcess: Spawned;
 let channel: Channel;
 let monitor: ReturnType<typeof createClient<typeof proto.MonitorDefinition>>;
 let telemetry: Awaited<ReturnType<typeof collectEvents>>;
@@ -20,18 +19,9 @@ let telemetry: Awaited<ReturnType<typeof collectEvents>>;
 beforeAll(async () => {
   nats = await startNats();
   telemetry = await collectEvents(nats.url);
-  stack = await startStack('one-process-per-service', nats.url);
-  const port = await freePort();
-  // The stack's environment names every service's port: the monitor finds them all by it.
-  monitorProcess = spawnNode('monitor', 'services/monitor/dist/main.js', {
-    ...stack.env,
-    MONITOR_GRPC_PORT: String(port),
-    MONITOR_HTTP_PORT: String(await freePort()),
-    MONITOR_HEALTH_INTERVAL_MS: '200',
-    MONITOR_HEALTH_CHECK_TIMEOUT_MS: '500',
-  });
-  await waitServing(port, 'elexirion.v1.Monitor', monitorProcess);
-  channel = createChannel(`127.0.0.1:${port}`);
+  // The stack's own monitor process, with the health settings of this test.
+  stack = await startStack('one-process-per-service', nats.url, { MONITOR_HEALTH_INTERVAL_MS: '200', MONITOR_HEALTH_CHECK_TIMEOUT_MS: '500' });
+  channel = createChannel(`127.0.0.1:${stack.ports.monitor}`);
   monitor = createClient(proto.MonitorDefinition, channel);
 }, 90_000);
 
@@ -40,7 +30,6 @@ afterAll(async () => {
   stack?.processes.agent?.child.kill('SIGCONT');
   channel?.close();
   await telemetry?.close();
-  await monitorProcess?.stop();
   await stack?.stop();
   await nats?.stop();
   await stopAll();

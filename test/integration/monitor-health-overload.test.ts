@@ -7,13 +7,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClientError, Status, createChannel, createClient, type Channel } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
-import { collectEvents, eventually, freePort, spawnNode, startNats, startStack, stopAll, waitServing, type NatsServer, type Spawned, type Stack } from '@elexirion/testing';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { collectEvents, connectNats, eventually, startNats, startStack, stopAll, type NatsServer, type Stack } from '@elexirion/testing';
 
 const { HealthStatus } = proto;
 
 let nats: NatsServer;
 let stack: Stack;
-let monitorProcess: Spawned;
 let channel: Channel;
 let monitor: ReturnType<typeof createClient<typeof proto.MonitorDefinition>>;
 let telemetry: Awaited<ReturnType<typeof collectEvents>>;
@@ -21,27 +21,31 @@ let telemetry: Awaited<ReturnType<typeof collectEvents>>;
 beforeAll(async () => {
   nats = await startNats();
   telemetry = await collectEvents(nats.url);
-  stack = await startStack('one-process-per-service', nats.url, { AGENT_MAX_CONCURRENT_CALLS: '1', AGENT_MAX_QUEUED_CALLS: '0', PROVIDER_MOCK_LATENCY_MS: '300' });
-  const port = await freePort();
-  monitorProcess = spawnNode('monitor', 'services/monitor/dist/main.js', {
-    ...stack.env,
-    MONITOR_GRPC_PORT: String(port),
-    MONITOR_HTTP_PORT: String(await freePort()),
+  // The stack's own monitor process, with the health settings of this test.
+  stack = await startStack('one-process-per-service', nats.url, {
+    AGENT_MAX_CONCURRENT_CALLS: '1',
+    AGENT_MAX_QUEUED_CALLS: '0',
+    PROVIDER_MOCK_LATENCY_MS: '300',
     MONITOR_HEALTH_INTERVAL_MS: '200',
     MONITOR_AGENT_REFUSALS: '3',
     MONITOR_AGENT_REFUSALS_WINDOW_MS: '4000',
   });
-  await waitServing(port, 'elexirion.v1.Monitor', monitorProcess);
-  channel = createChannel(`127.0.0.1:${port}`);
+  channel = createChannel(`127.0.0.1:${stack.ports.monitor}`);
   monitor = createClient(proto.MonitorDefinition, channel);
-  // The monitor's consumer of request events starts from "now": it must exist before the burst.
   await eventually('health computed', async () => ((await monitor.getSystemHealth({}).catch(() => undefined))?.health?.status === HealthStatus.HEALTH_STATUS_HEALTHY ? true : undefined));
+  // The monitor's consumer of request events starts from when it is made: it must exist before the burst.
+  const connection = await connectNats(nats.url);
+  try {
+    const manager = await jetstreamManager(connection);
+    await eventually('the request events consumer', async () => (await manager.consumers.info('ELEXIRION_EVENTS', 'monitor-health-requests').catch(() => undefined)) ?? undefined);
+  } finally {
+    await connection.close();
+  }
 }, 90_000);
 
 afterAll(async () => {
   channel?.close();
   await telemetry?.close();
-  await monitorProcess?.stop();
   await stack?.stop();
   await nats?.stop();
   await stopAll();

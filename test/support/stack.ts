@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { createChannel, createClient, type Channel } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
 import { freePort } from './ports.js';
@@ -8,31 +10,47 @@ export type StackShape = 'one-process-per-service' | 'all-in-one';
 export interface Stack {
   shape: StackShape;
   env: NodeJS.ProcessEnv;
-  ports: { gatewayGrpc: number; gatewayHttp: number; agent: number; executor: number; provider: number };
+  ports: { gatewayGrpc: number; gatewayHttp: number; agent: number; executor: number; provider: number; monitor: number; monitorHttp: number };
   processes: Record<string, Spawned>;
   gateway: ReturnType<typeof createClient<typeof proto.GatewayDefinition>>;
   channel: Channel;
   stop(): Promise<void>;
 }
 
-const SERVICE_ORDER = ['provider', 'executor', 'agent', 'gateway'] as const;
+const SERVICE_ORDER = ['provider', 'executor', 'agent', 'monitor', 'gateway'] as const;
+
+/** The monitor came with issue 14: a baseline checkout from before it (the benchmark's) has none. */
+function hasMonitor(root: string): boolean {
+  return existsSync(join(root, 'services', 'monitor'));
+}
 
 /**
- * Starts the four services as real processes (one each, or one hosting all) on free ports, from
+ * Starts the services (the monitor too, when the checkout has it) as real processes (one each, or one hosting all) on free ports, from
  * this repository's build, or from the build of another checkout at `root`; again on fresh ports
  * when another process took one first.
  */
-export async function startStack(shape: StackShape, natsUrl: string, extraEnv: NodeJS.ProcessEnv = {}, root = repoRoot): Promise<Stack> {
-  return onFreshPorts(() => startStackOnce(shape, natsUrl, extraEnv, root));
+export async function startStack(shape: StackShape, natsUrl: string, extraEnv: NodeJS.ProcessEnv = {}, root = repoRoot, options: StackOptions = {}): Promise<Stack> {
+  return onFreshPorts(() => startStackOnce(shape, natsUrl, extraEnv, root, options));
 }
 
-async function startStackOnce(shape: StackShape, natsUrl: string, extraEnv: NodeJS.ProcessEnv, root: string): Promise<Stack> {
+export interface StackOptions {
+  /**
+   * Whether the split shape starts a monitor process (default: when the checkout has one). A test
+   * that runs monitors of its own (replicas it kills, other settings) says false and points the
+   * gateway at them with MONITOR_ADDRESS.
+   */
+  monitor?: boolean;
+}
+
+async function startStackOnce(shape: StackShape, natsUrl: string, extraEnv: NodeJS.ProcessEnv, root: string, options: StackOptions): Promise<Stack> {
   const ports = {
     gatewayGrpc: await freePort(),
     gatewayHttp: await freePort(),
     agent: await freePort(),
     executor: await freePort(),
     provider: await freePort(),
+    monitor: await freePort(),
+    monitorHttp: await freePort(),
   };
   const env: NodeJS.ProcessEnv = {
     BIND_HOST: '127.0.0.1',
@@ -46,6 +64,9 @@ async function startStackOnce(shape: StackShape, natsUrl: string, extraEnv: Node
     EXECUTOR_HTTP_PORT: String(await freePort()),
     PROVIDER_GRPC_PORT: String(ports.provider),
     PROVIDER_HTTP_PORT: String(await freePort()),
+    // Where the monitor listens, and so where the gateway finds it (MONITOR_ADDRESS follows).
+    MONITOR_GRPC_PORT: String(ports.monitor),
+    MONITOR_HTTP_PORT: String(ports.monitorHttp),
     // The gateway asks for API keys unless told otherwise; tests of keys turn them on.
     GATEWAY_AUTH: 'off',
     ...extraEnv,
@@ -56,9 +77,11 @@ async function startStackOnce(shape: StackShape, natsUrl: string, extraEnv: Node
       processes.all = spawnNode('elexirion (all)', 'server/dist/main.js', env, ['--services', 'all'], root);
       await waitServing(ports.gatewayGrpc, 'elexirion.v1.Gateway', processes.all);
     } else {
-      for (const name of SERVICE_ORDER) processes[name] = spawnNode(name, `services/${name}/dist/main.js`, env, [], root);
-      const portOf = { provider: ports.provider, executor: ports.executor, agent: ports.agent, gateway: ports.gatewayGrpc };
-      for (const name of SERVICE_ORDER) {
+      const withMonitor = options.monitor ?? hasMonitor(root);
+      const services = SERVICE_ORDER.filter((name) => name !== 'monitor' || withMonitor);
+      for (const name of services) processes[name] = spawnNode(name, `services/${name}/dist/main.js`, env, [], root);
+      const portOf = { provider: ports.provider, executor: ports.executor, agent: ports.agent, monitor: ports.monitor, gateway: ports.gatewayGrpc };
+      for (const name of services) {
         const fullName = `elexirion.v1.${name[0]!.toUpperCase()}${name.slice(1)}`;
         await waitServing(portOf[name], fullName, processes[name]);
       }

@@ -90,6 +90,7 @@ export {
 } from './yaml/yaml-document.js';
 
 // routing/: routes.yaml, the route table the agent routes by and the gateway keeps a copy of.
+export { FileWatcher, type FileWatcherOptions } from './host/file-watcher.js';
 export { RouteFile, type RouteFileOptions } from './routing/route-file.js';
 export { RouteTable, inputsFor, revisionOf, routeTableDocument, type CompiledRoute, type PipelineShape, type RouteTableDocument, type RuleMatch } from './routing/route-table.js';
 

@@ -1,6 +1,12 @@
 import { z } from 'zod';
+import { alertsConfigShape } from './alerts/alerts-config.js';
+import { executionsConfigShape } from './executions/executions-config.js';
 import { healthConfigShape } from './health/health-config.js';
 
 /** The monitor's settings (environment variables), one shape per area. */
-export const monitorConfigSchema = z.object({ ...healthConfigShape });
+export const monitorConfigSchema = z.object({
+  ...alertsConfigShape,
+  ...executionsConfigShape,
+  ...healthConfigShape,
+});
 export type MonitorConfig = z.infer<typeof monitorConfigSchema>;

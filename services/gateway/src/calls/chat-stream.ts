@@ -35,7 +35,10 @@ export function chatStreamCalls(deps: GatewayDeps): Pick<proto.GatewayServiceImp
         degraded: false,
         steps: done.steps,
       });
-      yield* observedStream(deps, 'ChatStream', request.pipeline, withFinalAnswer<proto.ChatStreamResponse, proto.HandleChatStreamResponse>(events, answer), (event) => event.runStarted?.runId ?? event.done?.jobId);
+      yield* observedStream(deps, 'ChatStream', request.pipeline, withFinalAnswer<proto.ChatStreamResponse, proto.HandleChatStreamResponse>(events, answer), (event) => ({
+        jobId: event.runStarted?.runId ?? event.done?.jobId,
+        route: event.route?.matchedBy,
+      }));
     },
   };
 }

@@ -4,7 +4,7 @@ import { checkMessage, checkPipelineName, checkSessionId } from '../validation.j
 import { callerOf } from '../caller.js';
 import type { AgentBypass, DegradedAnswer } from './degraded-chat.js';
 import { forwardFallbackUsed } from './fallback-trailer.js';
-import type { GatewayDeps } from './gateway-deps.js';
+import { requestFields, type GatewayDeps } from './gateway-deps.js';
 
 /**
  * Chat: the agent routes the message and runs the pipeline; while the agent cannot be reached,
@@ -50,7 +50,9 @@ export function chatCalls(deps: GatewayDeps, bypass: AgentBypass): Pick<proto.Ga
         call.failed(error, (errorMessage) => ({ gatewayRequest: { method: 'Chat', pipeline: request.pipeline, errorMessage, degraded: via.bypass } }));
         throw error;
       }
-      call.succeeded({ gatewayRequest: { method: 'Chat', pipeline: result.pipelineUsed, jobId: result.jobId, degraded: result.degraded } });
+      call.succeeded({
+        gatewayRequest: { method: 'Chat', pipeline: result.pipelineUsed, ...requestFields({ jobId: result.jobId, runId: result.runId, route: result.route?.matchedBy }), degraded: result.degraded },
+      });
       return {
         response: result.response,
         pipelineUsed: result.pipelineUsed,

@@ -13,8 +13,11 @@ import type { GatewayDeps } from './gateway-deps.js';
 
 type CallContextLike = Parameters<typeof callOptions>[0];
 
-/** What the bypass answers: the agent's answer shape, marked degraded. */
-export type DegradedAnswer = Omit<proto.ChatResponse, 'executionTimeMs'>;
+/**
+ * What the bypass answers: the agent's answer shape, marked degraded, with the executor's run id
+ * (there is no job) for the request event.
+ */
+export type DegradedAnswer = Omit<proto.ChatResponse, 'executionTimeMs'> & { runId?: string };
 
 const AGENT_HEALTH_SERVICE = 'elexirion.v1.Agent';
 /** grpc.health.v1 HealthCheckResponse.ServingStatus.SERVING (the enum is not exported by the package's entry). */
@@ -112,6 +115,7 @@ export class AgentBypass {
       fallbackUsed: result.steps.some((step) => step.fallbackUsed),
       // No job: the run is the executor's alone (its run id is in the executor's telemetry).
       jobId: '',
+      runId: result.runId,
       usage: result.usage,
       route,
       fallback: undefined,

@@ -2,7 +2,7 @@ import type { CallContext } from 'nice-grpc-common';
 import { ServerError, Status, callOptions, type proto } from '@elexirion/kit';
 import { callerOf, type Caller } from '../caller.js';
 import { checkMessage, checkPipelineName, checkSessionId } from '../validation.js';
-import { observed, type GatewayDeps } from './gateway-deps.js';
+import { observed, requestFields, type GatewayDeps } from './gateway-deps.js';
 
 /** Who a job belongs to: the caller's key id, '' when keys are off (a client's `owner` is never trusted). */
 export function ownerOf(caller: Caller | undefined): string {
@@ -45,12 +45,12 @@ export function jobCalls(deps: GatewayDeps): Pick<proto.GatewayServiceImplementa
         'SubmitJob',
         request.pipeline,
         () => agent.submitJob({ ...request, owner }, callOptions(callContext)),
-        (answer) => answer.job?.jobId ?? '',
+        (answer) => ({ jobId: answer.job?.jobId ?? '' }),
       );
     },
 
     async getJob(request, callContext) {
-      const job = await observed(deps, 'GetJob', '', () => visibleJob(request.jobId, callContext), () => request.jobId);
+      const job = await observed(deps, 'GetJob', '', () => visibleJob(request.jobId, callContext), () => ({ jobId: request.jobId }));
       return { job };
     },
 
@@ -63,12 +63,12 @@ export function jobCalls(deps: GatewayDeps): Pick<proto.GatewayServiceImplementa
         pipeline = (await visibleJob(request.jobId, callContext)).pipeline;
         for await (const answer of agent.watchJob({ jobId: request.jobId, afterSequence: request.afterSequence }, callOptions(callContext))) yield answer;
       } catch (error) {
-        call.failed(error, (errorMessage) => ({ gatewayRequest: { method: 'WatchJob', pipeline, jobId: request.jobId, errorMessage } }));
+        call.failed(error, (errorMessage) => ({ gatewayRequest: { method: 'WatchJob', pipeline, ...requestFields({ jobId: request.jobId }), errorMessage } }));
         throw error;
       } finally {
         // The end of the job's events, or a consumer that stopped reading (return()); a failure
         // was published above (an observation publishes once).
-        call.succeeded({ gatewayRequest: { method: 'WatchJob', pipeline, jobId: request.jobId } });
+        call.succeeded({ gatewayRequest: { method: 'WatchJob', pipeline, ...requestFields({ jobId: request.jobId }) } });
       }
     },
 
@@ -83,7 +83,7 @@ export function jobCalls(deps: GatewayDeps): Pick<proto.GatewayServiceImplementa
           await visibleJob(request.jobId, callContext);
           return agent.cancelJob({ jobId: request.jobId, reason: request.reason, requestedBy }, callOptions(callContext));
         },
-        () => request.jobId,
+        () => ({ jobId: request.jobId }),
       );
     },
 

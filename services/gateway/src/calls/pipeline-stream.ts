@@ -25,7 +25,7 @@ export function pipelineStreamCalls(deps: GatewayDeps): Pick<proto.GatewayServic
         usage: done.usage,
         steps: done.steps,
       });
-      yield* observedStream(deps, 'ExecutePipelineStream', request.pipeline, withFinalAnswer<proto.ExecutePipelineStreamResponse, proto.RunPipelineStreamResponse>(events, answer), (event) => event.runStarted?.runId ?? event.done?.jobId);
+      yield* observedStream(deps, 'ExecutePipelineStream', request.pipeline, withFinalAnswer<proto.ExecutePipelineStreamResponse, proto.RunPipelineStreamResponse>(events, answer), (event) => ({ jobId: event.runStarted?.runId ?? event.done?.jobId }));
     },
   };
 }

@@ -66,7 +66,7 @@ export function pipelineCalls(deps: GatewayDeps): Pick<proto.GatewayServiceImple
       const owner = callerOf(callContext)?.keyId ?? '';
       const result = await observed(deps, 'ExecutePipeline', request.pipeline, () =>
         agent.runPipeline({ ...request, owner }, callOptions(callContext)),
-        (answer) => answer.jobId,
+        (answer) => ({ jobId: answer.jobId }),
       );
       return {
         result: result.result,

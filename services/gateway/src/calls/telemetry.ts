@@ -66,7 +66,7 @@ function pipelineOf(event: proto.TelemetryEvent): string {
 /** The job and run ids an event is about (a job's run has the job's id as its run id or job id). */
 function idsOf(event: proto.TelemetryEvent): string[] {
   const { gatewayRequest, agentJob, executorRun, executorStep } = event;
-  return [gatewayRequest?.jobId, agentJob?.jobId, executorRun?.jobId, executorRun?.runId, executorStep?.runId].filter((id): id is string => !!id);
+  return [gatewayRequest?.jobId, gatewayRequest?.runId, agentJob?.jobId, executorRun?.jobId, executorRun?.runId, executorStep?.runId].filter((id): id is string => !!id);
 }
 
 function decodeEvents(data: Uint8Array): proto.TelemetryEvent[] | undefined {

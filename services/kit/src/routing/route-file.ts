@@ -1,8 +1,9 @@
-import { readFileSync, watch, type FSWatcher } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { ConfigError } from '../host/config.js';
+import { FileWatcher } from '../host/file-watcher.js';
 import type { Logger } from '../telemetry/logger.js';
 import { formatProblem, type Problem } from '../yaml/yaml-document.js';
 import { RouteTable, revisionOf, type PipelineShape } from './route-table.js';
@@ -27,22 +28,15 @@ export interface RouteFileOptions {
 }
 
 /**
- * routes.yaml, loaded at start and reloaded when it changes, without a restart. The folder is
- * watched (a Kubernetes ConfigMap update swaps a symlink, so the folder, not the file, sees it),
- * changes are debounced, and a cheap stat every `pollMs` catches what a watcher misses (network
- * file systems, a watcher that errored). A bad reload keeps the table in use and logs why, each
- * problem at file:line:col; a good one logs its rule count and revision.
+ * routes.yaml, loaded at start and reloaded when it changes, without a restart (FileWatcher says
+ * when). A bad reload keeps the table in use and logs why, each problem at file:line:col; a good
+ * one logs its rule count and revision.
  */
 export class RouteFile {
   private table: RouteTable;
-  private watcher: FSWatcher | undefined;
-  private poller: NodeJS.Timeout | undefined;
-  private debounce: NodeJS.Timeout | undefined;
-  private lastStat = '';
+  private readonly watcher: FileWatcher;
   /** The text last rejected, so a bad file is logged once, not at every poll. */
   private rejectedRevision = '';
-  private reloading: Promise<void> = Promise.resolve();
-  private closed = false;
   private readonly info: Gauge<'revision'>;
   private readonly rules: Gauge;
   private readonly reloads: Counter<'result'>;
@@ -68,6 +62,7 @@ export class RouteFile {
     this.reloads.inc({ result: 'applied' }, 0);
     this.reloads.inc({ result: 'rejected' }, 0);
     this.use(this.table, 'loaded');
+    this.watcher = new FileWatcher(path, { label: 'routes', pollMs: options.pollMs, debounceMs: options.debounceMs, logger: options.logger, onChange: () => this.reloadNow() });
   }
 
   get current(): RouteTable {
@@ -76,43 +71,16 @@ export class RouteFile {
 
   /** Starts watching; call once the service is built. */
   start(): void {
-    const folder = dirname(this.path);
-    const name = basename(this.path);
-    void this.statKey().then((key) => {
-      this.lastStat ||= key;
-    });
-    try {
-      this.watcher = watch(folder, { persistent: false }, (_event, changed) => {
-        // No file name (some platforms), the file itself, or a ConfigMap's ..data swap.
-        if (!changed || changed === name || changed.startsWith('..')) this.schedule();
-      });
-      this.watcher.on('error', (error) => {
-        this.options.logger.warn({ err: error, folder }, 'watching the routes folder failed: changes are seen by the periodic check alone');
-        this.watcher?.close();
-        this.watcher = undefined;
-      });
-    } catch (error) {
-      this.options.logger.warn({ err: error, folder }, 'cannot watch the routes folder: changes are seen by the periodic check alone');
-    }
-    this.poller = setInterval(() => {
-      void this.statKey().then((key) => {
-        if (key !== this.lastStat) this.schedule();
-      });
-    }, this.options.pollMs);
-    this.poller.unref();
+    this.watcher.start();
   }
 
   close(): void {
-    this.closed = true;
-    this.watcher?.close();
-    clearInterval(this.poller);
-    clearTimeout(this.debounce);
+    this.watcher.close();
   }
 
   /** Reads and applies the file now (after any reload under way); resolves when done. */
   reload(): Promise<void> {
-    this.reloading = this.reloading.then(() => this.reloadNow());
-    return this.reloading;
+    return this.watcher.changed();
   }
 
   /** Checks the table in use against a new listing of the pipelines; it stays in use either way (it is the last good one). */
@@ -121,27 +89,8 @@ export class RouteFile {
     if (problems.length > 0) this.options.logger.error({ file: this.path, revision: this.table.revision, problems: problems.map(formatProblem) }, 'the route table in use names pipelines or inputs the executor does not have');
   }
 
-  private schedule(): void {
-    if (this.closed) return;
-    clearTimeout(this.debounce);
-    this.debounce = setTimeout(() => void this.reload(), this.options.debounceMs);
-    this.debounce.unref();
-  }
-
-  /** What changes when the file does (a swapped symlink changes the inode); "" when it cannot be read. */
-  private async statKey(): Promise<string> {
-    try {
-      const info = await stat(this.path);
-      return `${info.ino}:${info.size}:${info.mtimeMs}`;
-    } catch {
-      return '';
-    }
-  }
-
   private async reloadNow(): Promise<void> {
-    if (this.closed) return;
     const { logger } = this.options;
-    this.lastStat = await this.statKey();
     let text: string;
     try {
       text = await readFile(this.path, 'utf8');

@@ -1,0 +1,97 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { KvRevisionConflictError, KvStore, type KvRecord } from '@elexirion/kit';
+import { z } from 'zod';
+
+// Each (rule, group) alert's state in one KV entry, shared by the monitor replicas. Every replica
+// evaluates every rule; a state change is written with compare-and-set on the entry's revision,
+// so of two replicas that see the same change one writes it and the other finds it written.
+// The notification of a change is claimed the same way (claimedBy/claimedAt), delivered, and
+// marked delivered: one notification per change, and a replica that dies after claiming leaves
+// the claim to expire and another delivers it (with the same delivery id, so a receiver that got
+// it once can tell).
+
+export const ALERTS_BUCKET = 'elexirion_alerts';
+/** A claim not marked delivered within this long is taken over by another replica. */
+export const CLAIM_TIMEOUT_MS = 30_000;
+
+const stateSchema = z.object({
+  rule: z.string(),
+  labels: z.record(z.string(), z.string()),
+  state: z.enum(['ok', 'pending', 'firing']),
+  severity: z.enum(['warning', 'critical', '']),
+  value: z.number().nullable(),
+  threshold: z.number(),
+  since: z.string(),
+  summary: z.string(),
+  /** The last change that calls for a notification (firing or resolved), if any. */
+  notification: z
+    .object({
+      deliveryId: z.string(),
+      transition: z.enum(['firing', 'resolved']),
+      at: z.string(),
+      claimedBy: z.string().optional(),
+      claimedAt: z.string().optional(),
+      deliveredAt: z.string().optional(),
+    })
+    .optional(),
+});
+
+export type AlertRecord = z.output<typeof stateSchema>;
+
+const ALERT_KEY = /^[a-z0-9][a-z0-9_-]{0,63}\.[0-9a-f]{16}$/;
+
+/** The entry of a rule's group: its name and a hash of the group's labels. */
+export function alertKey(rule: string, labels: Record<string, string>): string {
+  const sorted = Object.keys(labels)
+    .sort()
+    .map((key) => `${key}=${labels[key]}`)
+    .join(',');
+  return `${rule}.${createHash('sha256').update(sorted).digest('hex').slice(0, 16)}`;
+}
+
+export class AlertStore {
+  private constructor(private readonly store: KvStore<AlertRecord>) {}
+
+  static async open(connection: Parameters<typeof KvStore.open>[0]): Promise<AlertStore> {
+    const store = await KvStore.open(connection, {
+      bucket: ALERTS_BUCKET,
+      schema: stateSchema,
+      key: { pattern: ALERT_KEY, description: '<rule>.<16 hex digits>', name: 'alert key' },
+      description: 'Elexirion alert states, one per rule and group (the monitor)',
+    });
+    return new AlertStore(store);
+  }
+
+  async all(): Promise<Array<{ key: string } & KvRecord<AlertRecord>>> {
+    const keys = await this.store.keys();
+    const records = await Promise.all(keys.map(async (key) => ({ key, record: await this.store.get(key) })));
+    return records.flatMap(({ key, record }) => (record ? [{ key, ...record }] : []));
+  }
+
+  get(key: string): Promise<KvRecord<AlertRecord> | undefined> {
+    return this.store.get(key);
+  }
+
+  /**
+   * Writes `next` over the revision read (or as new): false when another replica wrote first
+   * (its write stands; this replica reads it at its next round).
+   */
+  async change(key: string, next: AlertRecord, revision: number | undefined): Promise<boolean> {
+    try {
+      if (revision === undefined) await this.store.create(key, next);
+      else await this.store.update(key, next, revision);
+      return true;
+    } catch (error) {
+      if (error instanceof KvRevisionConflictError) return false;
+      throw error;
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.store.delete(key);
+  }
+}
+
+export function newNotification(transition: 'firing' | 'resolved', now: Date): NonNullable<AlertRecord['notification']> {
+  return { deliveryId: randomUUID(), transition, at: now.toISOString() };
+}

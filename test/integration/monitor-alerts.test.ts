@@ -1,0 +1,155 @@
+// Alerts end to end: an injected provider failure (the fake Anthropic answering 500) fires the
+// provider error-rate alert to a local webhook receiver exactly once, with two monitor replicas
+// evaluating the same rules, and resolves it exactly once when the provider answers again. The
+// webhook bodies are signed; the same change is on NATS (elexirion.alerts.*); a bad edit of the
+// rules file is refused and the rules in use stay; ListAlerts says what fired.
+import { createHmac } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect } from '@nats-io/transport-node';
+import { proto } from '@elexirion/kit';
+import {
+  eventually,
+  freePort,
+  repoRoot,
+  spawnNode,
+  startFakeAnthropic,
+  startNats,
+  startStack,
+  stopAll,
+  waitServing,
+  type FakeUpstream,
+  type NatsServer,
+  type Spawned,
+  type Stack,
+} from '@elexirion/testing';
+
+const KEY = 'fake-anthropic-alerts-test-4c3b2a1d0e9f';
+const SECRET = 'alerts-webhook-secret-5e6f7a8b';
+const folder = mkdtempSync(join(tmpdir(), 'elexirion-alerts-'));
+const rulesFile = join(folder, 'alerts.yaml');
+const providersFile = join(folder, 'providers.yaml');
+
+interface Received {
+  body: Record<string, unknown>;
+  raw: string;
+  signature: string | undefined;
+  delivery: string | undefined;
+}
+
+let nats: NatsServer;
+let anthropic: FakeUpstream;
+let stack: Stack;
+let secondMonitor: Spawned;
+let receiver: Server;
+const received: Received[] = [];
+const onNats: string[] = [];
+let natsClose: (() => Promise<void>) | undefined;
+
+function rules(webhook: string): string {
+  return `webhooks:
+  - url: ${webhook}
+rules:
+  - name: provider-errors
+    summary: Provider calls failing
+    metric: error_rate
+    kind: completion
+    group_by: [provider]
+    window: 1m
+    warning: 0.5
+    for: 0s
+    min_count: 2
+`;
+}
+
+beforeAll(async () => {
+  receiver = createServer((request, response) => {
+    let raw = '';
+    request.on('data', (chunk: Buffer) => (raw += chunk.toString('utf8')));
+    request.on('end', () => {
+      received.push({ body: JSON.parse(raw) as Record<string, unknown>, raw, signature: request.headers['x-elexirion-signature'] as string | undefined, delivery: request.headers['x-elexirion-delivery'] as string | undefined });
+      response.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  writeFileSync(rulesFile, rules(`http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`));
+  // The breaker never opens here: every failure is an answered call the alert counts.
+  writeFileSync(providersFile, readFileSync(join(repoRoot, 'config/providers.yaml'), 'utf8').replaceAll('min_requests: 10', 'min_requests: 100000'));
+  nats = await startNats();
+  const subscriber = await connect({ servers: nats.url });
+  const subscription = subscriber.subscribe('elexirion.alerts.>', { callback: (_error, message) => void onNats.push(message.subject) });
+  natsClose = async () => {
+    subscription.unsubscribe();
+    await subscriber.close();
+  };
+  anthropic = await startFakeAnthropic({ apiKey: KEY });
+  const env = {
+    ANTHROPIC_API_KEY: KEY,
+    ANTHROPIC_BASE_URL: anthropic.url,
+    PROVIDER_CONFIG: providersFile,
+    MONITOR_ALERT_RULES: rulesFile,
+    MONITOR_ALERT_EVAL_MS: '200',
+    MONITOR_ALERT_RULES_POLL_MS: '100',
+    MONITOR_ALERT_WEBHOOK_SECRET: SECRET,
+    TELEMETRY_FLUSH_MS: '20',
+  };
+  stack = await startStack('all-in-one', nats.url, env);
+  // A second monitor replica on the same NATS: the same rules, the same alert states.
+  const monitorPort = await freePort();
+  secondMonitor = spawnNode('monitor (second)', 'services/monitor/dist/main.js', { ...stack.env, MONITOR_GRPC_PORT: String(monitorPort), MONITOR_HTTP_PORT: String(await freePort()) });
+  await waitServing(monitorPort, 'elexirion.v1.Monitor', secondMonitor);
+});
+
+afterAll(async () => {
+  await secondMonitor?.stop();
+  await stack?.stop();
+  await anthropic?.close();
+  await natsClose?.();
+  await nats?.stop();
+  await new Promise<void>((resolve) => (receiver ? receiver.close(() => resolve()) : resolve()));
+  await stopAll();
+  rmSync(folder, { recursive: true, force: true });
+});
+
+const chat = (message: string) => stack.gateway.chat({ message }).then(() => 'ok', () => 'failed');
+
+describe('alerts', () => {
+  it('fires once on a provider failure and resolves once when it stops, signed, with two replicas', async () => {
+    anthropic.setDefault({ status: 500, errorMessage: 'injected failure' });
+    for (let index = 0; index < 3; index += 1) expect(await chat(`failing ${index}`)).toBe('failed');
+    await eventually('the firing notification', async () => (received.some((one) => one.body.status === 'firing') ? true : undefined), 20_000);
+    const firing = received[0]!;
+    expect(firing.body).toMatchObject({ rule: 'provider-errors', status: 'firing', severity: 'warning', labels: { provider: 'anthropic' }, threshold: 0.5 });
+    expect(firing.signature).toBe(`sha256=${createHmac('sha256', SECRET).update(firing.raw).digest('hex')}`);
+    expect(firing.delivery).toBe(firing.body.deliveryId);
+
+    anthropic.setDefault({});
+    for (let index = 0; index < 6; index += 1) expect(await chat(`healthy ${index}`)).toBe('ok');
+    await eventually('the resolved notification', async () => (received.some((one) => one.body.status === 'resolved') ? true : undefined), 20_000);
+    // Several more rounds of both replicas: still one of each.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(received.map((one) => one.body.status)).toEqual(['firing', 'resolved']);
+    expect(onNats).toEqual(['elexirion.alerts.firing.provider-errors', 'elexirion.alerts.resolved.provider-errors']);
+  });
+
+  it('lists the alert states and the rules in use', async () => {
+    const answer = await stack.gateway.listAlerts({ states: [] });
+    expect(answer.rules).toEqual(['provider-errors']);
+    expect(answer.rulesSource).toBe(rulesFile);
+    expect(answer.alerts).toEqual([expect.objectContaining({ rule: 'provider-errors', state: proto.AlertState.ALERT_STATE_OK, labels: { provider: 'anthropic' } })]);
+  });
+
+  it('keeps the rules in use when an edit is wrong, and takes a right one without a restart', async () => {
+    const webhook = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
+    writeFileSync(rulesFile, `${rules(webhook)}  - name: broken\n    metric: error_rat\n    warning: 1\n`);
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    expect((await stack.gateway.listAlerts({ states: [] })).rules).toEqual(['provider-errors']);
+    writeFileSync(rulesFile, `${rules(webhook)}  - name: spend\n    metric: cost_per_hour\n    kind: completion\n    warning: 1000\n`);
+    await eventually('the reloaded rules', async () => ((await stack.gateway.listAlerts({ states: [] })).rules.length === 2 ? true : undefined));
+    expect((await stack.gateway.listAlerts({ states: [] })).rules).toEqual(['provider-errors', 'spend']);
+  });
+});
