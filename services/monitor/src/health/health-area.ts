@@ -13,6 +13,9 @@ const STATUS_OF: Record<SystemHealthRecord['status'], proto.HealthStatus> = {
   critical: proto.HealthStatus.HEALTH_STATUS_CRITICAL,
 };
 
+/** How long a call made just after start waits for the first evaluation before answering UNAVAILABLE. */
+const FIRST_HEALTH_WAIT_MS = 10_000;
+
 /** A record whose only change is the consumer lag is written again at most this often (ticks). */
 const LAG_REFRESH_TICKS = 6;
 
@@ -118,9 +121,32 @@ export async function healthArea(context: MonitorContext): Promise<MonitorArea<'
     };
   }
 
+  /**
+   * The current health; just after start, once the first evaluation is in (a start-up check of
+   * the services takes up to MONITOR_HEALTH_CHECK_TIMEOUT_MS), rather than an error.
+   */
+  async function firstHealth(signal: AbortSignal): Promise<proto.SystemHealth> {
+    if (healthView.get(SYSTEM_KEY)?.kind === 'system') return current();
+    const waited = AbortSignal.any([signal, AbortSignal.timeout(FIRST_HEALTH_WAIT_MS)]);
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        listeners.delete(check);
+        waited.removeEventListener('abort', done);
+        resolve();
+      };
+      const check = () => {
+        if (healthView.get(SYSTEM_KEY)?.kind === 'system') done();
+      };
+      listeners.add(check);
+      waited.addEventListener('abort', done);
+      check();
+    });
+    return current();
+  }
+
   return {
     implementation: {
-      getSystemHealth: async () => ({ health: current() }),
+      getSystemHealth: async (_request, callContext) => ({ health: await firstHealth(callContext.signal) }),
       watchSystemHealth: async function* (_request, callContext) {
         let wake: (() => void) | undefined;
         let pending = true;
