@@ -1,10 +1,40 @@
 import type { MonitorArea, MonitorContext } from '../monitor-area.js';
-import { unimplemented } from '../unimplemented.js';
+import { getMetrics } from './get-metrics.js';
+import { MetricsConsumer, type ConsumerLag } from './metrics-consumer.js';
+import { MinuteStore } from './minute-store.js';
+import { ServerError, Status } from '@elexirion/kit';
+
+export type { ConsumerLag } from './metrics-consumer.js';
+
+export interface MetricsArea extends MonitorArea<'getMetrics'> {
+  /** The events consumer's backlog as last read (every MONITOR_METRICS_LAG_POLL_MS); undefined before the first read. */
+  consumerLag(): ConsumerLag | undefined;
+}
 
 /** The performance database: the events consumer, one-minute aggregates in KV, GetMetrics. */
-export async function metricsArea(_context: MonitorContext): Promise<MonitorArea<'getMetrics'>> {
+export async function metricsArea(context: MonitorContext): Promise<MetricsArea> {
+  const { config, host, logger, metrics, nats } = context;
+  let minutes: MinuteStore | undefined;
+  const consumer = new MetricsConsumer({
+    stream: host.TELEMETRY_STREAM,
+    durable: config.MONITOR_METRICS_CONSUMER,
+    lagPollMs: config.MONITOR_METRICS_LAG_POLL_MS,
+    logger,
+    registry: metrics.registry,
+    minutes: () => minutes,
+  });
+  nats.use('monitor metrics: one-minute aggregates and the events consumer', async (connection, signal) => {
+    minutes = await MinuteStore.open(connection, config.MONITOR_RETENTION_HOURS, config.MONITOR_METRICS_MAX_SERIES);
+    await consumer.attach(connection, signal);
+  });
   return {
-    implementation: { getMetrics: async () => unimplemented('GetMetrics') },
-    close: async () => {},
+    implementation: {
+      async getMetrics(request) {
+        if (!minutes) throw new ServerError(Status.UNAVAILABLE, 'the performance database is not attached to NATS yet; retry shortly');
+        return getMetrics(request, minutes, config.MONITOR_RETENTION_HOURS);
+      },
+    },
+    consumerLag: () => consumer.consumerLag(),
+    close: () => consumer.close(),
   };
 }
