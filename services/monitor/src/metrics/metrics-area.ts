@@ -19,6 +19,7 @@ export async function metricsArea(context: MonitorContext): Promise<MetricsArea>
     stream: host.TELEMETRY_STREAM,
     durable: config.MONITOR_METRICS_CONSUMER,
     lagPollMs: config.MONITOR_METRICS_LAG_POLL_MS,
+    ackWaitMs: config.MONITOR_METRICS_ACK_WAIT_MS,
     logger,
     registry: metrics.registry,
     minutes: () => minutes,

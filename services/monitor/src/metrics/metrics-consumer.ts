@@ -20,6 +20,7 @@ export interface MetricsConsumerOptions {
   stream: string;
   durable: string;
   lagPollMs: number;
+  ackWaitMs: number;
   logger: Logger;
   registry: Registry;
   minutes: () => MinuteStore | undefined;
@@ -79,8 +80,8 @@ export class MetricsConsumer {
 
   /** Opens the reader on `connection` and consumes until `signal` aborts; resolves once consuming started. */
   async attach(connection: NatsConnection, signal: AbortSignal): Promise<void> {
-    const { stream, durable, lagPollMs, logger } = this.options;
-    const reader = await EventsReader.open(connection, { stream, durable, filterSubject: `${EVENT_SUBJECT_PREFIX}.>`, signal });
+    const { stream, durable, lagPollMs, ackWaitMs, logger } = this.options;
+    const reader = await EventsReader.open(connection, { stream, durable, filterSubject: `${EVENT_SUBJECT_PREFIX}.>`, ackWaitMs, signal });
     this.reader = reader;
     const manager = await jetstreamManager(connection);
     const poll = async () => {

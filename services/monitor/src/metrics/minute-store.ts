@@ -87,6 +87,8 @@ const SERIES_SIZE_CHECKED = 100;
  */
 export class MinuteStore {
   private readonly cache = new Map<number, CachedMinute>();
+  /** applyBatch calls run one after another: they share the cached minutes. */
+  private queue: Promise<unknown> = Promise.resolve();
 
   private constructor(
     readonly store: KvStore<MinuteRecord>,
@@ -102,7 +104,13 @@ export class MinuteStore {
    * consumer's last known ack floor (sequences at or below it are dropped from the list).
    * Resolves true when it added them, false when they were there.
    */
-  async applyBatch(minute: number, sequence: number, ackFloor: number, apply: (aggregates: MinuteAggregates) => void): Promise<boolean> {
+  applyBatch(minute: number, sequence: number, ackFloor: number, apply: (aggregates: MinuteAggregates) => void): Promise<boolean> {
+    const applied = this.queue.then(() => this.applyNow(minute, sequence, ackFloor, apply));
+    this.queue = applied.catch(() => {});
+    return applied;
+  }
+
+  private async applyNow(minute: number, sequence: number, ackFloor: number, apply: (aggregates: MinuteAggregates) => void): Promise<boolean> {
     for (let attempt = 1; ; attempt += 1) {
       const current = this.cache.get(minute) ?? (await this.read(minute));
       if (current.applied.includes(sequence)) return false;
@@ -120,6 +128,8 @@ export class MinuteStore {
         // What is cached now holds events that may not be in KV: read the minute again.
         this.cache.delete(minute);
         if (!(error instanceof KvRevisionConflictError) || attempt >= MAX_ATTEMPTS) throw error;
+        // Another replica wrote the minute meanwhile; a little jitter keeps two from colliding again.
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * 5 * attempt));
       }
     }
   }
