@@ -20,6 +20,7 @@ export async function metricsArea(context: MonitorContext): Promise<MetricsArea>
     durable: config.MONITOR_METRICS_CONSUMER,
     lagPollMs: config.MONITOR_METRICS_LAG_POLL_MS,
     ackWaitMs: config.MONITOR_METRICS_ACK_WAIT_MS,
+    deliver: config.MONITOR_METRICS_START,
     logger,
     registry: metrics.registry,
     minutes: () => minutes,

@@ -21,6 +21,7 @@ export interface MetricsConsumerOptions {
   durable: string;
   lagPollMs: number;
   ackWaitMs: number;
+  deliver: 'all' | 'new';
   logger: Logger;
   registry: Registry;
   minutes: () => MinuteStore | undefined;
@@ -80,8 +81,8 @@ export class MetricsConsumer {
 
   /** Opens the reader on `connection` and consumes until `signal` aborts; resolves once consuming started. */
   async attach(connection: NatsConnection, signal: AbortSignal): Promise<void> {
-    const { stream, durable, lagPollMs, ackWaitMs, logger } = this.options;
-    const reader = await EventsReader.open(connection, { stream, durable, filterSubject: `${EVENT_SUBJECT_PREFIX}.>`, ackWaitMs, signal });
+    const { stream, durable, lagPollMs, ackWaitMs, deliver, logger } = this.options;
+    const reader = await EventsReader.open(connection, { stream, durable, filterSubject: `${EVENT_SUBJECT_PREFIX}.>`, ackWaitMs, deliver, signal });
     this.reader = reader;
     const manager = await jetstreamManager(connection);
     const poll = async () => {
