@@ -27,6 +27,24 @@ export interface MetricsConsumerOptions {
   minutes: () => MinuteStore | undefined;
 }
 
+const REOPEN_DELAY_MS = 2_000;
+
+async function readConsumer(connection: NatsConnection, stream: string, durable: string): Promise<{ lag: ConsumerLag; ackFloor: number }> {
+  const info = await (await jetstreamManager(connection)).consumers.info(stream, durable);
+  return {
+    lag: { pending: info.num_pending, ackPending: info.num_ack_pending, total: info.num_pending + info.num_ack_pending, readAt: new Date() },
+    ackFloor: info.ack_floor.stream_seq,
+  };
+}
+
+/**
+ * The monitor consumer's lag read from NATS now, for a caller without the metrics area at hand
+ * (the health monitor): `stream` is the host's TELEMETRY_STREAM, `durable` MONITOR_METRICS_CONSUMER.
+ */
+export async function readConsumerLag(connection: NatsConnection, stream: string, durable: string): Promise<ConsumerLag> {
+  return (await readConsumer(connection, stream, durable)).lag;
+}
+
 /** Kinds the performance database counts; batches of other kinds are acknowledged untouched. */
 function counted(event: proto.TelemetryEvent): boolean {
   return Boolean(event.gatewayRequest || event.executorRun || event.executorStep || event.providerCompletion || event.monitorFeedback);
@@ -84,12 +102,12 @@ export class MetricsConsumer {
     const { stream, durable, lagPollMs, ackWaitMs, deliver, logger } = this.options;
     const reader = await EventsReader.open(connection, { stream, durable, filterSubject: `${EVENT_SUBJECT_PREFIX}.>`, ackWaitMs, deliver, signal });
     this.reader = reader;
-    const manager = await jetstreamManager(connection);
     const poll = async () => {
       try {
-        const info = await manager.consumers.info(stream, durable);
-        this.ackFloor = Math.max(this.ackFloor, info.ack_floor.stream_seq);
-        this.lag = { pending: info.num_pending, ackPending: info.num_ack_pending, total: info.num_pending + info.num_ack_pending, readAt: new Date() };
+        const { lag, ackFloor } = await readConsumer(connection, stream, durable);
+        // Never lower: a stale read must not make a record keep fewer sequences than it must.
+        this.ackFloor = Math.max(this.ackFloor, ackFloor);
+        this.lag = lag;
       } catch (error) {
         logger.warn({ err: error }, 'monitor metrics: could not read the events consumer info');
       }
@@ -102,8 +120,21 @@ export class MetricsConsumer {
       .consume((batch) => this.handle(batch), { onUndecodable: (message) => logger.warn({ subject: message.subject, sequence: message.streamSequence, reason: message.reason }, 'monitor metrics: telemetry message that does not decode (skipped)') })
       .catch((error: unknown) => {
         clearInterval(timer);
-        logger.error({ err: error }, 'monitor metrics: the events reader stopped');
+        logger.error({ err: error }, `monitor metrics: the events reader stopped; opening it again in ${REOPEN_DELAY_MS} ms`);
+        this.reopenLater(connection, signal);
       });
+  }
+
+  /** The reader stopped on its own (its consumer or the stream deleted): open it again until it works or the host stops. */
+  private reopenLater(connection: NatsConnection, signal: AbortSignal): void {
+    const timer = setTimeout(() => {
+      if (signal.aborted || connection.isClosed()) return; // a new connection attaches anew
+      this.attach(connection, signal).catch((error: unknown) => {
+        this.options.logger.warn({ err: error }, 'monitor metrics: could not open the events reader again');
+        this.reopenLater(connection, signal);
+      });
+    }, REOPEN_DELAY_MS);
+    timer.unref();
   }
 
   async close(): Promise<void> {
