@@ -7,7 +7,7 @@ import { proto } from '@elexirion/kit';
 import { connectNats } from '@elexirion/testing';
 import { cleanupAfterEach, natsForFile } from '@elexirion/testing/fixtures';
 import { MinuteStore } from '../src/metrics/minute-store.js';
-import { OVERFLOW_VALUE, type MinuteAggregates } from '../src/metrics/aggregates.js';
+import { MinuteAggregates, OVERFLOW_VALUE } from '../src/metrics/aggregates.js';
 
 const nats = natsForFile();
 const later = cleanupAfterEach();
@@ -94,5 +94,24 @@ describe('minute records', () => {
     const other = [...aggregates.series.values()].find((series) => series.dimensions.pipeline === OVERFLOW_VALUE)!;
     expect(other.count).toBe(15);
     expect(other.latency.count).toBe(15);
+  });
+
+  it('folds the smallest series into "(other)" until the record fits its byte bound, totals exact', () => {
+    const aggregates = new MinuteAggregates(1_000);
+    // Wide latency spreads: many sketch bins per series.
+    for (let index = 0; index < 60; index += 1) {
+      for (let call = 0; call <= index; call += 1) aggregates.apply(runEvent(`pipeline-${index}`, 1 + call * 997 + index * 13));
+    }
+    const encode = () => JSON.stringify(aggregates.toStored());
+    const before = Buffer.byteLength(encode());
+    const bytes = aggregates.fitInto(Math.floor(before / 3), encode);
+    expect(bytes).toBeLessThanOrEqual(Math.floor(before / 3));
+    expect(Buffer.byteLength(encode())).toBe(bytes);
+    const all = [...aggregates.series.values()];
+    expect(all.reduce((sum, series) => sum + series.count, 0)).toBe((60 * 61) / 2);
+    // The largest series keep their own rows; the smallest went first.
+    expect(all.some((series) => series.dimensions.pipeline === 'pipeline-59')).toBe(true);
+    expect(all.some((series) => series.dimensions.pipeline === 'pipeline-0')).toBe(false);
+    expect(all.find((series) => series.dimensions.pipeline === OVERFLOW_VALUE)!.count).toBe(aggregates.overflowed);
   });
 });
