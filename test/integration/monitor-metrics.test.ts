@@ -1,13 +1,14 @@
-// The performance database with the real chain: chats through the all-in-one gateway, agent,
-// executor and provider; a monitor process beside them; every figure GetMetrics answers equals
-// the one computed from the events the services published (read off NATS as they went by).
+// The performance database with the real chain: chats through the all-in-one process (gateway,
+// agent, executor, provider and the monitor, as `--services all` runs them); every figure the
+// monitor's GetMetrics answers equals the one computed from the events the services published
+// (read off NATS as they went by).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createChannel, createClient, type Channel } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
 import { collectEvents, eventually, startNats, startStack, stopAll, type NatsServer, type Stack } from '@elexirion/testing';
-import { cleanupAfterEach } from '@elexirion/testing/fixtures';
-import { byKind, expectRowsMatch, startMonitor, totalCount, type Published } from '../../services/monitor/test/metrics-support.js';
+import { byKind, expectRowsMatch, totalCount, type Published } from '../../services/monitor/test/metrics-support.js';
 
-const later = cleanupAfterEach();
+let channel: Channel | undefined;
 let nats: NatsServer;
 let stack: Stack;
 let collected: Awaited<ReturnType<typeof collectEvents>>;
@@ -20,6 +21,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  channel?.close();
   await collected?.close();
   await stack?.stop();
   await nats?.stop();
@@ -43,7 +45,9 @@ describe('the performance database with the real chain', () => {
     // A failure too: a pipeline that does not exist.
     await stack.gateway.executePipeline({ pipeline: 'no-such-pipeline', inputs: {} }).catch(() => undefined);
 
-    const monitor = await startMonitor(later, nats.url, 'monitor-metrics-chain');
+    // The stack's own monitor: the all-in-one process serves every service on its gateway's port.
+    channel = createChannel(`127.0.0.1:${stack.ports.gatewayGrpc}`);
+    const monitor = { client: createClient(proto.MonitorDefinition, channel) };
     // Every chat's request and run are published and applied: then the sets are complete.
     await eventually(
       'every event of the chain applied',

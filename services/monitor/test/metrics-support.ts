@@ -145,7 +145,7 @@ export function expectRowsMatch(rows: proto.MetricsRow[], published: Published[]
 
 export const byKind = (published: Published[], kind: string) => published.filter((event) => event.kind === kind);
 
-export async function totalCount(monitor: Monitor, kind: string, filter: Partial<proto.MetricsFilter> = {}): Promise<number> {
+export async function totalCount(monitor: Pick<Monitor, 'client'>, kind: string, filter: Partial<proto.MetricsFilter> = {}): Promise<number> {
   const { rows } = await monitor.client.getMetrics({ filter: { ...filter, kind } });
   return rows.reduce((sum, row) => sum + row.count, 0);
 }
