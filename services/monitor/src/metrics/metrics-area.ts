@@ -11,10 +11,20 @@ export interface MetricsArea extends MonitorArea<'getMetrics'> {
   consumerLag(): ConsumerLag | undefined;
 }
 
+const ATTACH_WAIT_MS = 5_000;
+
+async function waitAtMost(promise: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([promise, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
+
 /** The performance database: the events consumer, one-minute aggregates in KV, GetMetrics. */
 export async function metricsArea(context: MonitorContext): Promise<MetricsArea> {
   const { config, host, logger, metrics, nats } = context;
   let minutes: MinuteStore | undefined;
+  let bucketOpened!: () => void;
+  const opened = new Promise<void>((resolve) => (bucketOpened = resolve));
   const consumer = new MetricsConsumer({
     stream: host.TELEMETRY_STREAM,
     durable: config.MONITOR_METRICS_CONSUMER,
@@ -27,12 +37,15 @@ export async function metricsArea(context: MonitorContext): Promise<MetricsArea>
   });
   nats.use('monitor metrics: one-minute aggregates and the events consumer', async (connection, signal) => {
     minutes = await MinuteStore.open(connection, config.MONITOR_RETENTION_HOURS, config.MONITOR_METRICS_MAX_SERIES);
+    bucketOpened();
     await consumer.attach(connection, signal);
   });
   return {
     implementation: {
       async getMetrics(request) {
-        if (!minutes) throw new ServerError(Status.UNAVAILABLE, 'the performance database is not attached to NATS yet; retry shortly');
+        // A call in the moment after start waits for the bucket rather than failing at once.
+        if (!minutes) await waitAtMost(opened, ATTACH_WAIT_MS);
+        if (!minutes) throw new ServerError(Status.UNAVAILABLE, `the performance database is not attached to NATS (waited ${ATTACH_WAIT_MS / 1000} s); retry shortly`);
         return getMetrics(request, minutes, config.MONITOR_RETENTION_HOURS);
       },
     },
