@@ -114,4 +114,13 @@ describe('minute records', () => {
     expect(all.some((series) => series.dimensions.pipeline === 'pipeline-0')).toBe(false);
     expect(all.find((series) => series.dimensions.pipeline === OVERFLOW_VALUE)!.count).toBe(aggregates.overflowed);
   });
+
+  it('adds an agent job served by the emergent fallback to its pipeline\'s run fallbacks, not to its runs', () => {
+    const aggregates = new MinuteAggregates(100);
+    aggregates.apply(runEvent('p', 10));
+    expect(aggregates.apply(proto.TelemetryEvent.fromPartial({ service: 'agent', kind: 'job', status: 'OK', agentJob: { jobId: 'j1', pipeline: 'p', fallbackUsed: true } }))).toBe(true);
+    expect(aggregates.apply(proto.TelemetryEvent.fromPartial({ service: 'agent', kind: 'job', status: 'OK', agentJob: { jobId: 'j2', pipeline: 'p', fallbackUsed: false } }))).toBe(false);
+    const [runs] = [...aggregates.series.values()];
+    expect([aggregates.series.size, runs!.count, runs!.fallbacks]).toEqual([1, 1, 1]);
+  });
 });

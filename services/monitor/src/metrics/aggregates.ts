@@ -245,6 +245,13 @@ export class MinuteAggregates {
       this.seriesFor(dimensionsOf('completion', { provider: completion.provider, model: completion.model })).observe(status, event.durationMs, completion.usage, false);
       return true;
     }
+    if (event.agentJob) {
+      // The emergent fallback: the agent served the job with its fallback pipeline. That run is
+      // counted by its own event; the job adds the fallback to its pipeline's runs, not a run.
+      if (!event.agentJob.fallbackUsed) return false;
+      this.seriesFor(dimensionsOf('run', { pipeline: event.agentJob.pipeline })).fallbacks += 1;
+      return true;
+    }
     if (event.monitorFeedback) {
       // Feedback counts no call: it goes to the run's series (by pipeline) and to each step's
       // series by prompt version (the event does not say the step's provider or model). A

@@ -47,7 +47,7 @@ export async function readConsumerLag(connection: NatsConnection, stream: string
 
 /** Kinds the performance database counts; batches of other kinds are acknowledged untouched. */
 function counted(event: proto.TelemetryEvent): boolean {
-  return Boolean(event.gatewayRequest || event.executorRun || event.executorStep || event.providerCompletion || event.monitorFeedback);
+  return Boolean(event.gatewayRequest || event.executorRun || event.executorStep || event.providerCompletion || event.monitorFeedback || event.agentJob?.fallbackUsed);
 }
 
 function metric<T>(registry: Registry, name: string, create: () => T): T {
