@@ -244,7 +244,9 @@ export function checkBuilt(root = repoRoot): void {
 export async function startShape(shape: StackShape, natsUrl: string, env: NodeJS.ProcessEnv, baselineRoot?: string): Promise<Shape> {
   // A scenario may set GATEWAY_AUTH itself (one whose client sends no key).
   const gatewayAuth = env.GATEWAY_AUTH ?? BENCH_GATEWAY_AUTH;
-  const stack = await startStack(shape, natsUrl, { LOG_LEVEL: 'warn', GATEWAY_AUTH: gatewayAuth, GATEWAY_ADMIN_KEY: BENCH_ADMIN_KEY, ...env }, baselineRoot ?? repoRoot);
+  // The four request-path services, without the monitor: the comparisons with Portkey must not
+  // pay for it (the monitor scenario starts one beside the chain and measures it on its own).
+  const stack = await startStack(shape, natsUrl, { LOG_LEVEL: 'warn', GATEWAY_AUTH: gatewayAuth, GATEWAY_ADMIN_KEY: BENCH_ADMIN_KEY, ...env }, baselineRoot ?? repoRoot, { monitor: false });
   const suffix = baselineRoot === undefined ? '' : '-baseline';
   let auth: Record<string, string> = {};
   try {

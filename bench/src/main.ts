@@ -14,10 +14,11 @@ import { createRunFolder, runName } from './run-folder.ts';
 import { openai } from './scenario-openai.ts';
 import { SCENARIOS, type Context, type Options, type ScenarioOutput } from './scenarios.ts';
 import { ttft } from './scenario-ttft.ts';
+import { monitor } from './scenario-monitor.ts';
 
-const RUNNERS = { ...SCENARIOS, ttft, openai };
+const RUNNERS = { ...SCENARIOS, ttft, openai, monitor };
 
-const ALL = ['overhead', 'throughput', 'pipeline', 'streaming', 'ttft', 'inflight', 'soak', 'telemetry', 'optimizer', 'openai'] as const;
+const ALL = ['overhead', 'throughput', 'pipeline', 'streaming', 'ttft', 'inflight', 'soak', 'telemetry', 'optimizer', 'openai', 'monitor'] as const;
 const SHAPES: Record<string, StackShape> = { aio: 'all-in-one', 'all-in-one': 'all-in-one', split: 'one-process-per-service', 'one-process-per-service': 'one-process-per-service' };
 
 function usage(message: string): never {

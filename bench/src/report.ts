@@ -455,6 +455,16 @@ export function summaryMarkdown(args: {
     );
     parts.push(`Subprocess / gRPC: ${fmt(opt.wallRatio as number, 1)}x wall time, ${fmt(opt.clientCpuRatio as number, 1)}x client CPU.`);
   }
+  const mon = outputs.get('monitor');
+  if (mon) {
+    const figures = mon.monitor as Record<string, number>;
+    parts.push('## Monitor under the throughput load');
+    parts.push(
+      `Consumer lag (event batches): max ${fmt(figures.lagMax!, 0)}, at the end of the load ${fmt(figures.lagAtLoadEnd!, 0)}, drained ${fmt(figures.drainMsAfterLoad!, 0)} ms after it; ` +
+        `${fmt(figures.eventsApplied!, 0)} events applied (${fmt(figures.eventsPerRequest!, 2)} per request); monitor CPU ${fmt(figures.cpuUsPerEvent!, 1)} µs per event.`,
+    );
+    parts.push(table(CONFIG_HEADERS, configRows(mon.configs ?? [])));
+  }
   parts.push('## Notes');
   const notes: string[] = [];
   for (const output of outputs.values()) for (const note of output.notes) notes.push(`- ${output.scenario}: ${note}`);

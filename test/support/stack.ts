@@ -35,9 +35,10 @@ export async function startStack(shape: StackShape, natsUrl: string, extraEnv: N
 
 export interface StackOptions {
   /**
-   * Whether the split shape starts a monitor process (default: when the checkout has one). A test
-   * that runs monitors of its own (replicas it kills, other settings) says false and points the
-   * gateway at them with MONITOR_ADDRESS.
+   * Whether the stack runs the monitor (default: when the checkout has one): a process of its own
+   * in the split shape, one of the services of the all-in-one process. A test that runs monitors
+   * of its own (replicas it kills, other settings) says false and points the gateway at them with
+   * MONITOR_ADDRESS; the benchmark says false so that its chain is the four request-path services.
    */
   monitor?: boolean;
 }
@@ -74,7 +75,9 @@ async function startStackOnce(shape: StackShape, natsUrl: string, extraEnv: Node
   const processes: Record<string, Spawned> = {};
   try {
     if (shape === 'all-in-one') {
-      processes.all = spawnNode('elexirion (all)', 'server/dist/main.js', env, ['--services', 'all'], root);
+      // Without the monitor: the four request-path services (`all` includes the monitor).
+      const services = options.monitor === false ? 'gateway,agent,executor,provider' : 'all';
+      processes.all = spawnNode('elexirion (all)', 'server/dist/main.js', env, ['--services', services], root);
       await waitServing(ports.gatewayGrpc, 'elexirion.v1.Gateway', processes.all);
     } else {
       const withMonitor = options.monitor ?? hasMonitor(root);

@@ -6,7 +6,7 @@ import { GeminiAdapter } from './adapters/gemini.js';
 import { MockAdapter, loadMockResponses } from './adapters/mock.js';
 import { OpenAiAdapter } from './adapters/openai.js';
 import type { LlmAdapter } from './adapters/types.js';
-import { ChainExhaustedError, CompletionRouter, type Outcome, type ProviderRuntime } from './completion-router.js';
+import { ChainExhaustedError, CompletionRouter, type Outcome, type Plan, type ProviderRuntime } from './completion-router.js';
 import { isConfigured, readCredentials } from './credentials.js';
 import { PROVIDER_NAMES, loadProviderConfig, targetName, type ProviderName } from './provider-config.js';
 import { BREAKER_STATE_VALUE, ProviderMetrics } from './provider-metrics.js';
@@ -151,19 +151,25 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
   const completion = (answer: proto.CompleteResponse) => ({
     providerCompletion: { provider: answer.provider, model: answer.model, usage: answer.usage, attempts: answer.attempts, finishReason: answer.finishReason },
   });
-  const failedCompletion = (requested: string) => (errorMessage: string) => ({ providerCompletion: { model: requested, errorMessage } });
+  // The provider is the plan's first choice, when the request got as far as a plan: the monitor's
+  // error rates by provider (and the alerts on them) need failures named as successes are.
+  const failedCompletion = (requested: string, plan: Plan | undefined) => (errorMessage: string) => ({
+    providerCompletion: { provider: plan?.targets[0]?.provider ?? '', model: requested, errorMessage },
+  });
 
   const implementation: proto.ProviderServiceImplementation = {
     async complete(request, callContext) {
       const observation = events.begin('completion');
+      let plan: Plan | undefined;
       try {
-        const { plan, structured } = prepare(request);
-        const outcome = await router.complete(plan, callContext.signal, incomingDeadline(callContext), structured?.schema);
-        const answer = response(plan, outcome, structured);
+        const prepared = prepare(request);
+        plan = prepared.plan;
+        const outcome = await router.complete(plan, callContext.signal, incomingDeadline(callContext), prepared.structured?.schema);
+        const answer = response(plan, outcome, prepared.structured);
         observation.succeeded(completion(answer));
         return answer;
       } catch (error) {
-        observation.failed(error, failedCompletion(request.model));
+        observation.failed(error, failedCompletion(request.model, plan));
         if (error instanceof ChainExhaustedError && error.overloaded) callContext.trailer.set(PROVIDER_OVERLOADED_TRAILER, '1');
         throw error;
       }
@@ -173,8 +179,11 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
       const request = wrapper.request;
       if (!request) throw new ServerError(Status.INVALID_ARGUMENT, 'request: required');
       const observation = events.begin('completion');
+      let plan: Plan | undefined;
       try {
-        const { plan, structured } = prepare(request);
+        const prepared = prepare(request);
+        plan = prepared.plan;
+        const { structured } = prepared;
         if (structured) throw new ServerError(Status.INVALID_ARGUMENT, 'json_schema: structured output is not streamed; use Complete');
         for await (const event of router.stream(plan, callContext.signal, incomingDeadline(callContext))) {
           if ('delta' in event) {
@@ -186,7 +195,7 @@ export function createProvider(context: ServiceContext<ProviderConfig>) {
           }
         }
       } catch (error) {
-        observation.failed(error, failedCompletion(request.model));
+        observation.failed(error, failedCompletion(request.model, plan));
         if (error instanceof ChainExhaustedError && error.overloaded) callContext.trailer.set(PROVIDER_OVERLOADED_TRAILER, '1');
         throw error;
       }

@@ -2,17 +2,14 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { jetstreamManager } from '@nats-io/jetstream';
 import { ConfigError, FileWatcher, ServerError, Status, proto, registerSecret, type Problem } from '@elexirion/kit';
 import { Counter } from 'prom-client';
+import { readConsumerLag } from '../metrics/metrics-area.js';
 import type { MonitorArea, MonitorContext } from '../monitor-area.js';
 import { evaluateRule, judge, type AlertSources, type RuleValue } from './alert-evaluator.js';
 import { deliver } from './alert-notifier.js';
 import { compileAlertRules, formatProblem, rulesRevision, type AlertRule, type AlertRules } from './alert-rules.js';
 import { AlertStore, CLAIM_TIMEOUT_MS, alertKey, newNotification, type AlertRecord } from './alert-store.js';
-
-/** The metrics consumer whose backlog `consumer_lag` watches (the performance database's). */
-export const METRICS_CONSUMER = 'monitor-metrics';
 
 const STATE_ORDER: Record<AlertRecord['state'], number> = { firing: 0, pending: 1, ok: 2 };
 const STATE_PROTO: Record<AlertRecord['state'], proto.AlertState> = {
@@ -100,8 +97,7 @@ export async function alertsArea(context: MonitorContext): Promise<MonitorArea<'
     async consumerLag() {
       if (!connection) return undefined;
       try {
-        const info = await (await jetstreamManager(connection)).consumers.info(context.host.TELEMETRY_STREAM, METRICS_CONSUMER);
-        return info.num_pending + info.num_ack_pending;
+        return (await readConsumerLag(connection, context.host.TELEMETRY_STREAM, config.MONITOR_METRICS_CONSUMER)).total;
       } catch {
         return undefined;
       }

@@ -6,8 +6,6 @@ import { serviceCatalog } from '@elexirion/kit';
 import type { MonitorContext } from '../monitor-area.js';
 import type { BreakerObservation, HealthObservations, ServiceCheck } from './health-rules.js';
 
-/** The metrics area's durable consumer of the events stream; its pending count is the lag. */
-export const METRICS_CONSUMER = 'monitor-metrics';
 /** grpc.health.v1 HealthCheckResponse.ServingStatus.SERVING (the enum is not exported by the package's entry). */
 const SERVING = 1;
 
@@ -63,7 +61,8 @@ export class HealthObserver {
   async #consumerLag(): Promise<number | undefined> {
     if (!this.#manager) return undefined;
     try {
-      const info = await (await this.#manager).consumers.info(this.#context.host.TELEMETRY_STREAM, METRICS_CONSUMER);
+      // The metrics area's durable consumer of the events stream (MONITOR_METRICS_CONSUMER).
+      const info = await (await this.#manager).consumers.info(this.#context.host.TELEMETRY_STREAM, this.#context.config.MONITOR_METRICS_CONSUMER);
       // Not yet delivered, plus delivered and not yet acknowledged: both are still to be processed.
       return info.num_pending + info.num_ack_pending;
     } catch (error) {
