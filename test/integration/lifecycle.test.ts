@@ -42,7 +42,9 @@ describe('graceful drain', () => {
       release.open();
       const response = await inFlight;
       expect(response.response).toBe('pong');
-      expect(await Promise.all(exits)).toEqual([0, 0, 0, 0]);
+      // Every process the stack started (the four request-path services and the monitor).
+      expect(processes.length).toBe(5);
+      expect(await Promise.all(exits)).toEqual(processes.map(() => 0));
       expect(stackOutput(stack)).toContain('"msg":"stopped"');
     } finally {
       await anthropic.close();
