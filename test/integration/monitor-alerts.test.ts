@@ -2,7 +2,8 @@
 // provider error-rate alert to a local webhook receiver exactly once, with two monitor replicas
 // evaluating the same rules, and resolves it exactly once when the provider answers again. The
 // webhook bodies are signed; the same change is on NATS (elexirion.alerts.*); a bad edit of the
-// rules file is refused and the rules in use stay; ListAlerts says what fired.
+// rules file is refused and the rules in use stay; ListAlerts says what fired; a critical alert
+// firing degrades the system health while it lasts.
 import { createHmac } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -63,6 +64,14 @@ rules:
     warning: 0.5
     for: 0s
     min_count: 2
+  - name: provider-errors-critical
+    metric: error_rate
+    kind: completion
+    group_by: [provider]
+    window: 1m
+    warning: 0.9
+    critical: 0.9
+    min_count: 2
 `;
 }
 
@@ -95,6 +104,7 @@ beforeAll(async () => {
     MONITOR_ALERT_EVAL_MS: '200',
     MONITOR_ALERT_RULES_POLL_MS: '100',
     MONITOR_ALERT_WEBHOOK_SECRET: SECRET,
+    MONITOR_HEALTH_INTERVAL_MS: '200',
     TELEMETRY_FLUSH_MS: '20',
   };
   stack = await startStack('all-in-one', nats.url, env);
@@ -121,37 +131,56 @@ describe('alerts', () => {
   it('fires once on a provider failure and resolves once when it stops, signed, with two replicas', async () => {
     anthropic.setDefault({ status: 500, errorMessage: 'injected failure' });
     for (let index = 0; index < 3; index += 1) expect(await chat(`failing ${index}`)).toBe('failed');
-    await eventually('the firing notification', async () => (received.some((one) => one.body.status === 'firing') ? true : undefined), 20_000);
-    const firing = received[0]!;
+    const of = (rule: string) => received.filter((one) => one.body.rule === rule);
+    await eventually('the firing notifications', async () => (of('provider-errors').length > 0 && of('provider-errors-critical').length > 0 ? true : undefined), 20_000);
+    const firing = of('provider-errors')[0]!;
     expect(firing.body).toMatchObject({ rule: 'provider-errors', status: 'firing', severity: 'warning', labels: { provider: 'anthropic' }, threshold: 0.5 });
+    expect(of('provider-errors-critical')[0]!.body).toMatchObject({ status: 'firing', severity: 'critical', threshold: 0.9 });
     expect(firing.signature).toBe(`sha256=${createHmac('sha256', SECRET).update(firing.raw).digest('hex')}`);
     expect(firing.delivery).toBe(firing.body.deliveryId);
+
+    // A critical alert firing degrades the system health, naming it.
+    const cause = 'alert provider-errors-critical (provider=anthropic): firing, critical';
+    await eventually('health to name the alert', async () => ((await stack.gateway.getSystemHealth({})).health?.causes.includes(cause) ? true : undefined));
+    expect((await stack.gateway.getSystemHealth({})).health?.status).toBe(proto.HealthStatus.HEALTH_STATUS_DEGRADED);
 
     anthropic.setDefault({});
     // A failing chat makes two failed completions (the classifier's and the answer's); a healthy
     // one at least one: 6 failures among 16 or more is under the 0.5 threshold.
     for (let index = 0; index < 10; index += 1) expect(await chat(`healthy ${index}`)).toBe('ok');
-    await eventually('the resolved notification', async () => (received.some((one) => one.body.status === 'resolved') ? true : undefined), 20_000);
+    await eventually('the resolved notifications', async () => (received.filter((one) => one.body.status === 'resolved').length === 2 ? true : undefined), 20_000);
     // Several more rounds of both replicas: still one of each.
     await new Promise((resolve) => setTimeout(resolve, 1_500));
-    expect(received.map((one) => one.body.status)).toEqual(['firing', 'resolved']);
-    expect(onNats).toEqual(['elexirion.alerts.firing.provider-errors', 'elexirion.alerts.resolved.provider-errors']);
+    expect(of('provider-errors').map((one) => one.body.status)).toEqual(['firing', 'resolved']);
+    expect(of('provider-errors-critical').map((one) => one.body.status)).toEqual(['firing', 'resolved']);
+    expect(received).toHaveLength(4);
+    expect(new Set(received.map((one) => one.delivery)).size).toBe(4);
+    expect([...onNats].sort()).toEqual([
+      'elexirion.alerts.firing.provider-errors',
+      'elexirion.alerts.firing.provider-errors-critical',
+      'elexirion.alerts.resolved.provider-errors',
+      'elexirion.alerts.resolved.provider-errors-critical',
+    ]);
+    await eventually('health without the alert', async () => ((await stack.gateway.getSystemHealth({})).health?.causes.includes(cause) ? undefined : true));
   });
 
   it('lists the alert states and the rules in use', async () => {
     const answer = await stack.gateway.listAlerts({ states: [] });
-    expect(answer.rules).toEqual(['provider-errors']);
+    expect(answer.rules).toEqual(['provider-errors', 'provider-errors-critical']);
     expect(answer.rulesSource).toBe(rulesFile);
-    expect(answer.alerts).toEqual([expect.objectContaining({ rule: 'provider-errors', state: proto.AlertState.ALERT_STATE_OK, labels: { provider: 'anthropic' } })]);
+    expect(answer.alerts.map((alert) => [alert.rule, alert.state, alert.labels])).toEqual([
+      ['provider-errors', proto.AlertState.ALERT_STATE_OK, { provider: 'anthropic' }],
+      ['provider-errors-critical', proto.AlertState.ALERT_STATE_OK, { provider: 'anthropic' }],
+    ]);
   });
 
   it('keeps the rules in use when an edit is wrong, and takes a right one without a restart', async () => {
     const webhook = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
     writeFileSync(rulesFile, `${rules(webhook)}  - name: broken\n    metric: error_rat\n    warning: 1\n`);
     await new Promise((resolve) => setTimeout(resolve, 800));
-    expect((await stack.gateway.listAlerts({ states: [] })).rules).toEqual(['provider-errors']);
+    expect((await stack.gateway.listAlerts({ states: [] })).rules).toEqual(['provider-errors', 'provider-errors-critical']);
     writeFileSync(rulesFile, `${rules(webhook)}  - name: spend\n    metric: cost_per_hour\n    kind: completion\n    warning: 1000\n`);
-    await eventually('the reloaded rules', async () => ((await stack.gateway.listAlerts({ states: [] })).rules.length === 2 ? true : undefined));
-    expect((await stack.gateway.listAlerts({ states: [] })).rules).toEqual(['provider-errors', 'spend']);
+    await eventually('the reloaded rules', async () => ((await stack.gateway.listAlerts({ states: [] })).rules.length === 3 ? true : undefined));
+    expect((await stack.gateway.listAlerts({ states: [] })).rules).toEqual(['provider-errors', 'provider-errors-critical', 'spend']);
   });
 });

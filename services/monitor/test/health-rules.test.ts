@@ -6,7 +6,7 @@ import { evaluateHealth, type HealthObservations } from '../src/health/health-ru
 const config = { MONITOR_ROUTE_AROUND_AFTER_MS: 30_000, MONITOR_CRITICAL_OPEN_BREAKERS: 2, MONITOR_DEGRADED_CONSUMER_LAG: 1_000, MONITOR_BREAKER_STALE_MS: 30_000, MONITOR_AGENT_REFUSALS: 3, MONITOR_AGENT_REFUSALS_WINDOW_MS: 60_000 };
 const NOW = Date.parse('2026-12-01T12:00:00Z');
 const serving = { gateway: 'SERVING', agent: 'SERVING', executor: 'SERVING', provider: 'SERVING' } as const;
-const observe = (changes: Partial<HealthObservations> = {}): HealthObservations => ({ now: NOW, services: { ...serving }, breakers: {}, agentRefusals: [], consumerLag: 0, ...changes });
+const observe = (changes: Partial<HealthObservations> = {}): HealthObservations => ({ now: NOW, services: { ...serving }, breakers: {}, agentRefusals: [], consumerLag: 0, criticalAlerts: [], ...changes });
 
 describe('health rules', () => {
   it('is healthy with every service serving, breakers closed and no lag', () => {
@@ -25,6 +25,11 @@ describe('health rules', () => {
   it('forgets a breaker not reported for longer than MONITOR_BREAKER_STALE_MS (its provider replica is gone)', () => {
     const stale = evaluateHealth(observe({ breakers: { anthropic: { state: 'open', openSince: NOW - 120_000, reportedAt: NOW - 30_001 } } }), config);
     expect(stale).toEqual({ status: 'healthy', causes: [], actions: [] });
+  });
+
+  it('is degraded by an alert firing at critical severity, naming it (no action)', () => {
+    const verdict = evaluateHealth(observe({ criticalAlerts: [{ rule: 'provider-error-rate', labels: { provider: 'anthropic' } }] }), config);
+    expect(verdict).toEqual({ status: 'degraded', causes: ['alert provider-error-rate (provider=anthropic): firing, critical'], actions: [] });
   });
 
   it('is critical with as many open breakers as configured, and turns on emergency mode', () => {

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { KvRevisionConflictError, KvStore, type KvRecord } from '@elexirion/kit';
+import { KvRevisionConflictError, KvStore, type KvBucketSpec, type KvRecord } from '@elexirion/kit';
 import { z } from 'zod';
 
 // Each (rule, group) alert's state in one KV entry, shared by the monitor replicas. Every replica
@@ -49,17 +49,19 @@ export function alertKey(rule: string, labels: Record<string, string>): string {
   return `${rule}.${createHash('sha256').update(sorted).digest('hex').slice(0, 16)}`;
 }
 
+/** The alert states bucket, for the store that writes it and the views that watch it (health). */
+export const ALERTS_BUCKET_SPEC: KvBucketSpec<AlertRecord> = {
+  bucket: ALERTS_BUCKET,
+  schema: stateSchema,
+  key: { pattern: ALERT_KEY, description: '<rule>.<16 hex digits>', name: 'alert key' },
+  description: 'Elexirion alert states, one per rule and group (the monitor)',
+};
+
 export class AlertStore {
   private constructor(private readonly store: KvStore<AlertRecord>) {}
 
   static async open(connection: Parameters<typeof KvStore.open>[0]): Promise<AlertStore> {
-    const store = await KvStore.open(connection, {
-      bucket: ALERTS_BUCKET,
-      schema: stateSchema,
-      key: { pattern: ALERT_KEY, description: '<rule>.<16 hex digits>', name: 'alert key' },
-      description: 'Elexirion alert states, one per rule and group (the monitor)',
-    });
-    return new AlertStore(store);
+    return new AlertStore(await KvStore.open(connection, ALERTS_BUCKET_SPEC));
   }
 
   async all(): Promise<Array<{ key: string } & KvRecord<AlertRecord>>> {

@@ -1,10 +1,11 @@
 import { RECOVERY_ACTIONS_BUCKET, KvRevisionConflictError, KvStore, KvView, ServerError, Status, proto, type RecoveryActionRecord } from '@elexirion/kit';
+import { ALERTS_BUCKET_SPEC, type AlertRecord } from '../alerts/alert-store.js';
 import type { MonitorArea, MonitorContext } from '../monitor-area.js';
 import { readAgentRefusals } from './agent-refusals-reader.js';
 import { readBreakerEvents } from './breaker-reader.js';
 import { AGENT_REFUSALS_KEY, HEALTH_BUCKET, SYSTEM_KEY, type HealthBucketRecord, type SystemHealthRecord } from './health-bucket.js';
 import { HealthObserver } from './health-observer.js';
-import { evaluateHealth, type BreakerObservation, type HealthVerdict } from './health-rules.js';
+import { evaluateHealth, type BreakerObservation, type HealthObservations, type HealthVerdict } from './health-rules.js';
 import { applyActions } from './recovery.js';
 
 const STATUS_OF: Record<SystemHealthRecord['status'], proto.HealthStatus> = {
@@ -34,6 +35,8 @@ export async function healthArea(context: MonitorContext): Promise<MonitorArea<'
   };
   const healthView = new KvView<HealthBucketRecord>({ ...HEALTH_BUCKET, logger, label: 'health', onChange: changed });
   const actionsView = new KvView<RecoveryActionRecord>({ ...RECOVERY_ACTIONS_BUCKET, logger, label: 'recovery action', onChange: changed });
+  // The alerts area's states: a critical alert firing degrades health.
+  const alertsView = new KvView<AlertRecord>({ ...ALERTS_BUCKET_SPEC, logger, label: 'alert' });
   let stores: { health: KvStore<HealthBucketRecord>; actions: KvStore<RecoveryActionRecord> } | undefined;
   const observer = new HealthObserver(context);
 
@@ -42,6 +45,7 @@ export async function healthArea(context: MonitorContext): Promise<MonitorArea<'
     const actions = await KvStore.open(connection, RECOVERY_ACTIONS_BUCKET);
     await healthView.attach(connection);
     await actionsView.attach(connection);
+    await alertsView.attach(connection);
     observer.attach(connection);
     stores = { health, actions };
   });
@@ -61,7 +65,7 @@ export async function healthArea(context: MonitorContext): Promise<MonitorArea<'
     running = true;
     try {
       const now = Date.now();
-      const observed = await observer.observe(breakersOf(healthView), agentRefusalsOf(healthView), now);
+      const observed = await observer.observe(breakersOf(healthView), agentRefusalsOf(healthView), criticalAlertsOf(alertsView), now);
       const verdict = evaluateHealth(observed, config);
       await writeRecord(stores.health, verdict, observed.services, observed.consumerLag ?? 0, now);
       await applyActions(stores.actions, actionsView, verdict.actions, { events: context.events, logger, now });
@@ -194,7 +198,7 @@ export async function healthArea(context: MonitorContext): Promise<MonitorArea<'
       clearInterval(interval);
       clearTimeout(first);
       observer.close();
-      await Promise.allSettled([healthView.close(), actionsView.close()]);
+      await Promise.allSettled([healthView.close(), actionsView.close(), alertsView.close()]);
     },
   };
 }
@@ -207,6 +211,13 @@ function breakersOf(view: KvView<HealthBucketRecord>): Record<string, BreakerObs
     }
   }
   return breakers;
+}
+
+function criticalAlertsOf(view: KvView<AlertRecord>): HealthObservations['criticalAlerts'] {
+  return view
+    .entries()
+    .filter(([, alert]) => alert.state === 'firing' && alert.severity === 'critical')
+    .map(([, alert]) => ({ rule: alert.rule, labels: alert.labels }));
 }
 
 function agentRefusalsOf(view: KvView<HealthBucketRecord>): number[] {

@@ -24,10 +24,10 @@ export class HealthObserver {
     this.#manager = jetstreamManager(connection);
   }
 
-  async observe(breakers: Record<string, BreakerObservation>, agentRefusals: number[], now: number): Promise<HealthObservations> {
+  async observe(breakers: Record<string, BreakerObservation>, agentRefusals: number[], criticalAlerts: HealthObservations['criticalAlerts'], now: number): Promise<HealthObservations> {
     const names = this.#context.config.MONITOR_HEALTH_SERVICES;
     const [checks, consumerLag] = await Promise.all([Promise.all(names.map((name) => this.#check(name))), this.#consumerLag()]);
-    return { now, services: Object.fromEntries(names.map((name, index) => [name, checks[index]!])), breakers, agentRefusals, consumerLag };
+    return { now, services: Object.fromEntries(names.map((name, index) => [name, checks[index]!])), breakers, agentRefusals, consumerLag, criticalAlerts };
   }
 
   close(): void {

@@ -22,6 +22,8 @@ export interface HealthObservations {
   agentRefusals: number[];
   /** Events the metrics consumer has not processed; undefined when it does not exist (yet). */
   consumerLag: number | undefined;
+  /** Alerts firing at critical severity (the alerts area's states). */
+  criticalAlerts: { rule: string; labels: Record<string, string> }[];
 }
 
 export interface DesiredAction {
@@ -50,7 +52,9 @@ const ESSENTIAL_SERVICES = new Set(['gateway', 'executor', 'provider']);
  *   bypass it either way), any provider's
  *   breaker open or half-open (its chains fall over to the next target; a breaker not reported
  *   for MONITOR_BREAKER_STALE_MS counts as closed: the replica that had it is gone), or the metrics
- *   consumer's lag over MONITOR_DEGRADED_CONSUMER_LAG (dashboards and alerts run late).
+ *   consumer's lag over MONITOR_DEGRADED_CONSUMER_LAG (dashboards and alerts run late), or an
+ *   alert firing at critical severity (a rule of config/alerts.yaml says so; warnings do not
+ *   degrade health).
  * - healthy otherwise.
  *
  * Recovery actions, in force exactly while their condition holds (so they are reversed when it
@@ -107,6 +111,11 @@ export function evaluateHealth(
 
   if (observed.consumerLag !== undefined && observed.consumerLag > config.MONITOR_DEGRADED_CONSUMER_LAG) {
     degraded.push(`events consumer: ${observed.consumerLag} events behind (over ${config.MONITOR_DEGRADED_CONSUMER_LAG})`);
+  }
+
+  for (const alert of [...observed.criticalAlerts].sort((a, b) => a.rule.localeCompare(b.rule))) {
+    const group = Object.entries(alert.labels).map(([key, value]) => `${key}=${value}`).join(', ');
+    degraded.push(`alert ${alert.rule}${group ? ` (${group})` : ''}: firing, critical`);
   }
 
   const status: HealthLevel = critical.length > 0 ? 'critical' : degraded.length > 0 ? 'degraded' : 'healthy';
