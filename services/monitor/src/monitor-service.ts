@@ -12,7 +12,10 @@ import { monitorConfigSchema } from './monitor-config.js';
  * in JetStream, so any replica answers any call.
  */
 async function createMonitor(context: MonitorContext) {
-  const areas = [await metricsArea(context), await executionsArea(context), await alertsArea(context), await healthArea(context)];
+  const metrics = await metricsArea(context);
+  // The metrics consumer's backlog as its area last read it: one reader of the consumer's info.
+  const consumerLag = () => metrics.consumerLag()?.total;
+  const areas = [metrics, await executionsArea(context), await alertsArea(context, consumerLag), await healthArea(context, consumerLag)];
   const implementation = Object.assign({}, ...areas.map((area) => area.implementation)) as MonitorImplementation;
   return {
     implementation,

@@ -27,7 +27,7 @@ const LAG_REFRESH_TICKS = 6;
  * the actions live in JetStream KV written with compare-and-set, so when replicas agree one of
  * them applies each change, and the calls answer from watched copies of both buckets.
  */
-export async function healthArea(context: MonitorContext): Promise<MonitorArea<'getSystemHealth' | 'watchSystemHealth'>> {
+export async function healthArea(context: MonitorContext, consumerLag: () => number | undefined): Promise<MonitorArea<'getSystemHealth' | 'watchSystemHealth'>> {
   const { config, logger, nats, host } = context;
   const listeners = new Set<() => void>();
   const changed = () => {
@@ -38,7 +38,7 @@ export async function healthArea(context: MonitorContext): Promise<MonitorArea<'
   // The alerts area's states: a critical alert firing degrades health.
   const alertsView = new KvView<AlertRecord>({ ...ALERTS_BUCKET_SPEC, logger, label: 'alert' });
   let stores: { health: KvStore<HealthBucketRecord>; actions: KvStore<RecoveryActionRecord> } | undefined;
-  const observer = new HealthObserver(context);
+  const observer = new HealthObserver(context, consumerLag);
 
   nats.use('health and recovery actions', async (connection) => {
     const health = await KvStore.open(connection, HEALTH_BUCKET);
@@ -46,7 +46,6 @@ export async function healthArea(context: MonitorContext): Promise<MonitorArea<'
     await healthView.attach(connection);
     await actionsView.attach(connection);
     await alertsView.attach(connection);
-    observer.attach(connection);
     stores = { health, actions };
   });
   // Uses of their own: health is evaluated (services, lag) while the events stream does not exist yet.

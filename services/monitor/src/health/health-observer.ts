@@ -1,5 +1,3 @@
-import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import type { NatsConnection } from '@nats-io/transport-node';
 import { createChannel, createClient, type Channel, type Client } from 'nice-grpc';
 import { HealthDefinition } from 'nice-grpc-server-health';
 import { serviceCatalog } from '@elexirion/kit';
@@ -14,19 +12,18 @@ export class HealthObserver {
   readonly #context: MonitorContext;
   /** One channel and health client per address, kept across checks (a channel reconnects by itself). */
   readonly #channels = new Map<string, { channel: Channel; health: Client<typeof HealthDefinition> }>();
-  #manager: Promise<JetStreamManager> | undefined;
+  /** The metrics consumer's backlog as the metrics area last read it; undefined before it exists. */
+  readonly #consumerLag: () => number | undefined;
 
-  constructor(context: MonitorContext) {
+  constructor(context: MonitorContext, consumerLag: () => number | undefined) {
     this.#context = context;
-  }
-
-  attach(connection: NatsConnection): void {
-    this.#manager = jetstreamManager(connection);
+    this.#consumerLag = consumerLag;
   }
 
   async observe(breakers: Record<string, BreakerObservation>, agentRefusals: number[], criticalAlerts: HealthObservations['criticalAlerts'], now: number): Promise<HealthObservations> {
     const names = this.#context.config.MONITOR_HEALTH_SERVICES;
-    const [checks, consumerLag] = await Promise.all([Promise.all(names.map((name) => this.#check(name))), this.#consumerLag()]);
+    const checks = await Promise.all(names.map((name) => this.#check(name)));
+    const consumerLag = this.#consumerLag();
     return { now, services: Object.fromEntries(names.map((name, index) => [name, checks[index]!])), breakers, agentRefusals, consumerLag, criticalAlerts };
   }
 
@@ -54,20 +51,6 @@ export class HealthObserver {
       return answer.status === SERVING ? 'SERVING' : 'NOT_SERVING';
     } catch {
       return 'UNREACHABLE';
-    }
-  }
-
-  /** Events in the stream the metrics consumer has not been handed yet; undefined when it does not exist. */
-  async #consumerLag(): Promise<number | undefined> {
-    if (!this.#manager) return undefined;
-    try {
-      // The metrics area's durable consumer of the events stream (MONITOR_METRICS_CONSUMER).
-      const info = await (await this.#manager).consumers.info(this.#context.host.TELEMETRY_STREAM, this.#context.config.MONITOR_METRICS_CONSUMER);
-      // Not yet delivered, plus delivered and not yet acknowledged: both are still to be processed.
-      return info.num_pending + info.num_ack_pending;
-    } catch (error) {
-      if (error instanceof JetStreamApiError && (error.code === JetStreamApiCodes.ConsumerNotFound || error.code === JetStreamApiCodes.StreamNotFound)) return undefined;
-      throw error;
     }
   }
 }

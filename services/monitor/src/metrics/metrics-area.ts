@@ -4,8 +4,6 @@ import { MetricsConsumer, type ConsumerLag } from './metrics-consumer.js';
 import { MinuteStore } from './minute-store.js';
 import { ServerError, Status } from '@elexirion/kit';
 
-export { readConsumerLag, type ConsumerLag } from './metrics-consumer.js';
-
 export interface MetricsArea extends MonitorArea<'getMetrics'> {
   /** The events consumer's backlog as last read (every MONITOR_METRICS_LAG_POLL_MS); undefined before the first read. */
   consumerLag(): ConsumerLag | undefined;

@@ -37,14 +37,6 @@ async function readConsumer(connection: NatsConnection, stream: string, durable:
   };
 }
 
-/**
- * The monitor consumer's lag read from NATS now, for a caller without the metrics area at hand
- * (the health monitor): `stream` is the host's TELEMETRY_STREAM, `durable` MONITOR_METRICS_CONSUMER.
- */
-export async function readConsumerLag(connection: NatsConnection, stream: string, durable: string): Promise<ConsumerLag> {
-  return (await readConsumer(connection, stream, durable)).lag;
-}
-
 /** Kinds the performance database counts; batches of other kinds are acknowledged untouched. */
 function counted(event: proto.TelemetryEvent): boolean {
   return Boolean(event.gatewayRequest || event.executorRun || event.executorStep || event.providerCompletion || event.monitorFeedback || event.agentJob?.fallbackUsed);
