@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { KvRevisionConflictError, KvStore, type KvBucketSpec, type KvRecord } from '@elexirion/kit';
+import { KvRevisionConflictError, KvStore, type KvBucketSpec, type KvRecord, type KvView } from '@elexirion/kit';
 import { z } from 'zod';
 
 // Each (rule, group) alert's state in one KV entry, shared by the monitor replicas. Every replica
@@ -57,31 +57,41 @@ export const ALERTS_BUCKET_SPEC: KvBucketSpec<AlertRecord> = {
   description: 'Elexirion alert states, one per rule and group (the monitor)',
 };
 
+/**
+ * The alert states: read from a watched copy of the bucket (every evaluation round reads them all;
+ * the watch brings other replicas' writes), written through the store with compare-and-set and
+ * shown in the copy at once.
+ */
 export class AlertStore {
-  private constructor(private readonly store: KvStore<AlertRecord>) {}
+  private constructor(
+    private readonly store: KvStore<AlertRecord>,
+    private readonly view: KvView<AlertRecord>,
+  ) {}
 
-  static async open(connection: Parameters<typeof KvStore.open>[0]): Promise<AlertStore> {
-    return new AlertStore(await KvStore.open(connection, ALERTS_BUCKET_SPEC));
+  /** Opens the bucket and attaches `view` (made with ALERTS_BUCKET_SPEC) to it. */
+  static async open(connection: Parameters<typeof KvStore.open>[0], view: KvView<AlertRecord>): Promise<AlertStore> {
+    const store = await KvStore.open(connection, ALERTS_BUCKET_SPEC);
+    await view.attach(connection);
+    return new AlertStore(store, view);
   }
 
-  async all(): Promise<Array<{ key: string } & KvRecord<AlertRecord>>> {
-    const keys = await this.store.keys();
-    const records = await Promise.all(keys.map(async (key) => ({ key, record: await this.store.get(key) })));
-    return records.flatMap(({ key, record }) => (record ? [{ key, ...record }] : []));
+  all(): Array<{ key: string } & KvRecord<AlertRecord>> {
+    return this.view.entries().map(([key, value]) => ({ key, value, revision: this.view.revision(key)! }));
   }
 
-  get(key: string): Promise<KvRecord<AlertRecord> | undefined> {
-    return this.store.get(key);
+  get(key: string): KvRecord<AlertRecord> | undefined {
+    const value = this.view.get(key);
+    return value === undefined ? undefined : { value, revision: this.view.revision(key)! };
   }
 
   /**
    * Writes `next` over the revision read (or as new): false when another replica wrote first
-   * (its write stands; this replica reads it at its next round).
+   * (its write stands; the watch brings it to this replica's copy).
    */
   async change(key: string, next: AlertRecord, revision: number | undefined): Promise<boolean> {
     try {
-      if (revision === undefined) await this.store.create(key, next);
-      else await this.store.update(key, next, revision);
+      const written = revision === undefined ? await this.store.create(key, next) : await this.store.update(key, next, revision);
+      this.view.applyWrite(key, next, written);
       return true;
     } catch (error) {
       if (error instanceof KvRevisionConflictError) return false;
@@ -90,7 +100,7 @@ export class AlertStore {
   }
 
   async delete(key: string): Promise<void> {
-    await this.store.delete(key);
+    await this.view.delete(key);
   }
 }
 

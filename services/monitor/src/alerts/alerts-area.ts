@@ -2,14 +2,13 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { ConfigError, FileWatcher, ServerError, Status, proto, registerSecret, type Problem } from '@elexirion/kit';
+import { ConfigError, FileWatcher, KvView, ServerError, Status, proto, registerSecret, type Problem } from '@elexirion/kit';
 import { Counter } from 'prom-client';
-import { readConsumerLag } from '../metrics/metrics-area.js';
 import type { MonitorArea, MonitorContext } from '../monitor-area.js';
 import { evaluateRule, judge, type AlertSources, type RuleValue } from './alert-evaluator.js';
 import { deliver } from './alert-notifier.js';
 import { compileAlertRules, formatProblem, rulesRevision, type AlertRule, type AlertRules } from './alert-rules.js';
-import { AlertStore, CLAIM_TIMEOUT_MS, alertKey, newNotification, type AlertRecord } from './alert-store.js';
+import { ALERTS_BUCKET_SPEC, AlertStore, CLAIM_TIMEOUT_MS, alertKey, newNotification, type AlertRecord } from './alert-store.js';
 
 const STATE_ORDER: Record<AlertRecord['state'], number> = { firing: 0, pending: 1, ok: 2 };
 const STATE_PROTO: Record<AlertRecord['state'], proto.AlertState> = {
@@ -36,7 +35,7 @@ function loadRules(path: string): AlertRules {
  * by every replica, each (rule, group)'s state kept in KV (alert-store.ts: one writer per change,
  * one notification per change), notifications on NATS and to the rules file's webhooks.
  */
-export async function alertsArea(context: MonitorContext): Promise<MonitorArea<'listAlerts'>> {
+export async function alertsArea(context: MonitorContext, consumerLag: () => number | undefined): Promise<MonitorArea<'listAlerts'>> {
   const { config, logger: areaLogger, nats, clients, metrics } = context;
   const logger = areaLogger.child({ area: 'alerts' });
   if (config.MONITOR_ALERT_WEBHOOK_SECRET) registerSecret(config.MONITOR_ALERT_WEBHOOK_SECRET);
@@ -85,8 +84,9 @@ export async function alertsArea(context: MonitorContext): Promise<MonitorArea<'
 
   let store: AlertStore | undefined;
   let connection: Parameters<Parameters<typeof nats.use>[1]>[0] | undefined;
+  const states = new KvView<AlertRecord>({ ...ALERTS_BUCKET_SPEC, logger, label: 'alert state' });
   nats.use('alert states', async (attached) => {
-    store = await AlertStore.open(attached);
+    store = await AlertStore.open(attached, states);
     connection = attached;
   });
 
@@ -94,14 +94,7 @@ export async function alertsArea(context: MonitorContext): Promise<MonitorArea<'
   const sources: AlertSources = {
     getMetrics: (request) => monitor.getMetrics(request),
     getPromptVersionStats: (request) => monitor.getPromptVersionStats(request),
-    async consumerLag() {
-      if (!connection) return undefined;
-      try {
-        return (await readConsumerLag(connection, context.host.TELEMETRY_STREAM, config.MONITOR_METRICS_CONSUMER)).total;
-      } catch {
-        return undefined;
-      }
-    },
+    consumerLag: async () => consumerLag(),
   };
 
   const publish = async (subject: string, body: string) => {
@@ -115,7 +108,7 @@ export async function alertsArea(context: MonitorContext): Promise<MonitorArea<'
     const alertStore = store;
     if (!alertStore) return;
     const current = rules;
-    const records = new Map((await alertStore.all()).map((entry) => [entry.key, entry]));
+    const records = new Map(alertStore.all().map((entry) => [entry.key, entry]));
     const seen = new Set<string>();
     for (const rule of current.rules) {
       let values: RuleValue[];
@@ -152,7 +145,7 @@ export async function alertsArea(context: MonitorContext): Promise<MonitorArea<'
 
   /** Claims each notification not delivered (nor claimed by a live replica), delivers it, marks it. */
   async function deliverDue(alertStore: AlertStore, webhooks: readonly string[], now: Date): Promise<void> {
-    for (const entry of await alertStore.all()) {
+    for (const entry of alertStore.all()) {
       const notification = entry.value.notification;
       if (!notification || notification.deliveredAt) continue;
       if (notification.claimedAt && now.getTime() - Date.parse(notification.claimedAt) < CLAIM_TIMEOUT_MS) continue;
@@ -167,7 +160,7 @@ export async function alertsArea(context: MonitorContext): Promise<MonitorArea<'
         logger.warn({ err: error, rule: claimed.rule, deliveryId: notification.deliveryId }, 'alert notification could not be published; it will be tried again');
         continue;
       }
-      const marked = await alertStore.get(entry.key);
+      const marked = alertStore.get(entry.key);
       if (marked && marked.value.notification?.deliveryId === notification.deliveryId) {
         await alertStore.change(entry.key, { ...marked.value, notification: { ...marked.value.notification, deliveredAt: new Date().toISOString() } }, marked.revision);
       }
@@ -186,7 +179,8 @@ export async function alertsArea(context: MonitorContext): Promise<MonitorArea<'
       async listAlerts(request) {
         if (!store) throw new ServerError(Status.UNAVAILABLE, 'alert states cannot be read now: the monitor is not attached to NATS');
         const wanted = new Set<proto.AlertState>(request.states.filter((state) => state !== proto.AlertState.ALERT_STATE_UNSPECIFIED));
-        const alerts = (await store.all())
+        const alerts = store
+          .all()
           .map(({ value }) => value)
           .filter((record) => wanted.size === 0 || wanted.has(STATE_PROTO[record.state]))
           .sort((a, b) => STATE_ORDER[a.state] - STATE_ORDER[b.state] || a.rule.localeCompare(b.rule))
@@ -199,6 +193,7 @@ export async function alertsArea(context: MonitorContext): Promise<MonitorArea<'
       clearInterval(timer);
       watcher.close();
       await round;
+      await states.close();
     },
   };
 }
