@@ -32,6 +32,8 @@ export class RouteAround {
 
   /** The chain without the targets of routed-around providers, or the chain as it is when that would leave nothing. */
   filter(targets: Target[]): Target[] {
+    // On every call: the chain as it is, with no copy, while nothing is routed around.
+    if (!targets.some((target) => this.#actions.routedAround(target.provider))) return targets;
     const kept = targets.filter((target) => !this.#actions.routedAround(target.provider) || this.runtimes[target.provider].breaker.current === 'half_open');
     return kept.length > 0 ? kept : targets;
   }
