@@ -2,7 +2,7 @@
 // not the monitor) driven at c=64 while a monitor process reads the events stream alongside.
 // Reports whether the monitor keeps up: its consumer's lag (max while loaded, at the end of the
 // load, and how long it takes to reach 0 after it), the events it applied, and its CPU per event.
-import { freePort, spawnNode, waitServing } from '@elexirion/testing';
+import { startMonitorProcess } from '@elexirion/testing';
 import { MESSAGE, SHAPE_LABEL, log, runInterleaved, type BenchConfig } from './harness.ts';
 import { cpuMs } from './procstat.ts';
 import type { Context, ScenarioOutput } from './scenarios.ts';
@@ -26,21 +26,14 @@ export async function monitor(ctx: Context): Promise<ScenarioOutput> {
   const { durationMsPerRound, warmupMs } = loadRounds(ctx.opts);
   const concurrency = 64;
   return withShapes(ctx, ['all-in-one'], { TELEMETRY_EVENTS: 'true' }, async ([chain]) => {
-    const grpcPort = await freePort();
-    const httpPort = await freePort();
-    const monitorProcess = spawnNode('monitor', 'services/monitor/dist/main.js', {
-      BIND_HOST: '127.0.0.1',
+    const { process: monitorProcess, httpPort } = await startMonitorProcess(ctx.nats.url, {
       LOG_LEVEL: 'warn',
-      NATS_URL: ctx.nats.url,
-      MONITOR_GRPC_PORT: String(grpcPort),
-      MONITOR_HTTP_PORT: String(httpPort),
       // A consumer of its own from now on: the stream holds the earlier scenarios' events.
       MONITOR_METRICS_CONSUMER: `bench-monitor-${Date.now()}`,
       MONITOR_METRICS_START: 'new',
       MONITOR_METRICS_LAG_POLL_MS: String(SAMPLE_MS),
     });
     try {
-      await waitServing(grpcPort, 'elexirion.v1.Monitor', monitorProcess);
       const pid = monitorProcess.child.pid!;
       const label = SHAPE_LABEL[chain!.shape];
       const config: BenchConfig = {

@@ -15,14 +15,12 @@ import { connect } from '@nats-io/transport-node';
 import { proto } from '@elexirion/kit';
 import {
   eventually,
-  freePort,
   repoRoot,
-  spawnNode,
   startFakeAnthropic,
+  startMonitorProcess,
   startNats,
   startStack,
   stopAll,
-  waitServing,
   type FakeUpstream,
   type NatsServer,
   type Spawned,
@@ -109,9 +107,9 @@ beforeAll(async () => {
   };
   stack = await startStack('all-in-one', nats.url, env);
   // A second monitor replica on the same NATS: the same rules, the same alert states.
-  const monitorPort = await freePort();
-  secondMonitor = spawnNode('monitor (second)', 'services/monitor/dist/main.js', { ...stack.env, MONITOR_GRPC_PORT: String(monitorPort), MONITOR_HTTP_PORT: String(await freePort()) });
-  await waitServing(monitorPort, 'elexirion.v1.Monitor', secondMonitor);
+  // The stack's environment but its own ports (startMonitorProcess picks them).
+  const { MONITOR_GRPC_PORT: _grpc, MONITOR_HTTP_PORT: _http, ...shared } = stack.env;
+  secondMonitor = (await startMonitorProcess(nats.url, shared, 'monitor (second)')).process;
 });
 
 afterAll(async () => {

@@ -8,14 +8,12 @@ import { proto } from '@elexirion/kit';
 import {
   collectEvents,
   eventually,
-  freePort,
-  spawnNode,
+  startMonitorProcess,
   startNats,
   startProvider,
   stopAll,
   testProviderConfig,
   userMessage,
-  waitServing,
   type NatsServer,
   type ProviderUnderTest,
   type Spawned,
@@ -39,20 +37,15 @@ beforeAll(async () => {
     config: testProviderConfig({ anthropic: { max_attempts: 1, breaker } }),
     env: { NATS_URL: nats.url, TELEMETRY_EVENTS: 'true', TELEMETRY_FLUSH_MS: '5', PROVIDER_BREAKER_REPORT_MS: '200' },
   });
-  const port = await freePort();
-  monitorProcess = spawnNode('monitor', 'services/monitor/dist/main.js', {
-    BIND_HOST: '127.0.0.1',
-    NATS_URL: nats.url,
-    MONITOR_GRPC_PORT: String(port),
-    MONITOR_HTTP_PORT: String(await freePort()),
+  const started = await startMonitorProcess(nats.url, {
     PROVIDER_ADDRESS: `127.0.0.1:${provider.grpcPort}`,
     MONITOR_HEALTH_SERVICES: 'provider',
     MONITOR_HEALTH_INTERVAL_MS: '200',
     MONITOR_ROUTE_AROUND_AFTER_MS: '300',
     MONITOR_BREAKER_STALE_MS: String(STALE_MS),
   });
-  await waitServing(port, 'elexirion.v1.Monitor', monitorProcess);
-  channel = createChannel(`127.0.0.1:${port}`);
+  monitorProcess = started.process;
+  channel = createChannel(`127.0.0.1:${started.grpcPort}`);
   monitor = createClient(proto.MonitorDefinition, channel);
 }, 90_000);
 

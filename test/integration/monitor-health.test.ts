@@ -13,6 +13,7 @@ import {
   eventually,
   freePort,
   spawnNode,
+  startMonitorProcess,
   startNats,
   startProvider,
   stopAll,
@@ -72,12 +73,7 @@ beforeAll(async () => {
   }, ['--services', 'gateway,monitor']);
   await waitServing(grpcPort, 'elexirion.v1.Monitor', host);
   // A second monitor replica, alone in its process: both evaluate, one applies each change.
-  const replicaPort = await freePort();
-  replica = spawnNode('monitor replica', 'services/monitor/dist/main.js', {
-    BIND_HOST: '127.0.0.1',
-    NATS_URL: nats.url,
-    MONITOR_GRPC_PORT: String(replicaPort),
-    MONITOR_HTTP_PORT: String(await freePort()),
+  const started = await startMonitorProcess(nats.url, {
     GATEWAY_ADDRESS: `127.0.0.1:${grpcPort}`,
     PROVIDER_ADDRESS: `127.0.0.1:${provider.grpcPort}`,
     TELEMETRY_FLUSH_MS: '5',
@@ -85,9 +81,9 @@ beforeAll(async () => {
     MONITOR_HEALTH_INTERVAL_MS: '200',
     MONITOR_ROUTE_AROUND_AFTER_MS: '500',
     MONITOR_CRITICAL_OPEN_BREAKERS: '2',
-  });
-  await waitServing(replicaPort, 'elexirion.v1.Monitor', replica);
-  replicaChannel = createChannel(`127.0.0.1:${replicaPort}`);
+  }, 'monitor replica');
+  replica = started.process;
+  replicaChannel = createChannel(`127.0.0.1:${started.grpcPort}`);
   replicaMonitor = createClient(proto.MonitorDefinition, replicaChannel);
   channel = createChannel(`127.0.0.1:${grpcPort}`);
   monitor = createClient(proto.MonitorDefinition, channel);

@@ -6,6 +6,7 @@ export * from './agent.js';
 export * from './executor.js';
 export * from './fake-upstreams/index.js';
 export * from './host.js';
+export * from './monitor.js';
 export * from './nats.js';
 export * from './pipelines.js';
 export * from './ports.js';

@@ -3,7 +3,7 @@
 import { expect } from 'vitest';
 import { createChannel, createClient } from 'nice-grpc';
 import { proto, type EventFields } from '@elexirion/kit';
-import { freePort, onFreshPorts, spawnNode, waitServing, type Spawned } from '@elexirion/testing';
+import { startMonitorProcess, type Spawned } from '@elexirion/testing';
 import type { Later } from '@elexirion/testing/fixtures';
 
 export interface Monitor {
@@ -14,26 +14,17 @@ export interface Monitor {
 
 /** A monitor process (the whole service, its four areas) on free ports, sharing the consumer `durable`. */
 export async function startMonitor(later: Later, natsUrl: string, durable: string, env: NodeJS.ProcessEnv = {}): Promise<Monitor> {
-  return onFreshPorts(async () => {
-    const grpcPort = await freePort();
-    const httpPort = await freePort();
-    const process = spawnNode('monitor', 'services/monitor/dist/main.js', {
-      BIND_HOST: '127.0.0.1',
-      LOG_LEVEL: 'warn',
-      NATS_URL: natsUrl,
-      MONITOR_GRPC_PORT: String(grpcPort),
-      MONITOR_HTTP_PORT: String(httpPort),
-      MONITOR_METRICS_CONSUMER: durable,
-      MONITOR_METRICS_LAG_POLL_MS: '200',
-      MONITOR_METRICS_ACK_WAIT_MS: '2000',
-      ...env,
-    });
-    later(() => process.stop());
-    await waitServing(grpcPort, 'elexirion.v1.Monitor', process);
-    const channel = createChannel(`127.0.0.1:${grpcPort}`);
-    later(() => channel.close());
-    return { process, client: createClient(proto.MonitorDefinition, channel), httpPort };
+  const { process, grpcPort, httpPort } = await startMonitorProcess(natsUrl, {
+    LOG_LEVEL: 'warn',
+    MONITOR_METRICS_CONSUMER: durable,
+    MONITOR_METRICS_LAG_POLL_MS: '200',
+    MONITOR_METRICS_ACK_WAIT_MS: '2000',
+    ...env,
   });
+  later(() => process.stop());
+  const channel = createChannel(`127.0.0.1:${grpcPort}`);
+  later(() => channel.close());
+  return { process, client: createClient(proto.MonitorDefinition, channel), httpPort };
 }
 
 export interface Published {
