@@ -15,7 +15,8 @@ async function createMonitor(context: MonitorContext) {
   const metrics = await metricsArea(context);
   // The metrics consumer's backlog as its area last read it: one reader of the consumer's info.
   const consumerLag = () => metrics.consumerLag()?.total;
-  const areas = [metrics, await executionsArea(context), await alertsArea(context, consumerLag), await healthArea(context, consumerLag)];
+  const alerts = await alertsArea(context, consumerLag);
+  const areas = [metrics, await executionsArea(context), alerts, await healthArea(context, { consumerLag, criticalAlerts: () => alerts.criticalAlerts() })];
   const implementation = Object.assign({}, ...areas.map((area) => area.implementation)) as MonitorImplementation;
   return {
     implementation,

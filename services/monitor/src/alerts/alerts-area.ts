@@ -35,7 +35,12 @@ function loadRules(path: string): AlertRules {
  * by every replica, each (rule, group)'s state kept in KV (alert-store.ts: one writer per change,
  * one notification per change), notifications on NATS and to the rules file's webhooks.
  */
-export async function alertsArea(context: MonitorContext, consumerLag: () => number | undefined): Promise<MonitorArea<'listAlerts'>> {
+export interface AlertsArea extends MonitorArea<'listAlerts'> {
+  /** The alerts firing at critical severity now (the health takes them as a cause). */
+  criticalAlerts(): { rule: string; labels: Record<string, string> }[];
+}
+
+export async function alertsArea(context: MonitorContext, consumerLag: () => number | undefined): Promise<AlertsArea> {
   const { config, logger: areaLogger, nats, clients, metrics } = context;
   const logger = areaLogger.child({ area: 'alerts' });
   if (config.MONITOR_ALERT_WEBHOOK_SECRET) registerSecret(config.MONITOR_ALERT_WEBHOOK_SECRET);
@@ -188,6 +193,10 @@ export async function alertsArea(context: MonitorContext, consumerLag: () => num
         return { alerts, rules: rules.rules.map((rule) => rule.name), rulesSource: config.MONITOR_ALERT_RULES };
       },
     },
+    criticalAlerts: () =>
+      (store?.all() ?? [])
+        .filter(({ value }) => value.state === 'firing' && value.severity === 'critical')
+        .map(({ value }) => ({ rule: value.rule, labels: value.labels })),
     async close() {
       stopped = true;
       clearInterval(timer);

@@ -1,5 +1,4 @@
 import { RECOVERY_ACTIONS_BUCKET, KvRevisionConflictError, KvStore, KvView, ServerError, Status, proto, type RecoveryActionRecord } from '@elexirion/kit';
-import { ALERTS_BUCKET_SPEC, type AlertRecord } from '../alerts/alert-store.js';
 import type { MonitorArea, MonitorContext } from '../monitor-area.js';
 import { readAgentRefusals } from './agent-refusals-reader.js';
 import { readBreakerEvents } from './breaker-reader.js';
@@ -27,7 +26,13 @@ const LAG_REFRESH_TICKS = 6;
  * the actions live in JetStream KV written with compare-and-set, so when replicas agree one of
  * them applies each change, and the calls answer from watched copies of both buckets.
  */
-export async function healthArea(context: MonitorContext, consumerLag: () => number | undefined): Promise<MonitorArea<'getSystemHealth' | 'watchSystemHealth'>> {
+/** What the health takes from the other areas: the metrics consumer's lag, the alerts firing at critical severity. */
+export interface HealthSources {
+  consumerLag(): number | undefined;
+  criticalAlerts(): HealthObservations['criticalAlerts'];
+}
+
+export async function healthArea(context: MonitorContext, sources: HealthSources): Promise<MonitorArea<'getSystemHealth' | 'watchSystemHealth'>> {
   const { config, logger, nats, host } = context;
   const listeners = new Set<() => void>();
   const changed = () => {
@@ -35,17 +40,14 @@ export async function healthArea(context: MonitorContext, consumerLag: () => num
   };
   const healthView = new KvView<HealthBucketRecord>({ ...HEALTH_BUCKET, logger, label: 'health', onChange: changed });
   const actionsView = new KvView<RecoveryActionRecord>({ ...RECOVERY_ACTIONS_BUCKET, logger, label: 'recovery action', onChange: changed });
-  // The alerts area's states: a critical alert firing degrades health.
-  const alertsView = new KvView<AlertRecord>({ ...ALERTS_BUCKET_SPEC, logger, label: 'alert' });
   let stores: { health: KvStore<HealthBucketRecord>; actions: KvStore<RecoveryActionRecord> } | undefined;
-  const observer = new HealthObserver(context, consumerLag);
+  const observer = new HealthObserver(context, () => sources.consumerLag());
 
   nats.use('health and recovery actions', async (connection) => {
     const health = await KvStore.open(connection, HEALTH_BUCKET);
     const actions = await KvStore.open(connection, RECOVERY_ACTIONS_BUCKET);
     await healthView.attach(connection);
     await actionsView.attach(connection);
-    await alertsView.attach(connection);
     stores = { health, actions };
   });
   // Uses of their own: health is evaluated (services, lag) while the events stream does not exist yet.
@@ -64,7 +66,7 @@ export async function healthArea(context: MonitorContext, consumerLag: () => num
     running = true;
     try {
       const now = Date.now();
-      const observed = await observer.observe(breakersOf(healthView), agentRefusalsOf(healthView), criticalAlertsOf(alertsView), now);
+      const observed = await observer.observe(breakersOf(healthView), agentRefusalsOf(healthView), sources.criticalAlerts(), now);
       const verdict = evaluateHealth(observed, config);
       await writeRecord(stores.health, verdict, observed.services, observed.consumerLag ?? 0, now);
       await applyActions(stores.actions, actionsView, verdict.actions, { events: context.events, logger, now });
@@ -197,7 +199,7 @@ export async function healthArea(context: MonitorContext, consumerLag: () => num
       clearInterval(interval);
       clearTimeout(first);
       observer.close();
-      await Promise.allSettled([healthView.close(), actionsView.close(), alertsView.close()]);
+      await Promise.allSettled([healthView.close(), actionsView.close()]);
     },
   };
 }
@@ -210,13 +212,6 @@ function breakersOf(view: KvView<HealthBucketRecord>): Record<string, BreakerObs
     }
   }
   return breakers;
-}
-
-function criticalAlertsOf(view: KvView<AlertRecord>): HealthObservations['criticalAlerts'] {
-  return view
-    .entries()
-    .filter(([, alert]) => alert.state === 'firing' && alert.severity === 'critical')
-    .map(([, alert]) => ({ rule: alert.rule, labels: alert.labels }));
 }
 
 function agentRefusalsOf(view: KvView<HealthBucketRecord>): number[] {
