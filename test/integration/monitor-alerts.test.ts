@@ -103,16 +103,16 @@ beforeAll(async () => {
     MONITOR_ALERT_RULES_POLL_MS: '100',
     MONITOR_ALERT_WEBHOOK_SECRET: SECRET,
     MONITOR_HEALTH_INTERVAL_MS: '200',
-    // The second replica checks the all-in-one's services over gRPC: a check slowed by a loaded
-    // machine must not read as a service down (critical) while the test looks at the alert's cause.
-    MONITOR_HEALTH_CHECK_TIMEOUT_MS: '15000',
     TELEMETRY_FLUSH_MS: '20',
   };
   stack = await startStack('all-in-one', nats.url, env);
   // A second monitor replica on the same NATS: the same rules, the same alert states.
-  // The stack's environment but its own ports (startMonitorProcess picks them).
+  // The stack's environment but its own ports (startMonitorProcess picks them); the all-in-one
+  // process serves every service on its one gRPC port, which is where this replica checks them.
   const { MONITOR_GRPC_PORT: _grpc, MONITOR_HTTP_PORT: _http, ...shared } = stack.env;
-  secondMonitor = (await startMonitorProcess(nats.url, shared, 'monitor (second)')).process;
+  const allInOne = `127.0.0.1:${stack.ports.gatewayGrpc}`;
+  const addresses = { GATEWAY_ADDRESS: allInOne, AGENT_ADDRESS: allInOne, EXECUTOR_ADDRESS: allInOne, PROVIDER_ADDRESS: allInOne };
+  secondMonitor = (await startMonitorProcess(nats.url, { ...shared, ...addresses }, 'monitor (second)')).process;
 });
 
 afterAll(async () => {
