@@ -153,7 +153,7 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
     const overTimeout = (error: unknown) =>
       timeout.timedOut ? new ServerError(Status.DEADLINE_EXCEEDED, `the run went over the agent's chat timeout of ${config.AGENT_CHAT_TIMEOUT_MS} ms (AGENT_CHAT_TIMEOUT_MS)`) : error;
     // Inline YAML runs under the name its document gives; the executor takes one or the other.
-    const request: proto.ExecuteRequest = { pipeline: inlineYaml ? '' : pipeline, inlineYaml, inputs, jobId, sessionKey, promptOverrides, resumeRunId: '', runId: '' };
+    const request: proto.ExecuteRequest = { pipeline: inlineYaml ? '' : pipeline, inlineYaml, inputs, jobId, sessionKey, promptOverrides, promptCandidates: {}, resumeRunId: '', runId: '' };
     // Once the client has seen text, another pipeline's answer cannot replace it: no fallback then.
     let textForwarded = false;
     try {

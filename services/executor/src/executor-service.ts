@@ -286,6 +286,9 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
       };
     },
 
+    // Issue 15 in progress: the prompt lifecycle calls land with the registry's new model.
+    ...promptLifecycleNotYet(),
+
     async getPipeline(request, callContext) {
       const loaded = await load(request);
       const yaml = request.inlineYaml || (await loader.readSource(loaded.name));
@@ -353,3 +356,10 @@ export const executorService = defineService({
   configSchema: executorConfigSchema,
   create: createExecutor,
 });
+
+function promptLifecycleNotYet(): Pick<proto.ExecutorServiceImplementation, 'listPromptVersions' | 'publishPromptVersion' | 'setPromptRollout' | 'promotePromptVersion' | 'rollbackPrompt' | 'getPromptHistory'> {
+  const refuse = async (): Promise<never> => {
+    throw new ServerError(Status.UNIMPLEMENTED, 'the prompt lifecycle calls are not built yet');
+  };
+  return { listPromptVersions: refuse, publishPromptVersion: refuse, setPromptRollout: refuse, promotePromptVersion: refuse, rollbackPrompt: refuse, getPromptHistory: refuse };
+}

@@ -7,6 +7,7 @@ import type { GatewayDeps } from './calls/gateway-deps.js';
 import { jobCalls } from './calls/jobs.js';
 import { modelCalls } from './calls/models.js';
 import { monitorCalls } from './calls/monitor.js';
+import { promptCalls } from './calls/prompts.js';
 import { pipelineCalls } from './calls/pipelines.js';
 import { pipelineStreamCalls } from './calls/pipeline-stream.js';
 import { telemetryCalls } from './calls/telemetry.js';
@@ -42,6 +43,7 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
     ...telemetryCalls(deps),
     ...keyCalls(deps, keys),
     ...monitorCalls(deps),
+    ...promptCalls(deps),
   };
 
   return {

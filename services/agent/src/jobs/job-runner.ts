@@ -329,6 +329,7 @@ export class JobRunner {
       sessionKey: job.sessionId,
       inlineYaml: '',
       promptOverrides: {},
+      promptCandidates: {},
       resumeRunId: '',
     };
     const resumed: proto.ExecuteRequest = { ...fresh, pipeline: '', inputs: {}, runId: '', resumeRunId: job.jobId };

@@ -179,7 +179,7 @@ async function pipelineCompletion(gateway: Gateway, pipelines: PipelineCatalog, 
   const text = lastUserText(body);
   const name = body.model.slice(PIPELINE_MODEL_PREFIX.length);
   const summary = await pipelines.find(name);
-  const request: proto.ExecutePipelineRequest = { pipeline: name, inputs: { [messageInput(summary)]: text }, promptOverrides: {}, inlineYaml: '', sessionId: body.user ?? '' };
+  const request: proto.ExecutePipelineRequest = { pipeline: name, inputs: { [messageInput(summary)]: text }, promptOverrides: {}, promptCandidates: {}, inlineYaml: '', sessionId: body.user ?? '' };
   if (!body.stream) {
     const answer = await gateway.executePipeline(request, options);
     return chatCompletion(completionId(), body.model, answer.result, 'stop', answer.usage);
