@@ -3,7 +3,7 @@ import type { GatewayDeps } from './gateway-deps.js';
 
 type PromptCalls = Pick<
   proto.GatewayServiceImplementation,
-  'listPromptVersions' | 'publishPromptVersion' | 'setPromptRollout' | 'promotePromptVersion' | 'rollbackPrompt' | 'getPromptHistory'
+  'getPipeline' | 'listPromptVersions' | 'publishPromptVersion' | 'setPromptRollout' | 'promotePromptVersion' | 'rollbackPrompt' | 'getPromptHistory'
 >;
 
 /** The prompt lifecycle calls, forwarded to the executor that owns the registry (issue 15: in progress). */
@@ -11,5 +11,5 @@ export function promptCalls(_deps: GatewayDeps): PromptCalls {
   const refuse = async (): Promise<never> => {
     throw new ServerError(Status.UNIMPLEMENTED, 'the prompt lifecycle calls are not built yet');
   };
-  return { listPromptVersions: refuse, publishPromptVersion: refuse, setPromptRollout: refuse, promotePromptVersion: refuse, rollbackPrompt: refuse, getPromptHistory: refuse };
+  return { getPipeline: refuse, listPromptVersions: refuse, publishPromptVersion: refuse, setPromptRollout: refuse, promotePromptVersion: refuse, rollbackPrompt: refuse, getPromptHistory: refuse };
 }
