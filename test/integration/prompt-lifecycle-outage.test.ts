@@ -51,7 +51,9 @@ describe('the prompt calls while the executor is down', () => {
     expect(overRest.status).toBe(503);
 
     // A new executor on the same address loads the registry from NATS: runs use the promoted version.
-    restarted = await startExecutor({ providerPort: stack.ports.provider, natsUrl: nats.url, grpcPort: stack.ports.executor, env: stack.env });
+    // The stack's settings but its own HTTP port, where waitForState reads /readyz.
+    const { EXECUTOR_HTTP_PORT: _stackHttpPort, ...env } = stack.env;
+    restarted = await startExecutor({ providerPort: stack.ports.provider, natsUrl: nats.url, grpcPort: stack.ports.executor, env });
     // Ready once its NATS state (the registry among it) is attached.
     await waitForState(restarted);
     const run = await eventually('a run through the new executor', () =>
