@@ -37,6 +37,8 @@ export const CALLER_ADMIN_METADATA = 'x-elexirion-caller-admin';
 export const GUARD_CALLER = 'monitor';
 
 const DEFAULT_HISTORY_PAGE = 100;
+/** How long a call waits for the registry to load from NATS before it is UNAVAILABLE. */
+const ATTACH_WAIT_MS = 5_000;
 const MAX_HISTORY_PAGE = 1000;
 
 type PromptLifecycleCalls = Pick<
@@ -144,10 +146,14 @@ function checkRevision(revision: number): number {
 export function promptLifecycleCalls(deps: PromptCallDependencies): PromptLifecycleCalls {
   const { loader, events, logger } = deps;
 
-  function registry(): PromptRegistry {
-    if (!deps.registry) throw new ServerError(Status.FAILED_PRECONDITION, 'the prompt registry is off on this executor (EXECUTOR_PROMPT_REGISTRY=false)');
-    if (!deps.registry.attached) throw new ServerError(Status.UNAVAILABLE, 'the prompt registry has not loaded from NATS yet; try again');
-    return deps.registry;
+  /** The registry once it has loaded; a call just after the start waits for it a little. */
+  async function registry(context: CallContext): Promise<PromptRegistry> {
+    const prompts = deps.registry;
+    if (!prompts) throw new ServerError(Status.FAILED_PRECONDITION, 'the prompt registry is off on this executor (EXECUTOR_PROMPT_REGISTRY=false)');
+    if (!(await prompts.whenAttached(ATTACH_WAIT_MS, context.signal))) {
+      throw new ServerError(Status.UNAVAILABLE, `the prompt registry has not loaded from NATS (waited ${ATTACH_WAIT_MS} ms); try again`);
+    }
+    return prompts;
   }
 
   /** The step of a named pipeline a change is about: NOT_FOUND when missing, INVALID_ARGUMENT when it has no prompt. */
@@ -189,10 +195,10 @@ export function promptLifecycleCalls(deps: PromptCallDependencies): PromptLifecy
   }
 
   return {
-    async listPromptVersions(request) {
+    async listPromptVersions(request, context) {
       if (request.step && !request.pipeline) throw invalid('pipeline: required with step');
       if (request.pipeline) checkNames(request.pipeline, request.step, false);
-      const steps = registry()
+      const steps = (await registry(context))
         .list()
         .filter(({ entry }) => (!request.pipeline || entry.pipeline === request.pipeline) && (!request.step || entry.step === request.step))
         .sort((a, b) => a.entry.pipeline.localeCompare(b.entry.pipeline) || a.entry.step.localeCompare(b.entry.step));
@@ -201,7 +207,7 @@ export function promptLifecycleCalls(deps: PromptCallDependencies): PromptLifecy
 
     async publishPromptVersion(request, context) {
       const actor = actorOf(context);
-      const prompts = registry();
+      const prompts = await registry(context);
       if (request.versionId) checkVersionId(request.versionId);
       checkText('source', request.source, 256);
       checkText('description', request.description);
@@ -235,7 +241,7 @@ export function promptLifecycleCalls(deps: PromptCallDependencies): PromptLifecy
 
     async setPromptRollout(request, context) {
       const actor = actorOf(context);
-      const prompts = registry();
+      const prompts = await registry(context);
       checkText('reason', request.reason);
       const expected = checkRevision(request.expectedRevision);
       await llmStep(request.pipeline, request.step);
@@ -256,7 +262,7 @@ export function promptLifecycleCalls(deps: PromptCallDependencies): PromptLifecy
 
     async promotePromptVersion(request, context) {
       const actor = actorOf(context);
-      const prompts = registry();
+      const prompts = await registry(context);
       checkText('reason', request.reason);
       const expected = checkRevision(request.expectedRevision);
       await llmStep(request.pipeline, request.step);
@@ -269,7 +275,7 @@ export function promptLifecycleCalls(deps: PromptCallDependencies): PromptLifecy
 
     async rollbackPrompt(request, context) {
       const actor = actorOf(context);
-      const prompts = registry();
+      const prompts = await registry(context);
       checkText('reason', request.reason);
       const expected = checkRevision(request.expectedRevision);
       await llmStep(request.pipeline, request.step);
@@ -281,7 +287,7 @@ export function promptLifecycleCalls(deps: PromptCallDependencies): PromptLifecy
       return { step: stepToProto(result.entry, result.revision) };
     },
 
-    async getPromptHistory(request) {
+    async getPromptHistory(request, context) {
       checkNames(request.pipeline, request.step, false);
       if (!Number.isInteger(request.pageSize) || request.pageSize < 0) throw invalid(`page_size: must be 0 (the default ${DEFAULT_HISTORY_PAGE}) or more, got ${request.pageSize}`);
       const pageSize = Math.min(request.pageSize || DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE);
@@ -290,7 +296,7 @@ export function promptLifecycleCalls(deps: PromptCallDependencies): PromptLifecy
         before = /^\d{1,15}$/.test(request.pageToken) ? Number(request.pageToken) : NaN;
         if (!Number.isSafeInteger(before) || before < 1) throw invalid('page_token: not a token from a previous answer');
       }
-      const prompts = registry();
+      const prompts = await registry(context);
       if (!prompts.historyStream) throw new ServerError(Status.FAILED_PRECONDITION, 'the prompt history is off on this executor');
       if (!prompts.historyReady) throw new ServerError(Status.UNAVAILABLE, 'the prompt history stream could not be set up on NATS (see the executor log); try again later');
       const connection = prompts.connection;

@@ -110,23 +110,39 @@ describe('the prompt registry (issue 15 model)', () => {
     const bucket = temporaryBucket(nats.url, 'prompts', later);
     const { registry: prompts, connection } = await registry(bucket);
     const revisions: number[] = [];
-    // More changes than the bucket keeps per key (5): the history keeps them all.
-    for (let index = 0; index < 8; index++) revisions.push((await prompts.change('summarize', 'extract', 0, publish(`h${index}`))).revision);
-    revisions.push((await prompts.change('summarize', 'other', 0, (current) => publishVersion(current ?? emptyEntry('summarize', 'other', actor().now), { versionId: 'o1', template: template('x'), source: '', description: '', scores: {}, rolloutWeight: 0, guard: undefined, reason: '' }, actor('bob')).entry)).revision);
+    const other = (id: string) => (current: PromptEntry | undefined) =>
+      publishVersion(current ?? emptyEntry('summarize', 'other', actor().now), { versionId: id, template: template('x'), source: '', description: '', scores: {}, rolloutWeight: 0, guard: undefined, reason: '' }, actor('bob')).entry;
+    // More changes than the bucket keeps per key (5): the history keeps them all. Between the
+    // first three and the rest, many changes of another step: pages read back across the gap.
+    for (let index = 0; index < 8; index++) {
+      if (index === 3) for (let gap = 0; gap < 150; gap++) await prompts.change('summarize', 'other', 0, other(`gap${gap}`));
+      revisions.push((await prompts.change('summarize', 'extract', 0, publish(`h${index}`))).revision);
+    }
+    revisions.push((await prompts.change('summarize', 'other', 0, other('o1'))).revision);
     const options = { stream: prompts.historyStream, bucket, pipeline: 'summarize', step: 'extract', pageSize: 5, before: undefined };
-    const first = await eventually('the history to have the 8 changes', async () => {
-      const page = await readHistory(connection, options);
-      return page.items[0]?.revision === revisions[7] ? page : undefined;
+    // The history stream copies the bucket's messages in order: once the last change is in, all are.
+    await eventually('the history to have the last change', async () => {
+      const page = await readHistory(connection, { ...options, step: '', pageSize: 1 });
+      return page.items[0]?.revision === revisions[8] ? page : undefined;
     });
+    const first = await readHistory(connection, options);
     expect(first.items.map((item) => item.change.version)).toEqual(['h7', 'h6', 'h5', 'h4', 'h3']);
     expect(first.items.map((item) => item.revision)).toEqual([revisions[7], revisions[6], revisions[5], revisions[4], revisions[3]]);
     expect(first.items[0]!.change).toMatchObject({ action: 'publish', by: 'alice', reason: 'publish h7' });
     const second = await readHistory(connection, { ...options, before: first.nextBefore });
     expect(second.items.map((item) => item.change.version)).toEqual(['h2', 'h1', 'h0']);
     expect(second.nextBefore).toBeUndefined();
-    // Every step of the pipeline.
-    const all = await readHistory(connection, { ...options, step: '', pageSize: 100 });
-    expect(all.items.map((item) => `${item.step}:${item.change.version}`).slice(0, 2)).toEqual(['other:o1', 'extract:h7']);
-    expect(all.items).toHaveLength(9);
+    // Every step of the pipeline, over pages.
+    const all: string[] = [];
+    let before: number | undefined;
+    do {
+      const page = await readHistory(connection, { ...options, step: '', pageSize: 40, before });
+      expect(page.items.length).toBeLessThanOrEqual(40);
+      all.push(...page.items.map((item) => `${item.step}:${item.change.version}`));
+      before = page.nextBefore;
+    } while (before !== undefined);
+    expect(all).toHaveLength(159);
+    expect(all.slice(0, 2)).toEqual(['other:o1', 'extract:h7']);
+    expect(all.slice(-4)).toEqual(['other:gap0', 'extract:h2', 'extract:h1', 'extract:h0']);
   });
 });

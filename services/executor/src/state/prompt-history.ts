@@ -8,7 +8,7 @@
  * stalls for good (nats-server 2.9 retries the same message forever). A purge therefore clears
  * that key's history too, which is what purging means; the registry itself only deletes.
  */
-import { jetstream, jetstreamManager, type StreamConfig } from '@nats-io/jetstream';
+import { DeliverPolicy, jetstream, jetstreamManager, type StreamConfig } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ServerError, Status, type KvViewLogger } from '@elexirion/kit';
 import { changeOnlySchema, type PromptChangeRecord } from './prompt-entry.js';
@@ -64,55 +64,75 @@ export interface HistoryPage {
 const decoder = new TextDecoder();
 /** How long one history read may take before it is answered as unavailable. */
 const READ_TIMEOUT_MS = 10_000;
+/** The first window of stream sequences read back from the newest; each next one is twice as wide. */
+const FIRST_WINDOW = 64;
 
 /**
  * Changes of one step (or every step of a pipeline), newest first: at most `pageSize` of those
- * with a history sequence below `before` (all when undefined). Reads the matching part of the
- * stream in order (server-side filtered) and keeps the newest ones.
+ * with a history sequence below `before` (all when undefined). Reads back from the newest
+ * matching message in windows of stream sequences that double in width (server-side filtered),
+ * so a page costs about its own size, not the whole history.
  */
 export async function readHistory(connection: NatsConnection, options: { stream: string; bucket: string; pipeline: string; step: string; pageSize: number; before: number | undefined }): Promise<HistoryPage> {
   const { stream, bucket, pipeline, step, pageSize, before } = options;
   const subject = `$KV.${bucket}.${pipeline}.${step || '*'}`;
   const jsm = await jetstreamManager(connection);
-  let total: number;
+  let subjects: string[];
+  let firstSequence: number;
   try {
     const info = await jsm.streams.info(stream, { subjects_filter: subject });
-    total = Object.values(info.state.subjects ?? {}).reduce((sum, count) => sum + count, 0);
+    subjects = Object.keys(info.state.subjects ?? {});
+    firstSequence = info.state.first_seq;
   } catch (error) {
     if (isStreamNotFound(error)) return { items: [], nextBefore: undefined };
     throw error;
   }
-  if (total === 0) return { items: [], nextBefore: undefined };
-  // The newest pageSize + 1 before `before`: one more than the page tells whether another page follows.
-  const kept: HistoryItem[] = [];
-  const consumer = await jetstream(connection).consumers.get(stream, { filter_subjects: subject });
+  if (subjects.length === 0) return { items: [], nextBefore: undefined };
+  // The newest matching message bounds the first window, so every window read has a matching
+  // message at or after its start (the read never waits for one that will not come).
+  let newest = 0;
+  for (const name of subjects) {
+    const last = await jsm.streams.getMessage(stream, { last_by_subj: name }).catch(() => undefined);
+    if (last) newest = Math.max(newest, last.seq);
+  }
+  let end = Math.min(before ?? Number.MAX_SAFE_INTEGER, newest + 1);
   const deadline = Date.now() + READ_TIMEOUT_MS;
-  let seen = 0;
+  // Newest first; one more than the page tells whether another page follows.
+  const collected: HistoryItem[] = [];
+  let window = Math.max(FIRST_WINDOW, 2 * (pageSize + 1));
+  while (collected.length <= pageSize && end > firstSequence) {
+    const start = Math.max(firstSequence, end - window);
+    const items = await readRange(connection, stream, subject, start, end, deadline);
+    for (let index = items.length - 1; index >= 0; index--) collected.push(items[index]!);
+    end = start;
+    window *= 2;
+  }
+  const more = collected.length > pageSize;
+  const items = more ? collected.slice(0, pageSize) : collected;
+  return { items, nextBefore: more ? items[items.length - 1]!.sequence : undefined };
+}
+
+/** The changes among the messages of `subject` with a sequence in [start, end), oldest first. */
+async function readRange(connection: NatsConnection, stream: string, subject: string, start: number, end: number, deadline: number): Promise<HistoryItem[]> {
+  const consumer = await jetstream(connection).consumers.get(stream, { filter_subjects: subject, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start });
+  const items: HistoryItem[] = [];
   try {
-    reading: while (seen < total) {
+    while (true) {
       if (Date.now() > deadline) throw new ServerError(Status.UNAVAILABLE, `the prompt history did not answer within ${READ_TIMEOUT_MS} ms; try again`);
-      const batch = await consumer.fetch({ max_messages: 500, expires: 2_000 });
+      const batch = await consumer.fetch({ max_messages: 256, expires: 2_000 });
       let got = 0;
       for await (const message of batch) {
         got++;
-        seen++;
-        if (before !== undefined && message.seq >= before) break reading;
+        if (message.seq >= end) return items;
         const item = historyItem(message.data, message.headers?.get('Nats-Stream-Source') ?? '', message.headers?.get('KV-Operation') ?? '', message.seq);
-        if (item) {
-          kept.push(item);
-          if (kept.length > pageSize + 1) kept.shift();
-        }
-        if (message.info.pending === 0) break reading;
+        if (item) items.push(item);
+        if (message.info.pending === 0) return items;
       }
-      if (got === 0) break;
+      if (got === 0) return items;
     }
   } finally {
     await consumer.delete().catch(() => undefined);
   }
-  kept.reverse();
-  const more = kept.length > pageSize;
-  const items = more ? kept.slice(0, pageSize) : kept;
-  return { items, nextBefore: more ? items[items.length - 1]!.sequence : undefined };
 }
 
 /** A history message as a change; undefined for a delete marker or an entry without a change (written before issue 15, or by `publish`). */

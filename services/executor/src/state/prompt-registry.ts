@@ -110,12 +110,16 @@ export class PromptRegistry {
   #store: KvStore<PromptEntry> | undefined;
   #connection: NatsConnection | undefined;
   #historyReady = false;
+  /** Resolved on the first successful attach; calls that come before wait on it (briefly). */
+  readonly #firstAttach: Promise<void>;
+  #resolveFirstAttach!: () => void;
   /** The change in progress per key in this process: changes to one key queue here, so they rarely collide on the CAS. */
   readonly #changing = new Map<string, Promise<unknown>>();
 
   constructor(options: PromptRegistryOptions) {
     const { logger } = options;
     this.#logger = logger;
+    this.#firstAttach = new Promise((resolve) => (this.#resolveFirstAttach = resolve));
     this.bucket = options.bucket ?? DEFAULT_PROMPT_BUCKET;
     this.historyStream = options.historyStream ?? (this.bucket === DEFAULT_PROMPT_BUCKET ? DEFAULT_PROMPT_HISTORY_STREAM : `${DEFAULT_PROMPT_HISTORY_STREAM}_${this.bucket}`);
     this.#spec = {
@@ -171,6 +175,30 @@ export class PromptRegistry {
       }
     }
     await this.#view.attach(connection);
+    this.#resolveFirstAttach();
+  }
+
+  /**
+   * Resolves true once attached, false when `timeoutMs` passes or `signal` aborts first: a call
+   * that comes just after the executor started waits for the bucket to load instead of failing.
+   */
+  async whenAttached(timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    if (this.attached) return true;
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    try {
+      return await Promise.race([
+        this.#firstAttach.then(() => this.attached),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), timeoutMs);
+          onAbort = () => resolve(false);
+          signal?.addEventListener('abort', onAbort, { once: true });
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
+    }
   }
 
   /** Whether the history stream was set up on the last attach. */
