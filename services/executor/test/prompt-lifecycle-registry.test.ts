@@ -106,6 +106,21 @@ describe('the prompt registry (issue 15 model)', () => {
     expect((refused as ElexirionError).code).toBe(Status.FAILED_PRECONDITION);
   });
 
+  it('lets a call wait for the first load: true once attached, false when the wait runs out first', async () => {
+    const { logger } = recordingLogger();
+    const prompts = new PromptRegistry({ logger, bucket: temporaryBucket(nats.url, 'prompts', later) });
+    later(() => prompts.close());
+    expect(await prompts.whenAttached(20)).toBe(false);
+    const aborted = new AbortController();
+    const waiting = prompts.whenAttached(60_000, aborted.signal);
+    aborted.abort();
+    expect(await waiting).toBe(false);
+    const waitingLong = prompts.whenAttached(60_000);
+    await prompts.attach(await connectNats(nats.url, { later }));
+    expect(await waitingLong).toBe(true);
+    expect(await prompts.whenAttached(0)).toBe(true);
+  });
+
   it('keeps every change in the history stream, newest first, paged, with the revision each wrote', async () => {
     const bucket = temporaryBucket(nats.url, 'prompts', later);
     const { registry: prompts, connection } = await registry(bucket);
