@@ -183,6 +183,30 @@ describe('the prompt lifecycle through the gateway', () => {
     expect(overRest.body.error.message).toContain('template.prompt: {{vars.nothing}} names variable "nothing"');
   });
 
+  it('takes versions with large demos, and refuses one that would take the entry over the KV max payload', async () => {
+    const step = { pipeline: 'summarize-each', step: 'summarize' };
+    // About 200 KiB of demos each: over the gateway's 64 KiB for small calls, within a version's bounds.
+    const demos = Array.from({ length: 40 }, (_, index) => ({ input: `Document ${index}: ${'lorem ipsum '.repeat(200)}`, output: `Summary ${index}: ${'dolor '.repeat(200)}` }));
+    let refused: ClientError | undefined;
+    const published: string[] = [];
+    for (let attempt = 0; attempt < 8 && !refused; attempt++) {
+      const answer = await stack.gateway
+        .publishPromptVersion(publishRequest({ ...step, template: { prompt: 'Summarize {{loop.item}}', system: '', demos } }), bearer(writer.secret))
+        .catch((error: unknown) => error);
+      if (answer instanceof ClientError) refused = answer;
+      else published.push((answer as proto.PublishPromptVersionResponse).version!.id);
+    }
+    expect(published.length).toBeGreaterThanOrEqual(2);
+    expect(refused?.code).toBe(Status.INVALID_ARGUMENT);
+    expect(refused?.details).toMatch(/the step's prompt entry cannot be stored: .*exceeds the server's max payload/);
+    const listed = await stack.gateway.listPromptVersions(step, bearer(reader.secret));
+    expect(listed.steps[0]!.versions.map((version) => version.id)).toEqual(published);
+    const tooMany = await failure(
+      stack.gateway.publishPromptVersion(publishRequest({ ...step, template: { prompt: 'Summarize {{loop.item}}', system: '', demos: Array.from({ length: 51 }, () => ({ input: 'a', output: 'b' })) } }), bearer(writer.secret)),
+    );
+    expect(tooMany.details).toContain('template.demos: 51 demos is over the limit of 50');
+  });
+
   it('guards a protected baseline: another version needs an admin key', async () => {
     const step = { pipeline: 'analysis', step: 'analyze_code' };
     await stack.gateway.publishPromptVersion(publishRequest({ ...step, versionId: 'base', template: { prompt: 'Analyze: {{inputs.code}}', system: '', demos: [] } }), bearer(writer.secret));

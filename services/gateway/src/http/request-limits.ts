@@ -13,6 +13,8 @@ const LIMIT_OF: Partial<Record<GatewayMethodName, LimitSetting>> = {
   executePipelineStream: 'GATEWAY_MAX_PIPELINE_REQUEST_BYTES',
   validatePipeline: 'GATEWAY_MAX_PIPELINE_REQUEST_BYTES',
   submitJob: 'GATEWAY_MAX_PIPELINE_REQUEST_BYTES',
+  // A prompt version: templates up to 64 KiB each and demos up to 256 KiB (the executor's bounds).
+  publishPromptVersion: 'GATEWAY_MAX_PIPELINE_REQUEST_BYTES',
   complete: 'GATEWAY_MAX_COMPLETE_REQUEST_BYTES',
   completeStream: 'GATEWAY_MAX_COMPLETE_REQUEST_BYTES',
 };
