@@ -10,7 +10,7 @@
  * Changes (`change`) are a read-modify-write with compare-and-set on the entry's KV revision: one
  * KV write per change, so an interrupted change leaves nothing half done.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { ElexirionError, KvRejectedValueError, KvRevisionConflictError, KvStore, KvView, ServerError, Status, type KvBucketSpec, type KvViewLogger } from '@elexirion/kit';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { PIPELINE_NAME, STEP_NAME } from '../pipeline/schema.js';
@@ -67,10 +67,12 @@ function checkNames(pipeline: string, step: string): void {
   if (problems.length) throw new InvalidPromptEntryError(problems);
 }
 
-/** A number in [0, 1) from a hash of (sessionKey, pipeline, step). */
+/**
+ * A number in [0, 1) from a hash of (sessionKey, pipeline, step): the same on every replica. The
+ * one-shot hash is a few times cheaper than a Hash object and gives the same digest.
+ */
 function stickyPoint(sessionKey: string, pipeline: string, step: string): number {
-  const digest = createHash('sha256').update(sessionKey).update('\0').update(pipeline).update('\0').update(step).digest();
-  return digest.readUIntBE(0, 6) / 2 ** 48;
+  return hash('sha256', `${sessionKey}\0${pipeline}\0${step}`, 'buffer').readUIntBE(0, 6) / 2 ** 48;
 }
 
 /** The arms of an entry: its weights in a fixed order (version order, then yaml), or all on the baseline. */
