@@ -382,6 +382,8 @@ describe('the prompt lifecycle through the gateway', () => {
         ['first', 'completed', 'yaml'],
         ['second', 'failed', 'candidate'],
       ]);
+      // What the steps that ran used (the first step's call) is told too.
+      expect(run.executorRun!.usage!.inputTokens).toBeGreaterThan(0);
 
       const published = await stack.gateway.publishPromptVersion(publishRequest({ pipeline: 'refactor', step: 'plan', template: { prompt: 'Plan for {{inputs.code}}', system: '', demos: [] }, reason: 'event' }), bearer(writer.secret));
       const event = await waitFor('the prompt event', () => listener.events.find((item) => item.event.executorPrompt?.change?.pipeline === 'refactor')?.event);

@@ -20,6 +20,7 @@ import {
 import type { CallContext } from 'nice-grpc-common';
 import { StepFailure, describeRunFailure } from './engine/failure-class.js';
 import { RunEngine, type RunRequest, type RunResult } from './engine/run-engine.js';
+import { totalUsage } from './engine/usage.js';
 import { PipelineError, PipelineLoader, countSteps, formatProblem, type LoadedPipeline, type Problem } from './pipeline/loader.js';
 import { callsModels, checkModels, type ModelCatalog } from './pipeline/models.js';
 import { PIPELINE_NAME } from './pipeline/schema.js';
@@ -200,7 +201,7 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
       // A failure from elsewhere (a downstream call, the unexpected) is told with the pipeline's
       // name; this service's own say what they are about (a step's failure names its pipeline).
       const failure = error instanceof ServerError || error instanceof ElexirionError ? toServerError(error) : toServerError(error, pipelineName || `run "${request.resumeRunId}"`);
-      observation.failed(failure, (errorMessage) => ({ executorRun: { runId, jobId: request.jobId, pipeline: pipelineName, inputs: request.inputs, errorMessage, steps } }));
+      observation.failed(failure, (errorMessage) => ({ executorRun: { runId, jobId: request.jobId, pipeline: pipelineName, inputs: request.inputs, errorMessage, steps, usage: totalUsage(steps) } }));
       // The step and class come from the engine's error; code and message from what the caller is told.
       const runFailure = runStarted ? describeRunFailure(error instanceof StepFailure ? error : failure, runId, pipelineName) : undefined;
       if (runFailure) setRunFailure(callContext.trailer, { ...runFailure, code: Status[failure.code] ?? 'UNKNOWN', message: failure.details });
