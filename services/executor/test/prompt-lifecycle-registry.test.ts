@@ -106,6 +106,25 @@ describe('the prompt registry (issue 15 model)', () => {
     expect((refused as ElexirionError).code).toBe(Status.FAILED_PRECONDITION);
   });
 
+  it('reads an entry of the old shape as a rollout over its weights, and changes it into the new shape', async () => {
+    const bucket = temporaryBucket(nats.url, 'prompts', later);
+    const { registry: prompts, connection } = await registry(bucket);
+    const kv = await new Kvm(connection).open(bucket);
+    const old = { pipeline: 'summarize', step: 'extract', versions: [{ id: 'A', weight: 3, prompt: 'A {{inputs.text}}', demos: [{ input: 'i', output: 'o' }] }, { id: 'B', weight: 1, prompt: 'B', system: 'sys' }], updatedAt: '2026-01-01T00:00:00.000Z' };
+    await kv.put('summarize.extract', JSON.stringify(old));
+    const loaded = await eventually('the old entry loaded', async () => prompts.get('summarize', 'extract'));
+    expect(loaded.entry.rollout).toEqual({ baseline: 'A', weights: { A: 0.75, B: 0.25 }, candidate: '', baselineProtected: false });
+    expect(loaded.entry.versions[1]).toMatchObject({ id: 'B', template: { prompt: 'B', system: 'sys' }, createdAt: old.updatedAt });
+    const changed = await prompts.change('summarize', 'extract', loaded.revision, (current) => promoteVersion(current!, 'B', 'moved on', actor()));
+    const stored = JSON.parse(new TextDecoder().decode((await kv.get('summarize.extract'))!.value)) as PromptEntry;
+    expect(stored.rollout).toMatchObject({ baseline: 'B', weights: { B: 1 } });
+    expect(stored.versions.map((version) => version.template.prompt)).toEqual(['A {{inputs.text}}', 'B']);
+    expect(stored.versions[0]!.template.demos).toEqual([{ input: 'i', output: 'o' }]);
+    expect(stored.lastChange).toMatchObject({ action: 'promote', before: { baseline: 'A' }, after: { baseline: 'B' } });
+    expect(prompts.select('summarize', 'extract')?.system).toBe('sys');
+    expect(changed.revision).toBeGreaterThan(loaded.revision);
+  });
+
   it('lets a call wait for the first load: true once attached, false when the wait runs out first', async () => {
     const { logger } = recordingLogger();
     const prompts = new PromptRegistry({ logger, bucket: temporaryBucket(nats.url, 'prompts', later) });
