@@ -8,6 +8,8 @@ import { Metadata } from 'nice-grpc';
 import { ClientError, Status } from 'nice-grpc-common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient } from 'nice-grpc';
+import { Kvm } from '@nats-io/kv';
+import { connect } from '@nats-io/transport-node';
 import { proto } from '@elexirion/kit';
 import { collectEvents, eventually, startNats, startStack, stopAll, waitFor, type NatsServer, type Stack } from '@elexirion/testing';
 
@@ -349,6 +351,40 @@ describe('the prompt lifecycle through the gateway', () => {
     for (const action of ['versions', 'rollout', 'promote', 'rollback']) expect(Object.keys(document.paths[`/v1/prompts/{pipeline}/{step}/${action}`]!)).toContain('post');
     expect(Object.keys(document.paths['/v1/prompts/{pipeline}/history']!)).toContain('get');
     expect(Object.keys(document.paths['/v1/pipelines/{pipeline}']!)).toContain('get');
+  });
+
+  it("keeps a run's candidates in its checkpoint, and a resume takes none of its own", async () => {
+    const executor = createClient(proto.ExecutorDefinition, stack.channel);
+    const name = `resumable-${randomBytes(3).toString('hex')}`;
+    const yaml = `workflow:
+  name: ${name}
+  inputs:
+    message: { type: string, required: true }
+  steps:
+    - name: first
+      type: claude_smart
+      prompt: "{{inputs.message}}"
+    - name: second
+      type: claude_smart
+      prompt: "{{steps.first.output}}"
+`;
+    const candidate = { prompt: 'Second candidate: {{inputs.message}}', system: 'Checked.', demos: [{ input: 'q', output: 'a' }] };
+    const run = await executor.execute(proto.ExecuteRequest.fromPartial({ inlineYaml: yaml, inputs: { message: 'keep me' }, promptCandidates: { second: candidate } }));
+    expect(run.steps.map((step) => step.promptVersion)).toEqual(['yaml', 'candidate']);
+    const connection = await connect({ servers: nats.url });
+    try {
+      const stored = await eventually('the final checkpoint', async () => {
+        const entry = await (await new Kvm(connection).open('elexirion_checkpoints')).get(run.runId);
+        const value = entry?.operation === 'PUT' ? (JSON.parse(entry.string()) as { status: string; promptCandidates?: unknown }) : undefined;
+        return value?.status === 'completed' ? value : undefined;
+      });
+      expect(stored.promptCandidates).toEqual({ second: candidate });
+    } finally {
+      await connection.close();
+    }
+    const refused = await failure(executor.execute(proto.ExecuteRequest.fromPartial({ resumeRunId: run.runId, promptCandidates: { second: candidate } })));
+    expect(refused.code).toBe(Status.INVALID_ARGUMENT);
+    expect(refused.details).toContain('prompt_candidates: a resumed run keeps the candidates it started with');
   });
 
   it("publishes a failed run's steps, the failed one with its prompt version, and a prompt event per change", async () => {

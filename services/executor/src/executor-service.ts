@@ -155,6 +155,7 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
         resume = await store.load(request.resumeRunId);
         if (!resume) throw new ServerError(Status.NOT_FOUND, `run "${request.resumeRunId}" has no checkpoint`);
         if (Object.keys(request.inputs).length > 0) throw invalid('inputs: a resumed run keeps the inputs it started with; send none');
+        if (Object.keys(request.promptCandidates).length > 0) throw invalid('prompt_candidates: a resumed run keeps the candidates it started with; send none');
         runId = resume.runId;
         source = resume.source;
         loaded = await load(source.kind === 'named' ? { pipeline: source.name, inlineYaml: '' } : { pipeline: '', inlineYaml: source.yaml });
