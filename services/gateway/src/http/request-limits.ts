@@ -12,6 +12,7 @@ const LIMIT_OF: Partial<Record<GatewayMethodName, LimitSetting>> = {
   executePipeline: 'GATEWAY_MAX_PIPELINE_REQUEST_BYTES',
   executePipelineStream: 'GATEWAY_MAX_PIPELINE_REQUEST_BYTES',
   validatePipeline: 'GATEWAY_MAX_PIPELINE_REQUEST_BYTES',
+  getPipeline: 'GATEWAY_MAX_PIPELINE_REQUEST_BYTES',
   submitJob: 'GATEWAY_MAX_PIPELINE_REQUEST_BYTES',
   // A prompt version: templates up to 64 KiB each and demos up to 256 KiB (the executor's bounds).
   publishPromptVersion: 'GATEWAY_MAX_PIPELINE_REQUEST_BYTES',
