@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { Kvm } from '@nats-io/kv';
 import { ElexirionError, ServerError, Status } from '@elexirion/kit';
-import { connectNats, eventually, temporaryBucket } from '@elexirion/testing';
+import { connectNats, eventually, startNats, temporaryBucket, uniqueBucketName } from '@elexirion/testing';
 import { cleanupAfterEach, natsForFile, recordingLogger } from '@elexirion/testing/fixtures';
 import { emptyEntry, promoteVersion, publishVersion, rollbackPrompt, setRollout, type ChangeActor } from '../src/state/prompt-changes.js';
 import type { PromptEntry } from '../src/state/prompt-entry.js';
@@ -123,6 +123,25 @@ describe('the prompt registry (issue 15 model)', () => {
     expect(stored.lastChange).toMatchObject({ action: 'promote', before: { baseline: 'A' }, after: { baseline: 'B' } });
     expect(prompts.select('summarize', 'extract')?.system).toBe('sys');
     expect(changed.revision).toBeGreaterThan(loaded.revision);
+  });
+
+  it('answers UNAVAILABLE for a change while NATS is away, and keeps serving what it had', async () => {
+    const server = await startNats();
+    later(() => server.stop());
+    const { logger } = recordingLogger();
+    const prompts = new PromptRegistry({ logger, bucket: uniqueBucketName('prompts') });
+    later(() => prompts.close());
+    await prompts.attach(await connectNats(server.url, { reconnectForever: true, later }));
+    await prompts.change('summarize', 'extract', 0, publish('v1', 0.5));
+    await server.stop();
+    const refused = await prompts.change('summarize', 'extract', 0, publish('v2')).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(ServerError);
+    expect((refused as ServerError).code).toBe(Status.UNAVAILABLE);
+    expect((refused as ServerError).details).toContain('nothing was changed');
+    let session = 0;
+    const served = tally(() => prompts.select('summarize', 'extract', `s-${session++}`), 400);
+    expect(served.get('v1')).toBeGreaterThan(100);
+    expect(served.get('yaml')).toBeGreaterThan(100);
   });
 
   it('lets a call wait for the first load: true once attached, false when the wait runs out first', async () => {

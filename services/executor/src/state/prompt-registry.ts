@@ -276,7 +276,7 @@ export class PromptRegistry {
         if (error instanceof ElexirionError && error.code === Status.DATA_LOSS) {
           throw new ServerError(Status.FAILED_PRECONDITION, `the stored prompt entry ${key} is not valid (${error.message}); it is not changed`);
         }
-        throw error;
+        throw new ServerError(Status.UNAVAILABLE, `prompt entry ${key} cannot be read from NATS now (${describe(error)}); nothing was changed, try again`);
       }
       const revision = current?.revision ?? 0;
       if (expectedRevision > 0 && revision !== expectedRevision) throw staleRevision(key, expectedRevision, revision);
@@ -287,7 +287,11 @@ export class PromptRegistry {
         return { entry: this.#view.get(key) ?? next, revision: written };
       } catch (error) {
         if (error instanceof KvRejectedValueError) throw new InvalidPromptEntryError(error.problems, { cause: error });
-        if (!(error instanceof KvRevisionConflictError)) throw error;
+        if (!(error instanceof KvRevisionConflictError)) {
+          if (error instanceof ServerError || error instanceof ElexirionError) throw error;
+          // The write may have landed before the answer was lost: not retried here (it could land twice).
+          throw new ServerError(Status.UNAVAILABLE, `prompt entry ${key}: NATS did not confirm the write (${describe(error)}); it may or may not have been made: read the entry before trying again`);
+        }
         if (expectedRevision > 0) {
           const now = await store.get(key).catch(() => undefined);
           throw staleRevision(key, expectedRevision, now?.revision ?? 0);
@@ -323,6 +327,10 @@ export class PromptRegistry {
   close(): Promise<void> {
     return this.#view.close();
   }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 function staleRevision(key: string, expected: number, current: number): ServerError {
