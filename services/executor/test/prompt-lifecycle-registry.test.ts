@@ -80,15 +80,24 @@ describe('the prompt registry (issue 15 model)', () => {
     expect((stale as ServerError).code).toBe(Status.ABORTED);
     expect((stale as ServerError).details).toMatch(new RegExp(`expected_revision: prompt entry summarize.extract is at revision \\d+, not ${created.revision}`));
 
-    // 15 changes on each replica at once, none with an expected revision: every one lands.
-    const ids = Array.from({ length: 30 }, (_, index) => `c${index}`);
-    await Promise.all(ids.map((id, index) => (index % 2 === 0 ? first : second).change('summarize', 'extract', 0, publish(id))));
+    // 15 changes on each replica at once, none with an expected revision, half with ids of their
+    // own and half numbered by the registry ("v<N>", which both replicas would pick alike): every one lands.
+    const texts = Array.from({ length: 30 }, (_, index) => `change ${index}`);
+    const written = await Promise.all(
+      texts.map((text, index) =>
+        (index % 2 === 0 ? first : second).change('summarize', 'extract', 0, (current) =>
+          publishVersion(current!, { versionId: index < 15 ? `c${index}` : '', template: template(text), source: 'test', description: '', scores: {}, rolloutWeight: 0, guard: undefined, reason: '' }, actor()).entry,
+        ),
+      ),
+    );
+    expect(new Set(written.map((result) => result.revision)).size).toBe(30);
     const stored = await eventually('both replicas to see all 32 versions', async () => {
       const a = first.get('summarize', 'extract');
       const b = second.get('summarize', 'extract');
       return a?.entry.versions.length === 32 && b?.revision === a.revision ? a : undefined;
     });
-    expect(new Set(stored.entry.versions.map((version) => version.id))).toEqual(new Set(['base', 'next', ...ids]));
+    expect(new Set(stored.entry.versions.map((version) => version.id)).size).toBe(32);
+    expect(new Set(stored.entry.versions.map((version) => version.template.prompt))).toEqual(new Set(['base: {{inputs.text}}', 'next: {{inputs.text}}', ...texts]));
   });
 
   it('ignores a stored entry whose rollout names a missing version, keeping the last good one', async () => {
