@@ -82,6 +82,9 @@ describe('mock pattern table: status entries', () => {
       { pattern: 'bad', status: 400 },
       { pattern: 'broken', status: 503, message: 'backend unavailable' },
       { pattern: 'broken', context: 'healthy', response: 'fine' },
+      { pattern: 'who am i', status: 401 },
+      { pattern: 'teapot', status: 418 },
+      { pattern: 'odd gateway', status: 599 },
     ],
     knobs,
   );
@@ -94,6 +97,9 @@ describe('mock pattern table: status entries', () => {
     expect(await failure('slow down please')).toMatchObject({ status: 429, message: 'too many requests for this key', retryable: true });
     expect(await failure('bad request')).toMatchObject({ status: 400, message: 'invalid request', retryable: false, countsAgainstProvider: false });
     expect(await failure('it is broken')).toMatchObject({ status: 503, message: 'backend unavailable', retryable: true });
+    expect(await failure('who am i')).toMatchObject({ status: 401, message: 'invalid API key', retryable: false });
+    expect(await failure('a teapot')).toMatchObject({ status: 418, message: 'client error' });
+    expect(await failure('an odd gateway')).toMatchObject({ status: 599, message: 'server error' });
   });
 
   it('fails the stream the same way, and a context entry can answer instead', async () => {

@@ -82,11 +82,24 @@ interface CompiledEntry extends MockResponseEntry {
 }
 
 /** What a status entry fails with when it gives no message: the words vendors use. */
+const STATUS_MESSAGES: Record<number, string> = {
+  400: 'invalid request',
+  401: 'invalid API key',
+  403: 'permission denied',
+  404: 'model not found',
+  408: 'request timed out',
+  413: 'request too large',
+  422: 'unprocessable request',
+  429: 'rate limit exceeded',
+  500: 'internal server error',
+  502: 'bad gateway',
+  503: 'service unavailable',
+  504: 'gateway timeout',
+  529: 'overloaded',
+};
+
 function defaultStatusMessage(status: number): string {
-  if (status === 529) return 'overloaded';
-  if (status === 429) return 'rate limit exceeded';
-  if (status >= 500) return 'internal server error';
-  return 'invalid request';
+  return STATUS_MESSAGES[status] ?? (status >= 500 ? 'server error' : 'client error');
 }
 
 /**
