@@ -116,7 +116,6 @@ function defaultStatusMessage(status: number): string {
 export class MockAdapter implements LlmAdapter {
   readonly provider: ProviderName = 'mock';
   private readonly table: CompiledEntry[];
-  private readonly hasContexts: boolean;
   private requests = 0;
 
   constructor(entries: readonly MockResponseEntry[], private readonly knobs: MockKnobs) {
@@ -124,18 +123,17 @@ export class MockAdapter implements LlmAdapter {
       .map((entry) => ({ ...entry, needle: entry.pattern.toLowerCase(), contextNeedle: entry.context?.toLowerCase() }))
       // Array.prototype.sort is stable: equal entries keep the file's order.
       .sort((a, b) => (b.contextNeedle?.length ?? -1) - (a.contextNeedle?.length ?? -1) || b.needle.length - a.needle.length);
-    this.hasContexts = this.table.some((entry) => entry.contextNeedle !== undefined);
   }
 
   /** The table's entry for a request: undefined when none matches. */
   match(request: NormalizedRequest): MockResponseEntry | undefined {
     const lastUserIndex = request.messages.findLastIndex((message) => message.role === 'user');
     const lastUser = (request.messages[lastUserIndex]?.content ?? '').toLowerCase();
-    // What came before the question: the instructions and the demos (built only if a context can need it).
+    // What came before the question: the instructions and the demos (joined only when an entry's pattern matched and it has a context).
     let before: string | undefined;
     const context = () => (before ??= [request.system, ...request.messages.slice(0, Math.max(0, lastUserIndex)).map((message) => message.content)].join('\n').toLowerCase());
     return this.table.find(
-      (entry) => lastUser.includes(entry.needle) && (entry.contextNeedle === undefined || (this.hasContexts && context().includes(entry.contextNeedle))),
+      (entry) => lastUser.includes(entry.needle) && (entry.contextNeedle === undefined || context().includes(entry.contextNeedle)),
     );
   }
 
