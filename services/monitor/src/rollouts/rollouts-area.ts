@@ -51,6 +51,12 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
     registers: [metrics.registry],
   });
 
+  const rounds = new Counter({
+    name: 'elexirion_monitor_rollout_rounds_total',
+    help: 'Evaluation rounds of the guarded rollouts this replica completed (the registry read, every guarded rollout evaluated).',
+    registers: [metrics.registry],
+  });
+
   let decisions: RolloutDecisions | undefined;
   const view = new KvView<RolloutDecisionRecord>({ ...ROLLOUT_DECISIONS_SPEC, logger, label: 'rollout decision' });
   nats.use('rollout decisions', async (connection) => {
@@ -82,7 +88,10 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
     lastProblem = '';
     await resolveChanged(decided, steps);
     const watched = guarded(decided, steps);
-    if (watched.length === 0) return;
+    if (watched.length === 0) {
+      rounds.inc();
+      return;
+    }
     const arms = await readRolloutArms(
       store,
       watched.map((item) => item.rollout),
@@ -98,6 +107,7 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
       }
       await apply(decided, item, verdict);
     }
+    rounds.inc();
   }
 
   /** The guarded rollouts to evaluate: a candidate, a usable guard, and no refusal of this very revision. */
