@@ -115,7 +115,8 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
     const watched: Watched[] = [];
     for (const entry of steps) {
       const rollout = entry.rollout;
-      if (!rollout?.guard || !rollout.candidate || rollout.candidate === rollout.baseline) continue;
+      // Revision 0 would tell the executor "whatever it is": only stored entries (revision > 0) are acted on.
+      if (!rollout?.guard || !rollout.candidate || rollout.candidate === rollout.baseline || !entry.revision) continue;
       const key = decisionKey(entry.pipeline, entry.step);
       const settings = guardSettings(rollout.guard);
       if ('problem' in settings) {
@@ -153,15 +154,17 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
       // One replica resolves it: the one whose write lands.
       if (!(await decided.change({ ...record, alertFiring: false }))) continue;
       const what = record.decision === 'refused' ? `the refused promotion of ${record.candidate}` : `the rollback of ${record.candidate}`;
-      await alertRule.raise({
-        labels: labelsOf(record),
-        state: 'ok',
-        severity: '',
-        value: null,
-        threshold: 0,
-        summary: `prompt rollout ${record.pipeline}/${record.step}: resolved, the step's prompts changed after ${what} (revision ${record.revision} -> ${revision ?? 'gone'})`,
-        transition: 'resolved',
-      });
+      await alertRule
+        .raise({
+          labels: labelsOf(record),
+          state: 'ok',
+          severity: '',
+          value: null,
+          threshold: 0,
+          summary: `prompt rollout ${record.pipeline}/${record.step}: resolved, the step's prompts changed after ${what} (revision ${record.revision} -> ${revision ?? 'gone'})`,
+          transition: 'resolved',
+        })
+        .catch((error: unknown) => logger.warn({ err: error, pipeline: record.pipeline, step: record.step, candidate: record.candidate }, 'guarded rollout: the alert could not be resolved'));
     }
   }
 
