@@ -1,4 +1,4 @@
-import { KvRevisionConflictError, KvStore, type KvBucketSpec, type KvView } from '@elexirion/kit';
+import { KvRevisionConflictError, KvStore, type KvBucketSpec, type KvRecord, type KvView } from '@elexirion/kit';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { z } from 'zod';
 
@@ -55,12 +55,14 @@ export class RolloutDecisions {
     return new RolloutDecisions(store, view);
   }
 
-  get(key: string): RolloutDecisionRecord | undefined {
-    return this.view.get(key);
+  /** The step's last decision and its revision (for a compare-and-set), as this replica holds it. */
+  get(key: string): KvRecord<RolloutDecisionRecord> | undefined {
+    const value = this.view.get(key);
+    return value === undefined ? undefined : { value, revision: this.view.revision(key)! };
   }
 
-  entries(): [string, RolloutDecisionRecord][] {
-    return this.view.entries();
+  entries(): Array<{ key: string } & KvRecord<RolloutDecisionRecord>> {
+    return this.view.entries().map(([key, value]) => ({ key, value, revision: this.view.revision(key)! }));
   }
 
   /** Writes `next` whatever the step held (a decision only one replica could make: the executor applied it for it alone). */
@@ -69,12 +71,12 @@ export class RolloutDecisions {
   }
 
   /**
-   * Writes `next` over the value this replica holds (or as new when it holds none): false when
-   * another replica wrote first (its write stands; the watch brings it here).
+   * Writes `next` only if the step's decision is still at `revision` (undefined: it had none), the
+   * one read before deciding: false when another replica wrote since (its write stands; the
+   * watch brings it here).
    */
-  async change(next: RolloutDecisionRecord): Promise<boolean> {
+  async change(next: RolloutDecisionRecord, revision: number | undefined): Promise<boolean> {
     const key = decisionKey(next.pipeline, next.step);
-    const revision = this.view.revision(key);
     try {
       const written = revision === undefined ? await this.store.create(key, next) : await this.store.update(key, next, revision);
       this.view.applyWrite(key, next, written);

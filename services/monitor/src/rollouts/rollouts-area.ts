@@ -21,6 +21,8 @@ type PromptStep = Awaited<ReturnType<ServiceClient<'executor'>['listPromptVersio
 
 interface Watched {
   entry: PromptStep;
+  /** The revision of the step's decision record when it was read (undefined: none), for the compare-and-set of a refusal. */
+  decisionRevision: number | undefined;
   settings: GuardSettings;
   rollout: WatchedRollout;
 }
@@ -127,9 +129,10 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
       }
       guardProblems.delete(key);
       const previous = decided.get(key);
-      if (previous?.decision === 'refused' && previous.revision === entry.revision) continue;
+      if (previous?.value.decision === 'refused' && previous.value.revision === entry.revision) continue;
       watched.push({
         entry,
+        decisionRevision: previous?.revision,
         settings,
         rollout: {
           pipeline: entry.pipeline,
@@ -147,12 +150,12 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
   /** A firing alert (rollback, refusal) resolves once the step's entry changed after the decision: someone acted on it. */
   async function resolveChanged(decided: RolloutDecisions, steps: PromptStep[]): Promise<void> {
     const revisions = new Map(steps.map((entry) => [decisionKey(entry.pipeline, entry.step), entry.revision]));
-    for (const [key, record] of decided.entries()) {
+    for (const { key, value: record, revision: decisionRevision } of decided.entries()) {
       if (!record.alertFiring) continue;
       const revision = revisions.get(key);
       if (revision === record.revision) continue;
       // One replica resolves it: the one whose write lands.
-      if (!(await decided.change({ ...record, alertFiring: false }))) continue;
+      if (!(await decided.change({ ...record, alertFiring: false }, decisionRevision))) continue;
       const what = record.decision === 'refused' ? `the refused promotion of ${record.candidate}` : `the rollback of ${record.candidate}`;
       await alertRule
         .raise({
@@ -201,7 +204,8 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
     const { pipeline, step, candidate, baseline } = item.rollout;
     const record: RolloutDecisionRecord = { pipeline, step, candidate, baseline, decision, reason, revision, decidedAtMs: Date.now(), alertFiring: decision !== 'promoted' };
     if (decision === 'refused') {
-      if (!(await decided.change(record))) return;
+      // Over the record read before deciding: a replica that refused the same revision first wrote since, and told it.
+      if (!(await decided.change(record, item.decisionRevision))) return;
     } else {
       await decided.record(record);
     }
