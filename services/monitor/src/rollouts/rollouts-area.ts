@@ -207,7 +207,8 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
       // Over the record read before deciding: a replica that refused the same revision first wrote since, and told it.
       if (!(await decided.change(record, item.decisionRevision))) return;
     } else {
-      await decided.record(record);
+      // Applied already (the registry has it): told even when its record cannot be kept now (a rollback's alert then stays firing).
+      await decided.record(record).catch((error: unknown) => logger.warn({ err: error, pipeline, step, candidate }, 'guarded rollout: the record of a decision could not be written'));
     }
     decisionsCounter.inc({ decision });
     context.events.publish('rollout', {
