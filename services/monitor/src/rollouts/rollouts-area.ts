@@ -1,4 +1,4 @@
-import { KvView, Status, failureMessage, statusOf, type ServiceClient } from '@elexirion/kit';
+import { KvView, Status, failureMessage, statusOf, type proto } from '@elexirion/kit';
 import { Metadata } from 'nice-grpc-common';
 import { Counter } from 'prom-client';
 import type { AlertsArea, AreaAlertChange } from '../alerts/alerts-area.js';
@@ -16,11 +16,8 @@ export const MONITOR_CALLER = 'monitor';
 /** Codes with which the executor refuses a change for good (a protected baseline, a rollout it cannot take): told once, tried again after the rollout changes. */
 const REFUSALS = new Set([Status.FAILED_PRECONDITION, Status.PERMISSION_DENIED, Status.INVALID_ARGUMENT]);
 
-/** A step's registry entry, as ListPromptVersions answers it (prompts.proto PromptStep). */
-type PromptStep = Awaited<ReturnType<ServiceClient<'executor'>['listPromptVersions']>>['steps'][number];
-
 interface Watched {
-  entry: PromptStep;
+  entry: proto.PromptStep;
   /** The revision of the step's decision record when it was read (undefined: none), for the compare-and-set of a refusal. */
   decisionRevision: number | undefined;
   settings: GuardSettings;
@@ -78,7 +75,7 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
     const store = dependencies.executions();
     const decided = decisions;
     if (!store || !decided) return;
-    let steps: PromptStep[];
+    let steps: proto.PromptStep[];
     try {
       steps = (await executor.listPromptVersions({ pipeline: '', step: '' }, callOptions())).steps;
     } catch (error) {
@@ -113,7 +110,7 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
   }
 
   /** The guarded rollouts to evaluate: a candidate, a usable guard, and no refusal of this very revision. */
-  function guarded(decided: RolloutDecisions, steps: PromptStep[]): Watched[] {
+  function guarded(decided: RolloutDecisions, steps: proto.PromptStep[]): Watched[] {
     const watched: Watched[] = [];
     for (const entry of steps) {
       const rollout = entry.rollout;
@@ -148,7 +145,7 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
   }
 
   /** A firing alert (rollback, refusal) resolves once the step's entry changed after the decision: someone acted on it. */
-  async function resolveChanged(decided: RolloutDecisions, steps: PromptStep[]): Promise<void> {
+  async function resolveChanged(decided: RolloutDecisions, steps: proto.PromptStep[]): Promise<void> {
     const revisions = new Map(steps.map((entry) => [decisionKey(entry.pipeline, entry.step), entry.revision]));
     for (const { key, value: record, revision: decisionRevision } of decided.entries()) {
       if (!record.alertFiring) continue;
