@@ -51,4 +51,4 @@ it('rolls back a failing candidate through the in-process executor client', asyn
   expect(history.changes[0]!.reason).toMatch(/the candidate fails more often than the baseline: (\d+) of \1 runs/);
   const candidateRuns = Number(/: (\d+) of/.exec(history.changes[0]!.reason)![1]);
   expect(candidateRuns).toBeLessThan(30);
-});
+}, 90_000);

@@ -220,7 +220,7 @@ describe('guarded rollouts', () => {
     expect(listed.rules).not.toContain('prompt_rollout');
     expect(alertsOf(pipeline, listed.alerts)).toEqual([expect.objectContaining({ state: proto.AlertState.ALERT_STATE_OK, labels, value: 1 })]);
     expect((await decisionsCounted(first)).promoted).toBe(1);
-  });
+  }, 90_000);
 
   it('rolls back a candidate whose runs fail, long before its minimum sample', async () => {
     const pipeline = 'guard-failing';
@@ -252,7 +252,7 @@ describe('guarded rollouts', () => {
     expect(await notified(pipeline, 1)).toEqual(['elexirion.alerts.firing.prompt_rollout']);
     const alerts = alertsOf(pipeline, (await monitorClient(first).listAlerts({ states: [proto.AlertState.ALERT_STATE_FIRING] })).alerts);
     expect(alerts).toEqual([expect.objectContaining({ labels, severity: proto.AlertSeverity.ALERT_SEVERITY_WARNING, value: 1, threshold: 0 })]);
-  });
+  }, 90_000);
 
   it('with two monitor replicas applies a promotion once, and tells a refused one once until the rollout changes', async () => {
     second = await startMonitorProcess(nats.url, monitorEnv, 'monitor (second)');
@@ -311,5 +311,5 @@ describe('guarded rollouts', () => {
       'elexirion.alerts.resolved.prompt_rollout',
     ]);
     expect(rolloutEvents(guarded)).toHaveLength(1);
-  });
+  }, 180_000);
 });
