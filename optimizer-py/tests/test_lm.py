@@ -4,6 +4,7 @@ makes is one Gateway.Complete; usage, cost, cache, n, async and errors as DSPy e
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -260,3 +261,28 @@ def test_copies_share_the_gateway_and_close_leaves_it_to_the_original(
     (request,) = fake_gateway.requests("Complete")
     assert request.temperature == pytest.approx(0.9)
     assert hotter.gateway is lm.gateway
+
+
+def test_dspys_json_adapter_asks_the_gateway_for_json_fitting_the_signature(
+    lm_on: Any, fake_gateway: FakeGateway
+) -> None:
+    def json_answer(request: provider_pb2.CompleteRequest, context: grpc.ServicerContext) -> Any:
+        schema = json.loads(request.json_schema)
+        assert schema["properties"]["answer"]["type"] == "integer"
+        return provider_pb2.CompleteResponse(
+            text='Sure! {"answer": 4}', json='{"answer": 4}', provider="mock", model="mock-json"
+        )
+
+    fake_gateway.handlers["Complete"] = json_answer
+    lm = lm_on()
+    with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
+        prediction = dspy.Predict("question -> answer: int")(question=unique("2+2?"))
+    assert prediction.answer == 4
+    (request,) = fake_gateway.requests("Complete")
+    assert request.json_schema
+
+
+def test_json_mode_asks_for_any_object(lm_on: Any, fake_gateway: FakeGateway) -> None:
+    lm_on()(unique("json please"), response_format={"type": "json_object"})
+    (request,) = fake_gateway.requests("Complete")
+    assert json.loads(request.json_schema) == {"type": "object"}

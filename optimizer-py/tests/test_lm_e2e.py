@@ -51,6 +51,15 @@ def test_elexirion_lm_through_the_real_gateway(
         totals = tracker.get_total_tokens()[lm.model]
         assert totals["prompt_tokens"] == served["usage"]["prompt_tokens"]
 
+        # A whole DSPy module: JSONAdapter asks the platform for JSON fitting the signature, and
+        # the mock answers with JSON that fits it.
+        with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
+            prediction = dspy.Predict("question -> answer: str, confidence: float")(
+                question=f"what is elexirion? {uuid.uuid4().hex}"
+            )
+        assert isinstance(prediction.answer, str) and isinstance(prediction.confidence, float)
+        assert lm.history[-1]["response"].provider_data["elexirion"]["json_error"] == ""
+
         with pytest.raises(LMUnsupportedModelError) as unknown:
             lm.copy(alias="no_such_alias")(f"hello {uuid.uuid4().hex}")
         assert "no_such_alias" in str(unknown.value)

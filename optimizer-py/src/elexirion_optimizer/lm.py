@@ -10,6 +10,7 @@ platform's model aliases, presets, fallbacks, limits, telemetry and cost.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
@@ -37,7 +38,9 @@ _FINISH_REASONS: Mapping[str, str] = {
     "content_filter": "content_filter",
 }
 # Config fields CompleteRequest carries; any other one set is refused, never dropped.
-_CARRIED_CONFIG = {"temperature", "max_tokens", "stop"}
+_CARRIED_CONFIG = {"temperature", "max_tokens", "stop", "response_format"}
+# JSON mode without a schema: any JSON object (CompleteRequest asks with a schema).
+_ANY_OBJECT_SCHEMA = json.dumps({"type": "object"})
 _CONFIG_DEFAULTS = lm15.Config()
 # Expected failures as lm15 errors, which DSPy turns into its public LM errors and retries
 # when transient (server, timeout, rate limit).
@@ -65,11 +68,12 @@ class GatewayEngine:
     The client is borrowed: the engine never closes it.
     """
 
-    # Capability hints DSPy's adapters read (dspy.clients.capabilities): plain chat text with
-    # the sampling settings Complete carries; no tools, no native structured output.
+    # Capability hints DSPy's adapters read (dspy.clients.capabilities): chat text with the
+    # settings Complete carries, structured output through its json_schema (so DSPy's
+    # JSONAdapter asks the platform for JSON fitting the signature); no tools.
     supports_function_calling = False
     supports_reasoning = False
-    supports_response_schema = False
+    supports_response_schema = True
     supported_params = frozenset(_CARRIED_CONFIG)
 
     def __init__(
@@ -111,7 +115,7 @@ class GatewayEngine:
         if unsupported:
             raise lm15.UnsupportedFeatureError(
                 f"ElexirionLM cannot send {', '.join(unsupported)}: Gateway.Complete carries only"
-                " temperature, max_tokens and stop",
+                " temperature, max_tokens, stop and response_format",
                 feature=unsupported[0],
                 provider=_PROVIDER,
             )
@@ -122,6 +126,7 @@ class GatewayEngine:
             preset=self.preset,
             stop_sequences=list(config.stop),
             metadata=self.metadata,
+            json_schema=_json_schema(config.response_format),
         )
         if config.temperature is not None:
             grpc_request.temperature = config.temperature
@@ -294,6 +299,23 @@ def _model_id(alias: str, preset: str) -> str:
     return f"{name}@{preset}" if preset else name
 
 
+def _json_schema(response_format: Mapping[str, Any] | None) -> str:
+    """CompleteRequest.json_schema for lm15's canonical response_format ("" for plain text)."""
+    if not response_format or response_format.get("type") == "text":
+        return ""
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return _ANY_OBJECT_SCHEMA
+    if kind == "json_schema" and isinstance(response_format.get("schema"), Mapping):
+        return json.dumps(response_format["schema"])
+    raise lm15.UnsupportedFeatureError(
+        f"ElexirionLM cannot ask for response_format type {kind!r}: Gateway.Complete takes a JSON"
+        " Schema (json_schema) or JSON mode (json_object)",
+        feature="response_format",
+        provider=_PROVIDER,
+    )
+
+
 def _system_text(system: str | tuple[Any, ...] | None) -> str:
     if system is None or isinstance(system, str):
         return system or ""
@@ -333,7 +355,9 @@ def _response(reply: provider_pb2.CompleteResponse, requested_model: str) -> lm1
     return lm15.Response(
         id=None,
         model=served or reply.model or requested_model,
-        message=lm15.Message.assistant(reply.text),
+        # With a schema the gateway parses and validates the answer: its JSON when valid, else
+        # the model's text, for DSPy's adapter to report what did not parse.
+        message=lm15.Message.assistant(reply.json or reply.text),
         finish_reason=_FINISH_REASONS.get(reply.finish_reason, "stop"),
         usage=usage,
         provider_data={
@@ -347,6 +371,7 @@ def _response(reply: provider_pb2.CompleteResponse, requested_model: str) -> lm1
                 "fallback_used": reply.fallback_used,
                 "failed_targets": list(reply.failed_targets),
                 "finish_reason": reply.finish_reason,
+                "json_error": reply.json_error,
             }
         },
     )
