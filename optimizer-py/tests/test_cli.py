@@ -134,7 +134,7 @@ def test_versions_prints_each_steps_registry(cli: RunCli, fake_gateway: FakeGate
     )
     assert lines[1] == "  weights: v1 90.0%, v2 10.0%"
     assert lines[2] == (
-        "  guard: candidate v2, watching score correct, min 30 runs per arm, p < 0.05,"
+        "  candidate: v2, guard watching score correct, min 30 runs per arm, p < 0.05,"
         " max 300 runs, since 2026-11-30 09:31:00"
     )
     assert lines[3].split() == [

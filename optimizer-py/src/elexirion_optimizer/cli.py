@@ -343,8 +343,8 @@ def _print_step(step: prompts_pb2.PromptStep, out: TextIO) -> None:
         file=out,
     )
     print(f"  weights: {_weights_text(rollout)}", file=out)
-    if rollout.candidate or rollout.HasField("guard"):
-        print(f"  guard: {_guard_text(rollout)}", file=out)
+    if rollout.candidate:
+        print(f"  candidate: {_candidate_text(rollout)}", file=out)
     weights = dict(rollout.weights)
     rows = [
         [
@@ -376,18 +376,20 @@ def _weights_text(rollout: prompts_pb2.PromptRollout) -> str:
     )
 
 
-def _guard_text(rollout: prompts_pb2.PromptRollout) -> str:
+def _candidate_text(rollout: prompts_pb2.PromptRollout) -> str:
     guard = rollout.guard
-    metric = guard.metric or "-"
-    if metric == "score":
-        metric = f"score {guard.score_name or 'thumbs'}"
-    parts = [f"candidate {rollout.candidate or '-'}", f"watching {metric}"]
-    if guard.min_runs:
-        parts.append(f"min {guard.min_runs} runs per arm")
-    if guard.significance:
-        parts.append(f"p < {guard.significance:g}")
-    if guard.max_runs:
-        parts.append(f"max {guard.max_runs} runs")
+    parts = [rollout.candidate or "-"]
+    if not guard.metric:
+        parts[0] += " (no guard)"
+    else:
+        metric = f"score {guard.score_name or 'thumbs'}" if guard.metric == "score" else guard.metric
+        parts.append(f"guard watching {metric}")
+        if guard.min_runs:
+            parts.append(f"min {guard.min_runs} runs per arm")
+        if guard.significance:
+            parts.append(f"p < {guard.significance:g}")
+        if guard.max_runs:
+            parts.append(f"max {guard.max_runs} runs")
     if rollout.HasField("started_at"):
         parts.append(f"since {_time_text(rollout.started_at)}")
     return ", ".join(parts)
