@@ -16,12 +16,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from test_e2e import ADMIN_KEY, MAIN_JS, REPO_ROOT, ServicesHost
 
 from elexirion_optimizer import GatewayClient
 from elexirion_optimizer.cli import main
-from elexirion_optimizer.generated.elexirion.v1 import prompts_pb2
+from elexirion_optimizer.generated.elexirion.v1 import gateway_pb2, gateway_pb2_grpc, prompts_pb2
 
 pytestmark = pytest.mark.e2e
 
@@ -222,6 +223,24 @@ def test_lifecycle_commands_against_the_platform(
     ], actions
     assert all(c.get("by") for c in history["changes"][:3])
     assert history["changes"][0]["after"]["baseline"] == "yaml"
+
+    # A key without the prompts:write scope may read, not change: exit 1 naming the scope.
+    with grpc.insecure_channel(host.target) as channel:
+        created = gateway_pb2_grpc.GatewayStub(channel).CreateKey(
+            gateway_pb2.CreateKeyRequest(name="reader", scopes=["pipelines"]),
+            metadata=(("authorization", f"Bearer {ADMIN_KEY}"),),
+            timeout=20,
+        )
+    reader = ["--gateway", host.target, "--api-key", created.secret]
+    assert main([*reader, "versions", "--pipeline", PIPELINE]) == 0
+    capsys.readouterr()
+    code = main([*reader, "rollback", "--pipeline", PIPELINE, "--step", STEP])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.startswith(
+        "error: PERMISSION_DENIED: RollbackPrompt needs an API key with the 'prompts:write' scope: "
+    ), err
+    assert created.secret not in err
 
     # Without a key the gateway refuses: exit 1, one line.
     code = main(["--gateway", host.target, "versions"])
