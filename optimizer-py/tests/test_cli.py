@@ -390,3 +390,29 @@ def test_python_dash_m_runs_the_cli(free_port: Callable[[], int]) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: UNAVAILABLE: cannot reach the gateway at {target}")
     assert "Traceback" not in result.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(fake_gateway: FakeGateway) -> None:
+    """`history | head -1`: more output than a pipe holds, the reader closes after one line."""
+    changes = [
+        prompts_pb2.PromptChange(
+            pipeline="analysis", step="review", action="publish", version=f"v{n}", by="ci",
+            reason="x" * 200, revision=n,
+        )
+        for n in range(1000, 0, -1)
+    ]
+    fake_gateway.handlers["GetPromptHistory"] = answer(
+        prompts_pb2.GetPromptHistoryResponse(changes=changes)
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "elexirion_optimizer", "--gateway", fake_gateway.target, "history",
+         "--pipeline", "analysis", "--limit", "1000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().split()[:2] == [b"time", b"(UTC)"]
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(60) == 0, stderr
+    assert stderr == b""

@@ -63,6 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(err), EXIT_USAGE if unreached else EXIT_REFUSED)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except BrokenPipeError:
+        # The reader went away (`... history | head -1`): end quietly, as a Unix filter does,
+        # with stdout pointed at /dev/null so the interpreter's final flush cannot fail too.
+        _silence_stdout()
+        return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,6 +309,14 @@ def _change_flags(parser: argparse.ArgumentParser) -> None:
         help="change only if the step is still at this revision (from `versions`)",
     )
     _json_flag(parser)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # stdout is not a file (a test's capture): nothing will flush to a closed pipe
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
