@@ -20,7 +20,7 @@ import grpc
 import pytest
 from test_e2e import ADMIN_KEY, MAIN_JS, REPO_ROOT, ServicesHost
 
-from elexirion_optimizer import GatewayClient
+from elexirion_optimizer import GatewayClient, GatewayError
 from elexirion_optimizer.cli import main
 from elexirion_optimizer.generated.elexirion.v1 import gateway_pb2, gateway_pb2_grpc, prompts_pb2
 
@@ -30,6 +30,7 @@ PIPELINE = "general"
 STEP = "answer"
 NATS_READY_TIMEOUT_S = 15.0
 STATS_TIMEOUT_S = 30.0
+REGISTRY_TIMEOUT_S = 20.0
 RUNS = 16
 
 
@@ -120,6 +121,19 @@ def platform(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[ServicesH
         nats.stop()
 
 
+def wait_for_the_registry(gateway: GatewayClient) -> None:
+    """The gateway serves before the executor's registry has read NATS (it says UNAVAILABLE)."""
+    deadline = time.monotonic() + REGISTRY_TIMEOUT_S
+    while True:
+        try:
+            gateway.list_prompt_versions(PIPELINE)
+            return
+        except GatewayError as err:
+            if err.code is not grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
 def cli_json(
     host: ServicesHost, capsys: pytest.CaptureFixture[str], *argv: str
 ) -> tuple[int, Any, str]:
@@ -134,6 +148,7 @@ def test_lifecycle_commands_against_the_platform(
 ) -> None:
     host = platform
     with GatewayClient(host.target, timeout=20, api_key=ADMIN_KEY) as gateway:
+        wait_for_the_registry(gateway)
         published = gateway.publish_prompt_version(
             PIPELINE,
             STEP,
