@@ -4,6 +4,7 @@ makes is one Gateway.Complete; usage, cost, cache, n, async and errors as DSPy e
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import threading
 import uuid
@@ -321,3 +322,19 @@ def test_timeout_defaults(fake_gateway: FakeGateway) -> None:
         executor_pb2.ListPipelinesResponse()
     )
     shared.list_pipelines()
+
+
+def test_dspy_deep_copies_programs_holding_the_lm_without_a_fallback(
+    lm_on: Any, fake_gateway: FakeGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    lm = lm_on(temperature=0.0)
+    predict = dspy.Predict("question -> answer")
+    predict.lm = lm
+    lm(unique("history"))
+    copied = predict.deepcopy()
+    assert "Failed to deep copy" not in caplog.text
+    assert copied.lm is not lm and copied.lm.gateway is lm.gateway
+    assert copied.lm.history == [] and len(lm.history) == 1
+    copied.lm(unique("through the copy"))
+    assert len(fake_gateway.requests("Complete")) == 2
+    assert copy.deepcopy(lm.gateway) is lm.gateway

@@ -263,6 +263,11 @@ class ElexirionLM(dspy.LM):
         copied._owns_gateway = False  # the original closes the channel
         return copied
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> ElexirionLM:
+        # DSPy deep-copies programs while optimizing; dspy.LM's rule for copies applies (shared
+        # connection, own history and settings) instead of failing on the gRPC channel.
+        return self.copy()
+
     def close(self) -> None:
         """Closes the gateway channel when this LM opened it."""
         super().close()
