@@ -1,9 +1,22 @@
 """Elexirion's prompt optimizer (Python side of the platform).
 
-For now this holds the typed gRPC client for the public gateway; the protobuf/gRPC stubs it uses
-are generated into ``elexirion_optimizer.generated`` by ``scripts/setup-python.sh``.
+The typed gRPC client for the public gateway, ``ElexirionLM`` (DSPy's LM over
+``Gateway.Complete``) and the CLI (``python -m elexirion_optimizer``). The protobuf/gRPC stubs
+are generated into ``elexirion_optimizer.generated``.
 """
+
+from typing import Any
 
 from elexirion_optimizer.client import GatewayClient, GatewayError
 
-__all__ = ["GatewayClient", "GatewayError"]
+__all__ = ["ElexirionLM", "GatewayClient", "GatewayError"]
+
+
+def __getattr__(name: str) -> Any:
+    # ElexirionLM imports dspy (seconds): only when asked for, so the client and the lifecycle
+    # commands start fast.
+    if name == "ElexirionLM":
+        from elexirion_optimizer.lm import ElexirionLM
+
+        return ElexirionLM
+    raise AttributeError(f"module 'elexirion_optimizer' has no attribute {name!r}")

@@ -71,6 +71,8 @@ interface InlineCall {
   message?: string;
   owner: string;
   promptOverrides?: Record<string, string>;
+  /** Whole prompts per step for this run (RunPipelineRequest.prompt_candidates), passed to the executor as they are. */
+  promptCandidates?: Record<string, proto.PromptTemplate>;
   inlineYaml?: string;
   /** The streams: each run event as it arrives, awaited (the reader paces the run). */
   forward?: (event: RunEvent) => Promise<void>;
@@ -97,7 +99,7 @@ function pipelineCall(request: proto.RunPipelineRequest): InlineCall {
     inputs: request.inputs,
     decision: { pipeline: request.pipeline, matchedBy: 'explicit', rule: '', confidence: 0, reason: request.inlineYaml ? 'the request gave the pipeline inline' : 'the request named the pipeline' },
   };
-  return { origin: 'pipeline', choice, sessionKey: request.sessionId, owner: request.owner, promptOverrides: request.promptOverrides, inlineYaml: request.inlineYaml };
+  return { origin: 'pipeline', choice, sessionKey: request.sessionId, owner: request.owner, promptOverrides: request.promptOverrides, promptCandidates: request.promptCandidates, inlineYaml: request.inlineYaml };
 }
 
 function pipelineAnswer({ jobId, result }: InlineOutcome): proto.RunPipelineResponse {
@@ -131,7 +133,7 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
    * through the executor's ExecuteStream and each event is forwarded as it arrives.
    */
   async function runInline(call: InlineCall, callContext: CallContext) {
-    const { origin, choice, sessionKey, message = '', owner, promptOverrides = {}, inlineYaml = '', forward } = call;
+    const { origin, choice, sessionKey, message = '', owner, promptOverrides = {}, promptCandidates = {}, inlineYaml = '', forward } = call;
     const { pipeline, inputs } = choice;
     // A chat recovers from a failed run with its emergent fallback (fallback/); RunPipeline, a
     // direct run of a named pipeline, answers its failure as it is.
@@ -153,7 +155,7 @@ export function createAgent(context: ServiceContext<AgentConfig>) {
     const overTimeout = (error: unknown) =>
       timeout.timedOut ? new ServerError(Status.DEADLINE_EXCEEDED, `the run went over the agent's chat timeout of ${config.AGENT_CHAT_TIMEOUT_MS} ms (AGENT_CHAT_TIMEOUT_MS)`) : error;
     // Inline YAML runs under the name its document gives; the executor takes one or the other.
-    const request: proto.ExecuteRequest = { pipeline: inlineYaml ? '' : pipeline, inlineYaml, inputs, jobId, sessionKey, promptOverrides, promptCandidates: {}, resumeRunId: '', runId: '' };
+    const request: proto.ExecuteRequest = { pipeline: inlineYaml ? '' : pipeline, inlineYaml, inputs, jobId, sessionKey, promptOverrides, promptCandidates, resumeRunId: '', runId: '' };
     // Once the client has seen text, another pipeline's answer cannot replace it: no fallback then.
     let textForwarded = false;
     try {

@@ -27,6 +27,9 @@ import { CheckpointStore, RUN_ID, type RunCheckpoint } from './state/checkpoint-
 import { ProviderModels } from './provider-models.js';
 import { CHECKPOINT_SKIP_REASONS, CheckpointWriter } from './state/checkpoint-writer.js';
 import { PromptRegistry } from './state/prompt-registry.js';
+import { checkTemplate } from './state/prompt-changes.js';
+import type { PromptTemplateRecord } from './state/prompt-entry.js';
+import { promptLifecycleCalls } from './prompt-calls.js';
 
 const defaultPipelinesDir = fileURLToPath(new URL('../../../pipelines/', import.meta.url));
 
@@ -40,6 +43,9 @@ export const executorConfigSchema = z.object({
   EXECUTOR_PROMPT_REGISTRY: boolFlag().default(true),
 });
 export type ExecutorConfig = z.infer<typeof executorConfigSchema>;
+
+/** Steps one run may give candidate prompts for. */
+const MAX_PROMPT_CANDIDATES = 100;
 
 /** Without a caller deadline, a queued run waits at most this long for a slot. */
 const QUEUE_WAIT_MS = 60_000;
@@ -134,6 +140,8 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
     let pipelineName = request.resumeRunId ? '' : request.pipeline || '<inline>';
     let resume: RunCheckpoint | undefined;
     let runStarted = false;
+    // The steps that ran, kept here so a failed run's event carries them too (the monitor counts a version's failures).
+    const steps: proto.StepResult[] = [];
     try {
       let source: RunCheckpoint['source'];
       let loaded: LoadedPipeline;
@@ -166,6 +174,7 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
       const modelIssues = await checkPipelineModels(loaded, callContext.signal);
       if (modelIssues && modelIssues.length > 0) throw new PipelineError(modelIssues);
       const jobId = resume?.jobId ?? request.jobId;
+      const promptCandidates = resume ? (resume.promptCandidates ?? {}) : candidateTemplates(request.promptCandidates);
       // From here a failure is the run's, not the request's: it carries a RunFailure.
       runStarted = true;
       const result = await engine.run(loaded, {
@@ -174,6 +183,8 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
         source,
         inputs: request.inputs,
         promptOverrides: resume?.promptOverrides ?? request.promptOverrides,
+        promptCandidates,
+        results: steps,
         sessionKey: resume?.sessionKey ?? request.sessionKey,
         signal: callContext.signal,
         deadline,
@@ -189,7 +200,7 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
       // A failure from elsewhere (a downstream call, the unexpected) is told with the pipeline's
       // name; this service's own say what they are about (a step's failure names its pipeline).
       const failure = error instanceof ServerError || error instanceof ElexirionError ? toServerError(error) : toServerError(error, pipelineName || `run "${request.resumeRunId}"`);
-      observation.failed(failure, (errorMessage) => ({ executorRun: { runId, jobId: request.jobId, pipeline: pipelineName, inputs: request.inputs, errorMessage } }));
+      observation.failed(failure, (errorMessage) => ({ executorRun: { runId, jobId: request.jobId, pipeline: pipelineName, inputs: request.inputs, errorMessage, steps } }));
       // The step and class come from the engine's error; code and message from what the caller is told.
       const runFailure = runStarted ? describeRunFailure(error instanceof StepFailure ? error : failure, runId, pipelineName) : undefined;
       if (runFailure) setRunFailure(callContext.trailer, { ...runFailure, code: Status[failure.code] ?? 'UNKNOWN', message: failure.details });
@@ -286,8 +297,7 @@ export function createExecutor(context: ServiceContext<ExecutorConfig>) {
       };
     },
 
-    // Issue 15 in progress: the prompt lifecycle calls land with the registry's new model.
-    ...promptLifecycleNotYet(),
+    ...promptLifecycleCalls({ registry: config.EXECUTOR_PROMPT_REGISTRY ? registry : undefined, loader, events, logger }),
 
     async getPipeline(request, callContext) {
       const loaded = await load(request);
@@ -347,6 +357,18 @@ function checkpointsSkippedCounter(registry: Registry): Counter<'reason'> {
   return counter;
 }
 
+/** ExecuteRequest.prompt_candidates as the engine takes them, each within the bounds a published version has. */
+function candidateTemplates(candidates: Record<string, proto.PromptTemplate>): Record<string, PromptTemplateRecord> {
+  const names = Object.keys(candidates);
+  if (names.length > MAX_PROMPT_CANDIDATES) throw invalid(`prompt_candidates: ${names.length} entries is over the limit of ${MAX_PROMPT_CANDIDATES}`);
+  const templates: Record<string, PromptTemplateRecord> = {};
+  for (const name of names) {
+    const candidate = candidates[name]!;
+    templates[name] = checkTemplate({ prompt: candidate.prompt, system: candidate.system, demos: candidate.demos }, `prompt_candidates.${name}`);
+  }
+  return templates;
+}
+
 function stringInputs(inputs: Record<string, unknown>): Record<string, string> {
   return Object.fromEntries(Object.entries(inputs).map(([key, value]) => [key, typeof value === 'string' ? value : JSON.stringify(value)]));
 }
@@ -356,10 +378,3 @@ export const executorService = defineService({
   configSchema: executorConfigSchema,
   create: createExecutor,
 });
-
-function promptLifecycleNotYet(): Pick<proto.ExecutorServiceImplementation, 'listPromptVersions' | 'publishPromptVersion' | 'setPromptRollout' | 'promotePromptVersion' | 'rollbackPrompt' | 'getPromptHistory'> {
-  const refuse = async (): Promise<never> => {
-    throw new ServerError(Status.UNIMPLEMENTED, 'the prompt lifecycle calls are not built yet');
-  };
-  return { listPromptVersions: refuse, publishPromptVersion: refuse, setPromptRollout: refuse, promotePromptVersion: refuse, rollbackPrompt: refuse, getPromptHistory: refuse };
-}

@@ -7,7 +7,8 @@ export { renderTemplate, resolveValue, referencesOf, parsePath, TemplateError } 
 export { applyTransform } from './pipeline/transforms.js';
 export { evaluateCondition } from './pipeline/conditions.js';
 export { CheckpointStore, type RunCheckpoint } from './state/checkpoint-store.js';
-export { PromptRegistry, type PromptVersion, type PromptEntry } from './state/prompt-registry.js';
+export { PromptRegistry, type ServingVersion } from './state/prompt-registry.js';
+export type { PromptEntry, PromptVersionRecord, PromptRolloutRecord, PromptChangeRecord, PromptTemplateRecord } from './state/prompt-entry.js';
 export {
   LlmCaller,
   completeRequest,

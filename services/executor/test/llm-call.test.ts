@@ -3,7 +3,7 @@ import { Status, proto, type ServiceClient } from '@elexirion/kit';
 import { LlmCaller, completeRequest, renderPrompt, selectPrompt, type LlmCallOptions, type LlmStep } from '../src/engine/llm-call.js';
 import type { Pipeline } from '../src/pipeline/schema.js';
 import type { Scope, StepValue } from '../src/pipeline/templates.js';
-import type { PromptVersion } from '../src/state/prompt-registry.js';
+import type { ServingVersion } from '../src/state/prompt-registry.js';
 import { answer } from './engine-support.js';
 
 const step: LlmStep = { type: 'claude_smart', name: 'answer', prompt: 'Answer: {{inputs.question}}', system: 'Be brief about {{inputs.question}}' };
@@ -15,7 +15,7 @@ const noFiles = {
   },
 };
 
-function registry(version: PromptVersion | undefined) {
+function registry(version: ServingVersion | undefined) {
   const asked: (string | undefined)[][] = [];
   return {
     asked,

@@ -5,7 +5,11 @@ import { describe, expect, it } from 'vitest';
 import { Kvm } from '@nats-io/kv';
 import { connectNats, eventually, startNats, temporaryBucket, uniqueBucketName, waitFor } from '@elexirion/testing';
 import { cleanupAfterEach, natsForFile, recordingLogger } from '@elexirion/testing/fixtures';
-import { InvalidPromptEntryError, PromptRegistry, type PromptVersion } from '../src/state/prompt-registry.js';
+import type { LegacyPromptEntry } from '../src/state/prompt-entry.js';
+import { InvalidPromptEntryError, PromptRegistry, type ServingVersion } from '../src/state/prompt-registry.js';
+
+/** A version in the shape before issue 15 (a weight each), which still loads. */
+type PromptVersion = LegacyPromptEntry['versions'][number];
 
 const nats = natsForFile();
 const later = cleanupAfterEach();
@@ -29,7 +33,7 @@ function version(id: string, weight: number, prompt = `Prompt ${id}: {{ input }}
   return { id, weight, prompt, createdAt: new Date().toISOString(), source: 'test' };
 }
 
-function tally(pick: () => PromptVersion | undefined, times: number): Map<string, number> {
+function tally(pick: () => ServingVersion | undefined, times: number): Map<string, number> {
   const counts = new Map<string, number>();
   for (let i = 0; i < times; i++) {
     const id = pick()?.id ?? 'none';

@@ -11,7 +11,8 @@ import type { PipelineLoader } from '../pipeline/loader.js';
 import { stepModel, stepPreset } from '../pipeline/models.js';
 import type { Pipeline, Prompt, Step } from '../pipeline/schema.js';
 import { TemplateError, asText, parsePath, renderTemplate, walkPath, type Scope } from '../pipeline/templates.js';
-import type { PromptRegistry, PromptVersion } from '../state/prompt-registry.js';
+import type { PromptDemoRecord, PromptTemplateRecord } from '../state/prompt-entry.js';
+import type { PromptRegistry } from '../state/prompt-registry.js';
 import type { StepOutcome } from './step-outcome.js';
 import { zeroUsage } from './usage.js';
 import { ProviderOverloadedError } from './failure-class.js';
@@ -19,7 +20,7 @@ import { ProviderOverloadedError } from './failure-class.js';
 /** A step that calls a model: the YAML fields the call reads. */
 export type LlmStep = Extract<Step, { prompt: Prompt }>;
 
-export type PromptDemo = NonNullable<PromptVersion['demos']>[number];
+export type PromptDemo = PromptDemoRecord;
 
 /** The prompt a call uses, and the version tag its step is recorded with. */
 export interface SelectedPrompt {
@@ -28,7 +29,7 @@ export interface SelectedPrompt {
   system: string | undefined;
   /** Example exchanges sent before the prompt, as user/assistant pairs. */
   demos: readonly PromptDemo[];
-  /** "override", the registry version's id, or "yaml". */
+  /** "override", "candidate", the registry version's id, or "yaml". */
   version: string;
 }
 
@@ -42,6 +43,8 @@ export interface LlmCallOptions {
   runId: string;
   /** A prompt that wins over the registry and the YAML (ExecuteRequest.prompt_overrides). */
   override?: string | undefined;
+  /** A whole prompt (template, system, demos) that wins over the registry and the YAML (ExecuteRequest.prompt_candidates). */
+  candidate?: PromptTemplateRecord | undefined;
   /** The same key gets the same registry version while the weights hold; empty draws by weight. */
   sessionKey?: string | undefined;
   signal: AbortSignal;
@@ -79,6 +82,17 @@ export interface LlmCallDependencies {
 
 const NO_DEMOS: readonly PromptDemo[] = Object.freeze([]);
 
+/**
+ * The prompt version a failed call used, by its error: the failed step's result reports it, so
+ * the monitor can count a version's failures. A WeakMap, as the errors are anyone's.
+ */
+const failedCallVersions = new WeakMap<object, string>();
+
+/** The prompt version of the LLM call that threw `error`; undefined when it is not such an error. */
+export function promptVersionOfFailure(error: unknown): string | undefined {
+  return typeof error === 'object' && error !== null ? failedCallVersions.get(error) : undefined;
+}
+
 /** Makes LLM calls for steps; one per engine, as it holds nothing of a call. */
 export class LlmCaller {
   constructor(private readonly deps: LlmCallDependencies) {}
@@ -89,7 +103,16 @@ export class LlmCaller {
    * provider's ClientError, or a TemplateError when a template cannot be rendered.
    */
   async call(options: LlmCallOptions): Promise<LlmOutcome> {
-    const selected = selectPrompt(this.deps.prompts(), options.pipeline.name, options.step, options.override, options.sessionKey);
+    const selected = selectPrompt(this.deps.prompts(), options.pipeline.name, options.step, options.override, options.sessionKey, options.candidate);
+    try {
+      return await this.#call(options, selected);
+    } catch (error) {
+      if (typeof error === 'object' && error !== null) failedCallVersions.set(error, selected.version);
+      throw error;
+    }
+  }
+
+  async #call(options: LlmCallOptions, selected: SelectedPrompt): Promise<LlmOutcome> {
     // A prompt without file parts renders without waiting: most calls take no extra turn here.
     const rendered = renderPrompt(selected.prompt, options.scope, this.deps.loader);
     const request = completeRequest(options, selected, typeof rendered === 'string' ? rendered : await rendered);
@@ -142,9 +165,17 @@ function isCancel(error: unknown): boolean {
   return isAbortError(error) || (error instanceof ClientError && error.code === Status.CANCELLED);
 }
 
-/** The caller's override, else the registry's version for (pipeline, step), else the step's YAML prompt. */
-export function selectPrompt(registry: Pick<PromptRegistry, 'select'> | undefined, pipeline: string, step: LlmStep, override: string | undefined, sessionKey: string | undefined): SelectedPrompt {
+/** The caller's override or candidate, else the registry's version for (pipeline, step), else the step's YAML prompt. */
+export function selectPrompt(
+  registry: Pick<PromptRegistry, 'select'> | undefined,
+  pipeline: string,
+  step: LlmStep,
+  override: string | undefined,
+  sessionKey: string | undefined,
+  candidate?: PromptTemplateRecord,
+): SelectedPrompt {
   if (override !== undefined) return { prompt: override, system: step.system, demos: NO_DEMOS, version: 'override' };
+  if (candidate !== undefined) return { prompt: candidate.prompt, system: candidate.system || step.system, demos: candidate.demos ?? NO_DEMOS, version: 'candidate' };
   const version = registry?.select(pipeline, step.name, sessionKey || undefined);
   if (version) return { prompt: version.prompt, system: version.system ?? step.system, demos: version.demos ?? NO_DEMOS, version: version.id };
   return { prompt: step.prompt, system: step.system, demos: NO_DEMOS, version: 'yaml' };

@@ -7,10 +7,12 @@ import { TemplateError, renderTemplate, type Scope, type StepValue } from '../pi
 import { appendCheckpointSteps, toStepResult } from '../state/checkpoint-steps.js';
 import type { RunCheckpoint } from '../state/checkpoint-store.js';
 import type { CheckpointWriter } from '../state/checkpoint-writer.js';
+import type { PromptTemplateRecord } from '../state/prompt-entry.js';
 import type { PromptRegistry } from '../state/prompt-registry.js';
 import { StepFailure, classifyStepFailure } from './failure-class.js';
 import { resolveInputs } from './inputs.js';
-import { LlmCaller } from './llm-call.js';
+import { stepScope, templateProblems } from '../pipeline/step-scope.js';
+import { LlmCaller, promptVersionOfFailure } from './llm-call.js';
 import { StoppedBySibling } from './map-until-failure.js';
 import type { MutableScope, RunContext, StepContext } from './step-context.js';
 import { SKIPPED, failedStepResult, lastOutput, stepResult } from './step-outcome.js';
@@ -33,8 +35,15 @@ export interface RunRequest {
   source: RunCheckpoint['source'];
   inputs: Record<string, string>;
   promptOverrides: Record<string, string>;
+  /** Whole prompts (template, system, demos) per LLM step for this run; its steps report prompt_version "candidate". */
+  promptCandidates?: Readonly<Record<string, PromptTemplateRecord>>;
   sessionKey: string;
   signal: AbortSignal;
+  /**
+   * Where the run's step results go as steps end (children's included); given, the caller still
+   * has them when the run fails (the failed run's event carries them).
+   */
+  results?: proto.StepResult[];
   deadline: number | undefined;
   /** Stream step progress and text deltas. */
   emit?: (event: proto.ExecuteStreamResponse) => void;
@@ -74,11 +83,26 @@ export class RunEngine {
         throw new ServerError(Status.INVALID_ARGUMENT, `${pipeline.name}: prompt_overrides.${name}: no LLM step is named "${name}"`);
       }
     }
+    for (const name of Object.keys(request.promptCandidates ?? {})) {
+      const scope = stepScope(pipeline, name);
+      if (!scope || !isLlmStep(scope.step)) {
+        throw new ServerError(Status.INVALID_ARGUMENT, `${pipeline.name}: prompt_candidates.${name}: no LLM step is named "${name}"`);
+      }
+      // A resumed run's candidates were checked when it started.
+      const candidate = request.resume ? undefined : request.promptCandidates![name]!;
+      for (const [field, text] of candidate ? ([['prompt', candidate.prompt], ['system', candidate.system ?? '']] as const) : []) {
+        const problems = templateProblems(text, scope);
+        if (problems.length > 0) throw new ServerError(Status.INVALID_ARGUMENT, `${pipeline.name}: prompt_candidates.${name}.${field}: ${problems.join('; ')}`);
+      }
+      if (Object.hasOwn(request.promptOverrides, name)) {
+        throw new ServerError(Status.INVALID_ARGUMENT, `${pipeline.name}: prompt_candidates.${name}: step "${name}" is in prompt_overrides too; give one or the other`);
+      }
+    }
     const runTimeout = durationMs(pipeline.defaults.run_timeout);
     using runLimit = timeoutSignal(request.signal, runTimeout);
     const deadline = minDeadline(request.deadline, runTimeout ? Date.now() + runTimeout : undefined);
     const scope: MutableScope = { inputs, steps: new Map(), vars: {} };
-    const results: proto.StepResult[] = [];
+    const results: proto.StepResult[] = request.results ?? [];
     const restored = request.resume ? restore(request.resume, loaded, scope, results) : undefined;
     const resumed = restored?.topLevelDone ?? 0;
     const run: RunContext = { request, pipeline: loaded, results, signal: runLimit.signal, deadline, ...(restored ? { resumed: restored.steps } : {}) };
@@ -90,6 +114,7 @@ export class RunEngine {
       source: request.source,
       inputs: request.resume?.inputs ?? request.inputs,
       promptOverrides: request.promptOverrides,
+      ...(request.promptCandidates && Object.keys(request.promptCandidates).length > 0 ? { promptCandidates: { ...request.promptCandidates } } : {}),
       sessionKey: request.sessionKey,
       steps: request.resume ? [...request.resume.steps] : [],
       vars: scope.vars,
@@ -196,7 +221,7 @@ export class RunEngine {
       const told = stepError(caught, name, run, timedOut, stepTimeout);
       const failureClass = classifyStepFailure(caught, told.code, timedOut);
       const error = StepFailure.of(told, name, failureClass);
-      const failed = failedStepResult(name, step.type, error.details, Math.round(performance.now() - started));
+      const failed = failedStepResult(name, step.type, error.details, Math.round(performance.now() - started), promptVersionOfFailure(caught));
       run.results.push(failed);
       run.request.emit?.({ stepFailed: { step: name, code: Status[error.code], message: error.details, failureClass } });
       this.publishStep(run, failed);

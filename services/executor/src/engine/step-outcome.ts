@@ -51,8 +51,8 @@ export function stepResult(name: string, type: Step['type'], outcome: StepOutcom
 }
 
 /** The result of a step that failed with `error` (the message its status error carries). */
-export function failedStepResult(name: string, type: Step['type'], error: string, durationMs: number): proto.StepResult {
-  return { name, type, output: '', provider: '', model: '', usage: zeroUsage(), durationMs, attempts: 0, status: 'failed', promptVersion: '', json: '', error, fallbackUsed: false, failedTargets: [] };
+export function failedStepResult(name: string, type: Step['type'], error: string, durationMs: number, promptVersion = ''): proto.StepResult {
+  return { name, type, output: '', provider: '', model: '', usage: zeroUsage(), durationMs, attempts: 0, status: 'failed', promptVersion, json: '', error, fallbackUsed: false, failedTargets: [] };
 }
 
 /** The output of a list of steps: that of the last one that was not skipped. */

@@ -5,6 +5,7 @@
  * TTL does not exist on the NATS 2.9 servers we support).
  */
 import { KvCorruptEntryError, KvRejectedValueError, KvStore, RUN_ID_DESCRIPTION, RUN_ID_PATTERN, type KvKeyRule } from '@elexirion/kit';
+import type { PromptTemplateRecord } from './prompt-entry.js';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { z } from 'zod';
 
@@ -33,6 +34,8 @@ export interface RunCheckpoint {
   source: { kind: 'named'; name: string } | { kind: 'inline'; yaml: string };
   inputs: Record<string, string>;
   promptOverrides: Record<string, string>;
+  /** Whole prompts per step (ExecuteRequest.prompt_candidates), so a resumed run keeps them; absent in older checkpoints. */
+  promptCandidates?: Record<string, PromptTemplateRecord>;
   sessionKey: string;
   /** Completed top-level steps, in order. */
   steps: CheckpointStep[];
@@ -105,6 +108,7 @@ const checkpointSchema = z.looseObject({
   ]),
   inputs: z.record(z.string(), z.string()),
   promptOverrides: z.record(z.string(), z.string()),
+  promptCandidates: z.record(z.string(), z.object({ prompt: z.string(), system: z.string().optional(), demos: z.array(z.object({ input: z.string(), output: z.string() })).optional() })).optional(),
   sessionKey: z.string(),
   steps: z.array(stepSchema),
   vars: z.record(z.string(), z.unknown()),

@@ -53,6 +53,14 @@ export function checkExecutePipelineRequest(request: proto.ExecutePipelineReques
   for (const [step, text] of Object.entries(request.promptOverrides)) {
     if (text.trim() === '') throw invalid(`prompt_overrides.${step}: the prompt must not be empty`);
   }
+  // Candidates are whole prompts (the executor checks each against its bounds); here their count, names and total size.
+  const candidateTexts = Object.fromEntries(
+    Object.entries(request.promptCandidates ?? {}).map(([step, template]) => [step, template.prompt + template.system + template.demos.map((demo) => demo.input + demo.output).join('')]),
+  );
+  checkNamedTexts('prompt_candidates', candidateTexts, STEP_NAME, 'a step name (letters, digits, _ and -, not starting with a digit or -)', MAX_PROMPT_OVERRIDES_BYTES, MAX_PROMPT_OVERRIDES);
+  for (const step of Object.keys(candidateTexts)) {
+    if (Object.hasOwn(request.promptOverrides, step)) throw invalid(`prompt_candidates.${step}: step "${step}" is in prompt_overrides too; give one or the other`);
+  }
   if (request.sessionId.length > 128) throw invalid('session_id: at most 128 characters');
 }
 

@@ -15,6 +15,7 @@ export function llmCallOptions(step: LlmStep, context: StepContext): LlmCallOpti
     scope: context.scope,
     runId: request.runId,
     override: Object.hasOwn(request.promptOverrides, step.name) ? request.promptOverrides[step.name] : undefined,
+    candidate: request.promptCandidates && Object.hasOwn(request.promptCandidates, step.name) ? request.promptCandidates[step.name] : undefined,
     sessionKey: request.sessionKey,
     signal: context.signal,
     deadline: context.deadline,

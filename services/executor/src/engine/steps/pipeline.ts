@@ -14,7 +14,7 @@ export const runNestedPipeline: StepHandler<'pipeline'> = async (step, context) 
   const given: Record<string, string> = {};
   for (const [name, template] of Object.entries(step.inputs)) given[name] = renderTemplate(template, context.scope);
   const inputs = resolveInputs(child.name, child.pipeline.inputs, given);
-  const run: RunContext = { request: { ...context.run.request, promptOverrides: {} }, pipeline: child, results: [], signal: context.signal, deadline: context.deadline };
+  const run: RunContext = { request: { ...context.run.request, promptOverrides: {}, promptCandidates: {} }, pipeline: child, results: [], signal: context.signal, deadline: context.deadline };
   const scope: MutableScope = { inputs, steps: new Map(), vars: {} };
   const prefix = `${context.name}/`;
   for (const childStep of child.pipeline.steps) await context.runChild(childStep, run, scope, prefix);
