@@ -5,7 +5,7 @@ import type { MonitorConfig } from './monitor-config.js';
 export type MonitorImplementation = proto.MonitorServiceImplementation;
 
 /**
- * One area of the monitor (performance database, executions and feedback, alerts, health): the
+ * One area of the monitor (performance database, executions and feedback, alerts, health, rollouts): the
  * calls it answers, and what it stops on close. The service composes the areas.
  */
 export interface MonitorArea<Keys extends keyof MonitorImplementation> {

@@ -3,6 +3,7 @@ import { alertsConfigShape } from './alerts/alerts-config.js';
 import { executionsConfigShape } from './executions/executions-config.js';
 import { healthConfigShape } from './health/health-config.js';
 import { metricsConfigShape } from './metrics/metrics-config.js';
+import { rolloutsConfigShape } from './rollouts/rollouts-config.js';
 
 /** The monitor's settings (environment variables), one shape per area. */
 export const monitorConfigSchema = z.object({
@@ -10,5 +11,6 @@ export const monitorConfigSchema = z.object({
   ...executionsConfigShape,
   ...healthConfigShape,
   ...metricsConfigShape,
+  ...rolloutsConfigShape,
 });
 export type MonitorConfig = z.infer<typeof monitorConfigSchema>;

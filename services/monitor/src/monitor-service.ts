@@ -3,12 +3,13 @@ import { alertsArea } from './alerts/alerts-area.js';
 import { executionsArea } from './executions/executions-area.js';
 import { healthArea } from './health/health-area.js';
 import { metricsArea } from './metrics/metrics-area.js';
+import { rolloutsArea } from './rollouts/rollouts-area.js';
 import type { MonitorContext, MonitorImplementation } from './monitor-area.js';
 import { monitorConfigSchema } from './monitor-config.js';
 
 /**
- * The monitor: the performance database, executions and feedback, alerts and system health,
- * each an area of its own (see monitor-area.ts). Stateless like every service: what it keeps is
+ * The monitor: the performance database, executions and feedback, alerts, system health and
+ * guarded prompt rollouts, each an area of its own (see monitor-area.ts). Stateless like every service: what it keeps is
  * in JetStream, so any replica answers any call.
  */
 async function createMonitor(context: MonitorContext) {
@@ -16,7 +17,14 @@ async function createMonitor(context: MonitorContext) {
   // The metrics consumer's backlog as its area last read it: one reader of the consumer's info.
   const consumerLag = () => metrics.consumerLag()?.total;
   const alerts = await alertsArea(context, consumerLag);
-  const areas = [metrics, await executionsArea(context), alerts, await healthArea(context, { consumerLag, criticalAlerts: () => alerts.criticalAlerts() })];
+  const executions = await executionsArea(context);
+  const areas = [
+    metrics,
+    executions,
+    alerts,
+    await healthArea(context, { consumerLag, criticalAlerts: () => alerts.criticalAlerts() }),
+    await rolloutsArea(context, { executions: () => executions.store(), alerts }),
+  ];
   const implementation = Object.assign({}, ...areas.map((area) => area.implementation)) as MonitorImplementation;
   return {
     implementation,

@@ -40,6 +40,10 @@ describe('alert rules file', () => {
     expect(problemsOf('rules:\n  - name: a\n    metric: score_drop\n    warning: 1\n')).toEqual([
       "alerts.yaml:3:13: rules.0.filter.pipeline: score_drop compares a pipeline's prompt versions; name the pipeline",
     ]);
+    // The guarded rollouts' own rule: not a name the file may take.
+    expect(problemsOf('rules:\n  - name: prompt_rollout\n    metric: error_rate\n    warning: 1\n')).toEqual([
+      'alerts.yaml:2:11: rules.0.name: "prompt_rollout" is the monitor\'s own rule (guarded rollouts\' decisions); name this rule otherwise',
+    ]);
     expect(problemsOf('webhooks:\n  - url: ftp://x\nrules: []\n')[0]).toMatch(/^alerts\.yaml:2:10: .*http\(s\) URL/);
     expect(problemsOf('rules: [\n')[0]).toMatch(/^alerts\.yaml:\d+:\d+: malformed YAML/);
   });

@@ -27,8 +27,9 @@ export const serviceCatalog = {
   agent: { definition: AgentDefinition, grpcPort: 50052, httpPort: 8082, calls: ['executor', 'provider'] },
   executor: { definition: ExecutorDefinition, grpcPort: 50053, httpPort: 8083, calls: ['provider'] },
   provider: { definition: ProviderDefinition, grpcPort: 50054, httpPort: 8084, calls: [] },
-  // Reads the events stream and KV; checks the other services' health by their addresses.
-  monitor: { definition: MonitorDefinition, grpcPort: 50055, httpPort: 8085, calls: [] },
+  // Reads the events stream and KV; checks the other services' health by their addresses; the
+  // executor for the prompt registry, whose guarded rollouts it promotes or rolls back.
+  monitor: { definition: MonitorDefinition, grpcPort: 50055, httpPort: 8085, calls: ['executor'] },
 } as const satisfies Record<string, CatalogEntry>;
 
 export type ServiceName = keyof typeof serviceCatalog;

@@ -16,6 +16,12 @@ import { z } from 'zod';
 export const ALERT_METRICS = ['error_rate', 'latency_p50_ms', 'latency_p95_ms', 'latency_p99_ms', 'requests_per_minute', 'cost_per_hour', 'consumer_lag', 'score_drop'] as const;
 export type AlertMetric = (typeof ALERT_METRICS)[number];
 
+/**
+ * Rules other areas of the monitor decide (the rollouts area's guard decisions): the rules file
+ * may not use their names.
+ */
+export const AREA_RULE_NAMES = { promptRollout: 'prompt_rollout' } as const;
+
 const KINDS = ['request', 'run', 'step', 'completion'] as const;
 const GROUP_DIMENSIONS = ['pipeline', 'step', 'provider', 'model', 'route', 'prompt_version'] as const;
 export type GroupDimension = (typeof GROUP_DIMENSIONS)[number];
@@ -101,6 +107,7 @@ export function compileAlertRules(file: string, text: string): { rules: AlertRul
     const first = seen.get(rule.name);
     if (first !== undefined) problems.push({ ...at('name'), message: `rules.${index}.name: "${rule.name}" is the name of rules.${first} too` });
     else seen.set(rule.name, index);
+    if ((Object.values(AREA_RULE_NAMES) as string[]).includes(rule.name)) problems.push({ ...at('name'), message: `rules.${index}.name: "${rule.name}" is the monitor's own rule (guarded rollouts' decisions); name this rule otherwise` });
     if (rule.critical !== undefined && rule.critical < rule.warning) problems.push({ ...at('critical'), message: `rules.${index}.critical: ${rule.critical} is below warning (${rule.warning}); alerts fire when the value reaches a threshold` });
     if (parseDuration(rule.window) < 60_000) problems.push({ ...at('window'), message: `rules.${index}.window: at least 1m (the aggregates are per minute)` });
     if (rule.metric === 'score_drop' && !rule.filter.pipeline) problems.push({ ...at('metric'), message: `rules.${index}.filter.pipeline: score_drop compares a pipeline's prompt versions; name the pipeline` });

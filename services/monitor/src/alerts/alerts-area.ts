@@ -38,6 +38,29 @@ function loadRules(path: string): AlertRules {
 export interface AlertsArea extends MonitorArea<'listAlerts'> {
   /** The alerts firing at critical severity now (the health takes them as a cause). */
   criticalAlerts(): { rule: string; labels: Record<string, string> }[];
+  /**
+   * A rule another area decides (not in the rules file): listed by ListAlerts with the file's,
+   * never resolved nor removed by the file's evaluation rounds, its states kept and its
+   * notifications delivered like theirs (NATS and the webhooks).
+   */
+  areaRule(name: string): AreaRule;
+}
+
+/** A state change another area decided: written with compare-and-set, its notification delivered. */
+export interface AreaAlertChange {
+  labels: Record<string, string>;
+  state: 'firing' | 'ok';
+  severity: 'warning' | 'critical' | '';
+  value: number | null;
+  threshold: number;
+  summary: string;
+  /** The notification this change sends: firing or resolved. */
+  transition: 'firing' | 'resolved';
+}
+
+export interface AreaRule {
+  /** Writes the change as the rule's group's state and delivers its notification (by this replica, or another if this one stops first). */
+  raise(change: AreaAlertChange): Promise<void>;
 }
 
 export async function alertsArea(context: MonitorContext, consumerLag: () => number | undefined): Promise<AlertsArea> {
@@ -95,6 +118,9 @@ export async function alertsArea(context: MonitorContext, consumerLag: () => num
     connection = attached;
   });
 
+  /** Rules of other areas (e.g. prompt_rollout), which the rounds leave alone. */
+  const areaRules = new Set<string>();
+
   const monitor = clients.get('monitor');
   const sources: AlertSources = {
     getMetrics: (request) => monitor.getMetrics(request),
@@ -137,7 +163,7 @@ export async function alertsArea(context: MonitorContext, consumerLag: () => num
     }
     // Rules gone from the file: a firing alert of theirs is resolved, then its state removed.
     for (const [key, entry] of records) {
-      if (seen.has(key) || current.rules.some((rule) => rule.name === entry.value.rule)) continue;
+      if (seen.has(key) || areaRules.has(entry.value.rule) || current.rules.some((rule) => rule.name === entry.value.rule)) continue;
       if (entry.value.state === 'firing' && !entry.value.notification?.deliveredAt) continue; // its firing goes out first
       if (entry.value.state === 'firing') {
         await alertStore.change(key, { ...entry.value, state: 'ok', severity: '', since: now.toISOString(), summary: `${entry.value.rule}: rule removed`, notification: newNotification('resolved', now) }, entry.revision);
@@ -190,13 +216,43 @@ export async function alertsArea(context: MonitorContext, consumerLag: () => num
           .filter((record) => wanted.size === 0 || wanted.has(STATE_PROTO[record.state]))
           .sort((a, b) => STATE_ORDER[a.state] - STATE_ORDER[b.state] || a.rule.localeCompare(b.rule))
           .map(toAlert);
-        return { alerts, rules: rules.rules.map((rule) => rule.name), rulesSource: config.MONITOR_ALERT_RULES };
+        return { alerts, rules: [...rules.rules.map((rule) => rule.name), ...areaRules], rulesSource: config.MONITOR_ALERT_RULES };
       },
     },
     criticalAlerts: () =>
       (store?.all() ?? [])
         .filter(({ value }) => value.state === 'firing' && value.severity === 'critical')
         .map(({ value }) => ({ rule: value.rule, labels: value.labels })),
+    areaRule(name) {
+      areaRules.add(name);
+      return {
+        async raise(change) {
+          const alertStore = store;
+          if (!alertStore) throw new Error('alert states cannot be written now: the monitor is not attached to NATS');
+          const key = alertKey(name, change.labels);
+          const now = new Date();
+          const next: AlertRecord = {
+            rule: name,
+            labels: change.labels,
+            state: change.state,
+            severity: change.severity,
+            value: change.value,
+            threshold: change.threshold,
+            since: now.toISOString(),
+            summary: change.summary,
+            notification: newNotification(change.transition, now),
+          };
+          // Over whatever the group held: the change was decided once (by the caller), so it is written whole.
+          for (let attempt = 0; !(await alertStore.change(key, next, alertStore.get(key)?.revision)); attempt++) {
+            if (attempt >= 20) throw new Error(`alert ${key} changed under 20 writes in a row`);
+          }
+          // Delivered now rather than at the next round; in turn with the rounds, never beside one.
+          const delivery = round.then(() => deliverDue(alertStore, rules.webhooks, new Date()));
+          round = delivery.catch((error: unknown) => logger.warn({ err: error }, 'alert notifications could not be delivered; the next round tries again'));
+          await round;
+        },
+      };
+    },
     async close() {
       stopped = true;
       clearInterval(timer);

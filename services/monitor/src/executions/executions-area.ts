@@ -68,8 +68,13 @@ function scoreNameOf(name: string): string {
   return name;
 }
 
+export interface ExecutionsArea extends MonitorArea<Keys> {
+  /** The store once attached to NATS (the rollouts area reads its guarded rollouts' runs from it). */
+  store(): ExecutionStore | undefined;
+}
+
 /** Executions (completed runs), their feedback, and prompt version statistics. */
-export async function executionsArea(context: MonitorContext): Promise<MonitorArea<Keys>> {
+export async function executionsArea(context: MonitorContext): Promise<ExecutionsArea> {
   const { config, logger } = context;
   let store: ExecutionStore | undefined;
   let attached: () => void = () => {};
@@ -287,6 +292,7 @@ export async function executionsArea(context: MonitorContext): Promise<MonitorAr
         return promptVersionStats(records, scoreName, request.step);
       },
     },
+    store: () => store,
     async close() {
       stopping.abort();
       await Promise.allSettled([...readers].map((reader) => reader.close()));
