@@ -293,16 +293,29 @@ class StepProgram(dspy.Module):
     def __init__(self, spec: StepSpec, lm: dspy.BaseLM | None) -> None:
         super().__init__()
         self.spec = spec
-        self.step_lm = lm
-        self.predict = step_predictor(spec, lm)
+        self.step_lm = _Shared(lm)
+        # The LM is the program's (below), not set on the predictor: DSPy's optimizers copy and
+        # reset predictors (dropping their LM), and an LM holding a gRPC channel cannot be
+        # deep-copied. optimize() sets it on the compiled predictor so the saved JSON names it.
+        self.predict = step_predictor(spec, None)
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
-        # DSPy's optimizers copy predictors without their LM (Predict.reset): the step's model
-        # stays the program's, whatever DSPy's default LM is.
-        if self.predict.lm is None and self.step_lm is not None:
-            with dspy.context(lm=self.step_lm):
+        lm = self.step_lm.value
+        if self.predict.lm is None and lm is not None:
+            # The step's own model, whatever DSPy's default LM is.
+            with dspy.context(lm=lm):
                 return self.predict(**inputs)
         return self.predict(**inputs)
+
+
+class _Shared:
+    """Holds an object DSPy's deep copies of a module share rather than copy (an LM's channel)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Shared:
+        return self
 
 
 class ElixirGenesisPipeline(dspy.Module):
