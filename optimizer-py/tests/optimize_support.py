@@ -119,6 +119,8 @@ class PipelineDouble:
 
     yaml: str = PIPELINE_YAML
     fixed_answer: str | None = None
+    #: Raised by runs whose candidate has demos (the optimized prompt), when set.
+    fail_optimized_with: Exception | None = None
     runs: list[gateway_pb2.ExecutePipelineRequest] = field(default_factory=list)
     published: list[dict[str, Any]] = field(default_factory=list)
 
@@ -143,6 +145,8 @@ class PipelineDouble:
             request.prompt_candidates[step].CopyFrom(template)
         self.runs.append(request)
         template = request.prompt_candidates["label"]
+        if self.fail_optimized_with is not None and template.demos:
+            raise self.fail_optimized_with
         question = re.sub(r"\{\{\s*inputs\.review\s*\}\}", inputs["review"], template.prompt)
         context = template.system + "\n" + "\n".join(f"{d.input}\n{d.output}" for d in template.demos)
         answer = self.fixed_answer if self.fixed_answer is not None else label_for(question, context)

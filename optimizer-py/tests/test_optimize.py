@@ -307,6 +307,35 @@ def test_parity_gap_stops_the_publish(train_file) -> None:
     assert gateway.published == []
 
 
+def test_failed_pipeline_runs_score_zero_and_unreachable_stops(train_file) -> None:
+    import grpc
+
+    from elexirion_optimizer.client import GatewayError
+
+    refused = GatewayError(grpc.StatusCode.INVALID_ARGUMENT, "step label: {{x}} is not a known reference")
+    gateway = PipelineDouble(fail_optimized_with=refused)
+    with pytest.raises(ParityError) as gap:
+        optimize(gateway, options(train_file), lm_factory=lambda m, p: DemoLM())
+    assert gap.value.report.pipeline_score == 0.0 and gap.value.report.dspy_score == 1.0
+    assert gateway.published == []
+
+    down = GatewayError(grpc.StatusCode.UNAVAILABLE, "connection refused")
+    gateway = PipelineDouble(fail_optimized_with=down)
+    with pytest.raises(GatewayError, match="UNAVAILABLE"):
+        optimize(gateway, options(train_file), lm_factory=lambda m, p: DemoLM())
+    assert gateway.published == []
+
+
+def test_random_search_compiles_and_publishes(train_file) -> None:
+    gateway = PipelineDouble()
+    progress = io.StringIO()
+    result = optimize(gateway, options(train_file, optimizer="random-search", candidates=2),
+                      lm_factory=lambda m, p: DemoLM(), progress_out=progress)
+    assert result.optimizer == "BootstrapFewShotWithRandomSearch"
+    assert result.pipeline_after == 1.0 and len(gateway.published) == 1
+    assert "candidates tried, best score so far 1.00" in progress.getvalue()
+
+
 def test_no_gain_publishes_nothing(train_file) -> None:
     gateway = PipelineDouble()
     with pytest.raises(NoGainError, match="no gain, so nothing was published"):

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import dspy
+import grpc
 
+from elexirion_optimizer.client import GatewayError
 from elexirion_optimizer.generated.elexirion.v1 import prompts_pb2
 from elexirion_optimizer.program import (
     PLACEHOLDER,
@@ -47,6 +49,16 @@ FOLDED = "folded"
 ExportForm = Literal["demos", "folded"]
 
 Progress = Callable[[int, int, float], None]
+# Failures that say nothing about the prompt: the check cannot run, so it stops.
+_FATAL = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 
 
 class ParityError(Exception):
@@ -157,7 +169,16 @@ def evaluate_pipeline(
     )
     evaluation = Evaluation()
     for index, example in enumerate(devset, start=1):
-        prediction = module(**pipeline_inputs_for(spec, example))
+        try:
+            prediction = module(**pipeline_inputs_for(spec, example))
+        except GatewayError as err:
+            if err.code in _FATAL or getattr(err, "unreachable", False):
+                raise
+            # The run itself failed (a template the executor refuses, a provider error): the
+            # exported prompt scores nothing on this example, as it would serve nothing.
+            evaluation.scores.append(0.0)
+            evaluation.errors.append(f"{err.code.name}: {err.details}")
+            continue
         evaluation.scores.append(float(metric(example, prediction)))
         evaluation.run_ids.append(prediction.run_id)
         if progress:

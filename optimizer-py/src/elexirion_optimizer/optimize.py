@@ -140,6 +140,8 @@ class OptimizeResult:
     rollout: prompts_pb2.PromptRollout | None = None
     yaml_path: str | None = None
     skipped_executions: list[str] = field(default_factory=list)
+    #: Pipeline runs of the held-out set that failed (scored 0), "CODE: details" each.
+    pipeline_errors: list[str] = field(default_factory=list)
 
     @property
     def scores(self) -> dict[str, float]:
@@ -175,6 +177,7 @@ class OptimizeResult:
             "rollout": json_format.MessageToDict(self.rollout) if self.rollout is not None else None,
             "yaml_path": self.yaml_path,
             "saved_path": self.saved_path,
+            "pipeline_errors": self.pipeline_errors,
             "elapsed_s": round(self.elapsed_s, 3),
         }
 
@@ -347,7 +350,7 @@ def _compile(
             import optuna  # noqa: F401  (MIPROv2's search needs it; say so before any LM call)
         except ModuleNotFoundError as err:
             raise OptimizeError(
-                "--optimizer mipro needs optuna: pip install 'dspy[optuna]'"
+                "--optimizer mipro needs optuna: pip install 'elexirion-optimizer[mipro]'"
             ) from err
         optimizer = teleprompt.MIPROv2(
             metric=metric,
@@ -470,7 +473,11 @@ def optimize(
         demos=len(compiled.predict.demos),
         saved_path=saved_path,
         skipped_executions=skipped,
+        pipeline_errors=pipeline_before.errors + pipeline_after.errors,
     )
+    if pipeline_after.errors:
+        _say(log, f"{len(pipeline_after.errors)} of {len(split.dev)} pipeline runs with the optimized"
+                  f" prompt failed (scored 0), e.g. {pipeline_after.errors[0]}")
     check_parity(parity)
     if pipeline_after.score <= pipeline_before.score:
         raise NoGainError(
