@@ -219,3 +219,15 @@ def test_optimize_publish_and_the_guard(stack: ServicesHost, tmp_path: Path) -> 
         actions = [(c.action, c.version, c.by) for c in changes]
         assert ("guard_promote", version, "monitor") in actions, actions
         assert ("guard_rollback", worse, "monitor") in actions, actions
+
+    # Training data from the live runs that got feedback 1 (the right labels), through
+    # ListExecutions; measured and checked only.
+    completed = run_optimize(
+        stack, tmp_path, "--from-executions", "--min-score", "1", "--score-name", FEEDBACK,
+        "--dry-run", "--json",
+    )
+    assert completed.returncode == 0, f"stderr:\n{completed.stderr[-4000:]}"
+    result = json.loads(completed.stdout)
+    assert result["train_examples"] + result["dev_examples"] >= MIN_RUNS, result
+    assert result["scores"]["parity_dev"] > result["scores"]["pipeline_dev_before"], result
+    assert result["published_version"] is None
