@@ -128,6 +128,27 @@ def test_predictor_signature_and_lm(spec) -> None:
     assert predictor(review="I love it").label == "neutral"  # no demos: the rule answers wrong
 
 
+def test_elixir_genesis_pipeline_runs_the_pipeline_with_its_candidates(spec) -> None:
+    from elexirion_optimizer.program import ElixirGenesisPipeline
+
+    gateway = PipelineDouble()
+    predictor = step_predictor(spec, None)
+    module = ElixirGenesisPipeline(gateway, "review-sentiment", {"label": (spec, predictor)},
+                                   exporter=lambda s, p: export_template(s, p))
+    assert [name for name, _ in module.named_predictors()] == ["step_predictors['label']"]
+    first = module(review="I love it")
+    assert (first.output, first.label, first.run_id) == ("neutral", "neutral", "run-1")
+    assert first.steps[0].prompt_version == "candidate"
+    # The module sends its predictors' current prompts: demos now, so the rule answers right.
+    predictor.demos = [dspy.Example(review="Awful", label="negative")]
+    second = module(review="I love it")
+    assert second.output == "positive"
+    sent = gateway.runs[-1].prompt_candidates["label"]
+    assert [(d.input, d.output) for d in sent.demos] == [
+        ("Classify the sentiment of this product review: Awful", "negative")
+    ]
+
+
 def test_render_template_fills_placeholders() -> None:
     assert render_template("a {{ inputs.x }} b {{vars.y}}", {"inputs.x": "1", "vars.y": "2"}) == "a 1 b 2"
     with pytest.raises(PipelineError, match=r"no value for \{\{inputs.z\}\}"):

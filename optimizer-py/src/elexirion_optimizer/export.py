@@ -151,20 +151,22 @@ def evaluate_program(
 def evaluate_pipeline(
     gateway: Any,
     spec: StepSpec,
-    template: prompts_pb2.PromptTemplate,
+    predictor: dspy.Predict,
     devset: Sequence[dspy.Example],
     metric: Callable[..., float],
     *,
+    form: ExportForm = DEMOS,
     timeout: float | None = None,
     progress: Progress | None = None,
 ) -> Evaluation:
-    """The exported prompt in the real pipeline: each example through ``Gateway.ExecutePipeline``
-    with ``template`` as the step's prompt candidate, scored on the step's output."""
+    """The predictor's exported prompt in the real pipeline: each example through
+    ``Gateway.ExecutePipeline`` (an :class:`ElixirGenesisPipeline` whose candidate for the step is
+    ``export_template(spec, predictor, form)``), scored on the step's output."""
     module = ElixirGenesisPipeline(
         gateway,
         spec.pipeline,
-        {spec.step: (spec, dspy.Predict(f"x -> {spec.output}"))},
-        exporter=lambda _spec, _predictor: template,
+        {spec.step: (spec, predictor)},
+        exporter=lambda step_spec, step_predictor: export_template(step_spec, step_predictor, form),
         timeout=timeout,
     )
     evaluation = Evaluation()

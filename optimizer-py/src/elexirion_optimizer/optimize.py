@@ -443,14 +443,13 @@ def optimize(
         compiled.save(options.save)
         saved_path = options.save
 
-    before_template = export_template(spec, program.predict, form)
     after_template = export_template(spec, compiled.predict, form)
     _say(log, "running the held-out set through the pipeline (starting prompt, then optimized)")
     pipeline_before: Evaluation = evaluate_pipeline(
-        gateway, spec, before_template, split.dev, metric, timeout=options.timeout
+        gateway, spec, program.predict, split.dev, metric, form=form, timeout=options.timeout
     )
     pipeline_after: Evaluation = evaluate_pipeline(
-        gateway, spec, after_template, split.dev, metric, timeout=options.timeout
+        gateway, spec, compiled.predict, split.dev, metric, form=form, timeout=options.timeout
     )
     parity = ParityReport(
         dspy_score=dspy_after.score,
