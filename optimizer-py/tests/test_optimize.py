@@ -220,11 +220,12 @@ def test_callable_metric_and_its_errors() -> None:
 
 def test_judge_rates_through_its_lm() -> None:
     judge_lm = dspy.utils.DummyLM([{"rating": "9"}, {"rating": "3"}])
-    metric = make_metric("judge", "label", judge_lm=judge_lm, task="label reviews")
+    metric = make_metric("judge", "label", judge_lm=judge_lm, task=lambda e: f"label: {e.review}")
     example = dspy.Example(review="x", label="positive").with_inputs("review")
     assert metric(example, dspy.Prediction(label="positive")) == 1.0
     assert metric(example, dspy.Prediction(label="meh")) == 0.0
     assert len(judge_lm.history) == 2
+    assert "label: x" in judge_lm.history[0]["messages"][-1]["content"]  # the task it rated
     assert metric(example, dspy.Prediction(label="")) == 0.0  # nothing to rate: no call
     assert len(judge_lm.history) == 2
 
@@ -410,6 +411,13 @@ def test_cli_table_json_and_interrupt(train_file, monkeypatch) -> None:
                                      str(train_file)), gateway, io.StringIO(), err) == 130
     assert "interrupted: nothing was published" in err.getvalue()
     assert gateway.published == []
+
+    gateway = PipelineDouble()
+    monkeypatch.setattr(gateway, "publish_prompt_version", interrupted)
+    err = io.StringIO()
+    assert optimize_cli.run(cli_args("--pipeline", "review-sentiment", "--step", "label", "--train",
+                                     str(train_file)), gateway, io.StringIO(), err) == 130
+    assert "interrupted while publishing: the publish is atomic" in err.getvalue()
 
     err = io.StringIO()
     bad = write_jsonl(train_file.parent / "bad.jsonl", ['{"review": 1}'])

@@ -70,8 +70,11 @@ class JudgeRating(dspy.Signature):
     rating: int = dspy.OutputField(desc="0-10")
 
 
-def judge(output: str, lm: dspy.BaseLM, task: str) -> Metric:
-    """An LLM rater through ``lm`` (an ElexirionLM): 0-10, a success at 8 or more."""
+def judge(output: str, lm: dspy.BaseLM, task: Callable[[Any], str]) -> Metric:
+    """An LLM rater through ``lm`` (an ElexirionLM): 0-10, a success at 8 or more.
+
+    ``task(example)`` is what the step was asked for that example (its prompt, rendered).
+    """
     rater = dspy.Predict(JudgeRating)
     rater.set_lm(lm)
 
@@ -80,7 +83,7 @@ def judge(output: str, lm: dspy.BaseLM, task: str) -> Metric:
         answer = _answer(prediction, output)
         if not answer.strip():
             return 0.0
-        rating = rater(task=task, expected=str(example[output]), answer=answer).rating
+        rating = rater(task=task(example), expected=str(example[output]), answer=answer).rating
         return float(int(rating) >= JUDGE_SUCCESS)
 
     metric.__name__ = "judge"
@@ -122,8 +125,9 @@ def load_callable(reference: str) -> Metric:
 
 
 def make_metric(name: str, output: str, *, judge_lm: dspy.BaseLM | None = None,
-                task: str = "") -> Metric:
-    """The metric named by ``--metric`` for a step whose output field is ``output``."""
+                task: Callable[[Any], str] | None = None) -> Metric:
+    """The metric named by ``--metric`` for a step whose output field is ``output``; ``task``
+    gives the judge each example's question (default: none beyond the expected answer)."""
     if name == "exact":
         return exact(output)
     if name == "contains":
@@ -131,5 +135,5 @@ def make_metric(name: str, output: str, *, judge_lm: dspy.BaseLM | None = None,
     if name == "judge":
         if judge_lm is None:
             raise MetricError("--metric judge needs a judge LM")
-        return judge(output, judge_lm, task)
+        return judge(output, judge_lm, task or (lambda example: ""))
     return load_callable(name)

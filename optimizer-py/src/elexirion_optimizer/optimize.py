@@ -46,6 +46,7 @@ __all__ = [
     "OptimizeError",
     "OptimizeOptions",
     "OptimizeResult",
+    "PublishInterrupted",
     "ProgressDisplay",
     "optimize",
 ]
@@ -56,6 +57,16 @@ LmFactory = Callable[[str, str], dspy.BaseLM]
 
 class OptimizeError(Exception):
     """The optimization stopped before publishing; the message says why (nothing was published)."""
+
+
+class PublishInterrupted(KeyboardInterrupt):
+    """Ctrl-C while the publish call was in flight: the server applies it whole or not at all."""
+
+    def __str__(self) -> str:
+        return (
+            "interrupted while publishing: the publish is atomic, so the version and its rollout"
+            " were either published whole or not at all; `versions` shows which"
+        )
 
 
 class NoGainError(OptimizeError):
@@ -412,7 +423,10 @@ def optimize(
         make_lm(options.judge_model or spec.model, options.judge_preset)
         if options.metric == "judge" else None
     )
-    metric = make_metric(options.metric, spec.output, judge_lm=judge_lm, task=spec.instructions)
+    metric = make_metric(
+        options.metric, spec.output, judge_lm=judge_lm,
+        task=lambda example: spec.render(spec.prompt, example),
+    )
     program = StepProgram(spec, lm)
     form = FOLDED if options.write_yaml else DEMOS
 
@@ -489,25 +503,30 @@ def optimize(
         write_step_prompt(options.write_yaml, spec.pipeline, spec.step, after_template, spec.prompt)
         result.yaml_path = options.write_yaml
         return result
-    # The one call that changes serving: the version and its rollout land together or not at all.
-    response = gateway.publish_prompt_version(
-        spec.pipeline,
-        spec.step,
-        after_template,
-        version_id=options.version_id,
-        source=f"dspy:{source}",
-        description=options.description or (
-            f"{source} with the {options.metric} metric on {len(split.train)} examples:"
-            f" {len(compiled.predict.demos)} demos"
-        ),
-        scores=result.scores,
-        rollout_weight=options.rollout_weight,
-        guard=options.guard.proto() if options.rollout_weight > 0 else None,
-        reason=(
-            f"optimize: held-out {options.metric} {pipeline_before.score:.2f} ->"
-            f" {pipeline_after.score:.2f} in the pipeline (DSPy {dspy_after.score:.2f})"
-        ),
+    description = options.description or (
+        f"{source} with the {options.metric} metric on {len(split.train)} examples:"
+        f" {len(compiled.predict.demos)} demos"
     )
+    reason = (
+        f"optimize: held-out {options.metric} {pipeline_before.score:.2f} ->"
+        f" {pipeline_after.score:.2f} in the pipeline (DSPy {dspy_after.score:.2f})"
+    )
+    # The one call that changes serving: the version and its rollout land together or not at all.
+    try:
+        response = gateway.publish_prompt_version(
+            spec.pipeline,
+            spec.step,
+            after_template,
+            version_id=options.version_id,
+            source=f"dspy:{source}",
+            description=description,
+            scores=result.scores,
+            rollout_weight=options.rollout_weight,
+            guard=options.guard.proto() if options.rollout_weight > 0 else None,
+            reason=reason,
+        )
+    except KeyboardInterrupt as interrupt:
+        raise PublishInterrupted() from interrupt
     result.version = response.version
     result.rollout = response.step.rollout
     result.elapsed_s = time.monotonic() - started

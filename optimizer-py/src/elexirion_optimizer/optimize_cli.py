@@ -24,6 +24,7 @@ from elexirion_optimizer.optimize import (
     OptimizeError,
     OptimizeOptions,
     OptimizeResult,
+    PublishInterrupted,
     optimize,
 )
 from elexirion_optimizer.program import PipelineError
@@ -195,6 +196,8 @@ def run(
     try:
         options = options_from_args(args)
         result = optimize(gateway, options, log=None if args.json else err, progress_out=err)
+    except PublishInterrupted as interrupted:
+        return _fail(str(interrupted), EXIT_INTERRUPTED, err)
     except KeyboardInterrupt:
         # Publishing is optimize()'s last call; an interrupt before it changes nothing.
         return _fail("interrupted: nothing was published", EXIT_INTERRUPTED, err)
