@@ -358,6 +358,27 @@ def test_random_search_compiles_and_publishes(train_file) -> None:
     assert "candidates tried, best score so far 1.00" in progress.getvalue()
 
 
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        (dict(guard=GuardOptions(min_runs=5)), "need --guard-metric"),
+        (dict(rollout_weight=0.0), "--guard-metric needs a --rollout-weight above 0"),
+        (dict(write_yaml="p.yaml"), "--write-yaml publishes nothing"),
+        (dict(rollout_weight=1.0), r"--rollout-weight must be in \[0, 1\)"),
+        (dict(candidates=0), "--candidates must be at least 1"),
+        (dict(from_executions=True), "not both"),
+        (dict(optimizer="simba"), "expected one of bootstrap, random-search, mipro, gepa"),
+    ],
+)
+def test_bad_options_are_refused_before_any_call(train_file, overrides, error) -> None:
+    from elexirion_optimizer.optimize import OptionsError
+
+    gateway = PipelineDouble()
+    with pytest.raises(OptionsError, match=error):
+        optimize(gateway, options(train_file, **overrides), lm_factory=lambda m, p: DemoLM())
+    assert gateway.runs == [] and gateway.published == []
+
+
 def test_no_gain_publishes_nothing(train_file) -> None:
     gateway = PipelineDouble()
     with pytest.raises(NoGainError, match="no gain, so nothing was published"):
@@ -434,7 +455,7 @@ def test_write_yaml_keeps_comments_and_layout(train_file, tmp_path) -> None:
     original = PIPELINE_YAML.replace("  steps:\n", "  steps:\n    # the step the optimizer tunes\n")
     pipeline_file.write_text(original)
     gateway = PipelineDouble(yaml=original)
-    result = optimize(gateway, options(train_file, write_yaml=str(pipeline_file)),
+    result = optimize(gateway, options(train_file, write_yaml=str(pipeline_file), guard=GuardOptions()),
                       lm_factory=lambda m, p: DemoLM())
     assert gateway.published == []  # written, not published
     assert result.yaml_path == str(pipeline_file)

@@ -46,6 +46,7 @@ __all__ = [
     "OptimizeError",
     "OptimizeOptions",
     "OptimizeResult",
+    "OptionsError",
     "PublishInterrupted",
     "ProgressDisplay",
     "optimize",
@@ -67,6 +68,10 @@ class PublishInterrupted(KeyboardInterrupt):
             "interrupted while publishing: the publish is atomic, so the version and its rollout"
             " were either published whole or not at all; `versions` shows which"
         )
+
+
+class OptionsError(OptimizeError):
+    """Options that contradict each other or are out of range (named)."""
 
 
 class NoGainError(OptimizeError):
@@ -287,6 +292,33 @@ def _default_lm_factory(gateway: Any) -> LmFactory:
     return make
 
 
+def _check_options(options: OptimizeOptions) -> None:
+    """Refuses contradictory or out-of-range options before any call, naming the flag."""
+    guard = options.guard
+    if not guard.metric and (guard.min_runs or guard.significance or guard.score_name or guard.max_runs):
+        raise OptionsError("--guard-min-runs/--guard-significance/--guard-score-name/--guard-max-runs need --guard-metric")
+    if guard.metric and options.write_yaml:
+        raise OptionsError("--guard-metric watches a published rollout; --write-yaml publishes nothing")
+    if guard.metric and options.rollout_weight == 0:
+        raise OptionsError("--guard-metric needs a --rollout-weight above 0 (a guard watches a rollout)")
+    if guard.min_runs < 0 or guard.max_runs < 0:
+        raise OptionsError("--guard-min-runs and --guard-max-runs must be >= 0")
+    if not 0 <= guard.significance < 1:
+        raise OptionsError(f"--guard-significance must be in [0, 1), got {guard.significance}")
+    if options.parity_threshold < 0:
+        raise OptionsError(f"--parity-threshold must be >= 0, got {options.parity_threshold}")
+    if options.max_demos < 0 or options.max_labeled_demos < 0:
+        raise OptionsError("--max-demos and --max-labeled-demos must be >= 0")
+    if options.candidates < 1:
+        raise OptionsError(f"--candidates must be at least 1, got {options.candidates}")
+    if options.executions_limit < 1:
+        raise OptionsError(f"--executions-limit must be at least 1, got {options.executions_limit}")
+    if options.min_score is not None and not options.from_executions:
+        raise OptionsError("--min-score applies to --from-executions")
+    if options.from_executions and (options.train or options.dev):
+        raise OptionsError("use --train/--dev or --from-executions, not both")
+
+
 def _in_dspy(measure: Callable[[], Evaluation]) -> Evaluation:
     """A DSPy measurement; an LM failure in it stops everything before anything is published."""
     try:
@@ -303,8 +335,6 @@ def _in_dspy(measure: Callable[[], Evaluation]) -> Evaluation:
 def _data(options: OptimizeOptions, gateway: Any, spec: StepSpec) -> tuple[data_module.Split, list[str]]:
     skipped: list[str] = []
     if options.from_executions:
-        if options.train:
-            raise OptimizeError("use --train or --from-executions, not both")
         filters: dict[str, Any] = {"status": "OK"}
         if options.min_score is not None:
             filters["min_score"] = options.min_score
@@ -322,7 +352,7 @@ def _data(options: OptimizeOptions, gateway: Any, spec: StepSpec) -> tuple[data_
             )
         return data_module.split(examples, options.dev_fraction, options.seed), skipped
     if not options.train:
-        raise OptimizeError("training data needed: --train FILE.jsonl or --from-executions")
+        raise OptionsError("training data needed: --train FILE.jsonl or --from-executions")
     train = data_module.load_jsonl(options.train, spec)
     if options.dev:
         return data_module.Split(train=train, dev=data_module.load_jsonl(options.dev, spec)), skipped
@@ -402,15 +432,12 @@ def optimize(
     published."""
     started = time.monotonic()
     if options.optimizer not in OPTIMIZERS:
-        raise OptimizeError(
+        raise OptionsError(
             f"--optimizer {options.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}"
         )
     if not 0 <= options.rollout_weight < 1:
-        raise OptimizeError(f"--rollout-weight must be in [0, 1), got {options.rollout_weight}")
-    if options.guard.metric and options.rollout_weight == 0 and not options.write_yaml:
-        raise OptimizeError("--guard-metric needs a --rollout-weight above 0 (a guard watches a rollout)")
-    if options.parity_threshold < 0:
-        raise OptimizeError(f"--parity-threshold must be >= 0, got {options.parity_threshold}")
+        raise OptionsError(f"--rollout-weight must be in [0, 1), got {options.rollout_weight}")
+    _check_options(options)
     make_lm = lm_factory or _default_lm_factory(gateway)
 
     spec = step_spec_from_gateway(gateway, options.pipeline, options.step)

@@ -23,6 +23,7 @@ from elexirion_optimizer.optimize import (
     NoGainError,
     OptimizeError,
     OptimizeOptions,
+    OptionsError,
     OptimizeResult,
     PublishInterrupted,
     optimize,
@@ -212,6 +213,8 @@ def run(
     except NoGainError as refusal:
         return _fail(str(refusal), EXIT_REFUSED, err)
     except (DataError, PipelineError, MetricError) as bad:
+        return _fail(str(bad), EXIT_USAGE, err)
+    except OptionsError as bad:
         return _fail(str(bad), EXIT_USAGE, err)
     except OptimizeError as failed:
         message = str(failed)
