@@ -13,6 +13,7 @@ interrupt before that leaves serving untouched.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import sys
 import threading
 import time
@@ -315,6 +316,9 @@ def _check_options(options: OptimizeOptions) -> None:
         raise OptionsError(f"--executions-limit must be at least 1, got {options.executions_limit}")
     if options.min_score is not None and not options.from_executions:
         raise OptionsError("--min-score applies to --from-executions")
+    if options.optimizer == "mipro" and importlib.util.find_spec("optuna") is None:
+        # MIPROv2 imports it only once compiling: say so before any LM call.
+        raise OptionsError("--optimizer mipro needs optuna: pip install 'elexirion-optimizer[mipro]'")
     if options.from_executions and (options.train or options.dev):
         raise OptionsError("use --train/--dev or --from-executions, not both")
 
@@ -387,12 +391,6 @@ def _compile(
         )
         compiled = optimizer.compile(program, trainset=trainset)
     elif options.optimizer == "mipro":
-        try:
-            import optuna  # noqa: F401  (MIPROv2's search needs it; say so before any LM call)
-        except ModuleNotFoundError as err:
-            raise OptimizeError(
-                "--optimizer mipro needs optuna: pip install 'elexirion-optimizer[mipro]'"
-            ) from err
         optimizer = teleprompt.MIPROv2(
             metric=metric,
             auto="light",
