@@ -134,7 +134,7 @@ def test_versions_prints_each_steps_registry(cli: RunCli, fake_gateway: FakeGate
     )
     assert lines[1] == "  weights: v1 90.0%, v2 10.0%"
     assert lines[2] == (
-        "  guard: candidate v2, watching score correct, min 30 runs per arm, p < 0.05,"
+        "  candidate: v2, guard watching score correct, min 30 runs per arm, p < 0.05,"
         " max 300 runs, since 2026-11-30 09:31:00"
     )
     assert lines[3].split() == [
@@ -390,3 +390,29 @@ def test_python_dash_m_runs_the_cli(free_port: Callable[[], int]) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: UNAVAILABLE: cannot reach the gateway at {target}")
     assert "Traceback" not in result.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(fake_gateway: FakeGateway) -> None:
+    """`history | head -1`: more output than a pipe holds, the reader closes after one line."""
+    changes = [
+        prompts_pb2.PromptChange(
+            pipeline="analysis", step="review", action="publish", version=f"v{n}", by="ci",
+            reason="x" * 200, revision=n,
+        )
+        for n in range(1000, 0, -1)
+    ]
+    fake_gateway.handlers["GetPromptHistory"] = answer(
+        prompts_pb2.GetPromptHistoryResponse(changes=changes)
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "elexirion_optimizer", "--gateway", fake_gateway.target, "history",
+         "--pipeline", "analysis", "--limit", "1000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().split()[:2] == [b"time", b"(UTC)"]
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(60) == 0, stderr
+    assert stderr == b""

@@ -4,7 +4,9 @@ makes is one Gateway.Complete; usage, cost, cache, n, async and errors as DSPy e
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,13 +19,14 @@ from dspy.utils.exceptions import (
     LMAuthError,
     LMInvalidRequestError,
     LMServerError,
+    LMTimeoutError,
     LMUnsupportedFeatureError,
 )
 from dspy.utils.usage_tracker import track_usage
 from gateway_fake import FakeGateway, fake_gateway, refuse  # noqa: F401 (fixture)
 
 from elexirion_optimizer import ElexirionLM, GatewayError
-from elexirion_optimizer.generated.elexirion.v1 import common_pb2, provider_pb2
+from elexirion_optimizer.generated.elexirion.v1 import common_pb2, executor_pb2, provider_pb2
 
 COST_USD = 0.0025
 
@@ -286,3 +289,52 @@ def test_json_mode_asks_for_any_object(lm_on: Any, fake_gateway: FakeGateway) ->
     lm_on()(unique("json please"), response_format={"type": "json_object"})
     (request,) = fake_gateway.requests("Complete")
     assert json.loads(request.json_schema) == {"type": "object"}
+
+
+def test_a_call_past_its_deadline_is_a_timeout(lm_on: Any, fake_gateway: FakeGateway) -> None:
+    release = threading.Event()
+
+    def stall(request: provider_pb2.CompleteRequest, context: grpc.ServicerContext) -> Any:
+        release.wait(10)
+        return provider_pb2.CompleteResponse(text="too late")
+
+    fake_gateway.handlers["Complete"] = stall
+    lm = lm_on(timeout=0.3, num_retries=0)
+    try:
+        with pytest.raises(LMTimeoutError, match="DEADLINE_EXCEEDED"):
+            lm(unique("slow"))
+    finally:
+        release.set()
+
+
+def test_timeout_defaults(fake_gateway: FakeGateway) -> None:
+    shared = fake_gateway.client(timeout=7.0)
+    borrowed = ElexirionLM("mock", gateway=shared)
+    own = ElexirionLM("mock", gateway=fake_gateway.target)
+    try:
+        assert borrowed._engine_spec.timeout is None  # the client's own default applies
+        assert own.gateway.timeout == 120.0
+    finally:
+        borrowed.close()
+        own.close()
+    # The borrowed client is still open: closing the LM left it to its owner.
+    fake_gateway.handlers["ListPipelines"] = lambda request, context: (
+        executor_pb2.ListPipelinesResponse()
+    )
+    shared.list_pipelines()
+
+
+def test_dspy_deep_copies_programs_holding_the_lm_without_a_fallback(
+    lm_on: Any, fake_gateway: FakeGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    lm = lm_on(temperature=0.0)
+    predict = dspy.Predict("question -> answer")
+    predict.lm = lm
+    lm(unique("history"))
+    copied = predict.deepcopy()
+    assert "Failed to deep copy" not in caplog.text
+    assert copied.lm is not lm and copied.lm.gateway is lm.gateway
+    assert copied.lm.history == [] and len(lm.history) == 1
+    copied.lm(unique("through the copy"))
+    assert len(fake_gateway.requests("Complete")) == 2
+    assert copy.deepcopy(lm.gateway) is lm.gateway

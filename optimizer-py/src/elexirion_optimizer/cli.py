@@ -63,6 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(err), EXIT_USAGE if unreached else EXIT_REFUSED)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except BrokenPipeError:
+        # The reader went away (`... history | head -1`): end quietly, as a Unix filter does,
+        # with stdout pointed at /dev/null so the interpreter's final flush cannot fail too.
+        _silence_stdout()
+        return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -306,6 +311,14 @@ def _change_flags(parser: argparse.ArgumentParser) -> None:
     _json_flag(parser)
 
 
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # stdout is not a file (a test's capture): nothing will flush to a closed pipe
+
+
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
@@ -343,8 +356,8 @@ def _print_step(step: prompts_pb2.PromptStep, out: TextIO) -> None:
         file=out,
     )
     print(f"  weights: {_weights_text(rollout)}", file=out)
-    if rollout.candidate or rollout.HasField("guard"):
-        print(f"  guard: {_guard_text(rollout)}", file=out)
+    if rollout.candidate:
+        print(f"  candidate: {_candidate_text(rollout)}", file=out)
     weights = dict(rollout.weights)
     rows = [
         [
@@ -376,18 +389,20 @@ def _weights_text(rollout: prompts_pb2.PromptRollout) -> str:
     )
 
 
-def _guard_text(rollout: prompts_pb2.PromptRollout) -> str:
+def _candidate_text(rollout: prompts_pb2.PromptRollout) -> str:
     guard = rollout.guard
-    metric = guard.metric or "-"
-    if metric == "score":
-        metric = f"score {guard.score_name or 'thumbs'}"
-    parts = [f"candidate {rollout.candidate or '-'}", f"watching {metric}"]
-    if guard.min_runs:
-        parts.append(f"min {guard.min_runs} runs per arm")
-    if guard.significance:
-        parts.append(f"p < {guard.significance:g}")
-    if guard.max_runs:
-        parts.append(f"max {guard.max_runs} runs")
+    parts = [rollout.candidate or "-"]
+    if not guard.metric:
+        parts[0] += " (no guard)"
+    else:
+        metric = f"score {guard.score_name or 'thumbs'}" if guard.metric == "score" else guard.metric
+        parts.append(f"guard watching {metric}")
+        if guard.min_runs:
+            parts.append(f"min {guard.min_runs} runs per arm")
+        if guard.significance:
+            parts.append(f"p < {guard.significance:g}")
+        if guard.max_runs:
+            parts.append(f"max {guard.max_runs} runs")
     if rollout.HasField("started_at"):
         parts.append(f"since {_time_text(rollout.started_at)}")
     return ", ".join(parts)

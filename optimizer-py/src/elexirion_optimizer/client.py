@@ -445,6 +445,11 @@ class GatewayClient:
     def __enter__(self) -> Self:
         return self
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        # A client is a connection: DSPy deep-copies programs (and whatever they hold) while
+        # optimizing, and every copy should keep talking over this one channel.
+        return self
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,

@@ -26,6 +26,8 @@ from elexirion_optimizer.generated.elexirion.v1 import common_pb2, provider_pb2
 __all__ = ["AsyncGatewayEngine", "ElexirionLM", "GatewayEngine", "DEFAULT_GATEWAY"]
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"
+#: The deadline of each call when the LM opens its own client (LLM calls can take a while).
+DEFAULT_TIMEOUT_S = 120.0
 #: Where a response's gateway figures (cost, who served it) live in lm15's provider_data.
 PROVIDER_DATA_KEY = "elexirion"
 _PROVIDER = "elexirion"
@@ -192,7 +194,8 @@ class ElexirionLM(dspy.LM):
     gateway's default) and ``preset`` one of its presets. ``gateway`` is a
     :class:`GatewayClient` (borrowed) or a target "host:port" (default: env
     ``ELEXIRION_GATEWAY``, else 127.0.0.1:50051) for which the LM opens its own client with
-    ``api_key`` (default: env ``ELEXIRION_API_KEY``); ``timeout`` bounds each call (seconds).
+    ``api_key`` (default: env ``ELEXIRION_API_KEY``). ``timeout`` bounds each call in seconds
+    (default: the given client's own default, or 120 s for a client the LM opens).
 
     DSPy's cache is honoured (``cache=False`` turns it off): a repeated request is answered from
     ``dspy.cache`` without calling the gateway. ``n > 1`` makes n gateway calls. Usage goes to
@@ -208,7 +211,7 @@ class ElexirionLM(dspy.LM):
         gateway: GatewayClient | str | None = None,
         api_key: str | None = None,
         preset: str = "",
-        timeout: float | None = 120.0,
+        timeout: float | None = None,
         metadata: Mapping[str, str] | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
@@ -222,7 +225,10 @@ class ElexirionLM(dspy.LM):
         else:
             target = gateway or os.environ.get("ELEXIRION_GATEWAY") or DEFAULT_GATEWAY
             key = api_key if api_key is not None else os.environ.get("ELEXIRION_API_KEY")
-            client, owned = GatewayClient(target, api_key=key), True
+            client = GatewayClient(
+                target, timeout=DEFAULT_TIMEOUT_S if timeout is None else timeout, api_key=key
+            )
+            owned = True
         engine = GatewayEngine(client, model, preset, timeout=timeout, metadata=metadata)
         super().__init__(
             model=_model_id(model, preset),
@@ -256,6 +262,11 @@ class ElexirionLM(dspy.LM):
         copied.alias, copied.preset = alias, preset
         copied._owns_gateway = False  # the original closes the channel
         return copied
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ElexirionLM:
+        # DSPy deep-copies programs while optimizing; dspy.LM's rule for copies applies (shared
+        # connection, own history and settings) instead of failing on the gRPC channel.
+        return self.copy()
 
     def close(self) -> None:
         """Closes the gateway channel when this LM opened it."""
