@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { Metadata } from 'nice-grpc';
 import { ClientError, Status } from 'nice-grpc-common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createClient } from 'nice-grpc';
 import { proto } from '@elexirion/kit';
 import { collectEvents, eventually, startNats, startStack, stopAll, waitFor, type NatsServer, type Stack } from '@elexirion/testing';
 
@@ -268,6 +269,62 @@ describe('the prompt lifecycle through the gateway', () => {
     expect(unknown.details).toContain('prompt_candidates.ghost');
     const badReference = await failure(stack.gateway.executePipeline(request({ promptCandidates: { answer: { prompt: '{{inputs.other}}', system: '', demos: [] } } }), bearer(writer.secret)));
     expect(badReference.details).toContain('prompt_candidates.answer.prompt');
+  });
+
+  it("records the key's name, never the client's own caller metadata, and the monitor's decisions as the guard's", async () => {
+    const step = { pipeline: 'refactor', step: 'summary' };
+    // A client claiming another name and the admin scope: the gateway replaces both.
+    const spoofed = Metadata({ authorization: `Bearer ${writer.secret}`, 'x-elexirion-caller': 'mallory', 'x-elexirion-caller-admin': 'true' });
+    const published = await stack.gateway.publishPromptVersion(publishRequest({ ...step, versionId: 's1', template: { prompt: 'Summarize {{steps.plan.output}}', system: '', demos: [] }, rolloutWeight: 0.5 }), { metadata: spoofed });
+    expect(published.version!.createdBy).toBe(writer.name);
+    // Only the protection: the rollout stays as it is.
+    const protectedStep = await stack.gateway.setPromptRollout(proto.SetPromptRolloutRequest.fromPartial({ ...step, baselineProtected: true }), { metadata: spoofed });
+    expect(protectedStep.step!.rollout).toMatchObject({ baseline: 'yaml', weights: { yaml: 0.5, s1: 0.5 }, candidate: 's1', baselineProtected: true });
+    const denied = await failure(stack.gateway.promotePromptVersion({ ...step, versionId: 's1', reason: '', expectedRevision: 0 }, { metadata: spoofed }));
+    expect(denied.code).toBe(Status.PERMISSION_DENIED);
+
+    // The monitor calls the executor itself (the all-in-one process serves it on the same port).
+    const executor = createClient(proto.ExecutorDefinition, stack.channel);
+    const asMonitor = { metadata: Metadata({ 'x-elexirion-caller': 'monitor' }) };
+    const refused = await failure(executor.promotePromptVersion({ ...step, versionId: 's1', reason: 'guard: better', expectedRevision: 0 }, asMonitor));
+    expect(refused.code).toBe(Status.PERMISSION_DENIED);
+    const rolledBack = await executor.rollbackPrompt({ ...step, toVersion: '', reason: 'guard: worse (p=0.01)', expectedRevision: 0 }, asMonitor);
+    expect(rolledBack.step!.rollout).toMatchObject({ baseline: 'yaml', weights: { yaml: 1 }, candidate: '' });
+    const history = await eventually('the guard rollback in the history', async () => {
+      const answer = await stack.gateway.getPromptHistory({ ...step, pageSize: 0, pageToken: '' }, bearer(reader.secret));
+      return answer.changes[0]?.action === 'guard_rollback' ? answer.changes : undefined;
+    });
+    expect(history[0]).toMatchObject({ by: 'monitor', version: 's1', reason: 'guard: worse (p=0.01)', before: { candidate: 's1' } });
+    expect(history.map((change) => change.by)).toEqual(['monitor', writer.name, writer.name]);
+  });
+
+  it('answers GetPipeline, streams candidates, and lists the routes in /openapi.json', async () => {
+    const pipeline = await stack.gateway.getPipeline({ pipeline: 'general', inlineYaml: '' }, bearer(reader.secret));
+    expect(pipeline.yaml).toContain('name: general');
+    expect(pipeline.stepModels.map((model) => model.step)).toContain('answer');
+    const overRest = await rest('GET', '/v1/pipelines/general', reader.secret);
+    expect(overRest.status).toBe(200);
+    expect(overRest.body.summary.name).toBe('general');
+
+    const name = `streamed-${randomBytes(3).toString('hex')}`;
+    const events = stack.gateway.executePipelineStream(
+      proto.ExecutePipelineRequest.fromPartial({ inlineYaml: ANSWER_YAML(name), inputs: { message: 'streamed question' }, promptCandidates: { answer: { prompt: 'Streamed candidate on {{inputs.message}}' } } }),
+      bearer(writer.secret),
+    );
+    let text = '';
+    const versions: string[] = [];
+    for await (const event of events) {
+      if (event.textDelta) text += event.textDelta.text;
+      if (event.stepFinished) versions.push(event.stepFinished.promptVersion);
+    }
+    expect(text).toContain('Streamed candidate on streamed question');
+    expect(versions).toEqual(['candidate']);
+
+    const document = (await (await fetch(`http://127.0.0.1:${stack.ports.gatewayHttp}/openapi.json`)).json()) as { paths: Record<string, Record<string, unknown>> };
+    expect(Object.keys(document.paths['/v1/prompts']!)).toContain('get');
+    for (const action of ['versions', 'rollout', 'promote', 'rollback']) expect(Object.keys(document.paths[`/v1/prompts/{pipeline}/{step}/${action}`]!)).toContain('post');
+    expect(Object.keys(document.paths['/v1/prompts/{pipeline}/history']!)).toContain('get');
+    expect(Object.keys(document.paths['/v1/pipelines/{pipeline}']!)).toContain('get');
   });
 
   it("publishes a failed run's steps, the failed one with its prompt version, and a prompt event per change", async () => {

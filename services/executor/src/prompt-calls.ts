@@ -292,6 +292,7 @@ export function promptLifecycleCalls(deps: PromptCallDependencies): PromptLifecy
       }
       const prompts = registry();
       if (!prompts.historyStream) throw new ServerError(Status.FAILED_PRECONDITION, 'the prompt history is off on this executor');
+      if (!prompts.historyReady) throw new ServerError(Status.UNAVAILABLE, 'the prompt history stream could not be set up on NATS (see the executor log); try again later');
       const connection = prompts.connection;
       if (!connection || connection.isClosed()) throw new ServerError(Status.UNAVAILABLE, 'NATS is not connected: the prompt history cannot be read now; try again');
       const page = await readHistory(connection, { stream: prompts.historyStream, bucket: prompts.bucket, pipeline: request.pipeline, step: request.step, pageSize, before });

@@ -12,7 +12,7 @@ export interface Monitor {
   httpPort: number;
 }
 
-/** A monitor process (the whole service, its four areas) on free ports, sharing the consumer `durable`. */
+/** A monitor process (the whole service, its five areas) on free ports, sharing the consumer `durable`. */
 export async function startMonitor(later: Later, natsUrl: string, durable: string, env: NodeJS.ProcessEnv = {}): Promise<Monitor> {
   const { process, grpcPort, httpPort } = await startMonitorProcess(natsUrl, {
     LOG_LEVEL: 'warn',

@@ -183,7 +183,16 @@ describe('mock provider: DSPy adapter formats', () => {
     expect(answers.cot).toMatch(/^\[\[ ## reasoning ## \]\]\n\[mock reasoning\] No pattern .*\n\n\[\[ ## label ## \]\]\n\[mock answer\]/);
     // Instructions that call the reviews sarcastic: the longer context, the inverted label.
     expect(answers.sarcastic_demos).toBe('[[ ## label ## ]]\nnegative\n\n[[ ## completed ## ]]');
-    expect(answers.typed).toMatch(/^\[\[ ## priority ## \]\]\n0\n\n\[\[ ## score ## \]\]\n0\.0\n\n\[\[ ## urgent ## \]\]\nfalse\n\n\[\[ ## tags ## \]\]\n\[\]\n\n\[\[ ## category ## \]\]\n\[mock answer\]/);
+    expect(answers.typed).toMatch(/^\[\[ ## priority ## \]\]\n0\n\n\[\[ ## score ## \]\]\n0\n\n\[\[ ## urgent ## \]\]\nfalse\n\n\[\[ ## tags ## \]\]\n\[\]\n\n\[\[ ## category ## \]\]\n\[mock answer\]/);
+  });
+
+  it('puts a text answer in the last field that can hold it, and a value of its type in a later typed field', () => {
+    const answer = 'Elexirion runs LLM pipelines described in YAML across Claude, Gemini and OpenAI-compatible models, and improves their prompts from real executions.';
+    expect(answers.answer_confidence).toBe(`[[ ## answer ## ]]\n${answer}\n\n[[ ## confidence ## ]]\n0\n\n[[ ## completed ## ]]`);
+    expect(JSON.parse(answers.json_answer_confidence!)).toEqual({ answer, confidence: 0 });
+    // With the JSON Schema DSPy asks for, other fields take their value from it.
+    const request = { ...fromDspy(fixture('json_answer_confidence')), jsonSchema: { type: 'object', properties: { answer: { type: 'string' }, confidence: { type: 'number', minimum: 0.5 } } } };
+    expect(JSON.parse(shipped.answer(request).text)).toEqual({ answer, confidence: 1 });
   });
 
   it("answers the JSONAdapter's fallback with one JSON object of its fields", () => {
@@ -206,5 +215,7 @@ describe('mock provider: DSPy adapter formats', () => {
     expect(byName.cot_demos).toMatchObject({ fields: { label: 'positive' } });
     expect(byName.typed).toMatchObject({ fields: { priority: 0, score: 0, urgent: false, tags: [] } });
     expect(byName.json_typed).toMatchObject({ fields: { priority: 0, score: 0, urgent: false, tags: [] } });
+    expect(byName.answer_confidence).toMatchObject({ fields: { answer: expect.stringMatching(/^Elexirion runs/), confidence: 0 } });
+    expect(byName.json_answer_confidence).toMatchObject({ fields: { answer: expect.stringMatching(/^Elexirion runs/), confidence: 0 } });
   });
 });

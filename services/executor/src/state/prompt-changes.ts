@@ -215,9 +215,18 @@ export function checkRolloutWeight(weight: number, guard: GuardInput | undefined
   if (guard) normalizeGuard(guard);
 }
 
-/** Sets the weights (and the candidate and guard) of the rollout; the baseline stays. */
+/**
+ * Sets the weights (and the candidate and guard) of the rollout; the baseline stays. A request
+ * with only baseline_protected (no weights, candidate or guard) changes the protection alone.
+ * Without a candidate, the current one stays the candidate while it keeps a weight; the guard is
+ * what the request says (none: no guard).
+ */
 export function setRollout(current: PromptEntry, input: RolloutInput, actor: ChangeActor): PromptEntry {
   const before = current.rollout;
+  if (input.baselineProtected !== undefined && Object.keys(input.weights).length === 0 && !input.candidate && !input.guard) {
+    if (before.baselineProtected && !input.baselineProtected && !actor.admin) throw protectedBaseline(current, 'clearing the protection');
+    return withChange(current, before, { ...before, baselineProtected: input.baselineProtected }, 'set_rollout', before.candidate, input.reason, actor);
+  }
   const weights: Record<string, number> = {};
   let sum = 0;
   for (const [id, weight] of Object.entries(input.weights)) {
@@ -228,7 +237,7 @@ export function setRollout(current: PromptEntry, input: RolloutInput, actor: Cha
   }
   if (Object.keys(input.weights).length > 0 && Math.abs(sum - 1) > WEIGHT_TOLERANCE) throw invalid(`weights: must sum to 1, they sum to ${sum}`);
   const serving = Object.keys(weights);
-  let candidate = input.candidate;
+  let candidate = input.candidate || (before.candidate && before.candidate in weights && before.candidate !== before.baseline ? before.candidate : '');
   if (candidate && !has(current, candidate)) throw notFound(current, 'candidate', candidate);
   if (candidate && !(candidate in weights)) throw invalid(`candidate: "${candidate}" has no weight in weights`);
   if (candidate && candidate === before.baseline) throw invalid(`candidate: "${candidate}" is the baseline; a candidate is compared with it`);

@@ -29,9 +29,9 @@ export async function ensureHistoryStream(connection: NatsConnection, stream: st
   try {
     const info = await jsm.streams.info(stream);
     const config = info.config;
-    const sourced = config.sources?.some((source) => source.name === `KV_${bucket}`);
-    if (!sourced || config.allow_rollup_hdrs !== true || (config.max_msgs_per_subject ?? -1) > 0) {
-      await jsm.streams.update(stream, { ...config, ...wanted, sources: sourced ? config.sources : [...(config.sources ?? []), { name: `KV_${bucket}` }] });
+    const sourced = config.sources?.length === 1 && config.sources[0]!.name === `KV_${bucket}`;
+    if (!sourced || config.allow_rollup_hdrs !== true || (config.max_msgs_per_subject ?? -1) > 0 || (config.max_msgs ?? -1) > 0 || (config.max_age ?? 0) > 0) {
+      await jsm.streams.update(stream, { ...config, ...wanted, sources: sourced ? config.sources : wanted.sources });
       logger.info({ stream, bucket }, 'prompt history stream updated');
     }
   } catch (error) {

@@ -31,7 +31,10 @@ export interface PromptRegistryOptions {
   logger: PromptRegistryLogger;
   /** KV bucket name; default `elexirion_prompts`. */
   bucket?: string;
-  /** The stream that keeps every revision of the bucket (the history); default `ELEXIRION_PROMPT_HISTORY`, "" for none. */
+  /**
+   * The stream that keeps every revision of the bucket (the history), "" for none; by default
+   * `ELEXIRION_PROMPT_HISTORY` for the default bucket, `ELEXIRION_PROMPT_HISTORY_<bucket>` for another.
+   */
   historyStream?: string;
 }
 
@@ -106,6 +109,7 @@ export class PromptRegistry {
   readonly #logger: PromptRegistryLogger;
   #store: KvStore<PromptEntry> | undefined;
   #connection: NatsConnection | undefined;
+  #historyReady = false;
   /** The change in progress per key in this process: changes to one key queue here, so they rarely collide on the CAS. */
   readonly #changing = new Map<string, Promise<unknown>>();
 
@@ -113,7 +117,7 @@ export class PromptRegistry {
     const { logger } = options;
     this.#logger = logger;
     this.bucket = options.bucket ?? DEFAULT_PROMPT_BUCKET;
-    this.historyStream = options.historyStream ?? DEFAULT_PROMPT_HISTORY_STREAM;
+    this.historyStream = options.historyStream ?? (this.bucket === DEFAULT_PROMPT_BUCKET ? DEFAULT_PROMPT_HISTORY_STREAM : `${DEFAULT_PROMPT_HISTORY_STREAM}_${this.bucket}`);
     this.#spec = {
       bucket: this.bucket,
       schema: promptEntrySchema,
@@ -155,9 +159,23 @@ export class PromptRegistry {
   async attach(connection: NatsConnection): Promise<void> {
     this.#store = await KvStore.open(connection, this.#spec);
     this.#connection = connection;
-    // Before any change is made through this registry, so the history holds every one.
-    if (this.historyStream) await ensureHistoryStream(connection, this.historyStream, this.bucket, this.#logger);
+    // Before any change is made through this registry, so the history holds every one. Serving
+    // does not depend on it: without it runs go on and GetPromptHistory says it is unavailable.
+    this.#historyReady = false;
+    if (this.historyStream) {
+      try {
+        await ensureHistoryStream(connection, this.historyStream, this.bucket, this.#logger);
+        this.#historyReady = true;
+      } catch (error) {
+        this.#logger.warn({ err: error, stream: this.historyStream, bucket: this.bucket }, 'prompt history stream cannot be set up; the history is unavailable until the next connect');
+      }
+    }
     await this.#view.attach(connection);
+  }
+
+  /** Whether the history stream was set up on the last attach. */
+  get historyReady(): boolean {
+    return this.#historyReady;
   }
 
   /** The connection the registry was attached with (the history reads through it). */

@@ -39,8 +39,9 @@ export interface AlertsArea extends MonitorArea<'listAlerts'> {
   /** The alerts firing at critical severity now (the health takes them as a cause). */
   criticalAlerts(): { rule: string; labels: Record<string, string> }[];
   /**
-   * A rule another area decides (not in the rules file): listed by ListAlerts with the file's,
-   * never resolved nor removed by the file's evaluation rounds, its states kept and its
+   * A rule another area decides (not in the rules file): its alerts listed by ListAlerts with the
+   * file's (its name is not among the file's `rules`), never resolved nor removed by the file's
+   * evaluation rounds, its states kept and its
    * notifications delivered like theirs (NATS and the webhooks).
    */
   areaRule(name: string): AreaRule;
@@ -216,7 +217,7 @@ export async function alertsArea(context: MonitorContext, consumerLag: () => num
           .filter((record) => wanted.size === 0 || wanted.has(STATE_PROTO[record.state]))
           .sort((a, b) => STATE_ORDER[a.state] - STATE_ORDER[b.state] || a.rule.localeCompare(b.rule))
           .map(toAlert);
-        return { alerts, rules: [...rules.rules.map((rule) => rule.name), ...areaRules], rulesSource: config.MONITOR_ALERT_RULES };
+        return { alerts, rules: rules.rules.map((rule) => rule.name), rulesSource: config.MONITOR_ALERT_RULES };
       },
     },
     criticalAlerts: () =>

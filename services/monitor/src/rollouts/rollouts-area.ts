@@ -51,6 +51,12 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
     registers: [metrics.registry],
   });
 
+  const rounds = new Counter({
+    name: 'elexirion_monitor_rollout_rounds_total',
+    help: 'Evaluation rounds of the guarded rollouts this replica completed (the registry read, every guarded rollout evaluated).',
+    registers: [metrics.registry],
+  });
+
   let decisions: RolloutDecisions | undefined;
   const view = new KvView<RolloutDecisionRecord>({ ...ROLLOUT_DECISIONS_SPEC, logger, label: 'rollout decision' });
   nats.use('rollout decisions', async (connection) => {
@@ -82,7 +88,10 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
     lastProblem = '';
     await resolveChanged(decided, steps);
     const watched = guarded(decided, steps);
-    if (watched.length === 0) return;
+    if (watched.length === 0) {
+      rounds.inc();
+      return;
+    }
     const arms = await readRolloutArms(
       store,
       watched.map((item) => item.rollout),
@@ -98,6 +107,7 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
       }
       await apply(decided, item, verdict);
     }
+    rounds.inc();
   }
 
   /** The guarded rollouts to evaluate: a candidate, a usable guard, and no refusal of this very revision. */
@@ -105,7 +115,8 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
     const watched: Watched[] = [];
     for (const entry of steps) {
       const rollout = entry.rollout;
-      if (!rollout?.guard || !rollout.candidate || rollout.candidate === rollout.baseline) continue;
+      // Revision 0 would tell the executor "whatever it is": only stored entries (revision > 0) are acted on.
+      if (!rollout?.guard || !rollout.candidate || rollout.candidate === rollout.baseline || !entry.revision) continue;
       const key = decisionKey(entry.pipeline, entry.step);
       const settings = guardSettings(rollout.guard);
       if ('problem' in settings) {
@@ -143,15 +154,17 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
       // One replica resolves it: the one whose write lands.
       if (!(await decided.change({ ...record, alertFiring: false }))) continue;
       const what = record.decision === 'refused' ? `the refused promotion of ${record.candidate}` : `the rollback of ${record.candidate}`;
-      await alertRule.raise({
-        labels: labelsOf(record),
-        state: 'ok',
-        severity: '',
-        value: null,
-        threshold: 0,
-        summary: `prompt rollout ${record.pipeline}/${record.step}: resolved, the step's prompts changed after ${what} (revision ${record.revision} -> ${revision ?? 'gone'})`,
-        transition: 'resolved',
-      });
+      await alertRule
+        .raise({
+          labels: labelsOf(record),
+          state: 'ok',
+          severity: '',
+          value: null,
+          threshold: 0,
+          summary: `prompt rollout ${record.pipeline}/${record.step}: resolved, the step's prompts changed after ${what} (revision ${record.revision} -> ${revision ?? 'gone'})`,
+          transition: 'resolved',
+        })
+        .catch((error: unknown) => logger.warn({ err: error, pipeline: record.pipeline, step: record.step, candidate: record.candidate }, 'guarded rollout: the alert could not be resolved'));
     }
   }
 

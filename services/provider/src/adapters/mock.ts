@@ -137,7 +137,7 @@ export class MockAdapter implements LlmAdapter {
     const tableAnswer = match?.response;
     const dspy = dspyRequest(lastUser);
     let text: string;
-    if (dspy) text = dspyAnswer(dspy, tableAnswer, lastUser);
+    if (dspy) text = dspyAnswer(dspy, tableAnswer, lastUser, request.jsonSchema);
     else {
       text = tableAnswer ?? synthesize(lastUser);
       if (request.jsonSchema && !(tableAnswer !== undefined && isJson(tableAnswer))) text = JSON.stringify(valueFor(request.jsonSchema, lastUser));
@@ -213,33 +213,28 @@ export function dspyRequest(lastUser: string): DspyRequest | undefined {
 
 /**
  * The answer in the adapter's format: the table's answer (else the synthetic one) in the last
- * field that is not `reasoning`, a short labelled text for `reasoning`, and a value of its type
- * for any other field. Values are text as DSPy reads it: a str field's text, else JSON.
+ * field that is not `reasoning` and can hold it (a text answer needs a str or Literal field; a
+ * JSON one fits any), a short labelled text for `reasoning`, and a value of its type for any
+ * other field (from the JSON Schema when the request has one), so DSPy parses every field.
  */
-function dspyAnswer(request: DspyRequest, tableAnswer: string | undefined, lastUser: string): string {
-  const answerField = request.fields.findLast((field) => field.name !== 'reasoning') ?? request.fields.at(-1)!;
-  const valueOf = (field: DspyOutputField): string => {
-    if (field === answerField) {
-      if (tableAnswer !== undefined) return tableAnswer;
-      // A synthetic sentence is no number or list: those get a value of their type so DSPy can
-      // parse it; a Literal gets the sentence (the mock does not guess among the choices).
-      return isTextType(field.type) || /^Literal\[/.test(field.type) ? synthesize(lastUser) : valueOfType(field.type);
-    }
-    if (field.name === 'reasoning') {
-      return tableAnswer !== undefined ? "[mock reasoning] The answer comes from the mock provider's pattern table." : "[mock reasoning] No pattern of the mock provider's table matched; the answer is synthetic.";
-    }
+function dspyAnswer(request: DspyRequest, tableAnswer: string | undefined, lastUser: string, jsonSchema: Record<string, unknown> | undefined): string {
+  const answer = tableAnswer ?? synthesize(lastUser);
+  const takesText = (field: DspyOutputField) => isTextType(field.type) || /^Literal\[/.test(field.type);
+  const holds = (field: DspyOutputField) => takesText(field) || (tableAnswer !== undefined && isJson(tableAnswer));
+  const answers = request.fields.filter((field) => field.name !== 'reasoning');
+  const answerField = answers.findLast(holds) ?? answers.at(-1) ?? request.fields.at(-1)!;
+  const reasoning = tableAnswer !== undefined ? "[mock reasoning] The answer comes from the mock provider's pattern table." : "[mock reasoning] No pattern of the mock provider's table matched; the answer is synthetic.";
+  const properties = (jsonSchema?.properties ?? {}) as Record<string, unknown>;
+  /** A field's value: text for a text field, else a JSON value. */
+  const valueOf = (field: DspyOutputField): unknown => {
+    if (field === answerField && holds(field)) return takesText(field) || !isJson(answer) ? answer : JSON.parse(answer);
+    if (field !== answerField && field.name === 'reasoning') return reasoning;
+    if (properties[field.name] !== undefined) return valueFor(properties[field.name], field.name);
     return isTextType(field.type) ? `[mock ${field.name}]` : valueOfType(field.type);
   };
-  if (request.format === 'chat') {
-    return `${request.fields.map((field) => `[[ ## ${field.name} ## ]]\n${valueOf(field)}`).join('\n\n')}\n\n[[ ## completed ## ]]`;
-  }
-  const object: Record<string, unknown> = {};
-  for (const field of request.fields) {
-    const value = valueOf(field);
-    // A value of a non-text type written as JSON (a number, a list) is that value, not a string of it.
-    object[field.name] = !isTextType(field.type) && isJson(value) ? JSON.parse(value) : value;
-  }
-  return JSON.stringify(object);
+  if (request.format === 'json') return JSON.stringify(Object.fromEntries(request.fields.map((field) => [field.name, valueOf(field)])));
+  const text = (value: unknown) => (typeof value === 'string' ? value : JSON.stringify(value));
+  return `${request.fields.map((field) => `[[ ## ${field.name} ## ]]\n${text(valueOf(field))}`).join('\n\n')}\n\n[[ ## completed ## ]]`;
 }
 
 /** Types whose value DSPy takes as the text itself. */
@@ -247,20 +242,19 @@ function isTextType(type: string): boolean {
   return type === 'str' || type.startsWith('Optional[str') || type === 'str | None';
 }
 
-/** A value of a Python type as DSPy parses it (JSON text). */
-function valueOfType(type: string): string {
+/** A value of a Python type (as DSPy names it) that DSPy parses into that type. */
+function valueOfType(type: string): unknown {
   const base = type.replace(/^Optional\[(.*)\]$/, '$1').replace(/ \| None$/, '');
   const literal = /^Literal\[(.+)\]$/.exec(base);
   if (literal) {
     const first = literal[1]!.split(',')[0]!.trim();
-    return /^['"]/.test(first) ? JSON.stringify(first.slice(1, -1)) : first;
+    return /^['"]/.test(first) ? first.slice(1, -1) : isJson(first) ? JSON.parse(first) : first;
   }
-  if (base === 'int') return '0';
-  if (base === 'float') return '0.0';
-  if (base === 'bool') return 'false';
-  if (/^(list|List|tuple|set)\b/.test(base)) return '[]';
-  if (/^(dict|Dict)\b/.test(base)) return '{}';
-  return JSON.stringify(`[mock ${type}]`);
+  if (base === 'int' || base === 'float') return 0;
+  if (base === 'bool') return false;
+  if (/^(list|List|tuple|set)\b/.test(base)) return [];
+  if (/^(dict|Dict)\b/.test(base)) return {};
+  return `[mock ${type}]`;
 }
 
 function isEmptyYaml(text: string): boolean {
