@@ -21,10 +21,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from test_e2e import ADMIN_KEY, MAIN_JS, REPO_ROOT, ServicesHost
 
-from elexirion_optimizer import GatewayClient
+from elexirion_optimizer import GatewayClient, GatewayError
 from elexirion_optimizer.generated.elexirion.v1 import prompts_pb2
 
 pytestmark = pytest.mark.e2e
@@ -115,10 +116,26 @@ def stack(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[ServicesHost
     host = ServicesHost(process, log_path, gateway)
     try:
         host.wait_serving()
+        wait_for_the_registry(host)
         yield host
     finally:
         host.stop()
         nats.stop()
+
+
+def wait_for_the_registry(host: ServicesHost) -> None:
+    """The gateway serves before the executor's registry has read NATS (it answers UNAVAILABLE
+    until then); a publish must not meet that window."""
+    deadline = time.monotonic() + 20
+    with GatewayClient(host.target, timeout=5, api_key=ADMIN_KEY) as client:
+        while True:
+            try:
+                client.list_prompt_versions(PIPELINE)
+                return
+            except GatewayError as err:
+                if err.code is not grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
 
 
 def run_optimize(host: ServicesHost, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
