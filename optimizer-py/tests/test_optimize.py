@@ -379,6 +379,32 @@ def test_bad_options_are_refused_before_any_call(train_file, overrides, error) -
     assert gateway.runs == [] and gateway.published == []
 
 
+def test_a_step_reading_earlier_steps_is_refused_before_compiling(train_file) -> None:
+    yaml = PIPELINE_YAML.replace("{{inputs.review}}", "{{inputs.review}} after {{steps.first.output}}")
+    gateway = PipelineDouble(yaml=yaml)
+    with pytest.raises(PipelineError, match=r"reads \{\{steps.first.output\}\}, which a pipeline run computes"):
+        optimize(gateway, options(train_file), lm_factory=lambda m, p: DemoLM(fail_with=AssertionError("no LM call")))
+    assert gateway.runs == []
+
+
+def test_from_executions_reads_the_monitor_and_says_when_too_few(train_file) -> None:
+    gateway = PipelineDouble()
+    asked: list[dict] = []
+
+    def iter_executions(pipeline, *, limit=None, **filters):
+        asked.append({"pipeline": pipeline, "limit": limit, **filters})
+        return iter([monitor_pb2.Execution(run_id="r1", status="OK", inputs={"review": "I love it"},
+                                           steps=[common_pb2.StepResult(name="label", output="positive",
+                                                                        status="completed")])])
+
+    gateway.iter_executions = iter_executions  # type: ignore[attr-defined]
+    with pytest.raises(DataError, match=r"1 usable completed runs of 'review-sentiment' with correct >= 1.0 \(need at least 2\)"):
+        optimize(gateway, options(None, train=None, from_executions=True, min_score=1.0, score_name="correct"),
+                 lm_factory=lambda m, p: DemoLM())
+    assert asked == [{"pipeline": "review-sentiment", "limit": 500, "status": "OK", "min_score": 1.0,
+                      "score_name": "correct"}]
+
+
 def test_no_gain_publishes_nothing(train_file) -> None:
     gateway = PipelineDouble()
     with pytest.raises(NoGainError, match="no gain, so nothing was published"):

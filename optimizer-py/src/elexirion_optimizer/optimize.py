@@ -38,7 +38,12 @@ from elexirion_optimizer.export import (
 )
 from elexirion_optimizer.generated.elexirion.v1 import prompts_pb2
 from elexirion_optimizer.metrics import make_metric
-from elexirion_optimizer.program import StepProgram, StepSpec, step_spec_from_gateway
+from elexirion_optimizer.program import (
+    StepProgram,
+    StepSpec,
+    pipeline_inputs_for,
+    step_spec_from_gateway,
+)
 from elexirion_optimizer.yaml_write import write_step_prompt
 
 __all__ = [
@@ -439,6 +444,9 @@ def optimize(
     make_lm = lm_factory or _default_lm_factory(gateway)
 
     spec = step_spec_from_gateway(gateway, options.pipeline, options.step)
+    # The parity check replays the held-out set through the pipeline: find out now, not after
+    # compiling, when the step reads something a run computes itself.
+    pipeline_inputs_for(spec, {f.name: "" for f in spec.inputs})
     split, skipped = _data(options, gateway, spec)
     _say(log, f"{spec.pipeline}.{spec.step}: model {spec.model or '(default)'}"
               f"{' preset ' + spec.preset if spec.preset else ''}; {len(split.train)} training,"
