@@ -379,12 +379,19 @@ def test_bad_options_are_refused_before_any_call(train_file, overrides, error) -
     assert gateway.runs == [] and gateway.published == []
 
 
-def test_a_step_reading_earlier_steps_is_refused_before_compiling(train_file) -> None:
-    yaml = PIPELINE_YAML.replace("{{inputs.review}}", "{{inputs.review}} after {{steps.first.output}}")
+def test_a_step_reading_earlier_steps_replays_through_the_pipeline_inputs(train_file, tmp_path) -> None:
+    yaml = PIPELINE_YAML.replace("{{inputs.review}}", "{{steps.first.output}}")
+    # Without the pipeline's inputs in the examples, the replay is impossible: said before compiling.
+    rows = [{"first_output": r, "label": l} for r, l in REVIEWS]
+    data = write_jsonl(tmp_path / "steps.jsonl", rows)
     gateway = PipelineDouble(yaml=yaml)
-    with pytest.raises(PipelineError, match=r"reads \{\{steps.first.output\}\}, which a pipeline run computes"):
-        optimize(gateway, options(train_file), lm_factory=lambda m, p: DemoLM(fail_with=AssertionError("no LM call")))
+    with pytest.raises(PipelineError, match=r"an example has no pipeline input 'review' \(step 'label' reads \{\{steps.first.output\}\}"):
+        optimize(gateway, options(data), lm_factory=lambda m, p: DemoLM(fail_with=AssertionError("no LM call")))
     assert gateway.runs == []
+    from elexirion_optimizer.program import pipeline_inputs_for
+
+    spec = step_spec(yaml, "label")
+    assert pipeline_inputs_for(spec, {"first_output": "x", "review": "the input"}) == {"review": "the input"}
 
 
 def test_from_executions_reads_the_monitor_and_says_when_too_few(train_file) -> None:

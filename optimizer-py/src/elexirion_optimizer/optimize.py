@@ -444,10 +444,11 @@ def optimize(
     make_lm = lm_factory or _default_lm_factory(gateway)
 
     spec = step_spec_from_gateway(gateway, options.pipeline, options.step)
-    # The parity check replays the held-out set through the pipeline: find out now, not after
-    # compiling, when the step reads something a run computes itself.
-    pipeline_inputs_for(spec, {f.name: "" for f in spec.inputs})
     split, skipped = _data(options, gateway, spec)
+    # The parity check replays the held-out set through the pipeline: find out now, not after
+    # compiling, when an example lacks what a run needs.
+    for example in split.dev:
+        pipeline_inputs_for(spec, example)
     _say(log, f"{spec.pipeline}.{spec.step}: model {spec.model or '(default)'}"
               f"{' preset ' + spec.preset if spec.preset else ''}; {len(split.train)} training,"
               f" {len(split.dev)} held-out examples")

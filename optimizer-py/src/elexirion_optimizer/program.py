@@ -67,8 +67,9 @@ class StepSpec:
     inputs: tuple[StepField, ...]
     #: The DSPy output field: what a training example's expected answer is called.
     output: str
-    #: The pipeline's declared inputs (names), for data taken from executions.
+    #: The pipeline's declared inputs (names), and those it requires: a replay needs them.
     pipeline_inputs: tuple[str, ...] = field(default=())
+    required_inputs: tuple[str, ...] = field(default=())
 
     @property
     def input_names(self) -> list[str]:
@@ -242,6 +243,9 @@ def step_spec(
         inputs=tuple(fields.values()),
         output=_output_name(workflow, step, set(fields)),
         pipeline_inputs=tuple(str(k) for k in inputs) if isinstance(inputs, dict) else (),
+        required_inputs=tuple(
+            str(k) for k, v in inputs.items() if isinstance(v, dict) and v.get("required")
+        ) if isinstance(inputs, dict) else (),
     )
 
 
@@ -376,21 +380,33 @@ class ElixirGenesisPipeline(dspy.Module):
 def pipeline_inputs_for(spec: StepSpec, example: Mapping[str, Any]) -> dict[str, str]:
     """The pipeline inputs a run needs to reproduce ``example`` at the step.
 
-    Only steps whose placeholders are all ``inputs.<name>`` can be replayed this way; the rest
-    read earlier steps or variables the run computes itself.
+    ``{{inputs.x}}`` placeholders take the example's field; the pipeline's other inputs come from
+    the example's fields of the same name (``--from-executions`` examples carry the run's inputs).
+    A step reading earlier steps or variables is reached by running the pipeline on its inputs,
+    so those must all be there.
     """
     values: dict[str, str] = {}
+    computed: list[str] = []
     for f in spec.inputs:
         root, _, rest = f.placeholder.partition(".")
-        if root != "inputs" or not rest or not re.fullmatch(r"[A-Za-z_][\w-]*", rest):
-            raise PipelineError(
-                f"step {spec.step!r} reads {{{{{f.placeholder}}}}}, which a pipeline run computes"
-                " itself: the held-out set cannot be replayed through the pipeline with it; only"
-                " steps whose placeholders are all {{inputs.<name>}} can be parity-checked"
-            )
-        values[rest] = str(example[f.name])
-    # Pipeline inputs the step does not read keep their defaults; required ones must come along.
+        if root == "inputs" and re.fullmatch(r"[A-Za-z_][\w-]*", rest):
+            values[rest] = str(example[f.name])
+        else:
+            computed.append(f.placeholder)
     for name in spec.pipeline_inputs:
         if name not in values and name in example:
             values[name] = str(example[name])
+    missing = [name for name in spec.required_inputs if name not in values]
+    if computed and not values:
+        missing = missing or list(spec.pipeline_inputs)
+    if missing:
+        why = (
+            f"step {spec.step!r} reads {{{{{computed[0]}}}}}, which a run computes from the"
+            " pipeline's inputs" if computed else f"pipeline {spec.pipeline!r} requires it"
+        )
+        raise PipelineError(
+            f"an example has no pipeline input {', '.join(repr(m) for m in missing)} ({why}):"
+            " the held-out set is replayed through the pipeline, so give examples the pipeline's"
+            " inputs as fields (--from-executions examples carry them)"
+        )
     return values
