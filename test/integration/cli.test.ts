@@ -108,7 +108,7 @@ describe('help and usage', () => {
       [['jobs', 'submit', '--input', 'novalue'], '--input: "novalue" is not NAME=VALUE'],
       [['keys', 'create', 'ci'], '--scope: give at least one scope'],
       [['events'], 'give --follow for live events, or --since TIME'],
-      [['events', '--follow', '--kind', 'bogus'], '--kind: "bogus" is not one of request, job, run, step, completion'],
+      [['events', '--follow', '--kind', 'bogus'], '--kind: "bogus" is not one of request, job, run, step, prompt, completion, breaker, feedback, recovery, rollout'],
       [['pipelines', 'validate', join('/nonexistent', 'p.yaml')], 'cannot read /nonexistent/p.yaml: ENOENT'],
       [['models', '--timeout', 'forever'], '--timeout: "forever" is not a duration'],
       [['--json', 'models'], '--json goes after the command: elexirion COMMAND --json'],

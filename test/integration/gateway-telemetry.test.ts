@@ -110,6 +110,17 @@ describe('StreamTelemetry', () => {
     expect(event!.agentJob!.pipeline).toBe('analysis');
   });
 
+  it('streams the executor\'s prompt registry changes by kind', async () => {
+    const since = new Date();
+    const published = await stack.gateway.publishPromptVersion(
+      proto.PublishPromptVersionRequest.fromPartial({ pipeline: 'general', step: 'answer', template: { prompt: 'Answer briefly: {{inputs.message}}', system: '', demos: [] }, reason: 'telemetry test' }),
+    );
+    const stream = follow({ services: ['executor'], kinds: ['prompt'], since }, (events) => events.length >= 1);
+    const [event] = await stream.done;
+    expect(event).toMatchObject({ service: 'executor', kind: 'prompt' });
+    expect(event!.executorPrompt!.change).toMatchObject({ pipeline: 'general', step: 'answer', action: 'publish', version: published.version!.id, reason: 'telemetry test' });
+  });
+
   it('deletes its consumer when the client cancels', async () => {
     const streams = [follow({}, () => false), follow({ kinds: ['step'] }, () => false)];
     await eventually('both consumers', async () => ((await streamConsumers()) === 2 ? true : undefined));

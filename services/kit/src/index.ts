@@ -57,6 +57,7 @@ export {
   type Observation,
   type ServiceEvents,
 } from './telemetry/event-publisher.js';
+export { TELEMETRY_EVENT_KINDS, type TelemetryEventKind } from './telemetry/event-kinds.js';
 export {
   EventsReader,
   EventsReaderError,

@@ -1,3 +1,4 @@
+import { serviceNames, TELEMETRY_EVENT_KINDS } from '@elexirion/kit';
 import * as proto from '@elexirion/kit/proto';
 import { parseInteger, parseTime, UsageError, type CommandSpec } from '../args.js';
 import type { Context } from '../context.js';
@@ -13,8 +14,8 @@ export const eventsSpec: CommandSpec = {
   options: {
     follow: { type: 'boolean', short: 'f', description: 'keep printing live events (until Ctrl-C or --limit)' },
     since: { type: 'string', value: 'TIME', description: 'start with events published since then: ISO 8601, or a duration ago (10m)' },
-    service: { type: 'string', multiple: true, commaList: true, value: 'NAME', description: 'gateway, agent, executor or provider' },
-    kind: { type: 'string', multiple: true, commaList: true, value: 'KIND', description: 'request, job, run, step or completion' },
+    service: { type: 'string', multiple: true, commaList: true, value: 'NAME', description: serviceNames.join(', ') },
+    kind: { type: 'string', multiple: true, commaList: true, value: 'KIND', description: TELEMETRY_EVENT_KINDS.join(', ') },
     pipeline: { type: 'string', short: 'p', value: 'NAME', description: 'only events about this pipeline' },
     job: { type: 'string', value: 'ID', description: 'only events about this job (or run)' },
     limit: { type: 'string', short: 'n', value: 'N', description: 'stop after N events' },
@@ -23,8 +24,8 @@ export const eventsSpec: CommandSpec = {
   details: 'Output: one line per event (time, service, kind, status, duration, what it was about); --json: one StreamTelemetryResponse per line.',
 };
 
-const SERVICES = ['gateway', 'agent', 'executor', 'provider'];
-const KINDS = ['request', 'job', 'run', 'step', 'completion'];
+const SERVICES = [...serviceNames];
+const KINDS = [...TELEMETRY_EVENT_KINDS];
 
 function checkChoices(values: string[], choices: string[], option: string): string[] {
   for (const value of values) if (!choices.includes(value)) throw new UsageError(`${option}: "${value}" is not one of ${choices.join(', ')}`);
@@ -40,6 +41,20 @@ function describe(event: proto.TelemetryEvent): string {
   if (event.providerCompletion) {
     const completion = event.providerCompletion;
     return [`${completion.provider}/${completion.model}`, formatUsage(completion.usage), completion.attempts > 1 && `${completion.attempts} attempts`, completion.finishReason, completion.errorMessage].filter(Boolean).join(' ');
+  }
+  if (event.providerBreaker) return `${event.providerBreaker.provider} breaker ${event.providerBreaker.state}`;
+  if (event.monitorFeedback) {
+    const feedback = event.monitorFeedback;
+    return [`run ${feedback.runId}`, feedback.pipeline, `${feedback.name}${feedback.score === undefined ? '' : ` ${feedback.score}`}`, feedback.label, feedback.replaced && 'replaced'].filter(Boolean).join(' ');
+  }
+  if (event.monitorRecovery) return [event.monitorRecovery.applied ? 'applied' : 'reversed', event.monitorRecovery.action, event.monitorRecovery.target, event.monitorRecovery.reason].filter(Boolean).join(' ');
+  if (event.executorPrompt?.change) {
+    const change = event.executorPrompt.change;
+    return [`${change.pipeline}.${change.step}`, change.action, change.version, change.by && `by ${change.by}`, change.reason].filter(Boolean).join(' ');
+  }
+  if (event.monitorRollout) {
+    const rollout = event.monitorRollout;
+    return [`${rollout.pipeline}.${rollout.step}`, rollout.candidate, rollout.decision, `vs ${rollout.baseline}`, rollout.reason].filter(Boolean).join(' ');
   }
   return '';
 }

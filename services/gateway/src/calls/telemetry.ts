@@ -4,6 +4,7 @@ import {
   EVENT_SUBJECT_PREFIX,
   RUN_ID_PATTERN,
   ServerError,
+  TELEMETRY_EVENT_KINDS,
   Status,
   proto,
   serviceNames,
@@ -13,8 +14,6 @@ import { checkPipelineName, invalid } from '../validation.js';
 import type { GatewayConfig } from '../gateway-config.js';
 import type { GatewayDeps } from './gateway-deps.js';
 
-/** The kinds the services publish (`elexirion.events.<service>.<kind>`). */
-export const TELEMETRY_KINDS = ['request', 'job', 'run', 'step', 'completion'] as const;
 
 /**
  * Events a stream holds for its client before it stops reading NATS. The reader fetches a batch
@@ -37,7 +36,7 @@ function parseRequest(request: proto.StreamTelemetryRequest): { subject: string;
   }
   const kinds = new Set(request.kinds);
   for (const kind of kinds) {
-    if (!(TELEMETRY_KINDS as readonly string[]).includes(kind)) throw invalid(`kinds: "${kind.slice(0, 40)}" is not an event kind (${TELEMETRY_KINDS.join(', ')})`);
+    if (!(TELEMETRY_EVENT_KINDS as readonly string[]).includes(kind)) throw invalid(`kinds: "${kind.slice(0, 40)}" is not an event kind (${TELEMETRY_EVENT_KINDS.join(', ')})`);
   }
   checkPipelineName('pipeline', request.pipeline, false);
   if (request.jobId !== '' && !RUN_ID_PATTERN.test(request.jobId)) throw invalid('job_id: expected 1 to 128 letters, digits, _ and -');
