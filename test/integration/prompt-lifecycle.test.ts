@@ -311,7 +311,7 @@ describe('the prompt lifecycle through the gateway', () => {
 
     // The monitor calls the executor itself (the all-in-one process serves it on the same port).
     const executor = createClient(proto.ExecutorDefinition, stack.channel);
-    const asMonitor = { metadata: Metadata({ 'x-elexirion-caller': 'monitor' }) };
+    const asMonitor = { metadata: Metadata({ 'x-elexirion-caller': 'monitor', 'x-elexirion-guard': 'true' }) };
     const refused = await failure(executor.promotePromptVersion({ ...step, versionId: 's1', reason: 'guard: better', expectedRevision: 0 }, asMonitor));
     expect(refused.code).toBe(Status.PERMISSION_DENIED);
     const rolledBack = await executor.rollbackPrompt({ ...step, toVersion: '', reason: 'guard: worse (p=0.01)', expectedRevision: 0 }, asMonitor);
@@ -322,6 +322,16 @@ describe('the prompt lifecycle through the gateway', () => {
     });
     expect(history[0]).toMatchObject({ by: 'monitor', version: 's1', reason: 'guard: worse (p=0.01)', before: { candidate: 's1' } });
     expect(history.map((change) => change.by)).toEqual(['monitor', writer.name, writer.name]);
+
+    // A key named like the monitor, claiming the guard's marker, is a person all the same.
+    const impostor = await createKey('monitor', ['pipelines', 'prompts:write']);
+    await stack.gateway.setPromptRollout(proto.SetPromptRolloutRequest.fromPartial({ ...step, weights: { yaml: 0.5, s1: 0.5 }, candidate: 's1', reason: 'again' }), bearer(writer.secret));
+    await stack.gateway.rollbackPrompt({ ...step, toVersion: '', reason: 'by hand', expectedRevision: 0 }, { metadata: Metadata({ authorization: `Bearer ${impostor.secret}`, 'x-elexirion-guard': 'true' }) });
+    const manual = await eventually('the impostor rollback in the history', async () => {
+      const answer = await stack.gateway.getPromptHistory({ ...step, pageSize: 0, pageToken: '' }, bearer(reader.secret));
+      return answer.changes[0]?.reason === 'by hand' ? answer.changes[0] : undefined;
+    });
+    expect(manual).toMatchObject({ action: 'rollback', by: 'monitor' });
   });
 
   it('answers GetPipeline, streams candidates, and lists the routes in /openapi.json', async () => {

@@ -33,8 +33,12 @@ import type { PromptRegistry } from './state/prompt-registry.js';
 
 export const CALLER_METADATA = 'x-elexirion-caller';
 export const CALLER_ADMIN_METADATA = 'x-elexirion-caller-admin';
-/** The caller name the monitor's guard uses: its decisions are recorded as guard_promote / guard_rollback. */
-export const GUARD_CALLER = 'monitor';
+/**
+ * Set ("true") by the monitor's guard: its decisions are recorded as guard_promote /
+ * guard_rollback. A marker of its own rather than the caller's name, which is an API key's name
+ * when the gateway forwards (a key may be called "monitor"); the gateway never forwards it.
+ */
+export const GUARD_METADATA = 'x-elexirion-guard';
 
 const DEFAULT_HISTORY_PAGE = 100;
 /** How long a call waits for the registry to load from NATS before it is UNAVAILABLE. */
@@ -72,7 +76,7 @@ function checkNames(pipeline: string, step: string, stepRequired: boolean): void
 export function actorOf(context: CallContext): ChangeActor {
   const name = context.metadata.get(CALLER_METADATA) ?? '';
   const by = name.trim() === '' ? 'anonymous' : name.slice(0, 128);
-  return { by, admin: context.metadata.get(CALLER_ADMIN_METADATA) === 'true', guard: by === GUARD_CALLER, now: new Date().toISOString() };
+  return { by, admin: context.metadata.get(CALLER_ADMIN_METADATA) === 'true', guard: context.metadata.get(GUARD_METADATA) === 'true', now: new Date().toISOString() };
 }
 
 function date(iso: string | undefined): Date | undefined {

@@ -12,6 +12,8 @@ import { readRolloutArms, type WatchedRollout } from './rollout-figures.js';
 
 /** Who the monitor is in the registry's history (`x-elexirion-caller`). */
 export const MONITOR_CALLER = 'monitor';
+/** Marks the monitor's changes as the guard's (guard_promote / guard_rollback) in the registry's history. */
+const GUARD_METADATA = 'x-elexirion-guard';
 
 /** Codes with which the executor refuses a change for good (a protected baseline, a rollout it cannot take): told once, tried again after the rollout changes. */
 const REFUSALS = new Set([Status.FAILED_PRECONDITION, Status.PERMISSION_DENIED, Status.INVALID_ARGUMENT]);
@@ -41,7 +43,7 @@ export async function rolloutsArea(context: MonitorContext, dependencies: Rollou
   const logger = context.logger.child({ area: 'rollouts' });
   const executor = clients.get('executor');
   const alertRule = dependencies.alerts.areaRule(AREA_RULE_NAMES.promptRollout);
-  const callOptions = () => ({ metadata: Metadata({ [CALLER_METADATA]: MONITOR_CALLER }) });
+  const callOptions = () => ({ metadata: Metadata({ [CALLER_METADATA]: MONITOR_CALLER, [GUARD_METADATA]: 'true' }) });
 
   const decisionsCounter = new Counter({
     name: 'elexirion_monitor_rollout_decisions_total',
