@@ -7,10 +7,6 @@ both arms serve, and drives versions / ab-report / promote / rollback / history 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,9 +14,10 @@ from typing import Any
 
 import grpc
 import pytest
-from test_e2e import ADMIN_KEY, MAIN_JS, REPO_ROOT, ServicesHost
+from stack_support import running_platform, wait_for_the_registry
+from test_e2e import ADMIN_KEY, ServicesHost
 
-from elexirion_optimizer import GatewayClient, GatewayError
+from elexirion_optimizer import GatewayClient
 from elexirion_optimizer.cli import main
 from elexirion_optimizer.generated.elexirion.v1 import gateway_pb2, gateway_pb2_grpc, prompts_pb2
 
@@ -28,110 +25,15 @@ pytestmark = pytest.mark.e2e
 
 PIPELINE = "general"
 STEP = "answer"
-NATS_READY_TIMEOUT_S = 15.0
 STATS_TIMEOUT_S = 30.0
-REGISTRY_TIMEOUT_S = 20.0
 RUNS = 16
-
-
-class NatsServer:
-    """A real nats-server with JetStream on a loopback port and a temporary store."""
-
-    def __init__(self, store: Path, port: int, log_path: Path) -> None:
-        self.url = f"nats://127.0.0.1:{port}"
-        self.log_path = log_path
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                ["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def wait_ready(self) -> None:
-        """Waits for the server's own "Server is ready" (a port that answers could be another's)."""
-        deadline = time.monotonic() + NATS_READY_TIMEOUT_S
-        while "Server is ready" not in self.log_path.read_text(errors="replace"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"nats-server did not start:\n{self.log_path.read_text()[-2000:]}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait()
 
 
 @pytest.fixture
 def platform(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[ServicesHost]:
     """nats-server and all five services in one Node process; both stopped at teardown."""
-    if shutil.which("nats-server") is None:
-        pytest.fail("nats-server not found (Debian: apt-get install nats-server)")
-    if not MAIN_JS.is_file():
-        pytest.fail(f"{MAIN_JS} does not exist: build the services first (npm run build)")
-    node = os.environ.get("ELEXIRION_NODE") or shutil.which("node")
-    if not node:
-        pytest.fail("node not found: set ELEXIRION_NODE or put Node 24 on PATH")
-    ports: set[int] = set()
-    while len(ports) < 3:
-        ports.add(free_port())
-    grpc_port, http_port, nats_port = ports
-    store = tmp_path / "jetstream"
-    store.mkdir()
-    nats = NatsServer(store, nats_port, tmp_path / "nats.log")
-    host: ServicesHost | None = None
-    try:
-        nats.wait_ready()
-        env = {
-            **os.environ,
-            "ELEXIRION_SERVICES": "all",
-            "BIND_HOST": "127.0.0.1",
-            "GATEWAY_GRPC_PORT": str(grpc_port),
-            "GATEWAY_HTTP_PORT": str(http_port),
-            "NATS_URL": nats.url,
-            "GATEWAY_AUTH": "on",
-            "GATEWAY_ADMIN_KEY": ADMIN_KEY,
-        }
-        log_path = tmp_path / "services.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [node, str(MAIN_JS)],
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        host = ServicesHost(process, log_path, grpc_port)
-        host.wait_serving()
+    with running_platform(tmp_path, free_port) as host:
         yield host
-    finally:
-        if host is not None:
-            host.stop()
-        nats.stop()
-
-
-def wait_for_the_registry(gateway: GatewayClient) -> None:
-    """The gateway serves before the executor's registry has read NATS (it says UNAVAILABLE)."""
-    deadline = time.monotonic() + REGISTRY_TIMEOUT_S
-    while True:
-        try:
-            gateway.list_prompt_versions(PIPELINE)
-            return
-        except GatewayError as err:
-            if err.code is not grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                raise
-        time.sleep(0.2)
 
 
 def cli_json(
@@ -148,7 +50,7 @@ def test_lifecycle_commands_against_the_platform(
 ) -> None:
     host = platform
     with GatewayClient(host.target, timeout=20, api_key=ADMIN_KEY) as gateway:
-        wait_for_the_registry(gateway)
+        wait_for_the_registry(gateway, PIPELINE)
         published = gateway.publish_prompt_version(
             PIPELINE,
             STEP,

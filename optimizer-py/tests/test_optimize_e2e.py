@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,11 +19,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
-from test_e2e import ADMIN_KEY, MAIN_JS, REPO_ROOT, ServicesHost
+from stack_support import running_platform, wait_for_the_registry
+from test_e2e import ADMIN_KEY, REPO_ROOT, ServicesHost
 
-from elexirion_optimizer import GatewayClient, GatewayError
+from elexirion_optimizer import GatewayClient
 from elexirion_optimizer.generated.elexirion.v1 import prompts_pb2
 
 pytestmark = pytest.mark.e2e
@@ -39,103 +37,14 @@ DECISION_TIMEOUT_S = 90.0
 CLI_TIMEOUT_S = 300.0
 
 
-class Nats:
-    def __init__(self, process: subprocess.Popen[bytes], port: int) -> None:
-        self.process = process
-        self.url = f"nats://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.process.wait()
-
-
-def start_nats(tmp_path: Path, port: int) -> Nats:
-    binary = shutil.which("nats-server")
-    if not binary:
-        pytest.fail("nats-server not found on PATH (Debian: apt-get install nats-server)")
-    log = (tmp_path / "nats.log").open("wb")
-    process = subprocess.Popen(
-        [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(tmp_path / "jetstream")],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    nats = Nats(process, port)
-    deadline = time.monotonic() + 20
-    while b"Server is ready" not in (tmp_path / "nats.log").read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            nats.stop()
-            pytest.fail(f"nats-server did not start: {(tmp_path / 'nats.log').read_text()[-2000:]}")
-        time.sleep(0.1)
-    return nats
-
-
 @pytest.fixture
 def stack(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[ServicesHost]:
     """nats-server plus all five services in one process; both stopped at teardown."""
-    if not MAIN_JS.is_file():
-        pytest.fail(f"{MAIN_JS} does not exist: build the TypeScript services first (npm run build)")
-    node = os.environ.get("ELEXIRION_NODE") or shutil.which("node")
-    if not node:
-        pytest.fail("node not found: set ELEXIRION_NODE or put Node 24 on PATH")
-    ports: set[int] = set()
-    while len(ports) < 11:
-        ports.add(free_port())
-    (nats_port, gateway, gateway_http, agent, agent_http, executor, executor_http, provider,
-     provider_http, monitor, monitor_http) = sorted(ports)
-    nats = start_nats(tmp_path, nats_port)
-    env = {
-        **os.environ,
-        "ELEXIRION_SERVICES": "all",
-        "BIND_HOST": "127.0.0.1",
-        "NATS_URL": nats.url,
-        "GATEWAY_GRPC_PORT": str(gateway),
-        "GATEWAY_HTTP_PORT": str(gateway_http),
-        "AGENT_GRPC_PORT": str(agent),
-        "AGENT_HTTP_PORT": str(agent_http),
-        "EXECUTOR_GRPC_PORT": str(executor),
-        "EXECUTOR_HTTP_PORT": str(executor_http),
-        "PROVIDER_GRPC_PORT": str(provider),
-        "PROVIDER_HTTP_PORT": str(provider_http),
-        "MONITOR_GRPC_PORT": str(monitor),
-        "MONITOR_HTTP_PORT": str(monitor_http),
-        "GATEWAY_AUTH": "on",
-        "GATEWAY_ADMIN_KEY": ADMIN_KEY,
-        # The guard looks at its rollouts often, so its decisions come within the test's deadline.
-        "MONITOR_ROLLOUT_INTERVAL_MS": "300",
-    }
-    log_path = tmp_path / "services.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [node, str(MAIN_JS), "--services", "all"], cwd=REPO_ROOT, env=env,
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    host = ServicesHost(process, log_path, gateway)
-    try:
-        host.wait_serving()
-        wait_for_the_registry(host)
+    # The guard looks at its rollouts often, so its decisions come within the test's deadline.
+    with running_platform(tmp_path, free_port, {"MONITOR_ROLLOUT_INTERVAL_MS": "300"}) as host:
+        with GatewayClient(host.target, timeout=5, api_key=ADMIN_KEY) as client:
+            wait_for_the_registry(client, PIPELINE)
         yield host
-    finally:
-        host.stop()
-        nats.stop()
-
-
-def wait_for_the_registry(host: ServicesHost) -> None:
-    """The gateway serves before the executor's registry has read NATS (it answers UNAVAILABLE
-    until then); a publish must not meet that window."""
-    deadline = time.monotonic() + 20
-    with GatewayClient(host.target, timeout=5, api_key=ADMIN_KEY) as client:
-        while True:
-            try:
-                client.list_prompt_versions(PIPELINE)
-                return
-            except GatewayError as err:
-                if err.code is not grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                    raise
-            time.sleep(0.2)
 
 
 def run_optimize(host: ServicesHost, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

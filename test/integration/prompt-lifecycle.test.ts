@@ -22,6 +22,22 @@ let stack: Stack;
 let writer: { name: string; secret: string };
 let reader: { name: string; secret: string };
 
+/** An inline pipeline of two LLM steps, the second reading the first's output. */
+function twoStepPipeline(name: string): string {
+  return `workflow:
+  name: ${name}
+  inputs:
+    message: { type: string, required: true }
+  steps:
+    - name: first
+      type: claude_smart
+      prompt: "{{inputs.message}}"
+    - name: second
+      type: claude_smart
+      prompt: "{{steps.first.output}}"
+`;
+}
+
 async function createKey(name: string, scopes: string[]): Promise<{ name: string; secret: string }> {
   const created = await stack.gateway.createKey(proto.CreateKeyRequest.fromPartial({ name, scopes }), bearer(ADMIN_KEY));
   return { name, secret: created.secret };
@@ -366,18 +382,7 @@ describe('the prompt lifecycle through the gateway', () => {
   it("keeps a run's candidates in its checkpoint, and a resume takes none of its own", async () => {
     const executor = createClient(proto.ExecutorDefinition, stack.channel);
     const name = `resumable-${randomBytes(3).toString('hex')}`;
-    const yaml = `workflow:
-  name: ${name}
-  inputs:
-    message: { type: string, required: true }
-  steps:
-    - name: first
-      type: claude_smart
-      prompt: "{{inputs.message}}"
-    - name: second
-      type: claude_smart
-      prompt: "{{steps.first.output}}"
-`;
+    const yaml = twoStepPipeline(name);
     const candidate = { prompt: 'Second candidate: {{inputs.message}}', system: 'Checked.', demos: [{ input: 'q', output: 'a' }] };
     const run = await executor.execute(proto.ExecuteRequest.fromPartial({ inlineYaml: yaml, inputs: { message: 'keep me' }, promptCandidates: { second: candidate } }));
     expect(run.steps.map((step) => step.promptVersion)).toEqual(['yaml', 'candidate']);
@@ -401,18 +406,7 @@ describe('the prompt lifecycle through the gateway', () => {
     const listener = await collectEvents(nats.url);
     try {
       const name = `fails-${randomBytes(3).toString('hex')}`;
-      const yaml = `workflow:
-  name: ${name}
-  inputs:
-    message: { type: string, required: true }
-  steps:
-    - name: first
-      type: claude_smart
-      prompt: "{{inputs.message}}"
-    - name: second
-      type: claude_smart
-      prompt: "{{steps.first.output}}"
-`;
+      const yaml = twoStepPipeline(name);
       // The candidate reads a JSON field of an answer that is not JSON: the step fails when it renders.
       const failed = await failure(
         stack.gateway.executePipeline(
