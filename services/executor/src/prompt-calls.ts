@@ -8,7 +8,7 @@
  * Who asks comes from the metadata the gateway sets from the caller's API key
  * (`x-elexirion-caller`, `x-elexirion-caller-admin: true`); the monitor sends "monitor".
  */
-import { ServerError, Status, type proto, type Logger, type ServiceEvents } from '@elexirion/kit';
+import { CALLER_ADMIN_METADATA, CALLER_METADATA, GUARD_METADATA, ServerError, Status, type proto, type Logger, type ServiceEvents } from '@elexirion/kit';
 import type { CallContext } from 'nice-grpc-common';
 import type { PipelineLoader } from './pipeline/loader.js';
 import { PIPELINE_NAME, STEP_NAME } from './pipeline/schema.js';
@@ -31,14 +31,6 @@ import type { PromptChangeRecord, PromptEntry, PromptRolloutRecord, PromptTempla
 import { readHistory } from './state/prompt-history.js';
 import type { PromptRegistry } from './state/prompt-registry.js';
 
-export const CALLER_METADATA = 'x-elexirion-caller';
-export const CALLER_ADMIN_METADATA = 'x-elexirion-caller-admin';
-/**
- * Set ("true") by the monitor's guard: its decisions are recorded as guard_promote /
- * guard_rollback. A marker of its own rather than the caller's name, which is an API key's name
- * when the gateway forwards (a key may be called "monitor"); the gateway never forwards it.
- */
-export const GUARD_METADATA = 'x-elexirion-guard';
 
 const DEFAULT_HISTORY_PAGE = 100;
 /** How long a call waits for the registry to load from NATS before it is UNAVAILABLE. */

@@ -22,6 +22,7 @@ export {
 export { clientCallPolicy, isServiceUnreachable, type ClientCallPolicy, type ServerCallPolicy } from './rpc/call-policy.js';
 export { ChannelPool, ServiceClients, connectService, type LocalService, type ServiceClient, type ServiceClientsOptions, type UnaryServerMiddleware } from './rpc/clients.js';
 export { CallMetadata } from './rpc/call-metadata.js';
+export { CALLER_ADMIN_METADATA, CALLER_METADATA, GUARD_METADATA } from './rpc/caller-headers.js';
 export {
   DEADLINE_METADATA_KEY,
   TIMEOUT_METADATA_KEY,

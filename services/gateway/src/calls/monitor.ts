@@ -1,9 +1,7 @@
-import { CallMetadata, callOptions, isServiceUnreachable, ServerError, Status, type proto } from '@elexirion/kit';
+import { CALLER_METADATA, CallMetadata, callOptions, isServiceUnreachable, ServerError, Status, type proto } from '@elexirion/kit';
 import { callerOf } from '../caller.js';
 import type { GatewayDeps } from './gateway-deps.js';
 
-/** The metadata that tells the monitor which key recorded feedback (its name; "" with keys off). */
-export const CALLER_METADATA = 'x-elexirion-caller';
 
 type MonitorCalls = Pick<
   proto.GatewayServiceImplementation,

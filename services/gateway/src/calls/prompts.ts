@@ -1,11 +1,7 @@
-import { CallMetadata, callOptions, isServiceUnreachable, ServerError, Status, type proto } from '@elexirion/kit';
+import { CALLER_ADMIN_METADATA, CALLER_METADATA, CallMetadata, callOptions, isServiceUnreachable, ServerError, Status, type proto } from '@elexirion/kit';
 import type { CallContext } from 'nice-grpc-common';
 import { callerOf } from '../caller.js';
 import type { GatewayDeps } from './gateway-deps.js';
-import { CALLER_METADATA } from './monitor.js';
-
-/** Tells the executor the caller has the admin scope (a protected baseline needs it). */
-export const CALLER_ADMIN_METADATA = 'x-elexirion-caller-admin';
 
 type PromptCalls = Pick<
   proto.GatewayServiceImplementation,

@@ -1,6 +1,6 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { CallContext } from 'nice-grpc-common';
-import { EventsReader, KvRejectedValueError, PIPELINE_NAME, RUN_ID_DESCRIPTION, RUN_ID_PATTERN, ServerError, Status, proto, type DeliveredBatch } from '@elexirion/kit';
+import { CALLER_METADATA, EventsReader, KvRejectedValueError, PIPELINE_NAME, RUN_ID_DESCRIPTION, RUN_ID_PATTERN, ServerError, Status, proto, type DeliveredBatch } from '@elexirion/kit';
 import type { MonitorArea, MonitorContext } from '../monitor-area.js';
 import { executionToProto, feedbackToProto, promptVersionsOf, recordOfRunEvent, scoreOf, type ExecutionRecord, type FeedbackRecord } from './execution-record.js';
 import { ExecutionStore } from './execution-store.js';
@@ -9,7 +9,6 @@ import { decodePageToken, encodePageToken } from './page-token.js';
 import { promptVersionStats } from './prompt-version-stats.js';
 
 /** The metadata in which the gateway names the API key that records feedback. */
-export const CALLER_METADATA = 'x-elexirion-caller';
 /** The durable consumers the monitor replicas share: one per subject (nats-server 2.9 keeps one filter per consumer). */
 export const RUNS_CONSUMER = 'monitor-executions-runs';
 export const REQUESTS_CONSUMER = 'monitor-executions-requests';

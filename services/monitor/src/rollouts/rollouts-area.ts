@@ -1,10 +1,9 @@
-import { KvView, Status, failureMessage, statusOf, type proto } from '@elexirion/kit';
+import { CALLER_METADATA, GUARD_METADATA, KvView, Status, failureMessage, statusOf, type proto } from '@elexirion/kit';
 import { Metadata } from 'nice-grpc-common';
 import { Counter } from 'prom-client';
 import type { AlertsArea, AreaAlertChange } from '../alerts/alerts-area.js';
 import { AREA_RULE_NAMES } from '../alerts/alert-rules.js';
 import type { ExecutionStore } from '../executions/execution-store.js';
-import { CALLER_METADATA } from '../executions/executions-area.js';
 import type { MonitorArea, MonitorContext } from '../monitor-area.js';
 import { ROLLOUT_DECISIONS_SPEC, RolloutDecisions, decisionKey, type RolloutDecision, type RolloutDecisionRecord } from './rollout-decisions.js';
 import { evaluateRollout, guardSettings, type Comparison, type GuardSettings, type RolloutVerdict } from './rollout-evaluator.js';
@@ -12,8 +11,6 @@ import { readRolloutArms, type WatchedRollout } from './rollout-figures.js';
 
 /** Who the monitor is in the registry's history (`x-elexirion-caller`). */
 export const MONITOR_CALLER = 'monitor';
-/** Marks the monitor's changes as the guard's (guard_promote / guard_rollback) in the registry's history. */
-const GUARD_METADATA = 'x-elexirion-guard';
 
 /** Codes with which the executor refuses a change for good (a protected baseline, a rollout it cannot take): told once, tried again after the rollout changes. */
 const REFUSALS = new Set([Status.FAILED_PRECONDITION, Status.PERMISSION_DENIED, Status.INVALID_ARGUMENT]);
