@@ -16,6 +16,7 @@ import { agentChatApi } from './http/agent-chat-api.js';
 import { agentJobsApi } from './http/agent-jobs-api.js';
 import { openAiApi } from './http/openai/api.js';
 import { httpApi } from './http/rest-api.js';
+import { DEFAULT_WEB_DIR, webPages } from './http/web-pages.js';
 import { gatewayServerOptions } from './http/request-limits.js';
 import { gatewayKeys } from './keys/gateway-keys.js';
 import { keyCalls } from './keys/key-calls.js';
@@ -53,6 +54,7 @@ export function createGateway(context: ServiceContext<GatewayConfig>) {
       agentChatApi(() => clients.get('gateway')),
       agentJobsApi(() => clients.get('gateway')),
       openAiApi(() => clients.get('gateway'), () => clients.get('executor'), context.logger),
+      ...(context.config.GATEWAY_WEB === 'on' ? [webPages(context.config.GATEWAY_WEB_DIR || DEFAULT_WEB_DIR)] : []),
     ],
     // Each call's request size limit, CORS and the access log (http/), which names a request's key.
     maxRequestBytes: serverOptions.maxRequestBytes,

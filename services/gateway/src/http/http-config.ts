@@ -36,4 +36,8 @@ export const httpConfigShape = {
     }),
   // One structured line per request, HTTP (the kit's server) and gRPC (access-log.ts): its level, or off.
   GATEWAY_ACCESS_LOG_LEVEL: z.enum(ACCESS_LOG_LEVELS).default('info'),
+  // The pages (chat, jobs, prompts, dashboard) on the HTTP port: on, or off for an API-only gateway.
+  GATEWAY_WEB: z.enum(['on', 'off']).default('on'),
+  // Where the built pages are (web/build.mjs's output); empty: the repository's web/dist.
+  GATEWAY_WEB_DIR: z.string().default(''),
 } satisfies z.ZodRawShape;
