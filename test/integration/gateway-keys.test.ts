@@ -85,6 +85,23 @@ afterAll(async () => {
 });
 
 describe('API keys across two gateway replicas', () => {
+  it('answers GetCaller with the key, its scopes and usage, never its secret; refuses no key', async () => {
+    const [one, two] = replicas as [Replica, Replica];
+    const { key, secret } = await createKey(one, { name: 'who-am-i', scopes: ['chat', 'jobs'] });
+    const asked = await eventually('the new key is known on replica 2', () => two.gateway.getCaller({}, bearer(secret)).catch(() => undefined));
+    expect(asked).toMatchObject({ keysEnabled: true, name: 'who-am-i', scopes: ['chat', 'jobs'], admin: false, key: { keyId: key!.keyId, name: 'who-am-i' } });
+    const overHttp = await two.http('/v1/caller', { key: secret });
+    expect(overHttp.status).toBe(200);
+    const body = await overHttp.text();
+    // proto3 JSON leaves out default values (admin false).
+    expect(JSON.parse(body)).toMatchObject({ keysEnabled: true, name: 'who-am-i', scopes: ['chat', 'jobs'] });
+    expect(JSON.parse(body)).not.toHaveProperty('admin');
+    expect(body).not.toContain(secret);
+    expect(await one.gateway.getCaller({}, bearer(ADMIN_KEY))).toMatchObject({ keysEnabled: true, name: 'bootstrap', admin: true });
+    expect((await failure(one.gateway.getCaller({}))).code).toBe(Status.UNAUTHENTICATED);
+    expect((await one.http('/v1/caller')).status).toBe(401);
+  });
+
   it('uses a key made on replica 1 on replica 2 at once, over gRPC and HTTP', async () => {
     const [one, two] = replicas as [Replica, Replica];
     const created = await createKey(one, { name: 'made-on-one', scopes: ['chat'] });

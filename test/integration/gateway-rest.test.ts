@@ -168,6 +168,13 @@ describe('the REST mirror of the Gateway calls', () => {
     expect((await errorOf(long)).message).toBe('message: 200000 characters is over the limit of 100000');
   });
 
+  it('says through GetCaller that keys are off, so every call is allowed', async () => {
+    const caller = await fetch(url('/v1/caller'));
+    expect(caller.status).toBe(200);
+    // proto3 JSON leaves out default values: keysEnabled false, no key, no scopes.
+    expect(await caller.json()).toEqual({});
+  });
+
   it('answers unknown routes 404 in the error shape, and keeps /healthz, /readyz and /metrics', async () => {
     const missing = await fetch(url('/v1/nothing-here'));
     expect(missing.status).toBe(404);

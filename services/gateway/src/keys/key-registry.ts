@@ -266,6 +266,11 @@ export class KeyRegistry {
     });
   }
 
+  /** A stored key by id, from this replica's copy (no NATS round trip). */
+  stored(keyId: string): StoredKey | undefined {
+    return this.#view.get(keyId);
+  }
+
   list(includeInactive: boolean, now = Date.now()): StoredKey[] {
     const keys = this.#view.entries().map(([, key]) => key);
     const active = (key: StoredKey) => key.revokedAt === undefined && (key.expiresAt === undefined || Date.parse(key.expiresAt) > now);
