@@ -43,6 +43,9 @@ NATS_PORT="${NATS_PORT:-4222}"
 # API keys are off for a local run, said here and by the gateway at start; GATEWAY_AUTH=on (with
 # GATEWAY_ADMIN_KEY to create the first keys) turns them on, as the Kubernetes manifests do.
 export GATEWAY_AUTH="${GATEWAY_AUTH:-off}"
+# The mock model answers in small pieces 30 ms apart, so a local chat shows its answer streaming
+# in (and can be stopped); a real provider's pace replaces it when API keys are set.
+export PROVIDER_MOCK_STREAM_CHUNK_DELAY_MS="${PROVIDER_MOCK_STREAM_CHUNK_DELAY_MS:-30}"
 
 # Every port this run will listen on, checked before anything starts (and before the set-up,
 # which can take a minute): a taken one is named with the variable that moves it.
@@ -129,6 +132,7 @@ fi
 cat >&2 <<TXT
 
 [elexirion] ready ($($all_in_one && echo 'all services in one process' || echo 'one process per service'); all health checks SERVING)
+  Open   http://127.0.0.1:$GATEWAY_HTTP_PORT/   in a browser: chat, jobs, prompts, dashboard
   gRPC   127.0.0.1:$GATEWAY_GRPC_PORT   grpcurl -plaintext -d '{"message":"hello"}' 127.0.0.1:$GATEWAY_GRPC_PORT elexirion.v1.Gateway/Chat
   HTTP   http://127.0.0.1:$GATEWAY_HTTP_PORT   curl -s -XPOST localhost:$GATEWAY_HTTP_PORT/v1/chat -H 'content-type: application/json' -d '{"message":"hello"}'
   NATS   $NATS_URL   (telemetry on elexirion.events.>, kept by stream ELEXIRION_EVENTS)

@@ -458,6 +458,9 @@ describe('deploy/Dockerfile', () => {
       expect(copied(deps).map((c) => c[1]), `deps stage installs services/${name}`).toContain(`/app/services/${name}/package.json`);
       expect(copied(runtime).map((c) => c[1]), `runtime ships services/${name}/dist`).toContain(`/app/services/${name}/dist`);
     }
+    // The web pages: built in the build stage, shipped as web/dist where the gateway looks.
+    expect(copied(build).map((c) => c[1])).toEqual(expect.arrayContaining(['web/package.json', 'web']));
+    expect(copied(runtime).find((c) => c[1] === '/app/web/dist')?.[2]).toBe('web/dist');
   });
 
   it('copies into the runtime stage only dist/, pipelines/, config/ and production node_modules', () => {

@@ -75,6 +75,18 @@ describe.each([
     if (reply.status === 501) expect(body.error?.message).toContain('Monitor.GetSystemHealth');
   });
 
+  it('prints the address of the web pages, and serves them there with their assets', async () => {
+    const address = `http://127.0.0.1:${env.GATEWAY_HTTP_PORT}/`;
+    expect(started.output()).toContain(`Open   ${address}`);
+    const page = await fetch(address);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toBe('text/html; charset=utf-8');
+    const html = await page.text();
+    const assets = [...html.matchAll(/(?:src|href)="(\/assets\/[^"]+)"/g)].map((match) => match[1]!);
+    expect(assets.length).toBe(2);
+    for (const asset of assets) expect((await fetch(new URL(asset, address))).status, asset).toBe(200);
+  });
+
   it('stops the monitor with everything else', async () => {
     expect(await started.stop(30_000)).toBe(130);
     expect(started.output()).toContain('[elexirion] stopped');

@@ -2,6 +2,7 @@
 // the colour scheme, and the page for the current path.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { KEY_NEEDED_EVENT, apiKey, setApiKey } from './api.js';
+import { useCaller } from './caller.js';
 import { linkClick, useLocation } from './router.js';
 import { ChatPage } from './pages/chat/chat-page.js';
 import { JobsPage } from './pages/jobs/jobs-page.js';
@@ -65,9 +66,7 @@ export function App() {
           </ul>
         </nav>
         <div class="top-tools">
-          <button type="button" class="secondary" onClick={() => setKeyPrompt(apiKey() ? 'Change the API key this tab uses.' : 'Give an API key (only when the gateway has keys on).')}>
-            {apiKey() ? 'Key: set' : 'Key'}
-          </button>
+          <KeyButton key={keyVersion} onClick={() => setKeyPrompt(apiKey() ? 'Change the API key this tab uses.' : 'Give an API key (only when the gateway has keys on).')} />
           <label class="theme-picker">
             <span class="visually-hidden">Colour scheme</span>
             <select value={theme} onChange={(event) => setTheme((event.target as HTMLSelectElement).value as Theme)}>
@@ -94,6 +93,17 @@ export function App() {
         />
       ) : null}
     </>
+  );
+}
+
+/** The key this tab uses, by name (never the secret); nothing when the gateway has keys off. */
+function KeyButton({ onClick }: { onClick(): void }) {
+  const { caller } = useCaller();
+  if (caller && !caller.keysEnabled) return <span class="badge" title="This gateway runs with GATEWAY_AUTH=off: no key is needed">keys off</span>;
+  return (
+    <button type="button" class="secondary" onClick={onClick}>
+      {caller?.name ? `Key: ${caller.name}` : apiKey() ? 'Key: not accepted' : 'API key'}
+    </button>
   );
 }
 
