@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { Status, httpErrorBody, httpRoutes, type HttpRoutes } from '@elexirion/kit';
+import { Status, httpErrorBody, httpRoutes, type HttpRoutes, type OpenApiFragment } from '@elexirion/kit';
 
 /** The paths that answer the page shell; the page's script picks what to show from the path. */
 export const WEB_PAGE_PATHS = ['/', '/jobs', '/jobs/:jobId', '/prompts', '/dashboard'] as const;
@@ -70,6 +70,45 @@ function send(request: FastifyRequest, reply: FastifyReply, file: WebFile, cache
   return reply.send(acceptsGzip ? file.gzipped : file.body);
 }
 
+const errorContent = { 'application/json': { schema: { $ref: '#/components/schemas/ErrorBody' } } };
+
+/** The pages in /openapi.json: HTML for people, listed so the document names every route. */
+const WEB_OPENAPI: OpenApiFragment = {
+  paths: {
+    ...Object.fromEntries(
+      WEB_PAGE_PATHS.map((path) => [
+        path.replace(/:([A-Za-z]+)/g, '{$1}'),
+        {
+          get: {
+            operationId: `webPage${path === '/' ? 'Chat' : path.replace(/\/:?([a-z])([A-Za-z]*)/g, (_match, first: string, rest: string) => first.toUpperCase() + rest)}`,
+            summary: `The web page ${path} (the one page shell; its script shows the page for the path).`,
+            tags: ['Web pages'],
+            ...(path.includes(':') ? { parameters: [{ name: 'jobId', in: 'path', required: true, schema: { type: 'string' } }] } : {}),
+            responses: {
+              '200': { description: 'the page', content: { 'text/html': { schema: { type: 'string' } } } },
+              '304': { description: 'not modified (If-None-Match)' },
+              '503': { description: 'the pages are not built', content: errorContent },
+            },
+          },
+        },
+      ]),
+    ),
+    '/assets/{name}': {
+      get: {
+        operationId: 'webAsset',
+        summary: "A built page asset (script, style, source map), named by its content's hash: cached as immutable.",
+        tags: ['Web pages'],
+        parameters: [{ name: 'name', in: 'path', required: true, schema: { type: 'string' } }],
+        responses: {
+          '200': { description: 'the asset', content: { 'text/javascript': { schema: { type: 'string' } }, 'text/css': { schema: { type: 'string' } } } },
+          '304': { description: 'not modified (If-None-Match)' },
+          '404': { description: 'no such asset', content: errorContent },
+        },
+      },
+    },
+  },
+};
+
 /** The page routes and /assets/*, or (no build) the same routes answering 503 with what to do. */
 export function webPages(dir: string): HttpRoutes {
   const loaded = loadWebPages(dir);
@@ -86,5 +125,5 @@ export function webPages(dir: string): HttpRoutes {
       if (!file) return reply.code(404).send(httpErrorBody(Status.NOT_FOUND, `no asset ${request.params.name}`));
       return send(request, reply, file, 'public, max-age=31536000, immutable');
     });
-  });
+  }, WEB_OPENAPI);
 }
