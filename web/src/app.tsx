@@ -4,6 +4,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { KEY_NEEDED_EVENT, apiKey, setApiKey } from './api.js';
 import { useCaller } from './caller.js';
 import { linkClick, useLocation } from './router.js';
+import { THEME_CHANGED_EVENT } from './theme.js';
 import { ChatPage } from './pages/chat/chat-page.js';
 import { JobsPage } from './pages/jobs/jobs-page.js';
 import { PromptsPage } from './pages/prompts/prompts-page.js';
@@ -31,10 +32,19 @@ export function App() {
   const [keyVersion, setKeyVersion] = useState(0);
   const [keyPrompt, setKeyPrompt] = useState<string | null>(null);
 
+  // The scheme in effect on <html data-theme>: the picker's, or the system's on "auto" (followed
+  // when it changes). One attribute drives the CSS variables, so they read the same from scripts.
   useEffect(() => {
-    if (theme === 'auto') delete document.documentElement.dataset.theme;
-    else document.documentElement.dataset.theme = theme;
     localStorage.setItem(THEME_STORAGE, theme);
+    const system = window.matchMedia('(prefers-color-scheme: dark)');
+    const apply = () => {
+      document.documentElement.dataset.theme = theme === 'auto' ? (system.matches ? 'dark' : 'light') : theme;
+      window.dispatchEvent(new Event(THEME_CHANGED_EVENT));
+    };
+    apply();
+    if (theme !== 'auto') return;
+    system.addEventListener('change', apply);
+    return () => system.removeEventListener('change', apply);
   }, [theme]);
 
   useEffect(() => {
