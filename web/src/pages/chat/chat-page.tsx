@@ -262,10 +262,10 @@ function FeedbackControls({ answer }: { answer: Answer }) {
     >
       <div class="row">
         <button type="button" class="secondary" aria-pressed={score === 1 ? 'true' : 'false'} onClick={() => setScore(1)}>
-          <span aria-hidden="true">👍</span> Good answer
+          Good answer
         </button>
         <button type="button" class="secondary" aria-pressed={score === 0 ? 'true' : 'false'} onClick={() => setScore(0)}>
-          <span aria-hidden="true">👎</span> Bad answer
+          Bad answer
         </button>
       </div>
       {score !== null ? (
