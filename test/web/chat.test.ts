@@ -200,6 +200,39 @@ describe('chat page', () => {
     expect(problems.filter((problem) => !problem.includes('Failed to load resource') && !problem.startsWith('Executing inline event handler violates'))).toEqual([]);
   });
 
+  it('keeps several conversations across a reload, to switch between and delete; Shift+Enter is a new line', async () => {
+    const { page } = await openChat();
+    await send(page, 'give me a short answer');
+    await untilStatus(page, 'succeeded');
+    await page.getByRole('button', { name: 'New conversation' }).click();
+    await page.getByRole('heading', { name: 'New conversation', level: 1 }).waitFor();
+    expect(await page.locator('.chat-answer').count()).toBe(0);
+    const box = page.getByLabel('Message', { exact: true });
+    await box.fill('second conversation: give me a short answer');
+    await box.press('Shift+Enter');
+    await box.pressSequentially('on two lines');
+    expect(await box.inputValue()).toBe('second conversation: give me a short answer\non two lines');
+    expect(await page.locator('.chat-answer').count()).toBe(0);
+    await box.press('Enter');
+    await untilStatus(page, 'succeeded');
+    expect(await box.inputValue()).toBe('');
+    expect(await page.locator('.chat-user-text').textContent()).toBe('second conversation: give me a short answer\non two lines');
+
+    await page.reload();
+    const list = page.locator('.chat-conversation-list button');
+    await expect.poll(() => list.count()).toBe(2);
+    // The current one is still the second; the first is a click away, with its answer.
+    expect(await list.nth(0).getAttribute('aria-current')).toBe('true');
+    await list.nth(1).click();
+    await page.getByRole('heading', { name: 'give me a short answer', level: 1 }).waitFor();
+    expect(await answerText(page)).toBe('A short answer.');
+    await page.getByRole('button', { name: 'Delete conversation' }).click();
+    await expect.poll(() => list.count()).toBe(1);
+    await page.reload();
+    await expect.poll(() => list.count()).toBe(1);
+    expect(await list.first().textContent()).toContain('second conversation');
+  });
+
   it('shows an upstream error plainly, with what to do', async () => {
     const { page } = await openChat();
     await send(page, 'break the upstream please');

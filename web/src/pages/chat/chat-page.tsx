@@ -4,7 +4,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, call } from '../../api.js';
 import { ErrorNotice } from '../../ui/error-notice.js';
 import { formatTime } from '../../ui/format.js';
-import { abortAll, isRunning, recordThumbs, runJobAnswer, runStreamAnswer, stopJobAnswer, stopStreamAnswer } from './chat-runs.js';
+import { abandon, abortAll, isRunning, recordThumbs, runJobAnswer, runStreamAnswer, stopJobAnswer, stopStreamAnswer } from './chat-runs.js';
 import {
   addTurn,
   chatState,
@@ -113,7 +113,10 @@ export function ChatPage() {
         <div class="chat-heading">
           <h1 id="chat-title">{current ? current.title : 'Chat'}</h1>
           {current ? (
-            <button type="button" class="secondary" onClick={() => deleteConversation(current.id)}>
+            <button type="button" class="secondary" onClick={() => {
+                abandon(current.turns.map((turn) => turn.answer));
+                deleteConversation(current.id);
+              }}>
               Delete conversation
             </button>
           ) : null}
@@ -144,11 +147,25 @@ export function ChatPage() {
 
 function ConversationLog({ conversation }: { conversation: Conversation | null }) {
   const end = useRef<HTMLDivElement>(null);
+  // Follow a growing answer only while the reader is at the bottom: scrolling up to read stays put.
+  const following = useRef(true);
+  useEffect(() => {
+    const onScroll = () => {
+      following.current = window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 80;
+    };
+    window.addEventListener('scroll', onScroll, { passive: true });
+    return () => window.removeEventListener('scroll', onScroll);
+  }, []);
   const turns = conversation?.turns ?? [];
   const lastText = turns.at(-1)?.answer.text.length ?? 0;
   useEffect(() => {
+    if (following.current) end.current?.scrollIntoView({ block: 'end' });
+  }, [lastText]);
+  useEffect(() => {
+    // A new message or another conversation: back to following.
+    following.current = true;
     end.current?.scrollIntoView({ block: 'end' });
-  }, [turns.length, lastText]);
+  }, [conversation?.id, turns.length]);
   return (
     <div class="chat-log" role="log" aria-label="Conversation">
       {turns.length === 0 ? <p class="muted">Type a message below: the answer streams in here, with what served it underneath.</p> : null}
@@ -204,13 +221,14 @@ function TurnView({ turn, sessionId }: { turn: Turn; sessionId: string }) {
             <button
               type="button"
               class="danger"
+              disabled={answer.stopRequested}
               onClick={() => {
                 setStopError(null);
-                if (answer.mode === 'job') stopJobAnswer(answer).catch(setStopError);
+                if (answer.mode === 'job') stopJobAnswer(answer.id).catch(setStopError);
                 else stopStreamAnswer(answer.id);
               }}
             >
-              Stop
+              {answer.stopRequested ? 'Stopping…' : 'Stop'}
             </button>
           ) : (
             <button
@@ -232,7 +250,7 @@ function TurnView({ turn, sessionId }: { turn: Turn; sessionId: string }) {
             <ProvenanceDetails provenance={answer.provenance} />
           </details>
         ) : null}
-        {answer.jobId && (answer.status === 'succeeded' || answer.status === 'failed' || answer.status === 'stopped') ? <FeedbackControls answer={answer} /> : null}
+        {answer.jobId && (answer.status === 'succeeded' || answer.status === 'failed' || answer.status === 'stopped') ? <FeedbackControls key={answer.id} answer={answer} /> : null}
       </div>
     </article>
   );

@@ -95,6 +95,8 @@ export async function runJobAnswer(answerId: string, message: string, sessionId:
       updateAnswer(answerId, (current) => ({ ...current, jobId: submitted.job.jobId, startedAt: submitted.job.createdAt, status: 'streaming' }));
       answer = findAnswer(answerId)?.turn.answer;
       if (!answer?.jobId) return;
+      // Stop was pressed while the job was being stored: cancel it now; its stream then ends CANCELLED.
+      if (answer.stopRequested) await cancelJob(answer.jobId);
     }
     const jobId = answer.jobId;
     let ended = false;
@@ -125,15 +127,25 @@ export async function runJobAnswer(answerId: string, message: string, sessionId:
   }
 }
 
+async function cancelJob(jobId: string): Promise<Job> {
+  const { job } = await call<{ job: Job }>('POST', `/v1/jobs/${encodeURIComponent(jobId)}/cancel`, { reason: 'stopped on the chat page' });
+  return job;
+}
+
 /** Stops a job: the cancel is the job's, so its stream ends with CANCELLED and what came stays. */
-export async function stopJobAnswer(answer: Answer): Promise<void> {
-  if (!answer.jobId) {
-    // Not stored yet: stop the submit (its idempotency key keeps a late store from running twice).
-    running.get(answer.id)?.abort();
-    updateAnswer(answer.id, (current) => ({ ...current, status: 'stopped' }));
-    return;
+export async function stopJobAnswer(answerId: string): Promise<void> {
+  updateAnswer(answerId, (current) => ({ ...current, stopRequested: true }));
+  const answer = findAnswer(answerId)?.turn.answer;
+  // Not stored yet: runJobAnswer cancels the job as soon as the submit answers with its id (the
+  // submit may already have reached the gateway, so aborting it would leave the job running).
+  if (!answer?.jobId) return;
+  let job: Job;
+  try {
+    job = await cancelJob(answer.jobId);
+  } catch (error) {
+    updateAnswer(answer.id, (current) => ({ ...current, stopRequested: false }));
+    throw error;
   }
-  const { job } = await call<{ job: Job }>('POST', `/v1/jobs/${encodeURIComponent(answer.jobId)}/cancel`, { reason: 'stopped on the chat page' });
   // Normally the followed stream brings the CANCELLED event; without a follower, apply the record.
   if (!running.has(answer.id) && job.status && TERMINAL.has(job.status)) updateAnswer(answer.id, (current) => finishedAnswer(current, job));
 }
@@ -194,6 +206,21 @@ function doneAnswer(answer: Answer, done: ChatResponse): Answer {
 
 export function stopStreamAnswer(answerId: string): void {
   running.get(answerId)?.abort();
+}
+
+/**
+ * A conversation being deleted: its unfinished answers are cancelled (nobody will read them) and no
+ * longer followed.
+ */
+export function abandon(answers: Answer[]): void {
+  for (const answer of answers) {
+    if (answer.status !== 'sending' && answer.status !== 'streaming') continue;
+    running.get(answer.id)?.abort();
+    running.delete(answer.id);
+    if (answer.mode === 'job' && answer.jobId) cancelJob(answer.jobId).catch(() => {
+      // Best effort: the job may have ended meanwhile, and its conversation is gone either way.
+    });
+  }
 }
 
 /** Leaving the page: the jobs go on (the page resumes them on return); the streams are cut. */

@@ -46,6 +46,8 @@ export interface Answer {
   provenance?: Provenance;
   error?: { code: string; message: string };
   feedback?: FeedbackState;
+  /** Stop was pressed and the cancel is under way (or waits for the job's id). */
+  stopRequested?: boolean;
 }
 
 export interface Turn {
