@@ -1,5 +1,6 @@
 // The chat page (/) in real Chromium against the real platform (the mock provider streaming its
 // answers slowly, in small chunks, so that a stop or a reload lands in the middle of one).
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
@@ -10,6 +11,34 @@ import { startWebStack, type WebStack } from './web-stack.js';
 const RESPONSES = fileURLToPath(new URL('./fixtures/chat-responses.yaml', import.meta.url));
 const STORY =
   'Once upon a time there was a pipeline that answered every question in YAML. It routed each message by its keywords, chose a prompt version for the session, asked the model, and streamed the words back one small chunk at a time. When the page was reloaded in the middle of an answer, the job went on, and the page picked up its stream after the last event it had seen, so not one word was lost and not one word came twice. The end.';
+
+/** A TCP relay to the gateway whose open connections cutAll() destroys (a dropped network). */
+async function startRelay(target: URL): Promise<{ url: string; cutAll(): void; stop(): Promise<void> }> {
+  const open = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname);
+    for (const socket of [client, upstream]) {
+      open.add(socket);
+      socket.on('close', () => open.delete(socket));
+      socket.on('error', () => {});
+    }
+    client.pipe(upstream).pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    cutAll() {
+      for (const socket of open) socket.destroy();
+    },
+    stop: () => new Promise<void>((resolve) => {
+      for (const socket of open) socket.destroy();
+      server.close(() => resolve());
+    }),
+  };
+}
 
 describe('chat page', () => {
   let web: WebStack;
@@ -141,6 +170,35 @@ describe('chat page', () => {
     // The same job: the reload resumed it rather than sending the message again.
     expect(await lastAnswer(page).getAttribute('data-job-id')).toBe(jobId);
     expect(await page.locator('.chat-answer').count()).toBe(1);
+  });
+
+  it('resumes after a dropped connection mid-stream, saying it reconnects', async () => {
+    // The page through a TCP relay whose connections the test cuts: a real dropped connection
+    // (Chromium's offline emulation leaves a response already streaming alone).
+    const relay = await startRelay(new URL(web.baseUrl));
+    try {
+      const { page } = await web.browser.newPage(relay.url);
+      await page.goto('/');
+      await send(page, 'tell me the long story over a bad network');
+      await expect.poll(async () => (await answerText(page)).length).toBeGreaterThan(16);
+      relay.cutAll();
+      await lastAnswer(page).getByText(/^Connection lost \(.*\): reconnecting/).waitFor();
+      const seen: string[] = [];
+      await expect
+        .poll(
+          async () => {
+            seen.push(await answerText(page));
+            return answerStatus(page);
+          },
+          { timeout: 20_000, interval: 50 },
+        )
+        .toBe('succeeded');
+      for (const text of seen) expect(STORY.startsWith(text), `seen after reconnecting: ${text}`).toBe(true);
+      expect(await answerText(page)).toBe(STORY);
+      expect(await lastAnswer(page).getByText(/^Connection lost/).count()).toBe(0);
+    } finally {
+      await relay.stop();
+    }
   });
 
   it('records a thumbs down with a comment, which the monitor then counts', async () => {

@@ -207,6 +207,11 @@ function TurnView({ turn, sessionId }: { turn: Turn; sessionId: string }) {
         <div class="chat-answer-body" aria-live="polite" aria-busy={live ? 'true' : 'false'}>
           {answer.text ? <Markdown class="chat-markdown" text={answer.text} /> : live ? <p class="muted">Waiting for the first words…</p> : null}
         </div>
+        {live && answer.reconnecting ? (
+          <p class="notice" role="status">
+            Connection lost ({answer.reconnecting}): reconnecting, and resuming after the last part received…
+          </p>
+        ) : null}
         {answer.status === 'stopped' ? <p class="muted">Stopped: the text above is what had arrived.</p> : null}
         {answer.status === 'interrupted' ? (
           <p class="notice">This answer was streamed without a job (the key has no jobs scope), so it could not resume after the reload: regenerate it.</p>

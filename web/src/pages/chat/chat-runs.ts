@@ -99,7 +99,6 @@ export async function runJobAnswer(answerId: string, message: string, sessionId:
       if (answer.stopRequested) await cancelJob(answer.jobId);
     }
     const jobId = answer.jobId;
-    let ended = false;
     await follow<WatchJobResponse>(
       `/v1/jobs/${encodeURIComponent(jobId)}/events`,
       {
@@ -108,8 +107,12 @@ export async function runJobAnswer(answerId: string, message: string, sessionId:
         },
         finished: (event) => {
           const status = event.data.event?.statusChanged?.status;
-          ended = status !== undefined && TERMINAL.has(status);
-          return ended;
+          return status !== undefined && TERMINAL.has(status);
+        },
+        onState: (state, detail) => {
+          // Said under the answer while the connection is down; follow() resumes after the last event.
+          const reconnecting = state === 'reconnecting' ? (detail ?? 'the connection dropped') : undefined;
+          if (findAnswer(answerId)?.turn.answer.reconnecting !== reconnecting) updateAnswer(answerId, (current) => ({ ...current, reconnecting }));
         },
       },
       { signal: controller.signal, lastEventId: answer.lastSequence },

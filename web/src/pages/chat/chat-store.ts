@@ -48,6 +48,8 @@ export interface Answer {
   feedback?: FeedbackState;
   /** Stop was pressed and the cancel is under way (or waits for the job's id). */
   stopRequested?: boolean;
+  /** Why the job's stream is being reconnected, while it is. */
+  reconnecting?: string;
 }
 
 export interface Turn {
