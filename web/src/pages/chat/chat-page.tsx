@@ -20,6 +20,7 @@ import {
   type Turn,
 } from './chat-store.js';
 import type { Caller } from './chat-types.js';
+import { JobFailure } from './job-failure.js';
 import { Markdown } from './markdown.js';
 import { ProvenanceDetails } from './provenance.js';
 import './chat.css';
@@ -218,7 +219,7 @@ function TurnView({ turn, sessionId }: { turn: Turn; sessionId: string }) {
         ) : null}
         {answer.mode === 'stream' && !live && answer.status !== 'interrupted' ? <p class="muted">Streamed directly (no job): an answer like this cannot resume after a reload.</p> : null}
         {answer.status === 'failed' && answer.error ? (
-          <ErrorNotice error={new ApiError(0, answer.error.code, answer.error.message)} title="The answer failed" />
+          <ErrorNotice error={answer.error.job ? new JobFailure(answer.error.code, answer.error.message) : new ApiError(0, answer.error.code, answer.error.message)} title="The answer failed" />
         ) : null}
         <ErrorNotice error={stopError} title="Could not stop the answer" />
         <div class="row chat-actions">

@@ -44,7 +44,7 @@ function finishedAnswer(answer: Answer, job: Job): Answer {
       // What arrived stays, marked stopped.
       return { ...answer, status: 'stopped', provenance };
     default:
-      return { ...answer, status: 'failed', provenance, error: { code: job.errorCode || 'UNKNOWN', message: job.error || 'the job failed without a message' } };
+      return { ...answer, status: 'failed', provenance, error: { code: job.errorCode || 'UNKNOWN', message: job.error || 'the job failed without a message', job: true } };
   }
 }
 
@@ -76,7 +76,9 @@ function applyJobEvent(answerId: string, event: JobEvent): void {
 function failAnswer(answerId: string, error: unknown): void {
   const code = error instanceof ApiError ? error.code : 'UNKNOWN';
   const message = error instanceof Error ? error.message : String(error);
-  updateAnswer(answerId, (answer) => ({ ...answer, status: 'failed', error: { code, message } }));
+  // An error event inside an accepted stream (HTTP 200) is the run's failure, not a refused call.
+  const job = error instanceof ApiError && error.status === 200;
+  updateAnswer(answerId, (answer) => ({ ...answer, status: 'failed', error: { code, message, job } }));
 }
 
 /**
@@ -126,7 +128,8 @@ export async function runJobAnswer(answerId: string, message: string, sessionId:
   } catch (error) {
     if (!controller.signal.aborted) failAnswer(answerId, error);
   } finally {
-    running.delete(answerId);
+    // Only its own entry: after abortAll() a remounted page may already follow this answer anew.
+    if (running.get(answerId) === controller) running.delete(answerId);
   }
 }
 
@@ -168,7 +171,8 @@ export async function runStreamAnswer(answerId: string, message: string, session
     if (controller.signal.aborted) updateAnswer(answerId, (answer) => ({ ...answer, status: 'stopped' }));
     else failAnswer(answerId, error);
   } finally {
-    running.delete(answerId);
+    // Only its own entry: after abortAll() a remounted page may already follow this answer anew.
+    if (running.get(answerId) === controller) running.delete(answerId);
   }
 }
 

@@ -44,7 +44,8 @@ export interface Answer {
   startedAt?: string;
   firstTokenAt?: string;
   provenance?: Provenance;
-  error?: { code: string; message: string };
+  /** Why it failed: the job's error (job true), or a refused or failed call (submit, stream). */
+  error?: { code: string; message: string; job?: boolean };
   feedback?: FeedbackState;
   /** Stop was pressed and the cancel is under way (or waits for the job's id). */
   stopRequested?: boolean;
