@@ -211,6 +211,8 @@ describe('chat page', () => {
     await lastAnswer(page).getByRole('button', { name: 'Send feedback' }).click();
     await lastAnswer(page).getByText(/Feedback recorded: bad answer \(“too short”\)/).waitFor();
     expect(await lastAnswer(page).getByRole('button', { name: 'Bad answer' }).getAttribute('aria-pressed')).toBe('true');
+    const violations = await accessibilityViolations(page);
+    expect(violations, describeViolations(violations)).toEqual([]);
 
     const runId = (await lastAnswer(page).getAttribute('data-job-id'))!;
     const { execution } = await web.stack.gateway.getExecution({ runId });
@@ -305,6 +307,11 @@ describe('chat page', () => {
     // What to do about a refused generation (the upstream's 400 is the job's INVALID_ARGUMENT).
     expect(job!.errorCode).toBe('INVALID_ARGUMENT');
     expect(await alert.locator('.advice').textContent()).toBe('The model’s provider refused this request: rephrase or shorten the message, then send it again.');
+    for (const scheme of ['light', 'dark'] as const) {
+      await page.getByLabel('Colour scheme').selectOption(scheme);
+      const violations = await accessibilityViolations(page);
+      expect(violations, `${scheme}: ${describeViolations(violations)}`).toEqual([]);
+    }
     // Regenerate is offered: a new job for the same message.
     await lastAnswer(page).getByRole('button', { name: 'Regenerate' }).click();
     await expect.poll(async () => (await lastAnswer(page).getAttribute('data-job-id')) ?? jobId, { timeout: 20_000 }).not.toBe(jobId);
