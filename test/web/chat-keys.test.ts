@@ -12,8 +12,8 @@ const HELLO = 'Hello! I am Elexirion running on the offline mock provider. Ask m
 
 describe('chat page with API keys', () => {
   let web: WebStack;
-  const createKey = async (scopes: string[]) =>
-    (await web.stack.gateway.createKey({ name: `chat-${randomBytes(4).toString('hex')}`, scopes }, { metadata: Metadata({ authorization: `Bearer ${ADMIN_KEY}` }) })).secret;
+  const createKey = async (scopes: string[], name = `chat-${randomBytes(4).toString('hex')}`) =>
+    (await web.stack.gateway.createKey({ name, scopes }, { metadata: Metadata({ authorization: `Bearer ${ADMIN_KEY}` }) })).secret;
 
   beforeAll(async () => {
     web = await startWebStack({ env: { GATEWAY_AUTH: 'on', GATEWAY_ADMIN_KEY: ADMIN_KEY } });
@@ -41,7 +41,8 @@ describe('chat page with API keys', () => {
   }
 
   it('asks for the key once, keeps it across a reload, and asks again in a new session', async () => {
-    const secret = await createKey(['chat', 'jobs']);
+    const keyName = `chat-jobs-${randomBytes(4).toString('hex')}`;
+    const secret = await createKey(['chat', 'jobs'], keyName);
     const { page } = await web.browser.newPage(web.baseUrl);
     await page.goto('/');
     // Asked once, because this gateway wants a key.
@@ -53,6 +54,13 @@ describe('chat page with API keys', () => {
     expect(await lastAnswer(page).locator('.chat-markdown').textContent()).toContain(HELLO);
     // A durable job (the key has `jobs`): no note that it cannot resume.
     expect(await page.getByText('cannot resume after a reload').count()).toBe(0);
+    // Thumbs up, recorded under the key's name.
+    await lastAnswer(page).getByRole('button', { name: 'Good answer' }).click();
+    await lastAnswer(page).getByRole('button', { name: 'Send feedback' }).click();
+    await lastAnswer(page).getByText(/^Feedback recorded: good answer,/).waitFor();
+    const runId = (await lastAnswer(page).getAttribute('data-job-id'))!;
+    const { execution } = await web.stack.gateway.getExecution({ runId }, { metadata: Metadata({ authorization: `Bearer ${ADMIN_KEY}` }) });
+    expect(execution!.feedback.find((feedback) => feedback.name === 'thumbs')).toMatchObject({ score: 1, recordedBy: keyName });
 
     // A reload in the same tab: the key is still there, nothing asked.
     await page.reload();

@@ -36,6 +36,11 @@ function modeOf(caller: Caller): ChatMode {
   return 'none';
 }
 
+/** RecordFeedback needs the chat scope: a jobs-only key sees no thumbs it could not record. */
+function mayRecordFeedback(caller: Caller): boolean {
+  return !caller.keysEnabled || caller.admin === true || (caller.scopes ?? []).includes('chat');
+}
+
 function newAnswer(mode: 'job' | 'stream'): Answer {
   return { id: newId(), mode, idempotencyKey: newId(), status: 'sending', text: '' };
 }
@@ -114,10 +119,14 @@ export function ChatPage() {
         <div class="chat-heading">
           <h1 id="chat-title">{current ? current.title : 'Chat'}</h1>
           {current ? (
-            <button type="button" class="secondary" onClick={() => {
+            <button
+              type="button"
+              class="secondary"
+              onClick={() => {
                 abandon(current.turns.map((turn) => turn.answer));
                 deleteConversation(current.id);
-              }}>
+              }}
+            >
               Delete conversation
             </button>
           ) : null}
@@ -129,7 +138,7 @@ export function ChatPage() {
         {mode === 'none' ? (
           <ErrorNotice error={new ApiError(403, 'PERMISSION_DENIED', 'This key has neither the chat nor the jobs scope, so it cannot chat.')} title="This key cannot chat" />
         ) : null}
-        <ConversationLog conversation={current} />
+        <ConversationLog conversation={current} canRecordFeedback={caller !== null && mayRecordFeedback(caller)} />
         <Composer
           disabled={mode === null || mode === 'none'}
           waiting={mode === null && !callerError}
@@ -146,7 +155,7 @@ export function ChatPage() {
   );
 }
 
-function ConversationLog({ conversation }: { conversation: Conversation | null }) {
+function ConversationLog({ conversation, canRecordFeedback }: { conversation: Conversation | null; canRecordFeedback: boolean }) {
   const end = useRef<HTMLDivElement>(null);
   // Follow a growing answer only while the reader is at the bottom: scrolling up to read stays put.
   const following = useRef(true);
@@ -171,7 +180,7 @@ function ConversationLog({ conversation }: { conversation: Conversation | null }
     <div class="chat-log" role="log" aria-label="Conversation">
       {turns.length === 0 ? <p class="muted">Type a message below: the answer streams in here, with what served it underneath.</p> : null}
       {turns.map((turn) => (
-        <TurnView key={turn.id} turn={turn} sessionId={conversation?.sessionId ?? ''} />
+        <TurnView key={turn.id} turn={turn} sessionId={conversation?.sessionId ?? ''} canRecordFeedback={canRecordFeedback} />
       ))}
       <div ref={end} />
     </div>
@@ -187,7 +196,7 @@ const STATUS_LABEL: Record<Answer['status'], string> = {
   interrupted: 'Interrupted',
 };
 
-function TurnView({ turn, sessionId }: { turn: Turn; sessionId: string }) {
+function TurnView({ turn, sessionId, canRecordFeedback }: { turn: Turn; sessionId: string; canRecordFeedback: boolean }) {
   const answer = turn.answer;
   const live = answer.status === 'sending' || answer.status === 'streaming';
   const [stopError, setStopError] = useState<unknown>(null);
@@ -256,7 +265,7 @@ function TurnView({ turn, sessionId }: { turn: Turn; sessionId: string }) {
             <ProvenanceDetails provenance={answer.provenance} />
           </details>
         ) : null}
-        {answer.jobId && (answer.status === 'succeeded' || answer.status === 'failed' || answer.status === 'stopped') ? <FeedbackControls key={answer.id} answer={answer} /> : null}
+        {canRecordFeedback && answer.jobId && (answer.status === 'succeeded' || answer.status === 'failed' || answer.status === 'stopped') ? <FeedbackControls key={answer.id} answer={answer} /> : null}
       </div>
     </article>
   );
