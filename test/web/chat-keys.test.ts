@@ -16,7 +16,8 @@ describe('chat page with API keys', () => {
     (await web.stack.gateway.createKey({ name, scopes }, { metadata: Metadata({ authorization: `Bearer ${ADMIN_KEY}` }) })).secret;
 
   beforeAll(async () => {
-    web = await startWebStack({ env: { GATEWAY_AUTH: 'on', GATEWAY_ADMIN_KEY: ADMIN_KEY } });
+    // The mock's greeting streams in over about a second and a half: long enough to stop or reload.
+    web = await startWebStack({ env: { GATEWAY_AUTH: 'on', GATEWAY_ADMIN_KEY: ADMIN_KEY, PROVIDER_MOCK_STREAM_CHUNK_DELAY_MS: '150', PROVIDER_MOCK_STREAM_CHUNK_CHARS: '8' } });
   }, 120_000);
   afterAll(async () => {
     await web?.stop();
@@ -102,5 +103,24 @@ describe('chat page with API keys', () => {
     // The run is still the chat's job on the server, and its provenance is shown.
     expect(await lastAnswer(page).getAttribute('data-job-id')).toBeTruthy();
     expect(await lastAnswer(page).locator('.chat-provenance').textContent()).toContain('general');
+
+    // Stop aborts the stream: what arrived stays.
+    await page.getByLabel('Message', { exact: true }).fill('hello, then stop');
+    await page.getByLabel('Message', { exact: true }).press('Enter');
+    const text = () => lastAnswer(page).locator('.chat-markdown').textContent();
+    await lastAnswer(page).locator('.chat-markdown').waitFor();
+    await lastAnswer(page).getByRole('button', { name: 'Stop' }).click();
+    await expect.poll(() => lastAnswer(page).getAttribute('data-status')).toBe('stopped');
+    const kept = (await text())!.trim();
+    expect(kept.length).toBeGreaterThan(0);
+    expect(HELLO.startsWith(kept) && kept.length < HELLO.length).toBe(true);
+
+    // A reload mid-stream: no job to resume, said plainly.
+    await page.getByLabel('Message', { exact: true }).fill('hello before a reload');
+    await page.getByLabel('Message', { exact: true }).press('Enter');
+    await lastAnswer(page).locator('.chat-markdown').waitFor();
+    await page.reload();
+    await expect.poll(() => lastAnswer(page).getAttribute('data-status')).toBe('interrupted');
+    await lastAnswer(page).getByText('could not resume after the reload: regenerate it').waitFor();
   });
 });
