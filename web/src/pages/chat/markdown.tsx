@@ -3,7 +3,10 @@
 import DOMPurify from 'dompurify';
 import { marked } from 'marked';
 
-DOMPurify.addHook('afterSanitizeAttributes', (node) => {
+// An instance of its own: the link hook below stays out of other pages' sanitising.
+const purify = DOMPurify(window);
+
+purify.addHook('afterSanitizeAttributes', (node) => {
   if (node.tagName === 'A' && node.hasAttribute('href')) {
     node.setAttribute('target', '_blank');
     // The opened page gets no handle on this one (window.opener) and no referrer.
@@ -14,7 +17,7 @@ DOMPurify.addHook('afterSanitizeAttributes', (node) => {
 export function renderMarkdown(text: string): string {
   const html = marked.parse(text, { async: false, gfm: true, breaks: false });
   // No style attributes either: the page's CSP refuses inline styles, and they would only be noise.
-  return DOMPurify.sanitize(html, { FORBID_ATTR: ['style'], FORBID_TAGS: ['style', 'form', 'input', 'button'] });
+  return purify.sanitize(html, { FORBID_ATTR: ['style'], FORBID_TAGS: ['style', 'form', 'input', 'button'] });
 }
 
 export function Markdown({ text, class: className }: { text: string; class?: string }) {
