@@ -43,16 +43,29 @@ export function formatDuration(job: Job, now = Date.now()): string {
   return job.finishedAt ? formatMs(ms) : `${formatMs(ms)} so far`;
 }
 
-/** "step 2 (answer) running, 1 done of 3" and the like. */
+/** "answer running, 1 of 3 done", "2 steps done" and the like. */
 export function progressText(job: Job, stepCount?: number): string {
   const done = job.steps?.length ?? 0;
   const of = stepCount && done <= stepCount ? ` of ${stepCount}` : '';
-  if (job.status === 'JOB_STATUS_RUNNING') return job.currentStep ? `${job.currentStep} running, ${done}${of} done` : `${done}${of} steps done`;
+  if (job.status === 'JOB_STATUS_RUNNING' && job.currentStep) return `${job.currentStep} running, ${done}${of} done`;
   if (job.status === 'JOB_STATUS_QUEUED') return 'waiting for a replica';
-  return `${done}${of} steps done`;
+  return `${done}${of} step${(stepCount || done) === 1 ? '' : 's'} done`;
 }
 
 /** A job id is long: its first characters are enough to tell jobs apart in a list. */
 export function shortId(jobId: string): string {
   return jobId.length > 8 ? `${jobId.slice(0, 8)}…` : jobId;
+}
+
+/** A time in a table cell: the time of day for today, the date too otherwise; the full time on hover. */
+export function When({ iso }: { iso: string | undefined }) {
+  if (!iso) return <>-</>;
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return <>{iso}</>;
+  const today = date.toDateString() === new Date().toDateString();
+  return (
+    <time dateTime={iso} title={date.toLocaleString()}>
+      {today ? date.toLocaleTimeString() : date.toLocaleString()}
+    </time>
+  );
 }

@@ -5,8 +5,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { call } from '../../api.js';
 import { linkClick } from '../../router.js';
 import { ErrorNotice } from '../../ui/error-notice.js';
-import { formatTime } from '../../ui/format.js';
-import { JOB_STATUSES, StatusBadge, formatDuration, progressText, shortId, statusLabel } from './job-status.js';
+import { JOB_STATUSES, StatusBadge, When, formatDuration, progressText, shortId, statusLabel } from './job-status.js';
 import type { Job, JobStatus, ListJobsResponse, PipelineSummary } from './job-types.js';
 
 const REFRESH_MS = 2_000;
@@ -172,9 +171,15 @@ export function JobsList({ pipelines, refreshSignal }: { pipelines: readonly Pip
                   <td>{job.pipeline || <span class="muted">routing</span>}</td>
                   <td>{job.origin || '-'}</td>
                   <td>{progressText(job, job.pipeline ? stepCounts.get(job.pipeline) : undefined)}</td>
-                  <td>{formatTime(job.createdAt)}</td>
-                  <td>{formatTime(job.startedAt)}</td>
-                  <td>{formatTime(job.finishedAt)}</td>
+                  <td class="job-when">
+                    <When iso={job.createdAt} />
+                  </td>
+                  <td class="job-when">
+                    <When iso={job.startedAt} />
+                  </td>
+                  <td class="job-when">
+                    <When iso={job.finishedAt} />
+                  </td>
                   <td class="num">{formatDuration(job, now)}</td>
                 </tr>
               ))}
