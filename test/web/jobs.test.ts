@@ -1,7 +1,7 @@
 // The jobs page in real Chromium against the real platform (keys off, the mock provider streaming
 // small pieces 40 ms apart so a job runs for seconds): submit and watch the live list, open a job
 // and watch its text stream in, cancel one from its page, a refused form, an unknown job.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -32,7 +32,11 @@ describe('jobs page', () => {
     dir = mkdtempSync(join(tmpdir(), 'elexirion-web-jobs-'));
     const table = join(dir, 'mock-responses.yaml');
     writeFileSync(table, TABLE);
-    web = await startWebStack({ env: { PROVIDER_MOCK_RESPONSES: table, PROVIDER_MOCK_STREAM_CHUNK_DELAY_MS: '40', PROVIDER_MOCK_STREAM_CHUNK_CHARS: '4' } });
+    // The shipped pipelines and one that is not valid (the form shows it as such).
+    const pipelines = join(dir, 'pipelines');
+    cpSync(join(import.meta.dirname, '../../pipelines'), pipelines, { recursive: true });
+    writeFileSync(join(pipelines, 'broken.yaml'), 'workflow:\n  name: broken\n  steps:\n    - name: oops\n      type: no_such_step\n');
+    web = await startWebStack({ env: { PIPELINES_DIR: pipelines, PROVIDER_MOCK_RESPONSES: table, PROVIDER_MOCK_STREAM_CHUNK_DELAY_MS: '40', PROVIDER_MOCK_STREAM_CHUNK_CHARS: '4' } });
   }, 120_000);
   afterAll(async () => {
     await web?.stop();
@@ -203,6 +207,13 @@ describe('jobs page', () => {
     const { page, problems } = await openPage('/jobs');
     const what = page.getByLabel('What to run');
     await what.locator('option[value="analysis"]').waitFor({ state: 'attached' });
+    // A pipeline that is not valid cannot be chosen, and the form says why.
+    expect(await what.locator('option[value="broken"]').textContent()).toBe('Pipeline broken (not valid)');
+    expect(await what.locator('option[value="broken"]').isDisabled()).toBe(true);
+    const invalid = page.locator('.job-invalid-pipelines');
+    expect(await invalid.locator('summary').textContent()).toBe('1 pipeline is not valid and cannot run');
+    await invalid.locator('summary').click();
+    expect(await invalid.locator('li').textContent()).toMatch(/^broken: .*broken\.yaml:\d+:\d+/);
     await what.selectOption('analysis');
     // Its declared inputs as labelled fields: code required, goal optional.
     const code = page.getByRole('textbox', { name: 'code', exact: true });
@@ -226,6 +237,18 @@ describe('jobs page', () => {
     expect(await code.getAttribute('aria-invalid')).toBeNull();
     expect(problems).toEqual([]);
   }, 60_000);
+
+  it("shows a chat's job, recorded once it ended, with its output and no event stream", async () => {
+    const answer = await web.stack.gateway.chat({ message: 'Please tell me the numbered tale.' });
+    // The agent records an inline call a moment after it has answered.
+    await expect.poll(() => web.stack.gateway.getJob({ jobId: answer.jobId }).then(() => true, () => false)).toBe(true);
+    const { page, problems } = await openPage(`/jobs/${answer.jobId}`);
+    await expect.poll(() => page.locator('.job-output').textContent(), { timeout: 10_000 }).toBe(TALE);
+    expect(await page.locator('.job-stream-state').textContent()).toContain('has no event stream');
+    expect(await page.getByRole('alert').count()).toBe(0);
+    expect(await page.getByRole('button', { name: 'Cancel job' }).count()).toBe(0);
+    expect(problems).toEqual([]);
+  }, 30_000);
 
   it('says plainly that an unknown job does not exist', async () => {
     const { page } = await openPage('/jobs/00000000-0000-4000-8000-000000000000');

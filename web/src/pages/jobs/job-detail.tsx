@@ -63,18 +63,19 @@ export function JobDetail({ jobId }: { jobId: string }) {
   const [cancelling, setCancelling] = useState(false);
   const [cancelResult, setCancelResult] = useState<Job | undefined>(undefined);
   const [cancelError, setCancelError] = useState<unknown>(undefined);
-  const loaded = useRef(false);
   const reloadTimer = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
   const unmounted = useRef(new AbortController());
 
-  const reload = async () => {
+  /** Reads the record; answers it, or undefined when it could not be read (the error is shown). */
+  const reload = async (): Promise<Job | undefined> => {
     try {
       const answer = await call<{ job?: Job }>('GET', `/v1/jobs/${encodeURIComponent(jobId)}`, undefined, { signal: unmounted.current.signal });
       if (answer.job) setJob(answer.job);
       setLoadError(undefined);
-      loaded.current = true;
+      return answer.job;
     } catch (error) {
       if (!unmounted.current.signal.aborted) setLoadError(error);
+      return undefined;
     }
   };
 
@@ -89,9 +90,10 @@ export function JobDetail({ jobId }: { jobId: string }) {
   useEffect(() => {
     const controller = unmounted.current;
     void (async () => {
-      await reload();
+      const first = await reload();
       // An unknown or another key's job: the record's NOT_FOUND says it; no stream to follow.
-      if (!loaded.current || controller.signal.aborted) return;
+      // An inline call (a chat, a direct pipeline run) is recorded once it has ended, without events.
+      if (!first || controller.signal.aborted || first.origin !== 'submitted') return;
       try {
         await follow<WatchJobResponse>(
           `/v1/jobs/${encodeURIComponent(jobId)}/events`,
@@ -226,10 +228,18 @@ export function JobDetail({ jobId }: { jobId: string }) {
 
       <section aria-labelledby="job-stream-title" class="job-stream">
         <h2 id="job-stream-title">Live output</h2>
-        <p class="muted job-stream-state">{streamState ? STREAM_STATE_TEXT[streamState] : 'Waiting for the record…'}</p>
+        <p class="muted job-stream-state">
+          {job.origin !== 'submitted'
+            ? `A ${job.origin === 'chat' ? 'chat' : 'direct pipeline run'} runs inline and is recorded once it has ended: it has no event stream; its output is below.`
+            : streamState
+              ? STREAM_STATE_TEXT[streamState]
+              : 'Connecting…'}
+        </p>
         <ErrorNotice error={streamError} title="The job's events could not be followed" />
         {texts.length === 0 ? (
-          <p class="muted">{isFinished(job.status) || streamState === 'ended' ? 'No text was streamed.' : 'No text yet: it appears here as the model writes it.'}</p>
+          job.origin === 'submitted' ? (
+            <p class="muted">{streamState === 'ended' ? 'No text was streamed.' : 'No text yet: it appears here as the model writes it.'}</p>
+          ) : null
         ) : (
           texts.map(([step, text]) => (
             <div key={step} class="job-streamed">
@@ -427,23 +437,25 @@ export function JobDetail({ jobId }: { jobId: string }) {
         )}
       </section>
 
-      <section aria-labelledby="job-events-title">
-        <h2 id="job-events-title">Events</h2>
-        {log.length === 0 ? (
-          <p class="muted">No events received yet.</p>
-        ) : (
-          <ol class="job-events">
-            {log.map((entry) => (
-              <li key={entry.sequence}>
-                <span class="muted">
-                  #{entry.sequence} {entry.time ? new Date(entry.time).toLocaleTimeString() : ''}
-                </span>{' '}
-                {entry.text}
-              </li>
-            ))}
-          </ol>
-        )}
-      </section>
+      {job.origin === 'submitted' ? (
+        <section aria-labelledby="job-events-title">
+          <h2 id="job-events-title">Events</h2>
+          {log.length === 0 ? (
+            <p class="muted">No events received yet.</p>
+          ) : (
+            <ol class="job-events">
+              {log.map((entry) => (
+                <li key={entry.sequence}>
+                  <span class="muted">
+                    #{entry.sequence} {entry.time ? new Date(entry.time).toLocaleTimeString() : ''}
+                  </span>{' '}
+                  {entry.text}
+                </li>
+              ))}
+            </ol>
+          )}
+        </section>
+      ) : null}
     </>
   );
 }
