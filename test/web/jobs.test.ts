@@ -238,6 +238,46 @@ describe('jobs page', () => {
     expect(problems).toEqual([]);
   }, 60_000);
 
+  it('pages through the jobs, newest first, filtered by pipeline', async () => {
+    const submitted: string[] = [];
+    for (let review = 1; review <= 11; review++) {
+      const { job } = await web.stack.gateway.submitJob({ pipeline: 'review-sentiment', inputs: { review: `Review ${review}: I love it.` } });
+      submitted.push(job!.jobId);
+    }
+    const { jobs } = await web.stack.gateway.listJobs({ pipeline: 'review-sentiment', pageSize: 100 });
+    const newestFirst = jobs.map((job) => job.jobId);
+    expect([...newestFirst].sort()).toEqual([...submitted].sort());
+
+    const { page, problems } = await openPage('/jobs');
+    await page.locator('.jobs-table').waitFor();
+    await page.getByLabel('Pipeline', { exact: true }).selectOption('review-sentiment');
+    await page.getByLabel('Per page').selectOption('10');
+    const rows = page.locator('.jobs-table tbody tr');
+    const listed = async () => {
+      const ids: (string | null)[] = [];
+      for (let row = 0; row < (await rows.count()); row++) ids.push(await rows.nth(row).getAttribute('data-job-id'));
+      return ids;
+    };
+    await expect.poll(listed).toEqual(newestFirst.slice(0, 10));
+    await page.getByRole('button', { name: 'Older jobs' }).click();
+    await expect.poll(listed).toEqual(newestFirst.slice(10));
+    expect(await page.locator('.jobs-pager').textContent()).toContain('Page 2');
+    expect(await page.getByRole('button', { name: 'Older jobs' }).isDisabled()).toBe(true);
+    await page.getByRole('button', { name: 'Newer jobs' }).click();
+    await expect.poll(listed).toEqual(newestFirst.slice(0, 10));
+
+    // Hidden (another tab in front), the list stops asking and says so; shown again, it goes on.
+    const setVisibility = (state: string) =>
+      page.evaluate(`Object.defineProperty(document, 'visibilityState', { value: '${state}', configurable: true }); document.dispatchEvent(new Event('visibilitychange'))`);
+    await setVisibility('hidden');
+    await expect.poll(() => page.locator('.jobs-updated').textContent()).toBe('Paused while this page is hidden.');
+    const asked = page.waitForResponse((response) => new URL(response.url()).pathname === '/v1/jobs' && response.request().method() === 'GET');
+    await setVisibility('visible');
+    expect((await asked).status()).toBe(200);
+    await expect.poll(() => page.locator('.jobs-updated').textContent()).toMatch(/^Live: updated every 2 s/);
+    expect(problems).toEqual([]);
+  }, 60_000);
+
   it("shows a chat's job, recorded once it ended, with its output and no event stream", async () => {
     const answer = await web.stack.gateway.chat({ message: 'Please tell me the numbered tale.' });
     // The agent records an inline call a moment after it has answered.

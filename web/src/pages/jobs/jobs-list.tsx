@@ -9,11 +9,12 @@ import { JOB_STATUSES, StatusBadge, When, formatDuration, progressText, shortId,
 import type { Job, JobStatus, ListJobsResponse, PipelineSummary } from './job-types.js';
 
 const REFRESH_MS = 2_000;
-const PAGE_SIZE = 20;
+const PAGE_SIZES = [10, 20, 50, 100] as const;
 
 interface Filters {
   status: JobStatus | '';
   pipeline: string;
+  pageSize: number;
 }
 
 /** Each job whose status differs from the last answer's, said in words. */
@@ -28,7 +29,7 @@ function statusChanges(before: ReadonlyMap<string, JobStatus | undefined>, jobs:
 }
 
 export function JobsList({ pipelines, refreshSignal }: { pipelines: readonly PipelineSummary[] | undefined; refreshSignal: number }) {
-  const [filters, setFilters] = useState<Filters>({ status: '', pipeline: '' });
+  const [filters, setFilters] = useState<Filters>({ status: '', pipeline: '', pageSize: 20 });
   // The tokens of the pages before this one and of this one ('' is the first page).
   const [pageTokens, setPageTokens] = useState<string[]>(['']);
   const [answer, setAnswer] = useState<ListJobsResponse | undefined>(undefined);
@@ -61,7 +62,7 @@ export function JobsList({ pipelines, refreshSignal }: { pipelines: readonly Pip
       try {
         const next = await call<ListJobsResponse>('GET', '/v1/jobs', undefined, {
           signal: controller.signal,
-          query: { statuses: filters.status || undefined, pipeline: filters.pipeline, pageSize: PAGE_SIZE, pageToken },
+          query: { statuses: filters.status || undefined, pipeline: filters.pipeline, pageSize: filters.pageSize, pageToken },
         });
         const jobs = next.jobs ?? [];
         const changes = statusChanges(lastStatuses.current, jobs);
@@ -106,10 +107,10 @@ export function JobsList({ pipelines, refreshSignal }: { pipelines: readonly Pip
               : 'Loading…'}
         </p>
       </div>
-      <div class="row jobs-filters" role="group" aria-label="Filter the jobs">
-        <label>
-          Status
-          <select value={filters.status} onChange={(event) => setFilter({ status: (event.target as HTMLSelectElement).value as JobStatus | '' })}>
+      <div class="row jobs-filters" role="group" aria-label="Which jobs to show">
+        <div class="job-field">
+          <label for="jobs-filter-status">Status</label>
+          <select id="jobs-filter-status" value={filters.status} onChange={(event) => setFilter({ status: (event.target as HTMLSelectElement).value as JobStatus | '' })}>
             <option value="">Any status</option>
             {JOB_STATUSES.map((status) => (
               <option key={status} value={status}>
@@ -117,10 +118,10 @@ export function JobsList({ pipelines, refreshSignal }: { pipelines: readonly Pip
               </option>
             ))}
           </select>
-        </label>
-        <label>
-          Pipeline
-          <select value={filters.pipeline} onChange={(event) => setFilter({ pipeline: (event.target as HTMLSelectElement).value })}>
+        </div>
+        <div class="job-field">
+          <label for="jobs-filter-pipeline">Pipeline</label>
+          <select id="jobs-filter-pipeline" value={filters.pipeline} onChange={(event) => setFilter({ pipeline: (event.target as HTMLSelectElement).value })}>
             <option value="">Any pipeline</option>
             {pipelineNames.map((name) => (
               <option key={name} value={name}>
@@ -128,7 +129,17 @@ export function JobsList({ pipelines, refreshSignal }: { pipelines: readonly Pip
               </option>
             ))}
           </select>
-        </label>
+        </div>
+        <div class="job-field">
+          <label for="jobs-filter-page-size">Per page</label>
+          <select id="jobs-filter-page-size" value={String(filters.pageSize)} onChange={(event) => setFilter({ pageSize: Number((event.target as HTMLSelectElement).value) })}>
+            {PAGE_SIZES.map((size) => (
+              <option key={size} value={String(size)}>
+                {size}
+              </option>
+            ))}
+          </select>
+        </div>
       </div>
       <p class="visually-hidden" aria-live="polite">
         {announcement}
