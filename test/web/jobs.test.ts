@@ -10,12 +10,12 @@ import { accessibilityViolations, describeViolations, saveScreenshot } from '@el
 import type { Page } from 'playwright-core';
 import { startWebStack, type WebStack } from './web-stack.js';
 
-// The answers the mock streams: 4 characters every 40 ms, so the story takes about 4 s, the tale
-// (numbered parts: a lost or repeated piece shows) about 4 s and the saga about 25 s (it is
+// The answers the mock streams: 4 characters every 40 ms, so the story takes about 3 s, the tale
+// (numbered parts: a lost or repeated piece shows) about 3 s and the saga about 25 s (it is
 // cancelled long before).
 const STORY = `Once upon a time a river ran through a quiet valley. ${'It carried leaves, stones and stories from the hills down to the sea, and every village on its banks had a song about it. '.repeat(2)}The end.`;
 const SAGA = `The saga begins. ${'Chapter after chapter, the heroes walked on through rain and wind without ever reaching the end of the road. '.repeat(20)}`;
-const TALE = Array.from({ length: 24 }, (_, part) => `Part ${part + 1} of the tale.`).join(' ');
+const TALE = Array.from({ length: 14 }, (_, part) => `Part ${part + 1} of the tale.`).join(' ');
 const TABLE = `responses:
   - pattern: tell me the numbered tale
     response: ${JSON.stringify(TALE)}
@@ -200,7 +200,16 @@ describe('jobs page', () => {
     expect(await page.getByRole('button', { name: 'Cancel job' }).count()).toBe(0);
     expect(await page.locator('.job-cancelled').textContent()).toBe('Cancelled by api at step answer.');
     expect((await page.locator('.job-stream pre.job-text').first().textContent())!.length).toBeLessThan(SAGA.length);
+    await expectAccessible(page);
     expect(problems).toEqual([]);
+
+    // A job's page in the dark scheme, read afresh: the cancellation in its record.
+    const dark = await openPage(`/jobs/${jobId}`, 'dark');
+    await expect.poll(() => dark.page.locator('.job-cancelled').textContent()).toBe('Cancelled by api at step answer.');
+    await expect.poll(() => dark.page.locator('.job-stream-state').textContent()).toContain('it has ended');
+    await expectAccessible(dark.page);
+    await saveScreenshot(dark.page, 'job-dark');
+    expect(dark.problems).toEqual([]);
   }, 60_000);
 
   it('refuses a pipeline job without its required input, naming the input, and submits nothing', async () => {
@@ -276,6 +285,43 @@ describe('jobs page', () => {
     expect((await asked).status()).toBe(200);
     await expect.poll(() => page.locator('.jobs-updated').textContent()).toMatch(/^Live: updated every 2 s/);
     expect(problems).toEqual([]);
+  }, 60_000);
+
+  it('sends one idempotency key per submission: submitted again after a lost answer, the same job comes back', async () => {
+    const { page, problems } = await openPage('/jobs');
+    const what = page.getByLabel('What to run');
+    await what.locator('option[value="review-sentiment"]').waitFor({ state: 'attached' });
+    await what.selectOption('review-sentiment');
+    const review = page.getByRole('textbox', { name: 'review', exact: true });
+    await review.fill('Superb, I recommend it.');
+    // The first submission reaches the gateway, which stores the job, but its answer is lost.
+    const keys: string[] = [];
+    await page.route('**/v1/jobs', async (route) => {
+      if (route.request().method() !== 'POST') return route.fallback();
+      keys.push((route.request().postDataJSON() as { idempotencyKey: string }).idempotencyKey);
+      if (keys.length > 1) return route.continue();
+      await route.fetch();
+      await route.abort('connectionreset');
+    });
+    await page.getByRole('button', { name: 'Submit job' }).click();
+    const alert = page.getByRole('alert').filter({ hasText: 'No answer from the gateway' });
+    await alert.waitFor();
+    expect(await alert.textContent()).toContain('NETWORK');
+
+    await page.getByRole('button', { name: 'Submit job' }).click();
+    await expect.poll(() => page.locator('.job-submitted').textContent()).toContain('Already submitted (same idempotency key): job');
+    expect(keys[1]).toBe(keys[0]);
+    const { jobs } = await web.stack.gateway.listJobs({ pipeline: 'review-sentiment', pageSize: 500 });
+    expect(jobs.filter((job) => job.idempotencyKey === keys[0])).toHaveLength(1);
+
+    // A changed form is a new submission, with a new key.
+    await review.fill('Flimsy, it broke.');
+    await page.getByRole('button', { name: 'Submit job' }).click();
+    await expect.poll(() => page.locator('.job-submitted').textContent()).toContain('Submitted job');
+    expect(keys).toHaveLength(3);
+    expect(keys[2]).not.toBe(keys[0]);
+    // The lost answer is the one error the page shows (as a failed request in the console).
+    expect(problems.filter((problem) => !problem.includes('net::ERR_CONNECTION_RESET'))).toEqual([]);
   }, 60_000);
 
   it("shows a chat's job, recorded once it ended, with its output and no event stream", async () => {

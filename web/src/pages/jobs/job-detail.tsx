@@ -310,7 +310,7 @@ export function JobDetail({ jobId }: { jobId: string }) {
               </dd>
             </>
           ) : null}
-          {job.currentStep ? (
+          {job.currentStep && job.status === 'JOB_STATUS_RUNNING' ? (
             <>
               <dt>Current step</dt>
               <dd>{job.currentStep}</dd>
@@ -325,9 +325,7 @@ export function JobDetail({ jobId }: { jobId: string }) {
           <dt>Duration</dt>
           <dd>{formatDuration(job)}</dd>
           <dt>Usage</dt>
-          <dd>
-            {tokens(job.usage)}, {formatCost(job.usage?.costUsd ?? 0)}
-          </dd>
+          <dd>{job.usage ? `${tokens(job.usage)}, ${formatCost(job.usage.costUsd ?? 0)}` : isFinished(job.status) ? 'none recorded' : 'counted when a step finishes'}</dd>
           {job.status === 'JOB_STATUS_CANCELLED' ? (
             <>
               <dt>Cancelled</dt>

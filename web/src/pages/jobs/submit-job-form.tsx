@@ -285,7 +285,14 @@ export function SubmitJobForm({ pipelines, pipelinesError, onSubmitted }: { pipe
             {submitting ? 'Submitting…' : 'Submit job'}
           </button>
         </div>
-        <ErrorNotice error={refusal} title="The job was not submitted" />
+        {refusal instanceof ApiError && refusal.code === 'NETWORK' ? (
+          <>
+            <ErrorNotice error={refusal} title="No answer from the gateway: the job may or may not have been stored" />
+            <p class="hint">Submit again without changing the form: the same idempotency key is sent, so a job already stored is answered instead of a second one.</p>
+          </>
+        ) : (
+          <ErrorNotice error={refusal} title="The job was not submitted" />
+        )}
         <div role="status" class="job-submitted">
           {submitted?.job ? (
             <p>
