@@ -1,0 +1,165 @@
+// The dashboard in real Chromium against the real platform: load driven through the gateway
+// (chats that succeed and chats the mock provider refuses) moves the figures without a reload,
+// errors by status show the failures, health shows the services, the range picker changes what
+// is read, and the page passes axe-core in both schemes.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Page } from 'playwright-core';
+import { accessibilityViolations, describeViolations, saveScreenshot } from '@elexirion/testing/browser';
+import { startWebStack, type WebStack } from './web-stack.js';
+
+const SUCCEEDING = 24;
+const FAILING = 6;
+
+// The mock provider's answers: one that works, one refused as a vendor refuses a bad request
+// (400: not retried, not counted against the breaker, so the other chats still go through).
+const MOCK_RESPONSES = `responses:
+  - pattern: dashboard load
+    response: The dashboard moved.
+  - pattern: dashboard refusal
+    status: 400
+    message: refused on purpose by the dashboard test
+`;
+
+/** A table's body rows as their cells' text (read from the DOM: closed <details> included). */
+async function tableRows(page: Page, label: string): Promise<string[][]> {
+  const rows = page.locator(`table[aria-label="${label}"] tbody tr`);
+  const count = await rows.count();
+  const result: string[][] = [];
+  for (let index = 0; index < count; index++) {
+    const cells = rows.nth(index).locator('th, td');
+    result.push((await cells.allTextContents()).map((text) => text.trim()));
+  }
+  return result;
+}
+
+const figure = (page: Page, name: string) => page.locator(`[data-figure="${name}"]`).textContent();
+
+describe('dashboard page', () => {
+  let web: WebStack;
+  let directory: string;
+  beforeAll(async () => {
+    directory = mkdtempSync(join(tmpdir(), 'elexirion-dashboard-'));
+    const responses = join(directory, 'mock-responses.yaml');
+    writeFileSync(responses, MOCK_RESPONSES);
+    web = await startWebStack({ env: { PROVIDER_MOCK_RESPONSES: responses } });
+  }, 120_000);
+  afterAll(async () => {
+    await web?.stop();
+    if (directory) rmSync(directory, { recursive: true, force: true });
+  });
+
+  async function chat(message: string): Promise<number> {
+    const response = await fetch(`${web.baseUrl}/v1/chat`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ message }) });
+    await response.arrayBuffer();
+    return response.status;
+  }
+
+  it('moves under load without reloading: throughput, errors by status, providers, health', async () => {
+    const { page } = await web.browser.newPage(web.baseUrl);
+    const problems: string[] = [];
+    page.on('console', (message) => {
+      if (message.type() === 'error') problems.push(message.text());
+    });
+    page.on('pageerror', (error) => problems.push(error.message));
+    await page.goto('/dashboard');
+    await expect.poll(() => page.title()).toBe('Dashboard · Elexirion');
+
+    // A fresh platform: nothing ran yet, said in words.
+    await page.getByRole('heading', { name: 'Throughput' }).waitFor();
+    await expect.poll(() => page.locator('section[aria-labelledby="dashboard-throughput"]').textContent()).toContain('No runs in this range yet.');
+    expect(await figure(page, 'runs')).toBe('0');
+    // Health streams in: every service's check, and the live badge.
+    await expect.poll(() => page.getByRole('status').textContent(), { timeout: 20_000 }).toBe('Live');
+    await expect
+      .poll(async () => Object.fromEntries((await tableRows(page, 'Services')).map(([service, check]) => [service, check])), { timeout: 20_000 })
+      .toEqual({ gateway: 'serving', agent: 'serving', executor: 'serving', provider: 'serving' });
+    await page.evaluate('window.dashboardMarker = 42');
+
+    // Load: succeeding and refused chats, eight at a time.
+    const messages = [...Array.from({ length: SUCCEEDING }, (_, index) => `dashboard load ${index}`), ...Array.from({ length: FAILING }, (_, index) => `dashboard refusal ${index}`)];
+    const statuses: number[] = [];
+    for (let index = 0; index < messages.length; index += 8) statuses.push(...(await Promise.all(messages.slice(index, index + 8).map(chat))));
+    expect(statuses.filter((status) => status === 200)).toHaveLength(SUCCEEDING);
+
+    // The figures follow (run events make the page read them again), in the totals and in the
+    // charts' tables.
+    await expect.poll(() => figure(page, 'runs'), { timeout: 20_000 }).toBe(String(SUCCEEDING + FAILING));
+    await expect.poll(() => figure(page, 'failed'), { timeout: 20_000 }).toBe(String(FAILING));
+    const throughputTotal = page.locator('table[aria-label="Runs per minute"] tfoot tr');
+    expect((await throughputTotal.locator('td').allTextContents()).map(Number)).toEqual([SUCCEEDING + FAILING, FAILING]);
+    const perMinute = await tableRows(page, 'Runs per minute');
+    expect(perMinute.reduce((sum, [, runs]) => sum + Number(runs), 0)).toBe(SUCCEEDING + FAILING);
+
+    // Errors by status: the refusals under one status, as many as were refused.
+    await expect.poll(async () => (await tableRows(page, 'Failed runs by status')).reduce((sum, [, count]) => sum + Number(count), 0), { timeout: 20_000 }).toBe(FAILING);
+    const [[status]] = (await tableRows(page, 'Failed runs by status')) as [[string]];
+    expect(status).toMatch(/^[A-Z_]+$/);
+
+    // Latency percentiles for the minutes that had runs, in order.
+    const latency = await tableRows(page, 'Latency per minute');
+    expect(latency.length).toBeGreaterThan(0);
+
+    // Per provider and model: the mock served the calls, with tokens counted.
+    await expect
+      .poll(async () => (await tableRows(page, 'Provider calls per provider and model')).find(([provider]) => provider === 'mock'), { timeout: 20_000 })
+      .toBeTruthy();
+    const mock = (await tableRows(page, 'Provider calls per provider and model')).find(([provider]) => provider === 'mock')!;
+    expect(Number(mock[2]!.replaceAll(',', ''))).toBeGreaterThanOrEqual(SUCCEEDING);
+    expect(Number(mock[4]!.replaceAll(',', ''))).toBeGreaterThan(0);
+    // Its breaker: closed (400s say nothing against the provider).
+    expect((await tableRows(page, 'Provider breakers')).find(([provider]) => provider === 'mock')?.[1]).toBe('closed');
+
+    // Prompt versions of the busiest pipeline: the runs by version.
+    const promptRows = page.locator('table[aria-label^="Prompt versions of "] tbody tr');
+    await expect.poll(() => promptRows.count(), { timeout: 20_000 }).toBeGreaterThan(0);
+
+    // Alerts: the rules loaded are named.
+    await expect.poll(() => page.locator('section[aria-labelledby="dashboard-alerts"]').textContent()).toMatch(/rules? loaded/);
+
+    // All of it in the same document: nothing reloaded.
+    expect(await page.evaluate('window.dashboardMarker')).toBe(42);
+    expect(problems).toEqual([]);
+  });
+
+  it('reads the range the picker says', async () => {
+    const { page } = await web.browser.newPage(web.baseUrl);
+    const starts: string[] = [];
+    page.on('request', (request) => {
+      if (request.url().endsWith('/v1/monitor/metrics')) starts.push((JSON.parse(request.postData() ?? '{}') as { startTime?: string }).startTime ?? '');
+    });
+    await page.goto('/dashboard');
+    await expect.poll(() => figure(page, 'runs'), { timeout: 20_000 }).toBe(String(SUCCEEDING + FAILING));
+    const hourStart = Date.parse(starts.at(-1)!);
+    expect(Date.now() - hourStart).toBeGreaterThan(55 * 60_000);
+
+    starts.length = 0;
+    await page.getByLabel('Time range').selectOption('15m');
+    await expect.poll(() => starts.length).toBeGreaterThan(0);
+    const quarterStart = Date.parse(starts.at(-1)!);
+    expect(Date.now() - quarterStart).toBeLessThan(16 * 60_000);
+    expect(Date.now() - quarterStart).toBeGreaterThan(13 * 60_000);
+    await expect.poll(() => page.locator('section[aria-labelledby="dashboard-throughput"] figcaption').textContent()).toContain('over the last 15 minutes');
+    // The runs were minutes ago: the same runs in the shorter range.
+    expect(await figure(page, 'runs')).toBe(String(SUCCEEDING + FAILING));
+    // The choice is kept across a reload.
+    await page.reload();
+    expect(await page.getByLabel('Time range').inputValue()).toBe('15m');
+  });
+
+  it('passes axe-core in both schemes, with its charts drawn', async () => {
+    for (const colorScheme of ['light', 'dark'] as const) {
+      const { page } = await web.browser.newPage(web.baseUrl, { colorScheme });
+      await page.goto('/dashboard');
+      await page.getByLabel('Time range').selectOption('1h');
+      await expect.poll(() => figure(page, 'runs'), { timeout: 20_000 }).toBe(String(SUCCEEDING + FAILING));
+      await expect.poll(() => page.getByRole('status').textContent(), { timeout: 20_000 }).toBe('Live');
+      await page.locator('table[aria-label^="Prompt versions of "]').waitFor();
+      const violations = await accessibilityViolations(page);
+      expect(violations, describeViolations(violations)).toEqual([]);
+      await saveScreenshot(page, colorScheme === 'light' ? 'dashboard' : 'dashboard-dark');
+    }
+  });
+});
