@@ -83,7 +83,9 @@ export function ChartFigure({
         labels,
         datasets: series.map((entry, index) => {
           const colour = palette.series[index % palette.series.length]!;
-          return { label: entry.label, data: entry.values, borderColor: colour, backgroundColor: colour, pointRadius: labels.length > 60 ? 0 : 2, borderWidth: 2, spanGaps: false };
+          // Points only where they can be told apart, and where a stretch of values starts (a value alone draws no line).
+          const pointRadius = entry.values.map((value, at) => (value !== null && (labels.length <= 60 || (entry.values[at - 1] ?? null) === null) ? 2.5 : 0));
+          return { label: entry.label, data: entry.values, borderColor: colour, backgroundColor: colour, pointRadius, borderWidth: 2, spanGaps: false };
         }),
       },
       options: {

@@ -18,7 +18,7 @@ const REFRESH_THROTTLE_MS = 2_000;
 /** The monitor aggregates an event a moment after it is published: wait this long after one. */
 const AFTER_EVENT_MS = 1_000;
 /** Read again this often anyway: the minutes move on and alerts are evaluated without runs. */
-const PERIODIC_REFRESH_MS = 30_000;
+const PERIODIC_REFRESH_MS = 15_000;
 const RANGE_STORAGE = 'elexirion.dashboard.range';
 
 interface TelemetryEvent {
@@ -26,7 +26,7 @@ interface TelemetryEvent {
 }
 
 /** Reads again when asked, at most every REFRESH_THROTTLE_MS, and once more after the events stop. */
-function useThrottledRefresh(): { token: number; request(): void } {
+function useThrottledRefresh(): { token: number; request(afterEvent?: boolean): void } {
   const [token, setToken] = useState(0);
   const state = useRef({ timer: 0, lastAt: 0, lastEventAt: 0 });
   useEffect(() => () => clearTimeout(state.current.timer), []);
@@ -40,8 +40,8 @@ function useThrottledRefresh(): { token: number; request(): void } {
         if (Date.now() - state.current.lastEventAt < REFRESH_THROTTLE_MS) schedule(REFRESH_THROTTLE_MS);
       }, delay);
     };
-    return () => {
-      state.current.lastEventAt = Date.now();
+    return (afterEvent = true) => {
+      if (afterEvent) state.current.lastEventAt = Date.now();
       if (state.current.timer) return;
       schedule(Math.max(AFTER_EVENT_MS, state.current.lastAt + REFRESH_THROTTLE_MS - Date.now()));
     };
@@ -89,7 +89,7 @@ export function DashboardPage() {
       .catch((error: unknown) => {
         if (!controller.signal.aborted) setAlertsError(error);
       });
-    const periodic = window.setTimeout(refresh.request, PERIODIC_REFRESH_MS);
+    const periodic = window.setTimeout(() => refresh.request(false), PERIODIC_REFRESH_MS);
     return () => {
       controller.abort();
       clearTimeout(periodic);
@@ -147,6 +147,8 @@ export function DashboardPage() {
     return [...new Set([...ran, ...pipelines])];
   }, [figures, pipelines]);
 
+  const providers = useMemo(() => [...new Set((figures?.completions ?? []).map((row) => row.group?.provider ?? '').filter(Boolean))], [figures]);
+
   const stopped = [healthState, eventsState].find((entry) => entry.state === 'stopped');
   // The run events' stream answers only once a run happens: "connecting" there is waiting, not trouble.
   const live = healthState.state === 'live' && eventsState.state !== 'reconnecting' && !stopped;
@@ -167,6 +169,7 @@ export function DashboardPage() {
           </select>
         </label>
         <p class="live-state" role="status">
+          <span class="visually-hidden">Live updates: </span>
           <span class={`badge ${stopped ? 'bad' : live ? 'ok' : 'warn'}`}>{liveLabel}</span>
         </p>
         <p class="muted read-at">{figures ? `Figures read at ${figures.readAt.toLocaleTimeString()}` : ''}</p>
@@ -174,13 +177,17 @@ export function DashboardPage() {
       {stopped ? <ErrorNotice error={stopped.error} title="Live updates stopped" /> : null}
       <ErrorNotice error={figuresError} title="Could not read the metrics" />
       {!figures && !figuresError ? <p class="muted">Loading the figures…</p> : null}
-      {figures ? <Figures figures={figures} rangeMinutes={range.minutes} rangeLabel={range.label.toLowerCase()} breakers={breakers} /> : null}
+      {figures ? <Figures figures={figures} rangeMinutes={range.minutes} rangeLabel={range.label.toLowerCase()} /> : null}
 
       <div class="grid">
         <section class="card" aria-labelledby="dashboard-alerts">
           <h2 id="dashboard-alerts">Active alerts</h2>
           <ErrorNotice error={alertsError} title="Could not read the alerts" />
           {alerts ? <AlertsPanel alerts={alerts} /> : alertsError ? null : <p class="muted">Loading the alerts…</p>}
+        </section>
+        <section class="card" aria-labelledby="dashboard-breakers">
+          <h2 id="dashboard-breakers">Provider breakers</h2>
+          <BreakersTable providers={providers} breakers={breakers} />
         </section>
         <section class="card" aria-labelledby="dashboard-health">
           <h2 id="dashboard-health">System health</h2>
@@ -197,7 +204,7 @@ export function DashboardPage() {
   );
 }
 
-function Figures({ figures, rangeMinutes, rangeLabel, breakers }: { figures: DashboardFigures; rangeMinutes: number; rangeLabel: string; breakers: Record<string, BreakerState> }) {
+function Figures({ figures, rangeMinutes, rangeLabel }: { figures: DashboardFigures; rangeMinutes: number; rangeLabel: string }) {
   const palette = usePalette();
   const runs = figures.runs;
   const total = num(runs?.count);
@@ -234,7 +241,6 @@ function Figures({ figures, rangeMinutes, rangeLabel, breakers }: { figures: Das
     [figures],
   );
   const peak = Math.max(0, ...throughput[0]!.values.map((value) => value ?? 0));
-  const providers = figures.completions.map((row) => row.group?.provider ?? '').filter(Boolean);
 
   return (
     <>
@@ -370,10 +376,6 @@ function Figures({ figures, rangeMinutes, rangeLabel, breakers }: { figures: Das
           )}
         </section>
 
-        <section class="card" aria-labelledby="dashboard-breakers">
-          <h2 id="dashboard-breakers">Provider breakers</h2>
-          <BreakersTable providers={providers} breakers={breakers} />
-        </section>
       </div>
 
       <section class="card" aria-labelledby="dashboard-providers">
