@@ -18,7 +18,7 @@ const REFRESH_THROTTLE_MS = 2_000;
 /** The monitor aggregates an event a moment after it is published: wait this long after one. */
 const AFTER_EVENT_MS = 1_000;
 /** Read again this often anyway: the minutes move on and alerts are evaluated without runs. */
-const PERIODIC_REFRESH_MS = 15_000;
+const PERIODIC_REFRESH_MS = 30_000;
 const RANGE_STORAGE = 'elexirion.dashboard.range';
 
 interface TelemetryEvent {
@@ -191,7 +191,7 @@ export function DashboardPage() {
         </section>
         <section class="card" aria-labelledby="dashboard-health">
           <h2 id="dashboard-health">System health</h2>
-          {healthState.state === 'reconnecting' && healthState.error ? <ErrorNotice error={healthState.error} title="The health stream dropped; reconnecting" /> : null}
+          {healthState.state === 'reconnecting' && healthState.error ? <ErrorNotice error={healthState.error} title="The system health cannot be read now; trying again" /> : null}
           <HealthPanel health={health} />
         </section>
       </div>

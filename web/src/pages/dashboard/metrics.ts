@@ -3,7 +3,7 @@
 import { call } from '../../api.js';
 
 export interface ScoreSummary {
-  count?: string;
+  count?: string | number;
   mean?: number;
   ci95Low?: number;
   ci95High?: number;
@@ -12,15 +12,15 @@ export interface ScoreSummary {
 export interface MetricsRow {
   group?: Record<string, string>;
   minute?: string;
-  count?: string;
+  count?: string | number;
   errorsByStatus?: Record<string, string>;
   latencyP50Ms?: number;
   latencyP90Ms?: number;
   latencyP95Ms?: number;
   latencyP99Ms?: number;
   latencyMeanMs?: number;
-  inputTokens?: string;
-  outputTokens?: string;
+  inputTokens?: string | number;
+  outputTokens?: string | number;
   costUsd?: number;
   fallbacks?: string;
   successRate?: number;
