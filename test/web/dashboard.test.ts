@@ -62,6 +62,15 @@ describe('dashboard page', () => {
   }
 
   it('moves under load without reloading: throughput, errors by status, providers, health', async () => {
+    // A candidate prompt for the chats' pipeline, on half the runs: something to compare.
+    const published = await fetch(`${web.baseUrl}/v1/prompts/general/answer/versions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ template: { prompt: '{{inputs.message}}', system: 'You are Elexirion; answer in one line.' }, source: 'manual', description: 'dashboard test candidate', rolloutWeight: 0.5 }),
+    });
+    expect(published.status).toBe(200);
+    const candidate = ((await published.json()) as { version: { id: string } }).version.id;
+
     const { page } = await web.browser.newPage(web.baseUrl);
     const problems: string[] = [];
     page.on('console', (message) => {
@@ -116,9 +125,16 @@ describe('dashboard page', () => {
     // Its breaker: closed (400s say nothing against the provider).
     expect((await tableRows(page, 'Provider breakers')).find(([provider]) => provider === 'mock')?.[1]).toBe('closed');
 
-    // Prompt versions of the busiest pipeline: the runs by version.
-    const promptRows = page.locator('table[aria-label^="Prompt versions of "] tbody tr');
-    await expect.poll(() => promptRows.count(), { timeout: 20_000 }).toBeGreaterThan(0);
+    // Prompt versions: the pipeline with versions is the one shown, its runs split between the
+    // YAML prompt and the candidate, and the candidate compared with its baseline.
+    expect(await page.getByLabel('Pipeline', { exact: true }).inputValue()).toBe('general');
+    await expect
+      .poll(async () => (await tableRows(page, 'Prompt versions of general')).reduce((sum, row) => sum + Number(row[2]), 0), { timeout: 10_000 })
+      .toBe(SUCCEEDING + FAILING);
+    const versions = (await tableRows(page, 'Prompt versions of general')).map(([step, version]) => `${step}:${version}`);
+    expect(versions).toEqual(expect.arrayContaining(['answer:yaml baseline', `answer:${candidate}`]));
+    const [comparison] = await tableRows(page, 'Candidates against their baselines in general');
+    expect(comparison?.slice(0, 2)).toEqual(['answer', `${candidate} vs yaml`]);
 
     // Alerts: the rules loaded are named, with where they came from.
     await expect.poll(() => page.locator('section[aria-labelledby="dashboard-alerts"]').textContent()).toMatch(/\d+ rules? loaded from .*alerts\.yaml/);

@@ -62,6 +62,7 @@ export function DashboardPage() {
   const [alerts, setAlerts] = useState<AlertsResponse | null>(null);
   const [alertsError, setAlertsError] = useState<unknown>(null);
   const [pipelines, setPipelines] = useState<string[]>([]);
+  const [versioned, setVersioned] = useState<Map<string, number>>(new Map());
 
   const [health, setHealth] = useState<SystemHealth | null>(null);
   const [healthState, setHealthState] = useState<{ state: LiveState; error?: unknown }>({ state: 'connecting' });
@@ -105,6 +106,19 @@ export function DashboardPage() {
     return () => controller.abort();
   }, []);
 
+  // The pipelines with prompt versions in the registry, and how many: those have something to compare.
+  useEffect(() => {
+    const controller = new AbortController();
+    call<{ steps?: Array<{ pipeline?: string; versions?: unknown[] }> }>('GET', '/v1/prompts', undefined, { signal: controller.signal })
+      .then((read) => {
+        const counts = new Map<string, number>();
+        for (const step of read.steps ?? []) if (step.pipeline && step.versions?.length) counts.set(step.pipeline, (counts.get(step.pipeline) ?? 0) + step.versions.length);
+        setVersioned(counts);
+      })
+      .catch(() => {});
+    return () => controller.abort();
+  }, [refresh.token]);
+
   // The health: the current one at once, then every change.
   useEffect(() => {
     const controller = new AbortController();
@@ -142,10 +156,15 @@ export function DashboardPage() {
   }, []);
 
   const pipelineChoices = useMemo(() => {
-    // The busiest pipeline of the range first: its versions have the most to compare.
-    const ran = (figures?.runsByPipeline ?? []).map((row) => row.group?.pipeline ?? '').filter(Boolean);
-    return [...new Set([...ran, ...pipelines])];
-  }, [figures, pipelines]);
+    // Pipelines with prompt versions first (the most runs first), then the busiest of the rest:
+    // the first is shown until one is picked.
+    const runs = new Map((figures?.runsByPipeline ?? []).map((row) => [row.group?.pipeline ?? '', num(row.count)]));
+    const names = [...new Set([...runs.keys(), ...versioned.keys(), ...pipelines])].filter(Boolean);
+    return names
+      .map((name) => ({ name, versions: versioned.get(name) ?? 0, runs: runs.get(name) ?? 0 }))
+      .sort((a, b) => Number(b.versions > 0) - Number(a.versions > 0) || b.runs - a.runs || a.name.localeCompare(b.name))
+      .map((entry) => ({ name: entry.name, label: entry.versions ? `${entry.name} (${entry.versions} ${entry.versions === 1 ? 'version' : 'versions'})` : entry.name }));
+  }, [figures, pipelines, versioned]);
 
   const providers = useMemo(() => [...new Set((figures?.completions ?? []).map((row) => row.group?.provider ?? '').filter(Boolean))], [figures]);
 

@@ -1,6 +1,6 @@
 // Prompt versions of one pipeline side by side (GetPromptVersionStats): each version's runs,
 // success, latency, cost and feedback, and each candidate against its baseline.
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useId, useState } from 'preact/hooks';
 import { call } from '../../api.js';
 import { ErrorNotice } from '../../ui/error-notice.js';
 import { formatCost, formatCount, formatMs } from '../../ui/format.js';
@@ -48,9 +48,10 @@ function score(summary: ScoreSummary | undefined): string {
   return `${(summary.mean ?? 0).toFixed(2)} (${(summary.ci95Low ?? 0).toFixed(2)}–${(summary.ci95High ?? 0).toFixed(2)}, ${formatCount(summary.count)})`;
 }
 
-export function PromptStatsPanel({ pipelines, startTime, refreshed }: { pipelines: string[]; startTime: string; refreshed: number }) {
+export function PromptStatsPanel({ pipelines, startTime, refreshed }: { pipelines: Array<{ name: string; label: string }>; startTime: string; refreshed: number }) {
+  const selectId = useId();
   const [chosen, setChosen] = useState<string | null>(null);
-  const pipeline = chosen && pipelines.includes(chosen) ? chosen : pipelines[0];
+  const pipeline = chosen && pipelines.some((entry) => entry.name === chosen) ? chosen : pipelines[0]?.name;
   const [stats, setStats] = useState<PromptStatsResponse | null>(null);
   const [error, setError] = useState<unknown>(null);
 
@@ -73,16 +74,16 @@ export function PromptStatsPanel({ pipelines, startTime, refreshed }: { pipeline
   const comparisons = stats?.comparisons ?? [];
   return (
     <div>
-      <label>
-        Pipeline
-        <select value={pipeline} onChange={(event) => setChosen((event.target as HTMLSelectElement).value)}>
-          {pipelines.map((name) => (
-            <option key={name} value={name}>
-              {name}
+      <div class="pipeline-picker">
+        <label for={selectId}>Pipeline</label>
+        <select id={selectId} value={pipeline} onChange={(event) => setChosen((event.target as HTMLSelectElement).value)}>
+          {pipelines.map((entry) => (
+            <option key={entry.name} value={entry.name}>
+              {entry.label}
             </option>
           ))}
         </select>
-      </label>
+      </div>
       <ErrorNotice error={error} title="Could not read the prompt versions' figures" />
       {stats === null && !error ? <p class="muted">Loading the prompt versions…</p> : null}
       {stats !== null && versions.length === 0 ? <p class="muted">No runs of {pipeline} in this range yet.</p> : null}
