@@ -85,7 +85,7 @@ export function ChartFigure({
           const colour = palette.series[index % palette.series.length]!;
           // Points only where they can be told apart, and where a stretch of values starts (a value alone draws no line).
           const pointRadius = entry.values.map((value, at) => (value !== null && (labels.length <= 60 || (entry.values[at - 1] ?? null) === null) ? 2.5 : 0));
-          return { label: entry.label, data: entry.values, borderColor: colour, backgroundColor: colour, pointRadius, borderWidth: 2, spanGaps: false };
+          return { label: entry.label, data: entry.values, borderColor: colour, backgroundColor: colour, pointRadius, borderWidth: 2, spanGaps: false, maxBarThickness: 56 };
         }),
       },
       options: {

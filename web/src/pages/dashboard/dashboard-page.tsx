@@ -225,6 +225,9 @@ export function DashboardPage() {
 
 function Figures({ figures, rangeMinutes, rangeLabel }: { figures: DashboardFigures; rangeMinutes: number; rangeLabel: string }) {
   const palette = usePalette();
+  // Runs in the accent colour, failures in the danger colour (memoised: a new palette redraws).
+  const throughputPalette = useMemo(() => ({ ...palette, series: [palette.series[0]!, palette.series[2]!] }), [palette]);
+  const errorsPalette = useMemo(() => ({ ...palette, series: [palette.series[2]!] }), [palette]);
   const runs = figures.runs;
   const total = num(runs?.count);
   const failed = errorsTotal(runs);
@@ -289,7 +292,7 @@ function Figures({ figures, rangeMinutes, rangeLabel }: { figures: DashboardFigu
               kind="bar"
               labels={labels}
               series={throughput}
-              palette={palette}
+              palette={throughputPalette}
               yTitle="runs per minute"
               summary={`Pipeline runs per minute over the ${rangeLabel}: ${formatCount(total)} runs (${formatCount(failed)} failed) in ${active.length} ${active.length === 1 ? 'minute' : 'minutes'} with runs, at most ${formatCount(peak)} in a minute.`}
               table={
@@ -370,7 +373,7 @@ function Figures({ figures, rangeMinutes, rangeLabel }: { figures: DashboardFigu
               kind="bar"
               labels={errorLabels}
               series={errorSeries}
-              palette={{ ...palette, series: [palette.series[2]!] }}
+              palette={errorsPalette}
               yTitle="failed runs"
               summary={`Failed runs by status over the ${rangeLabel}: ${errors.map(([status, count]) => `${status} ${formatCount(count)}`).join(', ')}.`}
               table={

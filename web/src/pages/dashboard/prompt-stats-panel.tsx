@@ -41,7 +41,8 @@ const signed = (value: number | undefined, format: (value: number) => string) =>
   const number = value ?? 0;
   return number > 0 ? `+${format(number)}` : number < 0 ? `−${format(-number)}` : format(0);
 };
-const pValue = (value: number | undefined) => (value === undefined ? '0' : value >= 1 ? '1 (not enough data)' : value < 0.001 ? '< 0.001' : value.toFixed(3));
+// p = 1 is how the monitor says there is not enough data for the test.
+const pValue = (value: number | undefined) => ((value ?? 0) >= 1 ? 'not enough data' : (value ?? 0) < 0.001 ? 'p < 0.001' : `p ${(value ?? 0).toFixed(3)}`);
 
 function score(summary: ScoreSummary | undefined): string {
   if (!summary?.count) return 'no feedback';
@@ -125,8 +126,8 @@ export function PromptStatsPanel({ pipelines, startTime, refreshed }: { pipeline
             <tr>
               <th scope="col">Step</th>
               <th scope="col">Candidate vs baseline</th>
-              <th scope="col" class="num">Success Δ (p)</th>
-              <th scope="col" class="num">Score Δ (p)</th>
+              <th scope="col" class="num">Success Δ</th>
+              <th scope="col" class="num">Score Δ</th>
               <th scope="col" class="num">p50 Δ</th>
               <th scope="col" class="num">Mean cost Δ</th>
             </tr>
