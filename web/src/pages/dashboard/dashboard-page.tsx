@@ -144,7 +144,8 @@ export function DashboardPage() {
             const reported = { state: breaker.state ?? 'closed', at: event.time ?? new Date().toISOString() };
             setBreakers((current) => {
               const previous = current[breaker.provider!];
-              return previous && previous.at > reported.at ? current : { ...current, [breaker.provider!]: reported };
+              // Replayed reports may come after newer ones: the latest report wins.
+              return previous && Date.parse(previous.at) > Date.parse(reported.at) ? current : { ...current, [breaker.provider!]: reported };
             });
           } else refresh.request();
         },
