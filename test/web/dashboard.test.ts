@@ -74,7 +74,9 @@ describe('dashboard page', () => {
     const { page } = await web.browser.newPage(web.baseUrl);
     const problems: string[] = [];
     page.on('console', (message) => {
-      if (message.type() === 'error') problems.push(message.text());
+      // A 503 from the health stream while the monitor computes its first verdict is retried by
+      // the page (and logged by Chromium); anything else is a problem.
+      if (message.type() === 'error' && !message.text().includes('status of 503')) problems.push(message.text());
     });
     page.on('pageerror', (error) => problems.push(error.message));
     await page.goto('/dashboard');
@@ -157,10 +159,9 @@ describe('dashboard page', () => {
 
     starts.length = 0;
     await page.getByLabel('Time range').selectOption('15m');
-    await expect.poll(() => starts.length).toBeGreaterThan(0);
-    const quarterStart = Date.parse(starts.at(-1)!);
-    expect(Date.now() - quarterStart).toBeLessThan(16 * 60_000);
-    expect(Date.now() - quarterStart).toBeGreaterThan(13 * 60_000);
+    // A read of the hour may have been under way already: the reads that follow are of 15 minutes.
+    await expect.poll(() => (starts.length > 0 ? Date.now() - Date.parse(starts.at(-1)!) : Infinity)).toBeLessThan(16 * 60_000);
+    expect(Date.now() - Date.parse(starts.at(-1)!)).toBeGreaterThan(13 * 60_000);
     await expect.poll(() => page.locator('section[aria-labelledby="dashboard-throughput"] figcaption').textContent()).toContain('over the last 15 minutes');
     // The runs were minutes ago: the same runs in the shorter range.
     expect(await figure(page, 'runs')).toBe(String(SUCCEEDING + FAILING));
