@@ -165,6 +165,14 @@ describe('dashboard page', () => {
     await expect.poll(() => page.locator('section[aria-labelledby="dashboard-throughput"] figcaption').textContent()).toContain('over the last 15 minutes');
     // The runs were minutes ago: the same runs in the shorter range.
     expect(await figure(page, 'runs')).toBe(String(SUCCEEDING + FAILING));
+    // The longest ranges are within what the monitor keeps (24 h): read without a refusal.
+    for (const [value, words] of [['6h', 'last 6 hours'], ['24h', 'last 24 hours']] as const) {
+      await page.getByLabel('Time range').selectOption(value);
+      await expect.poll(() => page.locator('section[aria-labelledby="dashboard-throughput"] figcaption').textContent()).toContain(`over the ${words}`);
+      expect(await figure(page, 'runs')).toBe(String(SUCCEEDING + FAILING));
+      expect(await page.getByRole('alert').count()).toBe(0);
+    }
+    await page.getByLabel('Time range').selectOption('15m');
     // The choice is kept across a reload.
     await page.reload();
     expect(await page.getByLabel('Time range').inputValue()).toBe('15m');

@@ -69,8 +69,6 @@ export function DashboardPage() {
   const [eventsState, setEventsState] = useState<{ state: LiveState; error?: unknown }>({ state: 'connecting' });
   const [breakers, setBreakers] = useState<Record<string, BreakerState>>({});
 
-  useEffect(() => localStorage.setItem(RANGE_STORAGE, rangeId), [rangeId]);
-
   // The figures and alerts: on a range change, when runs happened, and every PERIODIC_REFRESH_MS.
   useEffect(() => {
     const controller = new AbortController();
@@ -180,7 +178,15 @@ export function DashboardPage() {
         <h1>Dashboard</h1>
         <label>
           Time range
-          <select value={rangeId} onChange={(event) => setRangeId((event.target as HTMLSelectElement).value as RangeId)}>
+          <select
+            value={rangeId}
+            onChange={(event) => {
+              const chosen = (event.target as HTMLSelectElement).value as RangeId;
+              // Kept at once (not in an effect): a reload right after the choice keeps it.
+              localStorage.setItem(RANGE_STORAGE, chosen);
+              setRangeId(chosen);
+            }}
+          >
             {RANGES.map((entry) => (
               <option key={entry.id} value={entry.id}>
                 {entry.label}
