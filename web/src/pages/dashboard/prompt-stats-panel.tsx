@@ -41,8 +41,8 @@ const signed = (value: number | undefined, format: (value: number) => string) =>
   const number = value ?? 0;
   return number > 0 ? `+${format(number)}` : number < 0 ? `−${format(-number)}` : format(0);
 };
-// p = 1 is how the monitor says there is not enough data for the test.
-const pValue = (value: number | undefined) => ((value ?? 0) >= 1 ? 'not enough data' : (value ?? 0) < 0.001 ? 'p < 0.001' : `p ${(value ?? 0).toFixed(3)}`);
+// The monitor answers p = 1 when there is not enough data for the test, as when there is no difference.
+const pValue = (value: number | undefined) => ((value ?? 0) >= 1 ? 'p = 1: no difference, or too few runs' : (value ?? 0) < 0.001 ? 'p < 0.001' : `p ${(value ?? 0).toFixed(3)}`);
 
 function score(summary: ScoreSummary | undefined): string {
   if (!summary?.count) return 'no feedback';
