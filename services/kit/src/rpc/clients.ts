@@ -128,6 +128,11 @@ export class ServiceClients {
       if (calls && !calls.includes(name)) {
         throw new Error(`${caller} does not call ${name}: add it to ${caller}'s \`calls\` in the service catalog`);
       }
+      // A service's client to itself made while it is being created would be a gRPC client
+      // (cached for good), to a port nothing listens on when the process hosts it with others.
+      if (name === caller && !this.options.local.has(name)) {
+        throw new Error(`${caller} asked for a client to itself before it was created: call clients.get('${name}') when the call is made`);
+      }
       client = this.create(name);
       this.cache.set(name, client);
     }

@@ -122,10 +122,12 @@ export async function alertsArea(context: MonitorContext, consumerLag: () => num
   /** Rules of other areas (e.g. prompt_rollout), which the rounds leave alone. */
   const areaRules = new Set<string>();
 
-  const monitor = clients.get('monitor');
+  // The monitor's own calls, taken when a round runs: by then this service is registered in its
+  // process, so the client is the in-process one (made now, it would be a gRPC client to a port
+  // nothing listens on in the all-in-one process).
   const sources: AlertSources = {
-    getMetrics: (request) => monitor.getMetrics(request),
-    getPromptVersionStats: (request) => monitor.getPromptVersionStats(request),
+    getMetrics: (request) => clients.get('monitor').getMetrics(request),
+    getPromptVersionStats: (request) => clients.get('monitor').getPromptVersionStats(request),
     consumerLag: async () => consumerLag(),
   };
 
