@@ -1,7 +1,8 @@
 // The chat page (/): conversations kept in localStorage, each answer a durable job whose stream
 // resumes after a reload, rendered as sanitised Markdown with what served it underneath.
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { ApiError, call } from '../../api.js';
+import { ApiError } from '../../api.js';
+import { mayUse, useCaller, type CallerInfo } from '../../caller.js';
 import { ErrorNotice } from '../../ui/error-notice.js';
 import { formatTime } from '../../ui/format.js';
 import { abandon, abortAll, isRunning, recordThumbs, runJobAnswer, runStreamAnswer, stopJobAnswer, stopStreamAnswer } from './chat-runs.js';
@@ -19,7 +20,6 @@ import {
   type Conversation,
   type Turn,
 } from './chat-store.js';
-import type { Caller } from './chat-types.js';
 import { JobFailure } from './job-failure.js';
 import { Markdown } from './markdown.js';
 import { ProvenanceDetails } from './provenance.js';
@@ -28,17 +28,10 @@ import './chat.css';
 /** How this key may chat: durable jobs (resumable), ChatStream only, or not at all. */
 type ChatMode = 'job' | 'stream' | 'none';
 
-function modeOf(caller: Caller): ChatMode {
-  if (!caller.keysEnabled || caller.admin) return 'job';
-  const scopes = caller.scopes ?? [];
-  if (scopes.includes('jobs')) return 'job';
-  if (scopes.includes('chat')) return 'stream';
+function modeOf(caller: CallerInfo): ChatMode {
+  if (mayUse(caller, 'jobs')) return 'job';
+  if (mayUse(caller, 'chat')) return 'stream';
   return 'none';
-}
-
-/** RecordFeedback needs the chat scope: a jobs-only key sees no thumbs it could not record. */
-function mayRecordFeedback(caller: Caller): boolean {
-  return !caller.keysEnabled || caller.admin === true || (caller.scopes ?? []).includes('chat');
 }
 
 function newAnswer(mode: 'job' | 'stream'): Answer {
@@ -66,22 +59,10 @@ function resumeUnfinished(mode: ChatMode): void {
 
 export function ChatPage() {
   const state = useChatState();
-  const [caller, setCaller] = useState<Caller | null>(null);
-  const [callerError, setCallerError] = useState<unknown>(null);
+  const { caller, error: callerError } = useCaller();
   const mode = caller ? modeOf(caller) : null;
 
-  useEffect(() => {
-    const controller = new AbortController();
-    call<Caller>('GET', '/v1/caller', undefined, { signal: controller.signal })
-      .then(setCaller)
-      .catch((error: unknown) => {
-        if (!controller.signal.aborted) setCallerError(error);
-      });
-    return () => {
-      controller.abort();
-      abortAll();
-    };
-  }, []);
+  useEffect(() => abortAll, []);
 
   useEffect(() => {
     if (mode) resumeUnfinished(mode);
@@ -138,7 +119,8 @@ export function ChatPage() {
         {mode === 'none' ? (
           <ErrorNotice error={new ApiError(403, 'PERMISSION_DENIED', 'This key has neither the chat nor the jobs scope, so it cannot chat.')} title="This key cannot chat" />
         ) : null}
-        <ConversationLog conversation={current} canRecordFeedback={caller !== null && mayRecordFeedback(caller)} />
+        {/* RecordFeedback's scope is chat: a jobs-only key sees no thumbs it could not record. */}
+        <ConversationLog conversation={current} canRecordFeedback={mayUse(caller, 'chat')} />
         <Composer
           disabled={mode === null || mode === 'none'}
           waiting={mode === null && !callerError}

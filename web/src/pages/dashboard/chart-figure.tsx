@@ -3,6 +3,7 @@
 // screen readers.
 import { useEffect, useId, useRef, useState } from 'preact/hooks';
 import type { ComponentChildren } from 'preact';
+import { THEME_CHANGED_EVENT, cssVariable } from '../../theme.js';
 import { BarController, BarElement, CategoryScale, Chart, Legend, LineController, LineElement, LinearScale, PointElement, Tooltip, type ChartConfiguration } from 'chart.js';
 
 // Only the pieces these charts use: the rest of chart.js is left out of the bundle.
@@ -15,10 +16,6 @@ export interface Palette {
   series: string[];
 }
 
-function cssVariable(name: string): string {
-  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
-}
-
 function currentPalette(): Palette {
   return {
     fg: cssVariable('--fg'),
@@ -28,19 +25,13 @@ function currentPalette(): Palette {
   };
 }
 
-/** The colours of the scheme in force, again whenever it changes (the picker or the system's). */
+/** The colours of the scheme in force, again whenever the shell changes it (the picker or the system's). */
 export function usePalette(): Palette {
   const [palette, setPalette] = useState(currentPalette);
   useEffect(() => {
     const update = () => setPalette(currentPalette());
-    const observer = new MutationObserver(update);
-    observer.observe(document.documentElement, { attributes: true, attributeFilter: ['data-theme'] });
-    const media = matchMedia('(prefers-color-scheme: dark)');
-    media.addEventListener('change', update);
-    return () => {
-      observer.disconnect();
-      media.removeEventListener('change', update);
-    };
+    window.addEventListener(THEME_CHANGED_EVENT, update);
+    return () => window.removeEventListener(THEME_CHANGED_EVENT, update);
   }, []);
   return palette;
 }
