@@ -139,23 +139,25 @@ export function StepComparison({ label, versions, comparisons, scoreName, rollou
 }
 
 /**
- * What the comparison says, in words. The runs a side it needs and the significance are the
- * guard's when this candidate is the one guarded, else the guard's defaults.
+ * What the comparison says, in words. The runs a side a decision needs and the significance are
+ * the guard's when this candidate is the one guarded, else the guard's defaults. A p-value left
+ * out of the JSON is 0 (proto3 omits zeros); the monitor answers 1 when it lacks the data.
  */
 function verdict(comparison: PromptVersionComparison, candidateRuns: number, baselineRuns: number, scored: boolean, scoreName: string, rollout: PromptRollout | undefined): string {
   const guarded = rollout?.guard && rollout.candidate === comparison.candidate ? rollout.guard : undefined;
   const minRuns = guarded?.minRuns || GUARD_DEFAULTS.minRuns;
   const significance = guarded?.significance || GUARD_DEFAULTS.significance;
   const findings: string[] = [];
-  if ((comparison.successRatePValue ?? 1) < significance) {
+  if ((comparison.successRatePValue ?? 0) < significance) {
     findings.push(`success rate ${(comparison.successRateDelta ?? 0) > 0 ? 'higher' : 'lower'} (${formatPValue(comparison.successRatePValue)})`);
   }
-  if (scored && (comparison.scorePValue ?? 1) < significance) {
+  if (scored && (comparison.scorePValue ?? 0) < significance) {
     findings.push(`“${scoreName}” score ${(comparison.scoreDelta ?? 0) > 0 ? 'higher' : 'lower'} (${formatPValue(comparison.scorePValue)})`);
   }
-  if (findings.length > 0) return `Significant at p < ${significance}: ${findings.join('; ')}.`;
   if (candidateRuns < minRuns || baselineRuns < minRuns) {
-    return `Too little data: ${candidateRuns} and ${baselineRuns} runs; a decision needs at least ${minRuns} a side.`;
+    const tooFew = `Too little data: ${candidateRuns} and ${baselineRuns} runs; a decision needs at least ${minRuns} a side.`;
+    return findings.length > 0 ? `${tooFew} So far: ${findings.join('; ')}.` : tooFew;
   }
+  if (findings.length > 0) return `Significant at p < ${significance}: ${findings.join('; ')}.`;
   return `No significant difference yet at p < ${significance} (${candidateRuns} and ${baselineRuns} runs).`;
 }

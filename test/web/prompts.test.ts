@@ -1,0 +1,202 @@
+// The prompts page (/prompts) in real Chromium against the real platform (keys off, as `npm
+// start`): a version published over gRPC shows with its share of runs; promoted on the page, it
+// is the prompt the pipeline serves; rolled back on the page, the earlier baseline serves again;
+// the history shows both; the A/B comparison shows the monitor's figures from real runs and
+// feedback and says when there is too little data; a change racing another writer is refused
+// plainly and the page shows the new state; axe-core passes in light and dark.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Page } from 'playwright-core';
+import { proto } from '@elexirion/kit';
+import { eventually } from '@elexirion/testing';
+import { accessibilityViolations, describeViolations, saveScreenshot } from '@elexirion/testing/browser';
+import { startWebStack, type WebStack } from './web-stack.js';
+
+const PIPELINE = 'review-sentiment';
+const STEP = 'label';
+const LABEL = `${PIPELINE}.${STEP}`;
+
+describe('prompts page', () => {
+  let web: WebStack;
+
+  beforeAll(async () => {
+    web = await startWebStack();
+    // The registry attaches to NATS just after the executor serves.
+    await eventually('the prompt registry attached', () => web.stack.gateway.listPromptVersions({ pipeline: '', step: '' }).then(() => true, () => undefined), 30_000);
+  }, 120_000);
+  afterAll(async () => {
+    await web?.stop();
+  });
+
+  /** A run of the pipeline through the gateway: the prompt version its step used, and its run id. */
+  async function run(review: string): Promise<{ version: string; runId: string }> {
+    const answer = await web.stack.gateway.executePipeline(proto.ExecutePipelineRequest.fromPartial({ pipeline: PIPELINE, inputs: { review } }));
+    return { version: answer.steps[0]!.promptVersion, runId: answer.jobId };
+  }
+
+  async function openPage(colorScheme: 'light' | 'dark' = 'light'): Promise<{ page: Page; problems: string[] }> {
+    const { page } = await web.browser.newPage(web.baseUrl, { colorScheme });
+    const problems: string[] = [];
+    page.on('console', (message) => {
+      if (message.type() === 'error') problems.push(message.text());
+    });
+    page.on('pageerror', (error) => problems.push(error.message));
+    await page.goto(`/prompts?pipeline=${PIPELINE}`);
+    await page.locator(`section[data-step="${STEP}"]`).waitFor();
+    return { page, problems };
+  }
+
+  const versionRow = (page: Page, version: string) => page.locator(`section[data-step="${STEP}"] table.prompt-versions tr[data-version="${version}"]`);
+  const outcome = (page: Page) => page.locator('.prompt-outcome [role="status"]');
+  const historyRow = (page: Page, action: string) => page.locator(`section.prompt-history tr[data-action="${action}"]`);
+
+  it('shows a published version with its share, promotes it on the page so it is served, and rolls back to the earlier baseline', async () => {
+    const published = await web.stack.gateway.publishPromptVersion(
+      proto.PublishPromptVersionRequest.fromPartial({
+        pipeline: PIPELINE,
+        step: STEP,
+        versionId: 'terse',
+        template: { prompt: 'In one word, the sentiment of: {{inputs.review}}', system: 'You label sentiment.', demos: [{ input: 'Great kettle', output: 'positive' }] },
+        source: 'manual',
+        description: 'One word only',
+        scores: { dev: 0.92 },
+        rolloutWeight: 0.1,
+        reason: 'try a terser prompt',
+      }),
+    );
+    expect(published.step!.rollout!.weights).toEqual({ yaml: 0.9, terse: 0.1 });
+
+    const { page, problems } = await openPage();
+    // The version with its share, source, description, scores and template; the YAML prompt with the rest.
+    await expect.poll(() => versionRow(page, 'terse').textContent()).toContain('10%');
+    const terse = (await versionRow(page, 'terse').textContent())!;
+    expect(terse).toContain('manual');
+    expect(terse).toContain('One word only');
+    expect(terse).toContain('dev: 0.920');
+    expect(await versionRow(page, 'yaml').textContent()).toContain('90%');
+    await versionRow(page, 'terse').getByText('Template').click();
+    expect(await versionRow(page, 'terse').locator('pre').first().textContent()).toBe('In one word, the sentiment of: {{inputs.review}}');
+    expect(await versionRow(page, 'terse').textContent()).toContain('Great kettle');
+
+    // Promote: a modal confirmation with focus on its reason field.
+    await page.getByRole('button', { name: `Promote terse in ${LABEL}` }).click();
+    const dialog = page.getByRole('dialog', { name: 'Promote terse?' });
+    await dialog.waitFor();
+    expect(await page.evaluate('document.activeElement && document.activeElement.tagName')).toBe('TEXTAREA');
+    const dialogViolations = await accessibilityViolations(page);
+    expect(dialogViolations, describeViolations(dialogViolations)).toEqual([]);
+    await dialog.getByLabel('Reason (kept in the history)').fill('terse labels won the offline eval');
+    await dialog.getByRole('button', { name: 'Promote terse', exact: true }).click();
+    await expect.poll(() => outcome(page).textContent()).toContain(`Promoted terse in ${LABEL}`);
+    await dialog.waitFor({ state: 'detached' });
+    // The page read the state again: terse is the baseline with every run.
+    await expect.poll(() => versionRow(page, 'terse').textContent()).toContain('100%');
+    expect(await versionRow(page, 'terse').textContent()).toContain('baseline');
+    expect(await versionRow(page, 'yaml').textContent()).toContain('0%');
+
+    // The promoted prompt is what runs get.
+    for (const review of ['Lovely mug', 'Broke in a day', 'Fine']) expect((await run(review)).version).toBe('terse');
+
+    // The history shows the promote: who, what, why.
+    await expect.poll(() => historyRow(page, 'promote').count()).toBe(1);
+    const promoteRow = (await historyRow(page, 'promote').textContent())!;
+    expect(promoteRow).toContain('terse');
+    expect(promoteRow).toContain('terse labels won the offline eval');
+    expect(promoteRow).toContain('anonymous');
+    expect(await historyRow(page, 'publish').textContent()).toContain('try a terser prompt');
+
+    // Roll back to the YAML prompt, the baseline before.
+    await page.getByLabel(`Roll back ${STEP} to`).selectOption('yaml');
+    await page.getByRole('button', { name: 'Roll back…' }).click();
+    const rollbackDialog = page.getByRole('dialog', { name: 'Roll back to yaml?' });
+    await rollbackDialog.getByLabel('Reason (kept in the history)').fill('users disliked one-word answers');
+    await rollbackDialog.getByRole('button', { name: 'Roll back to yaml', exact: true }).click();
+    await expect.poll(() => outcome(page).textContent()).toContain(`Rolled ${LABEL} back to yaml`);
+    await expect.poll(() => versionRow(page, 'yaml').textContent()).toContain('100%');
+    expect((await run('Lovely mug')).version).toBe('yaml');
+    await expect.poll(() => historyRow(page, 'rollback').count()).toBe(1);
+    expect(await historyRow(page, 'rollback').textContent()).toContain('users disliked one-word answers');
+    expect(problems).toEqual([]);
+  });
+
+  it('shows the A/B comparison from real runs and feedback, saying when there is too little data', async () => {
+    // Three runs on a version of their own, two on the YAML prompt, each with a thumbs score.
+    await web.stack.gateway.publishPromptVersion(
+      proto.PublishPromptVersionRequest.fromPartial({ pipeline: PIPELINE, step: STEP, versionId: 'polite', template: { prompt: 'Kindly label: {{inputs.review}}' }, source: 'manual' }),
+    );
+    await web.stack.gateway.promotePromptVersion({ pipeline: PIPELINE, step: STEP, versionId: 'polite', reason: 'A/B', expectedRevision: 0 });
+    const politeRuns = [await run('Nice'), await run('Nice enough'), await run('Very nice')];
+    await web.stack.gateway.rollbackPrompt({ pipeline: PIPELINE, step: STEP, toVersion: 'yaml', reason: 'A/B', expectedRevision: 0 });
+    const yamlRuns = [await run('Bad'), await run('Bad again')];
+    expect(politeRuns.map((entry) => entry.version)).toEqual(['polite', 'polite', 'polite']);
+    expect(yamlRuns.map((entry) => entry.version)).toEqual(['yaml', 'yaml']);
+    const feedback = async (runId: string, score: number) =>
+      eventually(`feedback on ${runId}`, () =>
+        web.stack.gateway.recordFeedback(proto.RecordFeedbackRequest.fromPartial({ runId, feedback: { name: 'thumbs', score } })).then(
+          () => true,
+          () => undefined,
+        ),
+      );
+    for (const entry of politeRuns) await feedback(entry.runId, 1);
+    for (const entry of yamlRuns) await feedback(entry.runId, 0);
+    // The monitor has them all before the page is opened.
+    await eventually('the monitor counted the scored runs', async () => {
+      const stats = await web.stack.gateway.getPromptVersionStats(proto.GetPromptVersionStatsRequest.fromPartial({ pipeline: PIPELINE, step: STEP }));
+      const polite = stats.versions.find((entry) => entry.version === 'polite');
+      return polite && Number(polite.score?.count) === 3 ? true : undefined;
+    });
+
+    const { page, problems } = await openPage();
+    const statsRow = page.locator(`section[data-step="${STEP}"] table.prompt-stats tr[data-version="polite"]`);
+    await statsRow.waitFor();
+    const figures = (await statsRow.locator('td').allTextContents()).map((text) => text.trim());
+    expect(figures[0]).toBe('3');
+    expect(figures[1]).toBe('100%');
+    expect(figures[5]).toContain('1.00');
+    expect(figures[5]).toContain('3 scores');
+    const comparison = page.locator(`section[data-step="${STEP}"] table.prompt-comparisons tr[data-candidate="polite"]`);
+    const compared = (await comparison.textContent())!;
+    expect(compared).toContain('polite vs yaml');
+    expect(compared).toContain('+1.00');
+    expect(compared).toMatch(/Too little data: 3 and \d+ runs; a decision needs at least 30 a side\. So far: “thumbs” score higher \(p < 0\.001\)\./);
+
+    // Another score name: no such scores, said in words.
+    await page.getByLabel('Feedback score').fill('correct');
+    await page.getByLabel('Feedback score').press('Enter');
+    await page.getByLabel('Feedback score').blur();
+    await expect.poll(() => comparison.textContent()).toContain('no “correct” scores on both sides');
+    expect(problems).toEqual([]);
+  });
+
+  it('refuses a change that raced another writer, saying so, and shows the state as it is now', async () => {
+    const { page } = await openPage();
+    await versionRow(page, 'polite').waitFor();
+    // Another writer publishes while the page shows the older revision.
+    await web.stack.gateway.publishPromptVersion(
+      proto.PublishPromptVersionRequest.fromPartial({ pipeline: PIPELINE, step: STEP, versionId: 'racer', template: { prompt: 'Race: {{inputs.review}}' }, source: 'manual' }),
+    );
+    await page.getByRole('button', { name: `Promote polite in ${LABEL}` }).click();
+    const dialog = page.getByRole('dialog', { name: 'Promote polite?' });
+    await dialog.getByRole('button', { name: 'Promote polite', exact: true }).click();
+    const alert = page.locator('.prompt-outcome [role="alert"]');
+    await expect.poll(() => alert.textContent()).toContain('someone changed review-sentiment.label meanwhile');
+    expect(await alert.textContent()).toContain('ABORTED');
+    // Read again: the other writer's version is there, and nothing was promoted.
+    await versionRow(page, 'racer').waitFor();
+    expect(await versionRow(page, 'yaml').textContent()).toContain('baseline');
+    // Focus is on the outcome, not lost with the dialog.
+    expect(await page.evaluate('document.activeElement && document.activeElement.className')).toBe('prompt-outcome');
+  });
+
+  it('passes axe-core in light and dark', async () => {
+    for (const colorScheme of ['light', 'dark'] as const) {
+      const { page, problems } = await openPage(colorScheme);
+      await page.locator('table.prompt-comparisons').waitFor();
+      await historyRow(page, 'promote').first().waitFor();
+      await versionRow(page, 'terse').getByText('Template').click();
+      const violations = await accessibilityViolations(page);
+      expect(violations, describeViolations(violations)).toEqual([]);
+      await saveScreenshot(page, colorScheme === 'light' ? 'prompts' : 'prompts-dark');
+      expect(problems).toEqual([]);
+    }
+  });
+});
