@@ -1,6 +1,6 @@
 // The prompts page with API keys on (GATEWAY_AUTH=on), in real Chromium against the real
 // platform: a key without prompts:write sees the figures read-only, with a line saying why and no
-// promote or roll back; a writer that is no admin may not move a protected baseline (promote is
+// promote or roll back (without telemetry, the comparison and live updates refused in words); a writer that is no admin may not move a protected baseline (promote is
 // off, said in words) but may end a rollout on it, and the runs then serve the baseline.
 import { randomBytes } from 'node:crypto';
 import { Metadata } from 'nice-grpc';
@@ -8,13 +8,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
 import { proto } from '@elexirion/kit';
 import { eventually } from '@elexirion/testing';
-import { accessibilityViolations, describeViolations } from '@elexirion/testing/browser';
+import { accessibilityViolations, describeViolations, saveScreenshot } from '@elexirion/testing/browser';
 import { startWebStack, type WebStack } from './web-stack.js';
 
 const ADMIN_KEY = `admin-${randomBytes(24).toString('base64url')}`;
 const PIPELINE = 'review-sentiment';
 const STEP = 'label';
 const LABEL = `${PIPELINE}.${STEP}`;
+// What the page shows after a call or an event may take a moment on a loaded machine.
+const SOON = { timeout: 10_000 };
 const bearer = (secret: string) => ({ metadata: Metadata({ authorization: `Bearer ${secret}` }) });
 
 describe('prompts page with keys on', () => {
@@ -30,7 +32,7 @@ describe('prompts page with keys on', () => {
   beforeAll(async () => {
     web = await startWebStack({ env: { GATEWAY_AUTH: 'on', GATEWAY_ADMIN_KEY: ADMIN_KEY } });
     await eventually('the key store attached', () => web.stack.gateway.listKeys({}, bearer(ADMIN_KEY)).then(() => true, () => undefined), 30_000);
-    reader = await createKey('dashboard-viewer', ['pipelines', 'telemetry']);
+    reader = await createKey('pipeline-viewer', ['pipelines']);
     writer = await createKey('prompt-engineer', ['pipelines', 'telemetry', 'prompts:write']);
     await eventually('the prompt registry attached', () => web.stack.gateway.listPromptVersions({ pipeline: '', step: '' }, bearer(ADMIN_KEY)).then(() => true, () => undefined), 30_000);
     // A rollout of 20% on "eager", and the baseline protected.
@@ -55,18 +57,24 @@ describe('prompts page with keys on', () => {
     return { page, problems };
   }
 
-  it('shows a key without prompts:write the figures read-only, saying why', async () => {
+  it('shows a key without prompts:write the versions read-only, saying why', async () => {
     const { page, problems } = await openAs(reader.secret);
     const readOnly = page.getByTestId('read-only');
     await readOnly.waitFor();
-    expect(await readOnly.textContent()).toContain('dashboard-viewer');
+    expect(await readOnly.textContent()).toContain('pipeline-viewer');
     expect(await readOnly.textContent()).toContain('prompts:write');
     expect(await page.locator('tr[data-version="eager"]').textContent()).toContain('20%');
     expect(await page.getByRole('button', { name: /Promote/ }).count()).toBe(0);
     expect(await page.getByRole('button', { name: 'Roll back…' }).count()).toBe(0);
     expect(await page.getByRole('columnheader', { name: 'Actions' }).count()).toBe(0);
+    // Without the telemetry scope the comparison and live updates are refused, and the page says so.
+    const refused = page.getByRole('alert').filter({ hasText: 'The A/B comparison could not be read' });
+    await refused.waitFor();
+    expect(await refused.textContent()).toContain('PERMISSION_DENIED');
+    await expect.poll(() => page.locator('.prompt-live').textContent(), SOON).toContain('Live updates are off');
     const violations = await accessibilityViolations(page);
     expect(violations, describeViolations(violations)).toEqual([]);
+    await saveScreenshot(page, 'prompts-read-only');
     expect(problems).toEqual([]);
   });
 
@@ -84,8 +92,8 @@ describe('prompts page with keys on', () => {
     const dialog = page.getByRole('dialog', { name: 'End the rollout?' });
     await dialog.getByLabel('Reason (kept in the history)').fill('eager answers were too short');
     await dialog.getByRole('button', { name: 'End the rollout', exact: true }).click();
-    await expect.poll(() => page.locator('.prompt-outcome [role="status"]').textContent()).toContain(`Ended the rollout of ${LABEL}`);
-    await expect.poll(() => page.locator('tr[data-version="yaml"]').textContent()).toContain('100%');
+    await expect.poll(() => page.locator('.prompt-outcome [role="status"]').textContent(), SOON).toContain(`Ended the rollout of ${LABEL}`);
+    await expect.poll(() => page.locator('tr[data-version="yaml"]').textContent(), SOON).toContain('100%');
     // Every run on the baseline now.
     for (const review of ['Good', 'Bad', 'Meh']) {
       const run = await web.stack.gateway.executePipeline(proto.ExecutePipelineRequest.fromPartial({ pipeline: PIPELINE, inputs: { review } }), bearer(writer.secret));
@@ -93,7 +101,7 @@ describe('prompts page with keys on', () => {
     }
     // The history names the key that did it.
     const rollback = page.locator('section.prompt-history tr[data-action="rollback"]');
-    await expect.poll(() => rollback.count()).toBe(1);
+    await expect.poll(() => rollback.count(), SOON).toBe(1);
     expect(await rollback.textContent()).toContain('prompt-engineer');
     expect(problems).toEqual([]);
   });

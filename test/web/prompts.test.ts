@@ -14,6 +14,8 @@ import { startWebStack, type WebStack } from './web-stack.js';
 const PIPELINE = 'review-sentiment';
 const STEP = 'label';
 const LABEL = `${PIPELINE}.${STEP}`;
+// What the page shows after a call or an event may take a moment on a loaded machine.
+const SOON = { timeout: 10_000 };
 
 describe('prompts page', () => {
   let web: WebStack;
@@ -67,7 +69,7 @@ describe('prompts page', () => {
 
     const { page, problems } = await openPage();
     // The version with its share, source, description, scores and template; the YAML prompt with the rest.
-    await expect.poll(() => versionRow(page, 'terse').textContent()).toContain('10%');
+    await expect.poll(() => versionRow(page, 'terse').textContent(), SOON).toContain('10%');
     const terse = (await versionRow(page, 'terse').textContent())!;
     expect(terse).toContain('manual');
     expect(terse).toContain('One word only');
@@ -86,10 +88,10 @@ describe('prompts page', () => {
     expect(dialogViolations, describeViolations(dialogViolations)).toEqual([]);
     await dialog.getByLabel('Reason (kept in the history)').fill('terse labels won the offline eval');
     await dialog.getByRole('button', { name: 'Promote terse', exact: true }).click();
-    await expect.poll(() => outcome(page).textContent()).toContain(`Promoted terse in ${LABEL}`);
+    await expect.poll(() => outcome(page).textContent(), SOON).toContain(`Promoted terse in ${LABEL}`);
     await dialog.waitFor({ state: 'detached' });
     // The page read the state again: terse is the baseline with every run.
-    await expect.poll(() => versionRow(page, 'terse').textContent()).toContain('100%');
+    await expect.poll(() => versionRow(page, 'terse').textContent(), SOON).toContain('100%');
     expect(await versionRow(page, 'terse').textContent()).toContain('baseline');
     expect(await versionRow(page, 'yaml').textContent()).toContain('0%');
 
@@ -97,7 +99,7 @@ describe('prompts page', () => {
     for (const review of ['Lovely mug', 'Broke in a day', 'Fine']) expect((await run(review)).version).toBe('terse');
 
     // The history shows the promote: who, what, why.
-    await expect.poll(() => historyRow(page, 'promote').count()).toBe(1);
+    await expect.poll(() => historyRow(page, 'promote').count(), SOON).toBe(1);
     const promoteRow = (await historyRow(page, 'promote').textContent())!;
     expect(promoteRow).toContain('terse');
     expect(promoteRow).toContain('terse labels won the offline eval');
@@ -110,10 +112,10 @@ describe('prompts page', () => {
     const rollbackDialog = page.getByRole('dialog', { name: 'Roll back to yaml?' });
     await rollbackDialog.getByLabel('Reason (kept in the history)').fill('users disliked one-word answers');
     await rollbackDialog.getByRole('button', { name: 'Roll back to yaml', exact: true }).click();
-    await expect.poll(() => outcome(page).textContent()).toContain(`Rolled ${LABEL} back to yaml`);
-    await expect.poll(() => versionRow(page, 'yaml').textContent()).toContain('100%');
+    await expect.poll(() => outcome(page).textContent(), SOON).toContain(`Rolled ${LABEL} back to yaml`);
+    await expect.poll(() => versionRow(page, 'yaml').textContent(), SOON).toContain('100%');
     expect((await run('Lovely mug')).version).toBe('yaml');
-    await expect.poll(() => historyRow(page, 'rollback').count()).toBe(1);
+    await expect.poll(() => historyRow(page, 'rollback').count(), SOON).toBe(1);
     expect(await historyRow(page, 'rollback').textContent()).toContain('users disliked one-word answers');
     expect(problems).toEqual([]);
   });
@@ -163,28 +165,48 @@ describe('prompts page', () => {
     await page.getByLabel('Feedback score').fill('correct');
     await page.getByLabel('Feedback score').press('Enter');
     await page.getByLabel('Feedback score').blur();
-    await expect.poll(() => comparison.textContent()).toContain('no “correct” scores on both sides');
+    await expect.poll(() => comparison.textContent(), SOON).toContain('no “correct” scores on both sides');
     expect(problems).toEqual([]);
   });
 
   it('refuses a change that raced another writer, saying so, and shows the state as it is now', async () => {
     const { page } = await openPage();
     await versionRow(page, 'polite').waitFor();
-    // Another writer publishes while the page shows the older revision.
+    await page.getByRole('button', { name: `Promote polite in ${LABEL}` }).click();
+    const dialog = page.getByRole('dialog', { name: 'Promote polite?' });
+    await dialog.waitFor();
+    // Another writer publishes while the user decides on what the page showed.
     await web.stack.gateway.publishPromptVersion(
       proto.PublishPromptVersionRequest.fromPartial({ pipeline: PIPELINE, step: STEP, versionId: 'racer', template: { prompt: 'Race: {{inputs.review}}' }, source: 'manual' }),
     );
-    await page.getByRole('button', { name: `Promote polite in ${LABEL}` }).click();
-    const dialog = page.getByRole('dialog', { name: 'Promote polite?' });
     await dialog.getByRole('button', { name: 'Promote polite', exact: true }).click();
     const alert = page.locator('.prompt-outcome [role="alert"]');
-    await expect.poll(() => alert.textContent()).toContain('someone changed review-sentiment.label meanwhile');
+    await expect.poll(() => alert.textContent(), SOON).toContain('someone changed review-sentiment.label meanwhile');
     expect(await alert.textContent()).toContain('ABORTED');
     // Read again: the other writer's version is there, and nothing was promoted.
     await versionRow(page, 'racer').waitFor();
     expect(await versionRow(page, 'yaml').textContent()).toContain('baseline');
     // Focus is on the outcome, not lost with the dialog.
     expect(await page.evaluate('document.activeElement && document.activeElement.className')).toBe('prompt-outcome');
+  });
+
+  it('follows changes, runs and feedback live, without a refresh', async () => {
+    const { page, problems } = await openPage();
+    const yamlRuns = page.locator(`section[data-step="${STEP}"] table.prompt-stats tr[data-version="yaml"] td`).first();
+    await yamlRuns.waitFor();
+    const before = Number(await yamlRuns.textContent());
+    await web.stack.gateway.publishPromptVersion(
+      proto.PublishPromptVersionRequest.fromPartial({ pipeline: PIPELINE, step: STEP, versionId: 'live-one', template: { prompt: 'Live: {{inputs.review}}' }, source: 'manual', rolloutWeight: 0.25 }),
+    );
+    await expect.poll(() => versionRow(page, 'live-one').count(), SOON).toBe(1);
+    expect(await versionRow(page, 'live-one').textContent()).toContain('25%');
+    await expect.poll(() => historyRow(page, 'publish').first().textContent(), SOON).toContain('live-one');
+    // A run: the comparison counts it for the version it used.
+    const ran = await web.stack.gateway.executePipeline(proto.ExecutePipelineRequest.fromPartial({ pipeline: PIPELINE, inputs: { review: 'Steady' }, sessionId: 'live-check' }));
+    const onYaml = ran.steps[0]!.promptVersion === 'yaml';
+    const row = onYaml ? yamlRuns : page.locator(`section[data-step="${STEP}"] table.prompt-stats tr[data-version="live-one"] td`).first();
+    await expect.poll(async () => Number((await row.count()) > 0 ? await row.textContent() : 0), SOON).toBe(onYaml ? before + 1 : 1);
+    expect(problems).toEqual([]);
   });
 
   it('passes axe-core in light and dark', async () => {

@@ -20,6 +20,7 @@ import {
   type ListPromptVersionsResponse,
   type PromptStep,
 } from './prompt-types.js';
+import { useLiveUpdates } from './live-updates.js';
 import { StepComparison } from './step-comparison.js';
 import { StepVersions, type PendingChange } from './step-versions.js';
 import './prompts.css';
@@ -44,6 +45,8 @@ export function PromptsPage() {
   const [range, setRange] = useState<string>('');
   // Bumped to read everything again (after a change, or the refresh button).
   const [reloadKey, setReloadKey] = useState(0);
+  // Bumped to read the comparison again (runs and feedback came in).
+  const [figuresKey, setFiguresKey] = useState(0);
   const [pending, setPending] = useState<PendingChange | null>(null);
   const [outcome, setOutcome] = useState('');
   const [changeError, setChangeError] = useState<{ error: unknown; title: string } | null>(null);
@@ -108,7 +111,13 @@ export function PromptsPage() {
       },
     );
     return () => abort.abort();
-  }, [pipeline, scoreName, range, reloadKey]);
+  }, [pipeline, scoreName, range, reloadKey, figuresKey]);
+
+  const live = useLiveUpdates(
+    pipeline,
+    () => setReloadKey((key) => key + 1),
+    () => setFiguresKey((key) => key + 1),
+  );
 
   const canWrite = mayWrite(caller);
   const admin = caller !== undefined && (!caller.keysEnabled || caller.admin === true);
@@ -221,7 +230,15 @@ export function PromptsPage() {
               Refresh
             </button>
           </form>
+          <p class="muted prompt-live" data-live={live.state}>
+            {live.state === 'off'
+              ? `Live updates are off (${live.reason}): use Refresh to see changes.`
+              : live.state === 'reconnecting'
+                ? 'Live updates interrupted: reconnecting…'
+                : 'Changes to these prompts, new runs and feedback show here as they happen.'}
+          </p>
 
+          <ErrorNotice error={statsError} title="The A/B comparison could not be read" />
           {pipelineSteps.map((step) => {
             const label = `${step.pipeline}.${step.step}`;
             const headingId = `prompt-step-${step.pipeline}-${step.step}`;
@@ -235,7 +252,7 @@ export function PromptsPage() {
                 </p>
                 <StepVersions step={step} canWrite={canWrite} admin={admin} busy={pending !== null} onChange={(change) => setPending(change)} />
                 <h3>A/B comparison</h3>
-                <ErrorNotice error={statsError} title="The comparison could not be read" />
+                {statsError ? <p class="muted">Not available: see the error above.</p> : null}
                 {stats === null && !statsError ? <p class="muted">Loading the comparison…</p> : null}
                 {stats !== null ? (
                   <StepComparison

@@ -1,0 +1,79 @@
+// Live updates for the prompts page from the gateway's telemetry stream (StreamTelemetry, SSE):
+// a prompt change (anyone's, the guard's too) or a guard decision re-reads the registry and the
+// history; a finished run or a piece of feedback re-reads the comparison. Bursts are coalesced.
+import { useEffect, useState } from 'preact/hooks';
+import { ApiError, follow } from '../../api.js';
+
+export type LiveState = 'connecting' | 'live' | 'reconnecting' | 'off';
+
+interface TelemetryEventJson {
+  kind?: string;
+  executorPrompt?: { change?: { pipeline?: string } };
+  monitorRollout?: { pipeline?: string };
+  executorRun?: { pipeline?: string };
+  monitorFeedback?: { pipeline?: string };
+}
+
+const REGISTRY_KINDS = ['prompt', 'rollout'];
+const FIGURE_KINDS = ['run', 'feedback'];
+const REGISTRY_DELAY_MS = 300;
+// Runs come in bursts under load: the comparison is read at most this often.
+const FIGURES_DELAY_MS = 2_000;
+
+/**
+ * Follows the events about `pipeline` while it is shown. The stream's own pipeline filter does
+ * not see prompt, rollout and feedback events (their pipeline is in the payload), so the events
+ * are asked by kind and filtered here. `off` carries why (e.g. a key without the telemetry scope).
+ */
+export function useLiveUpdates(pipeline: string, onRegistryChange: () => void, onFiguresChange: () => void): { state: LiveState; reason: string } {
+  const [live, setLive] = useState<{ state: LiveState; reason: string }>({ state: 'connecting', reason: '' });
+
+  useEffect(() => {
+    if (!pipeline) return;
+    const abort = new AbortController();
+    const timers = new Map<string, ReturnType<typeof setTimeout>>();
+    const soon = (name: string, delayMs: number, action: () => void) => {
+      if (timers.has(name)) return;
+      timers.set(
+        name,
+        setTimeout(() => {
+          timers.delete(name);
+          action();
+        }, delayMs),
+      );
+    };
+    let state: LiveState = 'connecting';
+    follow<{ event?: TelemetryEventJson }>(
+      '/v1/telemetry/events',
+      {
+        onEvent({ data }) {
+          const event = data?.event ?? {};
+          const about = event.executorPrompt?.change?.pipeline ?? event.monitorRollout?.pipeline ?? event.executorRun?.pipeline ?? event.monitorFeedback?.pipeline;
+          if (about !== pipeline) return;
+          if (REGISTRY_KINDS.includes(event.kind ?? '')) soon('registry', REGISTRY_DELAY_MS, onRegistryChange);
+          else soon('figures', FIGURES_DELAY_MS, onFiguresChange);
+        },
+        finished: () => false,
+        onState(next) {
+          // Back after a drop: what happened meanwhile was missed, so read it all again.
+          if (next === 'live' && state === 'reconnecting') soon('registry', REGISTRY_DELAY_MS, onRegistryChange);
+          if (next !== state && next !== 'ended') {
+            state = next;
+            setLive({ state: next, reason: '' });
+          }
+        },
+      },
+      { signal: abort.signal, query: { kinds: [...REGISTRY_KINDS, ...FIGURE_KINDS] } },
+    ).catch((error: unknown) => {
+      if (abort.signal.aborted) return;
+      setLive({ state: 'off', reason: error instanceof ApiError ? error.message : String(error) });
+    });
+    return () => {
+      abort.abort();
+      for (const timer of timers.values()) clearTimeout(timer);
+    };
+    // The callbacks only bump counters: following anew on each render would drop the stream.
+  }, [pipeline]);
+
+  return live;
+}
