@@ -79,8 +79,17 @@ describe('prompts page', () => {
     expect(await versionRow(page, 'terse').locator('pre').first().textContent()).toBe('In one word, the sentiment of: {{inputs.review}}');
     expect(await versionRow(page, 'terse').textContent()).toContain('Great kettle');
 
-    // Promote: a modal confirmation with focus on its reason field.
-    await page.getByRole('button', { name: `Promote terse in ${LABEL}` }).click();
+    // Promote: a modal confirmation with focus on its reason field; Escape cancels it and gives
+    // focus back to the button, nothing changed.
+    const promoteTerse = page.getByRole('button', { name: `Promote terse in ${LABEL}` });
+    await promoteTerse.focus();
+    await page.keyboard.press('Enter');
+    await page.getByRole('dialog', { name: 'Promote terse?' }).waitFor();
+    await page.keyboard.press('Escape');
+    await page.getByRole('dialog').waitFor({ state: 'detached' });
+    expect(await page.evaluate('document.activeElement && document.activeElement.getAttribute("aria-label")')).toBe(`Promote terse in ${LABEL}`);
+    expect(await versionRow(page, 'terse').textContent()).toContain('10%');
+    await promoteTerse.click();
     const dialog = page.getByRole('dialog', { name: 'Promote terse?' });
     await dialog.waitFor();
     expect(await page.evaluate('document.activeElement && document.activeElement.tagName')).toBe('TEXTAREA');
@@ -206,6 +215,48 @@ describe('prompts page', () => {
     const onYaml = ran.steps[0]!.promptVersion === 'yaml';
     const row = onYaml ? yamlRuns : page.locator(`section[data-step="${STEP}"] table.prompt-stats tr[data-version="live-one"] td`).first();
     await expect.poll(async () => Number((await row.count()) > 0 ? await row.textContent() : 0), SOON).toBe(onYaml ? before + 1 : 1);
+    expect(problems).toEqual([]);
+  });
+
+  it('shows a guarded rollout of another pipeline, picked on the page, and pages through its history', async () => {
+    const other = { pipeline: 'general', step: 'answer' };
+    await web.stack.gateway.publishPromptVersion(
+      proto.PublishPromptVersionRequest.fromPartial({
+        ...other,
+        versionId: 'guarded',
+        template: { prompt: 'Briefly: {{inputs.message}}' },
+        source: 'dspy:BootstrapFewShot',
+        rolloutWeight: 0.2,
+        guard: { metric: 'score', scoreName: 'correct', minRuns: 5, significance: 0.01 },
+        reason: 'guarded trial',
+      }),
+    );
+    // More changes than a page of the history holds (20): 22 publishes in all.
+    for (let index = 1; index <= 21; index++) {
+      await web.stack.gateway.publishPromptVersion(
+        proto.PublishPromptVersionRequest.fromPartial({ ...other, versionId: `draft-${index}`, template: { prompt: `Draft ${index}: {{inputs.message}}` }, source: 'manual' }),
+      );
+    }
+    const { page, problems } = await openPage();
+    await page.getByLabel('Pipeline').selectOption('general');
+    await page.waitForURL(`${web.baseUrl}/prompts?pipeline=general`);
+    const section = page.locator('section[data-step="answer"]');
+    await section.waitFor();
+    const facts = (await section.locator('dl.prompt-facts').textContent())!;
+    expect(facts).toContain('guarded');
+    expect(facts).toContain('feedback score "correct"');
+    expect(facts).toContain('decides after 5 runs a side at p < 0.01');
+    expect(facts).toContain('after 50 runs a side');
+    expect(await section.locator('tr[data-version="guarded"]').textContent()).toContain('candidate');
+    expect(await section.locator('tr[data-version="guarded"]').textContent()).toContain('dspy:BootstrapFewShot');
+    // The history a page at a time, newest first.
+    const rows = page.locator('section.prompt-history tbody tr');
+    await expect.poll(() => rows.count(), SOON).toBe(20);
+    expect(await rows.first().textContent()).toContain('draft-21');
+    await page.getByRole('button', { name: 'Show older changes' }).click();
+    await expect.poll(() => rows.count(), SOON).toBe(22);
+    expect(await rows.last().textContent()).toContain('guarded trial');
+    expect(await page.getByRole('button', { name: 'Show older changes' }).count()).toBe(0);
     expect(problems).toEqual([]);
   });
 

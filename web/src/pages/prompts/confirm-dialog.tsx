@@ -20,10 +20,11 @@ export function ConfirmDialog({ title, children, confirmLabel, danger, onConfirm
   const reasonField = useRef<HTMLTextAreaElement>(null);
   const [reason, setReason] = useState('');
   const [busy, setBusy] = useState(false);
+  // Where focus was (the button that opened it) gets it back when the dialog goes away; read
+  // while rendering, before the page under the dialog changes.
+  const [opener] = useState(() => (document.activeElement instanceof HTMLElement ? document.activeElement : null));
 
   useEffect(() => {
-    // Where focus was (the button that opened it) gets it back when the dialog goes away.
-    const opener = document.activeElement instanceof HTMLElement ? document.activeElement : null;
     dialog.current?.showModal();
     reasonField.current?.focus();
     return () => {

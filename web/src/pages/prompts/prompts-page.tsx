@@ -250,7 +250,7 @@ export function PromptsPage() {
                 <p class="muted">
                   {describeShares(step)} · revision {step.revision ?? '0'}, changed {formatTime(step.updatedAt)}
                 </p>
-                <StepVersions step={step} canWrite={canWrite} admin={admin} busy={pending !== null} onChange={(change) => setPending(change)} />
+                <StepVersions step={step} canWrite={canWrite} admin={admin} onChange={(change) => setPending(change)} />
                 <h3>A/B comparison</h3>
                 {statsError ? <p class="muted">Not available: see the error above.</p> : null}
                 {stats === null && !statsError ? <p class="muted">Loading the comparison…</p> : null}

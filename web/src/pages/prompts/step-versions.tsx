@@ -18,12 +18,10 @@ export interface StepVersionsProps {
   canWrite: boolean;
   /** The caller may change a protected baseline (keys off or an admin key). */
   admin: boolean;
-  /** A change is being confirmed or made: the buttons wait. */
-  busy: boolean;
   onChange(change: PendingChange): void;
 }
 
-export function StepVersions({ step, canWrite, admin, busy, onChange }: StepVersionsProps) {
+export function StepVersions({ step, canWrite, admin, onChange }: StepVersionsProps) {
   const rollout = step.rollout ?? {};
   const baseline = rollout.baseline || YAML_VERSION;
   const shares = sharesOf(rollout);
@@ -68,7 +66,7 @@ export function StepVersions({ step, canWrite, admin, busy, onChange }: StepVers
               baseline={baseline === YAML_VERSION}
               candidate={rollout.candidate === YAML_VERSION}
               canWrite={canWrite}
-              promoteAllowed={!busy && baseline !== YAML_VERSION && !baselineLocked}
+              promoteAllowed={baseline !== YAML_VERSION && !baselineLocked}
               label={label}
               onPromote={() => onChange({ kind: 'promote', step, version: YAML_VERSION })}
             />
@@ -81,7 +79,7 @@ export function StepVersions({ step, canWrite, admin, busy, onChange }: StepVers
                 baseline={baseline === version.id}
                 candidate={rollout.candidate === version.id}
                 canWrite={canWrite}
-                promoteAllowed={!busy && baseline !== version.id && !baselineLocked}
+                promoteAllowed={baseline !== version.id && !baselineLocked}
                 label={label}
                 onPromote={() => onChange({ kind: 'promote', step, version: version.id })}
               />
@@ -89,7 +87,7 @@ export function StepVersions({ step, canWrite, admin, busy, onChange }: StepVers
           </tbody>
         </table>
       </div>
-      {canWrite ? <RollbackForm step={step} baseline={baseline} ids={ids} rolloutRunning={rolloutRunning} baselineLocked={baselineLocked} busy={busy} onChange={onChange} /> : null}
+      {canWrite ? <RollbackForm step={step} baseline={baseline} ids={ids} rolloutRunning={rolloutRunning} baselineLocked={baselineLocked} onChange={onChange} /> : null}
     </>
   );
 }
@@ -242,7 +240,6 @@ function RollbackForm({
   ids,
   rolloutRunning,
   baselineLocked,
-  busy,
   onChange,
 }: {
   step: PromptStep;
@@ -250,7 +247,6 @@ function RollbackForm({
   ids: string[];
   rolloutRunning: boolean;
   baselineLocked: boolean;
-  busy: boolean;
   onChange(change: PendingChange): void;
 }) {
   // "" ends the rollout on the baseline; any other id becomes the baseline again.
@@ -277,7 +273,7 @@ function RollbackForm({
           ))}
         </select>
       </label>
-      <button type="submit" class="danger" disabled={busy}>
+      <button type="submit" class="danger">
         Roll back…
       </button>
     </form>
