@@ -51,6 +51,13 @@ describe('prompts page', () => {
   const outcome = (page: Page) => page.locator('.prompt-outcome [role="status"]');
   const historyRow = (page: Page, action: string) => page.locator(`section.prompt-history tr[data-action="${action}"]`);
 
+  it('says so when no version is published yet', async () => {
+    const { page } = await web.browser.newPage(web.baseUrl);
+    await page.goto('/prompts');
+    await page.getByText('No prompt versions are published yet: every LLM step runs its YAML prompt.').waitFor();
+    expect(await page.locator('section.prompt-step').count()).toBe(0);
+  });
+
   it('shows a published version with its share, promotes it on the page so it is served, and rolls back to the earlier baseline', async () => {
     const published = await web.stack.gateway.publishPromptVersion(
       proto.PublishPromptVersionRequest.fromPartial({
@@ -238,6 +245,9 @@ describe('prompts page', () => {
       );
     }
     const { page, problems } = await openPage();
+    // A pipeline with no versions of its own is said so, the page shows one that has.
+    await page.goto('/prompts?pipeline=triage');
+    await page.getByText('has no published prompt versions').waitFor();
     await page.getByLabel('Pipeline').selectOption('general');
     await page.waitForURL(`${web.baseUrl}/prompts?pipeline=general`);
     const section = page.locator('section[data-step="answer"]');

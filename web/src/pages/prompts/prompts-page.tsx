@@ -121,7 +121,7 @@ export function PromptsPage() {
 
   const canWrite = mayWrite(caller);
   const admin = caller !== undefined && (!caller.keysEnabled || caller.admin === true);
-  // Score names worth offering: thumbs, and those the guards and published scores name.
+  // Score names worth offering: thumbs (the chat page's), correct (the optimizer's example) and the guards'.
   const scoreNames = [
     ...new Set([GUARD_DEFAULTS.scoreName, 'correct', ...pipelineSteps.map((step) => step.rollout?.guard?.scoreName ?? '').filter((name) => name !== '')]),
   ];
@@ -188,6 +188,11 @@ export function PromptsPage() {
         </p>
       ) : null}
 
+      {steps !== null && wanted && wanted !== pipeline ? (
+        <p class="notice">
+          <code>{wanted}</code> has no published prompt versions (its steps run their YAML prompts); shown instead: <code>{pipeline || 'nothing'}</code>.
+        </p>
+      ) : null}
       {pipeline ? (
         <>
           <form class="row prompt-controls" onSubmit={(event) => event.preventDefault()}>
@@ -257,8 +262,8 @@ export function PromptsPage() {
                 {stats !== null ? (
                   <StepComparison
                     label={label}
-                    versions={(stats.versions ?? []).filter((entry) => entry.step === step.step)}
-                    comparisons={(stats.comparisons ?? []).filter((entry) => entry.step === step.step)}
+                    versions={(stats.versions ?? []).filter((entry) => entry.pipeline === step.pipeline && entry.step === step.step)}
+                    comparisons={(stats.comparisons ?? []).filter((entry) => entry.pipeline === step.pipeline && entry.step === step.step)}
                     scoreName={scoreName}
                     rollout={step.rollout}
                   />
