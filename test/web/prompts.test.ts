@@ -121,6 +121,8 @@ describe('prompts page', () => {
     expect(promoteRow).toContain('terse labels won the offline eval');
     expect(promoteRow).toContain('anonymous');
     expect(await historyRow(page, 'publish').textContent()).toContain('try a terser prompt');
+    // The page's own change is told by its outcome line, not announced again as someone else's.
+    expect(await page.locator('.prompt-others-change').textContent()).toBe('');
 
     // Roll back to the YAML prompt, the baseline before.
     await page.getByLabel(`Roll back ${STEP} to`).selectOption('yaml');
@@ -215,6 +217,9 @@ describe('prompts page', () => {
       proto.PublishPromptVersionRequest.fromPartial({ pipeline: PIPELINE, step: STEP, versionId: 'live-one', template: { prompt: 'Live: {{inputs.review}}' }, source: 'manual', rolloutWeight: 0.25 }),
     );
     await expect.poll(() => versionRow(page, 'live-one').count(), SOON).toBe(1);
+    // Someone else's change is announced (a polite live region).
+    expect(await page.locator('.prompt-others-change').getAttribute('aria-live')).toBe('polite');
+    await expect.poll(() => page.locator('.prompt-others-change').textContent(), SOON).toContain('review-sentiment.label changed: published: live-one (by anonymous).');
     expect(await versionRow(page, 'live-one').textContent()).toContain('25%');
     await expect.poll(() => historyRow(page, 'publish').first().textContent(), SOON).toContain('live-one');
     // A run: the comparison counts it for the version it used.

@@ -1,14 +1,16 @@
 // Live updates for the prompts page from the gateway's telemetry stream (StreamTelemetry, SSE):
 // a prompt change (anyone's, the guard's too) or a guard decision re-reads the registry and the
-// history; a finished run or a piece of feedback re-reads the comparison. Bursts are coalesced.
+// history (and the change is handed over to be announced); a finished run or a piece of feedback
+// re-reads the comparison. Bursts are coalesced.
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, follow } from '../../api.js';
+import type { PromptChange } from './prompt-types.js';
 
 export type LiveState = 'connecting' | 'live' | 'reconnecting' | 'off';
 
 interface TelemetryEventJson {
   kind?: string;
-  executorPrompt?: { change?: { pipeline?: string } };
+  executorPrompt?: { change?: PromptChange };
   monitorRollout?: { pipeline?: string };
   executorRun?: { pipeline?: string };
   monitorFeedback?: { pipeline?: string };
@@ -25,7 +27,10 @@ const FIGURES_DELAY_MS = 2_000;
  * not see prompt, rollout and feedback events (their pipeline is in the payload), so the events
  * are asked by kind and filtered here. `off` carries why (e.g. a key without the telemetry scope).
  */
-export function useLiveUpdates(pipeline: string, onRegistryChange: () => void, onFiguresChange: () => void): { state: LiveState; reason: string } {
+export function useLiveUpdates(
+  pipeline: string,
+  handlers: { onRegistryChange(): void; onFiguresChange(): void; onPromptChange(change: PromptChange): void },
+): { state: LiveState; reason: string } {
   const [live, setLive] = useState<{ state: LiveState; reason: string }>({ state: 'connecting', reason: '' });
 
   useEffect(() => {
@@ -50,13 +55,14 @@ export function useLiveUpdates(pipeline: string, onRegistryChange: () => void, o
           const event = data?.event ?? {};
           const about = event.executorPrompt?.change?.pipeline ?? event.monitorRollout?.pipeline ?? event.executorRun?.pipeline ?? event.monitorFeedback?.pipeline;
           if (about !== pipeline) return;
-          if (REGISTRY_KINDS.includes(event.kind ?? '')) soon('registry', REGISTRY_DELAY_MS, onRegistryChange);
-          else soon('figures', FIGURES_DELAY_MS, onFiguresChange);
+          if (event.executorPrompt?.change) handlers.onPromptChange(event.executorPrompt.change);
+          if (REGISTRY_KINDS.includes(event.kind ?? '')) soon('registry', REGISTRY_DELAY_MS, handlers.onRegistryChange);
+          else soon('figures', FIGURES_DELAY_MS, handlers.onFiguresChange);
         },
         finished: () => false,
         onState(next) {
           // Back after a drop: what happened meanwhile was missed, so read it all again.
-          if (next === 'live' && state === 'reconnecting') soon('registry', REGISTRY_DELAY_MS, onRegistryChange);
+          if (next === 'live' && state === 'reconnecting') soon('registry', REGISTRY_DELAY_MS, handlers.onRegistryChange);
           if (next !== state && next !== 'ended') {
             state = next;
             setLive({ state: next, reason: '' });
@@ -72,7 +78,7 @@ export function useLiveUpdates(pipeline: string, onRegistryChange: () => void, o
       abort.abort();
       for (const timer of timers.values()) clearTimeout(timer);
     };
-    // The callbacks only bump counters: following anew on each render would drop the stream.
+    // The handlers only set state: following anew on each render would drop the stream.
   }, [pipeline]);
 
   return live;

@@ -9,7 +9,7 @@ import { ErrorNotice } from '../../ui/error-notice.js';
 import { formatTime } from '../../ui/format.js';
 import { ConfirmDialog } from './confirm-dialog.js';
 import { PromptHistory, type AwaitedChange } from './prompt-history.js';
-import { formatShare } from './prompt-format.js';
+import { actionLabel, formatShare } from './prompt-format.js';
 import {
   GUARD_DEFAULTS,
   YAML_VERSION,
@@ -18,6 +18,7 @@ import {
   type CallerResponse,
   type GetPromptVersionStatsResponse,
   type ListPromptVersionsResponse,
+  type PromptChange,
   type PromptStep,
 } from './prompt-types.js';
 import { useLiveUpdates } from './live-updates.js';
@@ -113,11 +114,20 @@ export function PromptsPage() {
     return () => abort.abort();
   }, [pipeline, scoreName, range, reloadKey, figuresKey]);
 
-  const live = useLiveUpdates(
-    pipeline,
-    () => setReloadKey((key) => key + 1),
-    () => setFiguresKey((key) => key + 1),
-  );
+  // Changes others make (people, the guard) are announced; this page's own are told by the
+  // outcome line. A change's event may come before its call answers: those wait for the answer.
+  const [othersChange, setOthersChange] = useState<PromptChange | null>(null);
+  const ownChanges = useRef({ inFlight: false, revisions: new Set<string>(), waiting: [] as PromptChange[] });
+  const announce = (change: PromptChange) => {
+    const own = ownChanges.current;
+    if (own.inFlight) own.waiting.push(change);
+    else if (!own.revisions.has(changeKey(change))) setOthersChange(change);
+  };
+  const live = useLiveUpdates(pipeline, {
+    onRegistryChange: () => setReloadKey((key) => key + 1),
+    onFiguresChange: () => setFiguresKey((key) => key + 1),
+    onPromptChange: announce,
+  });
 
   const canWrite = mayWrite(caller);
   const admin = caller !== undefined && (!caller.keysEnabled || caller.admin === true);
@@ -132,14 +142,17 @@ export function PromptsPage() {
     const label = `${step.pipeline}.${step.step}`;
     setChangeError(null);
     setOutcome('');
+    ownChanges.current.inFlight = true;
     try {
       if (change.kind === 'promote') {
         const answer = await call<{ step?: PromptStep }>('POST', `${where}/promote`, { versionId: change.version, reason, expectedRevision: step.revision ?? '0' });
         setAwaitedChange({ pipeline: step.pipeline, step: step.step, revision: answer.step?.revision ?? '0' });
+        ownChanges.current.revisions.add(changeKey({ pipeline: step.pipeline, step: step.step, revision: answer.step?.revision }));
         setOutcome(`Promoted ${change.version} in ${label}: it is the baseline and serves every run.`);
       } else {
         const answer = await call<{ step?: PromptStep }>('POST', `${where}/rollback`, { toVersion: change.toVersion, reason, expectedRevision: step.revision ?? '0' });
         setAwaitedChange({ pipeline: step.pipeline, step: step.step, revision: answer.step?.revision ?? '0' });
+        ownChanges.current.revisions.add(changeKey({ pipeline: step.pipeline, step: step.step, revision: answer.step?.revision }));
         setOutcome(
           change.toVersion
             ? `Rolled ${label} back to ${change.toVersion}: it is the baseline and serves every run.`
@@ -149,6 +162,9 @@ export function PromptsPage() {
     } catch (failure) {
       setChangeError({ error: failure, title: changeFailureTitle(failure, change) });
     } finally {
+      const own = ownChanges.current;
+      own.inFlight = false;
+      for (const change of own.waiting.splice(0)) announce(change);
       setPending(null);
       setFocusResult((count) => count + 1);
       // Whatever happened, show the state as it is now.
@@ -242,6 +258,9 @@ export function PromptsPage() {
                 ? 'Live updates interrupted: reconnecting…'
                 : 'Changes to these prompts, new runs and feedback show here as they happen.'}
           </p>
+          <p class="prompt-others-change" aria-live="polite">
+            {othersChange ? describeOthersChange(othersChange) : null}
+          </p>
 
           <ErrorNotice error={statsError} title="The A/B comparison could not be read" />
           {pipelineSteps.map((step) => {
@@ -279,6 +298,18 @@ export function PromptsPage() {
       {pending ? <ChangeDialog change={pending} onConfirm={(reason) => applyChange(pending, reason)} onCancel={() => setPending(null)} /> : null}
     </div>
   );
+}
+
+/** A registry change's identity: its step and the revision it wrote. */
+function changeKey(change: { pipeline?: string; step?: string; revision?: string }): string {
+  return `${change.pipeline}.${change.step}@${change.revision ?? '0'}`;
+}
+
+/** "At <time>, review-sentiment.label changed: rolled back by the guard: v2 (by monitor: <reason>)." */
+function describeOthersChange(change: PromptChange): string {
+  const what = `${actionLabel(change.action)}${change.version ? `: ${change.version}` : ''}`;
+  const who = `by ${change.by || 'someone'}${change.reason ? `: ${change.reason}` : ''}`;
+  return `At ${formatTime(change.time)}, ${change.pipeline}.${change.step} changed: ${what} (${who}).`;
 }
 
 function describeShares(step: PromptStep): string {
