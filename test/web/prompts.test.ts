@@ -3,7 +3,9 @@
 // is the prompt the pipeline serves; rolled back on the page, the earlier baseline serves again;
 // the history shows both; the A/B comparison shows the monitor's figures from real runs and
 // feedback and says when there is too little data; a change racing another writer is refused
-// plainly and the page shows the new state; axe-core passes in light and dark.
+// plainly and the page shows the new state; changes, runs and feedback show live; the monitor's
+// guard rolling back a worse candidate shows in the history and is announced; axe-core passes in
+// light and dark.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
 import { proto } from '@elexirion/kit';
@@ -21,7 +23,8 @@ describe('prompts page', () => {
   let web: WebStack;
 
   beforeAll(async () => {
-    web = await startWebStack();
+    // The monitor's guard looks at rollouts every second (5 s by default), so its decision comes soon.
+    web = await startWebStack({ env: { MONITOR_ROLLOUT_INTERVAL_MS: '1000' } });
     // The registry attaches to NATS just after the executor serves.
     await eventually('the prompt registry attached', () => web.stack.gateway.listPromptVersions({ pipeline: '', step: '' }).then(() => true, () => undefined), 30_000);
   }, 120_000);
@@ -272,6 +275,43 @@ describe('prompts page', () => {
     await expect.poll(() => rows.count(), SOON).toBe(22);
     expect(await rows.last().textContent()).toContain('guarded trial');
     expect(await page.getByRole('button', { name: 'Show older changes' }).count()).toBe(0);
+    expect(problems).toEqual([]);
+  });
+
+  it('shows the guard rolling back a worse candidate by itself: in the history and announced', async () => {
+    const other = { pipeline: 'general', step: 'answer' };
+    // A candidate of its own on half the runs, guarded by a feedback score.
+    await web.stack.gateway.publishPromptVersion(
+      proto.PublishPromptVersionRequest.fromPartial({ ...other, versionId: 'judged', template: { prompt: 'Judged: {{inputs.message}}' }, source: 'manual' }),
+    );
+    await web.stack.gateway.setPromptRollout(
+      proto.SetPromptRolloutRequest.fromPartial({ ...other, weights: { yaml: 0.5, judged: 0.5 }, candidate: 'judged', guard: { metric: 'score', scoreName: 'correct', minRuns: 5, significance: 0.01 }, reason: 'half and half' }),
+    );
+    const { page, problems } = await openPage();
+    await page.getByLabel('Pipeline').selectOption('general');
+    await page.locator('section[data-step="answer"] table.prompt-versions tr[data-version="judged"]').waitFor();
+    await expect.poll(() => page.locator('section[data-step="answer"] table.prompt-versions tr[data-version="judged"]').textContent(), SOON).toContain('50%');
+    // Runs on both arms, each judged: the candidate always wrong, the YAML prompt always right.
+    const arms = new Map<string, number>();
+    for (let index = 0; (arms.get('judged') ?? 0) < 6 || (arms.get('yaml') ?? 0) < 6; index++) {
+      expect(index, 'runs needed to reach both arms').toBeLessThan(80);
+      const ran = await web.stack.gateway.executePipeline(proto.ExecutePipelineRequest.fromPartial({ pipeline: 'general', inputs: { message: `question ${index}` }, sessionId: `guard-${index}` }));
+      const version = ran.steps[0]!.promptVersion;
+      arms.set(version, (arms.get(version) ?? 0) + 1);
+      await eventually(`feedback on ${ran.jobId}`, () =>
+        web.stack.gateway.recordFeedback(proto.RecordFeedbackRequest.fromPartial({ runId: ran.jobId, feedback: { name: 'correct', score: version === 'judged' ? 0 : 1 } })).then(
+          () => true,
+          () => undefined,
+        ),
+      );
+    }
+    // The monitor rolls it back on its own; the page shows it without a refresh and says so.
+    const guardRow = page.locator('section.prompt-history tr[data-action="guard_rollback"]');
+    await expect.poll(() => guardRow.count(), { timeout: 30_000 }).toBe(1);
+    expect(await guardRow.textContent()).toContain('rolled back by the guard');
+    expect(await guardRow.textContent()).toContain('monitor');
+    await expect.poll(() => page.locator('.prompt-others-change').textContent(), SOON).toContain('general.answer changed: rolled back by the guard: judged (by monitor');
+    await expect.poll(() => page.locator('section[data-step="answer"] table.prompt-versions tr[data-version="yaml"]').textContent(), SOON).toContain('100%');
     expect(problems).toEqual([]);
   });
 
