@@ -8,6 +8,7 @@
 // light and dark.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
+import { ClientError, Status } from 'nice-grpc-common';
 import { proto } from '@elexirion/kit';
 import { eventually } from '@elexirion/testing';
 import { accessibilityViolations, describeViolations, saveScreenshot } from '@elexirion/testing/browser';
@@ -191,6 +192,12 @@ describe('prompts page', () => {
   });
 
   it('refuses a change that raced another writer, saying so, and shows the state as it is now', async () => {
+    await web.stack.gateway.publishPromptVersion(
+      proto.PublishPromptVersionRequest.fromPartial({ pipeline: PIPELINE, step: STEP, versionId: 'polite', template: { prompt: 'Kindly label: {{inputs.review}}' }, source: 'manual' }),
+    ).catch((error: unknown) => {
+      // Published already when the test before ran.
+      if (!(error instanceof ClientError && error.code === Status.ALREADY_EXISTS)) throw error;
+    });
     const { page } = await openPage();
     await versionRow(page, 'polite').waitFor();
     await page.getByRole('button', { name: `Promote polite in ${LABEL}` }).click();
@@ -291,9 +298,10 @@ describe('prompts page', () => {
     await page.getByLabel('Pipeline').selectOption('general');
     await page.locator('section[data-step="answer"] table.prompt-versions tr[data-version="judged"]').waitFor();
     await expect.poll(() => page.locator('section[data-step="answer"] table.prompt-versions tr[data-version="judged"]').textContent(), SOON).toContain('50%');
-    // Runs on both arms, each judged: the candidate always wrong, the YAML prompt always right.
+    // Runs on both arms, each judged: the candidate always wrong, the YAML prompt always right;
+    // the guard decides once each arm has its 5 (then every run is on the YAML prompt).
     const arms = new Map<string, number>();
-    for (let index = 0; (arms.get('judged') ?? 0) < 6 || (arms.get('yaml') ?? 0) < 6; index++) {
+    for (let index = 0; (arms.get('judged') ?? 0) < 5 || (arms.get('yaml') ?? 0) < 5; index++) {
       expect(index, 'runs needed to reach both arms').toBeLessThan(80);
       const ran = await web.stack.gateway.executePipeline(proto.ExecutePipelineRequest.fromPartial({ pipeline: 'general', inputs: { message: `question ${index}` }, sessionId: `guard-${index}` }));
       const version = ran.steps[0]!.promptVersion;
