@@ -109,13 +109,6 @@ export interface GetPromptVersionStatsResponse {
   comparisons?: PromptVersionComparison[];
 }
 
-export interface CallerResponse {
-  keysEnabled?: boolean;
-  name?: string;
-  scopes?: string[];
-  admin?: boolean;
-}
-
 /** The step's YAML prompt: a version id every rollout may name. */
 export const YAML_VERSION = 'yaml';
 
@@ -130,10 +123,4 @@ export function sharesOf(rollout: PromptRollout | undefined): Record<string, num
   const weights = rollout?.weights ?? {};
   if (Object.keys(weights).length > 0) return weights;
   return { [rollout?.baseline || YAML_VERSION]: 1 };
-}
-
-/** Whether the caller may change prompts: keys off, an admin key, or the prompts:write scope. */
-export function mayWrite(caller: CallerResponse | undefined): boolean {
-  if (!caller) return false;
-  return !caller.keysEnabled || caller.admin === true || (caller.scopes ?? []).includes('prompts:write') || (caller.scopes ?? []).includes('admin');
 }

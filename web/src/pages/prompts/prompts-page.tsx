@@ -4,6 +4,7 @@
 // confirmed with a reason, and the state read again after every change.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, call } from '../../api.js';
+import { mayUse, useCaller } from '../../caller.js';
 import { navigate, useLocation } from '../../router.js';
 import { ErrorNotice } from '../../ui/error-notice.js';
 import { formatTime } from '../../ui/format.js';
@@ -13,9 +14,7 @@ import { actionLabel, formatShare } from './prompt-format.js';
 import {
   GUARD_DEFAULTS,
   YAML_VERSION,
-  mayWrite,
   sharesOf,
-  type CallerResponse,
   type GetPromptVersionStatsResponse,
   type ListPromptVersionsResponse,
   type PromptChange,
@@ -36,8 +35,7 @@ const RANGES = [
 
 export function PromptsPage() {
   const { query } = useLocation();
-  const [caller, setCaller] = useState<CallerResponse | undefined>(undefined);
-  const [callerError, setCallerError] = useState<unknown>(null);
+  const { caller, error: callerError } = useCaller();
   const [steps, setSteps] = useState<PromptStep[] | null>(null);
   const [listError, setListError] = useState<unknown>(null);
   const [stats, setStats] = useState<GetPromptVersionStatsResponse | null>(null);
@@ -65,20 +63,6 @@ export function PromptsPage() {
   const wanted = query.get('pipeline') ?? '';
   const pipeline = pipelines.includes(wanted) ? wanted : (pipelines[0] ?? '');
   const pipelineSteps = (steps ?? []).filter((step) => step.pipeline === pipeline);
-
-  useEffect(() => {
-    const abort = new AbortController();
-    call<CallerResponse>('GET', '/v1/caller', undefined, { signal: abort.signal }).then(
-      (answer) => {
-        setCaller(answer);
-        setCallerError(null);
-      },
-      (failure: unknown) => {
-        if (!abort.signal.aborted) setCallerError(failure);
-      },
-    );
-    return () => abort.abort();
-  }, []);
 
   useEffect(() => {
     const abort = new AbortController();
@@ -129,7 +113,7 @@ export function PromptsPage() {
     onPromptChange: announce,
   });
 
-  const canWrite = mayWrite(caller);
+  const canWrite = mayUse(caller, 'prompts:write');
   const admin = caller !== undefined && (!caller.keysEnabled || caller.admin === true);
   // Score names worth offering: thumbs (the chat page's), correct (the optimizer's example) and the guards'.
   const scoreNames = [
