@@ -119,6 +119,13 @@ describe('StreamTelemetry', () => {
     const [event] = await stream.done;
     expect(event).toMatchObject({ service: 'executor', kind: 'prompt' });
     expect(event!.executorPrompt!.change).toMatchObject({ pipeline: 'general', step: 'answer', action: 'publish', version: published.version!.id, reason: 'telemetry test' });
+    // The pipeline filter reads a prompt change's pipeline too (it once matched only requests, jobs, runs and steps).
+    const [filtered] = await follow({ kinds: ['prompt'], pipeline: 'general', since }, (events) => events.length >= 1).done;
+    expect(filtered!.executorPrompt!.change!.version).toBe(published.version!.id);
+    const other = follow({ kinds: ['prompt'], pipeline: 'analysis', since }, () => false);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    other.cancel();
+    expect(await other.done).toEqual([]);
   });
 
   it('deletes its consumer when the client cancels', async () => {

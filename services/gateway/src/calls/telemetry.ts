@@ -59,13 +59,22 @@ function parseRequest(request: proto.StreamTelemetryRequest): { subject: string;
 
 /** The pipeline an event is about, when its payload says. */
 function pipelineOf(event: proto.TelemetryEvent): string {
-  return event.gatewayRequest?.pipeline ?? event.agentJob?.pipeline ?? event.executorRun?.pipeline ?? event.executorStep?.pipeline ?? '';
+  return (
+    event.gatewayRequest?.pipeline ??
+    event.agentJob?.pipeline ??
+    event.executorRun?.pipeline ??
+    event.executorStep?.pipeline ??
+    event.monitorFeedback?.pipeline ??
+    event.executorPrompt?.change?.pipeline ??
+    event.monitorRollout?.pipeline ??
+    ''
+  );
 }
 
 /** The job and run ids an event is about (a job's run has the job's id as its run id or job id). */
 function idsOf(event: proto.TelemetryEvent): string[] {
-  const { gatewayRequest, agentJob, executorRun, executorStep } = event;
-  return [gatewayRequest?.jobId, gatewayRequest?.runId, agentJob?.jobId, executorRun?.jobId, executorRun?.runId, executorStep?.runId].filter((id): id is string => !!id);
+  const { gatewayRequest, agentJob, executorRun, executorStep, monitorFeedback } = event;
+  return [gatewayRequest?.jobId, gatewayRequest?.runId, agentJob?.jobId, executorRun?.jobId, executorRun?.runId, executorStep?.runId, monitorFeedback?.runId].filter((id): id is string => !!id);
 }
 
 function decodeEvents(data: Uint8Array): proto.TelemetryEvent[] | undefined {
