@@ -76,4 +76,16 @@ describe('prompt version statistics', () => {
     expect(withoutYaml.comparisons[0]!.successRatePValue).toBeCloseTo(0.170904, 5);
     expect(promptVersionStats(records, 'thumbs', 'no-such-step').versions).toEqual([]);
   });
+
+  it("takes the rollout's baseline when it has runs (a promoted version), whatever else ran", () => {
+    const records = [run('a', 'yaml'), run('b', 'yaml'), run('c', 'v1'), run('d', 'v2')];
+    const promoted = promptVersionStats(records, 'thumbs', '', new Map([['answer', 'v1']]));
+    expect(promoted.versions.filter((version) => version.baseline).map((version) => version.version)).toEqual(['v1']);
+    expect(promoted.comparisons.map((comparison) => [comparison.candidate, comparison.baseline])).toEqual([
+      ['yaml', 'v1'],
+      ['v2', 'v1'],
+    ]);
+    // A baseline with no runs in the range: the rule without a rollout.
+    expect(promptVersionStats(records, 'thumbs', '', new Map([['answer', 'v9']])).comparisons.map((comparison) => comparison.baseline)).toEqual(['yaml', 'yaml']);
+  });
 });

@@ -82,6 +82,22 @@ export async function executionsArea(context: MonitorContext): Promise<Execution
   const stopping = new AbortController();
   const metrics = executionsMetrics(context.metrics.registry);
 
+  /**
+   * Each step's rollout baseline (by step name) from the executor's registry, which the stats
+   * compare the other versions with. Without an answer in 2 s (an executor away, an old one with no
+   * registry) the stats still answer, with the rule used before there were rollouts ("yaml", else
+   * the busiest version), and the log says why.
+   */
+  async function rolloutBaselines(pipeline: string, signal: AbortSignal): Promise<Map<string, string>> {
+    try {
+      const { steps } = await context.clients.get('executor').listPromptVersions({ pipeline, step: '' }, { signal: AbortSignal.any([signal, AbortSignal.timeout(2_000)]) });
+      return new Map(steps.filter((step) => step.rollout?.baseline).map((step) => [step.step, step.rollout!.baseline]));
+    } catch (error) {
+      logger.warn({ err: error, pipeline }, 'prompt version stats: the rollouts could not be read from the executor; comparing with "yaml" or the busiest version');
+      return new Map();
+    }
+  }
+
   context.nats.use('executions', async (connection: NatsConnection, signal: AbortSignal) => {
     const opened = await ExecutionStore.open(connection, {
       retentionHours: config.MONITOR_EXECUTIONS_RETENTION_HOURS,
@@ -287,8 +303,11 @@ export async function executionsArea(context: MonitorContext): Promise<Execution
         const scoreName = scoreNameOf(request.scoreName);
         const range = rangeOf(request.startTime, request.endTime, config.MONITOR_EXECUTIONS_RETENTION_HOURS);
         const target = await ready(callContext.signal);
-        const records = await target.scan({ ...range, pipeline: request.pipeline }, (record) => record.pipeline === request.pipeline, Number.POSITIVE_INFINITY);
-        return promptVersionStats(records, scoreName, request.step);
+        const [records, baselines] = await Promise.all([
+          target.scan({ ...range, pipeline: request.pipeline }, (record) => record.pipeline === request.pipeline, Number.POSITIVE_INFINITY),
+          rolloutBaselines(request.pipeline, callContext.signal),
+        ]);
+        return promptVersionStats(records, scoreName, request.step, baselines);
       },
     },
     store: () => store,

@@ -134,10 +134,11 @@ export function collectVersionSamples(records: Iterable<ExecutionRecord>, scoreN
 
 /**
  * Per (pipeline, step, version) figures of the runs given, and each version compared with its
- * step's baseline ("yaml" when it has runs, else the version with the most runs); the samples
- * as collectVersionSamples makes them.
+ * step's baseline: the rollout's (`rolloutBaselines`, by step name) when it has runs, else "yaml"
+ * when it has runs, else the version with the most runs; the samples as collectVersionSamples
+ * makes them.
  */
-export function promptVersionStats(records: ExecutionRecord[], scoreName: string, stepFilter: string): proto.GetPromptVersionStatsResponse {
+export function promptVersionStats(records: ExecutionRecord[], scoreName: string, stepFilter: string, rolloutBaselines: ReadonlyMap<string, string> = new Map()): proto.GetPromptVersionStatsResponse {
   const samples = collectVersionSamples(records, scoreName, (_pipeline, step) => !stepFilter || step === stepFilter);
   const bySteps = new Map<string, VersionSample[]>();
   for (const sample of samples) {
@@ -150,7 +151,8 @@ export function promptVersionStats(records: ExecutionRecord[], scoreName: string
   for (const stepKey of stepKeys) {
     const stepSamples = bySteps.get(stepKey)!;
     stepSamples.sort((a, b) => b.runs - a.runs || a.version.localeCompare(b.version));
-    const baseline = stepSamples.find((sample) => sample.version === YAML_VERSION) ?? stepSamples[0]!;
+    const rolloutBaseline = rolloutBaselines.get(stepSamples[0]!.step);
+    const baseline = stepSamples.find((sample) => sample.version === rolloutBaseline) ?? stepSamples.find((sample) => sample.version === YAML_VERSION) ?? stepSamples[0]!;
     const figures = new Map(stepSamples.map((sample) => [sample, figuresOf(sample, sample === baseline)]));
     for (const sample of stepSamples) versions.push(figures.get(sample)!);
     const base = figures.get(baseline)!;

@@ -80,7 +80,7 @@ export function StepComparison({ label, versions, comparisons, scoreName, rollou
       ) : (
         <div class="table-scroll">
           <p class="muted">
-            Differences are against the reference version: <code>yaml</code> when it has runs in the range, else the version with the most runs.
+            Differences are against the reference version: the rollout's baseline when it has runs in the range, else <code>yaml</code> when it has, else the version with the most runs.
           </p>
           <table class="prompt-comparisons">
             <caption class="visually-hidden">Each version of {label} against the reference version</caption>
