@@ -257,25 +257,7 @@ export function JobDetail({ jobId }: { jobId: string }) {
           <h2 id="job-output-title">Output</h2>
           {job.output ? <pre class="job-text job-output">{job.output}</pre> : <p class="muted">The job succeeded with an empty output.</p>}
           {outputs.length > 0 ? (
-            <table>
-              <caption class="visually-hidden">Named outputs</caption>
-              <thead>
-                <tr>
-                  <th scope="col">Output</th>
-                  <th scope="col">Value</th>
-                </tr>
-              </thead>
-              <tbody>
-                {outputs.map(([name, value]) => (
-                  <tr key={name}>
-                    <th scope="row">{name}</th>
-                    <td>
-                      <pre class="job-text">{value}</pre>
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+            <NamedTexts caption="Named outputs" captionHidden nameHeading="Output" entries={outputs} />
           ) : null}
         </section>
       ) : null}
@@ -380,25 +362,7 @@ export function JobDetail({ jobId }: { jobId: string }) {
           </>
         ) : null}
         {inputs.length > 0 ? (
-          <table class="job-inputs">
-            <caption>Inputs</caption>
-            <thead>
-              <tr>
-                <th scope="col">Input</th>
-                <th scope="col">Value</th>
-              </tr>
-            </thead>
-            <tbody>
-              {inputs.map(([name, value]) => (
-                <tr key={name}>
-                  <th scope="row">{name}</th>
-                  <td>
-                    <pre class="job-text">{value}</pre>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
+          <NamedTexts class="job-inputs" caption="Inputs" nameHeading="Input" entries={inputs} />
         ) : null}
       </section>
 
@@ -476,5 +440,30 @@ function StepRow({ step }: { step: StepResult }) {
       <td class="num">{formatMs(step.durationMs === undefined ? undefined : Number(step.durationMs))}</td>
       <td class="num">{step.attempts ?? 0}</td>
     </tr>
+  );
+}
+
+/** Names and their texts (inputs, named outputs) as a table, each text as it is. */
+function NamedTexts({ caption, captionHidden, nameHeading, entries, class: className }: { caption: string; captionHidden?: boolean; nameHeading: string; entries: [string, string][]; class?: string }) {
+  return (
+    <table class={className}>
+      <caption class={captionHidden ? 'visually-hidden' : undefined}>{caption}</caption>
+      <thead>
+        <tr>
+          <th scope="col">{nameHeading}</th>
+          <th scope="col">Value</th>
+        </tr>
+      </thead>
+      <tbody>
+        {entries.map(([name, value]) => (
+          <tr key={name}>
+            <th scope="row">{name}</th>
+            <td>
+              <pre class="job-text">{value}</pre>
+            </td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
   );
 }
