@@ -7,6 +7,12 @@ export const healthConfigShape = {
   MONITOR_HEALTH_INTERVAL_MS: durationMs().min(100).default(5_000),
   /** How long one service's grpc.health.v1 check may take before it counts as UNREACHABLE. */
   MONITOR_HEALTH_CHECK_TIMEOUT_MS: durationMs().min(50).default(2_000),
+  /**
+   * Checks in a row without an answer before a service that answered before counts as UNREACHABLE:
+   * one slow answer (a process catching up after a pause) does not flip the health and the
+   * recovery actions back and forth. An explicit NOT_SERVING counts at once.
+   */
+  MONITOR_HEALTH_UNREACHABLE_AFTER: z.coerce.number({ error: 'expected a whole number' }).int().min(1).max(10).default(2),
   /** The services whose health counts (the monitor itself always serves). */
   MONITOR_HEALTH_SERVICES: z
     .string()

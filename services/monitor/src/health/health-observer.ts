@@ -12,6 +12,8 @@ export class HealthObserver {
   readonly #context: MonitorContext;
   /** One channel and health client per address, kept across checks (a channel reconnects by itself). */
   readonly #channels = new Map<string, { channel: Channel; health: Client<typeof HealthDefinition> }>();
+  /** Per service: its last answer, and the checks in a row since then that got none. */
+  readonly #answers = new Map<string, { last: 'SERVING' | 'NOT_SERVING'; missed: number }>();
   /** The metrics consumer's backlog as the metrics area last read it; undefined before it exists. */
   readonly #consumerLag: () => number | undefined;
 
@@ -48,9 +50,16 @@ export class HealthObserver {
         { service: serviceCatalog[name].definition.fullName },
         { signal: AbortSignal.timeout(config.MONITOR_HEALTH_CHECK_TIMEOUT_MS) },
       );
-      return answer.status === SERVING ? 'SERVING' : 'NOT_SERVING';
+      const last = answer.status === SERVING ? 'SERVING' : 'NOT_SERVING';
+      this.#answers.set(name, { last, missed: 0 });
+      return last;
     } catch {
-      return 'UNREACHABLE';
+      // Never answered: unreachable at once. Answered before: its last answer holds until
+      // MONITOR_HEALTH_UNREACHABLE_AFTER checks in a row get none.
+      const known = this.#answers.get(name);
+      if (!known) return 'UNREACHABLE';
+      known.missed += 1;
+      return known.missed >= config.MONITOR_HEALTH_UNREACHABLE_AFTER ? 'UNREACHABLE' : known.last;
     }
   }
 }
