@@ -106,3 +106,43 @@ export interface JobEvent {
 export interface WatchJobResponse {
   event?: JobEvent;
 }
+
+// GetPromptVersionStats (monitor.proto), read by the prompts page and the dashboard.
+
+export interface ScoreSummary {
+  count?: string;
+  mean?: number;
+  ci95Low?: number;
+  ci95High?: number;
+}
+
+export interface PromptVersionStats {
+  pipeline?: string;
+  step?: string;
+  version?: string;
+  runs?: string;
+  successRate?: number;
+  latencyP50Ms?: number;
+  latencyP95Ms?: number;
+  costUsdMean?: number;
+  score?: ScoreSummary;
+  baseline?: boolean;
+}
+
+export interface PromptVersionComparison {
+  pipeline?: string;
+  step?: string;
+  candidate?: string;
+  baseline?: string;
+  successRateDelta?: number;
+  scoreDelta?: number;
+  latencyP50DeltaMs?: number;
+  costUsdMeanDelta?: number;
+  successRatePValue?: number;
+  scorePValue?: number;
+}
+
+export interface GetPromptVersionStatsResponse {
+  versions?: PromptVersionStats[];
+  comparisons?: PromptVersionComparison[];
+}

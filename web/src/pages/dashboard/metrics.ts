@@ -2,12 +2,6 @@
 // are absent, int64 are strings. The helpers turn the rows into the figures the charts show.
 import { call } from '../../api.js';
 
-export interface ScoreSummary {
-  count?: string | number;
-  mean?: number;
-  ci95Low?: number;
-  ci95High?: number;
-}
 
 export interface MetricsRow {
   group?: Record<string, string>;

@@ -4,37 +4,7 @@ import { useEffect, useId, useState } from 'preact/hooks';
 import { call } from '../../api.js';
 import { ErrorNotice } from '../../ui/error-notice.js';
 import { formatCost, formatCount, formatMs } from '../../ui/format.js';
-import type { ScoreSummary } from './metrics.js';
-
-interface PromptVersionStats {
-  pipeline?: string;
-  step?: string;
-  version?: string;
-  runs?: string;
-  successRate?: number;
-  latencyP50Ms?: number;
-  latencyP95Ms?: number;
-  costUsdMean?: number;
-  score?: ScoreSummary;
-  baseline?: boolean;
-}
-
-interface PromptVersionComparison {
-  step?: string;
-  candidate?: string;
-  baseline?: string;
-  successRateDelta?: number;
-  scoreDelta?: number;
-  latencyP50DeltaMs?: number;
-  costUsdMeanDelta?: number;
-  successRatePValue?: number;
-  scorePValue?: number;
-}
-
-interface PromptStatsResponse {
-  versions?: PromptVersionStats[];
-  comparisons?: PromptVersionComparison[];
-}
+import type { GetPromptVersionStatsResponse as PromptStatsResponse, PromptVersionComparison, PromptVersionStats, ScoreSummary } from '../../api-types.js';
 
 const percent = (rate: number | undefined) => `${((rate ?? 0) * 100).toFixed(1)}%`;
 const signed = (value: number | undefined, format: (value: number) => string) => {

@@ -70,44 +70,7 @@ export interface GetPromptHistoryResponse {
   changes?: PromptChange[];
   nextPageToken?: string;
 }
-
-export interface ScoreSummary {
-  count?: string;
-  mean?: number;
-  ci95Low?: number;
-  ci95High?: number;
-}
-
-export interface PromptVersionStats {
-  pipeline?: string;
-  step?: string;
-  version?: string;
-  runs?: string;
-  successRate?: number;
-  latencyP50Ms?: number;
-  latencyP95Ms?: number;
-  costUsdMean?: number;
-  score?: ScoreSummary;
-  baseline?: boolean;
-}
-
-export interface PromptVersionComparison {
-  pipeline?: string;
-  step?: string;
-  candidate?: string;
-  baseline?: string;
-  successRateDelta?: number;
-  scoreDelta?: number;
-  latencyP50DeltaMs?: number;
-  costUsdMeanDelta?: number;
-  successRatePValue?: number;
-  scorePValue?: number;
-}
-
-export interface GetPromptVersionStatsResponse {
-  versions?: PromptVersionStats[];
-  comparisons?: PromptVersionComparison[];
-}
+export type { GetPromptVersionStatsResponse, PromptVersionComparison, PromptVersionStats, ScoreSummary } from '../../api-types.js';
 
 /** The step's YAML prompt: a version id every rollout may name. */
 export const YAML_VERSION = 'yaml';
