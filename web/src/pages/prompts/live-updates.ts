@@ -11,9 +11,6 @@ export type LiveState = 'connecting' | 'live' | 'reconnecting' | 'off';
 interface TelemetryEventJson {
   kind?: string;
   executorPrompt?: { change?: PromptChange };
-  monitorRollout?: { pipeline?: string };
-  executorRun?: { pipeline?: string };
-  monitorFeedback?: { pipeline?: string };
 }
 
 const REGISTRY_KINDS = ['prompt', 'rollout'];
@@ -23,9 +20,9 @@ const REGISTRY_DELAY_MS = 300;
 const FIGURES_DELAY_MS = 2_000;
 
 /**
- * Follows the events about `pipeline` while it is shown. The stream's own pipeline filter does
- * not see prompt, rollout and feedback events (their pipeline is in the payload), so the events
- * are asked by kind and filtered here. `off` carries why (e.g. a key without the telemetry scope).
+ * Follows the events about `pipeline` while it is shown (the stream's pipeline filter reads prompt
+ * changes, rollout decisions, runs and feedback alike). `off` carries why (e.g. a key without the
+ * telemetry scope).
  */
 export function useLiveUpdates(
   pipeline: string,
@@ -53,8 +50,6 @@ export function useLiveUpdates(
       {
         onEvent({ data }) {
           const event = data?.event ?? {};
-          const about = event.executorPrompt?.change?.pipeline ?? event.monitorRollout?.pipeline ?? event.executorRun?.pipeline ?? event.monitorFeedback?.pipeline;
-          if (about !== pipeline) return;
           if (event.executorPrompt?.change) handlers.onPromptChange(event.executorPrompt.change);
           if (REGISTRY_KINDS.includes(event.kind ?? '')) soon('registry', REGISTRY_DELAY_MS, handlers.onRegistryChange);
           else soon('figures', FIGURES_DELAY_MS, handlers.onFiguresChange);
@@ -69,7 +64,7 @@ export function useLiveUpdates(
           }
         },
       },
-      { signal: abort.signal, query: { kinds: [...REGISTRY_KINDS, ...FIGURE_KINDS] } },
+      { signal: abort.signal, query: { kinds: [...REGISTRY_KINDS, ...FIGURE_KINDS], pipeline } },
     ).catch((error: unknown) => {
       if (abort.signal.aborted) return;
       setLive({ state: 'off', reason: error instanceof ApiError ? error.message : String(error) });
