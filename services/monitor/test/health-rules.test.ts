@@ -66,6 +66,11 @@ describe('health rules', () => {
     }
   });
 
+  it('takes a service not heard from yet (UNKNOWN: starting with the monitor) for no cause and no action', () => {
+    const unknown = Object.fromEntries(Object.keys(serving).map((service) => [service, 'UNKNOWN' as const]));
+    expect(evaluateHealth(observe({ services: unknown }), config)).toEqual({ status: 'healthy', causes: [], actions: [] });
+  });
+
   it('is degraded by consumer lag over the limit, and not by a consumer that does not exist', () => {
     expect(evaluateHealth(observe({ consumerLag: 1_001 }), config)).toMatchObject({ status: 'degraded', causes: ['events consumer: 1001 events behind (over 1000)'] });
     expect(evaluateHealth(observe({ consumerLag: 1_000 }), config).status).toBe('healthy');

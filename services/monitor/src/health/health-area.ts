@@ -66,7 +66,8 @@ export async function healthArea(context: MonitorContext, sources: HealthSources
     running = true;
     try {
       const now = Date.now();
-      const observed = await observer.observe(breakersOf(healthView), agentRefusalsOf(healthView), sources.criticalAlerts(), now);
+      const stored = healthView.get(SYSTEM_KEY);
+      const observed = await observer.observe(breakersOf(healthView), agentRefusalsOf(healthView), sources.criticalAlerts(), now, stored?.kind === 'system' ? stored.services : {});
       const verdict = evaluateHealth(observed, config);
       await writeRecord(stores.health, verdict, observed.services, observed.consumerLag ?? 0, now);
       await applyActions(stores.actions, actionsView, verdict.actions, { events: context.events, logger, now });

@@ -6,7 +6,7 @@ export const systemHealthRecordSchema = z.object({
   kind: z.literal('system'),
   status: z.enum(['healthy', 'degraded', 'critical']),
   causes: z.array(z.string()),
-  services: z.record(z.string(), z.enum(['SERVING', 'NOT_SERVING', 'UNREACHABLE'])),
+  services: z.record(z.string(), z.enum(['SERVING', 'NOT_SERVING', 'UNREACHABLE', 'UNKNOWN'])),
   consumerLag: z.number().int().min(0),
   updatedAt: z.iso.datetime(),
 });

@@ -13,6 +13,12 @@ export const healthConfigShape = {
    * recovery actions back and forth. An explicit NOT_SERVING counts at once.
    */
   MONITOR_HEALTH_UNREACHABLE_AFTER: z.coerce.number({ error: 'expected a whole number' }).int().min(1).max(10).default(2),
+  /**
+   * How long after this monitor starts a service that has not answered yet, and that no replica
+   * recorded before, is UNKNOWN (no cause, no action) rather than UNREACHABLE: services starting
+   * together with the monitor (a fresh deploy) are not an outage.
+   */
+  MONITOR_HEALTH_STARTUP_GRACE_MS: durationMs().default(30_000),
   /** The services whose health counts (the monitor itself always serves). */
   MONITOR_HEALTH_SERVICES: z
     .string()

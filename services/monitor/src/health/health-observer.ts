@@ -12,8 +12,10 @@ export class HealthObserver {
   readonly #context: MonitorContext;
   /** One channel and health client per address, kept across checks (a channel reconnects by itself). */
   readonly #channels = new Map<string, { channel: Channel; health: Client<typeof HealthDefinition> }>();
-  /** Per service: its last answer, and the checks in a row since then that got none. */
-  readonly #answers = new Map<string, { last: 'SERVING' | 'NOT_SERVING'; missed: number }>();
+  /** Per service: its last answer (or what the stored health said before one), and the checks in a row since then that got none. */
+  readonly #answers = new Map<string, { last: ServiceCheck; missed: number }>();
+  /** When this observer was made: the start-up grace counts from it. */
+  readonly #startedAt = Date.now();
   /** The metrics consumer's backlog as the metrics area last read it; undefined before it exists. */
   readonly #consumerLag: () => number | undefined;
 
@@ -22,9 +24,19 @@ export class HealthObserver {
     this.#consumerLag = consumerLag;
   }
 
-  async observe(breakers: Record<string, BreakerObservation>, agentRefusals: number[], criticalAlerts: HealthObservations['criticalAlerts'], now: number): Promise<HealthObservations> {
+  /**
+   * `stored`: the services as the health record last said (any replica's): the starting point for
+   * a service this process has not heard from yet, so a replica starting late does not flip it.
+   */
+  async observe(
+    breakers: Record<string, BreakerObservation>,
+    agentRefusals: number[],
+    criticalAlerts: HealthObservations['criticalAlerts'],
+    now: number,
+    stored: Readonly<Record<string, ServiceCheck>> = {},
+  ): Promise<HealthObservations> {
     const names = this.#context.config.MONITOR_HEALTH_SERVICES;
-    const checks = await Promise.all(names.map((name) => this.#check(name)));
+    const checks = await Promise.all(names.map((name) => this.#check(name, stored[name])));
     const consumerLag = this.#consumerLag();
     return { now, services: Object.fromEntries(names.map((name, index) => [name, checks[index]!])), breakers, agentRefusals, consumerLag, criticalAlerts };
   }
@@ -35,7 +47,7 @@ export class HealthObserver {
   }
 
   /** The service's grpc.health.v1 answer at its address; a service hosted in this process serves while the process does. */
-  async #check(name: keyof typeof serviceCatalog): Promise<ServiceCheck> {
+  async #check(name: keyof typeof serviceCatalog, stored: ServiceCheck | undefined): Promise<ServiceCheck> {
     const { clients, host, draining, config } = this.#context;
     if (clients.isLocal(name)) return draining.aborted ? 'NOT_SERVING' : 'SERVING';
     const address = host.addresses[name];
@@ -54,10 +66,16 @@ export class HealthObserver {
       this.#answers.set(name, { last, missed: 0 });
       return last;
     } catch {
-      // Never answered: unreachable at once. Answered before: its last answer holds until
-      // MONITOR_HEALTH_UNREACHABLE_AFTER checks in a row get none.
-      const known = this.#answers.get(name);
-      if (!known) return 'UNREACHABLE';
+      // Its last answer (or, before any, what the stored health said) holds until
+      // MONITOR_HEALTH_UNREACHABLE_AFTER checks in a row get none. Never heard of: UNKNOWN during
+      // the start-up grace, UNREACHABLE after it.
+      let known = this.#answers.get(name);
+      if (!known) {
+        const recorded = stored === 'UNKNOWN' ? undefined : stored;
+        if (!recorded) return Date.now() - this.#startedAt < config.MONITOR_HEALTH_STARTUP_GRACE_MS ? 'UNKNOWN' : 'UNREACHABLE';
+        known = { last: recorded, missed: 0 };
+        this.#answers.set(name, known);
+      }
       known.missed += 1;
       return known.missed >= config.MONITOR_HEALTH_UNREACHABLE_AFTER ? 'UNREACHABLE' : known.last;
     }

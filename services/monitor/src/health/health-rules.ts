@@ -1,7 +1,12 @@
 import type { RecoveryActionName } from '@elexirion/kit';
 import type { HealthConfig } from './health-config.js';
 
-export type ServiceCheck = 'SERVING' | 'NOT_SERVING' | 'UNREACHABLE';
+/**
+ * A service's health check. UNKNOWN: it has not answered since this monitor started, no replica
+ * recorded it before, and MONITOR_HEALTH_STARTUP_GRACE_MS has not passed (services starting
+ * together with the monitor are not an outage).
+ */
+export type ServiceCheck = 'SERVING' | 'NOT_SERVING' | 'UNREACHABLE' | 'UNKNOWN';
 export type HealthLevel = 'healthy' | 'degraded' | 'critical';
 
 /** A provider's breaker as the monitor last heard of it (from the provider's "breaker" events). */
@@ -77,7 +82,7 @@ export function evaluateHealth(
   const actions: DesiredAction[] = [];
 
   for (const [service, check] of Object.entries(observed.services).sort(([a], [b]) => a.localeCompare(b))) {
-    if (check === 'SERVING') continue;
+    if (check === 'SERVING' || check === 'UNKNOWN') continue;
     const cause = `service ${service}: ${check === 'UNREACHABLE' ? 'unreachable' : 'not serving'}`;
     if (ESSENTIAL_SERVICES.has(service)) critical.push(cause);
     else degraded.push(cause);

@@ -59,7 +59,7 @@ export function HealthPanel({ health }: { health: SystemHealth | null }) {
             <tr key={name}>
               <th scope="row">{name}</th>
               <td>
-                <span class={`badge ${check === 'SERVING' ? 'ok' : 'bad'}`}>{check.toLowerCase().replaceAll('_', ' ')}</span>
+                <span class={`badge ${check === 'SERVING' ? 'ok' : check === 'UNKNOWN' ? '' : 'bad'}`}>{check.toLowerCase().replaceAll('_', ' ')}</span>
               </td>
             </tr>
           ))}
