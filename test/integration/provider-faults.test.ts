@@ -42,18 +42,35 @@ describe('retries', () => {
   });
 
   it.each([
-    [400, Status.INVALID_ARGUMENT],
-    [401, Status.FAILED_PRECONDITION],
-    [403, Status.FAILED_PRECONDITION],
-    [404, Status.NOT_FOUND],
-  ])('never retries %i, and answers %s', async (status, code) => {
+    ['anthropic', 'claude', 400, Status.INVALID_ARGUMENT],
+    ['anthropic', 'claude', 401, Status.FAILED_PRECONDITION],
+    ['anthropic', 'claude', 403, Status.FAILED_PRECONDITION],
+    ['anthropic', 'claude', 404, Status.NOT_FOUND],
+    // OpenAI's whole answers are a direct POST (openai.ts): the same mapping as through the SDK.
+    ['openai', 'openai', 400, Status.INVALID_ARGUMENT],
+    ['openai', 'openai', 401, Status.FAILED_PRECONDITION],
+    ['openai', 'openai', 403, Status.FAILED_PRECONDITION],
+    ['openai', 'openai', 404, Status.NOT_FOUND],
+  ] as const)('%s (model %s): never retries %i, and answers %s with the vendor message', async (vendor, model, status, code) => {
     provider ??= await startProvider();
-    provider.fakes.anthropic.reset();
-    provider.fakes.anthropic.script({ status });
-    const error = await provider.client.complete({ messages: [userMessage('hi')], model: 'claude' }).catch((caught) => caught);
+    provider.fakes[vendor].reset();
+    provider.fakes[vendor].script({ status, errorMessage: `the vendor refuses with ${status}` });
+    const error = await provider.client.complete({ messages: [userMessage('hi')], model }).catch((caught) => caught);
     expect(error).toBeInstanceOf(ClientError);
     expect(error.code).toBe(code);
-    expect(provider.fakes.anthropic.requests).toHaveLength(1);
+    expect(error.details).toContain(`the vendor refuses with ${status}`);
+    expect(provider.fakes[vendor].requests).toHaveLength(1);
+  });
+
+  it('retries an OpenAI-compatible server that answers 200 with something other than JSON, saying so', async () => {
+    provider = await startProvider();
+    provider.fakes.openai.script({ rawBody: '<html>bad gateway page</html>' }, { rawBody: '<html>bad gateway page</html>' }, { text: 'a real answer' });
+    const answer = await provider.client.complete({ messages: [userMessage('hi')], model: 'openai' });
+    expect(answer).toMatchObject({ text: 'a real answer', attempts: 3 });
+    provider.fakes.openai.setDefault({ rawBody: 'not json' });
+    const error = await provider.client.complete({ messages: [userMessage('hi')], model: 'openai' }).catch((caught) => caught);
+    expect(error.code).toBe(Status.UNAVAILABLE);
+    expect(error.details).toContain('the answer is not JSON (HTTP 200, 8 bytes)');
   });
 
   it('retries a dropped connection', async () => {

@@ -45,6 +45,8 @@ export interface ScriptedReply {
   until?: Promise<unknown>;
   /** Destroy the socket at once (a connection error for the client). */
   dropConnection?: boolean;
+  /** A whole answer: this text as the body, under `status` (default 200), instead of the vendor's JSON (a broken compatible server). */
+  rawBody?: string;
 }
 
 export interface RecordedRequest {
@@ -292,6 +294,10 @@ export async function startFakeUpstream(protocol: VendorProtocol, options: FakeU
     if (reply.hang) return; // answer nothing; the close handler records the client's abort
 
     const status = reply.status ?? 200;
+    if (reply.rawBody !== undefined && !call.stream) {
+      res.writeHead(status, { 'content-type': 'text/html', ...reply.headers });
+      return void res.end(reply.rawBody);
+    }
     if (status < 200 || status >= 300) return sendError(status, reply.errorMessage, reply.headers);
 
     const text = reply.text ?? `fake ${protocol.vendor} reply to: ${call.lastUserText}`;

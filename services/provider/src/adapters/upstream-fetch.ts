@@ -34,11 +34,7 @@ export function createUpstreamFetch(options: { streaming?: boolean; dispatcher?:
       signal: init.signal ?? undefined,
       dispatcher,
     });
-    const headers = new Headers();
-    for (const [name, value] of Object.entries(response.headers)) {
-      if (Array.isArray(value)) for (const item of value) headers.append(name, item);
-      else if (value !== undefined) headers.set(name, value);
-    }
+    const headers = webHeaders(response.headers);
     const status = response.statusCode;
     if (NULL_BODY_STATUSES.has(status)) {
       response.body.resume();
@@ -124,6 +120,16 @@ class BufferedResponse extends ResponseClass {
   }
 }
 
+/** undici's plain response headers as a WHATWG Headers. */
+export function webHeaders(raw: IncomingHttpHeaders): Headers {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(raw)) {
+    if (Array.isArray(value)) for (const item of value) headers.append(name, item);
+    else if (value !== undefined) headers.set(name, value);
+  }
+  return headers;
+}
+
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 
 function plainHeaders(headers: RequestInit['headers']): Record<string, string> {
@@ -140,7 +146,7 @@ function plainHeaders(headers: RequestInit['headers']): Record<string, string> {
 let connections: UpstreamConnections | undefined;
 
 /** One keep-alive connection set per process for every upstream origin. */
-function sharedConnections(): Dispatcher {
+export function sharedConnections(): Dispatcher {
   connections ??= new UpstreamConnections();
   return connections;
 }
