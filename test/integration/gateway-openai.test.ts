@@ -11,7 +11,7 @@ import { Metadata } from 'nice-grpc';
 import OpenAI, { APIError } from 'openai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { proto, Status } from '@elexirion/kit';
-import { connectNats, eventually, repoRoot, sleep, startFakeOpenAI, startNats, startStack, stopAll, type FakeUpstream, type NatsServer, type Stack } from '@elexirion/testing';
+import { collectEvents, connectNats, eventually, repoRoot, sleep, startFakeOpenAI, startNats, startStack, stopAll, type FakeUpstream, type NatsServer, type Stack } from '@elexirion/testing';
 
 const execFileAsync = promisify(execFile);
 const UPSTREAM_KEY = 'sk-fake-openai-endpoint-test-5e6f7a8b';
@@ -320,22 +320,27 @@ describe('Gateway Complete, CompleteStream and ListModels over gRPC', () => {
     });
     await connection.flush();
     try {
-      upstream.script({ text: 'observed' }, { chunks: ['ob', 'served'] });
+      upstream.script({ text: 'observed' }, { chunks: ['ob', 'served'] }, { chunks: ['over ', 'HTTP'] });
       await stack.gateway.complete({ ...base, messages: [user('Observe.')] });
       for await (const _event of stack.gateway.completeStream({ ...base, messages: [user('Observe the stream.')] }));
+      // The OpenAI endpoint's stream, read to its end by the SDK: a whole stream, not a cancelled one.
+      let text = '';
+      for await (const chunk of await client.chat.completions.create({ model: 'openai', messages: [{ role: 'user', content: 'Observe over HTTP.' }], stream: true })) text += chunk.choices[0]?.delta.content ?? '';
+      expect(text).toBe('over HTTP');
       await stack.gateway.complete({ ...base, model: 'unknown_alias', messages: [user('Observe a failure.')] }).catch(() => undefined);
       // Events are published in batches, so earlier tests' calls may arrive here too; this
-      // test's three are the last, in the order they happened, ending with its failure.
-      const seen = await eventually('the three request events', async () => {
+      // test's four are the last, in the order they happened, ending with its failure.
+      const seen = await eventually('the four request events', async () => {
         const completes = events.filter((event) => event.gatewayRequest?.method.startsWith('Complete'));
-        return completes.at(-1)?.gatewayRequest?.errorMessage.includes('unknown_alias') ? completes.slice(-3) : undefined;
+        return completes.at(-1)?.gatewayRequest?.errorMessage.includes('unknown_alias') ? completes.slice(-4) : undefined;
       });
       expect(seen.map((event) => [event.gatewayRequest!.method, event.status])).toEqual([
         ['Complete', 'OK'],
         ['CompleteStream', 'OK'],
+        ['CompleteStream', 'OK'],
         ['Complete', 'NOT_FOUND'],
       ]);
-      expect(seen[2]!.gatewayRequest!.errorMessage).toContain('unknown_alias');
+      expect(seen[3]!.gatewayRequest!.errorMessage).toContain('unknown_alias');
     } finally {
       subscription.unsubscribe();
       await connection.close();
@@ -438,6 +443,7 @@ describe('pipeline/<name> as a model', () => {
   });
 
   it('streams a one-step pipeline\'s text as it is written, and a longer one\'s answer whole (not its draft)', async () => {
+    const telemetry = await collectEvents(nats.url);
     upstream.script({ chunks: ['Stream', 'ed.'] });
     const one = await pipelinesClient.chat.completions.create({ model: 'pipeline/oai-one', messages: [{ role: 'user', content: 'Go.' }], stream: true, stream_options: { include_usage: true } });
     const oneDeltas: string[] = [];
@@ -457,6 +463,19 @@ describe('pipeline/<name> as a model', () => {
     for await (const chunk of two) text += chunk.choices[0]?.delta.content ?? '';
     expect(text).toBe('The final answer.');
     expect(upstream.requests).toHaveLength(2);
+    // Both streams were read to their end: whole runs in the request events, not cancelled ones.
+    try {
+      const streams = await eventually('both streams\' request events', async () => {
+        const seen = telemetry.events.filter(({ event }) => event.gatewayRequest?.method === 'ExecutePipelineStream');
+        return seen.length >= 2 ? seen : undefined;
+      });
+      expect(streams.map(({ event }) => [event.gatewayRequest!.pipeline, event.status])).toEqual([
+        ['oai-one', 'OK'],
+        ['oai-two', 'OK'],
+      ]);
+    } finally {
+      await telemetry.close();
+    }
   });
 
   it('answers an unknown pipeline with 404, and one it cannot feed with 400 naming the input', async () => {

@@ -1,9 +1,10 @@
-import { callOptions, proto, ServerError, Status } from '@elexirion/kit';
+import { callOptions, proto } from '@elexirion/kit';
 import type { CallContext } from 'nice-grpc-common';
 import { callerOf, hasScope } from '../caller.js';
 import { invalid } from '../validation.js';
 import { observed, type GatewayDeps } from './gateway-deps.js';
 import { ModelCatalog } from './model-catalog.js';
+import { observedStream } from './observed-stream.js';
 
 // What one public LLM call may carry: generous for the optimizer's prompts (demos included),
 // small enough that one request cannot hold the gateway's memory (the provider allows 2M).
@@ -102,22 +103,14 @@ export function modelCalls(deps: GatewayDeps): Pick<proto.GatewayServiceImplemen
 
     async *completeStream(request, callContext) {
       checkCompleteRequest(request, true);
-      const call = deps.context.events.begin('request');
-      const event = (errorMessage = '') => ({ gatewayRequest: { method: 'CompleteStream', pipeline: '', jobId: '', errorMessage } });
-      try {
+      // The provider's stream as it comes: deltas, then `done`, or its error status after a
+      // delta. Cancelling this call (the client went away) cancels the provider's call, which
+      // aborts the vendor request.
+      async function* streamed() {
         await catalog.check(request.model);
-        // The provider's stream as it comes: deltas, then `done`, or its error status after a
-        // delta. Cancelling this call (the client went away) cancels the provider's call, which
-        // aborts the vendor request.
-        for await (const message of provider.streamComplete({ request: forwarded(request, callContext) }, callOptions(callContext))) yield message;
-        call.succeeded(event());
-      } catch (error) {
-        call.failed(error, event);
-        throw error;
-      } finally {
-        // Reached without either above when the caller stopped reading (a later call is ignored).
-        call.failed(new ServerError(Status.CANCELLED, 'cancelled by its caller'), event);
+        yield* provider.streamComplete({ request: forwarded(request, callContext) }, callOptions(callContext));
       }
+      yield* observedStream(deps, 'CompleteStream', '', streamed(), () => ({}));
     },
 
     async listModels(_request, callContext) {

@@ -125,6 +125,7 @@ async function runnablePipelines(gateway: Gateway, options: CallOptions): Promis
 async function* modelStream(gateway: Gateway, body: ChatCompletionBody, request: proto.CompleteRequest, options: CallOptions): AsyncIterable<ServerSentEvent> {
   const chunks = new ChunkWriter(body.model, body.stream_options?.include_usage === true);
   let started = false;
+  let done: proto.CompleteResponse | undefined;
   try {
     for await (const message of gateway.completeStream(request, options)) {
       // The role chunk waits for the first message: a refusal before it (no key, over a limit, an
@@ -134,12 +135,12 @@ async function* modelStream(gateway: Gateway, body: ChatCompletionBody, request:
         yield { data: chunks.role() };
       }
       if (message.delta) yield { data: chunks.delta(message.delta) };
-      else if (message.done) {
-        yield* ending(chunks, body, message.done.finishReason, message.done.usage);
-        return;
-      }
+      else if (message.done) done = message.done;
     }
-    throw new ServerError(Status.INTERNAL, 'the completion stream ended without its final message');
+    // After the stream's own end, not at its last message: a stream left early counts as
+    // cancelled all the way down (its request event, the provider's call).
+    if (!done) throw new ServerError(Status.INTERNAL, 'the completion stream ended without its final message');
+    yield* ending(chunks, body, done.finishReason, done.usage);
   } catch (error) {
     if (!started) throw error;
     yield streamError(error);
@@ -196,6 +197,7 @@ async function* pipelineStream(gateway: Gateway, body: ChatCompletionBody, reque
   const chunks = new ChunkWriter(body.model, body.stream_options?.include_usage === true);
   let started = false;
   let streamed = '';
+  let done: proto.ExecutePipelineResponse | undefined;
   try {
     for await (const event of gateway.executePipelineStream(request, options)) {
       if (!started) {
@@ -205,16 +207,14 @@ async function* pipelineStream(gateway: Gateway, body: ChatCompletionBody, reque
       if (event.textDelta && live && event.textDelta.text) {
         streamed += event.textDelta.text;
         yield { data: chunks.delta(event.textDelta.text) };
-      } else if (event.done) {
-        const result = event.done.result;
-        // What was streamed is the start of the result (all of it, for a one-step pipeline).
-        if (!result.startsWith(streamed)) throw new ServerError(Status.INTERNAL, `pipeline "${request.pipeline}": its output differs from the text streamed (a step was retried after writing)`);
-        if (result.length > streamed.length) yield { data: chunks.delta(result.slice(streamed.length)) };
-        yield* ending(chunks, body, 'stop', event.done.usage);
-        return;
-      }
+      } else if (event.done) done = event.done;
     }
-    throw new ServerError(Status.INTERNAL, 'the pipeline stream ended without its final message');
+    // After the stream's own end, as modelStream does.
+    if (!done) throw new ServerError(Status.INTERNAL, 'the pipeline stream ended without its final message');
+    // What was streamed is the start of the result (all of it, for a one-step pipeline).
+    if (!done.result.startsWith(streamed)) throw new ServerError(Status.INTERNAL, `pipeline "${request.pipeline}": its output differs from the text streamed (a step was retried after writing)`);
+    if (done.result.length > streamed.length) yield { data: chunks.delta(done.result.slice(streamed.length)) };
+    yield* ending(chunks, body, 'stop', done.usage);
   } catch (error) {
     if (!started) throw error;
     yield streamError(error);
