@@ -1,5 +1,5 @@
 // `npm run bench:profile [-- --shape aio|split --seconds S --concurrency C --telemetry on|off
-// --upstream-delay-ms MS --grpc --pipeline --openai]`
+// --upstream-delay-ms MS --grpc --pipeline --openai [--stream]]`
 // (or `-- --analyze DIR` for profiles already written):
 // runs the chain under the benchmark's closed-loop HTTP load with `node --cpu-prof` on every
 // service process, then prints where the CPU went (self time by package and by function). This is
@@ -34,6 +34,8 @@ async function main(): Promise<void> {
       pipeline: { type: 'boolean', default: false },
       /** The OpenAI-compatible POST /v1/chat/completions (scenario openai) instead of the chat. */
       openai: { type: 'boolean', default: false },
+      /** With --openai: stream: true (the upstream's 3 chunks 10 ms apart, as the openai scenario streams). */
+      stream: { type: 'boolean', default: false },
       /** Only summarize the .cpuprofile files already in this folder. */
       analyze: { type: 'string' },
       /** Heap snapshots with runs held in flight instead of a CPU profile. */
@@ -62,11 +64,11 @@ async function main(): Promise<void> {
       : values.pipeline
         ? { type: 'http' as const, url: `${system.httpUrl}/v1/pipelines/${PIPELINE.name}/execute`, headers: system.auth, body: { inputs: { message: MESSAGE } } }
         : values.openai
-          ? { type: 'http' as const, url: `${system.httpUrl}/v1/chat/completions`, headers: system.auth, body: { ...directBody(), model: 'claude_smart' } }
+          ? { type: values.stream ? ('http-sse' as const) : ('http' as const), url: `${system.httpUrl}/v1/chat/completions`, headers: system.auth, body: { ...directBody(values.stream), model: 'claude_smart' } }
           : { type: 'http' as const, url: `${system.httpUrl}/v1/chat`, headers: system.auth, body: { message: MESSAGE } };
     log(`warm-up, then ${seconds} s at c=${concurrency} against ${SHAPE_LABEL[shape]}`);
     await driver.run({ target, mode: 'closed', concurrency: 16, durationMs: 3_000 });
-    await upstream.setDefault({ delayMs: Number(values['upstream-delay-ms']) });
+    await upstream.setDefault({ delayMs: Number(values['upstream-delay-ms']), ...(values.stream ? { chunkDelayMs: 10 } : {}) });
     const result = await driver.run({ target, mode: 'closed', concurrency, durationMs: seconds * 1000, timeoutMs: 300_000, closeAfter: true });
     log(`${result.latencies.length} requests, ${result.errors} errors`);
     await system.stack.stop();

@@ -314,12 +314,14 @@ describe('credentials', () => {
     // A wrong key: the fake answers 401, whose message the SDK and our logs must not echo.
     writeFileSync(join(dir, 'OPENAI_API_KEY'), 'sk-wrong-key-that-must-stay-secret-1234\n');
     try {
-      provider = await startProvider({ env: { OPENAI_API_KEY: '', PROVIDER_SECRETS_DIR: dir } });
+      provider = await startProvider({ env: { OPENAI_API_KEY: '', PROVIDER_SECRETS_DIR: dir, OPENAI_ORG_ID: 'org-elexirion-test', OPENAI_PROJECT_ID: 'proj_elexirion' } });
       const error = await provider.client.complete({ messages: [userMessage('hi')], model: 'openai' }).catch((caught) => caught);
       expect(error.code).toBe(Status.FAILED_PRECONDITION);
       expect(error.details).not.toContain('sk-wrong-key');
       const header = provider.fakes.openai.requests[0]!.headers.authorization;
       expect(header).toBe('Bearer sk-wrong-key-that-must-stay-secret-1234');
+      // The organization and project the SDK reads from the environment go along, as the SDK sends them.
+      expect(provider.fakes.openai.requests[0]!.headers).toMatchObject({ 'openai-organization': 'org-elexirion-test', 'openai-project': 'proj_elexirion' });
       expect(provider.process.output()).not.toContain('sk-wrong-key-that-must-stay-secret-1234');
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -62,7 +62,15 @@ export class OpenAiAdapter implements LlmAdapter {
     });
     this.streamingClient = this.client.withOptions({ fetch: createUpstreamFetch({ streaming: true }) });
     this.completionsUrl = `${this.client.baseURL.replace(/\/+$/, '')}/chat/completions`;
-    this.headers = { authorization: `Bearer ${this.client.apiKey}`, 'content-type': 'application/json', accept: 'application/json', 'user-agent': 'elexirion' };
+    this.headers = {
+      authorization: `Bearer ${this.client.apiKey}`,
+      'content-type': 'application/json',
+      accept: 'application/json',
+      'user-agent': 'elexirion',
+      // As the SDK sends them (from OPENAI_ORG_ID and OPENAI_PROJECT_ID when set).
+      ...(this.client.organization ? { 'openai-organization': this.client.organization } : {}),
+      ...(this.client.project ? { 'openai-project': this.client.project } : {}),
+    };
     this.timeoutMs = options.timeoutMs;
   }
 
