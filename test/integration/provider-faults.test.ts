@@ -267,14 +267,18 @@ describe('cancellation and deadlines', () => {
     await provider.fakes.openai.waitForAbort(0, 5_000);
   });
 
-  it('aborts a streaming vendor request when the caller stops reading', async () => {
-    provider = await startProvider();
-    provider.fakes.anthropic.script({ chunks: ['a', 'b', 'c', 'd'], chunkDelayMs: 500 });
-    for await (const message of provider.client.streamComplete({ request: { messages: [userMessage('hi')], model: 'claude' } })) {
+  it.each([
+    ['anthropic', 'claude'],
+    ['openai', 'openai'],
+  ] as const)('aborts a streaming %s request when the caller stops reading', async (vendor, model) => {
+    provider ??= await startProvider();
+    provider.fakes[vendor].reset();
+    provider.fakes[vendor].script({ chunks: ['a', 'b', 'c', 'd'], chunkDelayMs: 500 });
+    for await (const message of provider.client.streamComplete({ request: { messages: [userMessage('hi')], model } })) {
       expect(message.delta).toBe('a');
       break;
     }
-    await provider.fakes.anthropic.waitForAbort(0, 5_000);
+    await provider.fakes[vendor].waitForAbort(0, 5_000);
   });
 
   it('answers DEADLINE_EXCEEDED at the caller deadline and aborts the vendor request', async () => {

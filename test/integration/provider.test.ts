@@ -23,7 +23,7 @@ const vendors = [
   { alias: 'openai', vendor: 'openai', model: 'gpt-4o-mini', price: { input: 0.15, output: 0.6 } },
 ] as const;
 
-describe.each(vendors)('the $vendor adapter against a fake speaking its wire format (streams through the real SDK)', ({ alias, vendor, model, price }) => {
+describe.each(vendors)('the $vendor adapter against a fake speaking its wire format', ({ alias, vendor, model, price }) => {
   it('completes, reporting who served it, usage and cost from the price table', async () => {
     const fake = provider.fakes[vendor];
     fake.script({ text: `answer from ${vendor}`, usage: { inputTokens: 1_200, outputTokens: 3_400 } });
