@@ -72,7 +72,7 @@ describe('health observer', () => {
     expect(await agentCheck(starting, { agent: 'UNKNOWN' })).toBe('UNKNOWN');
     await delay(400);
     expect(await agentCheck(starting)).toBe('UNREACHABLE');
-    // Without a grace: at once, whatever the setting for a service that answered before.
+    // With no grace: UNREACHABLE at its first check without an answer.
     expect(await agentCheck(observer(`127.0.0.1:${await freePort()}`, 2))).toBe('UNREACHABLE');
   });
 
