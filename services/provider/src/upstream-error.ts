@@ -61,4 +61,12 @@ export function isConnectionFailure(error: unknown): boolean {
   return false;
 }
 
+/** undici's codes for no answer (or no further body byte) within a request's timeout. */
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+
+/** True for undici's own request timeouts (headersTimeout, bodyTimeout). */
+export function isTimeoutFailure(error: unknown): boolean {
+  return TIMEOUT_CODES.has((error as { code?: string } | undefined)?.code ?? '');
+}
+
 export { isAbortError };

@@ -1,6 +1,6 @@
 import { AbortError } from 'abort-controller-x';
 import type { ProviderName } from '../provider-config.js';
-import { UpstreamError, isAbortError, isConnectionFailure, parseRetryAfter } from '../upstream-error.js';
+import { UpstreamError, isAbortError, isConnectionFailure, isTimeoutFailure, parseRetryAfter } from '../upstream-error.js';
 
 /** The error classes an SDK in the Stainless family (Anthropic, OpenAI) throws. */
 export interface SdkErrorClasses {
@@ -17,7 +17,7 @@ export interface SdkErrorClasses {
 export function classifySdkError(provider: ProviderName, error: unknown, signal: AbortSignal, classes?: SdkErrorClasses): Error {
   if (error instanceof UpstreamError) return error;
   if (signal.aborted || isAbortError(error) || (classes && error instanceof classes.APIUserAbortError)) return new AbortError();
-  if (classes && error instanceof classes.APIConnectionTimeoutError) {
+  if ((classes && error instanceof classes.APIConnectionTimeoutError) || isTimeoutFailure(error)) {
     return new UpstreamError(provider, 'timeout', 'request timed out', undefined, undefined, { cause: error });
   }
   if (classes && error instanceof classes.APIConnectionError) {

@@ -7,9 +7,6 @@ import { classifySdkError } from './classify.js';
 import type { AdapterResult, FinishReason, LlmAdapter, NormalizedRequest, StreamEvent } from './types.js';
 import { sharedConnections, webHeaders } from './upstream-fetch.js';
 
-/** undici's codes for no answer (or no further body byte) within the call's timeout. */
-const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
-
 const ERROR_CLASSES = {
   APIError: OpenAI.APIError,
   APIUserAbortError: OpenAI.APIUserAbortError,
@@ -102,7 +99,7 @@ export class OpenAiAdapter implements LlmAdapter {
         model: completion.model,
       };
     } catch (error) {
-      throw classifySdkError('openai', timeoutAsSdkError(error), signal, ERROR_CLASSES);
+      throw classifySdkError('openai', error, signal, ERROR_CLASSES);
     }
   }
 
@@ -203,15 +200,10 @@ export class OpenAiAdapter implements LlmAdapter {
         }
       }
     } catch (error) {
-      throw classifySdkError('openai', timeoutAsSdkError(error), signal, ERROR_CLASSES);
+      throw classifySdkError('openai', error, signal, ERROR_CLASSES);
     }
     // A stream cut before its finish_reason is a broken answer, never a complete one.
     if (!reason) throw new UpstreamError('openai', 'connection', 'the stream ended before the answer was complete');
     yield { type: 'done', result: { text, finishReason: finishReason(reason), inputTokens, outputTokens, model } };
   }
-}
-
-/** undici's timeouts (no headers, or a pause in the body, longer than the timeout) as the SDK's. */
-function timeoutAsSdkError(error: unknown): unknown {
-  return TIMEOUT_CODES.has((error as { code?: string } | undefined)?.code ?? '') ? new OpenAI.APIConnectionTimeoutError() : error;
 }
